@@ -1,0 +1,38 @@
+# Two commands a fresh machine needs: `make reproduce` and `make test`.
+# Each creates .venv and installs the project from its own files first.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+OUT     ?= results
+
+.PHONY: reproduce reproduce-quick test test-slow bench install clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first and pinned: an unpinned resolve would pull a multi-GB CUDA build.
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[llm,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+reproduce: $(STAMP)
+	$(BIN)/ovt reproduce --out $(OUT)
+
+reproduce-quick: $(STAMP)
+	$(BIN)/ovt reproduce --quick --out $(OUT)
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow" tests README.md --doctest-glob=README.md
+	HF_HUB_OFFLINE=1 JAX_ENABLE_X64=1 $(BIN)/python -m pytest -q -m "not slow" tests/theory
+
+test-slow: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m slow tests
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/theory_speed.py
+
+clean:
+	rm -rf $(VENV) results

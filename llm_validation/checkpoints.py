@@ -1,0 +1,240 @@
+"""Checkpoint series: revision names, known hub series, listing, nearest-token selection, loading.
+
+A checkpoint is addressed by a model (a hub id such as ``allenai/OLMo-1B-hf``, or a local folder
+whose subfolders are ``save_pretrained`` folders) and a revision (a hub branch, or a subfolder
+name). Revision names carry the pre-training position; the supported families are
+
+- ``step{N}-tokens{M}{K|M|B|T}`` (no unit below 1000 tokens): OLMo-1B-hf, OLMo-1B-0724-hf, and the
+  local series written here;
+- ``stage1-step{N}-tokens{M}B`` and ``stage2-ingredient{K}-step{N}-tokens{M}B``: OLMo-2-1124-7B
+  (stage-2 token counts restart at zero: compare revisions within one stage only);
+- ``ckpt_{NNN}``: LLM360 Amber, 360 checkpoints over ~1.26T tokens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+import httpx2
+import torch
+from huggingface_hub import constants, list_repo_refs
+from safetensors import SafetensorError
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+UNITS: dict[str, int] = {"K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}
+
+AMBER_CHECKPOINTS = 360
+AMBER_TOTAL_TOKENS = 1_260 * 10**9
+# Amber's branches carry no token count. Its card reports ~1.26T tokens over 360 evenly spaced
+# checkpoints, so ckpt_i is assigned (i + 1) * 1.26T / 360 = (i + 1) * 3.5B tokens: approximate.
+AMBER_TOKENS_PER_CHECKPOINT = AMBER_TOTAL_TOKENS // AMBER_CHECKPOINTS
+
+_STEP_TOKENS = re.compile(
+    r"(?:(?P<stage>stage1|stage2-ingredient\d+)-)?step(?P<step>\d+)-tokens(?P<count>\d+)(?P<unit>[KMBT]?)"
+)
+_AMBER = re.compile(r"ckpt_(?P<index>\d{3})")
+ALLOWED_FORMS = (
+    "step{N}-tokens{M}{K|M|B|T}, stage1-step{N}-tokens{M}B, "
+    "stage2-ingredient{K}-step{N}-tokens{M}B, ckpt_{NNN} (000-359)"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Revision:
+    """One checkpoint's position in pre-training.
+
+    ``tokens`` is the count the name states (rounded to its unit), or for a local series with a
+    ``checkpoint.json`` the exact count. For Amber ``step`` is the checkpoint index.
+    """
+
+    name: str
+    step: int
+    tokens: int
+    stage: str | None = None
+
+
+def format_revision(step: int, tokens: int) -> str:
+    """``step{step}-tokens{M}{unit}``, e.g. ``format_revision(1200, 5_242_880) == 'step1200-tokens5M'``.
+
+    The unit is the largest of K, M, B, T that divides ``tokens`` exactly (``tokens3094B``, as OLMo
+    writes it; ``tokens1900K``), so the name round-trips the count. A count that no unit divides is
+    written in the largest unit that leaves at least three digits, rounded down (``1234567`` ->
+    ``1234K``); a count below 100K that no unit divides is written in full, without a unit. The exact count belongs in
+    ``checkpoint.json`` beside the weights.
+    """
+    if step < 0 or tokens < 0:
+        raise ValueError(f"step={step} and tokens={tokens} must be non-negative integers")
+    exact = [u for u in UNITS if tokens and tokens % UNITS[u] == 0]
+    readable = [u for u in UNITS if tokens >= 100 * UNITS[u]]
+    unit = max(exact or readable or [""], key=lambda u: UNITS[u] if u else 0)
+    count = tokens // UNITS[unit] if unit else tokens
+    return f"step{int(step)}-tokens{int(count)}{unit}"
+
+
+def parse_revision(name: str) -> Revision:
+    """The step, token count and stage a revision name states; ValueError for any other name."""
+    if match := _STEP_TOKENS.fullmatch(name):
+        unit = match["unit"]
+        tokens = int(match["count"]) * (UNITS[unit] if unit else 1)
+        return Revision(name, int(match["step"]), tokens, match["stage"])
+    if (match := _AMBER.fullmatch(name)) and int(match["index"]) < AMBER_CHECKPOINTS:
+        index = int(match["index"])
+        return Revision(name, index, (index + 1) * AMBER_TOKENS_PER_CHECKPOINT)
+    raise ValueError(f"revision={name!r} is not a checkpoint name; allowed: {ALLOWED_FORMS}")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be listed or loaded as asked (bad input: the CLI exits with 2)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Series:
+    """A known public checkpoint series.
+
+    ``init_std`` is the config's ``initializer_range``: the std the perturbation's ``init`` scale
+    uses. ``stage`` is the stage whose revisions form the pre-training curve (token counts restart
+    in later stages). Values come from model cards; they are unverified until a real hub is reached.
+    """
+
+    repo: str
+    tokens_per_step: int | None
+    init_std: float
+    stage: str | None = None
+
+
+SERIES: dict[str, Series] = {
+    s.repo: s
+    for s in (
+        Series("allenai/OLMo-1B-hf", 2048 * 2048, 0.02),  # seq 2048 x batch 2048 = 4,194,304
+        Series("allenai/OLMo-1B-0724-hf", 4096 * 1024, 0.02),  # card: step1000-tokens4B
+        Series("allenai/OLMo-2-1124-7B", 4096 * 1024, 0.02, stage="stage1"),
+        Series("LLM360/Amber", None, 0.02),  # tokens from the checkpoint index, see AMBER_*
+    )
+}
+
+
+def nearest_revisions(available: Iterable[Revision], tokens_list: Iterable[float]) -> list[Revision]:
+    """For each requested token count, the available revision nearest to it (ties: fewer tokens).
+
+    Token counts are compared as given, so pass revisions of one stage only.
+    """
+    available = list(available)
+    if not available:
+        raise CheckpointError("no revisions to choose from")
+    return [_by_distance(available, tokens)[0] for tokens in tokens_list]
+
+
+def _by_distance(available: list[Revision], tokens: float) -> list[Revision]:
+    return sorted(available, key=lambda r: (abs(r.tokens - tokens), r.tokens, r.step))
+
+
+def list_revisions(model: str | os.PathLike) -> list[Revision]:
+    """The checkpoint revisions of ``model``, sorted by (stage, tokens, step).
+
+    ``model`` is a local folder (its subfolders named as revisions; a ``checkpoint.json`` with
+    integer ``step`` and ``tokens`` gives the exact counts) or a hub id. A hub listing comes from
+    ``list_repo_refs(model).branches`` and is cached as json under ``HF_HOME``; with
+    ``HF_HUB_OFFLINE=1`` it is read from the hub cache's ``refs/`` folder, so only what can be
+    loaded offline is listed. Names outside the revision families (``main``) are left out.
+    """
+    if Path(model).is_dir():
+        folders = [folder for folder in Path(model).iterdir() if folder.is_dir() and _is_revision(folder.name)]
+        revisions = [_local_revision(folder) for folder in folders]
+    else:
+        revisions = [parse_revision(name) for name in _hub_branches(str(model)) if _is_revision(name)]
+    return sorted(revisions, key=lambda r: (r.stage or "", r.tokens, r.step))
+
+
+def load_checkpoint(
+    model: str | os.PathLike, revision: str, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Model (in eval mode, on ``device``) and tokenizer of one revision of a folder series or hub repo.
+
+    Raises ``CheckpointError`` when the revision is absent (naming the nearest available ones), when
+    files are corrupt, and when loading reports missing, mismatched or newly initialised weights:
+    transformers would otherwise return a randomly initialised model that looks like a checkpoint.
+    """
+    _require_revision(model, revision)
+    if Path(model).is_dir():
+        source, kwargs = str(Path(model) / revision), {}
+    else:
+        source, kwargs = str(model), {"revision": revision}
+    try:
+        # Mismatched shapes are reported in `info` rather than raised, so one check below covers them.
+        loaded, info = AutoModelForCausalLM.from_pretrained(
+            source, dtype=dtype, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
+        )
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    except (OSError, ValueError, SafetensorError) as error:
+        raise CheckpointError(f"checkpoint {model}@{revision} could not be read: {error}") from error
+    broken = sorted(info["missing_keys"]) + sorted(key for key, *_ in info["mismatched_keys"])
+    if broken or info["error_msgs"]:
+        raise CheckpointError(
+            f"checkpoint {model}@{revision} is incomplete: weights missing or mismatched "
+            f"(would be newly initialised): {', '.join(broken) or info['error_msgs']}"
+        )
+    return loaded.to(device).eval(), tokenizer
+
+
+def _is_revision(name: str) -> bool:
+    try:
+        parse_revision(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _local_revision(folder: Path) -> Revision:
+    revision = parse_revision(folder.name)
+    metadata = folder / "checkpoint.json"
+    if not metadata.is_file():
+        return revision
+    try:
+        fields = json.loads(metadata.read_text())
+        return dataclasses.replace(revision, step=int(fields["step"]), tokens=int(fields["tokens"]))
+    except (ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(f"{metadata} is not valid: needs integer 'step' and 'tokens' ({error})") from error
+
+
+def _hub_branches(repo: str) -> list[str]:
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo):
+        raise CheckpointError(f"model={repo!r} is neither a folder nor a hub id of the form ORG/NAME")
+    repo_cache = Path(constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}"
+    if constants.is_offline_mode():
+        refs = repo_cache / "refs"
+        if not refs.is_dir():
+            raise CheckpointError(f"HF_HUB_OFFLINE=1 and {repo} has no cached revisions under {refs}")
+        return [ref.name for ref in refs.iterdir() if ref.is_file()]
+    listing = Path(constants.HF_HOME) / "ovt" / "revisions" / f"{repo.replace('/', '--')}.json"
+    try:
+        names = [branch.name for branch in list_repo_refs(repo).branches]
+    except (OSError, httpx2.HTTPError) as error:  # the hub's HTTP and connection errors: use the last listing
+        if not listing.is_file():
+            raise CheckpointError(f"cannot list the revisions of {repo}: {error}") from error
+        return json.loads(listing.read_text())
+    listing.parent.mkdir(parents=True, exist_ok=True)
+    temporary = listing.with_suffix(".tmp")
+    temporary.write_text(json.dumps(sorted(names)))
+    temporary.replace(listing)  # atomic: a concurrent reader never sees half a listing
+    return names
+
+
+def _require_revision(model: str | os.PathLike, revision: str) -> None:
+    if Path(model).is_dir():
+        present = (Path(model) / revision).is_dir()
+    else:
+        present = revision in _hub_branches(str(model))
+    if present:
+        return
+    available = list_revisions(model)
+    if _is_revision(revision) and available:
+        nearest = _by_distance(available, parse_revision(revision).tokens)[:3]
+        hint = f"nearest available: {', '.join(r.name for r in nearest)}"
+    else:
+        hint = f"available: {', '.join(r.name for r in available[:5]) or 'none'} ({len(available)} in all)"
+    raise CheckpointError(f"revision={revision!r} is not available for {model}; {hint}")

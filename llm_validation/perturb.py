@@ -1,0 +1,89 @@
+"""Gaussian weight perturbation with paired noise and exact restore.
+
+    theta~_p = theta_p + gamma * sigma_p * eps_p,    eps_p ~ N(0, I),
+
+the paper's eps ~ N(0, gamma^2 Sigma) with Sigma the initialisation covariance when ``scale='init'``.
+eps_p is drawn on the CPU in float32 from a generator seeded by a stable hash of (seed, name of
+p), so draw ``seed`` is the same noise on every checkpoint of a series (paired comparisons) and on
+every device; it is then cast to the parameter's dtype and device.
+
+Perturbed parameters are the weights of ``nn.Linear`` and ``nn.Embedding`` modules. Under the
+declared init scheme of transformers models (``PreTrainedModel._init_weights``) these are
+N(0, initializer_range^2) and everything else is a constant (biases 0, norm weights 1), i.e. has
+zero init variance, so norms and biases are left unchanged in every scale mode (OLMo-1's layer
+norms carry no parameters at all). A tied embedding is one tensor and is perturbed once, under its
+first name (``model.embed_tokens.weight``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+SCALES = ("init", "relative", "absolute")
+
+
+def perturbed_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """Linear and Embedding weights by name, each tensor once (tied weights keep their first name)."""
+    found: dict[int, tuple[str, nn.Parameter]] = {}
+    for prefix, module in model.named_modules():
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            found.setdefault(id(module.weight), (f"{prefix}.weight" if prefix else "weight", module.weight))
+    return dict(found.values())
+
+
+def noise_scales(model: nn.Module, scale: str = "init") -> dict[str, float]:
+    """sigma_p for each perturbed parameter.
+
+    ``init``: the init std, ``model.config.initializer_range``; ``relative``: the tensor's RMS,
+    sqrt(mean(theta_p^2)); ``absolute``: 1, so gamma is the noise std itself.
+    """
+    params = perturbed_parameters(model)
+    if scale == "init":
+        std = getattr(getattr(model, "config", None), "initializer_range", None)
+        if std is None:
+            raise ValueError("scale='init' needs model.config.initializer_range (the declared init std)")
+        return {name: float(std) for name in params}
+    if scale == "relative":
+        return {name: p.detach().float().pow(2).mean().sqrt().item() for name, p in params.items()}
+    if scale == "absolute":
+        return {name: 1.0 for name in params}
+    raise ValueError(f"scale={scale!r} is unknown; allowed: {', '.join(SCALES)}")
+
+
+def gaussian_noise(seed: int, name: str, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
+    """eps ~ N(0, I) in float32 on the CPU, a pure function of (seed, name, shape)."""
+    # Python's hash() is salted per process; blake2b gives the same key in every run.
+    key = int.from_bytes(hashlib.blake2b(f"{seed}:{name}".encode(), digest_size=8).digest(), "little")
+    generator = torch.Generator(device="cpu").manual_seed(key)
+    return torch.randn(tuple(shape), generator=generator, dtype=torch.float32)
+
+
+@contextlib.contextmanager
+def perturbed(model: nn.Module, gamma: float, seed: int, scale: str = "init") -> Iterator[dict[str, float]]:
+    """Add gamma * sigma_p * eps_p to every perturbed parameter in place; restore bit for bit on exit.
+
+    Yields {name: sigma_p} for the manifest. Each tensor is copied to the CPU just before it is
+    modified, so at most one extra copy of the weights is held (off the accelerator), and the
+    restore is a copy of the original bits whatever the dtype.
+    """
+    if not gamma >= 0:
+        raise ValueError(f"gamma={gamma} must be a number >= 0")
+    params = perturbed_parameters(model)
+    sigmas = noise_scales(model, scale)
+    originals: dict[str, torch.Tensor] = {}
+    try:
+        with torch.no_grad():
+            for name, param in params.items():
+                originals[name] = param.detach().to("cpu", copy=True)
+                noise = gaussian_noise(seed, name, param.shape).mul_(gamma * sigmas[name])
+                param.add_(noise.to(device=param.device, dtype=param.dtype))
+        yield sigmas
+    finally:
+        with torch.no_grad():
+            for name, original in originals.items():
+                params[name].copy_(original)

@@ -1,0 +1,85 @@
+"""Per-mode laws of the aligned, balanced linear network (Saxe et al. 2014; THEORY.md).
+
+Under aligned balanced init every teacher mode i evolves alone. For depth 2 its end-to-end strength
+u obeys du/dt = 2u(s - u), solved by the logistic law
+    u(t) = s / (1 + (s/u0 - 1) exp(-2 s t)).
+Mode i is learned around t_i ~ ln(s_i/u0) / (2 s_i): large singular values first. Depth L and an
+L2 pull toward a reference have no closed form; ``mode_flow`` integrates their scalar ODE per mode.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from theory import _checks
+from theory.ode import rk4_solve
+
+
+def logistic_strength(target, u_start, t):
+    """Solution of du/dt = 2u(b - u) from u(0) = u_start, for every b >= 0 and t >= 0.
+
+    Written as u(t) = u_start / (exp(-2bt) + u_start * g), g = (1 - exp(-2bt)) / b (g = 2t at b = 0),
+    which is s / (1 + (s/u0 - 1) exp(-2st)) multiplied through by u0/s: nothing overflows at large t,
+    u(t) -> b as t -> infinity, and b = 0 (a mode fine-tuning switches off) decays as u/(1 + 2ut).
+    """
+    b, u, t = jnp.broadcast_arrays(*(jnp.asarray(x, dtype=jnp.result_type(float)) for x in (target, u_start, t)))
+    decay = jnp.exp(-2.0 * b * t)
+    safe_b = jnp.where(b > 0, b, 1.0)
+    g = jnp.where(b > 0, -jnp.expm1(-2.0 * b * t) / safe_b, 2.0 * t)
+    return u / (decay + u * g)
+
+
+def mode_strength(s, u0, t):
+    """u(t) = s / (1 + (s/u0 - 1) exp(-2 s t)): depth-2 mode strength under gradient flow on task A.
+
+    Broadcasts over s, u0, t; exact and finite for every t >= 0, s > 0, u0 > 0.
+
+    >>> float(mode_strength(1.0, 1e-12, 1e6))
+    1.0
+    """
+    _checks.positive("s", s)
+    _checks.positive("u0", u0)
+    _checks.non_negative("t", t)
+    return logistic_strength(s, u0, t)
+
+
+def learning_time(s, u0):
+    """t_i = ln(s_i/u0) / (2 s_i): when mode i reaches half its target (exact for the logistic law)."""
+    return jnp.log(jnp.asarray(s) / u0 - 1.0) / (2.0 * jnp.asarray(s))
+
+
+def loss_from_strengths(target, u):
+    """L = 1/2 sum_i (target_i - u_i)^2 over the last axis (aligned modes; off-mode terms are zero)."""
+    return 0.5 * jnp.sum((jnp.asarray(target) - u) ** 2, axis=-1)
+
+
+def finetune_strength(b, u_T, tau):
+    """u_ft = b / (1 + (b/u(T) - 1) exp(-2 b tau)): aligned fine-tuning for time tau = lr * steps, lambda = 0.
+
+    A learned mode (large u(T)) moves fast; an unlearned one (u ~ u0) barely moves.
+    """
+    _checks.non_negative("b", b)
+    _checks.non_negative("tau", tau)
+    return logistic_strength(b, u_T, tau)
+
+
+def mode_flow(a_start, target, t_grid, depth: int = 2, lam=0.0, a_ref=None, dt_max: float = 0.02):
+    """Integrate the per-layer mode amplitude a (u = a^depth) of a balanced aligned depth-L network:
+
+        da/dt = a^(L-1) (b - a^L) - lam * (a - a_ref),
+
+    i.e. gradient flow on 1/2 (b - a^L)^2 + lam/2 * L * (a - a_ref)^2 (each of the L layers pulled
+    toward its reference). L = 2, lam = 0 gives du/dt = 2u(b - u); general L gives
+    du/dt = L u^(2 - 2/L) (b - u). Runge-Kutta 4 with steps of at most ``dt_max``.
+    Returns u = a^L at every time in ``t_grid`` (shape t_grid.shape + a_start.shape).
+    """
+    _checks.positive_int("depth", depth)
+    a_start, target = jnp.broadcast_arrays(jnp.asarray(a_start, dtype=jnp.result_type(float)), jnp.asarray(target))
+    a_ref = a_start if a_ref is None else jnp.broadcast_to(jnp.asarray(a_ref, a_start.dtype), a_start.shape)
+    lam = jnp.asarray(lam, a_start.dtype)
+
+    def rhs(a):
+        return a ** (depth - 1) * (target - a**depth) - lam * (a - a_ref)
+
+    return rk4_solve(rhs, a_start, jnp.asarray(t_grid, a_start.dtype), dt_max) ** depth

@@ -1,0 +1,56 @@
+"""Fine-tuning from a pre-trained W(T) (THEORY.md, "Modification 2").
+
+Flow or GD on  L_B(W) + lambda/2 * sum_k ||W_k - W_k(T)||_F^2  for fine-tuning time tau = lr * steps.
+"Fixed learning rate" means the same lr and steps for every T; "tuned" picks, per T, the lr of a grid
+that minimises L_B after fine-tuning; a shrinking schedule makes lr a decreasing function of T.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from theory import _checks
+from theory.network import Params, task_loss
+
+
+def regularized_objective(B: jax.Array, W_ref: Params, lam):
+    """W -> L_B(W) + lam/2 sum_k ||W_k - W_ref_k||^2 (the L2 pull toward the pre-trained weights)."""
+
+    def objective(Ws):
+        pull = sum(jnp.sum((W - R) ** 2) for W, R in zip(Ws, W_ref))
+        return task_loss(Ws, B) + 0.5 * lam * pull
+
+    return objective
+
+
+def finetune_gd(W_T: Params, B: jax.Array, lr, steps: int, lam=0.0) -> Params:
+    """``steps`` of full-batch gradient descent at ``lr`` on the regularised objective (tau = lr * steps)."""
+    _checks.positive("lr", lr)
+    _checks.positive_int("steps", steps)
+    _checks.non_negative("lam", lam)
+    grad = jax.grad(regularized_objective(B, W_T, lam))
+    opt = optax.sgd(lr)
+
+    def step(carry, _):
+        W, s = carry
+        updates, s = opt.update(grad(W), s, W)
+        return (optax.apply_updates(W, updates), s), None
+
+    (W, _), _ = jax.lax.scan(step, (W_T, opt.init(W_T)), None, length=steps)
+    return W
+
+
+def shrinking_lr(lr0, T, T_ref, power):
+    """lr(T) = lr0 * (1 + T/T_ref)^(-power): a fine-tuning rate that shrinks with pre-training time."""
+    _checks.positive("lr0", lr0)
+    _checks.positive("T_ref", T_ref)
+    _checks.non_negative("power", power)
+    return lr0 * (1.0 + jnp.asarray(T) / T_ref) ** (-power)
+
+
+def tuned_choice(finetune_losses, axis: int = 0):
+    """Index of the lr minimising the in-task loss L_B after fine-tuning, along ``axis`` (NaN = diverged)."""
+    finite = jnp.where(jnp.isfinite(finetune_losses), finetune_losses, jnp.inf)
+    return jnp.argmin(finite, axis=axis)

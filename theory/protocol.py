@@ -1,0 +1,139 @@
+"""The protocol of ARCHITECTURE.md on linear networks: pre-train to many times T, modify, measure.
+
+Two paths give the same ``Curves``:
+- ``closed_form_curves``: aligned balanced networks, per-mode laws, a whole T grid in one call;
+- ``simulated_curves``: any network and task, from a stored trajectory of weights (gradient flow,
+  GD or a budget series), Gaussian excess exact at depth 2 and Monte-Carlo otherwise, fine-tuning by GD.
+Both are pure functions of arrays, so ``jit`` and ``vmap`` over cells apply unchanged.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from theory import closed_form, perturbation
+from theory.finetune import finetune_gd
+from theory.network import Params, init_aligned_balanced, layer_norms_sq, task_loss
+
+MODIFICATIONS = ("none", "gaussian", "finetune")
+
+
+@struct.dataclass
+class Curves:
+    """Every measurement as a function of pre-training time (leading axis: the T grid).
+
+    ``pretrain_loss`` / ``finetune_loss`` are L_A / L_B of the clean model; ``perturbed_*`` the
+    expected losses after Gaussian noise; ``finetuned_*`` the losses after fine-tuning on B.
+    """
+
+    pretrain_loss: jax.Array
+    finetune_loss: jax.Array
+    excess: jax.Array
+    perturbed_pretrain_loss: jax.Array
+    perturbed_finetune_loss: jax.Array
+    finetuned_pretrain_loss: jax.Array
+    finetuned_finetune_loss: jax.Array
+    layer_norm_sq: jax.Array  # (T, depth)
+
+    def by_modification(self) -> dict[tuple[str, str], jax.Array]:
+        """{(modification, metric): curve} in the result store's vocabulary."""
+        return {
+            ("none", "pretrain_loss"): self.pretrain_loss,
+            ("none", "finetune_loss"): self.finetune_loss,
+            ("gaussian", "pretrain_loss"): self.perturbed_pretrain_loss,
+            ("gaussian", "finetune_loss"): self.perturbed_finetune_loss,
+            ("gaussian", "excess"): self.excess,
+            ("finetune", "pretrain_loss"): self.finetuned_pretrain_loss,
+            ("finetune", "finetune_loss"): self.finetuned_finetune_loss,
+        }
+
+
+def _embedded_network(u, depth: int, d_in: int, h: int, d_out: int) -> Params:
+    """Balanced aligned weights of widths (d_in, h, ..., d_out) with strengths u on the first modes
+    of the canonical bases (losses are rotation invariant, so U = V = I loses nothing)."""
+    r = u.shape[-1]
+    return init_aligned_balanced(jnp.eye(d_out, r, dtype=u.dtype), jnp.eye(d_in, r, dtype=u.dtype), u, h, depth)
+
+
+def _finetuned_strengths(u, b, tau, depth: int, lam, dt_max: float):
+    """Strengths after fine-tuning time tau: the logistic law (depth 2, lam = 0) or the per-mode ODE."""
+    if depth == 2 and isinstance(lam, (int, float)) and lam == 0:
+        return closed_form.finetune_strength(b, u, tau)
+    a_T = u ** (1.0 / depth)
+    return closed_form.mode_flow(a_T, b, jnp.reshape(tau, (1,)), depth, lam, a_ref=a_T, dt_max=dt_max)[0]
+
+
+def _monte_carlo_excess(key, Ws: Params, A, gamma, sigmas, n_draws: int):
+    """E[L_A(W~)] - L_A(W) by Monte-Carlo (paired: the clean loss is subtracted draw by draw)."""
+    mean, _ = perturbation.monte_carlo_loss(key, Ws, A, gamma, sigmas, n_draws)
+    return mean - task_loss(Ws, A)
+
+
+def closed_form_curves(s, b, u0, T, *, gamma, sigma1, sigma2, d_in: int, h: int, d_out: int, tau,
+                       lam=0.0, depth: int = 2, key: jax.Array | None = None, n_draws: int = 256,
+                       dt_max: float = 0.02) -> Curves:
+    """All curves for an aligned balanced network on A = U diag(s) V^T, B = U diag(b) V^T.
+
+    Pre-training: u(T) = s / (1 + (s/u0 - 1) e^{-2sT}) at depth 2, else the per-mode ODE.
+    Gaussian (noise std gamma * sigma_1 on W_1, gamma * sigma_2 on every later layer): the exact
+    excess with ||W_1||^2 = ||W_2||^2 = sum_i u_i(T) at depth 2, else Monte-Carlo over ``n_draws``.
+    Fine-tuning for tau = lr * steps: the logistic law from u(T) toward b when lam = 0 and depth = 2,
+    else the per-mode ODE with the L2 pull lam toward the pre-trained weights.
+    """
+    s = jnp.asarray(s)
+    b = jnp.asarray(b, s.dtype)
+    T = jnp.asarray(T, s.dtype)
+    if depth == 2:
+        u = closed_form.mode_strength(s, u0, T[:, None])
+    else:
+        u = closed_form.mode_flow(jnp.full_like(s, u0 ** (1.0 / depth)), s, T, depth, dt_max=dt_max)
+    u_ft = _finetuned_strengths(u, b, tau, depth, lam, dt_max)
+    if depth == 2:
+        norm = jnp.sum(u, axis=-1)
+        excess = perturbation.excess_from_norms(norm, norm, gamma, sigma1, sigma2, d_in, h, d_out)
+        norms = jnp.stack([norm, norm], axis=-1)
+    else:
+        key = jax.random.PRNGKey(0) if key is None else key
+        sigmas = (sigma1,) + (sigma2,) * (depth - 1)
+        A = jnp.eye(d_out, s.shape[0], dtype=s.dtype) * s @ jnp.eye(s.shape[0], d_in, dtype=s.dtype)
+        nets = jax.vmap(lambda u_T: _embedded_network(u_T, depth, d_in, h, d_out))(u)
+        excess = jax.vmap(lambda Ws: _monte_carlo_excess(key, Ws, A, gamma, sigmas, n_draws))(nets)
+        norms = jax.vmap(layer_norms_sq)(nets)
+    L_A = closed_form.loss_from_strengths(s, u)
+    L_B = closed_form.loss_from_strengths(b, u)
+    return Curves(
+        pretrain_loss=L_A, finetune_loss=L_B, excess=excess,
+        perturbed_pretrain_loss=L_A + excess, perturbed_finetune_loss=L_B + excess,
+        finetuned_pretrain_loss=closed_form.loss_from_strengths(s, u_ft),
+        finetuned_finetune_loss=closed_form.loss_from_strengths(b, u_ft),
+        layer_norm_sq=norms,
+    )
+
+
+def simulated_curves(Ws_T: Params, A, B, *, gamma, sigmas, lr, steps: int, lam=0.0,
+                     key: jax.Array | None = None, n_draws: int = 256) -> Curves:
+    """All curves from a stored trajectory ``Ws_T`` (each layer with a leading axis over T).
+
+    Gaussian: the exact excess at depth 2, Monte-Carlo (``n_draws``, paired) otherwise; noise std
+    gamma * sigma_k on layer k. Fine-tuning: ``steps`` of GD at ``lr`` on L_B + lam/2 ||W - W(T)||^2.
+    """
+    key = jax.random.PRNGKey(0) if key is None else key
+    depth = len(Ws_T)
+
+    def at(Ws):
+        if depth == 2:
+            excess = perturbation.gaussian_excess(Ws[0], Ws[1], gamma, sigmas[0], sigmas[1])
+        else:
+            excess = _monte_carlo_excess(key, Ws, A, gamma, sigmas, n_draws)
+        W_ft = finetune_gd(Ws, B, lr, steps, lam)
+        L_A, L_B = task_loss(Ws, A), task_loss(Ws, B)
+        return Curves(
+            pretrain_loss=L_A, finetune_loss=L_B, excess=excess,
+            perturbed_pretrain_loss=L_A + excess, perturbed_finetune_loss=L_B + excess,
+            finetuned_pretrain_loss=task_loss(W_ft, A), finetuned_finetune_loss=task_loss(W_ft, B),
+            layer_norm_sq=layer_norms_sq(Ws),
+        )
+
+    return jax.vmap(at)(Ws_T)

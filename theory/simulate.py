@@ -1,0 +1,161 @@
+"""Simulated training of linear networks: gradient flow and optax optimisers (THEORY.md, "Pre-training").
+
+Everything runs under ``lax.scan`` over steps, so one compile serves a whole trajectory and ``vmap``
+over cells (seeds, hyperparameters, budgets) adds no Python loop. Pre-training time is flow time:
+for gradient descent T = lr * steps.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from theory import _checks
+from theory.ode import rk4_solve
+from theory.network import Params, sample_loss, task_loss
+
+LossFn = Callable[[Params], jax.Array]
+SCHEDULES = ("constant", "cosine", "wsd")
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
+
+
+def gradient_flow(loss_fn: LossFn, Ws0: Params, t_grid, dt_max: float = 0.01) -> Params:
+    """dW/dt = -grad L(W), integrated by Runge-Kutta 4 with steps of at most ``dt_max``.
+
+    Returns the parameters at every time of ``t_grid`` (a leading axis of len(t_grid) on each layer).
+    """
+    t_grid = jnp.asarray(t_grid, Ws0[0].dtype)
+    _checks.non_negative("t_grid", t_grid)
+    grad = jax.grad(loss_fn)
+    return rk4_solve(lambda W: jax.tree.map(jnp.negative, grad(W)), Ws0, t_grid, dt_max)
+
+
+def schedule(kind: str, peak_lr, budget, warmup=0, decay_fraction: float = 0.2) -> optax.Schedule:
+    """Learning rate as a function of the step count, annealed to exactly zero at step ``budget``.
+
+    constant: lr(t) = peak for t < budget.
+    cosine:   linear warmup over ``warmup`` steps, then lr(t) = peak * 1/2 (1 + cos(pi (t - w)/(budget - w))).
+    wsd:      warmup, stable at peak, then linear decay to zero over the last ``decay_fraction`` of budget.
+    After ``budget`` steps lr = 0 for every kind, so a run padded to a longer scan is exactly the run
+    of length ``budget``: this is how budgets of different lengths share one vmapped scan.
+    ``budget`` and ``warmup`` may be traced (vmapped over a series of budgets).
+    """
+    _checks.one_of("schedule", kind, SCHEDULES)
+    _checks.positive("lr", peak_lr)
+
+    def lr(count):
+        t = jnp.asarray(count, jnp.result_type(float))
+        w = jnp.asarray(warmup, t.dtype)
+        warm = jnp.where(w > 0, jnp.minimum(1.0, (t + 1.0) / jnp.maximum(w, 1.0)), 1.0)
+        if kind == "constant":
+            shape = 1.0
+        elif kind == "cosine":
+            progress = jnp.clip((t - w) / jnp.maximum(budget - w, 1.0), 0.0, 1.0)
+            shape = 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+        else:
+            decay_start = budget * (1.0 - decay_fraction)
+            shape = jnp.clip((budget - t) / jnp.maximum(budget - decay_start, 1.0), 0.0, 1.0)
+        return jnp.where(t < budget, peak_lr * warm * shape, 0.0)
+
+    return lr
+
+
+def optimizer(name: str, learning_rate, momentum: float = 0.9, weight_decay: float = 0.0) -> optax.GradientTransformation:
+    """The optax optimiser ``name`` (sgd, momentum, adam, adamw) at a float or schedule learning rate."""
+    _checks.one_of("optimizer", name, OPTIMIZERS)
+    if name == "sgd":
+        opt = optax.sgd(learning_rate)
+    elif name == "momentum":
+        opt = optax.sgd(learning_rate, momentum=momentum)
+    elif name == "adam":
+        opt = optax.adam(learning_rate)
+    else:
+        opt = optax.adamw(learning_rate, weight_decay=weight_decay)
+    if weight_decay and name != "adamw":
+        # Coupled L2 decay added to the gradient, so it follows the schedule and stops at lr = 0.
+        opt = optax.chain(optax.add_decayed_weights(weight_decay), opt)
+    return opt
+
+
+def train(loss_fn: Callable[[Params, jax.Array], jax.Array], Ws0: Params, opt: optax.GradientTransformation,
+          n_steps: int, record_every: int, key: jax.Array | None = None) -> Params:
+    """Run ``opt`` for ``n_steps`` on ``loss_fn(W, key_t)``; return W every ``record_every`` steps.
+
+    ``key_t`` is a fresh key each step (for minibatch SGD; deterministic losses ignore it). The result
+    has a leading axis of n_steps // record_every snapshots (after steps record_every, 2 record_every, ...).
+    """
+    _checks.positive_int("n_steps", n_steps)
+    _checks.positive_int("record_every", record_every)
+    if n_steps % record_every:
+        raise ValueError(f"n_steps={n_steps} must be a multiple of record_every={record_every}")
+    key = jax.random.PRNGKey(0) if key is None else key
+    grad = jax.grad(loss_fn)
+
+    def step(carry, k):
+        W, s = carry
+        updates, s = opt.update(grad(W, k), s, W)
+        return (optax.apply_updates(W, updates), s), None
+
+    def block(carry, keys):
+        carry, _ = jax.lax.scan(step, carry, keys)
+        return carry, carry[0]
+
+    keys = jax.random.split(key, n_steps).reshape(n_steps // record_every, record_every, -1)
+    _, Ws = jax.lax.scan(block, (Ws0, opt.init(Ws0)), keys)
+    return Ws
+
+
+def population_objective(A: jax.Array) -> Callable[[Params, jax.Array], jax.Array]:
+    """Full-batch (population) loss; the key is ignored."""
+    return lambda W, _key: task_loss(W, A)
+
+
+def minibatch_objective(A: jax.Array, batch_size: int, label_noise: float = 0.0):
+    """Online SGD: a fresh batch x ~ N(0, I), y = A x + noise each step; unbiased for the population loss."""
+    _checks.positive_int("batch_size", batch_size)
+    _checks.non_negative("label_noise", label_noise)
+
+    def loss(W, key):
+        kx, ke = jax.random.split(key)
+        X = jax.random.normal(kx, (batch_size, A.shape[1]), A.dtype)
+        Y = X @ A.T + label_noise * jax.random.normal(ke, (batch_size, A.shape[0]), A.dtype)
+        return sample_loss(W, X, Y)
+
+    return loss
+
+
+def budget_series(objective, Ws0: Params, budgets, mode: str, opt_name: str = "sgd", peak_lr: float = 0.05,
+                  kind: str = "cosine", warmup_fraction: float = 0.0, key: jax.Array | None = None) -> Params:
+    """A checkpoint series over step budgets, built the two ways THEORY.md names.
+
+    mode="separate": every budget its own run from Ws0, its schedule annealed to zero at that budget
+    (the paper's controlled design); the runs share one vmapped scan padded with lr = 0.
+    mode="single": one run whose schedule reaches zero at the largest budget, snapshots at each budget
+    (how public checkpoints are made: intermediate ones are not annealed).
+    Returns parameters with a leading axis over budgets. Same ``key`` in both modes: same batches.
+    """
+    _checks.one_of("mode", mode, ("separate", "single"))
+    budgets = [int(b) for b in budgets]
+    if not budgets or any(b <= 0 for b in budgets):
+        raise ValueError(f"budgets={budgets} must be positive step counts")
+    if budgets != sorted(budgets):
+        raise ValueError(f"budgets={budgets} must be sorted ascending")
+    n = budgets[-1]
+    step_gcd = math.gcd(*budgets)
+    index = jnp.asarray([b // step_gcd - 1 for b in budgets])
+
+    def run(budget, record_every):
+        opt = optimizer(opt_name, schedule(kind, peak_lr, budget, warmup_fraction * budget))
+        return train(objective, Ws0, opt, n, record_every, key)
+
+    if mode == "single":
+        Ws = run(jnp.asarray(float(n)), step_gcd)
+        return jax.tree.map(lambda w: w[index], Ws)
+    # Run j, past its budget, holds still (lr = 0), so its one snapshot at step n is its annealed endpoint.
+    Ws = jax.vmap(lambda b: run(b, n))(jnp.asarray(budgets, jnp.result_type(float)))
+    return jax.tree.map(lambda w: w[:, 0], Ws)
+

@@ -1,0 +1,136 @@
+"""Teacher tasks: the pre-training map A and the fine-tuning map B (THEORY.md, "Tasks and loss").
+
+Inputs are whitened, x ~ N(0, I_d), so the population loss of a linear predictor M is
+    L(M) = 1/2 ||M - A||_F^2  (+ a constant from label noise).
+A = U diag(s) V^T with a decaying spectrum s; B is "misaligned" with A in one of three families:
+another spectrum on the same singular vectors, singular subspaces rotated by a principal angle theta,
+or B = sqrt(1 - rho^2) A_perp + rho A.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from theory import _checks
+
+
+def power_law_spectrum(n: int, s1: float = 1.0, alpha: float = 1.0) -> jax.Array:
+    """s_i = s_1 * i^(-alpha), i = 1..n (descending for alpha >= 0)."""
+    _checks.positive_int("n", n)
+    _checks.positive("s1", s1)
+    _checks.non_negative("alpha", alpha)
+    return s1 * jnp.arange(1, n + 1, dtype=jnp.result_type(float)) ** (-alpha)
+
+
+def exponential_spectrum(n: int, s1: float = 1.0, rate: float = 0.1) -> jax.Array:
+    """s_i = s_1 * exp(-rate * (i - 1)), i = 1..n."""
+    _checks.positive_int("n", n)
+    _checks.positive("s1", s1)
+    _checks.non_negative("rate", rate)
+    return s1 * jnp.exp(-rate * jnp.arange(n, dtype=jnp.result_type(float)))
+
+
+def explicit_spectrum(values) -> jax.Array:
+    """A user-given spectrum; must be positive and sorted in descending order."""
+    s = jnp.asarray(values, dtype=jnp.result_type(float))
+    if s.ndim != 1 or s.size == 0:
+        raise ValueError(f"values must be a non-empty 1-d list, got shape {s.shape}")
+    _checks.positive("values", s)
+    _checks.sorted_descending("values", s)
+    return s
+
+
+def reversed_spectrum(s: jax.Array) -> jax.Array:
+    """b = s[::-1]: the strongest pre-training mode becomes the weakest fine-tuning mode."""
+    return jnp.asarray(s)[::-1]
+
+
+def permuted_spectrum(s: jax.Array, permutation) -> jax.Array:
+    """b_i = s_{pi(i)} for a permutation pi of range(len(s))."""
+    perm = jnp.asarray(permutation)
+    if sorted(map(int, perm.tolist())) != list(range(len(s))):
+        raise ValueError(f"permutation={list(map(int, perm.tolist()))} must be a permutation of 0..{len(s) - 1}")
+    return jnp.asarray(s)[perm]
+
+
+@struct.dataclass
+class Task:
+    """A linear teacher y = M x with M = U diag(s) V^T (U: d_out x r, V: d_in x r orthonormal columns)."""
+
+    U: jax.Array
+    s: jax.Array
+    V: jax.Array
+
+    @property
+    def matrix(self) -> jax.Array:
+        return (self.U * self.s) @ self.V.T
+
+    @property
+    def d_out(self) -> int:
+        return self.U.shape[0]
+
+    @property
+    def d_in(self) -> int:
+        return self.V.shape[0]
+
+
+def random_orthonormal(key: jax.Array, n: int, r: int) -> jax.Array:
+    """n x r matrix with orthonormal columns, Haar-distributed (QR of a Gaussian with sign fix)."""
+    if r > n:
+        raise ValueError(f"r={r} orthonormal columns need n >= r, got n={n}")
+    q, rr = jnp.linalg.qr(jax.random.normal(key, (n, r)))
+    return q * jnp.sign(jnp.diagonal(rr))
+
+
+def teacher(key: jax.Array, s: jax.Array, d_out: int, d_in: int) -> Task:
+    """A = U diag(s) V^T with Haar-random singular vectors; rank r = len(s) <= min(d_out, d_in)."""
+    _checks.positive_int("d_out", d_out)
+    _checks.positive_int("d_in", d_in)
+    s = jnp.asarray(s)
+    if s.shape[0] > min(d_out, d_in):
+        raise ValueError(f"len(s)={s.shape[0]} exceeds min(d_out, d_in)={min(d_out, d_in)}")
+    ku, kv = jax.random.split(key)
+    return Task(random_orthonormal(ku, d_out, s.shape[0]), s, random_orthonormal(kv, d_in, s.shape[0]))
+
+
+def with_spectrum(task: Task, b: jax.Array) -> Task:
+    """Family 1: B = U diag(b) V^T, the same singular vectors as A and another spectrum."""
+    _checks.same_shape("b", b, "task.s", task.s)
+    _checks.non_negative("b", b)
+    return task.replace(s=jnp.asarray(b, task.s.dtype))
+
+
+def _rotate(key: jax.Array, Q: jax.Array, theta) -> jax.Array:
+    """Q cos(theta) + Q_perp sin(theta): every principal angle between span(Q) and the result is theta."""
+    n, r = Q.shape
+    if 2 * r > n:
+        raise ValueError(f"rotating a rank-{r} subspace needs dimension >= {2 * r}, got {n}")
+    G = jax.random.normal(key, (n, r), Q.dtype)
+    G = G - Q @ (Q.T @ G)
+    Q_perp, _ = jnp.linalg.qr(G)
+    return Q * jnp.cos(theta) + Q_perp * jnp.sin(theta)
+
+
+def rotated(task: Task, theta, key: jax.Array, b: jax.Array | None = None) -> Task:
+    """Family 2: singular subspaces of B rotated from those of A by principal angle theta (0: aligned)."""
+    # fold_in: a stream unlike teacher()'s split, so passing the teacher's key still gives fresh directions.
+    ku, kv = jax.random.split(jax.random.fold_in(key, 1))
+    s = task.s if b is None else jnp.asarray(b, task.s.dtype)
+    return Task(_rotate(ku, task.U, theta), s, _rotate(kv, task.V, theta))
+
+
+def correlated_matrix(task: Task, rho, key: jax.Array) -> jax.Array:
+    """Family 3: B = sqrt(1 - rho^2) A_perp + rho A, A_perp a teacher with A's spectrum and random vectors."""
+    perp = teacher(jax.random.fold_in(key, 2), task.s, task.d_out, task.d_in)
+    return jnp.sqrt(1.0 - rho**2) * perp.matrix + rho * task.matrix
+
+
+def sample_dataset(key: jax.Array, A: jax.Array, n: int, label_noise: float = 0.0):
+    """Finite-sample variant: X (n x d_in) ~ N(0, I), Y = X A^T + label_noise * N(0, I)."""
+    _checks.positive_int("n", n)
+    _checks.non_negative("label_noise", label_noise)
+    kx, ke = jax.random.split(key)
+    X = jax.random.normal(kx, (n, A.shape[1]), A.dtype)
+    return X, X @ A.T + label_noise * jax.random.normal(ke, (n, A.shape[0]), A.dtype)

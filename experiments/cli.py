@@ -1,41 +1,130 @@
-"""The ``ovt`` command line (ARCHITECTURE.md, "CLI contract")."""
+"""The ``ovt`` command line (ARCHITECTURE.md, "CLI contract"): arguments -> config -> run.
+
+Exit codes: 0 success; 2 bad input (one line naming the value and what is allowed, nothing written);
+1 a failure while running.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
+
+from experiments.run import UsageError
 
 
-def _default_table() -> str:
-    import jax.numpy as jnp
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, instead of argparse's usage block
+        raise UsageError(f"{self.prog}: {message}")
 
-    from theory import measure, protocol, tasks
 
-    d = 32
-    s = tasks.power_law_spectrum(d, 1.0, 1.0)
-    T = jnp.logspace(-1, 4, 11)
-    c = protocol.closed_form_curves(s, tasks.reversed_spectrum(s), 1e-6, T, gamma=0.2, sigma1=d**-0.5,
-                                    sigma2=d**-0.5, d_in=d, h=d, d_out=d, tau=2.0)
-    rows = [f"{'T':>10} {'L_A':>9} {'L_A+noise':>10} {'L_A after ft':>12} {'L_B after ft':>12}"]
-    for i in range(len(T)):
-        rows.append(f"{float(T[i]):10.3g} {float(c.pretrain_loss[i]):9.4f} {float(c.perturbed_pretrain_loss[i]):10.4f}"
-                    f" {float(c.finetuned_pretrain_loss[i]):12.4f} {float(c.finetuned_finetune_loss[i]):12.4f}")
-    fine_T = jnp.logspace(-1, 4, 201)
-    fine = protocol.closed_form_curves(s, tasks.reversed_spectrum(s), 1e-6, fine_T, gamma=0.2, sigma1=d**-0.5,
-                                       sigma2=d**-0.5, d_in=d, h=d, d_out=d, tau=2.0)
-    rows.append(f"T* (gaussian, gamma=0.2) = {float(measure.inflection(fine_T, fine.perturbed_pretrain_loss)):.3g}; "
-                f"T* (fine-tuning, tau=2) = {float(measure.inflection(fine_T, fine.finetuned_pretrain_loss)):.3g}")
-    return "\n".join(rows)
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="ovt", description="Catastrophic overtraining: linear theory and LLM validation.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("theory", help="run a theory preset into a result store")
+    t.add_argument("preset", nargs="?", help="preset name (see --list)")
+    t.add_argument("overrides", nargs="*", metavar="FIELD=VALUE", help="override any config field (lists: a,b,c)")
+    t.add_argument("--list", action="store_true", help="list the presets")
+    t.add_argument("--out", type=Path, help="run directory (default results/theory/PRESET)")
+    t.add_argument("--quick", action="store_true", help="the preset's quick variant")
+    t.add_argument("--chunk", type=int, action="append", help="run only this chunk (cluster jobs); repeatable")
+    t.add_argument("--quiet", action="store_true")
+
+    f = sub.add_parser("figures", help="draw the figures of result stores")
+    f.add_argument("--results", type=Path, nargs="+", default=[Path("results")], help="run directories or roots")
+    f.add_argument("--out", type=Path, help="figure directory (default RESULTS/figures)")
+
+    r = sub.add_parser("reproduce", help="the main job: every theory figure (and the CPU LLM validation)")
+    r.add_argument("--quick", action="store_true")
+    r.add_argument("--out", type=Path, default=Path("results"))
+    r.add_argument("--quiet", action="store_true")
+    return p
+
+
+def _theory(args) -> int:
+    from experiments import presets
+    from experiments.config import apply_overrides
+    from experiments.run import run_theory
+
+    if args.list:
+        if args.preset or args.overrides:
+            raise UsageError("ovt theory: --list takes no preset or overrides")
+        print("\n".join(presets.describe(name) for name in presets.PRESETS))
+        return 0
+    if not args.preset:
+        raise UsageError(f"ovt theory: a preset is required; allowed: {', '.join(presets.PRESETS)}")
+    cfg = presets.get(args.preset, args.quick)
+    overrides = {}
+    for item in args.overrides:
+        if "=" not in item:
+            raise UsageError(f"override {item!r} must look like FIELD=VALUE")
+        key, value = item.split("=", 1)
+        overrides[key.strip()] = value
+    cfg = apply_overrides(cfg, overrides)
+    out = args.out or Path("results") / "theory" / args.preset
+    table = run_theory(cfg, args.preset, out, args.quiet, args.chunk)
+    if table is not None and not args.quiet:
+        print(f"{args.preset}: {len(table)} rows -> {out}")
+    return 0
+
+
+def _figures(args) -> int:
+    from experiments import store
+    from paper_figures import draw_run
+
+    runs = []
+    for path in args.results:
+        if not path.exists():
+            raise UsageError(f"--results {path} does not exist")
+        runs += store.find_runs(path)
+    if not runs:
+        raise UsageError(f"--results {' '.join(map(str, args.results))} holds no run directory (manifest.json + metrics.parquet)")
+    out = args.out or args.results[0] / "figures"
+    from experiments.run import check_writable
+
+    check_writable(out)
+    for run in runs:
+        for path in draw_run(run, out):
+            print(path)
+    return 0
+
+
+def _reproduce(args) -> int:
+    from experiments import presets
+    from experiments.run import check_writable, run_theory
+    from paper_figures import draw_run
+
+    check_writable(args.out)
+    figures = args.out / "figures"
+    for name in presets.PRESETS:
+        if name == "smoke":
+            continue
+        run_dir = args.out / "theory" / name
+        run_theory(presets.get(name, args.quick), name, run_dir, args.quiet)
+        for path in draw_run(run_dir, figures):
+            if not args.quiet:
+                print(path)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ovt", description="Catastrophic overtraining: theory and LLM validation.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("reproduce", help="the main job").add_argument("--out", default="results")
-    args = parser.parse_args(argv)
-    if args.command == "reproduce":
-        print(_default_table())
-    return 0
+    try:
+        args = _parser().parse_args(argv)
+        return {"theory": _theory, "figures": _figures, "reproduce": _reproduce}[args.command](args)
+    except (UsageError, ValueError) as err:
+        # Config checks raise ValueError before anything is written; both are bad input.
+        print(f"ovt: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ovt: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except Exception as err:  # a failure while running: one line, the traceback only on request
+        if os.environ.get("OVT_TRACEBACK"):
+            raise
+        print(f"ovt: failed: {type(err).__name__}: {err} (set OVT_TRACEBACK=1 for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

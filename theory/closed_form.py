@@ -64,7 +64,7 @@ def finetune_strength(b, u_T, tau):
     return logistic_strength(b, u_T, tau)
 
 
-def mode_flow(a_start, target, t_grid, depth: int = 2, lam=0.0, a_ref=None, dt_max: float = 0.02):
+def mode_flow(a_start, target, t_grid, depth: int = 2, lam=0.0, a_ref=None, dt_max: float = 0.02, rate=1.0):
     """Integrate the per-layer mode amplitude a (u = a^depth) of a balanced aligned depth-L network:
 
         da/dt = a^(L-1) (b - a^L) - lam * (a - a_ref),
@@ -72,6 +72,8 @@ def mode_flow(a_start, target, t_grid, depth: int = 2, lam=0.0, a_ref=None, dt_m
     i.e. gradient flow on 1/2 (b - a^L)^2 + lam/2 * L * (a - a_ref)^2 (each of the L layers pulled
     toward its reference). L = 2, lam = 0 gives du/dt = 2u(b - u); general L gives
     du/dt = L u^(2 - 2/L) (b - u). Runge-Kutta 4 with steps of at most ``dt_max``.
+    ``rate`` (broadcast against a) multiplies the right-hand side: integrating to t = 1 at rate tau
+    is integrating to tau, which lets every mode or T carry its own fine-tuning time.
     Returns u = a^L at every time in ``t_grid`` (shape t_grid.shape + a_start.shape).
     """
     _checks.positive_int("depth", depth)
@@ -80,6 +82,6 @@ def mode_flow(a_start, target, t_grid, depth: int = 2, lam=0.0, a_ref=None, dt_m
     lam = jnp.asarray(lam, a_start.dtype)
 
     def rhs(a):
-        return a ** (depth - 1) * (target - a**depth) - lam * (a - a_ref)
+        return rate * (a ** (depth - 1) * (target - a**depth) - lam * (a - a_ref))
 
     return rk4_solve(rhs, a_start, jnp.asarray(t_grid, a_start.dtype), dt_max) ** depth

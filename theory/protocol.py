@@ -61,8 +61,11 @@ def _finetuned_strengths(u, b, tau, depth: int, lam, dt_max: float):
     """Strengths after fine-tuning time tau: the logistic law (depth 2, lam = 0) or the per-mode ODE."""
     if depth == 2 and isinstance(lam, (int, float)) and lam == 0:
         return closed_form.finetune_strength(b, u, tau)
+    # Integrate to t = 1 at rate tau: each T may carry its own fine-tuning time tau(T).
     a_T = u ** (1.0 / depth)
-    return closed_form.mode_flow(a_T, b, jnp.reshape(tau, (1,)), depth, lam, a_ref=a_T, dt_max=dt_max)[0]
+    tau = jnp.asarray(tau, u.dtype)
+    return closed_form.mode_flow(a_T, b, jnp.ones(1, u.dtype), depth, lam, a_ref=a_T,
+                                 dt_max=dt_max / jnp.maximum(jnp.max(tau), 1e-12), rate=tau)[0]
 
 
 def _monte_carlo_excess(key, Ws: Params, A, gamma, sigmas, n_draws: int):
@@ -117,12 +120,14 @@ def simulated_curves(Ws_T: Params, A, B, *, gamma, sigmas, lr, steps: int, lam=0
     """All curves from a stored trajectory ``Ws_T`` (each layer with a leading axis over T).
 
     Gaussian: the exact excess at depth 2, Monte-Carlo (``n_draws``, paired) otherwise; noise std
-    gamma * sigma_k on layer k. Fine-tuning: ``steps`` of GD at ``lr`` on L_B + lam/2 ||W - W(T)||^2.
+    gamma * sigma_k on layer k. Fine-tuning: ``steps`` of GD at ``lr`` (a scalar, or one rate per T)
+    on L_B + lam/2 ||W - W(T)||^2.
     """
     key = jax.random.PRNGKey(0) if key is None else key
     depth = len(Ws_T)
+    lr_T = jnp.broadcast_to(jnp.asarray(lr, Ws_T[0].dtype), Ws_T[0].shape[:1])  # scalar, or one lr per T
 
-    def at(Ws):
+    def at(Ws, lr):
         if depth == 2:
             excess = perturbation.gaussian_excess(Ws[0], Ws[1], gamma, sigmas[0], sigmas[1])
         else:
@@ -136,4 +141,4 @@ def simulated_curves(Ws_T: Params, A, B, *, gamma, sigmas, lr, steps: int, lam=0
             layer_norm_sq=layer_norms_sq(Ws),
         )
 
-    return jax.vmap(at)(Ws_T)
+    return jax.vmap(at)(Ws_T, lr_T)

@@ -1,0 +1,119 @@
+"""The result store both worlds write (ARCHITECTURE.md, "Result store").
+
+A run directory holds ``manifest.json`` and ``metrics.parquet`` (long form, one row per measured
+number). Sweeps write each finished chunk to ``chunks/NNNNN.parquet`` first; ``metrics.parquet`` is
+the concatenation of all chunks plus derived rows, rewritten whole. Every write goes to a temporary
+file in the same directory and is renamed into place, so a killed run leaves either the old file or
+the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REQUIRED_COLUMNS = {
+    "source": "string", "setup": "string", "checkpoint": "string", "pretrain_time": "float64",
+    "modification": "string", "gamma": "float64", "lr": "float64", "steps": "float64", "reg": "float64",
+    "seed": "int64", "metric": "string", "value": "float64",
+}
+SOURCES = ("theory", "llm")
+MODIFICATIONS = ("none", "gaussian", "finetune")
+MANIFEST = "manifest.json"
+METRICS = "metrics.parquet"
+CHUNKS = "chunks"
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path):
+    """Yield a temporary path beside ``path``; on success rename it over ``path`` (atomic on POSIX)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path: Path, payload: dict) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def _json_default(x):
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating,)):
+        return float(x)
+    if isinstance(x, (tuple, set)):
+        return list(x)
+    raise TypeError(f"cannot store {type(x).__name__} in JSON")
+
+
+def validate(frame: pd.DataFrame) -> pd.DataFrame:
+    """Check the required columns and vocabularies; return the frame with canonical dtypes and order."""
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"metrics rows lack required columns {missing}; required: {list(REQUIRED_COLUMNS)}")
+    bad = set(frame["source"]) - set(SOURCES)
+    if bad:
+        raise ValueError(f"source={sorted(bad)} is not allowed; allowed: {SOURCES}")
+    bad = set(frame["modification"]) - set(MODIFICATIONS)
+    if bad:
+        raise ValueError(f"modification={sorted(bad)} is not allowed; allowed: {MODIFICATIONS}")
+    frame = frame.astype(REQUIRED_COLUMNS)
+    extra = [c for c in frame.columns if c not in REQUIRED_COLUMNS]
+    return frame[list(REQUIRED_COLUMNS) + extra].reset_index(drop=True)
+
+
+def write_table(path: Path, frame: pd.DataFrame) -> None:
+    with atomic_path(path) as tmp:
+        validate(frame).to_parquet(tmp, index=False)
+
+
+def chunk_path(run_dir: Path, index: int) -> Path:
+    return Path(run_dir) / CHUNKS / f"{index:05d}.parquet"
+
+
+def stored_chunks(run_dir: Path) -> set[int]:
+    folder = Path(run_dir) / CHUNKS
+    return {int(p.stem) for p in folder.glob("*.parquet")} if folder.is_dir() else set()
+
+
+def read_chunks(run_dir: Path) -> pd.DataFrame:
+    paths = sorted((Path(run_dir) / CHUNKS).glob("*.parquet"))
+    return pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True) if paths else pd.DataFrame()
+
+
+def read_manifest(run_dir: Path) -> dict:
+    return json.loads((Path(run_dir) / MANIFEST).read_text())
+
+
+def load(run_dirs: Iterable[Path | str]) -> pd.DataFrame:
+    """One DataFrame from one or many run directories, theory and LLM alike (column ``run`` = the dir)."""
+    frames = []
+    for d in run_dirs:
+        path = Path(d) / METRICS
+        if not path.is_file():
+            raise FileNotFoundError(f"{d} holds no {METRICS}; is it a run directory?")
+        frames.append(pd.read_parquet(path).assign(run=str(d)))
+    if not frames:
+        raise ValueError("no run directories given")
+    return pd.concat(frames, ignore_index=True)
+
+
+def find_runs(root: Path | str) -> list[Path]:
+    """Run directories at or below ``root`` (those holding both manifest.json and metrics.parquet)."""
+    root = Path(root)
+    return sorted(p.parent for p in root.rglob(METRICS) if (p.parent / MANIFEST).is_file())

@@ -157,12 +157,11 @@ def apply_overrides(cfg: TheoryConfig, overrides: dict[str, str]) -> TheoryConfi
     fixed = {}
     for name, text in overrides.items():
         hint = _HINTS.get(name)
-        value = parse_value(name, text)
-        if typing.get_origin(hint) is not tuple and "," in text:
-            grid[name] = tuple(_scalar(hint, t) for t in text.split(","))
+        if hint is not None and typing.get_origin(hint) is not tuple and "," in text:
+            grid[name] = tuple(parse_value(name, t) for t in text.split(",") if t.strip())
             continue
+        fixed[name] = parse_value(name, text)
         grid.pop(name, None)
-        fixed[name] = value
     return dataclasses.replace(cfg, grid=tuple(grid.items()), **fixed)
 
 

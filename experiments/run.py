@@ -6,6 +6,7 @@ The one place where theory sweeps meet the disk, the terminal and the clock.
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import subprocess
@@ -89,7 +90,7 @@ def run_theory(cfg: TheoryConfig, preset: str, out: Path, quiet: bool = False,
     out = Path(out)
     check_writable(out)
     manifest_path = out / store.MANIFEST
-    config = to_dict(cfg)
+    config = json.loads(json.dumps(to_dict(cfg)))  # as it reads back from manifest.json (tuples -> lists)
     if manifest_path.is_file():
         previous = store.read_manifest(out)
         if previous.get("config") != config or previous.get("preset") != preset:

@@ -1,0 +1,48 @@
+"""Fine-tuning on a misaligned task B at a fixed lr x steps (preset ``finetune``): claims 3 and 4 of
+THEORY.md, "What must come out"."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from paper_figures import style
+
+
+def forgetting_panel(ax, frame: pd.DataFrame, by: str, colours: dict) -> None:
+    """L_A after fine-tuning vs T per value of ``by``, the clean L_A, and each curve's stored T*."""
+    after = style.family(style.curve_rows(frame, "finetune", "pretrain_loss", lr_policy="fixed"), by)
+    t_star = style.stored_inflections(style.inflection_rows(frame, "finetune", lr_policy="fixed"), by)
+    style.plot_clean(ax, frame, "pretrain_loss", by, colours)
+    style.plot_family(ax, after, colours, style.label_of(by), t_star)
+    style.time_axis(ax, r"pre-training loss $L_A$ after fine-tuning")
+    style.fit_y(ax, after)
+
+
+def in_task_panel(ax, frame: pd.DataFrame, by: str, colours: dict) -> None:
+    """L_B after fine-tuning vs T per value of ``by``, with the clean model's L_B."""
+    after = style.family(style.curve_rows(frame, "finetune", "finetune_loss", lr_policy="fixed"), by)
+    clean = style.plot_clean(ax, frame, "finetune_loss", by, colours)
+    style.plot_family(ax, after, colours, style.label_of(by))
+    style.time_axis(ax, r"fine-tuning loss $L_B$ after fine-tuning")
+    style.fit_y(ax, {**after, **{("clean", k): c for k, c in clean.items()}})
+
+
+def settings(frame: pd.DataFrame, *fields: str) -> str:
+    """Legend title naming the fine-tuning settings held fixed, e.g. 'fine-tuning: lr = 0.02, 100 GD steps'."""
+    ft = style.curve_rows(frame, "finetune", "pretrain_loss").iloc[0]
+    held = [f"lr = {ft.lr:.3g}" for f in fields if f == "lr"] + [f"{int(ft.steps)} GD steps"]
+    return "fine-tuning: " + ", ".join(held)
+
+
+def draw(frame: pd.DataFrame, out_dir: Path, name: str = "finetune") -> list[Path]:
+    """(a) L_A after fine-tuning vs T per lr with the stored T*; (b) L_B after fine-tuning per lr."""
+    colours = style.ordered_colours(style.family(style.curve_rows(frame, "finetune", "pretrain_loss"), "lr"))
+    with style.panels(2) as (fig, (ax_a, ax_b)):
+        forgetting_panel(ax_a, frame, "lr", colours)
+        style.title(ax_a, "a", "Pre-training loss after fine-tuning", r"U-shaped; $T^*$ earlier for larger lr")
+        in_task_panel(ax_b, frame, "lr", colours)
+        style.title(ax_b, "b", "In-task loss after fine-tuning", "lower for larger lr")
+        style.legend(fig, title=settings(frame), extra=[style.inflection_handle()])
+        return style.save(fig, out_dir, name)

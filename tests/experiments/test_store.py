@@ -1,0 +1,51 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from experiments import store
+
+
+def _rows(n=3, **extra):
+    frame = pd.DataFrame({
+        "source": "theory", "setup": "x", "checkpoint": [f"T={i}" for i in range(n)], "pretrain_time": np.arange(n, dtype=float),
+        "modification": "none", "gamma": np.nan, "lr": np.nan, "steps": np.nan, "reg": np.nan, "seed": 0,
+        "metric": "pretrain_loss", "value": np.linspace(1, 0, n)})
+    return frame.assign(**extra)
+
+
+def test_write_table_round_trips_schema(tmp_path):
+    store.write_table(tmp_path / "m.parquet", _rows(depth=2))
+    back = pd.read_parquet(tmp_path / "m.parquet")
+    assert list(back.columns[:12]) == list(store.REQUIRED_COLUMNS)
+    assert str(back.seed.dtype) == "int64" and back.depth.tolist() == [2, 2, 2]
+
+
+@pytest.mark.parametrize("bad, message", [
+    (lambda f: f.drop(columns="metric"), "metric"),
+    (lambda f: f.assign(source="simulation"), "source"),
+    (lambda f: f.assign(modification="noise"), "modification"),
+])
+def test_write_table_rejects_bad_rows_and_writes_nothing(tmp_path, bad, message):
+    with pytest.raises(ValueError, match=message):
+        store.write_table(tmp_path / "m.parquet", bad(_rows()))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_write_keeps_old_file_when_writer_fails(tmp_path):
+    path = tmp_path / "m.json"
+    store.write_json(path, {"a": 1})
+    with pytest.raises(RuntimeError):
+        with store.atomic_path(path) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert store.read_manifest(tmp_path) if path.name == store.MANIFEST else path.read_text().strip().startswith("{")
+    assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
+
+
+def test_load_merges_theory_and_llm_runs(tmp_path):
+    for name, source in (("a", "theory"), ("b", "llm")):
+        store.write_table(tmp_path / name / store.METRICS, _rows(source=source))
+        store.write_json(tmp_path / name / store.MANIFEST, {"preset": name})
+    runs = store.find_runs(tmp_path)
+    frame = store.load(runs)
+    assert sorted(frame.source.unique()) == ["llm", "theory"] and len(frame) == 6

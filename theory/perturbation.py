@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from theory import _checks
+from theory._random import bulk_key
 from theory.network import Params, task_loss
 
 
@@ -52,7 +53,7 @@ def harm_threshold(gamma, sigma1, sigma2, d_in, d_out):
 
 def perturb(key: jax.Array, Ws: Params, gamma, sigmas) -> Params:
     """One draw W_k + gamma * sigma_k * E_k (``sigmas``: one std per layer; init-relative or absolute)."""
-    keys = jax.random.split(key, len(Ws))
+    keys = jax.random.split(bulk_key(key), len(Ws))
     return tuple(W + gamma * s * jax.random.normal(k, W.shape, W.dtype) for W, s, k in zip(Ws, sigmas, keys))
 
 

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from theory import _checks
+from theory._random import bulk_key
 from theory.ode import rk4_solve
 from theory.network import Params, sample_loss, task_loss
 
@@ -133,7 +134,7 @@ def minibatch_objective(A: jax.Array, batch_size: int, label_noise: float = 0.0)
     _checks.non_negative("label_noise", label_noise)
 
     def sample(key, n_steps):
-        kx, ke = jax.random.split(key)
+        kx, ke = jax.random.split(bulk_key(key))
         X = jax.random.normal(kx, (n_steps, batch_size, A.shape[1]), A.dtype)
         Y = X @ A.T + label_noise * jax.random.normal(ke, (n_steps, batch_size, A.shape[0]), A.dtype)
         return X, Y

@@ -1,0 +1,459 @@
+"""Controlled mini pre-training: OLMo-architecture models trained from scratch on an offline corpus.
+
+A series is one model size, one corpus and one seed trained to several token budgets, in one of two
+designs (``mode``):
+
+- ``separate``: every budget its own run, linear warmup then cosine decay to exactly zero at that
+  run's last step. This is the paper's controlled design: a checkpoint is a finished, annealed model.
+- ``single``: one run to the largest budget along one schedule, saving a checkpoint on reaching each
+  smaller budget. This is how public checkpoint series are made; intermediate checkpoints are not
+  annealed (the confound of arXiv 2604.13627).
+
+All runs of a series share the initialisation, the tokenizer and the data order, so the budget (and
+in ``separate`` mode its schedule) is the only difference between checkpoints.
+
+The series folder holds ``series.json`` (the config), ``tokenizer/`` (trained once on the training
+split), one ``save_pretrained`` folder per budget named ``format_revision(step, tokens)`` with the
+tokenizer and a ``checkpoint.json``, and while a run is unfinished its resume state
+``.resume-<run>.pt``. Every file is written to a temporary name and renamed into place, so a killed
+run leaves either the old or the new version; started again, it continues from the last resume
+state and ends with the same weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import transformers
+from tqdm import tqdm
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+from llm_validation.checkpoints import format_revision
+from llm_validation.corpora import CORPORA, corpus_source, load_corpus
+from llm_validation.models import PRESETS, build_model, count_parameters, olmo_config
+from llm_validation.tokenizer import train_bpe_tokenizer
+
+MODES = ("separate", "single")
+MIN_VOCAB = 258  # a byte-level BPE needs 256 bytes + 2 special tokens
+LOSS_CURVE_POINTS = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainConfig:
+    """Everything that determines a series' weights. ``budgets`` are tokens; they are sorted.
+
+    A budget ``B`` is trained for ``B / (batch_size * seq_len)`` steps rounded half up; ``checkpoint.json``
+    records the exact token count ``steps * batch_size * seq_len``. ``vocab_size`` defaults to the
+    preset's; ``max_train_chars`` caps the training split (see ``corpora.load_corpus``).
+    """
+
+    preset: str = "smoke"
+    budgets: tuple[int, ...] = (16_384, 65_536)
+    corpus: str = "shakespeare"
+    mode: str = "separate"
+    seq_len: int = 128
+    batch_size: int = 8
+    lr: float = 1e-2  # best of 3e-3, 1e-2, 3e-2 for the 20k preset at 1.3M tokens (held-out loss)
+    warmup_fraction: float = 0.05
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    seed: int = 0
+    vocab_size: int | None = None
+    max_train_chars: int | None = None
+
+    def __post_init__(self):
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset={self.preset!r} is unknown; allowed: {', '.join(PRESETS)}")
+        if self.corpus not in CORPORA:
+            raise ValueError(f"corpus={self.corpus!r} is unknown; allowed: {', '.join(CORPORA)}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode={self.mode!r} is unknown; allowed: {', '.join(MODES)}")
+        max_len = PRESETS[self.preset].max_position_embeddings
+        if not 2 <= self.seq_len <= max_len:
+            raise ValueError(f"seq_len={self.seq_len} must lie in [2, {max_len}] for preset {self.preset!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size={self.batch_size} must be >= 1")
+        if not self.lr > 0 or not 0 <= self.warmup_fraction < 1 or not self.grad_clip > 0:
+            raise ValueError(
+                f"lr={self.lr}, grad_clip={self.grad_clip} must be > 0 and warmup_fraction={self.warmup_fraction} in [0, 1)"
+            )
+        if self.model_vocab_size < MIN_VOCAB:
+            raise ValueError(f"vocab_size={self.model_vocab_size} (preset {self.preset!r}) must be >= {MIN_VOCAB}")
+        if self.max_train_chars is not None and self.max_train_chars <= 0:
+            raise ValueError(f"max_train_chars={self.max_train_chars} must be positive")
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        object.__setattr__(self, "budgets", _check_budgets(self.budgets, self.tokens_per_step))
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.seq_len
+
+    @property
+    def model_vocab_size(self) -> int:
+        return self.vocab_size or PRESETS[self.preset].vocab_size
+
+    def targets(self) -> list[Target]:
+        """One checkpoint per budget: its step, exact token count and folder name."""
+        targets = []
+        for budget in self.budgets:
+            step = _steps(budget, self.tokens_per_step)
+            tokens = step * self.tokens_per_step
+            targets.append(Target(budget, step, tokens, format_revision(step, tokens)))
+        return targets
+
+
+class Target(NamedTuple):
+    budget: int
+    step: int
+    tokens: int
+    revision: str
+
+
+def _steps(budget: int, tokens_per_step: int) -> int:
+    return (budget + tokens_per_step // 2) // tokens_per_step
+
+
+def _check_budgets(budgets: Iterable, tokens_per_step: int) -> tuple[int, ...]:
+    """Budgets as sorted distinct ints; ValueError for one that is not a positive whole number of
+    tokens, is under half a step, or lands on the same step as another."""
+    checked = []
+    for budget in budgets:
+        if isinstance(budget, bool) or not float(budget).is_integer() or budget <= 0:
+            raise ValueError(f"budget={budget!r} must be a positive whole number of tokens")
+        if _steps(int(budget), tokens_per_step) < 1:
+            raise ValueError(f"budget={budget} is less than half a step of {tokens_per_step} tokens (batch_size x seq_len)")
+        checked.append(int(budget))
+    if not checked:
+        raise ValueError("budgets=() is empty; give at least one token budget")
+    checked = sorted(set(checked))
+    steps = [_steps(budget, tokens_per_step) for budget in checked]
+    for (a, step_a), (b, step_b) in zip(zip(checked, steps), zip(checked[1:], steps[1:])):
+        if step_a == step_b:
+            raise ValueError(f"budgets {a} and {b} both round to step {step_a} at {tokens_per_step} tokens per step")
+    return tuple(checked)
+
+
+def learning_rate(t: int, *, peak: float, warmup_steps: int, total_steps: int) -> float:
+    """The rate of update ``t + 1`` after ``t`` updates; the schedule ends at ``lr(T) = 0`` exactly.
+
+        lr(t) = lr_peak * (t + 1) / t_w                                  for 0 <= t < t_w
+        lr(t) = lr_peak * 0.5 * (1 + cos(pi * (t - t_w) / (T - t_w)))   for t_w <= t <= T
+
+    Counting from the update about to be made keeps every one of the ``T`` updates useful: none is
+    spent at lr 0 (the first warmup step is ``lr_peak / t_w``), and the value after the last is 0.
+    """
+    if t < warmup_steps:
+        return peak * (t + 1) / warmup_steps
+    return peak * 0.5 * (1.0 + math.cos(math.pi * (t - warmup_steps) / (total_steps - warmup_steps)))
+
+
+def warmup_steps(config: PretrainConfig, total_steps: int) -> int:
+    """``floor(warmup_fraction * T)``: always below ``T``, so the cosine phase is never empty."""
+    return int(config.warmup_fraction * total_steps)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingData:
+    """The series' tokenizer and its training stream packed into ``sequences`` (N x seq_len)."""
+
+    tokenizer: PreTrainedTokenizerFast
+    sequences: torch.Tensor
+    description: dict
+
+
+def prepare_data(config: PretrainConfig, tokenizer: PreTrainedTokenizerFast | None = None) -> TrainingData:
+    """Load the training split, train the tokenizer on it (unless given), tokenise and pack.
+
+    Documents are joined in split order, each followed by EOS (token 0), and the stream is cut into
+    consecutive ``seq_len`` windows; the incomplete tail is dropped.
+    """
+    train, heldout = load_corpus(config.corpus, max_chars=config.max_train_chars)
+    if tokenizer is None:
+        tokenizer = train_bpe_tokenizer(train, config.model_vocab_size)
+    eos = [tokenizer.eos_token_id]
+    ids = tokenizer(train, add_special_tokens=False)["input_ids"]
+    stream = np.concatenate([np.asarray(doc + eos, dtype=np.int64) for doc in ids])
+    n_sequences = len(stream) // config.seq_len
+    if n_sequences < 1:
+        raise ValueError(f"corpus={config.corpus!r} gives {len(stream)} tokens, fewer than seq_len={config.seq_len}")
+    sequences = torch.from_numpy(stream[: n_sequences * config.seq_len].reshape(n_sequences, config.seq_len))
+    digest = hashlib.sha256()
+    for text in train:
+        digest.update(text.encode() + b"\0")
+    description = {
+        **corpus_source(config.corpus),
+        "train_documents": len(train),
+        "train_chars": sum(map(len, train)),
+        "train_sha256": digest.hexdigest(),
+        "train_tokens": n_sequences * config.seq_len,
+        "heldout_documents": len(heldout),
+        "heldout_chars": sum(map(len, heldout)),
+    }
+    return TrainingData(tokenizer, sequences, description)
+
+
+@functools.lru_cache(maxsize=2)
+def _epoch_permutation(n_sequences: int, seed: int, epoch: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(n_sequences)
+
+
+def batch_indices(step: int, batch_size: int, n_sequences: int, seed: int) -> np.ndarray:
+    """Rows of the packed data for update ``step``: a fresh seeded permutation every epoch.
+
+    A function of the position alone, so a resumed run reads exactly what the uninterrupted one did.
+    """
+    positions = np.arange(step * batch_size, (step + 1) * batch_size)
+    epochs, offsets = np.divmod(positions, n_sequences)
+    return np.array([_epoch_permutation(n_sequences, seed, int(e))[o] for e, o in zip(epochs, offsets)])
+
+
+def pretrain(
+    config: PretrainConfig,
+    out_dir: str | os.PathLike,
+    *,
+    progress: bool = True,
+    resume_every: int = 1000,
+    max_steps_this_call: int | None = None,
+    threads: int | None = None,
+) -> list[Path]:
+    """Train the series ``config`` into ``out_dir``; returns the finished checkpoint folders.
+
+    Finished checkpoints are skipped and an unfinished run resumes from its last state, saved every
+    ``resume_every`` steps. ``max_steps_this_call`` stops after that many updates (saving the resume
+    state), as a kill would: the next call continues. ``progress`` shows tokens/s on stderr.
+    ``threads`` sets torch's intra-op threads for the call: models this small gain little from a
+    second thread, and on a busy machine OpenMP spin-waiting makes two threads several times slower
+    than one. Bitwise reproducibility holds for a fixed thread count (recorded per checkpoint).
+    """
+    if resume_every < 1 or (max_steps_this_call is not None and max_steps_this_call < 0):
+        raise ValueError(f"resume_every={resume_every} must be >= 1 and max_steps_this_call={max_steps_this_call} >= 0")
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _pretrain(config, Path(out_dir), progress, resume_every, max_steps_this_call)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _pretrain(
+    config: PretrainConfig, out_dir: Path, progress: bool, resume_every: int, max_steps_this_call: int | None
+) -> list[Path]:
+    _claim_series(out_dir, config)
+    targets = config.targets()
+    pending = [target for target in targets if not (out_dir / target.revision / "checkpoint.json").exists()]
+    if pending:
+        data = _series_data(config, out_dir)
+        allowance = math.inf if max_steps_this_call is None else max_steps_this_call
+        runs = [(f"step{t.step}", [t]) for t in pending] if config.mode == "separate" else [("single", pending)]
+        for name, saves in runs:
+            total = saves[-1].step if config.mode == "separate" else targets[-1].step
+            allowance = _train(config, data, out_dir, name, total, saves, allowance, resume_every, progress)
+            if allowance <= 0:
+                break
+    return [out_dir / t.revision for t in targets if (out_dir / t.revision / "checkpoint.json").exists()]
+
+
+def _claim_series(out_dir: Path, config: PretrainConfig) -> None:
+    """Write ``series.json``, or check that the folder already holds this very series.
+
+    A ``separate`` series may gain budgets (each is its own run from the shared initialisation,
+    tokenizer and data order); ``series.json`` then lists all of them.
+    """
+    record = _config_record(config)
+    path = out_dir / "series.json"
+    if path.exists():
+        stored = json.loads(path.read_text())["config"]
+        free = {"budgets"} if config.mode == stored.get("mode") == "separate" else set()
+        changed = sorted(key for key in record if key not in free and stored.get(key) != record[key])
+        if changed:
+            raise ValueError(f"out_dir={str(out_dir)!r} holds a series with other {', '.join(changed)}; use a new folder")
+        if set(record["budgets"]) <= set(stored["budgets"]):
+            return
+        record["budgets"] = sorted(set(stored["budgets"]) | set(record["budgets"]))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(path, {"config": record, "versions": _versions()})
+
+
+def _config_record(config: PretrainConfig) -> dict:
+    """The config as plain JSON values (tuples become lists), as stored and compared."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def _series_data(config: PretrainConfig, out_dir: Path) -> TrainingData:
+    """The tokenizer is trained once and stored; later calls load it so resumed runs see the same ids."""
+    folder = out_dir / "tokenizer"
+    if folder.exists():
+        return prepare_data(config, AutoTokenizer.from_pretrained(folder))
+    data = prepare_data(config)
+    tmp = out_dir / ".tmp-tokenizer"
+    shutil.rmtree(tmp, ignore_errors=True)
+    data.tokenizer.save_pretrained(tmp)
+    os.replace(tmp, folder)
+    return data
+
+
+def _train(
+    config: PretrainConfig,
+    data: TrainingData,
+    out_dir: Path,
+    name: str,
+    total_steps: int,
+    saves: list[Target],
+    allowance: float,
+    resume_every: int,
+    progress: bool,
+) -> float:
+    """One run of ``total_steps`` updates, saving ``saves`` on the way; returns the unused allowance.
+
+    The resume state needs no scheduler: the learning rate is a function of the step.
+    """
+    model = build_model(olmo_config(config.preset, vocab_size=config.model_vocab_size), config.seed).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+    schedule = dict(peak=config.lr, warmup_steps=warmup_steps(config, total_steps), total_steps=total_steps)
+    resume_path = out_dir / f".resume-{name}.pt"
+    step, losses = 0, []
+    torch.manual_seed(config.seed)
+    if resume_path.exists():
+        state = torch.load(resume_path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        step, losses = state["step"], state["losses"]
+    save_at = {target.step: target for target in saves}
+    n_sequences = len(data.sequences)
+    tokens_per_step = config.tokens_per_step
+    bar = tqdm(
+        total=total_steps * tokens_per_step,
+        initial=step * tokens_per_step,
+        unit="tok",
+        unit_scale=True,
+        desc=f"{config.preset} {name}",
+        disable=not progress,
+        file=sys.stderr,
+    )
+    with bar:
+        while step < total_steps:
+            if allowance <= 0:
+                _save_resume(resume_path, model, optimizer, step, losses, config)
+                return allowance
+            batch = data.sequences[batch_indices(step, config.batch_size, n_sequences, config.seed)]
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, **schedule)
+            loss = model(input_ids=batch, labels=batch).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            step += 1
+            allowance -= 1
+            bar.update(tokens_per_step)
+            if step % 50 == 0:
+                bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+            if step in save_at and not (out_dir / save_at[step].revision / "checkpoint.json").exists():
+                record = _checkpoint_record(config, data, model, save_at[step], schedule, losses)
+                _save_checkpoint(out_dir, save_at[step].revision, model, data.tokenizer, record)
+            if step % resume_every == 0 and step < total_steps:
+                _save_resume(resume_path, model, optimizer, step, losses, config)
+    resume_path.unlink(missing_ok=True)
+    return allowance
+
+
+def _save_resume(path: Path, model, optimizer, step: int, losses: list[float], config: PretrainConfig) -> None:
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "rng": torch.get_rng_state(),
+        "step": step,
+        # The data position is a function of the step (see batch_indices); stored for inspection.
+        "sequences_read": step * config.batch_size,
+        "losses": losses,
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _save_checkpoint(out_dir: Path, revision: str, model, tokenizer, record: dict) -> None:
+    tmp = out_dir / f".tmp-{revision}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    with _transformers_bars_off():
+        model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    _write_json(tmp / "checkpoint.json", record)
+    os.replace(tmp, out_dir / revision)
+
+
+@contextlib.contextmanager
+def _transformers_bars_off():
+    """``save_pretrained`` draws a one-shard bar per checkpoint, which would break through ours."""
+    enabled = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            transformers.utils.logging.enable_progress_bar()
+
+
+def _checkpoint_record(
+    config: PretrainConfig, data: TrainingData, model, target: Target, schedule: dict, losses: list[float]
+) -> dict:
+    return {
+        "revision": target.revision,
+        "step": target.step,
+        "tokens": target.tokens,
+        "budget": target.budget,
+        "mode": config.mode,
+        "schedule": {
+            "kind": "linear warmup, cosine decay to 0 at total_steps",
+            **schedule,
+            "lr_at_step": learning_rate(target.step, **schedule),  # 0 where the schedule ends
+        },
+        "seed": config.seed,
+        "preset": config.preset,
+        "parameters": count_parameters(model),
+        "tokens_per_parameter": target.tokens / count_parameters(model),
+        "epochs": target.tokens / data.description["train_tokens"],
+        "data": data.description,
+        "train_loss": _loss_curve(losses),
+        "config": _config_record(config),
+        "versions": _versions(),
+    }
+
+
+def _loss_curve(losses: list[float]) -> dict:
+    """Mean training loss over windows of ``every`` steps, at most ``LOSS_CURVE_POINTS`` of them."""
+    every = max(1, math.ceil(len(losses) / LOSS_CURVE_POINTS))
+    means = [float(np.mean(losses[i : i + every])) for i in range(0, len(losses), every)]
+    return {"every": every, "loss": means}
+
+
+def _versions() -> dict:
+    return {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": sys.version.split()[0],
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(tmp, path)

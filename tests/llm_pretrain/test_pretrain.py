@@ -1,0 +1,182 @@
+"""Controlled mini pre-training: schedule, determinism, resumption, and the series folder format."""
+
+import dataclasses
+import json
+import math
+import shutil
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from llm_validation.checkpoints import format_revision, parse_revision
+from llm_validation.pretrain import PretrainConfig, batch_indices, learning_rate, pretrain
+
+# 4 x 32 = 128 tokens a step: budgets of 1024 and 4096 tokens are 8- and 32-step runs.
+NAMES = [format_revision(8, 1024), format_revision(32, 4096)]
+CONFIG = PretrainConfig(
+    preset="tiny",
+    vocab_size=320,
+    budgets=(4096, 1024),
+    seq_len=32,
+    batch_size=4,
+    lr=3e-3,
+    warmup_fraction=0.1,
+    max_train_chars=60_000,
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Tiny matmuls gain nothing from a second thread, and on a shared 2-core box OpenMP spinning
+    # makes them many times slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("separate")
+    return folder, pretrain(CONFIG, folder, progress=False)
+
+
+def weights(folder):
+    return AutoModelForCausalLM.from_pretrained(folder).state_dict()
+
+
+def assert_same_weights(a, b):
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.parametrize("total, warmup", [(1, 0), (7, 3), (32, 3), (1000, 50)])
+def test_schedule_warms_up_then_reaches_exactly_zero(total, warmup):
+    lrs = [learning_rate(t, peak=0.01, warmup_steps=warmup, total_steps=total) for t in range(total + 1)]
+    assert lrs[-1] == 0.0 and all(lr > 0 for lr in lrs[:-1])
+    assert lrs[warmup] == 0.01 and (warmup == 0 or lrs[0] == 0.01 / warmup)
+    assert all(a >= b for a, b in zip(lrs[warmup:], lrs[warmup + 1 :]))
+    mid = warmup + (total - warmup) // 2
+    assert lrs[mid] == pytest.approx(0.005 * (1 + math.cos(math.pi * (mid - warmup) / (total - warmup))))
+
+
+@pytest.mark.parametrize("budgets", [(0,), (1024, -5), (2.5,)])
+def test_bad_budget_names_the_value(budgets):
+    with pytest.raises(ValueError, match=f"budget={budgets[-1]}"):
+        dataclasses.replace(CONFIG, budgets=budgets)
+
+
+def test_budgets_are_sorted_and_must_map_to_distinct_steps():
+    assert CONFIG.budgets == (1024, 4096)
+    with pytest.raises(ValueError, match="1024 and 1050 both round to step 8"):
+        dataclasses.replace(CONFIG, budgets=(1024, 1050))
+    with pytest.raises(ValueError, match="budget=10 "):
+        dataclasses.replace(CONFIG, budgets=(10,))
+
+
+@pytest.mark.parametrize("field, value", [("corpus", "c4"), ("mode", "both"), ("preset", "7b")])
+def test_unknown_names_are_rejected(field, value):
+    with pytest.raises(ValueError, match=f"{field}='{value}' is unknown"):
+        dataclasses.replace(CONFIG, **{field: value})
+
+
+def test_series_folder_loads_with_exact_records(series):
+    folder, checkpoints = series
+    assert [c.name for c in checkpoints] == NAMES
+    for path, budget, steps in zip(checkpoints, CONFIG.budgets, (8, 32)):
+        record = json.loads((path / "checkpoint.json").read_text())
+        assert (record["step"], record["tokens"], record["budget"]) == (steps, steps * 128, budget)
+        assert parse_revision(path.name).step == steps
+        assert record["schedule"]["total_steps"] == steps and record["schedule"]["lr_at_step"] == 0.0
+        assert record["mode"] == "separate" and record["seed"] == 0 and record["data"]["corpus"] == "shakespeare"
+        assert len(record["train_loss"]["loss"]) == steps and record["train_loss"]["every"] == 1
+        model = AutoModelForCausalLM.from_pretrained(path)
+        assert sum(p.numel() for p in model.parameters()) == record["parameters"] == 30_720
+    losses = json.loads((checkpoints[-1] / "checkpoint.json").read_text())["train_loss"]["loss"]
+    assert losses[-1] < losses[0] - 0.5  # it learns
+
+
+def test_tokenizer_round_trips_and_loads_from_each_checkpoint(series):
+    folder, checkpoints = series
+    tokenizer = AutoTokenizer.from_pretrained(checkpoints[0])
+    assert len(tokenizer) == 320 and tokenizer.eos_token_id == 0
+    for text in ["To be, or not to be: that is the question.\n", "naïve café — 東京 🙂\n\tx"]:
+        assert tokenizer.decode(tokenizer.encode(text, add_special_tokens=False)) == text
+    stored = AutoTokenizer.from_pretrained(folder / "tokenizer")
+    assert stored.get_vocab() == tokenizer.get_vocab()
+
+
+def test_finished_checkpoints_are_skipped(series):
+    folder, checkpoints = series
+    before = {p: (p / "model.safetensors").stat().st_mtime_ns for p in checkpoints}
+    assert pretrain(CONFIG, folder, progress=False) == checkpoints
+    assert before == {p: (p / "model.safetensors").stat().st_mtime_ns for p in checkpoints}
+    assert not list(folder.glob(".resume-*")) and not list(folder.glob(".tmp*"))
+
+
+def test_a_folder_refuses_another_config_but_a_separate_series_may_grow(series, tmp_path):
+    folder, checkpoints = series
+    with pytest.raises(ValueError, match="other lr"):
+        pretrain(dataclasses.replace(CONFIG, lr=1e-3), folder, progress=False)
+    with pytest.raises(ValueError, match="other mode"):
+        pretrain(dataclasses.replace(CONFIG, mode="single"), folder, progress=False)
+    grown = tmp_path / "grown"
+    shutil.copytree(folder, grown)
+    paths = pretrain(dataclasses.replace(CONFIG, budgets=(2048,)), grown, progress=False)
+    assert [p.name for p in paths] == [format_revision(16, 2048)]
+    assert json.loads((grown / "series.json").read_text())["config"]["budgets"] == [1024, 2048, 4096]
+    assert [p.name for p in pretrain(CONFIG, grown, progress=False)] == [c.name for c in checkpoints]
+
+
+def test_same_seed_same_weights_other_seed_not(series, tmp_path):
+    folder, checkpoints = series
+    again = pretrain(CONFIG, tmp_path / "again", progress=False)
+    for a, b in zip(checkpoints, again):
+        assert_same_weights(a, b)
+    other = pretrain(dataclasses.replace(CONFIG, seed=1, budgets=(1024,)), tmp_path / "seed1", progress=False)
+    assert not torch.equal(weights(other[0])["model.embed_tokens.weight"], weights(checkpoints[0])["model.embed_tokens.weight"])
+
+
+def test_killed_and_resumed_equals_uninterrupted(series, tmp_path, monkeypatch):
+    folder, checkpoints = series
+    out = tmp_path / "resumed"
+    # Stops inside the first run and at its end; then a crash inside the second run loses the
+    # steps after its last periodic save (resume_every=3: step 12); the fourth call finishes.
+    assert pretrain(CONFIG, out, progress=False, resume_every=3, max_steps_this_call=5) == []
+    assert [p.name for p in out.glob(".resume-*")] == [".resume-step8.pt"]
+    assert [p.name for p in pretrain(CONFIG, out, progress=False, resume_every=3, max_steps_this_call=3)] == NAMES[:1]
+
+    def crash_at_step_14(t, **schedule):
+        if t == 14:
+            raise KeyboardInterrupt
+        return learning_rate(t, **schedule)
+
+    with monkeypatch.context() as patch:
+        patch.setattr("llm_validation.pretrain.learning_rate", crash_at_step_14)
+        with pytest.raises(KeyboardInterrupt):
+            pretrain(CONFIG, out, progress=False, resume_every=3)
+    assert torch.load(out / ".resume-step32.pt")["step"] == 12
+    resumed = pretrain(CONFIG, out, progress=False, resume_every=3)
+    for a, b in zip(checkpoints, resumed, strict=True):
+        assert_same_weights(a, b)
+        assert json.loads((a / "checkpoint.json").read_text())["train_loss"] == json.loads((b / "checkpoint.json").read_text())["train_loss"]
+
+
+def test_single_mode_saves_unannealed_checkpoints_on_one_schedule(series, tmp_path):
+    folder, separate = series
+    single = pretrain(dataclasses.replace(CONFIG, mode="single"), tmp_path / "single", progress=False)
+    records = [json.loads((p / "checkpoint.json").read_text()) for p in single]
+    assert [r["schedule"]["total_steps"] for r in records] == [32, 32]
+    assert records[0]["schedule"]["lr_at_step"] > 0 and records[1]["schedule"]["lr_at_step"] == 0.0
+    # The last checkpoint is the separate-mode run of the largest budget, bit for bit ...
+    assert_same_weights(single[1], separate[1])
+    # ... but the first is mid-schedule, not the annealed 8-step run.
+    assert not torch.equal(weights(single[0])["model.embed_tokens.weight"], weights(separate[0])["model.embed_tokens.weight"])
+
+
+def test_data_order_is_a_seeded_permutation_per_epoch():
+    rows = [batch_indices(step, 4, 10, seed=0) for step in range(5)]  # 20 rows: two epochs of 10
+    flat = [int(i) for r in rows for i in r]
+    assert sorted(flat[:10]) == list(range(10)) == sorted(flat[10:]) and flat[:10] != flat[10:]
+    assert all((a == b).all() for a, b in zip(rows, [batch_indices(s, 4, 10, seed=0) for s in range(5)]))

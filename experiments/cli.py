@@ -85,8 +85,11 @@ def _figures(args) -> int:
     from experiments.run import check_writable
 
     check_writable(out)
-    for run in runs:
-        for path in draw_run(run, out):
+    presets_of = [store.read_manifest(run).get("preset") for run in runs]
+    for run, preset in zip(runs, presets_of):
+        # Two runs of one preset would write the same file: then name each after its directory.
+        name = preset if presets_of.count(preset) == 1 else f"{preset}-{run.name}"
+        for path in draw_run(run, out, name):
             print(path)
     return 0
 

@@ -162,7 +162,8 @@ def run_chunk(chunk: Chunk, setup: str, grid_fields: tuple[str, ...], mesh=None)
 
 def _rows(cell: TheoryConfig, setup: str, T: np.ndarray, out: dict, grid_fields) -> pd.DataFrame:
     curves: protocol.Curves = out["curves"]
-    lr_T = np.asarray(out["lr"], float)
+    # A fixed lr is stored exactly as configured (not as its float32 image), so rows match by value.
+    lr_T = np.asarray(out["lr"], float) if cell.lr_policy == "shrinking" else np.full(len(T), cell.lr)
     blocks = []
     for (modification, metric), y in curves.by_modification().items():
         is_ft = modification == "finetune"

@@ -23,9 +23,9 @@ FIGURES = {
 }
 
 
-def draw_run(run_dir: Path | str, out_dir: Path | str) -> list[Path]:
-    """Draw the figure of the run in ``run_dir`` (named after its preset) into ``out_dir``."""
+def draw_run(run_dir: Path | str, out_dir: Path | str, name: str | None = None) -> list[Path]:
+    """Draw the figure of the run in ``run_dir`` into ``out_dir``, named ``name`` (default: its preset)."""
     preset = store.read_manifest(run_dir).get("preset")
     if preset not in FIGURES:
         raise ValueError(f"{run_dir}: preset={preset!r} has no figure; allowed: {', '.join(FIGURES)}")
-    return FIGURES[preset](store.load([run_dir]), Path(out_dir), name=preset)
+    return FIGURES[preset](store.load([run_dir]), Path(out_dir), name=name or preset)

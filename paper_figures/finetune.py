@@ -29,11 +29,11 @@ def in_task_panel(ax, frame: pd.DataFrame, by: str, colours: dict) -> None:
     style.fit_y(ax, {**after, **{("clean", k): c for k, c in clean.items()}})
 
 
-def settings(frame: pd.DataFrame, *fields: str) -> str:
-    """Legend title naming the fine-tuning settings held fixed, e.g. 'fine-tuning: lr = 0.02, 100 GD steps'."""
+def settings(frame: pd.DataFrame, with_lr: bool = True) -> str:
+    """Legend title naming the fine-tuning held fixed, e.g. 'fine-tuning: lr = 0.02, 100 GD steps'."""
     ft = style.curve_rows(frame, "finetune", "pretrain_loss").iloc[0]
-    held = [f"lr = {ft.lr:.3g}" for f in fields if f == "lr"] + [f"{int(ft.steps)} GD steps"]
-    return "fine-tuning: " + ", ".join(held)
+    lr = f"lr = {ft.lr:.3g}, " if with_lr else ""
+    return f"fine-tuning: {lr}{int(ft.steps)} GD steps"
 
 
 def draw(frame: pd.DataFrame, out_dir: Path, name: str = "finetune") -> list[Path]:
@@ -44,5 +44,5 @@ def draw(frame: pd.DataFrame, out_dir: Path, name: str = "finetune") -> list[Pat
         style.title(ax_a, "a", "Pre-training loss after fine-tuning", r"U-shaped; $T^*$ earlier for larger lr")
         in_task_panel(ax_b, frame, "lr", colours)
         style.title(ax_b, "b", "In-task loss after fine-tuning", "lower for larger lr")
-        style.legend(fig, title=settings(frame), extra=[style.inflection_handle()])
+        style.legend(fig, title=settings(frame, with_lr=False), extra=[style.inflection_handle()])
         return style.save(fig, out_dir, name)

@@ -37,5 +37,5 @@ def draw(frame: pd.DataFrame, out_dir: Path, name: str = "gaussian") -> list[Pat
         style.title(ax_a, "a", "Excess loss under Gaussian noise", "grows with T: progressive sensitivity")
         perturbed_panel(ax_b, frame, "gamma", colours)
         style.title(ax_b, "b", "Perturbed pre-training loss", r"U-shaped; $T^*$ earlier for larger $\gamma$")
-        style.legend(fig, title="noise std = $\\gamma\\,\\times$ init std", extra=[style.inflection_handle()])
+        style.legend(fig, title=r"Gaussian noise of size $\gamma$", extra=[style.inflection_handle()])
         return style.save(fig, out_dir, name)

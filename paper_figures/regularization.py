@@ -19,5 +19,5 @@ def draw(frame: pd.DataFrame, out_dir: Path, name: str = "regularization") -> li
                     r"L2 pull to $W(T)$: $T^*$ later for larger $\lambda$")
         finetune.in_task_panel(ax_b, frame, "reg", colours)
         style.title(ax_b, "b", "In-task loss after fine-tuning", r"raised by larger $\lambda$")
-        style.legend(fig, title=finetune.settings(frame, "lr"), extra=[style.inflection_handle()])
+        style.legend(fig, title=finetune.settings(frame), extra=[style.inflection_handle()])
         return style.save(fig, out_dir, name)

@@ -49,6 +49,8 @@ def save(fig: Figure, out_dir: Path | str, name: str) -> list[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
+    fig.get_layout_engine().execute(fig)  # once, not once per file: the layout is the costly part
+    fig.set_layout_engine("none")
     for path in paths:
         fig.savefig(path, dpi=DPI)
     return paths
@@ -173,10 +175,15 @@ def inflection_handle() -> Line2D:
                   label=r"stored $T^*$ (minimum)")
 
 
-def legend(fig: Figure, title: str | None = None, extra: Sequence = ()) -> None:
-    """One legend for the whole figure, right of the panels: every labelled line once, then ``extra``."""
+def legend(fig: Figure, title: str | None = None, extra: Sequence = (), below: bool = False) -> None:
+    """One legend for the whole figure, right of the panels (or below them): every labelled line once,
+    then ``extra``."""
     seen = {}
     for ax in fig.axes:
         for handle, text in zip(*ax.get_legend_handles_labels()):
             seen.setdefault(text, handle)
-    fig.legend(handles=[*seen.values(), *extra], title=title, loc="outside right center", alignment="left")
+    handles = [*seen.values(), *extra]
+    if below:
+        fig.legend(handles=handles, title=title, loc="outside lower center", ncols=len(handles))
+    else:
+        fig.legend(handles=handles, title=title, loc="outside right center", alignment="left")

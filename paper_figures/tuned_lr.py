@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from paper_figures import style
+from paper_figures import finetune, style
 
 TUNED = dict(color="black", lw=3.0, alpha=0.3, zorder=2)  # under the fixed curve it coincides with
 
@@ -20,6 +20,8 @@ TUNED = dict(color="black", lw=3.0, alpha=0.3, zorder=2)  # under the fixed curv
 def shrinking_family(frame: pd.DataFrame, metric: str) -> dict:
     """{lr0: (T, y)} of the shrinking-lr curves."""
     rows = style.curve_rows(frame, "finetune", metric, lr_policy="shrinking")
+    if rows.empty:
+        return {}
     rank = rows.groupby("pretrain_time").lr.rank(method="dense").astype(int)
     lr0 = sorted(style.keys(style.inflection_rows(frame, "finetune", lr_policy="shrinking"), "lr"))
     if rank.max() != len(lr0):
@@ -27,40 +29,44 @@ def shrinking_family(frame: pd.DataFrame, metric: str) -> dict:
     return {lr0[r - 1]: curves for r, curves in style.family(rows.assign(_rank=rank), "_rank").items()}
 
 
+def stored(frame: pd.DataFrame, policy: str) -> dict:
+    return style.stored_inflections(style.inflection_rows(frame, "finetune", lr_policy=policy), "lr")
+
+
 def policy_panel(ax, frame: pd.DataFrame, metric: str, colours: dict) -> dict:
-    """Fixed-lr curves thin, shrinking-lr curves dashed (same colour per lr / lr0), the tuned curve bold
-    black; stored T* marked on the L_A curves. Returns every curve drawn, for the y limits."""
+    """Fixed-lr curves thin, shrinking-lr curves dashed (one colour per lr / lr0), the tuned curve bold;
+    stored T* marked on the L_A curves. Returns every curve drawn, for the y limits."""
     marks = metric == "pretrain_loss"
-    infl = lambda policy: style.stored_inflections(style.inflection_rows(frame, "finetune", lr_policy=policy), "lr")
     fixed = style.family(style.curve_rows(frame, "finetune", metric, lr_policy="fixed"), "lr")
     shrinking = shrinking_family(frame, metric)
-    tuned = style.curve(style.curve_rows(frame, "finetune", metric, lr_policy="tuned"))
-    style.plot_family(ax, fixed, colours, lambda v: f"fixed lr = {v:g}", infl("fixed") if marks else None, lw=0.9)
+    style.plot_family(ax, fixed, colours, lambda v: f"fixed lr = {v:g}", stored(frame, "fixed") if marks else None,
+                      lw=0.9)
     style.plot_family(ax, shrinking, colours, lambda v: f"shrinking, lr$_0$ = {v:g}",
-                      infl("shrinking") if marks else None, ls="--")
-    ax.plot(*tuned, label="tuned per T (best $L_B$)", **TUNED)
-    if marks:
-        (t_star,) = style.inflection_rows(frame, "finetune", lr_policy="tuned").value
-        style.mark_inflection(ax, *tuned, t_star, "black")
-    return {**{("fixed", k): c for k, c in fixed.items()}, **{("shrinking", k): c for k, c in shrinking.items()},
-            "tuned": tuned}
+                      stored(frame, "shrinking") if marks else None, ls="--")
+    drawn = {**{("fixed", k): c for k, c in fixed.items()}, **{("shrinking", k): c for k, c in shrinking.items()}}
+    tuned_rows = style.curve_rows(frame, "finetune", metric, lr_policy="tuned")
+    if not tuned_rows.empty:
+        drawn["tuned"] = tuned = style.curve(tuned_rows)
+        ax.plot(*tuned, label="tuned per T (best $L_B$)", **TUNED)
+        if marks:
+            for t_star in style.inflection_rows(frame, "finetune", lr_policy="tuned").value:
+                style.mark_inflection(ax, *tuned, t_star, "black")
+    return drawn
 
 
 def draw(frame: pd.DataFrame, out_dir: Path, name: str = "tuned_lr") -> list[Path]:
     """(a) L_A after fine-tuning vs T per lr policy; (b) L_B after fine-tuning, same encoding."""
-    colours = style.ordered_colours(
-        style.family(style.curve_rows(frame, "finetune", "pretrain_loss", lr_policy="fixed"), "lr"))
+    fixed = style.family(style.curve_rows(frame, "finetune", "pretrain_loss", lr_policy="fixed"), "lr")
+    colours = style.ordered_colours(set(fixed) | set(shrinking_family(frame, "pretrain_loss")))
     with style.panels(2) as (fig, (ax_a, ax_b)):
         drawn = policy_panel(ax_a, frame, "pretrain_loss", colours)
         style.plot_clean(ax_a, frame, "pretrain_loss", "lr", colours)
         style.time_axis(ax_a, r"pre-training loss $L_A$ after fine-tuning")
         style.fit_y(ax_a, drawn)
-        style.title(ax_a, "a", "Pre-training loss after fine-tuning",
-                    r"an lr shrinking in T removes the late rise")
+        style.title(ax_a, "a", "Pre-training loss after fine-tuning", "an lr shrinking in T removes the late rise")
         drawn = policy_panel(ax_b, frame, "finetune_loss", colours)
         style.time_axis(ax_b, r"fine-tuning loss $L_B$ after fine-tuning")
         style.fit_y(ax_b, drawn)
         style.title(ax_b, "b", "In-task loss after fine-tuning", "the shrinking lr pays for it in $L_B$")
-        steps = int(style.curve_rows(frame, "finetune", "pretrain_loss").steps.iloc[0])
-        style.legend(fig, title=f"fine-tuning: {steps} GD steps", extra=[style.inflection_handle()])
+        style.legend(fig, title=finetune.settings(frame, with_lr=False), extra=[style.inflection_handle()])
         return style.save(fig, out_dir, name)

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from theory import _checks
+from theory import _checks, _random
 from theory.network import Params
 
 
@@ -32,7 +32,7 @@ def sharpness(loss_fn, Ws: Params, key: jax.Array, n_iter: int = 100) -> jax.Arr
     """
     _checks.positive_int("n_iter", n_iter)
     flat, hvp = _flat_hvp(loss_fn, Ws)
-    v = jax.random.normal(key, flat.shape, flat.dtype)
+    v = _random.normal(key, flat.shape, flat.dtype)
 
     def body(_, v):
         w = hvp(v)
@@ -57,10 +57,12 @@ def hessian_trace(loss_fn, Ws: Params, key: jax.Array | None = None, n_probes: i
     return jnp.mean(jax.vmap(lambda v: v @ hvp(v))(z))
 
 
-def inflection(T, values) -> jax.Array:
+def inflection(T, values, rtol: float = 1e-4) -> jax.Array:
     """T* = argmin over the grid of ``values``(T), refined by the vertex of a parabola through the
     minimum and its two neighbours in log T; NaN ("none in range") when the minimum is at an end of
-    the grid. Works on the last axis, so a batch of curves gives a batch of T*.
+    the grid, or when the curve does not rise after it by more than ``rtol`` times the minimum (a
+    curve that only levels off, up to rounding or Monte-Carlo noise, has no inflection). Works on the last axis, so a batch of curves
+    gives a batch of T*.
     """
     T = jnp.asarray(T)
     values = jnp.asarray(values)
@@ -68,8 +70,10 @@ def inflection(T, values) -> jax.Array:
         raise ValueError(f"T has shape {T.shape}; values must end in an axis of the same length, got {values.shape}")
     if T.shape[0] < 3:
         raise ValueError(f"T has {T.shape[0]} points; an inflection needs at least 3")
+    _checks.non_negative("rtol", rtol)
     x = jnp.log(T)
-    i = jnp.argmin(jnp.where(jnp.isfinite(values), values, jnp.inf), axis=-1)
+    finite = jnp.where(jnp.isfinite(values), values, jnp.inf)
+    i = jnp.argmin(finite, axis=-1)
     j = jnp.clip(i, 1, T.shape[0] - 2)
     take = lambda a, k: jnp.take_along_axis(a, k[..., None], axis=-1)[..., 0]
     y0, y1, y2 = take(values, j - 1), take(values, j), take(values, j + 1)
@@ -79,5 +83,8 @@ def inflection(T, values) -> jax.Array:
     den = (x1 - x0) * (y1 - y2) - (x1 - x2) * (y1 - y0)
     vertex = x1 - 0.5 * num / jnp.where(den == 0, 1.0, den)
     vertex = jnp.where(den == 0, x1, jnp.clip(vertex, x0, x2))
-    interior = (i > 0) & (i < T.shape[0] - 1)
+    y_min = take(finite, i)
+    after = jnp.arange(T.shape[0]) > i[..., None]
+    late_rise = jnp.max(jnp.where(after & jnp.isfinite(values), values, -jnp.inf), axis=-1) - y_min
+    interior = (i > 0) & (i < T.shape[0] - 1) & (late_rise > rtol * jnp.abs(y_min))
     return jnp.where(interior, jnp.exp(vertex), jnp.nan)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from theory import _checks
+from theory import _checks, _random
 
 Params = tuple[jax.Array, ...]
 
@@ -50,7 +50,7 @@ def init_gaussian(key: jax.Array, widths: Sequence[int], sigmas) -> Params:
     sigmas = jnp.broadcast_to(jnp.asarray(sigmas, dtype=jnp.result_type(float)), (L,))
     _checks.positive("sigmas", sigmas)
     keys = jax.random.split(key, L)
-    return tuple(sigmas[k] * jax.random.normal(keys[k], (widths[k + 1], widths[k])) for k in range(L))
+    return tuple(sigmas[k] * _random.normal(keys[k], (widths[k + 1], widths[k])) for k in range(L))
 
 
 def init_aligned_balanced(U: jax.Array, V: jax.Array, u0, h: int, depth: int = 2, imbalance: float = 0.0) -> Params:

@@ -10,8 +10,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from theory import _checks
-from theory._random import bulk_key
+from theory import _checks, _random
 from theory.network import Params, task_loss
 
 
@@ -53,8 +52,8 @@ def harm_threshold(gamma, sigma1, sigma2, d_in, d_out):
 
 def perturb(key: jax.Array, Ws: Params, gamma, sigmas) -> Params:
     """One draw W_k + gamma * sigma_k * E_k (``sigmas``: one std per layer; init-relative or absolute)."""
-    keys = jax.random.split(bulk_key(key), len(Ws))
-    return tuple(W + gamma * s * jax.random.normal(k, W.shape, W.dtype) for W, s, k in zip(Ws, sigmas, keys))
+    keys = jax.random.split(key, len(Ws))
+    return tuple(W + gamma * s * _random.normal(k, W.shape, W.dtype) for W, s, k in zip(Ws, sigmas, keys))
 
 
 def monte_carlo_loss(key: jax.Array, Ws: Params, A: jax.Array, gamma, sigmas, n_draws: int):

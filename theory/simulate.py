@@ -15,8 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from theory import _checks
-from theory._random import bulk_key
+from theory import _checks, _random
 from theory.ode import rk4_solve
 from theory.network import Params, sample_loss, task_loss
 
@@ -134,9 +133,9 @@ def minibatch_objective(A: jax.Array, batch_size: int, label_noise: float = 0.0)
     _checks.non_negative("label_noise", label_noise)
 
     def sample(key, n_steps):
-        kx, ke = jax.random.split(bulk_key(key))
-        X = jax.random.normal(kx, (n_steps, batch_size, A.shape[1]), A.dtype)
-        Y = X @ A.T + label_noise * jax.random.normal(ke, (n_steps, batch_size, A.shape[0]), A.dtype)
+        kx, ke = jax.random.split(key)
+        X = _random.normal(kx, (n_steps, batch_size, A.shape[1]), A.dtype)
+        Y = X @ A.T + label_noise * _random.normal(ke, (n_steps, batch_size, A.shape[0]), A.dtype)
         return X, Y
 
     return Objective(lambda W, batch: sample_loss(W, *batch), sample)

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from theory import _checks
+from theory import _checks, _random
 
 
 def power_law_spectrum(n: int, s1: float = 1.0, alpha: float = 1.0) -> jax.Array:
@@ -80,7 +80,7 @@ def random_orthonormal(key: jax.Array, n: int, r: int) -> jax.Array:
     """n x r matrix with orthonormal columns, Haar-distributed (QR of a Gaussian with sign fix)."""
     if r > n:
         raise ValueError(f"r={r} orthonormal columns need n >= r, got n={n}")
-    q, rr = jnp.linalg.qr(jax.random.normal(key, (n, r)))
+    q, rr = jnp.linalg.qr(_random.normal(key, (n, r)))
     return q * jnp.sign(jnp.diagonal(rr))
 
 
@@ -107,7 +107,7 @@ def _rotate(key: jax.Array, Q: jax.Array, theta) -> jax.Array:
     n, r = Q.shape
     if 2 * r > n:
         raise ValueError(f"rotating a rank-{r} subspace needs dimension >= {2 * r}, got {n}")
-    G = jax.random.normal(key, (n, r), Q.dtype)
+    G = _random.normal(key, (n, r), Q.dtype)
     G = G - Q @ (Q.T @ G)
     Q_perp, _ = jnp.linalg.qr(G)
     return Q * jnp.cos(theta) + Q_perp * jnp.sin(theta)
@@ -132,5 +132,5 @@ def sample_dataset(key: jax.Array, A: jax.Array, n: int, label_noise: float = 0.
     _checks.positive_int("n", n)
     _checks.non_negative("label_noise", label_noise)
     kx, ke = jax.random.split(key)
-    X = jax.random.normal(kx, (n, A.shape[1]), A.dtype)
-    return X, X @ A.T + label_noise * jax.random.normal(ke, (n, A.shape[0]), A.dtype)
+    X = _random.normal(kx, (n, A.shape[1]), A.dtype)
+    return X, X @ A.T + label_noise * _random.normal(ke, (n, A.shape[0]), A.dtype)

@@ -40,3 +40,12 @@ def test_sharpness_matches_dense_hessian(key):
     H = jax.hessian(lambda x: loss(unravel(x)))(flat)
     top = float(jnp.linalg.eigvalsh(H)[-1])
     np.testing.assert_allclose(measure.sharpness(loss, (W1, W2), key, n_iter=500), top, rtol=1e-3)
+
+
+def test_inflection_ignores_a_curve_that_only_levels_off():
+    T = jnp.logspace(0, 3, 13)
+    plateau = jnp.maximum(1.0 - jnp.log(T) / 3.0, 0.2)  # falls, then flat: no late rise
+    assert np.isnan(measure.inflection(T, plateau))
+    tiny_rise = plateau.at[-1].add(1e-6)
+    assert np.isnan(measure.inflection(T, tiny_rise))
+    assert np.isfinite(measure.inflection(T, tiny_rise, rtol=0.0))

@@ -1,0 +1,485 @@
+"""``ovt llm ...``: the LLM side of the command line (ARCHITECTURE.md, "CLI contract").
+
+    ovt llm revisions MODEL
+    ovt llm perturb --model M (--revisions R1,R2 | --tokens 1e9,2.3T) --eval-text FILE
+                    --gammas G1,G2 --seeds K --scale init|relative|absolute --out DIR
+                    [--seq-len 128] [--batch-size 8] [--max-blocks N]
+                    [--dtype float32|bfloat16] [--device cpu|cuda] [--quiet]
+
+``cli.py`` wires this in with ``llm_cli.add_parser(sub)`` and ``"llm": llm_cli.run``.
+
+``perturb`` evaluates, for each checkpoint in turn (one model in memory at a time), the held-out
+perplexity of the checkpoint itself (``modification='none'``, ``gamma`` NaN, ``seed`` 0) and of
+``K`` Gaussian draws per gamma (``modification='gaussian'``, ``seed`` k = 0..K-1). Draw k uses the
+noise of ``perturb.gaussian_noise(k, name, shape)`` on every checkpoint, so draws are paired across
+checkpoints. The token set is the same for every checkpoint and draw: the eval text is tokenised
+with *each* checkpoint's own tokenizer, and the run refuses (exit 2, before writing anything) when
+two checkpoints' tokenizers give different token ids, since their perplexities would not be
+comparable.
+
+Every input is checked before the run directory is created (exit 2, one line, nothing written).
+After that, anything that goes wrong is a failure while running (exit 1); finished checkpoints are
+kept under ``DIR/chunks/`` and the same command resumes after them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import math
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from experiments.run import UsageError
+
+LLM_COMMANDS = ("revisions", "perturb")
+DTYPES = ("float32", "bfloat16")
+DEVICES = ("cpu", "cuda")
+_UNITS = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}
+_COUNT = re.compile(r"(?P<number>[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)(?P<unit>[KMBT]?)")
+
+
+class RunFailure(RuntimeError):
+    """A failure after the run directory was created (exit 1; the stored checkpoints are kept)."""
+
+
+# ---------------------------------------------------------------------------------------- parser
+
+
+def _default_parser_class():
+    from experiments.cli import _Parser  # lazily: cli imports this module
+
+    return _Parser
+
+
+def add_parser(subparsers, parser_class: type[argparse.ArgumentParser] | None = None) -> argparse.ArgumentParser:
+    """Add ``llm`` (with ``revisions`` and ``perturb``) to ``subparsers``; returns the ``llm`` parser.
+
+    ``parser_class`` is the class of the nested subcommand parsers (default ``cli._Parser``, whose
+    ``error()`` raises ``UsageError``); the ``llm`` parser itself is of ``subparsers``' class.
+    """
+    parser_class = parser_class or _default_parser_class()
+    llm = subparsers.add_parser("llm", help="LLM validation: checkpoint series, perturbation, ...")
+    sub = llm.add_subparsers(dest="llm_command", metavar="{" + ",".join(LLM_COMMANDS) + "}",
+                             required=True, parser_class=parser_class)
+
+    r = sub.add_parser("revisions", help="list the checkpoint revisions of a hub id or local folder series")
+    r.add_argument("model", help="hub id (ORG/NAME; HF_HUB_OFFLINE=1 lists the local hub cache) or a folder series")
+
+    p = sub.add_parser("perturb", help="perplexity of Gaussian-perturbed checkpoints into a result store")
+    p.add_argument("--model", required=True, help="hub id or folder series")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--revisions", help="comma-separated revision names")
+    which.add_argument("--tokens", help="comma-separated token counts (1e9, 2.3T); the nearest revisions are used")
+    p.add_argument("--eval-text", required=True, type=Path,
+                   help="held-out text (.txt: one document; .jsonl: 'text' per line)")
+    p.add_argument("--gammas", required=True, help="comma-separated noise scales >= 0")
+    p.add_argument("--seeds", required=True, type=_int("--seeds"), help="draws per gamma (seeds 0..K-1)")
+    p.add_argument("--scale", required=True, choices=("init", "relative", "absolute"),
+                   help="sigma per tensor: init std, tensor RMS, or 1")
+    p.add_argument("--out", required=True, type=Path, help="run directory (resumable)")
+    p.add_argument("--seq-len", type=_int("--seq-len"), default=128)
+    p.add_argument("--batch-size", type=_int("--batch-size"), default=8)
+    p.add_argument("--max-blocks", type=_int("--max-blocks"), default=None,
+                   help="use the first N blocks of the eval text")
+    p.add_argument("--dtype", choices=DTYPES, default="float32")
+    p.add_argument("--device", choices=DEVICES, default="cpu")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
+    return llm
+
+
+def _int(flag: str):
+    def parse(text: str) -> int:
+        try:
+            return int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} {text!r} is not an integer") from None
+
+    return parse
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the parsed ``ovt llm ...`` command; UsageError / ValueError mean bad input (exit 2)."""
+    return {"revisions": _revisions, "perturb": _perturb}[args.llm_command](args)
+
+
+# ------------------------------------------------------------------------------------- revisions
+
+
+def human_tokens(tokens: float) -> str:
+    """``1_230_000_000 -> '1.23B'``, ``5000 -> '5K'``, ``950 -> '950'`` (three significant digits)."""
+    units = sorted(_UNITS, key=_UNITS.get)
+    unit = max((u for u in units if tokens >= _UNITS[u]), key=_UNITS.get, default="")
+    text = f"{tokens / _UNITS[unit]:.3g}"
+    if float(text) >= 1000 and unit != units[-1]:  # 999_999 -> '1M', not '1e+03K'
+        unit = units[units.index(unit) + 1]
+        text = f"{tokens / _UNITS[unit]:.3g}"
+    return f"{text}{unit}"
+
+
+def _available(model: str):
+    """(is_folder, revisions) of ``model``; bad input raises UsageError / CheckpointError."""
+    from llm_validation.checkpoints import ALLOWED_FORMS, list_revisions
+
+    path = Path(model).expanduser()
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"model={model!r} is a file; give a folder series or a hub id ORG/NAME")
+    if not path.is_dir() and model.startswith((".", "/", "~")):
+        raise UsageError(f"model={model!r} is not an existing folder; give a folder series or a hub id ORG/NAME")
+    revisions = list_revisions(path if path.is_dir() else model)
+    if not revisions:
+        raise UsageError(f"model={model!r} has no checkpoint revisions; names allowed: {ALLOWED_FORMS}")
+    return path.is_dir(), revisions
+
+
+def _revisions(args) -> int:
+    _, revisions = _available(args.model)
+    staged = any(r.stage for r in revisions)
+    header = ("revision", "step", "tokens") + (("stage",) if staged else ())
+    rows = [(r.name, str(r.step), human_tokens(r.tokens)) + ((r.stage or "",) if staged else ()) for r in revisions]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:  # names left-aligned, numbers right-aligned
+        cells = (c.ljust(w) if i in (0, 3) else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+        print("  ".join(cells).rstrip())
+    return 0
+
+
+# --------------------------------------------------------------------------------------- perturb
+
+
+@dataclasses.dataclass
+class Plan:
+    """Everything ``perturb`` needs, checked before anything is written."""
+
+    model: str  # as given
+    source: str  # hub id, or the folder's absolute path
+    is_folder: bool
+    setup: str  # the store's ``setup``: hub id, or the folder's name
+    revisions: list  # [Revision], sorted by (stage, tokens, step)
+    requested: dict  # revision name -> the token counts that chose it (--tokens)
+    gammas: list[float]
+    seeds: int
+    scale: str
+    eval_path: Path
+    eval_sha256: str
+    blocks: object  # torch.Tensor [n_blocks, seq_len]
+    batch_size: int
+    dtype: str
+    device: str
+    out: Path
+    quiet: bool
+    args: dict
+
+    def config(self) -> dict:
+        """What the numbers depend on: a run directory holds one config, and a rerun of it resumes."""
+        return {
+            "model": self.source, "revisions": [r.name for r in self.revisions], "gammas": self.gammas,
+            "seeds": self.seeds, "scale": self.scale, "eval_sha256": self.eval_sha256,
+            "seq_len": int(self.blocks.shape[1]), "n_blocks": int(self.blocks.shape[0]),
+            "batch_size": self.batch_size, "dtype": self.dtype, "device": self.device,
+        }
+
+
+def _floats(flag: str, text: str) -> list[float]:
+    values = []
+    for item in text.split(","):
+        try:
+            value = float(item)
+        except ValueError:
+            raise UsageError(f"{flag} {item.strip()!r} is not a number; give comma-separated numbers") from None
+        if not math.isfinite(value):
+            raise UsageError(f"{flag} {item.strip()!r} must be a finite number")
+        values.append(value)
+    return values
+
+
+def _token_counts(text: str) -> list[float]:
+    counts = []
+    for item in text.split(","):
+        match = _COUNT.fullmatch(item.strip())
+        if not match:
+            raise UsageError(f"--tokens {item.strip()!r} is not a token count; allowed: numbers such as 1e9, 2.3T, 500M")
+        counts.append(float(match["number"]) * _UNITS[match["unit"]])
+    return counts
+
+
+def _unique(items):
+    return list(dict.fromkeys(items))
+
+
+def _resolve_revisions(args, model: str, available) -> tuple[list, dict]:
+    from llm_validation.checkpoints import SERIES, nearest_revisions, parse_revision
+
+    by_name = {r.name: r for r in available}
+    if args.revisions is not None:
+        names = _unique(name.strip() for name in args.revisions.split(","))
+        chosen = []
+        for name in names:
+            wanted = parse_revision(name)  # ValueError naming the value and the allowed forms
+            if name not in by_name:
+                nearest = sorted(available, key=lambda r: (abs(r.tokens - wanted.tokens), r.tokens, r.step))[:3]
+                raise UsageError(f"revision={name!r} is not available for {model}; nearest available: "
+                                 f"{', '.join(r.name for r in nearest)}")
+            chosen.append(by_name[name])
+        requested = {}
+    else:
+        counts = _token_counts(args.tokens)
+        stage = SERIES[model].stage if model in SERIES else None
+        pool = [r for r in available if r.stage == stage] if stage else available
+        if len({r.stage for r in pool}) > 1:
+            raise UsageError(f"--tokens is ambiguous for {model}: its revisions span stages "
+                             f"{sorted({r.stage or '-' for r in pool})} whose token counts restart; use --revisions")
+        if not pool:
+            raise UsageError(f"--tokens: {model} has no {stage} revisions to choose from")
+        chosen, requested = [], {}
+        for count, revision in zip(counts, nearest_revisions(pool, counts)):
+            requested.setdefault(revision.name, []).append(count)
+            chosen.append(revision)
+    chosen = sorted({r.name: r for r in chosen}.values(), key=lambda r: (r.stage or "", r.tokens, r.step))
+    return chosen, requested
+
+
+def _tokenizer(source: str, is_folder: bool, revision: str):
+    from transformers import AutoTokenizer
+
+    from llm_validation.checkpoints import CheckpointError
+
+    try:
+        if is_folder:
+            return AutoTokenizer.from_pretrained(str(Path(source) / revision))
+        return AutoTokenizer.from_pretrained(source, revision=revision)
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"the tokenizer of {source}@{revision} could not be read: {error}") from error
+
+
+def _token_blocks(plan_args, source: str, is_folder: bool, revisions, seq_len: int, max_blocks: int | None):
+    """The eval blocks, tokenised with every checkpoint's tokenizer and required to be identical."""
+    import torch
+
+    from llm_validation.evaluate import load_token_blocks
+
+    blocks, first = None, None
+    cache: dict[tuple, object] = {}
+    for revision in revisions:
+        tokenizer = _tokenizer(source, is_folder, revision.name)
+        # Identical tokenizers (the usual case) tokenise the file once.
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        key = (type(tokenizer).__name__, tokenizer.eos_token_id, backend.to_str() if backend else revision.name)
+        these = cache.get(key)
+        if these is None:
+            these = cache[key] = load_token_blocks(plan_args.eval_text, tokenizer, seq_len, max_blocks)
+        if blocks is None:
+            blocks, first = these, revision.name
+        elif not torch.equal(these, blocks):
+            raise UsageError(f"revision={revision.name!r} tokenizes --eval-text {plan_args.eval_text} differently "
+                             f"from {first!r}: perplexities over different token sets are not comparable; "
+                             "evaluate such checkpoints in separate runs")
+    return blocks
+
+
+def plan_perturb(args) -> Plan:
+    """Check every input of ``perturb`` (raising UsageError / ValueError) without writing anything."""
+    import torch
+
+    from experiments.run import check_writable
+    from llm_validation.evaluate import read_texts
+
+    gammas = _unique(_floats("--gammas", args.gammas))
+    for gamma in gammas:
+        if gamma < 0:
+            raise UsageError(f"--gammas {gamma:g} must be >= 0")
+    for flag, value, least in (("--seeds", args.seeds, 1), ("--seq-len", args.seq_len, 2),
+                               ("--batch-size", args.batch_size, 1), ("--max-blocks", args.max_blocks, 1)):
+        if value is not None and value < least:
+            raise UsageError(f"{flag} {value} must be >= {least}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available here; allowed: cpu")
+    read_texts(args.eval_text)  # "eval file ... does not exist" / "holds no text"
+    check_writable(args.out)
+
+    is_folder, available = _available(args.model)
+    source = str(Path(args.model).expanduser().resolve()) if is_folder else args.model
+    revisions, requested = _resolve_revisions(args, args.model, available)
+    blocks = _token_blocks(args, source, is_folder, revisions, args.seq_len, args.max_blocks)
+    plan = Plan(
+        model=args.model, source=source, is_folder=is_folder,
+        setup=Path(source).name if is_folder else args.model, revisions=revisions, requested=requested,
+        gammas=gammas, seeds=args.seeds, scale=args.scale, eval_path=Path(args.eval_text).resolve(),
+        eval_sha256=hashlib.sha256(Path(args.eval_text).read_bytes()).hexdigest(), blocks=blocks,
+        batch_size=args.batch_size, dtype=args.dtype, device=args.device, out=Path(args.out), quiet=args.quiet,
+        args={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if not callable(v)},
+    )
+    _check_resumable(plan)
+    return plan
+
+
+def _check_resumable(plan: Plan) -> None:
+    from experiments import store
+
+    manifest = plan.out / store.MANIFEST
+    if not manifest.is_file() and store.stored_chunks(plan.out):
+        raise UsageError(f"--out {plan.out} holds chunks/ but no {store.MANIFEST}; choose another --out or delete it")
+    if manifest.is_file():
+        previous = store.read_manifest(plan.out)
+        if previous.get("command") != "llm perturb" or previous.get("config") != _jsonable(plan.config()):
+            raise UsageError(f"--out {plan.out} holds a run of another config ({previous.get('command')}, "
+                             f"{previous.get('config', {}).get('model')}); choose another --out or delete it")
+
+
+def _jsonable(payload):
+    import json
+
+    return json.loads(json.dumps(payload))
+
+
+def _commit(plan: Plan, revision: str, model=None) -> str | None:
+    """The hub commit a revision resolved to (the hub cache's ``refs/REVISION``); None for folders."""
+    if plan.is_folder:
+        return None
+    from huggingface_hub import constants
+
+    ref = Path(constants.HF_HUB_CACHE) / f"models--{plan.source.replace('/', '--')}" / "refs" / revision
+    if ref.is_file():
+        return ref.read_text().strip() or None
+    return getattr(getattr(model, "config", None), "_commit_hash", None)
+
+
+def _sigma_summary(plan: Plan, checkpoint: str, sigmas: dict[str, float]) -> dict:
+    values = sorted(sigmas.values())
+    return {
+        "scale": plan.scale, "checkpoint": checkpoint, "n_tensors": len(values),
+        "min": values[0], "median": values[len(values) // 2], "max": values[-1],
+        "mean": sum(values) / len(values), "by_parameter": sigmas,
+        "policy": "Linear and Embedding weights perturbed (a tied embedding once, under its first name); "
+                  "norm weights and biases unchanged (zero init variance)",
+    }
+
+
+def _new_manifest(plan: Plan) -> dict:
+    from experiments.run import git_commit, now, versions
+
+    n_blocks, seq_len = plan.blocks.shape
+    return {
+        "command": "llm perturb", "source": "llm", "setup": plan.setup, "args": plan.args,
+        "config": plan.config(), "model": plan.model, "model_source": plan.source,
+        "model_kind": "folder" if plan.is_folder else "hub",
+        "revisions": [{"name": r.name, "step": r.step, "tokens": r.tokens, "stage": r.stage,
+                       "requested_tokens": plan.requested.get(r.name), "commit": _commit(plan, r.name)}
+                      for r in plan.revisions],
+        "eval": {"path": str(plan.eval_path), "sha256": plan.eval_sha256, "n_blocks": int(n_blocks),
+                 "seq_len": int(seq_len), "n_tokens": int(n_blocks * (seq_len - 1)),
+                 "tokenization": f"identical token ids under the tokenizers of all {len(plan.revisions)} checkpoints; "
+                                 "documents EOS-separated and packed, remainder dropped"},
+        "n_tokens": int(n_blocks * (seq_len - 1)), "seq_len": int(seq_len), "batch_size": plan.batch_size,
+        "dtype": plan.dtype, "device": plan.device, "scale": plan.scale, "gammas": plan.gammas,
+        "seeds": list(range(plan.seeds)), "sigma": None,
+        "versions": versions(), "git_commit": git_commit(), "started": now(), "status": "running",
+    }
+
+
+def _rows(plan: Plan, revision, results: list[tuple[str, float, int, object]]) -> pd.DataFrame:
+    nan = float("nan")
+    return pd.DataFrame({
+        "source": "llm", "setup": plan.setup, "checkpoint": revision.name, "pretrain_time": float(revision.tokens),
+        "modification": [m for m, *_ in results], "gamma": [g for _, g, _, _ in results],
+        "lr": nan, "steps": nan, "reg": nan, "seed": [s for _, _, s, _ in results], "metric": "perplexity",
+        "value": [p.perplexity for *_, p in results], "mean_nll": [p.mean_nll for *_, p in results],
+        "n_tokens": [p.n_tokens for *_, p in results],
+    })
+
+
+def evaluate_checkpoint(plan: Plan, revision, model, progress=None) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Base perplexity, then every (gamma, seed) draw of one loaded checkpoint; returns (rows, sigmas)."""
+    from llm_validation.evaluate import perplexity
+    from llm_validation.perturb import noise_scales, perturbed
+
+    results = [("none", float("nan"), 0, perplexity(model, plan.blocks, plan.batch_size))]
+    if progress is not None:
+        progress.update()
+    sigmas = noise_scales(model, plan.scale) if not plan.gammas else None
+    for gamma in plan.gammas:
+        for seed in range(plan.seeds):
+            with perturbed(model, gamma, seed=seed, scale=plan.scale) as sigmas:
+                results.append(("gaussian", gamma, seed, perplexity(model, plan.blocks, plan.batch_size)))
+            if progress is not None:
+                progress.update()
+    return _rows(plan, revision, results), sigmas
+
+
+def run_perturb(plan: Plan) -> pd.DataFrame:
+    """Evaluate every planned checkpoint not yet stored under ``plan.out``; write the final table."""
+    import torch
+    import transformers
+    from tqdm import tqdm
+
+    from experiments import store
+    from experiments.run import now
+    from llm_validation.checkpoints import load_checkpoint
+
+    manifest_path = plan.out / store.MANIFEST
+    manifest = store.read_manifest(plan.out) if manifest_path.is_file() else _new_manifest(plan)
+    if manifest_path.is_file():
+        manifest.setdefault("resumed", []).append(now())
+        manifest["status"] = "running"
+    store.write_json(manifest_path, manifest)
+
+    done = store.stored_chunks(plan.out)
+    todo = [(i, r) for i, r in enumerate(plan.revisions) if i not in done]
+    per_checkpoint = 1 + len(plan.gammas) * plan.seeds
+    bars_were_on = transformers.utils.logging.is_progress_bar_enabled()
+    if plan.quiet:
+        transformers.utils.logging.disable_progress_bar()
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[plan.dtype]
+    try:
+        with tqdm(total=len(todo) * per_checkpoint, desc=f"perturb {plan.setup}", unit="eval",
+                  disable=plan.quiet, file=sys.stderr) as progress:
+            for index, revision in todo:
+                progress.set_postfix_str(revision.name)
+                try:
+                    model, _ = load_checkpoint(plan.source, revision.name, dtype, plan.device)
+                    rows, sigmas = evaluate_checkpoint(plan, revision, model, progress)
+                except ValueError as error:  # bad checkpoint files found mid-run: a failure, not bad input
+                    raise RunFailure(f"{plan.model}@{revision.name}: {error}; {len(store.stored_chunks(plan.out))} "
+                                     f"checkpoint(s) stored in {plan.out}; rerun to resume") from error
+                store.write_table(store.chunk_path(plan.out, index), rows)
+                entry = manifest["revisions"][index]
+                entry["commit"] = entry.get("commit") or _commit(plan, revision.name, model)
+                if manifest.get("sigma") is None and index == 0:
+                    manifest["sigma"] = _sigma_summary(plan, revision.name, sigmas)
+                store.write_json(manifest_path, manifest)
+                del model
+    finally:
+        if plan.quiet and bars_were_on:
+            transformers.utils.logging.enable_progress_bar()
+    table = pd.concat([pd.read_parquet(store.chunk_path(plan.out, i)) for i in range(len(plan.revisions))],
+                      ignore_index=True)
+    store.write_table(plan.out / store.METRICS, table)
+    manifest.update(status="complete", finished=now(), n_rows=len(table))
+    store.write_json(manifest_path, manifest)
+    return table
+
+
+def summary(table: pd.DataFrame) -> str:
+    """Per checkpoint: base perplexity and the mean perplexity over seeds at each gamma."""
+    base = table[table.modification == "none"].set_index("checkpoint")["value"].rename("none")
+    noisy = (table[table.modification == "gaussian"].groupby(["checkpoint", "gamma"])["value"].mean()
+             .unstack("gamma").rename(columns=lambda g: f"gamma={g:g}"))
+    position = table.groupby("checkpoint")["pretrain_time"].first().sort_values()
+    frame = pd.concat([position.map(human_tokens).rename("tokens"), base, noisy], axis=1).loc[position.index]
+    return frame.to_string(float_format=lambda v: f"{v:.4g}")
+
+
+def _perturb(args) -> int:
+    plan = plan_perturb(args)  # bad input: UsageError / ValueError before anything is written
+    try:
+        table = run_perturb(plan)
+    except ValueError as error:  # the run directory exists now: whatever fails is a failure (exit 1)
+        raise RunFailure(str(error)) from error
+    if not plan.quiet:
+        print(f"perplexity (mean over {plan.seeds} seed(s)), {len(table)} rows -> {plan.out}")
+        print(summary(table))
+    return 0

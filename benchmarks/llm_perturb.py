@@ -1,4 +1,4 @@
-"""Cost of one Gaussian perturbation draw (``llm_validation.perturb.perturbed``) next to a plain evaluation.
+"""Cost of one Gaussian perturbation draw (``llm_validation.perturb.Perturbation.draw``) next to a plain evaluation.
 
 For each model preset, in a fresh subprocess (so memory readings start clean), on the CPU in float32:
 
@@ -59,7 +59,7 @@ def worker(preset: str, blocks_list: list[int], seq_len: int, batch_size: int, r
 
     from llm_validation.evaluate import perplexity
     from llm_validation.models import build_model, count_parameters, olmo_config
-    from llm_validation.perturb import gaussian_noise, perturbed, perturbed_parameters
+    from llm_validation.perturb import Perturbation, gaussian_noise, perturbed_parameters
 
     torch.set_num_threads(threads)
     config = olmo_config(preset)
@@ -79,8 +79,15 @@ def worker(preset: str, blocks_list: list[int], seq_len: int, batch_size: int, r
         work()
         return time.perf_counter() - wall, time.process_time() - cpu
 
+    perturbation = Perturbation(model, "init")  # made once per checkpoint, as `ovt llm perturb` does
+
     def draw_only() -> None:
-        with perturbed(model, 1.0, seed=next(draw), scale="init"):
+        with perturbation.draw(1.0, seed=next(draw)):
+            pass
+
+    def fresh_draw() -> None:
+        """A new Perturbation (its exact copy of the weights) plus one draw: the memory a checkpoint costs."""
+        with Perturbation(model, "init").draw(1.0, seed=next(draw)):
             pass
 
     def perturb_only() -> float:
@@ -91,19 +98,19 @@ def worker(preset: str, blocks_list: list[int], seq_len: int, batch_size: int, r
 
     def perturbed_eval(blocks) -> tuple[float, float]:
         def work():
-            with perturbed(model, 1.0, seed=next(draw), scale="init"):
+            with perturbation.draw(1.0, seed=next(draw)):
                 perplexity(model, blocks, batch_size)
 
         return timed(work)
 
     # Memory first, in a process that has run one evaluation (allocator and caches warm).
     perplexity(model, tokens[:1], batch_size)
-    perturb_only()
+    fresh_draw()
     extra = []
     for _ in range(3):
         before = _status("VmRSS")
         _reset_peak()
-        perturb_only()
+        fresh_draw()
         extra.append(_status("VmHWM") - before)
     biggest = max(p.numel() for p in params.values())
     accounted = held_at_peak([(p.numel(), p.element_size(), p.dtype == torch.float32 and p.device.type == "cpu")
@@ -134,15 +141,11 @@ def worker(preset: str, blocks_list: list[int], seq_len: int, batch_size: int, r
 
 
 def held_at_peak(tensors: list[tuple[int, int, bool]]) -> int:
-    """Most bytes ``perturbed`` holds at once, for tensors (numel, bytes per element, float32 on the CPU)
-    in its order: the exact copies made so far, plus the current tensor's float32 noise and, unless
-    the parameter is float32 on the CPU, that noise converted to the parameter's dtype (on the host:
-    a blocking ``.to()`` converts before the transfer)."""
-    held = peak = 0
-    for numel, size, float32_cpu in tensors:
-        held += numel * size
-        peak = max(peak, held + numel * 4 + (0 if float32_cpu else numel * size))
-    return peak
+    """Most bytes a ``Perturbation`` and one draw hold at once, for tensors (numel, bytes per element,
+    float32 on the CPU): the exact copy of every tensor, plus the largest tensor's float32 noise and,
+    unless the parameter is float32 on the CPU, that noise converted to the parameter's dtype."""
+    copy = sum(numel * size for numel, size, _ in tensors)
+    return copy + max(numel * 4 + (0 if float32_cpu else numel * size) for numel, size, float32_cpu in tensors)
 
 
 # ------------------------------------------------------------------------------------------ report

@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+from experiments import llm_cli
 from experiments.run import UsageError
 
 
@@ -35,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     f = sub.add_parser("figures", help="draw the figures of result stores")
     f.add_argument("--results", type=Path, nargs="+", default=[Path("results")], help="run directories or roots")
     f.add_argument("--out", type=Path, help="figure directory (default RESULTS/figures)")
+
+    llm_cli.add_parser(sub)
 
     r = sub.add_parser("reproduce", help="the main job: every theory figure (and the CPU LLM validation)")
     r.add_argument("--quick", action="store_true")
@@ -115,7 +118,7 @@ def _reproduce(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
-        return {"theory": _theory, "figures": _figures, "reproduce": _reproduce}[args.command](args)
+        return {"theory": _theory, "figures": _figures, "reproduce": _reproduce, "llm": llm_cli.run}[args.command](args)
     except (UsageError, ValueError) as err:
         # Config checks raise ValueError before anything is written; both are bad input.
         print(f"ovt: error: {err}", file=sys.stderr)

@@ -395,19 +395,19 @@ def _rows(plan: Plan, revision, results: list[tuple[str, float, int, object]]) -
 def evaluate_checkpoint(plan: Plan, revision, model, progress=None) -> tuple[pd.DataFrame, dict[str, float]]:
     """Base perplexity, then every (gamma, seed) draw of one loaded checkpoint; returns (rows, sigmas)."""
     from llm_validation.evaluate import perplexity
-    from llm_validation.perturb import noise_scales, perturbed
+    from llm_validation.perturb import Perturbation
 
     results = [("none", float("nan"), 0, perplexity(model, plan.blocks, plan.batch_size))]
     if progress is not None:
         progress.update()
-    sigmas = noise_scales(model, plan.scale) if not plan.gammas else None
+    perturbation = Perturbation(model, plan.scale)  # one exact copy serves every draw of this checkpoint
     for gamma in plan.gammas:
         for seed in range(plan.seeds):
-            with perturbed(model, gamma, seed=seed, scale=plan.scale) as sigmas:
+            with perturbation.draw(gamma, seed):
                 results.append(("gaussian", gamma, seed, perplexity(model, plan.blocks, plan.batch_size)))
             if progress is not None:
                 progress.update()
-    return _rows(plan, revision, results), sigmas
+    return _rows(plan, revision, results), perturbation.sigmas
 
 
 def run_perturb(plan: Plan) -> pd.DataFrame:

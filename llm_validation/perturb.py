@@ -55,35 +55,64 @@ def noise_scales(model: nn.Module, scale: str = "init") -> dict[str, float]:
     raise ValueError(f"scale={scale!r} is unknown; allowed: {', '.join(SCALES)}")
 
 
-def gaussian_noise(seed: int, name: str, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
-    """eps ~ N(0, I) in float32 on the CPU, a pure function of (seed, name, shape)."""
+def gaussian_noise(seed: int, name: str, shape: torch.Size | tuple[int, ...], device: str | torch.device = "cpu") -> torch.Tensor:
+    """eps ~ N(0, I) in float32, a pure function of (seed, name, shape) on a given device type.
+
+    On the CPU (the default) the numbers are the same whatever device the model is on. A CUDA
+    generator seeded alike gives another, equally reproducible stream, still paired across the
+    checkpoints of a series; it spares the host the noise, which dominates the draw at OLMo scale.
+    """
     # Python's hash() is salted per process; blake2b gives the same key in every run.
     key = int.from_bytes(hashlib.blake2b(f"{seed}:{name}".encode(), digest_size=8).digest(), "little")
-    generator = torch.Generator(device="cpu").manual_seed(key)
-    return torch.randn(tuple(shape), generator=generator, dtype=torch.float32)
+    generator = torch.Generator(device=device).manual_seed(key)
+    return torch.randn(tuple(shape), generator=generator, dtype=torch.float32, device=device)
+
+
+class Perturbation:
+    """Gaussian draws on one model, restored bit for bit from one exact copy of its weights.
+
+    The copy (on the CPU, off any accelerator) is taken once, when the object is made, and serves
+    every draw of that checkpoint: a draw costs the noise and two in-place passes, never a new copy.
+    ``noise_device``: "cpu" (device-independent numbers) or "param" (generate on each weight's device).
+    """
+
+    def __init__(self, model: nn.Module, scale: str = "init", noise_device: str = "cpu"):
+        if noise_device not in ("cpu", "param"):
+            raise ValueError(f"noise_device={noise_device!r} is unknown; allowed: cpu, param")
+        self.params = perturbed_parameters(model)
+        self.sigmas = noise_scales(model, scale)
+        self.noise_device = noise_device
+        with torch.no_grad():
+            self.snapshot = {name: p.detach().to("cpu", copy=True) for name, p in self.params.items()}
+
+    @contextlib.contextmanager
+    def draw(self, gamma: float, seed: int) -> Iterator[dict[str, float]]:
+        """theta <- theta + gamma * sigma_p * eps_p(seed) inside the block; the original bits after it."""
+        if not gamma >= 0:
+            raise ValueError(f"gamma={gamma} must be a number >= 0")
+        try:
+            with torch.no_grad():
+                for name, param in self.params.items():
+                    device = "cpu" if self.noise_device == "cpu" else param.device
+                    noise = gaussian_noise(seed, name, param.shape, device).mul_(gamma * self.sigmas[name])
+                    param.add_(noise.to(device=param.device, dtype=param.dtype))
+            yield self.sigmas
+        finally:
+            self.restore()
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for name, original in self.snapshot.items():
+                self.params[name].copy_(original)
 
 
 @contextlib.contextmanager
 def perturbed(model: nn.Module, gamma: float, seed: int, scale: str = "init") -> Iterator[dict[str, float]]:
-    """Add gamma * sigma_p * eps_p to every perturbed parameter in place; restore bit for bit on exit.
-
-    Yields {name: sigma_p} for the manifest. Each tensor is copied to the CPU just before it is
-    modified, so at most one extra copy of the weights is held (off the accelerator), and the
-    restore is a copy of the original bits whatever the dtype.
+    """One draw: add gamma * sigma_p * eps_p to every perturbed parameter in place; restore bit for
+    bit on exit. Yields {name: sigma_p} for the manifest. For many draws on one checkpoint, make one
+    ``Perturbation`` and call ``draw`` on it, which copies the weights once instead of per draw.
     """
     if not gamma >= 0:
         raise ValueError(f"gamma={gamma} must be a number >= 0")
-    params = perturbed_parameters(model)
-    sigmas = noise_scales(model, scale)
-    originals: dict[str, torch.Tensor] = {}
-    try:
-        with torch.no_grad():
-            for name, param in params.items():
-                originals[name] = param.detach().to("cpu", copy=True)
-                noise = gaussian_noise(seed, name, param.shape).mul_(gamma * sigmas[name])
-                param.add_(noise.to(device=param.device, dtype=param.dtype))
+    with Perturbation(model, scale).draw(gamma, seed) as sigmas:
         yield sigmas
-    finally:
-        with torch.no_grad():
-            for name, original in originals.items():
-                params[name].copy_(original)

@@ -121,3 +121,20 @@ def test_bad_scale_and_missing_init_std(model):
         noise_scales(model, "kaiming")
     with pytest.raises(ValueError, match="initializer_range"):
         noise_scales(nn.Linear(2, 2), "init")
+
+
+def test_one_perturbation_serves_many_draws_exactly(folder_series):
+    from llm_validation.checkpoints import load_checkpoint
+    from llm_validation.perturb import Perturbation, perturbed
+
+    root, _ = folder_series
+    model, _ = load_checkpoint(root, "step10-tokens1K")
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    perturbation = Perturbation(model, "init")
+    for seed in range(5):
+        with perturbation.draw(0.5, seed):
+            via_object = {k: v.clone() for k, v in model.state_dict().items()}
+        with perturbed(model, 0.5, seed):
+            via_function = {k: v.clone() for k, v in model.state_dict().items()}
+        assert all(torch.equal(via_object[k], via_function[k]) for k in original)
+        assert all(torch.equal(v, original[k]) for k, v in model.state_dict().items())

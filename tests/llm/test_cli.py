@@ -1,0 +1,288 @@
+"""``ovt llm revisions`` and ``ovt llm perturb``: the store they write, pairing, resume, exit codes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+from experiments import cli, llm_cli, store
+from experiments.run import UsageError
+from llm_validation import checkpoints
+from llm_validation.evaluate import load_token_blocks, perplexity
+from llm_validation.perturb import perturbed
+
+from .conftest import HUB_REPO, make_tokenizer, tiny_corpus, use_offline_cache
+
+
+def _cli_dispatches_llm() -> bool:
+    try:
+        cli._parser().parse_args(["llm", "revisions", "x"])
+    except UsageError:
+        return False
+    return True
+
+
+def _main(argv: list[str]) -> int:
+    """``cli.main`` once it dispatches ``llm``; until then the same parser class and error mapping."""
+    if _cli_dispatches_llm():
+        return cli.main(argv)
+    parser = cli._Parser(prog="ovt")
+    llm_cli.add_parser(parser.add_subparsers(dest="command", required=True, parser_class=cli._Parser))
+    try:
+        return llm_cli.run(parser.parse_args(argv))
+    except (UsageError, ValueError) as err:
+        print(f"ovt: error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:
+        print(f"ovt: failed: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+
+
+def ovt(capsys, *argv):
+    code = _main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Tiny matmuls gain nothing from a second thread, and on a shared 2-core box OpenMP spinning
+    # makes them many times slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch, tmp_path):
+    """An empty offline hub cache, so no test reads the machine's cache or the network."""
+    return use_offline_cache(monkeypatch, tmp_path / "hf")
+
+
+@pytest.fixture(scope="module")
+def eval_text(tmp_path_factory):
+    path = tmp_path_factory.mktemp("eval") / "held_out.txt"
+    path.write_text("\n".join(tiny_corpus(60, seed=9)))
+    return path
+
+
+@pytest.fixture
+def loads(monkeypatch):
+    """Every model ``perturb`` loads, in order (the run discards them; the test keeps them)."""
+    loaded, original = [], checkpoints.load_checkpoint
+
+    def load(*args, **kwargs):
+        model, tokenizer = original(*args, **kwargs)
+        loaded.append((args[1], model, tokenizer))
+        return model, tokenizer
+
+    monkeypatch.setattr(checkpoints, "load_checkpoint", load)
+    return loaded
+
+
+SMALL = ("--seq-len", 32, "--max-blocks", 4, "--batch-size", 3, "--quiet")
+
+
+def perturb_args(model, eval_text, out, *extra, gammas="0.5,2", seeds=2, revisions=None):
+    which = ("--revisions", revisions) if revisions else ("--tokens", "1e3,2K,5000")
+    return ("llm", "perturb", "--model", model, *which, "--eval-text", eval_text, "--gammas", gammas,
+            "--seeds", seeds, "--scale", "init", "--out", out, *SMALL, *extra)
+
+
+def test_revisions_table_of_a_folder_series(capsys, folder_series):
+    root, seeds = folder_series
+    code, out, err = ovt(capsys, "llm", "revisions", root)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].split() == ["revision", "step", "tokens"]
+    assert [line.split() for line in lines[1:]] == [
+        ["step10-tokens1K", "10", "1K"], ["step20-tokens2K", "20", "2K"], ["step40-tokens5K", "40", "5K"]]
+
+
+def test_revisions_table_of_an_offline_hub_cache(capsys, hub_cache):
+    code, out, err = ovt(capsys, "llm", "revisions", hub_cache)
+    assert code == 0, err
+    assert [line.split()[0] for line in out.splitlines()[1:]] == ["step10-tokens1K", "step20-tokens2K", "step40-tokens5K"]
+    assert "main" not in out
+
+
+def test_human_tokens():
+    assert [llm_cli.human_tokens(n) for n in (0, 950, 5000, 1_230_000_000, 3_094 * 10**9, 999_999)] == [
+        "0", "950", "5K", "1.23B", "3.09T", "1M"]
+
+
+def test_perturb_writes_the_store_pairs_draws_and_restores(capsys, tmp_path, folder_series, eval_text, loads):
+    root, seeds = folder_series
+    out = tmp_path / "run"
+    code, _, err = ovt(capsys, *perturb_args(root, eval_text, out))
+    assert code == 0, err
+
+    table = pd.read_parquet(out / store.METRICS)
+    assert list(table.columns) == [*store.REQUIRED_COLUMNS, "mean_nll", "n_tokens"]
+    assert len(table) == 3 * (1 + 2 * 2)
+    assert sorted(p.name for p in (out / store.CHUNKS).iterdir()) == ["00000.parquet", "00001.parquet", "00002.parquet"]
+    assert set(table.source) == {"llm"} and set(table.setup) == {root.name} and set(table.metric) == {"perplexity"}
+    assert table[["lr", "steps", "reg"]].isna().all().all()
+    assert dict(zip(table.checkpoint, table.pretrain_time)) == {
+        "step10-tokens1K": 1000.0, "step20-tokens2K": 2000.0, "step40-tokens5K": 5000.0}
+    none = table[table.modification == "none"]
+    assert len(none) == 3 and none.gamma.isna().all() and (none.seed == 0).all()
+    noisy = table[table.modification == "gaussian"]
+    assert sorted(set(zip(noisy.gamma, noisy.seed))) == [(0.5, 0), (0.5, 1), (2.0, 0), (2.0, 1)]
+    assert noisy.groupby("checkpoint").size().eq(4).all()
+    assert (table.n_tokens == 4 * 31).all()
+    assert all(math.isclose(math.exp(n), v) for n, v in zip(table.mean_nll, table.value))
+
+    manifest = store.read_manifest(out)
+    assert [r["name"] for r in manifest["revisions"]] == list(seeds)
+    assert [r["tokens"] for r in manifest["revisions"]] == [1000, 2000, 5000]
+    assert manifest["eval"]["sha256"] == hashlib.sha256(eval_text.read_bytes()).hexdigest()
+    assert manifest["n_tokens"] == 124 and manifest["seq_len"] == 32 and manifest["batch_size"] == 3
+    assert manifest["dtype"] == "float32" and manifest["device"] == "cpu" and manifest["scale"] == "init"
+    assert manifest["status"] == "complete" and manifest["finished"] and manifest["versions"]["torch"]
+    sigma = manifest["sigma"]
+    assert sigma["checkpoint"] == "step10-tokens1K" and set(sigma["by_parameter"].values()) == {0.02}
+    assert "model.embed_tokens.weight" in sigma["by_parameter"] and sigma["n_tensors"] == len(sigma["by_parameter"])
+
+    # Paired draws: every checkpoint's (gamma, k) row is draw seed=k, and the models it ran are restored.
+    assert [name for name, *_ in loads] == list(seeds)
+    blocks = load_token_blocks(eval_text, loads[0][2], 32, 4)
+    for name, model, _ in loads:
+        rows = table[table.checkpoint == name]
+        base = rows[rows.modification == "none"].value.item()
+        draw = rows[(rows.modification == "gaussian") & (rows.gamma == 2.0) & (rows.seed == 1)].value.item()
+        assert perplexity(model, blocks, 3).perplexity == base  # restored after the run's 4 draws
+        with perturbed(model, 2.0, seed=1, scale="init"):
+            assert perplexity(model, blocks, 3).perplexity == draw
+    by_checkpoint = noisy.pivot_table(index=["gamma", "seed"], columns="checkpoint", values="value")
+    assert (by_checkpoint.nunique(axis=1) == 3).all()  # same noise, different checkpoints, different numbers
+
+
+def test_perturb_is_deterministic_and_resumes_after_the_stored_checkpoints(capsys, tmp_path, folder_series, eval_text, loads):
+    root, _ = folder_series
+    first, second = tmp_path / "first", tmp_path / "second"
+    for out in (first, second):
+        code, _, err = ovt(capsys, *perturb_args(root, eval_text, out, gammas="1", seeds=1))
+        assert code == 0, err
+    table = pd.read_parquet(first / store.METRICS)
+    pd.testing.assert_frame_equal(table, pd.read_parquet(second / store.METRICS))
+    assert len(table) == 3 * 2
+
+    (second / store.METRICS).unlink()
+    (second / store.CHUNKS / "00001.parquet").unlink()
+    del loads[:]
+    code, _, err = ovt(capsys, *perturb_args(root, eval_text, second, gammas="1", seeds=1))
+    assert code == 0, err
+    assert [name for name, *_ in loads] == ["step20-tokens2K"]  # only the missing checkpoint ran again
+    pd.testing.assert_frame_equal(table, pd.read_parquet(second / store.METRICS))
+    assert store.read_manifest(second)["resumed"]
+
+
+def test_perturb_from_the_offline_hub_cache_records_the_commit(capsys, tmp_path, hub_cache, eval_text):
+    out = tmp_path / "hub"
+    argv = perturb_args(hub_cache, eval_text, out, gammas="1", seeds=1)
+    argv = tuple("1900,2.2K" if a == "1e3,2K,5000" else a for a in argv)  # both nearest to step20-tokens2K
+    code, _, err = ovt(capsys, *argv)
+    assert code == 0, err
+    table = pd.read_parquet(out / store.METRICS)
+    assert set(table.setup) == {HUB_REPO} and list(table.checkpoint.unique()) == ["step20-tokens2K"]
+    assert len(table) == 2
+    revision, = store.read_manifest(out)["revisions"]
+    assert revision["commit"] == hashlib.sha1(b"step20-tokens2K").hexdigest()
+    assert revision["requested_tokens"] == [1900.0, 2200.0] and revision["tokens"] == 2000
+
+
+def test_a_checkpoint_that_fails_to_load_mid_run_exits_1_and_keeps_the_others(capsys, tmp_path, folder_series, eval_text):
+    root = tmp_path / "series"
+    shutil.copytree(folder_series[0], root)
+    (root / "step40-tokens5K" / "model.safetensors").write_bytes(b"not a safetensors file")
+    out = tmp_path / "run"
+    code, _, err = ovt(capsys, *perturb_args(root, eval_text, out, gammas="1", seeds=1))
+    assert code == 1 and "step40-tokens5K" in err, err
+    assert sorted(p.name for p in (out / store.CHUNKS).iterdir()) == ["00000.parquet", "00001.parquet"]
+    assert not (out / store.METRICS).exists()
+
+
+def _bad_cases():
+    good = {"--model": "SERIES", "--tokens": "1e3", "--eval-text": "EVAL", "--gammas": "0.5", "--seeds": "1",
+            "--scale": "init", "--out": "OUT"}
+
+    def args(**changes):
+        merged = {**good, **{k.replace("_", "-"): v for k, v in changes.items()}}
+        return [x for k, v in merged.items() if v is not None for x in (k, v)]
+
+    return [
+        (args(__model="nonexistent-org/none"), "nonexistent-org/none"),
+        (args(__model="notamodel"), "model='notamodel'"),
+        (args(__model="./no/such/folder"), "./no/such/folder"),
+        (args(__tokens=None, __revisions="step10"), "revision='step10' is not a checkpoint name"),
+        (args(__tokens=None, __revisions="step15-tokens1500"), "nearest available: step10-tokens1K"),
+        (args(__tokens="lots"), "--tokens 'lots'"),
+        (args(__gammas="0.1,-0.5"), "--gammas -0.5 must be >= 0"),
+        (args(__gammas="0.1,abc"), "--gammas 'abc' is not a number"),
+        (args(__seeds="0"), "--seeds 0 must be >= 1"),
+        (args(__seeds="two"), "--seeds 'two' is not an integer"),
+        (args(__eval_text="MISSING"), "missing.txt does not exist"),
+        (args(__eval_text="EMPTY"), "empty.txt holds no text"),
+        (args(__out="BLOCKED"), "not writable"),
+        (args(__revisions="step10-tokens1K"), "not allowed with argument --tokens"),
+        (args(__tokens=None), "one of the arguments --revisions --tokens is required"),
+        (args(__scale="huge"), "invalid choice: 'huge'"),
+        (args() + ["--seq-len", "100000"], "fewer tokens than one block of seq_len=100000"),
+        pytest.param(args() + ["--device", "cuda"], "--device cuda",
+                     marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")),
+    ]
+
+
+@pytest.mark.parametrize("argv, needle", _bad_cases())
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(capsys, tmp_path, folder_series, eval_text, argv, needle):
+    (tmp_path / "empty.txt").write_text(" \n\n")
+    (tmp_path / "file").write_text("x")
+    paths = {"SERIES": folder_series[0], "EVAL": eval_text, "OUT": tmp_path / "out", "MISSING": tmp_path / "missing.txt",
+             "EMPTY": tmp_path / "empty.txt", "BLOCKED": tmp_path / "file" / "out"}
+    code, out, err = ovt(capsys, "llm", "perturb", *[paths.get(a, a) for a in argv], "--quiet")
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.startswith("ovt") and needle in err, err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "file" / "out").exists()
+
+
+def test_revisions_of_an_unknown_model_exits_2(capsys, tmp_path):
+    code, _, err = ovt(capsys, "llm", "revisions", "nonexistent-org/none")
+    assert code == 2 and err.count("\n") == 1 and "nonexistent-org/none" in err
+    (tmp_path / "empty").mkdir()
+    code, _, err = ovt(capsys, "llm", "revisions", tmp_path / "empty")
+    assert code == 2 and "has no checkpoint revisions" in err
+
+
+def test_checkpoints_whose_tokenizers_disagree_exit_2(capsys, tmp_path, folder_series, eval_text):
+    root = tmp_path / "series"
+    shutil.copytree(folder_series[0], root)
+    other = root / "step20-tokens2K"
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (other / name).unlink()
+    make_tokenizer(vocab_size=270).save_pretrained(other)
+    out = tmp_path / "out"
+    code, _, err = ovt(capsys, *perturb_args(root, eval_text, out))
+    assert code == 2 and err.count("\n") == 1 and "revision='step20-tokens2K' tokenizes" in err, err
+    assert not out.exists()
+
+
+def test_a_run_directory_of_another_config_is_refused_untouched(capsys, tmp_path, folder_series, eval_text):
+    out = tmp_path / "run"
+    code, _, err = ovt(capsys, *perturb_args(folder_series[0], eval_text, out, gammas="0", seeds=1, revisions="step10-tokens1K"))
+    assert code == 0, err
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    code, _, err = ovt(capsys, *perturb_args(folder_series[0], eval_text, out, gammas="1", seeds=1, revisions="step10-tokens1K"))
+    assert code == 2 and "another config" in err and err.count("\n") == 1
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert json.loads((out / store.MANIFEST).read_text())["gammas"] == [0.0]
+    assert os.listdir(out / store.CHUNKS) == ["00000.parquet"]

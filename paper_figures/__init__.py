@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from experiments import store
-from paper_figures import depth, finetune, gaussian, misalignment, regularization, schedule, tuned_lr
+from paper_figures import (depth, finetune, gaussian, llm_finetune, llm_perturb, misalignment, regularization,
+                           schedule, tuned_lr)
 
 FIGURES = {
     "smoke": gaussian.draw,
@@ -20,12 +21,16 @@ FIGURES = {
     "depth": depth.draw,
     "misalignment": misalignment.draw,
     "schedule": schedule.draw,
+    "llm_perturb": llm_perturb.draw,
+    "llm_finetune": llm_finetune.draw,
 }
 
 
 def draw_run(run_dir: Path | str, out_dir: Path | str, name: str | None = None) -> list[Path]:
     """Draw the figure of the run in ``run_dir`` into ``out_dir``, named ``name`` (default: its preset)."""
-    preset = store.read_manifest(run_dir).get("preset")
+    manifest = store.read_manifest(run_dir)
+    # ``ovt llm`` stores name their command rather than a preset: "llm perturb" draws as llm_perturb.
+    preset = manifest.get("preset") or manifest.get("command", "").replace(" ", "_")
     if preset not in FIGURES:
         raise ValueError(f"{run_dir}: preset={preset!r} has no figure; allowed: {', '.join(FIGURES)}")
     return FIGURES[preset](store.load([run_dir]), Path(out_dir), name=name or preset)

@@ -1,6 +1,8 @@
 """``ovt llm ...``: the LLM side of the command line (ARCHITECTURE.md, "CLI contract").
 
     ovt llm revisions MODEL
+    ovt llm pretrain ...   (``llm_pretrain_cli``: a mini pre-training series and its base perplexity)
+    ovt llm finetune ...   (``llm_finetune_cli``: an lr grid of fine-tuning on every checkpoint)
     ovt llm perturb --model M (--revisions R1,R2 | --tokens 1e9,2.3T) --eval-text FILE
                     --gammas G1,G2 --seeds K --scale init|relative|absolute --out DIR
                     [--seq-len 128] [--batch-size 8] [--max-blocks N]
@@ -20,11 +22,15 @@ comparable.
 Every input is checked before the run directory is created (exit 2, one line, nothing written).
 After that, anything that goes wrong is a failure while running (exit 1); finished checkpoints are
 kept under ``DIR/chunks/`` and the same command resumes after them.
+
+The helpers here (revision resolution, the shared eval token set, number parsing, manifests and
+resume checks) serve ``perturb``, ``pretrain`` and ``finetune`` alike.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import math
@@ -36,7 +42,7 @@ import pandas as pd
 
 from experiments.run import UsageError
 
-LLM_COMMANDS = ("revisions", "perturb")
+LLM_COMMANDS = ("revisions", "pretrain", "perturb", "finetune")
 DTYPES = ("float32", "bfloat16")
 DEVICES = ("cpu", "cuda")
 _UNITS = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}
@@ -57,13 +63,15 @@ def _default_parser_class():
 
 
 def add_parser(subparsers, parser_class: type[argparse.ArgumentParser] | None = None) -> argparse.ArgumentParser:
-    """Add ``llm`` (with ``revisions`` and ``perturb``) to ``subparsers``; returns the ``llm`` parser.
+    """Add ``llm`` (with ``revisions``, ``pretrain``, ``perturb``, ``finetune``) to ``subparsers``; returns it.
 
     ``parser_class`` is the class of the nested subcommand parsers (default ``cli._Parser``, whose
     ``error()`` raises ``UsageError``); the ``llm`` parser itself is of ``subparsers``' class.
     """
+    from experiments import llm_finetune_cli, llm_pretrain_cli  # lazily: they import this module
+
     parser_class = parser_class or _default_parser_class()
-    llm = subparsers.add_parser("llm", help="LLM validation: checkpoint series, perturbation, ...")
+    llm = subparsers.add_parser("llm", help="LLM validation: checkpoint series, pre-training, perturbation, fine-tuning")
     sub = llm.add_subparsers(dest="llm_command", metavar="{" + ",".join(LLM_COMMANDS) + "}",
                              required=True, parser_class=parser_class)
 
@@ -89,6 +97,11 @@ def add_parser(subparsers, parser_class: type[argparse.ArgumentParser] | None = 
     p.add_argument("--dtype", choices=DTYPES, default="float32")
     p.add_argument("--device", choices=DEVICES, default="cpu")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
+
+    llm_pretrain_cli.add_arguments(sub.add_parser(
+        "pretrain", help="train a mini OLMo checkpoint series (one run per token budget) and store its perplexity"))
+    llm_finetune_cli.add_arguments(sub.add_parser(
+        "finetune", help="fine-tune every checkpoint over an lr grid: forgetting and in-task metrics into a result store"))
     return llm
 
 
@@ -102,9 +115,26 @@ def _int(flag: str):
     return parse
 
 
+def _number(flag: str):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} {text!r} is not a number") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{flag} {text!r} must be a finite number")
+        return value
+
+    return parse
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the parsed ``ovt llm ...`` command; UsageError / ValueError mean bad input (exit 2)."""
-    return {"revisions": _revisions, "perturb": _perturb}[args.llm_command](args)
+    from experiments import llm_finetune_cli, llm_pretrain_cli
+
+    commands = {"revisions": _revisions, "perturb": _perturb, "pretrain": llm_pretrain_cli.command,
+                "finetune": llm_finetune_cli.command}
+    return commands[args.llm_command](args)
 
 
 # ------------------------------------------------------------------------------------- revisions
@@ -197,12 +227,12 @@ def _floats(flag: str, text: str) -> list[float]:
     return values
 
 
-def _token_counts(text: str) -> list[float]:
+def _token_counts(text: str, flag: str = "--tokens") -> list[float]:
     counts = []
     for item in text.split(","):
         match = _COUNT.fullmatch(item.strip())
         if not match:
-            raise UsageError(f"--tokens {item.strip()!r} is not a token count; allowed: numbers such as 1e9, 2.3T, 500M")
+            raise UsageError(f"{flag} {item.strip()!r} is not a token count; allowed: numbers such as 1e9, 2.3T, 500M")
         counts.append(float(match["number"]) * _UNITS[match["unit"]])
     return counts
 
@@ -313,21 +343,67 @@ def plan_perturb(args) -> Plan:
         batch_size=args.batch_size, dtype=args.dtype, device=args.device, out=Path(args.out), quiet=args.quiet,
         args={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if not callable(v)},
     )
-    _check_resumable(plan)
+    check_resumable(plan.out, "llm perturb", plan.config())
     return plan
 
 
-def _check_resumable(plan: Plan) -> None:
+def check_resumable(out: Path, command: str, config: dict) -> None:
+    """Refuse (UsageError) an ``out`` that holds a run of another command or config: a rerun resumes only itself."""
     from experiments import store
 
-    manifest = plan.out / store.MANIFEST
-    if not manifest.is_file() and store.stored_chunks(plan.out):
-        raise UsageError(f"--out {plan.out} holds chunks/ but no {store.MANIFEST}; choose another --out or delete it")
+    manifest = out / store.MANIFEST
+    if not manifest.is_file() and store.stored_chunks(out):
+        raise UsageError(f"--out {out} holds chunks/ but no {store.MANIFEST}; choose another --out or delete it")
     if manifest.is_file():
-        previous = store.read_manifest(plan.out)
-        if previous.get("command") != "llm perturb" or previous.get("config") != _jsonable(plan.config()):
-            raise UsageError(f"--out {plan.out} holds a run of another config ({previous.get('command')}, "
+        previous = store.read_manifest(out)
+        if previous.get("command") != command or previous.get("config") != _jsonable(config):
+            raise UsageError(f"--out {out} holds a run of another config ({previous.get('command')}, "
                              f"{previous.get('config', {}).get('model')}); choose another --out or delete it")
+
+
+def start_manifest(out: Path, fresh) -> dict:
+    """The run's manifest, marked running: the stored one (a resume, noted) or ``fresh()``; written at once."""
+    from experiments import store
+    from experiments.run import now
+
+    path = out / store.MANIFEST
+    if path.is_file():
+        manifest = store.read_manifest(out)
+        manifest.setdefault("resumed", []).append(now())
+        manifest["status"] = "running"
+    else:
+        manifest = fresh()
+    store.write_json(path, manifest)
+    return manifest
+
+
+@contextlib.contextmanager
+def quiet_transformers(quiet: bool):
+    """transformers' own progress bars off while ``quiet`` (restored after)."""
+    import transformers
+
+    bars_were_on = transformers.utils.logging.is_progress_bar_enabled()
+    if quiet:
+        transformers.utils.logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if quiet and bars_were_on:
+            transformers.utils.logging.enable_progress_bar()
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None):
+    """torch's intra-op threads set to ``threads`` for the block (None: unchanged)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _jsonable(payload):
@@ -413,7 +489,6 @@ def evaluate_checkpoint(plan: Plan, revision, model, progress=None) -> tuple[pd.
 def run_perturb(plan: Plan) -> pd.DataFrame:
     """Evaluate every planned checkpoint not yet stored under ``plan.out``; write the final table."""
     import torch
-    import transformers
     from tqdm import tqdm
 
     from experiments import store
@@ -421,20 +496,12 @@ def run_perturb(plan: Plan) -> pd.DataFrame:
     from llm_validation.checkpoints import load_checkpoint
 
     manifest_path = plan.out / store.MANIFEST
-    manifest = store.read_manifest(plan.out) if manifest_path.is_file() else _new_manifest(plan)
-    if manifest_path.is_file():
-        manifest.setdefault("resumed", []).append(now())
-        manifest["status"] = "running"
-    store.write_json(manifest_path, manifest)
-
+    manifest = start_manifest(plan.out, lambda: _new_manifest(plan))
     done = store.stored_chunks(plan.out)
     todo = [(i, r) for i, r in enumerate(plan.revisions) if i not in done]
     per_checkpoint = 1 + len(plan.gammas) * plan.seeds
-    bars_were_on = transformers.utils.logging.is_progress_bar_enabled()
-    if plan.quiet:
-        transformers.utils.logging.disable_progress_bar()
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[plan.dtype]
-    try:
+    with quiet_transformers(plan.quiet):
         with tqdm(total=len(todo) * per_checkpoint, desc=f"perturb {plan.setup}", unit="eval",
                   disable=plan.quiet, file=sys.stderr) as progress:
             for index, revision in todo:
@@ -452,9 +519,6 @@ def run_perturb(plan: Plan) -> pd.DataFrame:
                     manifest["sigma"] = _sigma_summary(plan, revision.name, sigmas)
                 store.write_json(manifest_path, manifest)
                 del model
-    finally:
-        if plan.quiet and bars_were_on:
-            transformers.utils.logging.enable_progress_bar()
     table = pd.concat([pd.read_parquet(store.chunk_path(plan.out, i)) for i in range(len(plan.revisions))],
                       ignore_index=True)
     store.write_table(plan.out / store.METRICS, table)

@@ -1,0 +1,396 @@
+"""``ovt llm finetune``: fine-tune every checkpoint of a series over an lr grid, into a result store.
+
+    ovt llm finetune --model M (--revisions R1,R2 | --tokens 1e9,2.3T) --data FILE --format hh|messages|text|mc
+                     --lrs L1,L2 --steps N --reg LAMBDA --eval-text FILE --out DIR
+                     [--batch-size 8] [--seq-len 128] [--heldout-fraction 0.1 | --heldout-data FILE]
+                     [--mc-data FILE] [--warmup-steps 0] [--seed 0] [--max-blocks N]
+                     [--dtype float32|bfloat16] [--device cpu|cuda] [--threads N] [--quiet]
+
+For each checkpoint in turn (one model in memory), and from it at each lr (``finetune.lr_grid``
+restores the checkpoint's weights exactly between rates): ``--steps`` AdamW steps on ``--data``
+(``--batch-size`` examples of ``--seq-len`` tokens, the L2 pull ``--reg`` toward the checkpoint,
+batch order seeded by ``--seed``). Rows (long form, ARCHITECTURE.md "Result store"):
+
+- ``modification='none'``: the checkpoint before fine-tuning, metrics ``perplexity`` (the
+  ``--eval-text`` token set, as perturb builds it) and ``finetune_loss`` (token-mean loss on the
+  held-out fine-tuning examples), and ``accuracy`` / ``accuracy_norm`` with ``--mc-data``;
+- ``modification='finetune'``, ``lr_policy='fixed'``, one block per lr: ``perplexity`` (forgetting),
+  ``finetune_loss`` (in-task), ``train_loss`` (the last step's batch loss), and the accuracies with
+  ``--mc-data``. A run that diverges (non-finite loss or gradient) stops there: ``diverged`` True,
+  every value NaN, ``steps_done`` the updates made;
+- ``lr_policy='tuned'``: per checkpoint the block of the lr with the lowest held-out
+  ``finetune_loss`` (``finetune.tuned_lr``; diverged runs never win; all NaN if every lr diverged);
+- ``checkpoint='inflection'``, ``metric='inflection'``, ``pretrain_time`` NaN: per fixed lr and for
+  the tuned curve, T* of the post-fine-tuning perplexity over tokens (``theory.measure.inflection``,
+  the theory's helper; NaN when the minimum is at an end, or with fewer than three checkpoints).
+
+``lr``, ``steps``, ``reg`` are NaN on the base rows (and ``lr`` on the tuned inflection); ``seed``
+is ``--seed`` throughout. Fine-tuning data are tokenised once with the first checkpoint's tokenizer;
+every checkpoint must tokenise ``--eval-text`` identically (checked, as in perturb). Held-out
+fine-tuning examples are the last ``round(f * n)`` (at least one) of ``--data``, or ``--heldout-data``.
+
+Every input is checked before the run directory is created (exit 2, one line naming the value,
+nothing written); a malformed data row names the file and row. Finished checkpoints are kept under
+``DIR/chunks/`` and the same command resumes after them; a seed gives the same table every time
+(for a fixed thread count). The manifest records the inputs (paths and sha256), the grid, the
+resolved revisions and the tuned lr of each checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from experiments.llm_cli import (
+    DEVICES, DTYPES, RunFailure, _available, _commit, _floats, _int, _number, _resolve_revisions, _token_blocks,
+    _tokenizer, _unique, check_resumable, human_tokens, quiet_transformers, start_manifest, torch_threads,
+)
+from experiments.run import UsageError
+
+FORMATS = ("hh", "messages", "text", "mc")  # llm_validation.finetune_data.FORMATS, without importing torch
+HELDOUT_FRACTION = 0.1
+EVAL_BATCH_SIZE = 16  # FinetuneConfig's default; perplexity and losses are sums over tokens, not batch means
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``ovt llm finetune``."""
+    p.add_argument("--model", required=True, help="hub id or folder series")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--revisions", help="comma-separated revision names")
+    which.add_argument("--tokens", help="comma-separated token counts (1e9, 2.3T); the nearest revisions are used")
+    p.add_argument("--data", required=True, help="fine-tuning data: JSONL, text file or folder (text), or hf:ORG/NAME")
+    p.add_argument("--format", required=True, choices=FORMATS, help="data format (see llm_validation.finetune_data)")
+    p.add_argument("--lrs", required=True, help="comma-separated learning rates > 0")
+    p.add_argument("--steps", required=True, type=_int("--steps"), help="AdamW steps per run")
+    p.add_argument("--reg", required=True, type=_number("--reg"), help="L2 pull lambda toward the checkpoint (0: none)")
+    p.add_argument("--eval-text", required=True, type=Path,
+                   help="held-out pre-training text for the forgetting perplexity (.txt or .jsonl 'text')")
+    p.add_argument("--out", required=True, type=Path, help="run directory (resumable)")
+    p.add_argument("--batch-size", type=_int("--batch-size"), default=8, help="examples per step")
+    p.add_argument("--seq-len", type=_int("--seq-len"), default=128, help="tokens per example and per eval block")
+    held = p.add_mutually_exclusive_group()
+    held.add_argument("--heldout-fraction", type=_number("--heldout-fraction"), default=None,
+                      help=f"hold out the last fraction of --data for the in-task loss (default {HELDOUT_FRACTION})")
+    held.add_argument("--heldout-data", help="held-out in-task examples, in --format (then all of --data trains)")
+    p.add_argument("--mc-data", help="multiple-choice JSONL to score (accuracy, accuracy_norm)")
+    p.add_argument("--warmup-steps", type=_int("--warmup-steps"), default=0)
+    p.add_argument("--seed", type=_int("--seed"), default=0, help="batch order")
+    p.add_argument("--max-blocks", type=_int("--max-blocks"), default=None, help="use the first N blocks of the eval text")
+    p.add_argument("--dtype", choices=DTYPES, default="float32", help="bfloat16: mixed precision, float32 master weights")
+    p.add_argument("--device", choices=DEVICES, default="cpu")
+    p.add_argument("--threads", type=_int("--threads"), default=None, help="torch threads (default: torch's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
+
+
+@dataclasses.dataclass
+class FinetunePlan:
+    """Everything ``finetune`` needs, checked before anything is written."""
+
+    model: str  # as given
+    source: str  # hub id, or the folder's absolute path
+    is_folder: bool
+    setup: str
+    revisions: list  # [Revision], sorted by (stage, tokens, step)
+    requested: dict  # revision name -> the token counts that chose it (--tokens)
+    finetune: object  # FinetuneConfig (its lr is replaced by each of ``lrs``)
+    lrs: list[float]
+    fmt: str
+    data: dict  # {"path", "sha256", "n_train", "n_heldout", "heldout": how held out}
+    train: object  # Examples
+    heldout: object  # Examples
+    mc: dict | None  # {"path", "sha256", "n_items"}
+    mc_items: list | None
+    eval_path: Path
+    eval_sha256: str
+    blocks: object  # torch.Tensor [n_blocks, seq_len]
+    device: str
+    threads: int | None
+    out: Path
+    quiet: bool
+    args: dict
+
+    def config(self) -> dict:
+        """What the numbers depend on: a run directory holds one config, and a rerun of it resumes."""
+        return {
+            "model": self.source, "revisions": [r.name for r in self.revisions], "format": self.fmt,
+            "data_sha256": self.data["sha256"], "heldout": self.data["heldout"],
+            "mc_sha256": self.mc and self.mc["sha256"], "lrs": self.lrs, "steps": self.finetune.steps,
+            "reg": self.finetune.reg, "batch_size": self.finetune.batch_size, "seq_len": int(self.blocks.shape[1]),
+            "warmup_steps": self.finetune.warmup_steps, "seed": self.finetune.seed, "dtype": self.finetune.dtype,
+            "device": self.device, "eval_sha256": self.eval_sha256, "n_blocks": int(self.blocks.shape[0]),
+        }
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return ("perplexity", "finetune_loss", "train_loss") + (("accuracy", "accuracy_norm") if self.mc_items else ())
+
+
+def _sha256(path: str) -> str | None:
+    """Of a file, or of a folder's files (relative path and bytes, sorted); None for ``hf:`` names."""
+    if path.startswith("hf:"):
+        return None
+    root = Path(path)
+    digest = hashlib.sha256()
+    if root.is_file():
+        digest.update(root.read_bytes())
+        return digest.hexdigest()
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(file.relative_to(root).as_posix().encode() + b"\0" + file.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _check_file(flag: str, path: str | None, folder_ok: bool = False) -> None:
+    if path is None or path.startswith("hf:"):
+        return
+    if not (Path(path).is_file() or (folder_ok and Path(path).is_dir())):
+        kind = "file or folder" if folder_ok else "file"
+        raise UsageError(f"{flag} {path} does not exist or is not a {kind}")
+
+
+def plan_finetune(args: argparse.Namespace) -> FinetunePlan:
+    """Check every input of ``finetune`` (raising UsageError / ValueError) without writing anything.
+
+    ``args``: the namespace ``ovt llm finetune`` parses (``cli._parser().parse_args(["llm", "finetune", ...])``).
+    """
+    import torch
+
+    from experiments.run import check_writable
+    from llm_validation.evaluate import read_texts
+    from llm_validation.finetune import FinetuneConfig
+    from llm_validation.finetune_data import load_examples, read_multiple_choice
+
+    lrs = _unique(_floats("--lrs", args.lrs))
+    for lr in lrs:
+        if lr <= 0:
+            raise UsageError(f"--lrs {lr:g} must be > 0")
+    for flag, value, least in (("--steps", args.steps, 1), ("--batch-size", args.batch_size, 1),
+                               ("--seq-len", args.seq_len, 2), ("--warmup-steps", args.warmup_steps, 0),
+                               ("--max-blocks", args.max_blocks, 1), ("--threads", args.threads, 1)):
+        if value is not None and value < least:
+            raise UsageError(f"{flag} {value} must be >= {least}")
+    if args.reg < 0:
+        raise UsageError(f"--reg {args.reg:g} must be >= 0")
+    fraction = HELDOUT_FRACTION if args.heldout_fraction is None else args.heldout_fraction
+    if not 0 < fraction < 1:
+        raise UsageError(f"--heldout-fraction {fraction:g} must lie strictly between 0 and 1")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available here; allowed: cpu")
+    _check_file("--data", args.data, folder_ok=args.format == "text")
+    _check_file("--heldout-data", args.heldout_data, folder_ok=args.format == "text")
+    _check_file("--mc-data", args.mc_data)
+    read_texts(args.eval_text)  # "eval file ... does not exist" / "holds no text"
+    check_writable(args.out)
+
+    is_folder, available = _available(args.model)
+    source = str(Path(args.model).expanduser().resolve()) if is_folder else args.model
+    revisions, requested = _resolve_revisions(args, args.model, available)
+    blocks = _token_blocks(args, source, is_folder, revisions, args.seq_len, args.max_blocks)
+    tokenizer = _tokenizer(source, is_folder, revisions[0].name)
+    examples = load_examples(args.data, args.format, tokenizer, args.seq_len)  # DataError: file and row
+    if args.heldout_data is not None:
+        train, heldout = examples, load_examples(args.heldout_data, args.format, tokenizer, args.seq_len)
+        how = {"data": args.heldout_data, "sha256": _sha256(args.heldout_data)}
+    else:
+        if len(examples) < 2:
+            raise UsageError(f"--data {args.data} gives {len(examples)} example of seq_len={args.seq_len}; "
+                             "holding some out needs >= 2 (or give --heldout-data)")
+        n_heldout = min(len(examples) - 1, max(1, round(fraction * len(examples))))
+        train, heldout = examples.split(n_heldout)
+        how = {"fraction": fraction, "rule": "the last round(fraction * n) examples (at least 1) of --data"}
+    mc_items = read_multiple_choice(args.mc_data) if args.mc_data is not None else None
+    config = FinetuneConfig(lr=lrs[0], steps=args.steps, batch_size=args.batch_size, warmup_steps=args.warmup_steps,
+                            reg=args.reg, seed=args.seed, dtype=args.dtype, eval_batch_size=EVAL_BATCH_SIZE)
+    plan = FinetunePlan(
+        model=args.model, source=source, is_folder=is_folder, setup=Path(source).name if is_folder else args.model,
+        revisions=revisions, requested=requested, finetune=config, lrs=lrs, fmt=args.format,
+        data={"path": args.data if args.data.startswith("hf:") else str(Path(args.data).resolve()),
+              "sha256": _sha256(args.data), "n_train": len(train), "n_heldout": len(heldout), "heldout": how},
+        train=train, heldout=heldout,
+        mc=None if mc_items is None else {"path": str(Path(args.mc_data).resolve()), "sha256": _sha256(args.mc_data),
+                                          "n_items": len(mc_items)},
+        mc_items=mc_items, eval_path=Path(args.eval_text).resolve(),
+        eval_sha256=hashlib.sha256(Path(args.eval_text).read_bytes()).hexdigest(), blocks=blocks,
+        device=args.device, threads=args.threads, out=Path(args.out), quiet=args.quiet,
+        args={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if not callable(v)},
+    )
+    check_resumable(plan.out, "llm finetune", plan.config())
+    return plan
+
+
+def _new_manifest(plan: FinetunePlan) -> dict:
+    from experiments.run import git_commit, now, versions
+
+    n_blocks, seq_len = plan.blocks.shape
+    return {
+        "command": "llm finetune", "source": "llm", "setup": plan.setup, "args": plan.args,
+        "config": plan.config(), "model": plan.model, "model_source": plan.source,
+        "model_kind": "folder" if plan.is_folder else "hub",
+        "revisions": [{"name": r.name, "step": r.step, "tokens": r.tokens, "stage": r.stage,
+                       "requested_tokens": plan.requested.get(r.name), "commit": _commit(plan, r.name),
+                       "tuned_lr": None} for r in plan.revisions],
+        "data": {**plan.data, "format": plan.fmt, "seq_len": int(seq_len),
+                 "tokenizer": f"the tokenizer of {plan.revisions[0].name}"},
+        "mc": plan.mc,
+        "eval": {"path": str(plan.eval_path), "sha256": plan.eval_sha256, "n_blocks": int(n_blocks),
+                 "seq_len": int(seq_len), "n_tokens": int(n_blocks * (seq_len - 1)), "batch_size": EVAL_BATCH_SIZE,
+                 "tokenization": f"identical token ids under the tokenizers of all {len(plan.revisions)} checkpoints; "
+                                 "documents EOS-separated and packed, remainder dropped"},
+        "finetune": dataclasses.asdict(plan.finetune) | {"lr": None}, "lrs": plan.lrs,
+        "steps": plan.finetune.steps, "reg": plan.finetune.reg, "batch_size": plan.finetune.batch_size,
+        "seq_len": int(seq_len), "dtype": plan.finetune.dtype, "device": plan.device, "seed": plan.finetune.seed,
+        "threads": plan.threads, "optimizer": "AdamW (fused where available), constant lr after warmup, grad clip 1.0",
+        "versions": versions(), "git_commit": git_commit(), "started": now(), "status": "running",
+    }
+
+
+def _base_metrics(plan: FinetunePlan, model, tokenizer) -> dict[str, float]:
+    """The checkpoint before fine-tuning, measured as the grid measures after it."""
+    from llm_validation.evaluate import perplexity
+    from llm_validation.finetune import masked_loss
+    from llm_validation.multiple_choice import score_multiple_choice
+
+    metrics = {"perplexity": perplexity(model, plan.blocks, EVAL_BATCH_SIZE).perplexity,
+               "finetune_loss": masked_loss(model, plan.heldout, EVAL_BATCH_SIZE)}
+    if plan.mc_items:
+        scores = score_multiple_choice(model, tokenizer, plan.mc_items, batch_size=EVAL_BATCH_SIZE)
+        metrics.update(accuracy=scores.accuracy, accuracy_norm=scores.accuracy_norm)
+    return metrics
+
+
+def checkpoint_rows(plan: FinetunePlan, revision, base: dict[str, float], points: list) -> pd.DataFrame:
+    """The rows of one checkpoint: base, every lr (``lr_policy='fixed'``) and the tuned lr's copy."""
+    from llm_validation.finetune import tuned_lr
+
+    nan = math.nan
+    records = [dict(modification="none", lr=nan, steps=nan, reg=nan, metric=metric, value=value,
+                    lr_policy="", diverged=False, steps_done=0.0) for metric, value in base.items()]
+
+    def block(point, lr_policy: str, lr: float) -> list[dict]:
+        return [dict(modification="finetune", lr=lr, steps=float(plan.finetune.steps), reg=plan.finetune.reg,
+                     metric=metric, value=getattr(point, metric) if point else nan, lr_policy=lr_policy,
+                     diverged=point.diverged if point else True, steps_done=float(point.steps_done) if point else nan)
+                for metric in plan.metrics]
+
+    for point in points:
+        records += block(point, "fixed", point.lr)
+    best = tuned_lr(points)
+    records += block(next((p for p in points if p.lr == best), None), "tuned", best)
+    frame = pd.DataFrame.from_records(records)
+    frame.insert(0, "source", "llm")
+    frame.insert(1, "setup", plan.setup)
+    frame.insert(2, "checkpoint", revision.name)
+    frame.insert(3, "pretrain_time", float(revision.tokens))
+    frame.insert(5, "gamma", nan)
+    frame.insert(9, "seed", plan.finetune.seed)
+    return frame
+
+
+def inflection_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """T* of the post-fine-tuning perplexity curve of every fixed lr and of the tuned lr."""
+    from theory.measure import inflection
+
+    curves = table[(table.modification == "finetune") & (table.metric == "perplexity")]
+    rows = []
+    for (policy, lr), curve in curves.groupby(["lr_policy", curves.lr.where(curves.lr_policy == "fixed")],
+                                              dropna=False, sort=True):
+        curve = curve.sort_values("pretrain_time", kind="stable")
+        T, values = curve.pretrain_time.to_numpy(float), curve.value.to_numpy(float)
+        t_star = float(inflection(T, values)) if len(T) >= 3 else math.nan
+        first = curve.iloc[0]
+        rows.append({**first.to_dict(), "checkpoint": "inflection", "pretrain_time": math.nan, "lr": lr,
+                     "metric": "inflection", "value": t_star, "diverged": False, "steps_done": math.nan})
+    return pd.DataFrame(rows, columns=table.columns)
+
+
+def run_finetune(plan: FinetunePlan) -> pd.DataFrame:
+    """Fine-tune every planned checkpoint not yet stored under ``plan.out``; write the final table
+    (the stored checkpoints' rows, then the inflection rows) and return it."""
+    import torch
+    from accelerate import Accelerator
+    from tqdm import tqdm
+
+    from experiments import store
+    from experiments.run import now
+    from llm_validation.checkpoints import load_checkpoint
+    from llm_validation.finetune import lr_grid, tuned_lr
+
+    manifest_path = plan.out / store.MANIFEST
+    manifest = start_manifest(plan.out, lambda: _new_manifest(plan))
+    done = store.stored_chunks(plan.out)
+    todo = [(i, r) for i, r in enumerate(plan.revisions) if i not in done]
+    with torch_threads(plan.threads), quiet_transformers(plan.quiet):
+        accelerator = Accelerator(cpu=plan.device == "cpu")  # one for every run; the lr grid reuses it
+        if accelerator.device.type != plan.device:
+            raise RunFailure(f"--device {plan.device}: accelerate placed the run on {accelerator.device}")
+        with tqdm(total=len(todo) * (1 + len(plan.lrs)), desc=f"finetune {plan.setup}", unit="run",
+                  disable=plan.quiet, file=sys.stderr) as progress:
+            for index, revision in todo:
+                progress.set_postfix_str(revision.name)
+                try:
+                    model, tokenizer = load_checkpoint(plan.source, revision.name, torch.float32, plan.device)
+                    base = _base_metrics(plan, model, tokenizer)
+                    progress.update()
+                    points = []
+                    for lr in plan.lrs:  # one lr a call, for the progress bar; each starts from the checkpoint
+                        points += lr_grid(model, plan.train, plan.heldout, plan.blocks, plan.finetune, [lr],
+                                          tokenizer=tokenizer, mc_items=plan.mc_items, accelerator=accelerator)
+                        progress.update()
+                except ValueError as error:  # bad checkpoint files found mid-run: a failure, not bad input
+                    raise RunFailure(f"{plan.model}@{revision.name}: {error}; {len(store.stored_chunks(plan.out))} "
+                                     f"checkpoint(s) stored in {plan.out}; rerun to resume") from error
+                store.write_table(store.chunk_path(plan.out, index), checkpoint_rows(plan, revision, base, points))
+                entry = manifest["revisions"][index]
+                entry["commit"] = entry.get("commit") or _commit(plan, revision.name, model)
+                entry["tuned_lr"] = tuned_lr(points)
+                entry["diverged_lrs"] = [p.lr for p in points if p.diverged]
+                store.write_json(manifest_path, manifest)
+                del model
+    table = pd.concat([pd.read_parquet(store.chunk_path(plan.out, i)) for i in range(len(plan.revisions))],
+                      ignore_index=True)
+    table = pd.concat([table, inflection_rows(table)], ignore_index=True)
+    store.write_table(plan.out / store.METRICS, table)
+    manifest.update(status="complete", finished=now(), n_rows=len(table))
+    store.write_json(manifest_path, manifest)
+    return table
+
+
+def summary(table: pd.DataFrame) -> str:
+    """Per checkpoint: perplexity before and after fine-tuning at each lr, the tuned lr and its losses;
+    then T* of each curve."""
+    rows = table[table.checkpoint != "inflection"]
+    ppl = rows[rows.metric == "perplexity"]
+    base = ppl[ppl.modification == "none"].set_index("checkpoint")["value"].rename("ppl before")
+    fixed = ppl[ppl.lr_policy == "fixed"].pivot(index="checkpoint", columns="lr", values="value")
+    fixed.columns = [f"ppl lr={lr:g}" for lr in fixed.columns]
+    tuned = rows[rows.lr_policy == "tuned"]
+    tuned_lr = tuned.groupby("checkpoint")["lr"].first().rename("tuned lr")
+    tuned_ppl = tuned[tuned.metric == "perplexity"].set_index("checkpoint")["value"].rename("ppl tuned")
+    tuned_loss = tuned[tuned.metric == "finetune_loss"].set_index("checkpoint")["value"].rename("ft loss tuned")
+    position = rows.groupby("checkpoint")["pretrain_time"].first().sort_values()
+    frame = pd.concat([position.map(human_tokens).rename("tokens"), base, fixed, tuned_lr, tuned_ppl, tuned_loss],
+                      axis=1).loc[position.index]
+    infl = table[table.checkpoint == "inflection"]
+    t_star = ", ".join(f"{'tuned' if policy == 'tuned' else f'lr={lr:g}'}: "
+                       f"{human_tokens(value) if np.isfinite(value) else 'none in range'}"
+                       for policy, lr, value in zip(infl.lr_policy, infl.lr, infl.value))
+    return frame.to_string(float_format=lambda v: f"{v:.4g}") + f"\ninflection T* (tokens) - {t_star}"
+
+
+def command(args: argparse.Namespace) -> int:
+    """``ovt llm finetune``: plan (bad input exits 2, nothing written), then run."""
+    plan = plan_finetune(args)
+    try:
+        table = run_finetune(plan)
+    except ValueError as error:  # the run directory exists now: whatever fails is a failure (exit 1)
+        raise RunFailure(str(error)) from error
+    if not plan.quiet:
+        print(f"{len(plan.revisions)} checkpoint(s) x {len(plan.lrs)} lr(s), {len(table)} rows -> {plan.out}")
+        print(summary(table))
+    return 0

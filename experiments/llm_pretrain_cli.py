@@ -1,0 +1,243 @@
+"""``ovt llm pretrain``: a controlled mini pre-training series, and the base curve of its perplexity.
+
+    ovt llm pretrain --preset NAME --budgets B1,B2,... --out DIR
+                     [--corpus shakespeare|python|synthetic] [--mode separate|single]
+                     [--seq-len N] [--batch-size N] [--lr X] [--seed N] [--vocab-size N]
+                     [--max-train-chars N] [--max-blocks N] [--threads N] [--quiet]
+
+Budgets are token counts (``320K,1.3M,10M``); each is trained for ``budget / (batch_size * seq_len)``
+steps rounded half up (``PretrainConfig``), and the checkpoint is named by the exact count.
+Defaults left unset are the library's (``PretrainConfig``: seq_len 128, batch 8, lr 1e-2, seed 0).
+
+DIR is at once a checkpoint series and a result store:
+
+- the series (``llm_validation.pretrain``): ``series.json``, ``tokenizer/``, one ``save_pretrained``
+  folder per budget named ``step{N}-tokens{M}`` with its ``checkpoint.json``;
+- ``heldout.txt``: the corpus' held-out documents joined by newlines, the eval text to give
+  ``ovt llm perturb`` and ``ovt llm finetune`` as ``--eval-text DIR/heldout.txt``;
+- ``manifest.json`` and ``metrics.parquet``: per checkpoint of the series, the perplexity of that
+  text (``modification='none'``, ``metric='perplexity'``, ``pretrain_time`` = tokens, ``checkpoint``
+  = revision name), packed into ``seq_len`` blocks as the series was trained (the first
+  ``--max-blocks`` of them when given), so the base curve exists without a perturb run. With the same
+  ``--seq-len`` and ``--max-blocks`` it is the ``none`` row perturb writes.
+
+``list_revisions`` reads only subfolders named as revisions, so ``--model DIR`` reads DIR as a plain
+series. Every input is checked before anything is written (exit 2, one line). A rerun continues:
+finished checkpoints are skipped, an unfinished run resumes from its last state, and checkpoints
+already evaluated on the same token set keep their rows. A ``separate`` series may gain budgets;
+the store then covers every checkpoint in DIR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from experiments.llm_cli import (
+    RunFailure, _int, _jsonable, _number, _token_counts, quiet_transformers, torch_threads,
+)
+from experiments.run import UsageError
+
+HELDOUT = "heldout.txt"
+SERIES = "series.json"
+EVAL_BATCH_SIZE = 16  # perplexity does not depend on it (a sum over tokens); fixed and recorded
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``ovt llm pretrain``. Names are checked by ``PretrainConfig`` (the parser imports no torch)."""
+    p.add_argument("--preset", required=True, help="model size: a llm_validation.models.PRESETS name (tiny, 20k, 50k, 1m, ...)")
+    p.add_argument("--budgets", required=True, help="comma-separated token budgets (320K,1.3M,10M), one checkpoint each")
+    p.add_argument("--out", required=True, type=Path, help="series folder and result store (resumable)")
+    p.add_argument("--corpus", default="shakespeare", help="shakespeare | python | synthetic (default shakespeare)")
+    p.add_argument("--mode", default="separate",
+                   help="separate: every budget its own run annealed to 0; single: one run, checkpoints on the way")
+    p.add_argument("--seq-len", type=_int("--seq-len"), default=None, help="tokens per sequence (default 128)")
+    p.add_argument("--batch-size", type=_int("--batch-size"), default=None, help="sequences per step (default 8)")
+    p.add_argument("--lr", type=_number("--lr"), default=None, help="peak learning rate (default 1e-2)")
+    p.add_argument("--seed", type=_int("--seed"), default=None, help="initialisation and data order (default 0)")
+    p.add_argument("--vocab-size", type=_int("--vocab-size"), default=None, help="BPE vocabulary (default: the preset's)")
+    p.add_argument("--max-train-chars", type=_int("--max-train-chars"), default=None,
+                   help="cap the training split at whole documents of this many characters")
+    p.add_argument("--max-blocks", type=_int("--max-blocks"), default=None,
+                   help="evaluate on the first N blocks of the held-out text (default all)")
+    p.add_argument("--threads", type=_int("--threads"), default=None, help="torch threads (default: torch's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
+
+
+@dataclasses.dataclass
+class PretrainPlan:
+    """Everything ``pretrain`` needs, checked before anything is written."""
+
+    config: object  # llm_validation.pretrain.PretrainConfig
+    out: Path
+    max_blocks: int | None
+    threads: int | None
+    quiet: bool
+    args: dict
+
+    @property
+    def setup(self) -> str:
+        return self.out.resolve().name
+
+
+def _budgets(text: str) -> list:
+    """Token counts as ints where they are whole up to float rounding (``2.3T``); others stay as given,
+    for ``PretrainConfig`` to refuse by value."""
+    budgets = []
+    for count in _token_counts(text, "--budgets"):
+        whole = round(count)
+        budgets.append(whole if abs(count - whole) <= 1e-9 * max(1.0, count) else count)
+    return budgets
+
+
+def plan_pretrain(args: argparse.Namespace) -> PretrainPlan:
+    """Check every input of ``pretrain`` (raising UsageError / ValueError) without writing anything.
+
+    ``args``: the namespace ``ovt llm pretrain`` parses (``cli._parser().parse_args(["llm", "pretrain", ...])``).
+    """
+    from experiments.run import check_writable
+    from llm_validation.pretrain import PretrainConfig
+
+    for flag, value, least in (("--threads", args.threads, 1), ("--max-blocks", args.max_blocks, 1)):
+        if value is not None and value < least:
+            raise UsageError(f"{flag} {value} must be >= {least}")
+    fields = {"seq_len": args.seq_len, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+              "vocab_size": args.vocab_size, "max_train_chars": args.max_train_chars}
+    config = PretrainConfig(preset=args.preset, budgets=tuple(_budgets(args.budgets)), corpus=args.corpus,
+                            mode=args.mode, **{k: v for k, v in fields.items() if v is not None})
+    out = Path(args.out)
+    check_writable(out)
+    _check_series(out, config)
+    return PretrainPlan(config, out, args.max_blocks, args.threads, args.quiet,
+                        {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if not callable(v)})
+
+
+def _check_series(out: Path, config) -> None:
+    """Refuse an ``out`` that holds something other than this series, as ``pretrain`` would, but before
+    it writes: a ``separate`` series may gain budgets; any other change of config is refused."""
+    path = out / SERIES
+    if not path.is_file():
+        if out.is_dir() and any(out.iterdir()):
+            raise UsageError(f"--out {out} is not empty and holds no {SERIES}; give a new or empty folder, or a series")
+        return
+    try:
+        stored = json.loads(path.read_text())["config"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise UsageError(f"--out {out}: {SERIES} is not readable ({error}); choose another --out") from None
+    record = _jsonable(dataclasses.asdict(config))
+    free = {"budgets"} if config.mode == stored.get("mode") == "separate" else set()
+    changed = sorted(key for key in record if key not in free and stored.get(key) != record[key])
+    if changed:
+        raise UsageError(f"--out {out} holds a series with other {', '.join(f'{k}={stored.get(k)!r}' for k in changed)}; "
+                         "use a new folder")
+
+
+def _write_heldout(plan: PretrainPlan) -> Path:
+    from experiments import store
+    from llm_validation.corpora import load_corpus
+
+    heldout = load_corpus(plan.config.corpus, max_chars=plan.config.max_train_chars).heldout
+    path = plan.out / HELDOUT
+    with store.atomic_path(path) as tmp:
+        tmp.write_text("\n".join(heldout), encoding="utf-8")
+    return path
+
+
+def _eval_record(plan: PretrainPlan, blocks, heldout: Path) -> dict:
+    n_blocks, seq_len = blocks.shape
+    return {"path": HELDOUT, "sha256": hashlib.sha256(heldout.read_bytes()).hexdigest(), "seq_len": int(seq_len),
+            "n_blocks": int(n_blocks), "max_blocks": plan.max_blocks, "n_tokens": int(n_blocks * (seq_len - 1)),
+            "batch_size": EVAL_BATCH_SIZE, "dtype": "float32", "device": "cpu",
+            "tokenization": "the series tokenizer; held-out documents joined by newlines into one text, "
+                            "packed into seq_len blocks, remainder dropped"}
+
+
+def _rows(plan: PretrainPlan, revision, result) -> pd.DataFrame:
+    nan = float("nan")
+    return pd.DataFrame({
+        "source": ["llm"], "setup": plan.setup, "checkpoint": revision.name, "pretrain_time": float(revision.tokens),
+        "modification": "none", "gamma": nan, "lr": nan, "steps": nan, "reg": nan, "seed": plan.config.seed,
+        "metric": "perplexity", "value": result.perplexity, "mean_nll": result.mean_nll, "n_tokens": result.n_tokens,
+        "train_steps": revision.step,
+    })
+
+
+def run_pretrain(plan: PretrainPlan) -> pd.DataFrame:
+    """Train the planned series into ``plan.out`` (resuming), then store the perplexity of every
+    checkpoint in it on ``heldout.txt``; returns the table written to ``metrics.parquet``.
+
+    Checkpoints already evaluated on the same token set (manifest ``config.eval``) keep their rows;
+    the table is rewritten after each new one, so an interrupted evaluation resumes too.
+    """
+    from tqdm import tqdm
+    from transformers import AutoTokenizer
+
+    from experiments import store
+    from experiments.run import git_commit, now, versions
+    from llm_validation.checkpoints import list_revisions, load_checkpoint
+    from llm_validation.evaluate import load_token_blocks, perplexity
+    from llm_validation.pretrain import pretrain
+
+    out, metrics = plan.out, plan.out / store.METRICS
+    with torch_threads(plan.threads), quiet_transformers(plan.quiet):
+        try:
+            pretrain(plan.config, out, progress=not plan.quiet, threads=plan.threads)
+            heldout = _write_heldout(plan)
+            blocks = load_token_blocks(heldout, AutoTokenizer.from_pretrained(out / "tokenizer"),
+                                       plan.config.seq_len, plan.max_blocks)
+        except ValueError as error:  # past the plan, whatever fails is a failure while running (exit 1)
+            raise RunFailure(f"{out}: {error}; rerun to resume") from error
+        series = json.loads((out / SERIES).read_text())["config"]
+        evaluation = _eval_record(plan, blocks, heldout)
+        config = {"series": series, "eval": {k: evaluation[k] for k in ("sha256", "seq_len", "n_blocks")}}
+        previous = store.read_manifest(out) if (out / store.MANIFEST).is_file() else {}
+        same_tokens = previous.get("config", {}).get("eval") == config["eval"] and metrics.is_file()
+        stored = pd.read_parquet(metrics) if same_tokens else None
+        revisions = list_revisions(out)
+        manifest = {
+            "command": "llm pretrain", "source": "llm", "setup": plan.setup, "args": plan.args, "config": config,
+            "model": str(out.resolve()), "model_kind": "folder",
+            "revisions": [{"name": r.name, "step": r.step, "tokens": r.tokens} for r in revisions],
+            "eval": evaluation, "seed": plan.config.seed, "threads": plan.threads,
+            "versions": versions(), "git_commit": git_commit(),
+            "started": previous.get("started", now()), "status": "running",
+        }
+        store.write_json(out / store.MANIFEST, manifest)
+        frames = [stored[stored.checkpoint == r.name] for r in revisions] if stored is not None else []
+        frames = [f for f in frames if len(f)]
+        todo = [r for r in revisions if stored is None or r.name not in set(stored.checkpoint)]
+        for revision in tqdm(todo, desc=f"perplexity {plan.setup}", unit="ckpt", disable=plan.quiet, file=sys.stderr):
+            try:
+                model, _ = load_checkpoint(out, revision.name)
+            except ValueError as error:
+                raise RunFailure(f"{out}@{revision.name}: {error}") from error
+            frames.append(_rows(plan, revision, perplexity(model, blocks, EVAL_BATCH_SIZE)))
+            store.write_table(metrics, pd.concat(frames, ignore_index=True))
+    table = pd.concat(frames, ignore_index=True).sort_values("pretrain_time", kind="stable", ignore_index=True)
+    store.write_table(metrics, table)
+    manifest.update(status="complete", finished=now(), n_rows=len(table))
+    store.write_json(out / store.MANIFEST, manifest)
+    return table
+
+
+def command(args: argparse.Namespace) -> int:
+    """``ovt llm pretrain``: plan (bad input exits 2, nothing written), then run."""
+    from experiments.llm_cli import human_tokens
+
+    plan = plan_pretrain(args)
+    try:
+        table = run_pretrain(plan)
+    except ValueError as error:  # past the plan, whatever fails is a failure while running (exit 1)
+        raise RunFailure(str(error)) from error
+    if not plan.quiet:
+        print(f"{len(table)} checkpoint(s) in {plan.out}; eval text {plan.out / HELDOUT}")
+        frame = pd.DataFrame({"checkpoint": table.checkpoint, "tokens": table.pretrain_time.map(human_tokens),
+                              "perplexity": table.value})
+        print(frame.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    return 0

@@ -1,0 +1,259 @@
+"""``ovt llm finetune``: base / fixed / tuned / inflection rows, divergence, determinism, resume, exit codes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from experiments import cli, llm_finetune_cli, store
+from experiments.llm_finetune_cli import EVAL_BATCH_SIZE
+from llm_validation import checkpoints, finetune
+from llm_validation.evaluate import load_token_blocks, perplexity
+from llm_validation.finetune import FinetuneConfig, lr_grid
+from llm_validation.finetune_data import load_examples
+from theory.measure import inflection
+
+from .conftest import tiny_corpus, use_offline_cache
+
+NAMES = ["step10-tokens1K", "step20-tokens2K", "step40-tokens5K"]
+LRS = (3e-3, 1e-4)
+SMALL = ("--steps", 3, "--reg", 0.1, "--seq-len", 32, "--batch-size", 4, "--seed", 5, "--threads", 1, "--quiet")
+REQUIRED = list(store.REQUIRED_COLUMNS)
+
+
+def ovt(capsys, *argv):
+    code = cli.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def finetune_args(model, data, eval_text, out, *extra, lrs=LRS, fmt="text", which=("--tokens", "1e3,2K,5000")):
+    return ("llm", "finetune", "--model", model, *which, "--data", data, "--format", fmt,
+            "--lrs", ",".join(map(str, lrs)), "--eval-text", eval_text, "--out", out, *SMALL, *extra)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Tiny matmuls gain nothing from a second thread, and on a shared 2-core box OpenMP spinning
+    # makes them many times slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch, tmp_path):
+    return use_offline_cache(monkeypatch, tmp_path / "hf")
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """(fine-tuning text, eval text): pseudo-English lines of two different seeds."""
+    folder = tmp_path_factory.mktemp("data")
+    (folder / "train.txt").write_text("\n".join(tiny_corpus(120, seed=3)))
+    (folder / "heldout.txt").write_text("\n".join(tiny_corpus(40, seed=9)))
+    return folder / "train.txt", folder / "heldout.txt"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, folder_series, files):
+    """The two-lr grid on the three-checkpoint series, run once; treat as read-only."""
+    out = tmp_path_factory.mktemp("finetune") / "run"
+    assert cli.main([str(a) for a in finetune_args(folder_series[0], *files, out)]) == 0
+    return out
+
+
+def test_rows_schema_and_base_rows_are_the_checkpoints_own(run, folder_series, files):
+    table = pd.read_parquet(run / store.METRICS)
+    assert list(table.columns) == REQUIRED + ["lr_policy", "diverged", "steps_done"]
+    # Per checkpoint: 2 base metrics + 2 lrs x 3 metrics + the tuned lr's 3; then one T* per lr and tuned.
+    assert len(table) == 3 * (2 + 2 * 3 + 3) + 3
+    assert set(table.source) == {"llm"} and set(table.setup) == {folder_series[0].name} and set(table.seed) == {5}
+    rows = table[table.checkpoint != "inflection"]
+    assert list(dict.fromkeys(rows.checkpoint)) == NAMES
+    assert list(rows.groupby("checkpoint", sort=False).pretrain_time.first()) == [1000.0, 2000.0, 5000.0]
+    base = rows[rows.modification == "none"]
+    assert set(base.metric) == {"perplexity", "finetune_loss"} and base[["lr", "steps", "reg"]].isna().all().all()
+    ft = rows[rows.modification == "finetune"]
+    assert set(ft.steps) == {3.0} and set(ft.reg) == {0.1} and not ft.diverged.any() and set(ft.steps_done) == {3.0}
+    assert set(ft[ft.lr_policy == "fixed"].lr) == set(LRS)
+    assert set(ft.metric) == {"perplexity", "finetune_loss", "train_loss"} and np.isfinite(ft.value).all()
+
+    model, tokenizer = checkpoints.load_checkpoint(folder_series[0], NAMES[0])
+    blocks = load_token_blocks(files[1], tokenizer, 32)
+    first = base[base.checkpoint == NAMES[0]].set_index("metric").value
+    assert first["perplexity"] == perplexity(model, blocks, EVAL_BATCH_SIZE).perplexity
+    # The fixed-lr rows are lr_grid's numbers on the last 10% of the data, held out.
+    examples = load_examples(files[0], "text", tokenizer, 32)
+    train, heldout = examples.split(round(0.1 * len(examples)))
+    config = FinetuneConfig(steps=3, batch_size=4, reg=0.1, seed=5)
+    [point] = lr_grid(model, train, heldout, blocks, config, [LRS[0]])
+    direct = ft[(ft.checkpoint == NAMES[0]) & (ft.lr == LRS[0]) & (ft.lr_policy == "fixed")].set_index("metric").value
+    assert (direct["perplexity"], direct["finetune_loss"], direct["train_loss"]) == (
+        point.perplexity, point.finetune_loss, point.train_loss)
+
+
+def test_tuned_rows_take_the_lr_of_lowest_heldout_finetune_loss(run):
+    table = pd.read_parquet(run / store.METRICS)
+    rows = table[table.checkpoint != "inflection"]
+    fixed, tuned = rows[rows.lr_policy == "fixed"], rows[rows.lr_policy == "tuned"]
+    manifest = store.read_manifest(run)
+    for name in NAMES:
+        losses = fixed[(fixed.checkpoint == name) & (fixed.metric == "finetune_loss")].set_index("lr").value
+        best = losses.idxmin()
+        assert set(tuned[tuned.checkpoint == name].lr) == {best}
+        mine = tuned[tuned.checkpoint == name].set_index("metric").value
+        theirs = fixed[(fixed.checkpoint == name) & (fixed.lr == best)].set_index("metric").value
+        pd.testing.assert_series_equal(mine, theirs)
+        assert next(r for r in manifest["revisions"] if r["name"] == name)["tuned_lr"] == best
+
+
+def test_inflection_rows_use_the_theory_helper_on_each_perplexity_curve(run):
+    table = pd.read_parquet(run / store.METRICS)
+    infl = table[table.checkpoint == "inflection"]
+    assert len(infl) == 3 and set(infl.metric) == {"inflection"} and infl.pretrain_time.isna().all()
+    assert sorted(infl.lr_policy) == ["fixed", "fixed", "tuned"]
+    assert set(infl[infl.lr_policy == "fixed"].lr) == set(LRS) and infl[infl.lr_policy == "tuned"].lr.isna().all()
+    rows = table[(table.checkpoint != "inflection") & (table.metric == "perplexity") & (table.modification == "finetune")]
+    for policy, lr, value in zip(infl.lr_policy, infl.lr, infl.value):
+        curve = rows[(rows.lr_policy == policy) & ((rows.lr == lr) if policy == "fixed" else True)]
+        expected = float(inflection(curve.pretrain_time.to_numpy(), curve.value.to_numpy()))
+        assert value == expected or (math.isnan(value) and math.isnan(expected))
+
+
+def test_a_u_shaped_curve_gets_a_finite_inflection_inside_the_token_range(run):
+    table = pd.read_parquet(run / store.METRICS)
+    rows = table[table.checkpoint != "inflection"].copy()
+    u_shape = (rows.metric == "perplexity") & (rows.lr_policy == "fixed") & (rows.lr == LRS[0])
+    rows.loc[u_shape, "value"] = [30.0, 10.0, 20.0]
+    infl = llm_finetune_cli.inflection_rows(rows).set_index("lr").value
+    t_star = float(inflection(np.array([1000.0, 2000.0, 5000.0]), np.array([30.0, 10.0, 20.0])))
+    assert infl[LRS[0]] == t_star and 1000 < t_star < 5000
+
+
+def test_the_manifest_records_the_inputs_and_the_grid(run, folder_series, files):
+    manifest = store.read_manifest(run)
+    assert manifest["command"] == "llm finetune" and manifest["status"] == "complete"
+    assert manifest["data"]["sha256"] == hashlib.sha256(files[0].read_bytes()).hexdigest()
+    assert manifest["data"]["format"] == "text" and manifest["data"]["n_heldout"] >= 1
+    assert manifest["lrs"] == list(LRS) and manifest["steps"] == 3 and manifest["reg"] == 0.1
+    assert (manifest["batch_size"], manifest["seq_len"], manifest["dtype"], manifest["device"]) == (4, 32, "float32", "cpu")
+    assert [r["name"] for r in manifest["revisions"]] == NAMES
+    assert [r["requested_tokens"] for r in manifest["revisions"]] == [[1000.0], [2000.0], [5000.0]]
+    assert manifest["eval"]["sha256"] == hashlib.sha256(files[1].read_bytes()).hexdigest()
+    assert "torch" in manifest["versions"]
+
+
+def test_a_diverging_lr_is_recorded_with_nan_values(capsys, tmp_path, folder_series, files):
+    out = tmp_path / "run"
+    code, _, err = ovt(capsys, *finetune_args(folder_series[0], *files, out, lrs=(1e4,)))
+    assert code == 0, err
+    table = pd.read_parquet(out / store.METRICS)
+    ft = table[(table.modification == "finetune") & (table.checkpoint != "inflection")]
+    assert ft.diverged.all() and ft.value.isna().all()
+    assert (ft[ft.lr_policy == "fixed"].steps_done < 3).all()  # stopped at the first non-finite loss
+    assert ft[ft.lr_policy == "tuned"][["lr", "steps_done"]].isna().all().all()  # every lr diverged: none tuned
+    assert table[table.checkpoint == "inflection"].value.isna().all()
+    assert np.isfinite(table[table.modification == "none"].value).all()
+    assert [r["diverged_lrs"] for r in store.read_manifest(out)["revisions"]] == [[1e4]] * 3
+
+
+def test_deterministic_and_resumes_after_the_stored_checkpoints(capsys, tmp_path, run, folder_series, files, monkeypatch):
+    first = pd.read_parquet(run / store.METRICS)
+    again = tmp_path / "again"
+    code, _, err = ovt(capsys, *finetune_args(folder_series[0], *files, again))
+    assert code == 0, err
+    pd.testing.assert_frame_equal(pd.read_parquet(again / store.METRICS), first)
+
+    # As if killed after the first checkpoint: only the other two are fine-tuned again.
+    for index in (1, 2):
+        store.chunk_path(again, index).unlink()
+    (again / store.METRICS).unlink()
+    grids, original = [], finetune.lr_grid
+    monkeypatch.setattr(finetune, "lr_grid", lambda *a, **k: grids.append(1) or original(*a, **k))
+    code, _, err = ovt(capsys, *finetune_args(folder_series[0], *files, again))
+    assert code == 0, err
+    assert len(grids) == 2 * len(LRS)
+    pd.testing.assert_frame_equal(pd.read_parquet(again / store.METRICS), first)
+    assert len(store.read_manifest(again)["resumed"]) == 1
+
+
+def test_multiple_choice_data_adds_accuracy_rows(capsys, tmp_path, folder_series, files):
+    rows = [{"query": f"the number {i} is", "choices": ["small", "a very large value"], "label": i % 2}
+            for i in range(12)]
+    mc = tmp_path / "mc.jsonl"
+    mc.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "run"
+    code, _, err = ovt(capsys, *finetune_args(folder_series[0], mc, files[1], out, "--mc-data", mc, fmt="mc",
+                                              which=("--revisions", NAMES[0])))
+    assert code == 0, err
+    table = pd.read_parquet(out / store.METRICS)
+    accuracy = table[table.metric.isin(["accuracy", "accuracy_norm"])]
+    assert len(accuracy) == 2 * (1 + len(LRS) + 1)  # base, each lr, tuned
+    assert accuracy.value.between(0, 1).all()
+    assert store.read_manifest(out)["mc"]["n_items"] == 12
+
+
+def _bad_cases():
+    def args(**replace):
+        argv = list(finetune_args("SERIES", "DATA", "EVAL", "OUT"))
+        for flag, value in replace.items():
+            position = argv.index(flag.replace("_", "-"))
+            if value is None:
+                del argv[position: position + 2]
+            else:
+                argv[position + 1] = value
+        return argv
+
+    return [
+        (args(__data="MALFORMED", __format="text"), "malformed.jsonl: row 3: missing field 'text'"),
+        (args(__data="MISSING"), "--data"),
+        (args(__format="chat"), "invalid choice: 'chat'"),
+        (args(__lrs="1e-3,0"), "--lrs 0 must be > 0"),
+        (args(__lrs="1e-3,-1"), "--lrs -1 must be > 0"),
+        (args(__lrs="fast"), "--lrs 'fast' is not a number"),
+        (args(__steps="0"), "--steps 0 must be >= 1"),
+        (args(__reg="-0.5"), "--reg -0.5 must be >= 0"),
+        (args(__reg="nan"), "--reg 'nan' must be a finite number"),
+        (args(__eval_text="MISSING"), "missing.txt does not exist"),
+        (args() + ["--heldout-data", "MISSING"], "--heldout-data"),
+        (args() + ["--mc-data", "MISSING"], "--mc-data"),
+        (args() + ["--heldout-fraction", "1"], "--heldout-fraction 1 must lie strictly between 0 and 1"),
+        (args() + ["--revisions", NAMES[0]], "not allowed with argument --tokens"),
+        (args(__tokens=None), "one of the arguments --revisions --tokens is required"),
+        (args(__out="BLOCKED"), "not writable"),
+        pytest.param(args() + ["--device", "cuda"], "--device cuda",
+                     marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")),
+    ]
+
+
+@pytest.mark.parametrize("argv, needle", _bad_cases())
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(capsys, tmp_path, folder_series, files, argv, needle):
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "malformed.jsonl").write_text('{"text": "fine words"}\n\n{"txt": "typo"}\n')
+    paths = {"SERIES": folder_series[0], "DATA": files[0], "EVAL": files[1], "OUT": tmp_path / "out",
+             "MISSING": tmp_path / "missing.txt", "MALFORMED": tmp_path / "malformed.jsonl",
+             "BLOCKED": tmp_path / "file" / "out"}
+    code, out, err = ovt(capsys, *[paths.get(a, a) for a in argv])
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.startswith("ovt") and needle in err, err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "file" / "out").exists()
+
+
+def test_a_run_directory_of_another_config_is_refused_untouched(capsys, tmp_path, folder_series, files):
+    out = tmp_path / "run"
+    code, _, err = ovt(capsys, *finetune_args(folder_series[0], *files, out, lrs=(1e-3,), which=("--revisions", NAMES[0])))
+    assert code == 0, err
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    code, _, err = ovt(capsys, *finetune_args(folder_series[0], *files, out, lrs=(3e-3,), which=("--revisions", NAMES[0])))
+    assert code == 2 and "another config" in err and err.count("\n") == 1
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert os.listdir(out / store.CHUNKS) == ["00000.parquet"]

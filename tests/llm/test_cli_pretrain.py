@@ -1,0 +1,184 @@
+"""``ovt llm pretrain``: a series perturb reads unchanged, its perplexity store, resume, exit codes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from experiments import cli, llm_pretrain_cli, store
+from llm_validation import checkpoints, evaluate, pretrain
+from llm_validation.evaluate import load_token_blocks, perplexity
+
+from .conftest import use_offline_cache
+
+# 4 x 32 = 128 tokens a step: 1K, 2K, 4K tokens are 8, 16 and 31 steps of a ~20k-parameter model.
+SERIES = ("--preset", "20k", "--corpus", "synthetic", "--max-train-chars", "20000", "--seq-len", "32",
+          "--batch-size", "4", "--lr", "3e-3", "--threads", "1", "--quiet")
+NAMES = ["step8-tokens1024", "step16-tokens2048", "step31-tokens3968"]
+
+
+def ovt(capsys, *argv):
+    code = cli.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def pretrain_args(out, budgets="1K,2K,4K", *extra):
+    return ("llm", "pretrain", "--budgets", budgets, "--out", out, *SERIES, *extra)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Tiny matmuls gain nothing from a second thread, and on a shared 2-core box OpenMP spinning
+    # makes them many times slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch, tmp_path):
+    return use_offline_cache(monkeypatch, tmp_path / "hf")
+
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory):
+    """The series built once through the CLI; treat as read-only."""
+    out = tmp_path_factory.mktemp("pretrain") / "series"
+    assert cli.main([str(a) for a in pretrain_args(out)]) == 0
+    return out
+
+
+def weights(folder):
+    return AutoModelForCausalLM.from_pretrained(folder).state_dict()
+
+
+def test_the_series_is_listed_and_stores_the_heldout_perplexity_of_every_checkpoint(capsys, series):
+    code, out, err = ovt(capsys, "llm", "revisions", series)
+    assert code == 0, err
+    assert [line.split()[0] for line in out.splitlines()[1:]] == NAMES
+
+    table = pd.read_parquet(series / store.METRICS)
+    assert list(table.columns[:12]) == list(store.REQUIRED_COLUMNS)
+    assert list(table.checkpoint) == NAMES and set(table.modification) == {"none"} and set(table.metric) == {"perplexity"}
+    assert list(table.pretrain_time) == [1024.0, 2048.0, 3968.0] and set(table.seed) == {0}
+    assert table[["gamma", "lr", "steps", "reg"]].isna().all().all()
+    tokenizer = AutoTokenizer.from_pretrained(series / "tokenizer")
+    blocks = load_token_blocks(series / "heldout.txt", tokenizer, 32)
+    for name, value in zip(table.checkpoint, table.value):
+        model, _ = checkpoints.load_checkpoint(series, name)
+        assert value == perplexity(model, blocks, llm_pretrain_cli.EVAL_BATCH_SIZE).perplexity
+    assert table.value.iloc[0] > table.value.iloc[-1]  # more tokens, lower held-out perplexity
+
+    manifest = store.read_manifest(series)
+    assert manifest["command"] == "llm pretrain" and manifest["status"] == "complete"
+    assert manifest["config"]["series"] == json.loads((series / "series.json").read_text())["config"]
+    assert manifest["eval"]["n_blocks"] == len(blocks) and manifest["eval"]["path"] == "heldout.txt"
+    assert [r["name"] for r in manifest["revisions"]] == NAMES
+    assert all(json.loads((series / n / "checkpoint.json").read_text())["tokens"] == t
+               for n, t in zip(NAMES, table.pretrain_time))
+
+
+def test_perturb_reads_the_folder_as_a_series_and_agrees_on_the_base_curve(capsys, tmp_path, series):
+    out = tmp_path / "perturb"
+    code, _, err = ovt(capsys, "llm", "perturb", "--model", series, "--tokens", "1K,2K,4K",
+                       "--eval-text", series / "heldout.txt", "--gammas", "1", "--seeds", "1", "--scale", "init",
+                       "--seq-len", "32", "--batch-size", str(llm_pretrain_cli.EVAL_BATCH_SIZE), "--out", out, "--quiet")
+    assert code == 0, err
+    base = pd.read_parquet(out / store.METRICS).query("modification == 'none'")
+    stored = pd.read_parquet(series / store.METRICS)
+    assert list(base.checkpoint) == NAMES and list(base.value) == list(stored.value)
+    assert store.read_manifest(out)["setup"] == store.read_manifest(series)["setup"] == "series"
+
+
+def test_a_rerun_trains_and_evaluates_only_what_is_missing(capsys, tmp_path, series, monkeypatch):
+    copy = tmp_path / "series"
+    shutil.copytree(series, copy)
+    before = pd.read_parquet(copy / store.METRICS)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("finished work was redone")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pretrain, "_train", refuse)
+        patch.setattr(evaluate, "perplexity", refuse)
+        code, _, err = ovt(capsys, *pretrain_args(copy))
+    assert code == 0, err
+    pd.testing.assert_frame_equal(pd.read_parquet(copy / store.METRICS), before)
+    assert store.read_manifest(copy)["status"] == "complete"
+
+    # As if killed before the last checkpoint was saved and while the table had two rows.
+    shutil.rmtree(copy / NAMES[-1])
+    store.write_table(copy / store.METRICS, before.iloc[:2])
+    calls = []
+    original = evaluate.perplexity
+    monkeypatch.setattr(evaluate, "perplexity", lambda *a, **k: calls.append(1) or original(*a, **k))
+    code, _, err = ovt(capsys, *pretrain_args(copy))
+    assert code == 0, err
+    assert len(calls) == 1
+    pd.testing.assert_frame_equal(pd.read_parquet(copy / store.METRICS), before)
+    wa, wb = weights(series / NAMES[-1]), weights(copy / NAMES[-1])
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_single_mode_saves_on_the_way_and_max_blocks_caps_the_eval(capsys, tmp_path):
+    out = tmp_path / "single"
+    code, _, err = ovt(capsys, *pretrain_args(out, "1K,2K", "--mode", "single", "--max-blocks", "3"))
+    assert code == 0, err
+    table = pd.read_parquet(out / store.METRICS)
+    assert list(table.checkpoint) == NAMES[:2] and np.isfinite(table.value).all()
+    assert [json.loads((out / n / "checkpoint.json").read_text())["mode"] for n in NAMES[:2]] == ["single"] * 2
+    manifest = store.read_manifest(out)
+    assert manifest["eval"]["n_blocks"] == 3 and manifest["eval"]["max_blocks"] == 3
+    assert manifest["config"]["series"]["mode"] == "single"
+
+
+def _bad_cases():
+    def args(budgets="1K,2K", **replace):
+        argv = list(pretrain_args("OUT", budgets))
+        for flag, value in replace.items():
+            argv[argv.index(flag.replace("_", "-")) + 1] = value
+        return argv
+
+    return [
+        (args(__preset="huge"), "preset='huge' is unknown"),
+        (args(__corpus="latin"), "corpus='latin' is unknown"),
+        (args() + ["--mode", "twice"], "mode='twice' is unknown"),
+        (args(budgets="1K,0"), "budget=0 must be a positive whole number"),
+        (args(budgets="1K,-5"), "--budgets '-5' is not a token count"),
+        (args(budgets="lots"), "--budgets 'lots' is not a token count"),
+        (args(budgets="1K,1.5"), "budget=1.5 must be a positive whole number"),
+        (args(__lr="0"), "lr=0.0"),
+        (args(__seq_len="x"), "--seq-len 'x' is not an integer"),
+        (args(__threads="0"), "--threads 0 must be >= 1"),
+        (args(__out="BLOCKED"), "not writable"),
+        (args(__out="CLUTTERED"), "holds no series.json"),
+        (args(__out="SERIES"), "holds a series with other lr=0.003"),
+    ]
+
+
+@pytest.mark.parametrize("argv, needle", _bad_cases())
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(capsys, tmp_path, series, argv, needle):
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "cluttered").mkdir()
+    (tmp_path / "cluttered" / "notes.txt").write_text("mine")
+    other = tmp_path / "other"
+    shutil.copytree(series, other)
+    paths = {"OUT": tmp_path / "out", "BLOCKED": tmp_path / "file" / "out", "CLUTTERED": tmp_path / "cluttered",
+             "SERIES": other}
+    argv = [paths.get(a, a) for a in argv]
+    if paths["SERIES"] in argv:
+        argv[argv.index("--lr") + 1] = "1e-2"
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    code, out, err = ovt(capsys, *argv)
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.startswith("ovt") and needle in err, err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "file" / "out").exists()
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before

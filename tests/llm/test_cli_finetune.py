@@ -39,14 +39,7 @@ def finetune_args(model, data, eval_text, out, *extra, lrs=LRS, fmt="text", whic
             "--lrs", ",".join(map(str, lrs)), "--eval-text", eval_text, "--out", out, *SMALL, *extra)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny matmuls gain nothing from a second thread, and on a shared 2-core box OpenMP spinning
-    # makes them many times slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(autouse=True)

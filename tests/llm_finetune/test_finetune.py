@@ -17,7 +17,9 @@ from llm_validation.finetune import FinetuneConfig, GridPoint, batch_order, fine
 from llm_validation.finetune_data import IGNORE, load_examples, read_multiple_choice
 
 from ..llm.conftest import make_model, tiny_corpus
-from .test_finetune_data import HH_ROWS, MC_ROWS, one_thread, tokenizer, write_jsonl  # noqa: F401 (fixtures)
+from .test_finetune_data import HH_ROWS, MC_ROWS, tokenizer, write_jsonl  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 CONFIG = FinetuneConfig(lr=3e-3, steps=4, batch_size=4, seed=3)
 

@@ -9,7 +9,9 @@ from llm_validation.finetune_data import MCItem
 from llm_validation.multiple_choice import score_multiple_choice
 
 from ..llm.conftest import make_model
-from .test_finetune_data import one_thread, tokenizer  # noqa: F401 (fixtures)
+from .test_finetune_data import tokenizer  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # Short and long choices side by side, so raw and length-normalised accuracy can disagree.
 ITEMS = [

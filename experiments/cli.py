@@ -42,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("reproduce", help="the main job: every theory figure (and the CPU LLM validation)")
     r.add_argument("--quick", action="store_true")
     r.add_argument("--out", type=Path, default=Path("results"))
+    r.add_argument("--theory-only", action="store_true", help="skip the CPU-scale LLM validation")
     r.add_argument("--quiet", action="store_true")
     return p
 
@@ -117,6 +118,11 @@ def _reproduce(args) -> int:
             run_dir = args.out / "theory" / name
             run_theory(presets.get(name, args.quick), name, run_dir, args.quiet)
             drawn.append(pool.submit(draw_run, run_dir, figures))
+        if not args.theory_only:
+            from experiments import llm_reproduce
+
+            for run_dir in llm_reproduce.run(args.out / "llm", args.quick, args.quiet):
+                drawn.append(pool.submit(draw_run, run_dir, figures))
         for future in drawn:
             for path in future.result():
                 if not args.quiet:

@@ -519,8 +519,12 @@ def run_perturb(plan: Plan) -> pd.DataFrame:
                     manifest["sigma"] = _sigma_summary(plan, revision.name, sigmas)
                 store.write_json(manifest_path, manifest)
                 del model
+    from experiments.llm_analysis import perturb_inflection_rows
+
     table = pd.concat([pd.read_parquet(store.chunk_path(plan.out, i)) for i in range(len(plan.revisions))],
                       ignore_index=True)
+    # Derived from the stored draws, so a resumed run derives the same rows.
+    table = pd.concat([table, perturb_inflection_rows(table)], ignore_index=True)
     store.write_table(plan.out / store.METRICS, table)
     manifest.update(status="complete", finished=now(), n_rows=len(table))
     store.write_json(manifest_path, manifest)

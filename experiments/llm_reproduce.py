@@ -45,13 +45,14 @@ def python_finetune_text(out: Path, max_chars: int = 400_000) -> Path:
 
 
 def commands(out: Path, size: ValidationSize, quiet: bool) -> list[list[str]]:
-    """The ``ovt`` argument lists of the three steps, in order."""
+    """The ``ovt`` argument lists of the three steps, in order; all three score the same held-out
+    token set (the first ``eval_blocks`` blocks of the series' held-out text)."""
     series, q = out / "series", (["--quiet"] if quiet else [])
     data = out / "python_train.txt"
     return [
         ["llm", "pretrain", "--preset", PRESET, "--budgets", ",".join(size.budgets), "--corpus", "shakespeare",
          "--mode", "separate", "--seq-len", str(SEQ_LEN), "--batch-size", str(BATCH), "--lr", "1e-2",
-         "--threads", "1", "--out", str(series), *q],
+         "--threads", "1", "--max-blocks", str(size.eval_blocks), "--out", str(series), *q],
         ["llm", "perturb", "--model", str(series), "--tokens", ",".join(size.budgets),
          "--eval-text", str(series / "heldout.txt"), "--gammas", ",".join(map(str, size.gammas)),
          "--seeds", str(size.seeds), "--scale", "init", "--seq-len", str(SEQ_LEN), "--batch-size", "16",
@@ -59,5 +60,18 @@ def commands(out: Path, size: ValidationSize, quiet: bool) -> list[list[str]]:
         ["llm", "finetune", "--model", str(series), "--tokens", ",".join(size.budgets), "--data", str(data),
          "--format", "text", "--lrs", ",".join(map(str, size.lrs)), "--steps", str(size.finetune_steps),
          "--reg", "0", "--eval-text", str(series / "heldout.txt"), "--seq-len", str(SEQ_LEN), "--batch-size", "16",
-         "--threads", "1", "--out", str(out / "finetune"), *q],
+         "--threads", "1", "--max-blocks", str(size.eval_blocks), "--out", str(out / "finetune"), *q],
     ]
+
+
+def run(out: Path, quick: bool = False, quiet: bool = False) -> list[Path]:
+    """Run the three steps into ``out`` (each resumable); return the run directories to draw."""
+    from experiments import cli, llm_cli
+
+    size = QUICK if quick else DEFAULT
+    out.mkdir(parents=True, exist_ok=True)
+    python_finetune_text(out)
+    parser = cli._parser()
+    for argv in commands(out, size, quiet):
+        llm_cli.run(parser.parse_args(argv))
+    return [out / "perturb", out / "finetune"]

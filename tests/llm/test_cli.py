@@ -121,6 +121,9 @@ def test_perturb_writes_the_store_pairs_draws_and_restores(capsys, tmp_path, fol
 
     table = pd.read_parquet(out / store.METRICS)
     assert list(table.columns) == [*store.REQUIRED_COLUMNS, "mean_nll", "n_tokens"]
+    inflections = table[table.metric == "inflection"]  # one per gamma, from the mean over draws
+    assert len(inflections) == 2 and set(inflections.seed) == {-1} and set(inflections.modification) == {"gaussian"}
+    table = table[table.metric != "inflection"]
     assert len(table) == 3 * (1 + 2 * 2)
     assert sorted(p.name for p in (out / store.CHUNKS).iterdir()) == ["00000.parquet", "00001.parquet", "00002.parquet"]
     assert set(table.source) == {"llm"} and set(table.setup) == {root.name} and set(table.metric) == {"perplexity"}
@@ -168,7 +171,7 @@ def test_perturb_is_deterministic_and_resumes_after_the_stored_checkpoints(capsy
         assert code == 0, err
     table = pd.read_parquet(first / store.METRICS)
     pd.testing.assert_frame_equal(table, pd.read_parquet(second / store.METRICS))
-    assert len(table) == 3 * 2
+    assert len(table) == 3 * 2 + 1  # + the inflection row of the one gamma
 
     (second / store.METRICS).unlink()
     (second / store.CHUNKS / "00001.parquet").unlink()
@@ -187,6 +190,7 @@ def test_perturb_from_the_offline_hub_cache_records_the_commit(capsys, tmp_path,
     code, _, err = ovt(capsys, *argv)
     assert code == 0, err
     table = pd.read_parquet(out / store.METRICS)
+    table = table[table.metric != "inflection"]  # one checkpoint: its inflection is NaN
     assert set(table.setup) == {HUB_REPO} and list(table.checkpoint.unique()) == ["step20-tokens2K"]
     assert len(table) == 2
     revision, = store.read_manifest(out)["revisions"]

@@ -89,6 +89,9 @@ def add_parser(subparsers, parser_class: type[argparse.ArgumentParser] | None = 
     p.add_argument("--seeds", required=True, type=_int("--seeds"), help="draws per gamma (seeds 0..K-1)")
     p.add_argument("--scale", required=True, choices=("init", "relative", "absolute"),
                    help="sigma per tensor: init std, tensor RMS, or 1")
+    p.add_argument("--noise-device", default="cpu", choices=("cpu", "param"),
+                   help="where noise is drawn: cpu (same numbers on any device) or param (on the weights' "
+                        "device: much faster for 1B+ models on a GPU; still paired across checkpoints)")
     p.add_argument("--out", required=True, type=Path, help="run directory (resumable)")
     p.add_argument("--seq-len", type=_int("--seq-len"), default=128)
     p.add_argument("--batch-size", type=_int("--batch-size"), default=8)
@@ -194,6 +197,7 @@ class Plan:
     gammas: list[float]
     seeds: int
     scale: str
+    noise_device: str
     eval_path: Path
     eval_sha256: str
     blocks: object  # torch.Tensor [n_blocks, seq_len]
@@ -206,12 +210,15 @@ class Plan:
 
     def config(self) -> dict:
         """What the numbers depend on: a run directory holds one config, and a rerun of it resumes."""
-        return {
+        config = {
             "model": self.source, "revisions": [r.name for r in self.revisions], "gammas": self.gammas,
             "seeds": self.seeds, "scale": self.scale, "eval_sha256": self.eval_sha256,
             "seq_len": int(self.blocks.shape[1]), "n_blocks": int(self.blocks.shape[0]),
             "batch_size": self.batch_size, "dtype": self.dtype, "device": self.device,
         }
+        if self.noise_device != "cpu":  # the default is left out, so older run directories still resume
+            config["noise_device"] = self.noise_device
+        return config
 
 
 def _floats(flag: str, text: str) -> list[float]:
@@ -338,7 +345,7 @@ def plan_perturb(args) -> Plan:
     plan = Plan(
         model=args.model, source=source, is_folder=is_folder,
         setup=Path(source).name if is_folder else args.model, revisions=revisions, requested=requested,
-        gammas=gammas, seeds=args.seeds, scale=args.scale, eval_path=Path(args.eval_text).resolve(),
+        gammas=gammas, seeds=args.seeds, scale=args.scale, noise_device=args.noise_device, eval_path=Path(args.eval_text).resolve(),
         eval_sha256=hashlib.sha256(Path(args.eval_text).read_bytes()).hexdigest(), blocks=blocks,
         batch_size=args.batch_size, dtype=args.dtype, device=args.device, out=Path(args.out), quiet=args.quiet,
         args={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if not callable(v)},
@@ -476,7 +483,7 @@ def evaluate_checkpoint(plan: Plan, revision, model, progress=None) -> tuple[pd.
     results = [("none", float("nan"), 0, perplexity(model, plan.blocks, plan.batch_size))]
     if progress is not None:
         progress.update()
-    perturbation = Perturbation(model, plan.scale)  # one exact copy serves every draw of this checkpoint
+    perturbation = Perturbation(model, plan.scale, plan.noise_device)  # one exact copy serves every draw
     for gamma in plan.gammas:
         for seed in range(plan.seeds):
             with perturbation.draw(gamma, seed):

@@ -499,7 +499,6 @@ def run_perturb(plan: Plan) -> pd.DataFrame:
     from tqdm import tqdm
 
     from experiments import store
-    from experiments.run import now
     from llm_validation.checkpoints import load_checkpoint
 
     manifest_path = plan.out / store.MANIFEST
@@ -528,13 +527,21 @@ def run_perturb(plan: Plan) -> pd.DataFrame:
                 del model
     from experiments.llm_analysis import perturb_inflection_rows
 
-    table = pd.concat([pd.read_parquet(store.chunk_path(plan.out, i)) for i in range(len(plan.revisions))],
-                      ignore_index=True)
-    # Derived from the stored draws, so a resumed run derives the same rows.
-    table = pd.concat([table, perturb_inflection_rows(table)], ignore_index=True)
-    store.write_table(plan.out / store.METRICS, table)
+    return finish_run(plan.out, len(plan.revisions), manifest, perturb_inflection_rows)
+
+
+def finish_run(out: Path, n_checkpoints: int, manifest: dict, derive) -> pd.DataFrame:
+    """Write ``metrics.parquet`` = every checkpoint's stored chunk plus ``derive(chunks)``, and mark the
+    manifest complete. Derived rows come from the stored chunks alone, so a resumed run ends with the
+    same table as an uninterrupted one."""
+    from experiments import store
+    from experiments.run import now
+
+    table = pd.concat([pd.read_parquet(store.chunk_path(out, i)) for i in range(n_checkpoints)], ignore_index=True)
+    table = pd.concat([table, derive(table)], ignore_index=True)
+    store.write_table(out / store.METRICS, table)
     manifest.update(status="complete", finished=now(), n_rows=len(table))
-    store.write_json(manifest_path, manifest)
+    store.write_json(out / store.MANIFEST, manifest)
     return table
 
 

@@ -50,7 +50,7 @@ import pandas as pd
 
 from experiments.llm_cli import (
     DEVICES, DTYPES, RunFailure, _available, _commit, _floats, _int, _number, _resolve_revisions, _token_blocks,
-    _tokenizer, _unique, check_resumable, human_tokens, quiet_transformers, start_manifest, torch_threads,
+    _tokenizer, _unique, check_resumable, finish_run, human_tokens, quiet_transformers, start_manifest, torch_threads,
 )
 from experiments.run import UsageError
 
@@ -317,7 +317,6 @@ def run_finetune(plan: FinetunePlan) -> pd.DataFrame:
     from tqdm import tqdm
 
     from experiments import store
-    from experiments.run import now
     from llm_validation.checkpoints import load_checkpoint
     from llm_validation.finetune import lr_grid, tuned_lr
 
@@ -352,13 +351,7 @@ def run_finetune(plan: FinetunePlan) -> pd.DataFrame:
                 entry["diverged_lrs"] = [p.lr for p in points if p.diverged]
                 store.write_json(manifest_path, manifest)
                 del model
-    table = pd.concat([pd.read_parquet(store.chunk_path(plan.out, i)) for i in range(len(plan.revisions))],
-                      ignore_index=True)
-    table = pd.concat([table, inflection_rows(table)], ignore_index=True)
-    store.write_table(plan.out / store.METRICS, table)
-    manifest.update(status="complete", finished=now(), n_rows=len(table))
-    store.write_json(manifest_path, manifest)
-    return table
+    return finish_run(plan.out, len(plan.revisions), manifest, inflection_rows)
 
 
 def summary(table: pd.DataFrame) -> str:

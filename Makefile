@@ -33,6 +33,9 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/theory_speed.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/llm_perturb.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/pretrain_speed.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/finetune_speed.py
 
 clean:
 	rm -rf $(VENV) results

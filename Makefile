@@ -26,6 +26,7 @@ reproduce-quick: $(STAMP)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow" tests README.md --doctest-glob=README.md
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q --doctest-modules theory
 	HF_HUB_OFFLINE=1 JAX_ENABLE_X64=1 $(BIN)/python -m pytest -q -m "not slow" tests/theory
 
 test-slow: $(STAMP)

@@ -142,10 +142,13 @@ def worker(preset: str, blocks_list: list[int], seq_len: int, batch_size: int, r
 
 def held_at_peak(tensors: list[tuple[int, int, bool]]) -> int:
     """Most bytes a ``Perturbation`` and one draw hold at once, for tensors (numel, bytes per element,
-    float32 on the CPU): the exact copy of every tensor, plus the largest tensor's float32 noise and,
-    unless the parameter is float32 on the CPU, that noise converted to the parameter's dtype."""
+    float32 on the CPU): the exact copy of every tensor, plus one float32 noise chunk (at most
+    ``NOISE_CHUNK`` elements) and, unless the parameter is float32 on the CPU, that chunk cast."""
+    from llm_validation.perturb import NOISE_CHUNK
+
     copy = sum(numel * size for numel, size, _ in tensors)
-    return copy + max(numel * 4 + (0 if float32_cpu else numel * size) for numel, size, float32_cpu in tensors)
+    return copy + max(min(numel, NOISE_CHUNK) * (4 + (0 if float32_cpu else size))
+                      for numel, size, float32_cpu in tensors)
 
 
 # ------------------------------------------------------------------------------------------ report

@@ -3,9 +3,11 @@
     theta~_p = theta_p + gamma * sigma_p * eps_p,    eps_p ~ N(0, I),
 
 the paper's eps ~ N(0, gamma^2 Sigma) with Sigma the initialisation covariance when ``scale='init'``.
-eps_p is drawn on the CPU in float32 from a generator seeded by a stable hash of (seed, name of
-p), so draw ``seed`` is the same noise on every checkpoint of a series (paired comparisons) and on
-every device; it is then cast to the parameter's dtype and device.
+eps_p is drawn in float32, in chunks of ``NOISE_CHUNK`` elements, each from a generator seeded by a
+stable hash of (seed, name of p, chunk), so draw ``seed`` is the same noise on every checkpoint of a
+series (paired comparisons), and (drawn on the CPU, the default) on every device; each chunk is
+scaled, cast to the parameter's dtype and device, and added in place, so a draw never holds more
+than one chunk of noise.
 
 Perturbed parameters are the weights of ``nn.Linear`` and ``nn.Embedding`` modules. Under the
 declared init scheme of transformers models (``PreTrainedModel._init_weights``) these are
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 from collections.abc import Iterator
 
 import torch
@@ -55,17 +58,44 @@ def noise_scales(model: nn.Module, scale: str = "init") -> dict[str, float]:
     raise ValueError(f"scale={scale!r} is unknown; allowed: {', '.join(SCALES)}")
 
 
+NOISE_CHUNK = 1 << 20  # elements per generator: bounds the transient of a draw to 4 MiB per tensor
+
+
+def _chunk_noise(seed: int, name: str, chunk: int, numel: int, device) -> torch.Tensor:
+    # Python's hash() is salted per process; blake2b gives the same key in every run.
+    key = int.from_bytes(hashlib.blake2b(f"{seed}:{name}:{chunk}".encode(), digest_size=8).digest(), "little")
+    generator = torch.Generator(device=device).manual_seed(key)
+    return torch.randn(numel, generator=generator, dtype=torch.float32, device=device)
+
+
+def _chunks(numel: int):
+    for index, start in enumerate(range(0, numel, NOISE_CHUNK)):
+        yield index, start, min(start + NOISE_CHUNK, numel)
+
+
 def gaussian_noise(seed: int, name: str, shape: torch.Size | tuple[int, ...], device: str | torch.device = "cpu") -> torch.Tensor:
     """eps ~ N(0, I) in float32, a pure function of (seed, name, shape) on a given device type.
 
-    On the CPU (the default) the numbers are the same whatever device the model is on. A CUDA
-    generator seeded alike gives another, equally reproducible stream, still paired across the
-    checkpoints of a series; it spares the host the noise, which dominates the draw at OLMo scale.
+    The flattened tensor is cut into chunks of ``NOISE_CHUNK`` elements, each from its own generator
+    keyed by (seed, name, chunk), so a draw can be added chunk by chunk without materialising a
+    whole noise tensor. On the CPU (the default) the numbers are the same whatever device the model
+    is on; a CUDA generator seeded alike gives another, equally reproducible stream, still paired
+    across the checkpoints of a series, and spares the host the noise (dominant at OLMo scale).
     """
-    # Python's hash() is salted per process; blake2b gives the same key in every run.
-    key = int.from_bytes(hashlib.blake2b(f"{seed}:{name}".encode(), digest_size=8).digest(), "little")
-    generator = torch.Generator(device=device).manual_seed(key)
-    return torch.randn(tuple(shape), generator=generator, dtype=torch.float32, device=device)
+    numel = math.prod(shape)
+    parts = [_chunk_noise(seed, name, i, stop - start, device) for i, start, stop in _chunks(numel)]
+    return (torch.cat(parts) if parts else torch.empty(0, device=device)).reshape(tuple(shape))
+
+
+def add_noise_(param: torch.Tensor, seed: int, name: str, scale: float, device) -> None:
+    """param += scale * gaussian_noise(seed, name, param.shape), chunk by chunk (scaled in float32)."""
+    if not param.is_contiguous():  # no flat view to add into: one whole noise tensor instead
+        param.add_(gaussian_noise(seed, name, param.shape, device).mul_(scale).to(param.device, param.dtype))
+        return
+    flat = param.view(-1)
+    for index, start, stop in _chunks(flat.numel()):
+        noise = _chunk_noise(seed, name, index, stop - start, device).mul_(scale)
+        flat[start:stop].add_(noise.to(device=param.device, dtype=param.dtype))
 
 
 class Perturbation:
@@ -94,8 +124,7 @@ class Perturbation:
             with torch.no_grad():
                 for name, param in self.params.items():
                     device = "cpu" if self.noise_device == "cpu" else param.device
-                    noise = gaussian_noise(seed, name, param.shape, device).mul_(gamma * self.sigmas[name])
-                    param.add_(noise.to(device=param.device, dtype=param.dtype))
+                    add_noise_(param, seed, name, gamma * self.sigmas[name], device)
             yield self.sigmas
         finally:
             self.restore()

@@ -58,7 +58,7 @@ def noise_scales(model: nn.Module, scale: str = "init") -> dict[str, float]:
     raise ValueError(f"scale={scale!r} is unknown; allowed: {', '.join(SCALES)}")
 
 
-NOISE_CHUNK = 1 << 20  # elements per generator: bounds the transient of a draw to 4 MiB per tensor
+NOISE_CHUNK = 1 << 16  # elements per generator: a draw holds at most 256 KiB of noise at a time
 
 
 def _chunk_noise(seed: int, name: str, chunk: int, numel: int, device) -> torch.Tensor:

@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from experiments import llm_cli
+from experiments import compare, llm_cli
 from experiments.run import UsageError
 
 
@@ -38,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--out", type=Path, help="figure directory (default RESULTS/figures)")
 
     llm_cli.add_parser(sub)
+    compare.add_parser(sub, _Parser)
 
     r = sub.add_parser("reproduce", help="the main job: every theory figure (and the CPU LLM validation)")
     r.add_argument("--quick", action="store_true")
@@ -127,13 +128,19 @@ def _reproduce(args) -> int:
             for path in future.result():
                 if not args.quiet:
                     print(path)
+    # Theory meets data: fit, predict held-out inflections, overlay (into OUT/compare).
+    results = [args.out / "theory"] + ([] if args.theory_only else [args.out / "llm"])
+    for path in compare.compare(results, args.out / "compare", quiet=args.quiet):
+        if not args.quiet:
+            print(path)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
-        return {"theory": _theory, "figures": _figures, "reproduce": _reproduce, "llm": llm_cli.run}[args.command](args)
+        return {"theory": _theory, "figures": _figures, "reproduce": _reproduce, "llm": llm_cli.run,
+                "compare": compare.run}[args.command](args)
     except (UsageError, ValueError) as err:
         # Config checks raise ValueError before anything is written; both are bad input.
         print(f"ovt: error: {err}", file=sys.stderr)

@@ -29,6 +29,8 @@ MODIFICATIONS = ("none", "gaussian", "finetune")
 MANIFEST = "manifest.json"
 METRICS = "metrics.parquet"
 CHUNKS = "chunks"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 @contextlib.contextmanager
@@ -40,6 +42,7 @@ def atomic_path(path: Path):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the result should read like any new file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -1,0 +1,147 @@
+"""``ovt compare``: recovery of known power laws within bootstrap intervals, held-out T* on theory data,
+and the CLI contract (exit 2 with one line, nothing written)."""
+
+import argparse
+import dataclasses
+import json
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from experiments import cli, compare, presets, store
+from experiments.run import UsageError, run_theory
+from theory.phenomenology import Decomposition
+
+TRUE = Decomposition(E=2.5, A=474.0, alpha=0.5, C=9.5e-5, p=2.0, beta=0.5)
+TOKENS = np.geomspace(1e5, 1e7, 12)
+GAMMAS = (0.5, 1.0, 2.0)
+
+
+def ovt(capsys, *argv):
+    """``ovt compare ...`` through ``cli``'s parser and error handling (``compare`` added where ``cli``
+    does not wire it yet)."""
+    parser = cli._parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    if "compare" not in sub.choices:
+        compare.add_parser(sub, cli._Parser)
+    try:
+        code = compare.run(parser.parse_args(list(argv)))
+    except (UsageError, ValueError) as err:
+        print(f"ovt: error: {err}", file=sys.stderr)
+        code = 2
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _rows(T, modification, values, gamma=np.nan, seed=0, metric="perplexity", source="llm"):
+    n = len(T)
+    return pd.DataFrame({
+        "source": source, "setup": "synthetic", "checkpoint": [f"tokens{t:.0f}" for t in T], "pretrain_time": T,
+        "modification": modification, "gamma": gamma, "lr": np.nan, "steps": np.nan, "reg": np.nan,
+        "seed": seed, "metric": metric, "value": values if np.ndim(values) else np.full(n, values)})
+
+
+def write_store(path, frame, command="llm perturb"):
+    store.write_table(path / store.METRICS, frame)
+    store.write_json(path / store.MANIFEST, {"command": command})
+    return path
+
+
+def synthetic_perturb_store(path, draws=16, seed=1):
+    """An LLM perturb store from known power laws: log perplexity = L(T) + S(T, gamma), the base with
+    0.3% noise, each draw's excess with 10% log-normal noise."""
+    rng = np.random.default_rng(seed)
+    base = TRUE.base(TOKENS) * np.exp(0.003 * rng.standard_normal(TOKENS.size))
+    frames = [_rows(TOKENS, "none", np.exp(base))]
+    for gamma in GAMMAS:
+        for k in range(draws):
+            noisy = TRUE.excess(TOKENS, gamma) * np.exp(0.1 * rng.standard_normal(TOKENS.size))
+            frames.append(_rows(TOKENS, "gaussian", np.exp(base + noisy), gamma=gamma, seed=k))
+    return write_store(path, pd.concat(frames, ignore_index=True))
+
+
+def test_known_power_laws_are_recovered_within_their_intervals(tmp_path):
+    """95% intervals: over generator seeds 0..11, 9 cover all six parameters and T*; the store uses seed 1."""
+    run = synthetic_perturb_store(tmp_path / "run")
+    families, skipped = compare.families(store.load([run]), "synthetic")
+    assert not skipped and len(families) == 1
+    fam = families[0]
+    fam.mask = compare.fit_window(fam.T, fam.base[:, 0], None)
+    assert fam.mask.all()  # an LLM curve keeps every checkpoint
+    entry = compare.fit_family(fam, n_boot=100, seed=0, window=None, rank=32)
+    assert entry["bootstrap"]["excess"] == "seeds" and entry["bootstrap"]["base"] == "log residuals"
+    for name, true in dataclasses.asdict(TRUE).items():
+        lo, hi = entry["decomposition"][name]["interval"]
+        assert lo <= true <= hi, (name, true, lo, hi)
+        assert entry["decomposition"][name]["value"] == pytest.approx(true, rel=0.3, abs=0.05)
+    # In range, the closed-form T* of the fit is the true one within its interval, and the held-out
+    # prediction of the middle gamma lands within 20%.
+    middle = entry["t_star"][1]
+    lo, hi = middle["fit"]["interval"]
+    assert lo <= TRUE.t_star(1.0) <= hi
+    held = {row["size"]: row for row in entry["held_out"]["per_size"]}
+    assert held[1.0]["predicted"]["value"] == pytest.approx(TRUE.t_star(1.0), rel=0.2)
+
+
+@pytest.fixture(scope="module")
+def theory_store(tmp_path_factory):
+    """The quick ``gaussian`` preset at three gammas, run by the real sweep."""
+    out = tmp_path_factory.mktemp("theory") / "gaussian"
+    cfg = dataclasses.replace(presets.get("gaussian", quick=True), n_t=31)
+    run_theory(cfg, "gaussian", out, quiet=True)
+    return out
+
+
+def test_held_out_t_star_on_theory_data(capsys, tmp_path, theory_store):
+    out = tmp_path / "compare"
+    code, stdout, _ = ovt(capsys, "compare", "--results", str(theory_store), "--out", str(out), "--bootstrap", "20",
+                          "--quiet")
+    assert code == 0 and stdout == ""
+    fits = json.loads((out / "fits.json").read_text())
+    (entry,) = [e for e in fits["families"] if e["modification"] == "gaussian"]
+    held = entry["held_out"]
+    assert held["n_compared"] == 3
+    for row in held["per_size"]:  # every held-out gamma's T* within a factor 1.5 of the observed one
+        assert abs(np.log(row["predicted"]["value"] / row["observed"]["value"])) < np.log(1.5), row
+    lin = entry["linear_model"]
+    assert lin["params"]["alpha_s"] == pytest.approx(1.0, rel=0.05)  # the preset's spectrum s_i = 1/i
+    assert lin["median_abs_log_t_star_error"] < 0.2
+    assert any("one modification size" in reason for reason in fits["skipped"])  # finetune: one lr
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == ["compare_gaussian_gaussian.png"] and (out / "compare_gaussian_gaussian.png").stat().st_size > 0
+
+
+def _base_only(T):
+    return _rows(T, "none", np.exp(TRUE.base(T)))
+
+
+@pytest.mark.parametrize("make, needle", [
+    (lambda: _rows(TOKENS, "none", 1.0, metric="accuracy"), "no empirical rows"),
+    (lambda: pd.concat([_base_only(TOKENS[:1]), _rows(TOKENS[:1], "gaussian", 50.0, gamma=1.0),
+                        _rows(TOKENS[:1], "gaussian", 60.0, gamma=2.0)]), "1 checkpoint(s)"),
+    (lambda: _base_only(TOKENS), "no modification rows"),
+    (lambda: pd.concat([_base_only(TOKENS), _rows(TOKENS, "gaussian", 60.0, gamma=1.0)]), "one modification size"),
+])
+def test_bad_stores_exit_2_with_one_line_and_write_nothing(capsys, tmp_path, make, needle):
+    run = write_store(tmp_path / "run", make().reset_index(drop=True))
+    out = tmp_path / "out"
+    code, _, err = ovt(capsys, "compare", "--results", str(run), "--out", str(out))
+    assert code == 2 and err.count("\n") == 1 and needle in err, err
+    assert not out.exists()
+
+
+def test_bad_arguments_exit_2(capsys, tmp_path):
+    run = synthetic_perturb_store(tmp_path / "run", draws=2)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for argv, needle in [
+        (["--results", str(tmp_path / "missing")], "does not exist"),
+        (["--results", str(run), "--out", str(blocker / "out")], "not writable"),
+        (["--results", str(run), "--window", "5,1"], "0 < TMIN < TMAX"),
+        (["--results", str(run), "--bootstrap", "-1"], "must be >= 0"),
+    ]:
+        code, _, err = ovt(capsys, "compare", *argv)
+        assert code == 2 and err.count("\n") == 1 and needle in err, err
+    assert not (run / "compare").exists()

@@ -1,0 +1,295 @@
+"""Fitting the theory to measured curves (issue 7): the power-law decomposition and the linear model.
+
+The decomposition is the theory's own: a modified model's loss is the base loss plus a sensitivity,
+
+    L(T) = E + A T^(-alpha),        S(T, m) = C m^p T^beta,
+
+with m the modification size (gamma for Gaussian noise, lr x steps for fine-tuning). Setting
+d(L + S)/dT = -alpha A T^(-alpha-1) + beta C m^p T^(beta-1) = 0 gives the minimum of L + S,
+
+    T*(m) = (alpha A / (beta C m^p))^(1 / (alpha + beta)),
+
+a closed-form inflection that moves earlier as m^(-p / (alpha + beta)). Both parts are fitted in log
+space: L by bounded least squares from a few starts, log S = log C + p log m + beta log T by
+ordinary least squares.
+
+The linear model is the aligned balanced depth-2 network of ``protocol.closed_form_curves`` with a
+power-law spectrum s_i = s1 i^(-alpha_s) (i = 1..rank), square widths d = rank and noise std
+sigma = 1/sqrt(rank), read on an empirical axis through T_flow = kappa * T and an additive floor E
+(the irreducible loss of real data). A modification enters through one reference scale: Gaussian
+noise of size gamma is theory noise ``ref * gamma``; fine-tuning of size m = lr x steps is flow time
+``ref * m`` toward B = the reversed spectrum. NumPy/SciPy drive the fits; JAX evaluates the model and
+its Jacobian. No I/O.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy import optimize
+
+from theory import protocol, tasks
+
+MODIFICATIONS = ("gaussian", "finetune")
+N_STARTS = 6
+
+
+# ------------------------------------------------------------------------- power-law decomposition
+
+
+@dataclasses.dataclass(frozen=True)
+class Decomposition:
+    """L(T) = E + A T^(-alpha) and S(T, m) = C m^p T^beta (T and m in the data's own units)."""
+
+    E: float
+    A: float
+    alpha: float
+    C: float
+    p: float
+    beta: float
+
+    def base(self, T):
+        return self.E + self.A * np.asarray(T, float) ** (-self.alpha)
+
+    def excess(self, T, m):
+        return self.C * np.asarray(m, float) ** self.p * np.asarray(T, float) ** self.beta
+
+    def modified(self, T, m):
+        return self.base(T) + self.excess(T, m)
+
+    def t_star(self, m):
+        return inflection_time(m, self.A, self.alpha, self.C, self.p, self.beta)
+
+
+def inflection_time(m, A, alpha, C, p, beta):
+    """T*(m) = (alpha A / (beta C m^p))^(1/(alpha + beta)): the argmin over T of E + A T^-alpha + C m^p T^beta.
+
+    Infinite where the sensitivity does not grow (beta <= 0 or C <= 0): then L + S only falls.
+
+    >>> round(float(inflection_time(1.0, A=1.0, alpha=1.0, C=1.0, p=2.0, beta=1.0)), 6)
+    1.0
+    """
+    m = np.asarray(m, float)
+    if not (beta > 0 and C > 0 and alpha > 0 and A > 0):
+        return np.full(m.shape, np.inf)[()]
+    with np.errstate(over="ignore"):  # exponents near 0 put T* beyond any float: infinity, "never"
+        return (alpha * A / (beta * C * m**p)) ** (1.0 / (alpha + beta))
+
+
+@dataclasses.dataclass(frozen=True)
+class Goodness:
+    """Residuals in log space: root mean square and R^2 of the log values."""
+
+    rmse_log: float
+    r2_log: float
+    n: int
+
+
+def goodness(log_observed, log_predicted) -> Goodness:
+    y, f = np.asarray(log_observed, float), np.asarray(log_predicted, float)
+    ss_res = float(np.sum((y - f) ** 2))
+    ss_tot = float(np.sum((y - y.mean()) ** 2))
+    return Goodness(float(np.sqrt(ss_res / y.size)), 1.0 - ss_res / ss_tot if ss_tot > 0 else np.nan, int(y.size))
+
+
+def fit_base(T, L, start: tuple[float, float, float] | None = None) -> tuple[tuple[float, float, float], Goodness]:
+    """(E, A, alpha) of L = E + A T^-alpha by least squares on log L, E in [0, min L], alpha in (0, 10].
+
+    Needs >= 3 distinct T. Starts from ``start`` alone, else from a small grid of (E, alpha) and keeps
+    the lowest cost. T is scaled by its geometric mean inside, so A is well conditioned; A is returned
+    in the units of T.
+    """
+    T, L = np.asarray(T, float), np.asarray(L, float)
+    if np.unique(T).size < 3 or np.any(L <= 0) or np.any(T <= 0):
+        raise ValueError(f"a base fit needs >= 3 distinct T > 0 and L > 0; got T={np.unique(T).tolist()}")
+    t_ref = float(np.exp(np.mean(np.log(T))))
+    x, y, e_max = np.log(T / t_ref), np.log(L), float(L.min())
+
+    def residual(q):
+        return np.log(q[0] + np.exp(q[1] - q[2] * x)) - y
+
+    def jacobian(q):
+        power = np.exp(q[1] - q[2] * x)
+        f = q[0] + power
+        return np.stack([1.0 / f, power / f, -x * power / f], axis=1)
+
+    lower, upper = [0.0, -60.0, 1e-4], [e_max, 60.0, 10.0]
+    if start is not None:
+        E0, A0, alpha0 = start
+        starts = [(min(max(E0, 0.0), e_max), np.log(A0 / t_ref**alpha0), alpha0)]
+    else:
+        level = float(np.exp(np.mean(y)))
+        starts = [(E, np.log(max(level - E, 1e-3 * level)), a)
+                  for E, a in itertools.product((0.0, 0.5 * e_max, 0.9 * e_max), (0.3, 1.0, 2.0))]
+    best = None
+    for q0 in starts:
+        q0 = np.clip(q0, lower, upper)
+        fit = optimize.least_squares(residual, q0, jac=jacobian, bounds=(lower, upper), x_scale="jac", max_nfev=200)
+        if best is None or fit.cost < best.cost:
+            best = fit
+    E, log_a, alpha = best.x
+    return (float(E), float(np.exp(log_a) * t_ref**alpha), float(alpha)), goodness(y, y + best.fun)
+
+
+def fit_sensitivity(T, m, S) -> tuple[tuple[float, float, float], Goodness]:
+    """(C, p, beta) of S = C m^p T^beta by ordinary least squares on log S over points with S > 0.
+
+    Needs >= 2 distinct m and >= 2 distinct T among them (else p or beta is not identified).
+    """
+    T, m, S = (np.asarray(v, float).ravel() for v in (T, m, S))
+    keep = (S > 0) & np.isfinite(S)
+    T, m, S = T[keep], m[keep], S[keep]
+    if np.unique(m).size < 2 or np.unique(T).size < 2:
+        raise ValueError(f"a sensitivity fit needs >= 2 sizes and >= 2 times with S > 0; got m={np.unique(m).tolist()}")
+    X = np.stack([np.ones_like(T), np.log(m), np.log(T)], axis=1)
+    y = np.log(S)
+    coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+    return (float(np.exp(coef[0])), float(coef[1]), float(coef[2])), goodness(y, X @ coef)
+
+
+# ------------------------------------------------------------------------------------ linear model
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearModel:
+    """s_i = s1 i^(-alpha_s), init strength u0, T_flow = kappa * T, floor E, ``rank`` modes."""
+
+    alpha_s: float
+    s1: float
+    u0: float
+    kappa: float
+    E: float
+    rank: int
+    at_bounds: tuple[str, ...] = ()  # parameters the fit left on a bound of its box: not identified
+
+    @property
+    def q(self) -> np.ndarray:
+        """The fitted coordinates (log kappa, alpha_s, log s1, log u0/s1, E)."""
+        return np.array([np.log(self.kappa), self.alpha_s, np.log(self.s1), np.log(self.u0 / self.s1), self.E])
+
+    def curves(self, T, modification: str = "gaussian", sizes=(0.0,)):
+        """(E + L_A(kappa T), excess under each theory size): the clean loss on the empirical axis T and
+        one excess curve per entry of ``sizes`` (the theory's gamma, or its fine-tuning time tau)."""
+        T_pad, n = _padded(T)
+        sizes_pad, k = _padded(sizes)
+        loss, excess = _batched(self.rank, modification)(jnp.asarray(self.q), T_pad, sizes_pad)
+        return np.asarray(loss[0, :n], float), np.asarray(excess[:k, :n], float)
+
+
+def _padded(x, least: int = 128):
+    """``x`` repeated at its end up to a power-of-two length (>= ``least``), and its true length: every
+    grid then reuses one of a few compiled shapes instead of compiling its own."""
+    x = np.atleast_1d(np.asarray(x, float))
+    size = max(least, 1 << (x.size - 1).bit_length())
+    return jnp.asarray(np.concatenate([x, np.full(size - x.size, x[-1])])), x.size
+
+
+def _model(rank: int, modification: str):
+    """(q, T, theory size) -> (E + L_A(kappa T), excess), q = (log kappa, alpha_s, log s1, log u0/s1, E)."""
+    if modification not in MODIFICATIONS:
+        raise ValueError(f"modification={modification!r} is not allowed; choose one of: {', '.join(MODIFICATIONS)}")
+    sigma = rank**-0.5
+
+    def model(q, T, size):
+        s = tasks.power_law_spectrum(rank, jnp.exp(q[2]), q[1])
+        c = protocol.closed_form_curves(
+            s, tasks.reversed_spectrum(s), jnp.exp(q[2] + q[3]), jnp.exp(q[0]) * T,
+            gamma=size if modification == "gaussian" else 0.0, sigma1=sigma, sigma2=sigma,
+            d_in=rank, h=rank, d_out=rank, tau=size if modification == "finetune" else 0.0)
+        excess = c.excess if modification == "gaussian" else c.finetuned_pretrain_loss - c.pretrain_loss
+        return q[4] + c.pretrain_loss, excess
+
+    return model
+
+
+@functools.lru_cache(maxsize=None)
+def _batched(rank: int, modification: str):
+    """jit(q, T, sizes) -> the model vmapped over theory sizes."""
+    return jax.jit(jax.vmap(_model(rank, modification), in_axes=(None, None, 0)))
+
+
+@functools.lru_cache(maxsize=None)
+def _log_base(rank: int):
+    """jit(q, T) -> log(E + L_A(kappa T)), and its Jacobian in q."""
+    model = _model(rank, "gaussian")
+
+    def log_base(q, T):
+        return jnp.log(jnp.maximum(model(q, T, 0.0)[0], 1e-30))
+
+    return jax.jit(log_base), jax.jit(jax.jacfwd(log_base))
+
+
+def fit_linear_model(T, L, rank: int = 32) -> tuple[LinearModel, Goodness]:
+    """Fit (alpha_s, s1, u0, kappa, E) so that E + L_A(kappa T) matches the base curve L in log space.
+
+    Bounded least squares (alpha_s in [0.05, 4], u0/s1 in [1e-12, 0.1], E in [0, min L]) from the
+    ``N_STARTS`` best of a grid of log-spaced starts: alpha_s in {0.5, 1, 2}, u0/s1 in {1e-6, 1e-3},
+    E in {0, min L / 2}, s1 from the loss drop, kappa placing the first mode's learning time at the
+    first or the middle T.
+    """
+    T, L = np.asarray(T, float), np.asarray(L, float)
+    if np.unique(T).size < 3 or np.any(L <= 0):
+        raise ValueError(f"a linear-model fit needs >= 3 distinct T and L > 0; got T={np.unique(T).tolist()}")
+    residual_of, jacobian_of = _log_base(rank)
+    y, e_max = np.log(L), float(L.min())
+    T_pad, n = _padded(T)
+
+    def residual(q):
+        return np.asarray(residual_of(jnp.asarray(q), T_pad), float)[:n] - y
+
+    def jacobian(q):
+        return np.asarray(jacobian_of(jnp.asarray(q), T_pad), float)[:n]
+
+    t_lo, t_mid = float(T.min()), float(np.exp(np.mean(np.log(T))))
+    lower = [np.log(1e-12 / T.max()), 0.05, np.log(1e-4 * np.sqrt(e_max)), np.log(1e-12), 0.0]
+    upper = [np.log(1e12 / t_lo), 4.0, np.log(1e4 * np.sqrt(L.max())), np.log(0.1), e_max]
+    starts = []
+    grid = itertools.product((0.5, 1.0, 2.0), (1e-6, 1e-3), (0.0, 0.5 * e_max), (t_lo, t_mid))
+    for alpha_s, ratio, E, t_first in grid:
+        norm = float(np.sum(np.arange(1, rank + 1, dtype=float) ** (-2 * alpha_s)))
+        s1 = np.sqrt(2 * max(L.max() - E, 1e-6 * L.max()) / norm)
+        kappa = np.log(1 / ratio) / (2 * s1) / t_first  # mode 1 learned at t_first
+        starts.append(np.clip([np.log(kappa), alpha_s, np.log(s1), np.log(ratio), E], lower, upper))
+    # Least squares from the N_STARTS starts that already fit best: the others rarely win and cost most.
+    starts.sort(key=lambda q0: float(np.sum(residual(q0) ** 2)))
+    best = None
+    for q0 in starts[:N_STARTS]:
+        fit = optimize.least_squares(residual, q0, jac=jacobian, bounds=(lower, upper), x_scale="jac", max_nfev=200)
+        if best is None or fit.cost < best.cost:
+            best = fit
+    log_kappa, alpha_s, log_s1, log_ratio, E = best.x
+    names = ("kappa", "alpha_s", "s1", "u0/s1", "E")
+    at_bounds = tuple(n for n, active in zip(names, best.active_mask) if active)
+    model = LinearModel(float(alpha_s), float(np.exp(log_s1)), float(np.exp(log_s1 + log_ratio)),
+                        float(np.exp(log_kappa)), float(E), rank, at_bounds)
+    return model, goodness(y, y + best.fun)
+
+
+def fit_reference(model: LinearModel, modification: str, T, size: float, S) -> float:
+    """The one reference scale (theory gamma, or tau, per unit of the size) whose predicted excess best
+    matches the measured excess S(T) of one size in log space; points with S <= 0 are left out.
+
+    A grid of 97 values of ref * size (1e-6 .. 1e6, eighth decades), then a bounded refinement
+    around the best.
+    """
+    T, S = np.asarray(T, float), np.asarray(S, float)
+    keep = S > 0
+    if not keep.any():
+        raise ValueError(f"size {size:g} has no positive excess to fit the {modification} reference on")
+    T, y = T[keep], np.log(S[keep])
+
+    def cost(log_theory_sizes):
+        _, excess = model.curves(T, modification, np.exp(np.atleast_1d(log_theory_sizes)))
+        return np.sum((np.log(np.maximum(excess, 1e-30)) - y) ** 2, axis=-1)
+
+    grid = np.log(np.logspace(-6, 6, 97))
+    i = int(np.argmin(cost(grid)))
+    step = grid[1] - grid[0]
+    best = optimize.minimize_scalar(lambda v: float(cost(v)[0]), bounds=(grid[i] - step, grid[i] + step),
+                                    method="bounded")
+    return float(np.exp(best.x) / size)

@@ -3,7 +3,8 @@
 Modules follow THEORY.md one concept each: ``tasks`` (teachers A, B), ``network`` (depth-L linear
 networks and their init), ``closed_form`` (per-mode logistic laws), ``simulate`` (gradient flow and
 optax optimisers over ``lax.scan``), ``perturbation`` (Gaussian noise, exact and Monte-Carlo),
-``finetune`` (fine-tuning with an optional L2 pull), ``measure`` (sharpness, trace, inflection) and
-``protocol`` (the whole pre-train -> modify -> measure pipeline over a grid of pre-training times).
+``finetune`` (fine-tuning with an optional L2 pull), ``measure`` (sharpness, trace, inflection),
+``protocol`` (the whole pre-train -> modify -> measure pipeline over a grid of pre-training times) and
+``phenomenology`` (the power-law decomposition L + S and its closed-form inflection T*(m)).
 No module does file or terminal I/O.
 """

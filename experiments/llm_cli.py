@@ -442,6 +442,13 @@ def _sigma_summary(plan: Plan, checkpoint: str, sigmas: dict[str, float]) -> dic
     }
 
 
+def revision_entries(plan, **extra) -> list[dict]:
+    """The manifest's record of every resolved revision (step, tokens, what chose it, hub commit)."""
+    return [{"name": r.name, "step": r.step, "tokens": r.tokens, "stage": r.stage,
+             "requested_tokens": plan.requested.get(r.name), "commit": _commit(plan, r.name), **extra}
+            for r in plan.revisions]
+
+
 def _new_manifest(plan: Plan) -> dict:
     from experiments.run import git_commit, now, versions
 
@@ -450,9 +457,7 @@ def _new_manifest(plan: Plan) -> dict:
         "command": "llm perturb", "source": "llm", "setup": plan.setup, "args": plan.args,
         "config": plan.config(), "model": plan.model, "model_source": plan.source,
         "model_kind": "folder" if plan.is_folder else "hub",
-        "revisions": [{"name": r.name, "step": r.step, "tokens": r.tokens, "stage": r.stage,
-                       "requested_tokens": plan.requested.get(r.name), "commit": _commit(plan, r.name)}
-                      for r in plan.revisions],
+        "revisions": revision_entries(plan),
         "eval": {"path": str(plan.eval_path), "sha256": plan.eval_sha256, "n_blocks": int(n_blocks),
                  "seq_len": int(seq_len), "n_tokens": int(n_blocks * (seq_len - 1)),
                  "tokenization": f"identical token ids under the tokenizers of all {len(plan.revisions)} checkpoints; "

@@ -50,7 +50,8 @@ import pandas as pd
 
 from experiments.llm_cli import (
     DEVICES, DTYPES, RunFailure, _available, _commit, _floats, _int, _number, _resolve_revisions, _token_blocks,
-    _tokenizer, _unique, check_resumable, finish_run, human_tokens, quiet_transformers, start_manifest, torch_threads,
+    _tokenizer, _unique, check_resumable, finish_run, human_tokens, quiet_transformers, revision_entries,
+    start_manifest, torch_threads,
 )
 from experiments.run import UsageError
 
@@ -232,9 +233,7 @@ def _new_manifest(plan: FinetunePlan) -> dict:
         "command": "llm finetune", "source": "llm", "setup": plan.setup, "args": plan.args,
         "config": plan.config(), "model": plan.model, "model_source": plan.source,
         "model_kind": "folder" if plan.is_folder else "hub",
-        "revisions": [{"name": r.name, "step": r.step, "tokens": r.tokens, "stage": r.stage,
-                       "requested_tokens": plan.requested.get(r.name), "commit": _commit(plan, r.name),
-                       "tuned_lr": None} for r in plan.revisions],
+        "revisions": revision_entries(plan, tuned_lr=None),
         "data": {**plan.data, "format": plan.fmt, "seq_len": int(seq_len),
                  "tokenizer": f"the tokenizer of {plan.revisions[0].name}"},
         "mc": plan.mc,

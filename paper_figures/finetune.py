@@ -36,13 +36,19 @@ def settings(frame: pd.DataFrame, with_lr: bool = True) -> str:
     return f"fine-tuning: {lr}{int(ft.steps)} GD steps"
 
 
-def draw(frame: pd.DataFrame, out_dir: Path, name: str = "finetune") -> list[Path]:
-    """(a) L_A after fine-tuning vs T per lr with the stored T*; (b) L_B after fine-tuning per lr."""
-    colours = style.ordered_colours(style.family(style.curve_rows(frame, "finetune", "pretrain_loss"), "lr"))
+def sweep_figure(frame: pd.DataFrame, out_dir: Path, name: str, by: str, claim_a: str, claim_b: str) -> list[Path]:
+    """(a) L_A after fine-tuning vs T, one curve per value of ``by``, with the stored T*; (b) L_B
+    after fine-tuning. ``claim_a`` / ``claim_b``: the second title line of each panel."""
+    colours = style.ordered_colours(style.family(style.curve_rows(frame, "finetune", "pretrain_loss"), by))
     with style.panels(2) as (fig, (ax_a, ax_b)):
-        forgetting_panel(ax_a, frame, "lr", colours)
-        style.title(ax_a, "a", "Pre-training loss after fine-tuning", r"U-shaped; $T^*$ earlier for larger lr")
-        in_task_panel(ax_b, frame, "lr", colours)
-        style.title(ax_b, "b", "In-task loss after fine-tuning", "lower for larger lr")
-        style.legend(fig, title=settings(frame, with_lr=False), extra=[style.inflection_handle()])
+        forgetting_panel(ax_a, frame, by, colours)
+        style.title(ax_a, "a", "Pre-training loss after fine-tuning", claim_a)
+        in_task_panel(ax_b, frame, by, colours)
+        style.title(ax_b, "b", "In-task loss after fine-tuning", claim_b)
+        style.legend(fig, title=settings(frame, with_lr=by != "lr"), extra=[style.inflection_handle()])
         return style.save(fig, out_dir, name)
+
+
+def draw(frame: pd.DataFrame, out_dir: Path, name: str = "finetune") -> list[Path]:
+    """Fine-tuning at several lr: forgetting U-shaped with T* earlier for larger lr; in-task loss."""
+    return sweep_figure(frame, out_dir, name, "lr", r"U-shaped; $T^*$ earlier for larger lr", "lower for larger lr")

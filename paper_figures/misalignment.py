@@ -7,17 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from paper_figures import finetune, style
+from paper_figures import finetune
 
 
 def draw(frame: pd.DataFrame, out_dir: Path, name: str = "misalignment") -> list[Path]:
-    """(a) L_A after fine-tuning vs T per theta with the stored T*; (b) L_B after fine-tuning per theta."""
-    colours = style.ordered_colours(style.family(style.curve_rows(frame, "finetune", "pretrain_loss"), "theta"))
-    with style.panels(2) as (fig, (ax_a, ax_b)):
-        finetune.forgetting_panel(ax_a, frame, "theta", colours)
-        style.title(ax_a, "a", "Pre-training loss after fine-tuning",
-                    r"U-shaped; the late rise fades as $\theta$ grows")
-        finetune.in_task_panel(ax_b, frame, "theta", colours)
-        style.title(ax_b, "b", "In-task loss after fine-tuning", r"per principal angle $\theta$ of B to A")
-        style.legend(fig, title=finetune.settings(frame), extra=[style.inflection_handle()])
-        return style.save(fig, out_dir, name)
+    """Fine-tuning with B rotated by theta: L_A and L_B after fine-tuning vs T per value, stored T* marked."""
+    return finetune.sweep_figure(frame, out_dir, name, "theta", r"U-shaped; the late rise fades as $\theta$ grows",
+                                 r"per principal angle $\theta$ of B to A")

@@ -91,6 +91,12 @@ def use_offline_cache(monkeypatch: pytest.MonkeyPatch, home: Path) -> Path:
     return cache
 
 
+@pytest.fixture
+def empty_offline_cache(monkeypatch, tmp_path):
+    """An empty offline hub cache, so no test reads the machine's cache or the network."""
+    return use_offline_cache(monkeypatch, tmp_path / "hf")
+
+
 @pytest.fixture(scope="session")
 def tokenizer() -> PreTrainedTokenizerFast:
     return make_tokenizer()

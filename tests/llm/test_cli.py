@@ -19,7 +19,7 @@ from llm_validation import checkpoints
 from llm_validation.evaluate import load_token_blocks, perplexity
 from llm_validation.perturb import perturbed
 
-from .conftest import HUB_REPO, make_tokenizer, tiny_corpus, use_offline_cache
+from .conftest import HUB_REPO, make_tokenizer, tiny_corpus
 
 
 def _cli_dispatches_llm() -> bool:
@@ -52,13 +52,8 @@ def ovt(capsys, *argv):
     return code, captured.out, captured.err
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "empty_offline_cache")
 
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch, tmp_path):
-    """An empty offline hub cache, so no test reads the machine's cache or the network."""
-    return use_offline_cache(monkeypatch, tmp_path / "hf")
 
 
 @pytest.fixture(scope="module")

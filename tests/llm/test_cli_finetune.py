@@ -20,7 +20,7 @@ from llm_validation.finetune import FinetuneConfig, lr_grid
 from llm_validation.finetune_data import load_examples
 from theory.measure import inflection
 
-from .conftest import tiny_corpus, use_offline_cache
+from .conftest import tiny_corpus
 
 NAMES = ["step10-tokens1K", "step20-tokens2K", "step40-tokens5K"]
 LRS = (3e-3, 1e-4)
@@ -39,12 +39,8 @@ def finetune_args(model, data, eval_text, out, *extra, lrs=LRS, fmt="text", whic
             "--lrs", ",".join(map(str, lrs)), "--eval-text", eval_text, "--out", out, *SMALL, *extra)
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "empty_offline_cache")
 
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch, tmp_path):
-    return use_offline_cache(monkeypatch, tmp_path / "hf")
 
 
 @pytest.fixture(scope="module")

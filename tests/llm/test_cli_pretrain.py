@@ -15,7 +15,6 @@ from experiments import cli, llm_pretrain_cli, store
 from llm_validation import checkpoints, evaluate, pretrain
 from llm_validation.evaluate import load_token_blocks, perplexity
 
-from .conftest import use_offline_cache
 
 # 4 x 32 = 128 tokens a step: 1K, 2K, 4K tokens are 8, 16 and 31 steps of a ~20k-parameter model.
 SERIES = ("--preset", "20k", "--corpus", "synthetic", "--max-train-chars", "20000", "--seq-len", "32",
@@ -33,12 +32,8 @@ def pretrain_args(out, budgets="1K,2K,4K", *extra):
     return ("llm", "pretrain", "--budgets", budgets, "--out", out, *SERIES, *extra)
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "empty_offline_cache")
 
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch, tmp_path):
-    return use_offline_cache(monkeypatch, tmp_path / "hf")
 
 
 @pytest.fixture(scope="module")

@@ -55,7 +55,6 @@ def ovt(capsys, *argv):
 pytestmark = pytest.mark.usefixtures("one_torch_thread", "empty_offline_cache")
 
 
-
 @pytest.fixture(scope="module")
 def eval_text(tmp_path_factory):
     path = tmp_path_factory.mktemp("eval") / "held_out.txt"

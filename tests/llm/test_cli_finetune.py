@@ -42,7 +42,6 @@ def finetune_args(model, data, eval_text, out, *extra, lrs=LRS, fmt="text", whic
 pytestmark = pytest.mark.usefixtures("one_torch_thread", "empty_offline_cache")
 
 
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """(fine-tuning text, eval text): pseudo-English lines of two different seeds."""

@@ -35,7 +35,6 @@ def pretrain_args(out, budgets="1K,2K,4K", *extra):
 pytestmark = pytest.mark.usefixtures("one_torch_thread", "empty_offline_cache")
 
 
-
 @pytest.fixture(scope="module")
 def series(tmp_path_factory):
     """The series built once through the CLI; treat as read-only."""

@@ -449,23 +449,31 @@ def revision_entries(plan, **extra) -> list[dict]:
             for r in plan.revisions]
 
 
-def _new_manifest(plan: Plan) -> dict:
+def manifest_head(plan, command: str, revision_extra: dict | None = None, eval_extra: dict | None = None) -> dict:
+    """The manifest fields every checkpoint-series command shares: what ran, on which model and
+    revisions, scored on which held-out token set, with which versions, since when."""
     from experiments.run import git_commit, now, versions
 
     n_blocks, seq_len = plan.blocks.shape
     return {
-        "command": "llm perturb", "source": "llm", "setup": plan.setup, "args": plan.args,
+        "command": command, "source": "llm", "setup": plan.setup, "args": plan.args,
         "config": plan.config(), "model": plan.model, "model_source": plan.source,
         "model_kind": "folder" if plan.is_folder else "hub",
-        "revisions": revision_entries(plan),
+        "revisions": revision_entries(plan, **(revision_extra or {})),
         "eval": {"path": str(plan.eval_path), "sha256": plan.eval_sha256, "n_blocks": int(n_blocks),
-                 "seq_len": int(seq_len), "n_tokens": int(n_blocks * (seq_len - 1)),
+                 "seq_len": int(seq_len), "n_tokens": int(n_blocks * (seq_len - 1)), **(eval_extra or {}),
                  "tokenization": f"identical token ids under the tokenizers of all {len(plan.revisions)} checkpoints; "
                                  "documents EOS-separated and packed, remainder dropped"},
+        "versions": versions(), "git_commit": git_commit(), "started": now(), "status": "running",
+    }
+
+
+def _new_manifest(plan: Plan) -> dict:
+    n_blocks, seq_len = plan.blocks.shape
+    return manifest_head(plan, "llm perturb") | {
         "n_tokens": int(n_blocks * (seq_len - 1)), "seq_len": int(seq_len), "batch_size": plan.batch_size,
         "dtype": plan.dtype, "device": plan.device, "scale": plan.scale, "gammas": plan.gammas,
         "seeds": list(range(plan.seeds)), "sigma": None,
-        "versions": versions(), "git_commit": git_commit(), "started": now(), "status": "running",
     }
 
 

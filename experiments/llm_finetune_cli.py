@@ -50,7 +50,7 @@ import pandas as pd
 
 from experiments.llm_cli import (
     DEVICES, DTYPES, RunFailure, _available, _commit, _floats, _int, _number, _resolve_revisions, _token_blocks,
-    _tokenizer, _unique, check_resumable, finish_run, human_tokens, quiet_transformers, revision_entries,
+    _tokenizer, _unique, check_resumable, finish_run, human_tokens, manifest_head, quiet_transformers,
     start_manifest, torch_threads,
 )
 from experiments.run import UsageError
@@ -226,26 +226,16 @@ def plan_finetune(args: argparse.Namespace) -> FinetunePlan:
 
 
 def _new_manifest(plan: FinetunePlan) -> dict:
-    from experiments.run import git_commit, now, versions
-
-    n_blocks, seq_len = plan.blocks.shape
-    return {
-        "command": "llm finetune", "source": "llm", "setup": plan.setup, "args": plan.args,
-        "config": plan.config(), "model": plan.model, "model_source": plan.source,
-        "model_kind": "folder" if plan.is_folder else "hub",
-        "revisions": revision_entries(plan, tuned_lr=None),
-        "data": {**plan.data, "format": plan.fmt, "seq_len": int(seq_len),
+    seq_len = int(plan.blocks.shape[1])
+    head = manifest_head(plan, "llm finetune", {"tuned_lr": None}, {"batch_size": EVAL_BATCH_SIZE})
+    return head | {
+        "data": {**plan.data, "format": plan.fmt, "seq_len": seq_len,
                  "tokenizer": f"the tokenizer of {plan.revisions[0].name}"},
         "mc": plan.mc,
-        "eval": {"path": str(plan.eval_path), "sha256": plan.eval_sha256, "n_blocks": int(n_blocks),
-                 "seq_len": int(seq_len), "n_tokens": int(n_blocks * (seq_len - 1)), "batch_size": EVAL_BATCH_SIZE,
-                 "tokenization": f"identical token ids under the tokenizers of all {len(plan.revisions)} checkpoints; "
-                                 "documents EOS-separated and packed, remainder dropped"},
         "finetune": dataclasses.asdict(plan.finetune) | {"lr": None}, "lrs": plan.lrs,
         "steps": plan.finetune.steps, "reg": plan.finetune.reg, "batch_size": plan.finetune.batch_size,
-        "seq_len": int(seq_len), "dtype": plan.finetune.dtype, "device": plan.device, "seed": plan.finetune.seed,
+        "seq_len": seq_len, "dtype": plan.finetune.dtype, "device": plan.device, "seed": plan.finetune.seed,
         "threads": plan.threads, "optimizer": "AdamW (fused where available), constant lr after warmup, grad clip 1.0",
-        "versions": versions(), "git_commit": git_commit(), "started": now(), "status": "running",
     }
 
 

@@ -9,10 +9,12 @@ every perturbation draw.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -81,6 +83,18 @@ def load_token_blocks(
     return blocks[:max_blocks]
 
 
+@contextlib.contextmanager
+def evaluating(model: nn.Module) -> Iterator[None]:
+    """Eval mode (no dropout) under ``torch.inference_mode``; the model's training flag comes back after."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        model.train(was_training)
+
+
 def perplexity(model: nn.Module, token_blocks: torch.Tensor, batch_size: int) -> Perplexity:
     """exp(mean token NLL) of ``model`` over all predicted tokens of ``token_blocks`` [n_blocks, seq_len].
 
@@ -93,17 +107,12 @@ def perplexity(model: nn.Module, token_blocks: torch.Tensor, batch_size: int) ->
         raise ValueError(f"token_blocks must be [n_blocks >= 1, seq_len >= 2], got {tuple(token_blocks.shape)}")
     weight = next(model.parameters())
     total_nll = 0.0
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for batch in token_blocks.split(batch_size):
-                batch = batch.to(weight.device)
-                logits = model(input_ids=batch).logits[:, :-1].float()
-                nll = F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten(), reduction="sum")
-                total_nll += nll.double().item()
-    finally:
-        model.train(was_training)
+    with evaluating(model):
+        for batch in token_blocks.split(batch_size):
+            batch = batch.to(weight.device)
+            logits = model(input_ids=batch).logits[:, :-1].float()
+            nll = F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten(), reduction="sum")
+            total_nll += nll.double().item()
     n_tokens = token_blocks.shape[0] * (token_blocks.shape[1] - 1)
     mean_nll = total_nll / n_tokens
     return Perplexity(

@@ -33,7 +33,7 @@ from accelerate import Accelerator
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from llm_validation.evaluate import perplexity
+from llm_validation.evaluate import evaluating, perplexity
 from llm_validation.finetune_data import IGNORE, Examples, MCItem
 from llm_validation.multiple_choice import score_multiple_choice
 
@@ -228,15 +228,10 @@ def masked_loss(model: nn.Module, examples: Examples, batch_size: int) -> float:
     """Token-mean loss over every trained token of ``examples`` (in-task metric), in eval mode."""
     weight = next(model.parameters())
     total = 0.0
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for ids, labels in zip(examples.input_ids.split(batch_size), examples.labels.split(batch_size)):
-                logits = model(input_ids=ids.to(weight.device)).logits
-                total += token_nll_sum(logits, labels.to(weight.device)).double().item()
-    finally:
-        model.train(was_training)
+    with evaluating(model):
+        for ids, labels in zip(examples.input_ids.split(batch_size), examples.labels.split(batch_size)):
+            logits = model(input_ids=ids.to(weight.device)).logits
+            total += token_nll_sum(logits, labels.to(weight.device)).double().item()
     return total / max(trained_tokens(examples.labels), 1)
 
 

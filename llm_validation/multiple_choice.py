@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from llm_validation.evaluate import evaluating
 from llm_validation.finetune_data import MCItem
 
 
@@ -76,15 +77,10 @@ def score_multiple_choice(
     # Longest first, so a batch holds similar lengths; the sort is stable, hence deterministic.
     order = sorted(range(len(pairs)), key=lambda i: -len(pairs[i][0]))
     sums = torch.zeros(len(pairs), dtype=torch.float64)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                batch = order[start : start + batch_size]
-                sums[batch] = _continuation_logprobs([pairs[i] for i in batch], model, pad, weight.device)
-    finally:
-        model.train(was_training)
+    with evaluating(model):
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            sums[batch] = _continuation_logprobs([pairs[i] for i in batch], model, pad, weight.device)
     logprobs, hits, hits_norm, k = [], 0, 0, 0
     for item in items:
         s = sums[k : k + len(item.choices)]

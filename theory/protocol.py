@@ -17,6 +17,7 @@ from theory import closed_form, perturbation
 from theory.finetune import finetune_gd
 from theory.network import Params, init_aligned_balanced, layer_norms_sq, task_loss
 
+
 @struct.dataclass
 class Curves:
     """Every measurement as a function of pre-training time (leading axis: the T grid).

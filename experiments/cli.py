@@ -17,7 +17,8 @@ from experiments.run import UsageError
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2, instead of argparse's usage block
-        raise UsageError(f"{self.prog}: {message}")
+        # main() prefixes "ovt: error:"; a subcommand names itself ("ovt theory: ...").
+        raise UsageError(message if self.prog == "ovt" else f"{self.prog}: {message}")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -76,8 +77,11 @@ def _theory(args) -> int:
 
 
 def _figures(args) -> int:
+    """Draw every run that has a figure; skip the others with one stderr line each. Bad input (exit 2)
+    only when nothing at all can be drawn: then the one line says why, and nothing is written."""
     from experiments import store
-    from paper_figures import draw_run
+    from experiments.run import check_writable
+    from paper_figures import draw_run, why_not_drawable
 
     runs = []
     for path in args.results:
@@ -87,13 +91,18 @@ def _figures(args) -> int:
     if not runs:
         raise UsageError(f"--results {' '.join(map(str, args.results))} holds no run directory (manifest.json + metrics.parquet)")
     out = args.out or args.results[0] / "figures"
-    from experiments.run import check_writable
-
     check_writable(out)
-    presets_of = [store.read_manifest(run).get("preset") for run in runs]
-    for run, preset in zip(runs, presets_of):
-        # Two runs of one preset would write the same file: then name each after its directory.
-        name = preset if presets_of.count(preset) == 1 else f"{preset}-{run.name}"
+    drawable, skipped = [], []
+    for run in dict.fromkeys(runs):
+        reason = why_not_drawable(run)
+        skipped.append(reason) if reason else drawable.append(run)
+    if not drawable:
+        more = f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""
+        raise UsageError(f"nothing to draw: {skipped[0]}{more}")
+    for reason in skipped:
+        print(f"ovt figures: skipped {reason}", file=sys.stderr)
+    # Two runs of one kind would write the same file: then each is named after its directory too.
+    for run, name in zip(drawable, store.run_names(drawable)):
         for path in draw_run(run, out, name):
             print(path)
     return 0
@@ -136,9 +145,20 @@ def _reproduce(args) -> int:
     return 0
 
 
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """Parse the command line; ``ovt theory`` takes FIELD=VALUE overrides anywhere on it, also after options."""
+    args, extras = _parser().parse_known_args(argv)
+    if args.command == "theory":
+        args.overrides += [item for item in extras if not item.startswith("-")]
+        extras = [item for item in extras if item.startswith("-")]
+    if extras:
+        raise UsageError(f"unrecognized arguments: {' '.join(extras)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = _parser().parse_args(argv)
+        args = _parse(argv)
         return {"theory": _theory, "figures": _figures, "reproduce": _reproduce, "llm": llm_cli.run,
                 "compare": compare.run}[args.command](args)
     except (UsageError, ValueError) as err:

@@ -559,15 +559,6 @@ def _runs(results: list[Path]) -> list[Path]:
     return list(dict.fromkeys(runs))
 
 
-def _run_names(runs: list[Path]) -> list[str]:
-    """The preset (theory) or command (LLM) of each run; the directory name added where two collide."""
-    from experiments import store
-
-    kinds = [store.read_manifest(r).get("preset") or store.read_manifest(r).get("command", r.name).replace(" ", "_")
-             for r in runs]
-    return [k if kinds.count(k) == 1 else f"{k}-{r.name}" for k, r in zip(kinds, runs)]
-
-
 def _fittable(fam: Family, window) -> str | None:
     """Set the family's fit window; None when it can be fitted, else why not."""
     from theory.phenomenology import fit_sensitivity
@@ -591,9 +582,13 @@ def plan(results: list[Path], out: Path | None, window=None) -> tuple[list[Famil
     out = Path(out) if out is not None else Path(results[0]) / "compare"
     check_writable(out)
     found, skipped = [], []
-    for run_dir, name in zip(runs, _run_names(runs)):
+    try:
+        names = store.run_names(runs)
+    except ValueError as error:
+        raise UsageError(f"--results: {error}") from None
+    for run_dir, name in zip(runs, names):
         try:
-            frame = store.validate(store.load([run_dir]))
+            frame = store.load(run_dir)
         except ValueError as error:
             raise UsageError(f"--results {run_dir}: {error}") from None
         these, reasons = families(frame, name)
@@ -619,6 +614,8 @@ def compare(results: list[Path], out: Path | None = None, *, n_boot: int = 200, 
     from paper_figures import compare as figures
 
     found, skipped, out = plan(results, out, window)
+    for reason in skipped:  # said where it is seen, not only inside fits.json
+        print(f"ovt compare: skipped {reason}", file=sys.stderr)
     entries = []
     for fam in tqdm(found, desc="compare", unit="family", disable=quiet, file=sys.stderr):
         try:

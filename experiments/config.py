@@ -7,6 +7,8 @@ be swept and any field can be overridden from the command line (``field=value``;
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 import typing
 from typing import Any
 
@@ -83,38 +85,124 @@ CHOICES = {"method": METHODS, "finetune_task": FINETUNE_TASKS, "spectrum": SPECT
 POSITIVE = ("d_in", "h", "d_out", "rank", "depth", "n_t", "steps", "n_draws", "batch_size", "chunk_size",
             "t_min", "t_max", "dt_max", "u0", "init_std", "pretrain_lr", "lr", "s1", "shrink_t_ref")
 NON_NEGATIVE = ("gamma", "reg", "alpha", "rate", "label_noise", "noise_sigma", "shrink_power", "theta")
+# Upper bounds on every size that multiplies into memory or time (docs/ARCHITECTURE.md, "Limits").
+# They sit far above any figure's need and far below what would exhaust a 24 GiB machine or run for days.
+UPPER = {"d_in": 4096, "h": 4096, "d_out": 4096, "rank": 4096, "depth": 16, "n_t": 10_000, "steps": 1_000_000,
+         "n_draws": 100_000, "batch_size": 100_000, "chunk_size": 1024}
+MAX_BUDGETS, MAX_BUDGET_STEPS = 64, 1_000_000  # a series' checkpoints, and the optimizer steps of its largest
+MAX_CELLS = 100_000  # cells of one sweep
+MAX_ODE_STEPS = 10_000_000  # t_max / dt_max where time is integrated (flow, depth != 2)
+MEMORY_FRACTION = 0.5  # refuse a run whose estimated peak exceeds this share of the machine's memory
 
 
 def check(cfg: TheoryConfig) -> None:
     """Raise ValueError naming the first bad field and what is allowed (grid values included)."""
-    cells = [cfg] if not cfg.grid else []
+    variants = [cfg] if not cfg.grid else []  # every grid value once (not the product)
     for name, values in cfg.grid:
         if name not in FIELDS or name == "grid":
             raise ValueError(f"grid field {name!r} is unknown; allowed: {', '.join(sorted(FIELDS))}")
         if not values:
             raise ValueError(f"grid field {name!r} has no values")
         for v in values:
-            cells.append(dataclasses.replace(cfg, grid=(), **{name: v}))
-    for c in cells:
-        for name, allowed in CHOICES.items():
-            if getattr(c, name) not in allowed:
-                raise ValueError(f"{name}={getattr(c, name)!r} is not allowed; choose one of: {', '.join(allowed)}")
-        for name in POSITIVE:
-            if not getattr(c, name) > 0:
-                raise ValueError(f"{name}={getattr(c, name)!r} must be > 0")
-        for name in NON_NEGATIVE:
-            if not getattr(c, name) >= 0:
-                raise ValueError(f"{name}={getattr(c, name)!r} must be >= 0")
-        if not -1.0 <= c.rho <= 1.0:
-            raise ValueError(f"rho={c.rho!r} must lie in [-1, 1]")
-        if c.t_min >= c.t_max:
-            raise ValueError(f"t_min={c.t_min} must be < t_max={c.t_max}")
-        if c.rank > min(c.d_in, c.d_out) or c.rank > c.h:
-            raise ValueError(f"rank={c.rank} must be <= min(d_in, d_out, h)={min(c.d_in, c.d_out, c.h)}")
-        if c.method == "closed_form" and c.finetune_task in ("rotated", "correlated"):
-            raise ValueError(f"finetune_task={c.finetune_task!r} is not aligned with A; use method=flow or series")
-        if c.n_t < 3:
-            raise ValueError(f"n_t={c.n_t} must be >= 3 (an inflection needs three points)")
+            variants.append(dataclasses.replace(cfg, grid=(), **{name: v}))
+    n_cells = math.prod(len(values) for _, values in cfg.grid)
+    if n_cells > MAX_CELLS:
+        raise ValueError(f"the grid has {n_cells:,} cells; allowed: <= {MAX_CELLS:,} in one sweep")
+    for c in variants:
+        _check_cell(c)
+    _check_memory(cfg, n_cells)
+
+
+def _check_cell(c: TheoryConfig) -> None:
+    for name in FIELDS:
+        value = getattr(c, name)
+        for v in value if isinstance(value, tuple) and name != "grid" else (value,):
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"{name}={v!r} must be a finite number")
+    for name, allowed in CHOICES.items():
+        if getattr(c, name) not in allowed:
+            raise ValueError(f"{name}={getattr(c, name)!r} is not allowed; choose one of: {', '.join(allowed)}")
+    for name in POSITIVE:
+        if not getattr(c, name) > 0:
+            raise ValueError(f"{name}={getattr(c, name)!r} must be > 0")
+    for name in NON_NEGATIVE:
+        if not getattr(c, name) >= 0:
+            raise ValueError(f"{name}={getattr(c, name)!r} must be >= 0")
+    if not -1.0 <= c.rho <= 1.0:
+        raise ValueError(f"rho={c.rho!r} must lie in [-1, 1]")
+    if c.t_min >= c.t_max:
+        raise ValueError(f"t_min={c.t_min} must be < t_max={c.t_max}")
+    if c.rank > min(c.d_in, c.d_out) or c.rank > c.h:
+        raise ValueError(f"rank={c.rank} must be <= min(d_in, d_out, h)={min(c.d_in, c.d_out, c.h)}")
+    if c.method == "closed_form" and c.finetune_task in ("rotated", "correlated"):
+        raise ValueError(f"finetune_task={c.finetune_task!r} is not aligned with A; use method=flow or series")
+    if c.n_t < 3:
+        raise ValueError(f"n_t={c.n_t} must be >= 3 (an inflection needs three points)")
+    for name, most in UPPER.items():
+        if getattr(c, name) > most:
+            raise ValueError(f"{name}={getattr(c, name)!r} is too large; allowed: <= {most:,}")
+    _check_spectrum(c)
+    if c.method == "series":
+        _check_budgets(c.budgets)
+    if (c.method == "flow" or c.depth != 2) and c.t_max / c.dt_max > MAX_ODE_STEPS:
+        raise ValueError(f"t_max / dt_max = {c.t_max:g} / {c.dt_max:g} integration steps; allowed: "
+                         f"<= {MAX_ODE_STEPS:,} (raise dt_max or lower t_max)")
+
+
+def _check_spectrum(c: TheoryConfig) -> None:
+    values = c.spectrum_values
+    if c.spectrum != "explicit":
+        if values:
+            raise ValueError(f"spectrum_values={','.join(map(str, values))} is read only with spectrum=explicit "
+                             f"(spectrum={c.spectrum!r})")
+        return
+    if not values:
+        raise ValueError("spectrum_values is empty; spectrum=explicit needs a comma list of values > 0, descending")
+    if any(v <= 0 for v in values) or list(values) != sorted(values, reverse=True):
+        raise ValueError(f"spectrum_values={','.join(map(str, values))} must be > 0 and descending")
+    if len(values) > min(c.d_in, c.d_out, c.h):
+        raise ValueError(f"spectrum_values has {len(values)} values; allowed: <= min(d_in, d_out, h)="
+                         f"{min(c.d_in, c.d_out, c.h)}")
+
+
+def _check_budgets(budgets: tuple[int, ...]) -> None:
+    shown = ",".join(map(str, budgets))
+    if not budgets:
+        raise ValueError("budgets is empty; method=series needs a comma list of step counts >= 1, increasing")
+    if len(budgets) > MAX_BUDGETS:
+        raise ValueError(f"budgets has {len(budgets)} values; allowed: <= {MAX_BUDGETS}")
+    if budgets[0] < 1 or any(b >= a for a, b in zip(budgets[1:], budgets)):
+        raise ValueError(f"budgets={shown} must be step counts >= 1, strictly increasing")
+    if budgets[-1] > MAX_BUDGET_STEPS:
+        raise ValueError(f"budgets={shown}: the largest is {budgets[-1]:,} steps; allowed: <= {MAX_BUDGET_STEPS:,}")
+
+
+def n_parameters(c: TheoryConfig) -> int:
+    """Entries of the weight matrices W_1 ... W_L (widths d_in, h, ..., h, d_out)."""
+    return c.d_in * c.h + (c.depth - 2) * c.h * c.h + c.h * c.d_out if c.depth > 1 else c.d_in * c.d_out
+
+
+def estimate_bytes(cfg: TheoryConfig, n_cells: int) -> int:
+    """A conservative peak-memory estimate of a sweep: one chunk's weights at every checkpoint and every
+    noise draw (8 bytes an entry), plus the long-form table (about 200 bytes a row, ~6 rows a time point)."""
+    widest = max(cells(cfg), key=n_parameters) if cfg.grid else cfg
+    points = len(widest.budgets) if widest.method == "series" else widest.n_t
+    chunk = min(cfg.chunk_size, n_cells)
+    return int(8 * chunk * (points + widest.n_draws) * n_parameters(widest) + 200 * 6 * points * n_cells)
+
+
+def _check_memory(cfg: TheoryConfig, n_cells: int) -> None:
+    need, have = estimate_bytes(cfg, n_cells), _machine_memory()
+    if have and need > MEMORY_FRACTION * have:
+        raise ValueError(f"this sweep needs an estimated {need / 2**30:.1f} GiB; this machine has {have / 2**30:.1f} GiB "
+                         f"(allowed: <= {MEMORY_FRACTION:.0%}); lower n_t, n_draws, chunk_size, widths or the grid")
+
+
+def _machine_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(TheoryConfig)}

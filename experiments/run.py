@@ -5,8 +5,10 @@ The one place where theory sweeps meet the disk, the terminal and the clock.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
+import shutil
 import os
 import platform
 import subprocess
@@ -41,6 +43,84 @@ def check_writable(out: Path) -> None:
             pass
     except OSError as err:
         raise UsageError(f"--out {out} is not writable ({err.strerror or err})") from None
+
+
+# ------------------------------------------------------------------------------ run lifecycle
+# A run directory's manifest says what it holds and how far it got: ``status`` is "running" while a
+# command works in it, "complete" when metrics.parquet is final, "failed" (with ``error``) when the
+# command stopped on an exception, "interrupted" after Ctrl-C. The same command resumes any of them;
+# another config may replace a run that holds nothing of value (failed, or running with no chunk
+# stored: killed before its first result), and is refused by a run with results.
+
+
+def _jsonable(payload):
+    return json.loads(json.dumps(payload, default=store._json_default))
+
+
+def out_decision(out: Path, identity: dict) -> str:
+    """What a run with ``identity`` (manifest fields that must match to resume, e.g. command and
+    config) does in ``out``: "new", "resume" or "replace". Reads only; refuses with UsageError."""
+    out = Path(out)
+    if not (out / store.MANIFEST).is_file():
+        if store.stored_chunks(out):
+            raise UsageError(f"--out {out} holds chunks/ but no {store.MANIFEST}; choose another --out or delete it")
+        return "new"
+    previous = store.read_manifest(out)
+    if all(previous.get(key) == _jsonable(value) for key, value in identity.items()):
+        return "resume"
+    status = previous.get("status")
+    if status == "failed" or (status in ("running", "interrupted") and not store.stored_chunks(out)):
+        return "replace"
+    what = ", ".join(f"{key} {previous.get(key)!r}" for key in identity if key != "config")
+    raise UsageError(f"--out {out} holds a {status or 'unfinished'} run of another config ({what}); "
+                     "choose another --out or delete it")
+
+
+def clear_run(out: Path) -> None:
+    """Remove a replaced run's manifest, chunks and table (nothing else in ``out``)."""
+    out = Path(out)
+    shutil.rmtree(out / store.CHUNKS, ignore_errors=True)
+    for name in (store.METRICS, store.MANIFEST):
+        (out / name).unlink(missing_ok=True)
+
+
+def begin_run(out: Path, identity: dict, fresh, quiet: bool = False) -> dict:
+    """The run's manifest, marked running and written: the stored one on a resume (noted under
+    ``resumed``), else ``fresh()`` (after clearing a replaced run, said on stderr)."""
+    out = Path(out)
+    decision = out_decision(out, identity)
+    if decision == "resume":
+        manifest = store.read_manifest(out)
+        manifest.setdefault("resumed", []).append(now())
+        manifest["status"] = "running"
+        manifest.pop("error", None)
+    else:
+        if decision == "replace":
+            previous = store.read_manifest(out).get("status")
+            clear_run(out)
+            if not quiet:
+                print(f"ovt: replacing the {previous} run of another config in {out}", file=sys.stderr)
+        manifest = fresh()
+    store.write_json(out / store.MANIFEST, manifest)
+    return manifest
+
+
+@contextlib.contextmanager
+def marks_failure(out: Path):
+    """Mark ``out``'s manifest "failed" (with the reason) or "interrupted" if the block raises, then re-raise."""
+    try:
+        yield
+    except BaseException as error:
+        path = Path(out) / store.MANIFEST
+        with contextlib.suppress(Exception):
+            manifest = store.read_manifest(out) if path.is_file() else None
+            if manifest is not None and manifest.get("status") == "running":
+                interrupted = isinstance(error, KeyboardInterrupt)
+                manifest.update(status="interrupted" if interrupted else "failed", stopped=now())
+                if not interrupted:
+                    manifest["error"] = f"{type(error).__name__}: {error}"
+                store.write_json(path, manifest)
+        raise
 
 
 def versions() -> dict[str, str]:
@@ -83,33 +163,47 @@ def run_theory(cfg: TheoryConfig, preset: str, out: Path, quiet: bool = False,
     Returns the final table, or None when chunks remain (a cluster job that ran only some of them).
     """
     import jax
-    from tqdm import tqdm
 
     from experiments import theory_run
 
     out = Path(out)
     check_writable(out)
     manifest_path = out / store.MANIFEST
-    config = json.loads(json.dumps(to_dict(cfg)))  # as it reads back from manifest.json (tuples -> lists)
-    if manifest_path.is_file():
-        previous = store.read_manifest(out)
-        if previous.get("config") != config or previous.get("preset") != preset:
-            raise UsageError(f"--out {out} holds a run of another config (preset {previous.get('preset')!r}); "
-                             "choose another --out or delete it")
-        manifest = previous
-    else:
-        manifest = {
-            "preset": preset, "source": "theory", "config": config, "versions": versions(),
+    identity = {"preset": preset, "config": to_dict(cfg)}
+    mesh, n_devices = _device_mesh()
+    chunks = theory_run.plan(cfg, n_devices)
+    check_chunks(only_chunks, len(chunks))
+    out_decision(out, identity)  # refuse before anything is written
+
+    def fresh():
+        return {
+            **_jsonable(identity), "source": "theory", "versions": versions(),
             "git_commit": git_commit(), "backend": jax.default_backend(),
             "devices": [str(d) for d in jax.devices()],
             "dtype": "float64" if jax.config.jax_enable_x64 else "float32",
             "seeds": sorted({c.seed for c in cells(cfg)}), "started": now(), "status": "running",
         }
-    mesh, n_devices = _device_mesh()
-    chunks = theory_run.plan(cfg, n_devices)
+
+    manifest = begin_run(out, identity, fresh, quiet)
     manifest.update(n_cells=len(cells(cfg)), n_chunks=len(chunks), chunk_size=len(chunks[0].cells))
     store.write_json(manifest_path, manifest)
+    with marks_failure(out):
+        return _compute(cfg, preset, out, manifest, chunks, mesh, quiet, only_chunks)
 
+
+def check_chunks(only_chunks: list[int] | None, n_chunks: int) -> None:
+    """``--chunk`` indices must name chunks of this sweep."""
+    for index in only_chunks or ():
+        if not 0 <= index < n_chunks:
+            raise UsageError(f"--chunk {index} is not a chunk of this sweep; allowed: 0..{n_chunks - 1}")
+
+
+def _compute(cfg, preset, out, manifest, chunks, mesh, quiet, only_chunks):
+    from tqdm import tqdm
+
+    from experiments import theory_run
+
+    manifest_path = out / store.MANIFEST
     grid_fields = tuple(n for n, _ in cfg.grid)
     done = store.stored_chunks(out)
     todo = [c for c in chunks if c.index not in done and (only_chunks is None or c.index in only_chunks)]
@@ -117,6 +211,8 @@ def run_theory(cfg: TheoryConfig, preset: str, out: Path, quiet: bool = False,
         rows = theory_run.run_chunk(chunk, preset, grid_fields, mesh)
         store.write_table(store.chunk_path(out, chunk.index), rows)
     if len(store.stored_chunks(out)) < len(chunks):
+        manifest.update(status="partial")  # a cluster job's share is done; the others finish the table
+        store.write_json(manifest_path, manifest)
         return None
     table = theory_run.finalize(store.read_chunks(out), cfg)
     store.write_table(out / store.METRICS, table)

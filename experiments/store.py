@@ -24,6 +24,12 @@ REQUIRED_COLUMNS = {
     "modification": "string", "gamma": "float64", "lr": "float64", "steps": "float64", "reg": "float64",
     "seed": "int64", "metric": "string", "value": "float64",
 }
+# Columns some rows carry; ``load`` gives every one of them the same dtype and fill on every run, so
+# theory and LLM rows concatenate cleanly: "" = no lr policy applies (pre-training, noise rows).
+OPTIONAL_COLUMNS = {
+    "lr_policy": ("string", ""), "diverged": ("bool", False), "steps_done": ("float64", np.nan),
+    "mean_nll": ("float64", np.nan), "n_tokens": ("float64", np.nan), "train_steps": ("float64", np.nan),
+}
 SOURCES = ("theory", "llm")
 MODIFICATIONS = ("none", "gaussian", "finetune")
 MANIFEST = "manifest.json"
@@ -100,20 +106,63 @@ def read_chunks(run_dir: Path) -> pd.DataFrame:
 
 
 def read_manifest(run_dir: Path) -> dict:
-    return json.loads((Path(run_dir) / MANIFEST).read_text())
+    """The run's manifest; ValueError naming the file when it is not a JSON object."""
+    path = Path(run_dir) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); delete the run directory or choose another") from None
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{path} holds a JSON {type(manifest).__name__}, not an object; "
+                         "delete the run directory or choose another")
+    return manifest
 
 
-def load(run_dirs: Iterable[Path | str]) -> pd.DataFrame:
-    """One DataFrame from one or many run directories, theory and LLM alike (column ``run`` = the dir)."""
-    frames = []
-    for d in run_dirs:
-        path = Path(d) / METRICS
-        if not path.is_file():
-            raise FileNotFoundError(f"{d} holds no {METRICS}; is it a run directory?")
-        frames.append(pd.read_parquet(path).assign(run=str(d)))
+def read_table(run_dir: Path | str) -> pd.DataFrame:
+    """One run's ``metrics.parquet`` with the required columns checked and every optional column
+    present in its canonical dtype; ValueError naming the file otherwise."""
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} holds no {METRICS}; is it a run directory?")
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as error:  # pyarrow's many error types: all mean an unreadable file
+        raise ValueError(f"{path} is not a readable parquet table ({type(error).__name__})") from None
+    try:
+        frame = validate(frame)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{path}: {error}") from None
+    for name, (dtype, fill) in OPTIONAL_COLUMNS.items():
+        column = frame[name] if name in frame else pd.Series(fill, index=frame.index)
+        frame[name] = column.astype("object").where(column.notna(), fill).astype(dtype)
+    return frame
+
+
+def load(run_dirs: Iterable[Path | str] | Path | str) -> pd.DataFrame:
+    """One DataFrame from one run directory or many, theory and LLM alike (column ``run`` = the dir).
+
+    Columns: ``REQUIRED_COLUMNS`` and ``OPTIONAL_COLUMNS`` in their dtypes, then swept fields."""
+    if isinstance(run_dirs, (str, os.PathLike)):
+        run_dirs = [run_dirs]
+    frames = [read_table(d).assign(run=str(d)) for d in run_dirs]
     if not frames:
         raise ValueError("no run directories given")
     return pd.concat(frames, ignore_index=True)
+
+
+def run_kind(run_dir: Path | str) -> str:
+    """What a run is: its theory preset, or its LLM command with ``_`` (``llm perturb`` -> ``llm_perturb``)."""
+    manifest = read_manifest(run_dir)
+    kind = manifest.get("preset") or manifest.get("command")
+    if not isinstance(kind, str) or not kind:
+        raise ValueError(f"{Path(run_dir) / MANIFEST} names no preset or command")
+    return kind.replace(" ", "_")
+
+
+def run_names(runs: list[Path]) -> list[str]:
+    """One file-safe name per run: its kind, with the directory name added where two runs share a kind."""
+    kinds = [run_kind(r) for r in runs]
+    return [k if kinds.count(k) == 1 else f"{k}-{Path(r).name}" for k, r in zip(kinds, runs)]
 
 
 def find_runs(root: Path | str) -> list[Path]:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from experiments import store
 from paper_figures import (depth, finetune, gaussian, llm_finetune, llm_perturb, misalignment, regularization,
                            schedule, tuned_lr)
@@ -26,11 +28,27 @@ FIGURES = {
 }
 
 
+def why_not_drawable(run_dir: Path | str) -> str | None:
+    """None when ``run_dir`` has a figure and something to draw, else why not (one line naming it).
+
+    The kind is the theory preset, or the ``ovt llm`` command (``llm perturb`` draws as llm_perturb)."""
+    try:
+        kind = store.run_kind(run_dir)
+        if kind not in FIGURES:
+            return f"{run_dir}: {kind!r} runs have no figure (figures exist for: {', '.join(FIGURES)})"
+        values = store.read_table(run_dir).value.to_numpy(float)
+    except (OSError, ValueError) as error:
+        return str(error)
+    if not np.isfinite(values).any():
+        return f"{run_dir}: {store.METRICS} holds no finite value to draw ({values.size} rows)"
+    return None
+
+
 def draw_run(run_dir: Path | str, out_dir: Path | str, name: str | None = None) -> list[Path]:
-    """Draw the figure of the run in ``run_dir`` into ``out_dir``, named ``name`` (default: its preset)."""
-    manifest = store.read_manifest(run_dir)
-    # ``ovt llm`` stores name their command rather than a preset: "llm perturb" draws as llm_perturb.
-    preset = manifest.get("preset") or manifest.get("command", "").replace(" ", "_")
-    if preset not in FIGURES:
-        raise ValueError(f"{run_dir}: preset={preset!r} has no figure; allowed: {', '.join(FIGURES)}")
-    return FIGURES[preset](store.load([run_dir]), Path(out_dir), name=name or preset)
+    """Draw the figure of the run in ``run_dir`` into ``out_dir``, named ``name`` (default: its kind);
+    ValueError (naming the run) when it cannot be drawn."""
+    reason = why_not_drawable(run_dir)
+    if reason:
+        raise ValueError(reason)
+    kind = store.run_kind(run_dir)
+    return FIGURES[kind](store.load(run_dir), Path(out_dir), name=name or kind)

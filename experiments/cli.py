@@ -1,4 +1,4 @@
-"""The ``ovt`` command line (ARCHITECTURE.md, "CLI contract"): arguments -> config -> run.
+"""The ``ovt`` command line (docs/ARCHITECTURE.md, "CLI contract"): arguments -> config -> run.
 
 Exit codes: 0 success; 2 bad input (one line naming the value and what is allowed, nothing written);
 1 a failure while running.

@@ -70,6 +70,7 @@ WINDOW_RULE = (f"from the last checkpoint whose base loss is within {PLATEAU:.0%
                f"through the last one whose base loss is above {FLOOR:g} of it")
 INTERVAL = (2.5, 97.5)
 GRID_POINTS = 80
+MAX_BOOTSTRAP, MAX_RANK = 100_000, 4096  # each multiplies the fits' time
 
 
 class CompareFailure(RuntimeError):
@@ -86,16 +87,18 @@ def add_parser(subparsers, parser_class: type[argparse.ArgumentParser] | None = 
     p = subparsers.add_parser("compare", help="fit the linear theory to result stores; predict T*; overlay figures")
     p.add_argument("--results", type=Path, nargs="+", required=True, help="run directories or roots holding them")
     p.add_argument("--out", type=Path, help="output directory for fits.json and figures (default RESULTS/compare)")
-    p.add_argument("--bootstrap", type=_count("--bootstrap", 0), default=200, help="bootstrap replicates (0: none)")
+    p.add_argument("--bootstrap", type=_count("--bootstrap", 0, MAX_BOOTSTRAP), default=200,
+                   help=f"bootstrap replicates (0: none; at most {MAX_BOOTSTRAP:,})")
     p.add_argument("--seed", type=_count("--seed", 0), default=0, help="seed of the bootstrap")
     p.add_argument("--window", type=_window, help="fit window TMIN,TMAX in the store's time unit (default: a rule)")
-    p.add_argument("--rank", type=_count("--rank", 2), default=32, help="modes of the linear model")
+    p.add_argument("--rank", type=_count("--rank", 2, MAX_RANK), default=32,
+                   help=f"modes of the linear model (at most {MAX_RANK})")
     p.add_argument("--anchors", action="store_true", help="also draw OLMo-1B's published anchor points")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
     return p
 
 
-def _count(flag: str, least: int):
+def _count(flag: str, least: int, most: int | None = None):
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -103,6 +106,8 @@ def _count(flag: str, least: int):
             raise argparse.ArgumentTypeError(f"{flag} {text!r} is not an integer") from None
         if value < least:
             raise argparse.ArgumentTypeError(f"{flag} {value} must be >= {least}")
+        if most is not None and value > most:
+            raise argparse.ArgumentTypeError(f"{flag} {value} is too large; allowed: <= {most:,}")
         return value
 
     return parse

@@ -219,8 +219,15 @@ def parse_value(name: str, text: str):
             item = typing.get_args(hint)[0]
             return tuple(_scalar(item, t) for t in text.split(",") if t.strip())
         return _scalar(hint, text)
+    except _NotFinite as error:
+        kind = "a finite number" if "float" in str(hint) else "a whole number"
+        raise ValueError(f"{name}={str(error)!r} must be {kind}") from None
     except ValueError:
         raise ValueError(f"{name}={text!r} is not a valid {getattr(hint, '__name__', hint)}") from None
+
+
+class _NotFinite(ValueError):
+    """A float field given inf or nan (or a number that overflows to inf, 1e400)."""
 
 
 def _scalar(kind, text: str):
@@ -233,10 +240,15 @@ def _scalar(kind, text: str):
         raise ValueError(text)
     if kind is int:
         value = float(text)
+        if not math.isfinite(value):
+            raise _NotFinite(text)
         if value != int(value):
             raise ValueError(text)
         return int(value)
-    return kind(text)
+    value = kind(text)
+    if kind is float and not math.isfinite(value):
+        raise _NotFinite(text)
+    return value
 
 
 def apply_overrides(cfg: TheoryConfig, overrides: dict[str, str]) -> TheoryConfig:

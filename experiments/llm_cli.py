@@ -3,9 +3,9 @@
     ovt llm revisions MODEL
     ovt llm pretrain ...   (``llm_pretrain_cli``: a mini pre-training series and its base perplexity)
     ovt llm finetune ...   (``llm_finetune_cli``: an lr grid of fine-tuning on every checkpoint)
-    ovt llm perturb --model M (--revisions R1,R2 | --tokens 1e9,2.3T) --eval-text FILE
-                    --gammas G1,G2 --seeds K --scale init|relative|absolute --out DIR
-                    [--seq-len 128] [--batch-size 8] [--max-blocks N]
+    ovt llm perturb --model M [--revisions R1,R2 | --tokens 1e9,2.3T] --eval-text FILE
+                    --gammas G1,G2 --seeds K [--scale init|relative|absolute] --out DIR
+                    [--seq-len 128] [--batch-size 8] [--max-blocks N] [--threads N]
                     [--dtype float32|bfloat16] [--device cpu|cuda] [--quiet]
 
 ``cli.py`` wires this in with ``llm_cli.add_parser(sub)`` and ``"llm": llm_cli.run``.
@@ -17,14 +17,31 @@ noise of ``perturb.gaussian_noise(k, name, shape)`` on every checkpoint, so draw
 checkpoints. The token set is the same for every checkpoint and draw: the eval text is tokenised
 with *each* checkpoint's own tokenizer, and the run refuses (exit 2, before writing anything) when
 two checkpoints' tokenizers give different token ids, since their perplexities would not be
-comparable.
+comparable. An evaluation whose mean loss overflows the perplexity (``evaluate.MAX_LOSS``) or is
+NaN is recorded, never a crash: value inf or NaN and ``diverged`` True (False on every other row).
 
-Every input is checked before the run directory is created (exit 2, one line, nothing written).
-After that, anything that goes wrong is a failure while running (exit 1); finished checkpoints are
-kept under ``DIR/chunks/`` and the same command resumes after them.
+Defaults: ``--scale init`` (the paper's choice); on a local folder series without ``--revisions``
+or ``--tokens``, every checkpoint of the series (a hub id needs one of them); ``--threads``: torch's
+own count (``--threads 1`` is fastest for small models on a busy machine). A ``--tokens`` value
+whose nearest checkpoint is more than 2x away is reported in one warning line on stderr.
 
-The helpers here (revision resolution, the shared eval token set, number parsing, manifests and
-resume checks) serve ``perturb``, ``pretrain`` and ``finetune`` alike.
+Bounds (exit 2 beyond them; ``_int``, ``_number``, ``_floats`` and ``_token_counts`` check every
+number for finiteness and range where it is parsed): ``--seeds`` 1..10,000 draws per gamma;
+``--gammas`` / ``--lrs`` at most 100 values; token counts (``--tokens``, ``--budgets``) at most
+1e15 (1000T); ``--seq-len`` 2..65,536 and at most every checkpoint's ``max_position_embeddings``
+(its config.json; 128 or 512 for the presets); ``--batch-size`` 1..1,024; ``--max-blocks``
+1..1,000,000; ``--steps`` and ``--warmup-steps`` at most 1,000,000 (and pre-training budgets at
+most 1,000,000 steps each); ``--threads`` 1..256; ``--seed`` 0..2**63-1.
+
+Every input is checked before the run directory is created (exit 2, one line, nothing written),
+numbers and flags before torch is imported. The run directory's lifecycle is ``experiments.run``'s
+(``out_decision`` in the plan, ``begin_run`` and ``marks_failure`` around the run): anything that
+goes wrong while running is a failure (exit 1) that marks the manifest ``failed`` with the reason;
+finished checkpoints are kept under ``DIR/chunks/`` and the same command resumes after them, while
+another config may replace a failed run (never a complete one).
+
+The helpers here (revision resolution, the shared eval token set, number parsing, manifests)
+serve ``perturb``, ``pretrain`` and ``finetune`` alike.
 """
 
 from __future__ import annotations
@@ -34,6 +51,7 @@ import contextlib
 import dataclasses
 import hashlib
 import math
+import operator
 import re
 import sys
 from pathlib import Path
@@ -47,6 +65,16 @@ DTYPES = ("float32", "bfloat16")
 DEVICES = ("cpu", "cuda")
 _UNITS = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}
 _COUNT = re.compile(r"(?P<number>[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)(?P<unit>[KMBT]?)")
+# The bounds of the LLM commands' numbers (module docstring; exit 2 beyond them).
+MAX_SEEDS = 10_000  # --seeds: Gaussian draws per gamma
+MAX_VALUES = 100  # --gammas, --lrs: values in one grid
+MAX_TOKENS = 10**15  # --tokens, --budgets: 1000T, beyond any public pre-training run
+MAX_SEQ_LEN = 65_536  # --seq-len; each checkpoint's max_position_embeddings bounds it further
+MAX_BATCH = 1_024  # --batch-size
+MAX_BLOCKS = 1_000_000  # --max-blocks
+MAX_STEPS = 1_000_000  # --steps, --warmup-steps, and the steps of each pre-training budget
+MAX_THREADS = 256  # --threads
+MAX_SEED = 2**63 - 1  # --seed
 
 
 class RunFailure(RuntimeError):
@@ -79,24 +107,19 @@ def add_parser(subparsers, parser_class: type[argparse.ArgumentParser] | None = 
     r.add_argument("model", help="hub id (ORG/NAME; HF_HUB_OFFLINE=1 lists the local hub cache) or a folder series")
 
     p = sub.add_parser("perturb", help="perplexity of Gaussian-perturbed checkpoints into a result store")
-    p.add_argument("--model", required=True, help="hub id or folder series")
-    which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--revisions", help="comma-separated revision names")
-    which.add_argument("--tokens", help="comma-separated token counts (1e9, 2.3T); the nearest revisions are used")
+    add_checkpoint_arguments(p)
     p.add_argument("--eval-text", required=True, type=Path,
                    help="held-out text (.txt: one document; .jsonl: 'text' per line)")
-    p.add_argument("--gammas", required=True, help="comma-separated noise scales >= 0")
-    p.add_argument("--seeds", required=True, type=_int("--seeds"), help="draws per gamma (seeds 0..K-1)")
-    p.add_argument("--scale", required=True, choices=("init", "relative", "absolute"),
-                   help="sigma per tensor: init std, tensor RMS, or 1")
+    p.add_argument("--gammas", required=True, help=f"comma-separated noise scales >= 0 (at most {MAX_VALUES})")
+    p.add_argument("--seeds", required=True, type=_int("--seeds", 1, MAX_SEEDS),
+                   help=f"draws per gamma, seeds 0..K-1 (K <= {MAX_SEEDS:,})")
+    p.add_argument("--scale", default="init", choices=("init", "relative", "absolute"),
+                   help="sigma per tensor: init std (default, the paper's), tensor RMS, or 1")
     p.add_argument("--noise-device", default="cpu", choices=("cpu", "param"),
                    help="where noise is drawn: cpu (same numbers on any device) or param (on the weights' "
                         "device: much faster for 1B+ models on a GPU; still paired across checkpoints)")
     p.add_argument("--out", required=True, type=Path, help="run directory (resumable)")
-    p.add_argument("--seq-len", type=_int("--seq-len"), default=128)
-    p.add_argument("--batch-size", type=_int("--batch-size"), default=8)
-    p.add_argument("--max-blocks", type=_int("--max-blocks"), default=None,
-                   help="use the first N blocks of the eval text")
+    add_size_arguments(p, "eval blocks per forward pass")
     p.add_argument("--dtype", choices=DTYPES, default="float32")
     p.add_argument("--device", choices=DEVICES, default="cpu")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
@@ -108,27 +131,113 @@ def add_parser(subparsers, parser_class: type[argparse.ArgumentParser] | None = 
     return llm
 
 
-def _int(flag: str):
+def add_checkpoint_arguments(p: argparse.ArgumentParser) -> None:
+    """``--model`` and which of its checkpoints (``--revisions`` | ``--tokens``; a folder series: all by default)."""
+    p.add_argument("--model", required=True, help="hub id (ORG/NAME) or local folder series")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--revisions", help="comma-separated revision names")
+    which.add_argument("--tokens", help="comma-separated token counts (1e9, 2.3T); the nearest revisions are used "
+                                        "(one of the two is required for a hub id; default for a folder series: "
+                                        "every checkpoint)")
+
+
+def add_size_arguments(p: argparse.ArgumentParser, batch: str) -> None:
+    """``--seq-len``, ``--batch-size``, ``--max-blocks``, ``--threads``, with their bounds."""
+    p.add_argument("--seq-len", type=_int("--seq-len", 2, MAX_SEQ_LEN), default=128,
+                   help="tokens per block (default 128; at most each checkpoint's max_position_embeddings)")
+    p.add_argument("--batch-size", type=_int("--batch-size", 1, MAX_BATCH), default=8,
+                   help=f"{batch} (default 8, at most {MAX_BATCH:,})")
+    p.add_argument("--max-blocks", type=_int("--max-blocks", 1, MAX_BLOCKS), default=None,
+                   help=f"use the first N blocks of the eval text (default all, N <= {MAX_BLOCKS:,})")
+    add_threads_argument(p)
+
+
+def add_threads_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=_int("--threads", 1, MAX_THREADS), default=None,
+                   help=f"torch threads (default: torch's own; 1 is fastest for small models on a busy machine; "
+                        f"at most {MAX_THREADS})")
+
+
+def _bounded(flag: str, text: str, value, least=None, most=None, above=None, below=None):
+    """``value`` (parsed from ``text``) if it is finite and within the bounds (``least <= value <=
+    most``, ``above < value < below``, each optional); else UsageError naming the flag, the value and
+    what is allowed."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UsageError(f"{flag} {text!r} must be a finite number")
+    rules = ((">=", least, operator.ge), ("<=", most, operator.le), (">", above, operator.gt), ("<", below, operator.lt))
+    if any(bound is not None and not holds(value, bound) for _, bound, holds in rules):
+        allowed = " and ".join(f"{sign} {_show(bound)}" for sign, bound, _ in rules if bound is not None)
+        raise UsageError(f"{flag} {text} must be {allowed}")
+    return value
+
+
+def _show(bound) -> str:
+    return f"{bound:,}" if isinstance(bound, int) and bound < 10**7 else f"{bound:g}"
+
+
+def _argument(parse):
+    """An argparse ``type`` from a parser raising UsageError (argparse reports ArgumentTypeError as is)."""
+    def convert(text: str):
+        try:
+            return parse(text)
+        except UsageError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return convert
+
+
+def _int(flag: str, least: int | None = None, most: int | None = None):
+    """argparse type: an integer in [least, most]."""
     def parse(text: str) -> int:
         try:
-            return int(text)
+            value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} {text!r} is not an integer") from None
+            raise UsageError(f"{flag} {text!r} is not an integer") from None
+        return _bounded(flag, text, value, least, most)
 
-    return parse
+    return _argument(parse)
 
 
-def _number(flag: str):
+def _number(flag: str, **bounds):
+    """argparse type: a finite number within ``bounds`` (``_bounded``'s keywords)."""
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} {text!r} is not a number") from None
-        if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"{flag} {text!r} must be a finite number")
-        return value
+            raise UsageError(f"{flag} {text!r} is not a number") from None
+        return _bounded(flag, text, value, **bounds)
 
-    return parse
+    return _argument(parse)
+
+
+def _floats(flag: str, text: str, **bounds) -> list[float]:
+    """Comma-separated finite numbers within ``bounds``, duplicates dropped, at most ``MAX_VALUES``."""
+    items = [item.strip() for item in text.split(",")]
+    if len(items) > MAX_VALUES:
+        raise UsageError(f"{flag} has {len(items)} values; at most {MAX_VALUES} are allowed")
+    values = []
+    for item in items:
+        try:
+            value = float(item)
+        except ValueError:
+            raise UsageError(f"{flag} {item!r} is not a number; give comma-separated numbers") from None
+        values.append(_bounded(flag, item, value, **bounds))
+    return _unique(values)
+
+
+def _token_counts(text: str, flag: str = "--tokens") -> list[float]:
+    """Comma-separated token counts (``1e9``, ``2.3T``, ``500M``), each finite and at most ``MAX_TOKENS``."""
+    counts = []
+    for item in (item.strip() for item in text.split(",")):
+        match = _COUNT.fullmatch(item)
+        if not match:
+            raise UsageError(f"{flag} {item!r} is not a token count; allowed: numbers such as 1e9, 2.3T, 500M")
+        counts.append(_bounded(flag, item, float(match["number"]) * _UNITS[match["unit"]], most=MAX_TOKENS))
+    return counts
+
+
+def _unique(items):
+    return list(dict.fromkeys(items))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -194,19 +303,21 @@ class Plan:
     setup: str  # the store's ``setup``: hub id, or the folder's name
     revisions: list  # [Revision], sorted by (stage, tokens, step)
     requested: dict  # revision name -> the token counts that chose it (--tokens)
+    warnings: list[str]  # printed on stderr when the run starts (the plan itself prints nothing)
+    eval_path: Path
+    eval_sha256: str
+    blocks: object  # torch.Tensor [n_blocks, seq_len]
+    device: str
+    threads: int | None
+    out: Path
+    quiet: bool
+    args: dict
     gammas: list[float]
     seeds: int
     scale: str
     noise_device: str
-    eval_path: Path
-    eval_sha256: str
-    blocks: object  # torch.Tensor [n_blocks, seq_len]
     batch_size: int
     dtype: str
-    device: str
-    out: Path
-    quiet: bool
-    args: dict
 
     def config(self) -> dict:
         """What the numbers depend on: a run directory holds one config, and a rerun of it resumes."""
@@ -220,51 +331,71 @@ class Plan:
             config["noise_device"] = self.noise_device
         return config
 
-
-def _floats(flag: str, text: str) -> list[float]:
-    values = []
-    for item in text.split(","):
-        try:
-            value = float(item)
-        except ValueError:
-            raise UsageError(f"{flag} {item.strip()!r} is not a number; give comma-separated numbers") from None
-        if not math.isfinite(value):
-            raise UsageError(f"{flag} {item.strip()!r} must be a finite number")
-        values.append(value)
-    return values
+    def identity(self) -> dict:
+        """The manifest fields a rerun must match to resume (``experiments.run.out_decision``)."""
+        return {"command": "llm perturb", "config": self.config()}
 
 
-def _token_counts(text: str, flag: str = "--tokens") -> list[float]:
-    counts = []
-    for item in text.split(","):
-        match = _COUNT.fullmatch(item.strip())
-        if not match:
-            raise UsageError(f"{flag} {item.strip()!r} is not a token count; allowed: numbers such as 1e9, 2.3T, 500M")
-        counts.append(float(match["number"]) * _UNITS[match["unit"]])
+def light_checks(args) -> list[float] | None:
+    """The checks of a checkpoint-series command that need no torch (run before importing it): a hub
+    id needs ``--revisions`` or ``--tokens``, and ``--out`` must be writable. Returns the parsed
+    ``--tokens`` (None without)."""
+    from experiments.run import check_writable
+
+    if args.revisions is None and args.tokens is None and not Path(args.model).expanduser().is_dir():
+        raise UsageError(f"--model {args.model} is not a local folder series: give --revisions or --tokens "
+                         "(only a folder series defaults to every checkpoint)")
+    counts = _token_counts(args.tokens) if args.tokens is not None else None
+    check_writable(args.out)
     return counts
 
 
-def _unique(items):
-    return list(dict.fromkeys(items))
+def check_device(device: str) -> None:
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available here; allowed: cpu")
 
 
-def _resolve_revisions(args, model: str, available) -> tuple[list, dict]:
+def plan_checkpoints(args, counts: list[float] | None) -> dict:
+    """The plan fields every checkpoint-series command shares (``Plan``'s first fields), checked:
+    the model and its chosen revisions, each revision's position limit against ``--seq-len``, and
+    the eval token set (identical under every checkpoint's tokenizer)."""
+    from llm_validation.evaluate import read_texts
+
+    read_texts(args.eval_text)  # does not exist / not UTF-8 / holds no text: before any model is read
+    is_folder, available = _available(args.model)
+    source = str(Path(args.model).expanduser().resolve()) if is_folder else args.model
+    revisions, requested, warnings = _resolve_revisions(args, available, counts)
+    _check_positions(source, is_folder, revisions, args.seq_len)
+    blocks = _token_blocks(args, source, is_folder, revisions, args.seq_len, args.max_blocks)
+    return dict(
+        model=args.model, source=source, is_folder=is_folder, setup=Path(source).name if is_folder else args.model,
+        revisions=revisions, requested=requested, warnings=warnings, eval_path=Path(args.eval_text).resolve(),
+        eval_sha256=hashlib.sha256(Path(args.eval_text).read_bytes()).hexdigest(), blocks=blocks,
+        device=args.device, threads=args.threads, out=Path(args.out), quiet=args.quiet,
+        args={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if not callable(v)},
+    )
+
+
+def _resolve_revisions(args, available, counts: list[float] | None) -> tuple[list, dict, list[str]]:
+    """(chosen revisions, {name: requested token counts}, warnings): by ``--revisions`` names, the
+    nearest to each ``--tokens`` count, or (neither given; a folder series) every one."""
     from llm_validation.checkpoints import SERIES, nearest_revisions, parse_revision
 
+    model = args.model
     by_name = {r.name: r for r in available}
+    chosen, requested, warnings = list(available), {}, []
     if args.revisions is not None:
-        names = _unique(name.strip() for name in args.revisions.split(","))
         chosen = []
-        for name in names:
+        for name in _unique(name.strip() for name in args.revisions.split(",")):
             wanted = parse_revision(name)  # ValueError naming the value and the allowed forms
             if name not in by_name:
                 nearest = sorted(available, key=lambda r: (abs(r.tokens - wanted.tokens), r.tokens, r.step))[:3]
                 raise UsageError(f"revision={name!r} is not available for {model}; nearest available: "
                                  f"{', '.join(r.name for r in nearest)}")
             chosen.append(by_name[name])
-        requested = {}
-    else:
-        counts = _token_counts(args.tokens)
+    elif counts is not None:
         stage = SERIES[model].stage if model in SERIES else None
         pool = [r for r in available if r.stage == stage] if stage else available
         if len({r.stage for r in pool}) > 1:
@@ -272,12 +403,35 @@ def _resolve_revisions(args, model: str, available) -> tuple[list, dict]:
                              f"{sorted({r.stage or '-' for r in pool})} whose token counts restart; use --revisions")
         if not pool:
             raise UsageError(f"--tokens: {model} has no {stage} revisions to choose from")
-        chosen, requested = [], {}
-        for count, revision in zip(counts, nearest_revisions(pool, counts)):
+        chosen = nearest_revisions(pool, counts)
+        for count, revision in zip(counts, chosen):
             requested.setdefault(revision.name, []).append(count)
-            chosen.append(revision)
+        far = [f"{human_tokens(count)} -> {r.name}" for count, r in zip(counts, chosen)
+               if max(count, r.tokens) > 2 * min(count, r.tokens)]
+        if far:
+            warnings.append(f"ovt: warning: --tokens {', '.join(far)}: the nearest checkpoint is more than 2x "
+                            f"away from the request (`ovt llm revisions {model}` lists them)")
     chosen = sorted({r.name: r for r in chosen}.values(), key=lambda r: (r.stage or "", r.tokens, r.step))
-    return chosen, requested
+    return chosen, requested, warnings
+
+
+def _check_positions(source: str, is_folder: bool, revisions, seq_len: int) -> None:
+    """``--seq-len`` must fit every checkpoint's position table (config.json ``max_position_embeddings``)."""
+    from transformers import AutoConfig
+
+    from llm_validation.checkpoints import CheckpointError
+
+    for revision in revisions:
+        try:
+            config = (AutoConfig.from_pretrained(str(Path(source) / revision.name)) if is_folder
+                      else AutoConfig.from_pretrained(source, revision=revision.name))
+        except (OSError, ValueError) as error:
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise CheckpointError(f"the config.json of {source}@{revision.name} could not be read: {reason}") from None
+        limit = getattr(config, "max_position_embeddings", None)
+        if limit is not None and seq_len > limit:
+            raise UsageError(f"--seq-len {seq_len} exceeds the {limit} positions of {revision.name} "
+                             f"(max_position_embeddings in its config.json); allowed: 2..{limit}")
 
 
 def _tokenizer(source: str, is_folder: bool, revision: str):
@@ -319,69 +473,27 @@ def _token_blocks(plan_args, source: str, is_folder: bool, revisions, seq_len: i
 
 
 def plan_perturb(args) -> Plan:
-    """Check every input of ``perturb`` (raising UsageError / ValueError) without writing anything."""
-    import torch
+    """Check every input of ``perturb`` (raising UsageError / ValueError) without writing anything;
+    numbers and flags first, before torch is imported."""
+    from experiments.run import out_decision
 
-    from experiments.run import check_writable
-    from llm_validation.evaluate import read_texts
-
-    gammas = _unique(_floats("--gammas", args.gammas))
-    for gamma in gammas:
-        if gamma < 0:
-            raise UsageError(f"--gammas {gamma:g} must be >= 0")
-    for flag, value, least in (("--seeds", args.seeds, 1), ("--seq-len", args.seq_len, 2),
-                               ("--batch-size", args.batch_size, 1), ("--max-blocks", args.max_blocks, 1)):
-        if value is not None and value < least:
-            raise UsageError(f"{flag} {value} must be >= {least}")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA device is available here; allowed: cpu")
-    read_texts(args.eval_text)  # "eval file ... does not exist" / "holds no text"
-    check_writable(args.out)
-
-    is_folder, available = _available(args.model)
-    source = str(Path(args.model).expanduser().resolve()) if is_folder else args.model
-    revisions, requested = _resolve_revisions(args, args.model, available)
-    blocks = _token_blocks(args, source, is_folder, revisions, args.seq_len, args.max_blocks)
-    plan = Plan(
-        model=args.model, source=source, is_folder=is_folder,
-        setup=Path(source).name if is_folder else args.model, revisions=revisions, requested=requested,
-        gammas=gammas, seeds=args.seeds, scale=args.scale, noise_device=args.noise_device, eval_path=Path(args.eval_text).resolve(),
-        eval_sha256=hashlib.sha256(Path(args.eval_text).read_bytes()).hexdigest(), blocks=blocks,
-        batch_size=args.batch_size, dtype=args.dtype, device=args.device, out=Path(args.out), quiet=args.quiet,
-        args={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if not callable(v)},
-    )
-    check_resumable(plan.out, "llm perturb", plan.config())
+    gammas = _floats("--gammas", args.gammas, least=0)
+    counts = light_checks(args)
+    check_device(args.device)
+    plan = Plan(**plan_checkpoints(args, counts), gammas=gammas, seeds=args.seeds, scale=args.scale,
+                noise_device=args.noise_device, batch_size=args.batch_size, dtype=args.dtype)
+    out_decision(plan.out, plan.identity())  # a run of another config: refused unless it may be replaced
     return plan
 
 
-def check_resumable(out: Path, command: str, config: dict) -> None:
-    """Refuse (UsageError) an ``out`` that holds a run of another command or config: a rerun resumes only itself."""
-    from experiments import store
+def start(plan) -> dict:
+    """Start a planned checkpoint-series run: print the plan's warnings, then ``begin_run`` with
+    the plan's identity (resume, replace or new; the manifest written, status running)."""
+    from experiments.run import begin_run
 
-    manifest = out / store.MANIFEST
-    if not manifest.is_file() and store.stored_chunks(out):
-        raise UsageError(f"--out {out} holds chunks/ but no {store.MANIFEST}; choose another --out or delete it")
-    if manifest.is_file():
-        previous = store.read_manifest(out)
-        if previous.get("command") != command or previous.get("config") != _jsonable(config):
-            raise UsageError(f"--out {out} holds a run of another config ({previous.get('command')}, "
-                             f"{previous.get('config', {}).get('model')}); choose another --out or delete it")
-
-
-def start_manifest(out: Path, fresh) -> dict:
-    """The run's manifest, marked running: the stored one (a resume, noted) or ``fresh()``; written at once."""
-    from experiments import store
-    from experiments.run import now
-
-    path = out / store.MANIFEST
-    if path.is_file():
-        manifest = store.read_manifest(out)
-        manifest.setdefault("resumed", []).append(now())
-        manifest["status"] = "running"
-    else:
-        manifest = fresh()
-    store.write_json(path, manifest)
-    return manifest
+    for warning in plan.warnings:
+        print(warning, file=sys.stderr)
+    return begin_run(plan.out, plan.identity(), plan.new_manifest, plan.quiet)
 
 
 @contextlib.contextmanager

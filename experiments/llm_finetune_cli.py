@@ -9,7 +9,7 @@
 For each checkpoint in turn (one model in memory), and from it at each lr (``finetune.lr_grid``
 restores the checkpoint's weights exactly between rates): ``--steps`` AdamW steps on ``--data``
 (``--batch-size`` examples of ``--seq-len`` tokens, the L2 pull ``--reg`` toward the checkpoint,
-batch order seeded by ``--seed``). Rows (long form, ARCHITECTURE.md "Result store"):
+batch order seeded by ``--seed``). Rows (long form, docs/ARCHITECTURE.md "Result store"):
 
 - ``modification='none'``: the checkpoint before fine-tuning, metrics ``perplexity`` (the
   ``--eval-text`` token set, as perturb builds it) and ``finetune_loss`` (token-mean loss on the

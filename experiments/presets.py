@@ -1,6 +1,6 @@
 """Named presets, one per figure (``ovt theory --list``). ``quick`` variants shrink grids, not physics.
 
-Default setup (THEORY.md): d_in = h = d_out = 32, s_i = 1/i, u0 = 1e-6, B with the reversed spectrum,
+Default setup (docs/THEORY.md): d_in = h = d_out = 32, s_i = 1/i, u0 = 1e-6, B with the reversed spectrum,
 noise scale sigma_k = 1/sqrt(32) (the std a 1/sqrt(fan-in) Gaussian init would have).
 """
 

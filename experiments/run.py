@@ -84,9 +84,10 @@ def clear_run(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
 
 
-def begin_run(out: Path, identity: dict, fresh, quiet: bool = False) -> dict:
+def begin_run(out: Path, identity: dict, fresh) -> dict:
     """The run's manifest, marked running and written: the stored one on a resume (noted under
-    ``resumed``), else ``fresh()`` (after clearing a replaced run, said on stderr)."""
+    ``resumed``), else ``fresh()`` (after clearing a replaced run, said on stderr even when quiet:
+    results are being removed)."""
     out = Path(out)
     decision = out_decision(out, identity)
     if decision == "resume":
@@ -98,8 +99,7 @@ def begin_run(out: Path, identity: dict, fresh, quiet: bool = False) -> dict:
         if decision == "replace":
             previous = store.read_manifest(out).get("status")
             clear_run(out)
-            if not quiet:
-                print(f"ovt: replacing the {previous} run of another config in {out}", file=sys.stderr)
+            print(f"ovt: replacing the {previous} run of another config in {out}", file=sys.stderr)
         manifest = fresh()
     store.write_json(out / store.MANIFEST, manifest)
     return manifest
@@ -184,7 +184,7 @@ def run_theory(cfg: TheoryConfig, preset: str, out: Path, quiet: bool = False,
             "seeds": sorted({c.seed for c in cells(cfg)}), "started": now(), "status": "running",
         }
 
-    manifest = begin_run(out, identity, fresh, quiet)
+    manifest = begin_run(out, identity, fresh)
     manifest.update(n_cells=len(cells(cfg)), n_chunks=len(chunks), chunk_size=len(chunks[0].cells))
     store.write_json(manifest_path, manifest)
     with marks_failure(out):

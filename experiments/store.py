@@ -1,4 +1,4 @@
-"""The result store both worlds write (ARCHITECTURE.md, "Result store").
+"""The result store both worlds write (docs/ARCHITECTURE.md, "Result store").
 
 A run directory holds ``manifest.json`` and ``metrics.parquet`` (long form, one row per measured
 number). Sweeps write each finished chunk to ``chunks/NNNNN.parquet`` first; ``metrics.parquet`` is

@@ -1,5 +1,5 @@
 """Fine-tuning on a misaligned task B at a fixed lr x steps (preset ``finetune``): claims 3 and 4 of
-THEORY.md, "What must come out"."""
+docs/THEORY.md, "What must come out"."""
 
 from __future__ import annotations
 

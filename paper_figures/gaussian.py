@@ -1,5 +1,5 @@
 """Gaussian perturbation (preset ``gaussian``; ``smoke`` is its small version): claims 1 and 2 of
-THEORY.md, "What must come out"."""
+docs/THEORY.md, "What must come out"."""
 
 from __future__ import annotations
 

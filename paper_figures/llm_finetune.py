@@ -1,5 +1,5 @@
 """Fine-tuning real LLM checkpoints (``ovt llm finetune``, preset ``llm_finetune``): the LLM test of
-claims 3 and 4 (and, with the tuned lr, 6) of THEORY.md, "What must come out".
+claims 3 and 4 (and, with the tuned lr, 6) of docs/THEORY.md, "What must come out".
 
 Curve rows are ``modification='finetune'`` with ``lr_policy`` 'fixed' (one curve per ``lr``) or
 'tuned' (per checkpoint, the lr of the grid with the lowest in-task loss; ``lr`` holds the one chosen);

@@ -1,5 +1,5 @@
 """Gaussian perturbation of real LLM checkpoints (``ovt llm perturb``, preset ``llm_perturb``): the
-LLM test of claims 1 and 2 of THEORY.md, "What must come out".
+LLM test of claims 1 and 2 of docs/THEORY.md, "What must come out".
 
 The store holds, per checkpoint (``pretrain_time`` = its pre-training tokens), the base perplexity
 (``modification='none'``) and one perplexity per Gaussian draw (``modification='gaussian'``, ``gamma``,

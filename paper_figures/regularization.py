@@ -1,5 +1,5 @@
 """Fine-tuning with an L2 pull of strength lambda toward the pre-trained weights (preset
-``regularization``): claim 5 of THEORY.md, "What must come out" (the paper's Theorem 4.7)."""
+``regularization``): claim 5 of docs/THEORY.md, "What must come out" (the paper's Theorem 4.7)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The shared look of the paper figures, and the row selection every figure uses.
 
-A figure module selects rows of a result store (ARCHITECTURE.md, "Result store") and draws them with
+A figure module selects rows of a result store (docs/ARCHITECTURE.md, "Result store") and draws them with
 the helpers here: paper-column sizes, one font scale, a log pre-training-time axis, an ordered colour
 sequence for the swept parameter, and the stored T* marked on its curve. Nothing here computes a
 number a reader must trust: T* is always the stored ``inflection`` row.

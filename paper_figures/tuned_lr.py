@@ -1,5 +1,5 @@
 """Learning-rate strategies (preset ``tuned_lr``): a fixed lr, an lr that shrinks with T, and the lr
-tuned per T for the best L_B after fine-tuning; claim 6 of THEORY.md, "What must come out".
+tuned per T for the best L_B after fine-tuning; claim 6 of docs/THEORY.md, "What must come out".
 
 Shrinking rows store lr(T) in ``lr``, which changes along a curve, so a shrinking curve is identified
 by the rank of its lr among the shrinking rows at the same T (the policy scales every lr0 by one

@@ -1,6 +1,6 @@
 """Linear transfer-learning theory of catastrophic overtraining, in pure JAX.
 
-Modules follow THEORY.md one concept each: ``tasks`` (teachers A, B), ``network`` (depth-L linear
+Modules follow docs/THEORY.md one concept each: ``tasks`` (teachers A, B), ``network`` (depth-L linear
 networks and their init), ``closed_form`` (per-mode logistic laws), ``simulate`` (gradient flow and
 optax optimisers over ``lax.scan``), ``perturbation`` (Gaussian noise, exact and Monte-Carlo),
 ``finetune`` (fine-tuning with an optional L2 pull), ``measure`` (sharpness, trace, inflection),

@@ -1,4 +1,4 @@
-"""Per-mode laws of the aligned, balanced linear network (Saxe et al. 2014; THEORY.md).
+"""Per-mode laws of the aligned, balanced linear network (Saxe et al. 2014; docs/THEORY.md).
 
 Under aligned balanced init every teacher mode i evolves alone. For depth 2 its end-to-end strength
 u obeys du/dt = 2u(s - u), solved by the logistic law

@@ -1,4 +1,4 @@
-"""Fine-tuning from a pre-trained W(T) (THEORY.md, "Modification 2").
+"""Fine-tuning from a pre-trained W(T) (docs/THEORY.md, "Modification 2").
 
 Flow or GD on  L_B(W) + lambda/2 * sum_k ||W_k - W_k(T)||_F^2  for fine-tuning time tau = lr * steps.
 "Fixed learning rate" means the same lr and steps for every T; "tuned" picks, per T, the lr of a grid

@@ -1,4 +1,4 @@
-"""Measurements along a pre-training trajectory (THEORY.md, "Measurements").
+"""Measurements along a pre-training trajectory (docs/THEORY.md, "Measurements").
 
 Sharpness is the top eigenvalue of the Hessian of L_A in all weights (power iteration on
 Hessian-vector products, no Hessian materialised); the trace is exact by one HVP per coordinate

@@ -1,4 +1,4 @@
-"""Depth-L linear networks M(W) = W_L ... W_2 W_1 (THEORY.md, "Parameterisation and initialisation").
+"""Depth-L linear networks M(W) = W_L ... W_2 W_1 (docs/THEORY.md, "Parameterisation and initialisation").
 
 Parameters are a tuple ``Ws = (W_1, ..., W_L)`` with W_k of shape (width_k, width_{k-1}); widths are
 ``(d_in, h, ..., h, d_out)``. Tuples are pytrees, so every optax optimiser and ``vmap`` applies as is.

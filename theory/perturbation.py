@@ -1,4 +1,4 @@
-"""Gaussian perturbation of the weights (THEORY.md, "Modification 1").
+"""Gaussian perturbation of the weights (docs/THEORY.md, "Modification 1").
 
 W_k -> W_k + gamma * sigma_k * E_k with E_k iid N(0, 1) and sigma_k the layer's *init* std (the
 paper scales noise by the initialisation covariance). For depth 2 the expected excess is exact;

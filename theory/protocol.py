@@ -1,4 +1,4 @@
-"""The protocol of ARCHITECTURE.md on linear networks: pre-train to many times T, modify, measure.
+"""The protocol of docs/ARCHITECTURE.md on linear networks: pre-train to many times T, modify, measure.
 
 Two paths give the same ``Curves``:
 - ``closed_form_curves``: aligned balanced networks, per-mode laws, a whole T grid in one call;

@@ -1,4 +1,4 @@
-"""Simulated training of linear networks: gradient flow and optax optimisers (THEORY.md, "Pre-training").
+"""Simulated training of linear networks: gradient flow and optax optimisers (docs/THEORY.md, "Pre-training").
 
 Everything runs under ``lax.scan`` over steps, so one compile serves a whole trajectory and ``vmap``
 over cells (seeds, hyperparameters, budgets) adds no Python loop. Pre-training time is flow time:
@@ -143,7 +143,7 @@ def minibatch_objective(A: jax.Array, batch_size: int, label_noise: float = 0.0)
 
 def budget_series(objective: Objective, Ws0: Params, budgets, mode: str, opt_name: str = "sgd", peak_lr: float = 0.05,
                   kind: str = "cosine", warmup_fraction: float = 0.0, key: jax.Array | None = None) -> Params:
-    """A checkpoint series over step budgets, built the two ways THEORY.md names.
+    """A checkpoint series over step budgets, built the two ways docs/THEORY.md names.
 
     mode="separate": every budget its own run from Ws0, its schedule annealed to zero at that budget
     (the paper's controlled design); the runs share one vmapped scan padded with lr = 0.

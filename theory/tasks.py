@@ -1,4 +1,4 @@
-"""Teacher tasks: the pre-training map A and the fine-tuning map B (THEORY.md, "Tasks and loss").
+"""Teacher tasks: the pre-training map A and the fine-tuning map B (docs/THEORY.md, "Tasks and loss").
 
 Inputs are whitened, x ~ N(0, I_d), so the population loss of a linear predictor M is
     L(M) = 1/2 ||M - A||_F^2  (+ a constant from label noise).

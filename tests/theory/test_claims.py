@@ -1,4 +1,4 @@
-"""The six claims of THEORY.md ("What must come out"), on the default setup, in closed form."""
+"""The six claims of docs/THEORY.md ("What must come out"), on the default setup, in closed form."""
 
 import jax.numpy as jnp
 import numpy as np

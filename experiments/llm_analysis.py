@@ -3,7 +3,8 @@
 The curve of a gamma is the mean over draws (seeds) of the perturbed perplexity at each checkpoint;
 its T* comes from the same helper as the theory's (``theory.measure.inflection``: argmin over the
 token grid refined by a parabola in log tokens, NaN when the minimum is at an end or the curve never
-rises after it). The row's ``seed`` is -1: a statistic over all draws, not one draw.
+rises after it). The row's ``seed`` is -1: a statistic over all draws, not one draw. Diverged draws
+(inf or NaN perplexity) enter the mean as they are; the row itself has ``diverged`` False.
 """
 
 from __future__ import annotations
@@ -26,5 +27,7 @@ def perturb_inflection_rows(frame: pd.DataFrame) -> pd.DataFrame:
         t_star = float(inflection(T, curve.to_numpy(float))) if len(T) >= 3 else np.nan
         rows.append({"source": "llm", "setup": setup, "checkpoint": "inflection", "pretrain_time": np.nan,
                      "modification": "gaussian", "gamma": gamma, "lr": np.nan, "steps": np.nan, "reg": np.nan,
-                     "seed": MEAN_OVER_SEEDS, "metric": "inflection", "value": t_star})
-    return pd.DataFrame(rows, columns=list(frame.columns[:12])) if rows else frame.iloc[:0, :12]
+                     "seed": MEAN_OVER_SEEDS, "metric": "inflection", "value": t_star, "diverged": False})
+    if not rows:
+        return frame.iloc[:0, :12].assign(diverged=pd.Series(dtype=bool))
+    return pd.DataFrame(rows, columns=[*frame.columns[:12], "diverged"])

@@ -1,4 +1,4 @@
-"""``ovt llm ...``: the LLM side of the command line (ARCHITECTURE.md, "CLI contract").
+"""``ovt llm ...``: the LLM side of the command line (docs/ARCHITECTURE.md, "CLI contract").
 
     ovt llm revisions MODEL
     ovt llm pretrain ...   (``llm_pretrain_cli``: a mini pre-training series and its base perplexity)
@@ -28,8 +28,8 @@ whose nearest checkpoint is more than 2x away is reported in one warning line on
 Bounds (exit 2 beyond them; ``_int``, ``_number``, ``_floats`` and ``_token_counts`` check every
 number for finiteness and range where it is parsed): ``--seeds`` 1..10,000 draws per gamma;
 ``--gammas`` / ``--lrs`` at most 100 values; token counts (``--tokens``, ``--budgets``) at most
-1e15 (1000T); ``--seq-len`` 2..65,536 and at most every checkpoint's ``max_position_embeddings``
-(its config.json; 128 or 512 for the presets); ``--batch-size`` 1..1,024; ``--max-blocks``
+1e15 (1000T); ``--seq-len`` from 2 to every checkpoint's ``max_position_embeddings`` (its
+config.json; 128 or 512 for the presets); ``--batch-size`` 1..1,024; ``--max-blocks``
 1..1,000,000; ``--steps`` and ``--warmup-steps`` at most 1,000,000 (and pre-training budgets at
 most 1,000,000 steps each); ``--threads`` 1..256; ``--seed`` 0..2**63-1.
 
@@ -69,7 +69,6 @@ _COUNT = re.compile(r"(?P<number>[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)(?P<unit>[K
 MAX_SEEDS = 10_000  # --seeds: Gaussian draws per gamma
 MAX_VALUES = 100  # --gammas, --lrs: values in one grid
 MAX_TOKENS = 10**15  # --tokens, --budgets: 1000T, beyond any public pre-training run
-MAX_SEQ_LEN = 65_536  # --seq-len; each checkpoint's max_position_embeddings bounds it further
 MAX_BATCH = 1_024  # --batch-size
 MAX_BLOCKS = 1_000_000  # --max-blocks
 MAX_STEPS = 1_000_000  # --steps, --warmup-steps, and the steps of each pre-training budget
@@ -143,7 +142,7 @@ def add_checkpoint_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_size_arguments(p: argparse.ArgumentParser, batch: str) -> None:
     """``--seq-len``, ``--batch-size``, ``--max-blocks``, ``--threads``, with their bounds."""
-    p.add_argument("--seq-len", type=_int("--seq-len", 2, MAX_SEQ_LEN), default=128,
+    p.add_argument("--seq-len", type=_int("--seq-len", 2), default=128,
                    help="tokens per block (default 128; at most each checkpoint's max_position_embeddings)")
     p.add_argument("--batch-size", type=_int("--batch-size", 1, MAX_BATCH), default=8,
                    help=f"{batch} (default 8, at most {MAX_BATCH:,})")
@@ -164,7 +163,8 @@ def _bounded(flag: str, text: str, value, least=None, most=None, above=None, bel
     what is allowed."""
     if isinstance(value, float) and not math.isfinite(value):
         raise UsageError(f"{flag} {text!r} must be a finite number")
-    rules = ((">=", least, operator.ge), ("<=", most, operator.le), (">", above, operator.gt), ("<", below, operator.lt))
+    rules = ((">=", least, operator.ge), ("<=", most, operator.le),
+             (">", above, operator.gt), ("<", below, operator.lt))
     if any(bound is not None and not holds(value, bound) for _, bound, holds in rules):
         allowed = " and ".join(f"{sign} {_show(bound)}" for sign, bound, _ in rules if bound is not None)
         raise UsageError(f"{flag} {text} must be {allowed}")
@@ -294,8 +294,9 @@ def _revisions(args) -> int:
 
 
 @dataclasses.dataclass
-class Plan:
-    """Everything ``perturb`` needs, checked before anything is written."""
+class SeriesPlan:
+    """The plan fields of every checkpoint-series command (``plan_checkpoints``), checked before
+    anything is written."""
 
     model: str  # as given
     source: str  # hub id, or the folder's absolute path
@@ -312,6 +313,12 @@ class Plan:
     out: Path
     quiet: bool
     args: dict
+
+
+@dataclasses.dataclass
+class Plan(SeriesPlan):
+    """Everything ``perturb`` needs, checked before anything is written."""
+
     gammas: list[float]
     seeds: int
     scale: str
@@ -334,6 +341,9 @@ class Plan:
     def identity(self) -> dict:
         """The manifest fields a rerun must match to resume (``experiments.run.out_decision``)."""
         return {"command": "llm perturb", "config": self.config()}
+
+    def new_manifest(self) -> dict:
+        return _new_manifest(self)
 
 
 def light_checks(args) -> list[float] | None:
@@ -358,7 +368,7 @@ def check_device(device: str) -> None:
 
 
 def plan_checkpoints(args, counts: list[float] | None) -> dict:
-    """The plan fields every checkpoint-series command shares (``Plan``'s first fields), checked:
+    """The fields of ``SeriesPlan`` (every checkpoint-series command shares them), checked:
     the model and its chosen revisions, each revision's position limit against ``--seq-len``, and
     the eval token set (identical under every checkpoint's tokenizer)."""
     from llm_validation.evaluate import read_texts
@@ -426,8 +436,8 @@ def _check_positions(source: str, is_folder: bool, revisions, seq_len: int) -> N
             config = (AutoConfig.from_pretrained(str(Path(source) / revision.name)) if is_folder
                       else AutoConfig.from_pretrained(source, revision=revision.name))
         except (OSError, ValueError) as error:
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise CheckpointError(f"the config.json of {source}@{revision.name} could not be read: {reason}") from None
+            raise CheckpointError(f"the config.json of {source}@{revision.name} could not be read: "
+                                  f"{_first_line(error)}") from None
         limit = getattr(config, "max_position_embeddings", None)
         if limit is not None and seq_len > limit:
             raise UsageError(f"--seq-len {seq_len} exceeds the {limit} positions of {revision.name} "
@@ -444,7 +454,13 @@ def _tokenizer(source: str, is_folder: bool, revision: str):
             return AutoTokenizer.from_pretrained(str(Path(source) / revision))
         return AutoTokenizer.from_pretrained(source, revision=revision)
     except (OSError, ValueError) as error:
-        raise CheckpointError(f"the tokenizer of {source}@{revision} could not be read: {error}") from error
+        raise CheckpointError(f"the tokenizer of {source}@{revision} could not be read: "
+                              f"{_first_line(error)}") from error
+
+
+def _first_line(error: Exception) -> str:
+    """An error's message cut to its first line (transformers' are paragraphs; ours are one line)."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def _token_blocks(plan_args, source: str, is_folder: bool, revisions, seq_len: int, max_blocks: int | None):
@@ -493,7 +509,7 @@ def start(plan) -> dict:
 
     for warning in plan.warnings:
         print(warning, file=sys.stderr)
-    return begin_run(plan.out, plan.identity(), plan.new_manifest, plan.quiet)
+    return begin_run(plan.out, plan.identity(), plan.new_manifest)
 
 
 @contextlib.contextmanager
@@ -523,12 +539,6 @@ def torch_threads(threads: int | None):
         yield
     finally:
         torch.set_num_threads(previous)
-
-
-def _jsonable(payload):
-    import json
-
-    return json.loads(json.dumps(payload))
 
 
 def _commit(plan: Plan, revision: str, model=None) -> str | None:
@@ -585,7 +595,7 @@ def _new_manifest(plan: Plan) -> dict:
     return manifest_head(plan, "llm perturb") | {
         "n_tokens": int(n_blocks * (seq_len - 1)), "seq_len": int(seq_len), "batch_size": plan.batch_size,
         "dtype": plan.dtype, "device": plan.device, "scale": plan.scale, "gammas": plan.gammas,
-        "seeds": list(range(plan.seeds)), "sigma": None,
+        "n_seeds": plan.seeds, "threads": plan.threads, "sigma": None,  # draws are seeds 0..n_seeds-1
     }
 
 
@@ -596,7 +606,7 @@ def _rows(plan: Plan, revision, results: list[tuple[str, float, int, object]]) -
         "modification": [m for m, *_ in results], "gamma": [g for _, g, _, _ in results],
         "lr": nan, "steps": nan, "reg": nan, "seed": [s for _, _, s, _ in results], "metric": "perplexity",
         "value": [p.perplexity for *_, p in results], "mean_nll": [p.mean_nll for *_, p in results],
-        "n_tokens": [p.n_tokens for *_, p in results],
+        "n_tokens": [p.n_tokens for *_, p in results], "diverged": [p.diverged for *_, p in results],
     })
 
 
@@ -624,15 +634,16 @@ def run_perturb(plan: Plan) -> pd.DataFrame:
     from tqdm import tqdm
 
     from experiments import store
+    from experiments.run import marks_failure
     from llm_validation.checkpoints import load_checkpoint
 
     manifest_path = plan.out / store.MANIFEST
-    manifest = start_manifest(plan.out, lambda: _new_manifest(plan))
+    manifest = start(plan)
     done = store.stored_chunks(plan.out)
     todo = [(i, r) for i, r in enumerate(plan.revisions) if i not in done]
     per_checkpoint = 1 + len(plan.gammas) * plan.seeds
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[plan.dtype]
-    with quiet_transformers(plan.quiet):
+    with marks_failure(plan.out), torch_threads(plan.threads), quiet_transformers(plan.quiet):
         with tqdm(total=len(todo) * per_checkpoint, desc=f"perturb {plan.setup}", unit="eval",
                   disable=plan.quiet, file=sys.stderr) as progress:
             for index, revision in todo:
@@ -650,9 +661,9 @@ def run_perturb(plan: Plan) -> pd.DataFrame:
                     manifest["sigma"] = _sigma_summary(plan, revision.name, sigmas)
                 store.write_json(manifest_path, manifest)
                 del model
-    from experiments.llm_analysis import perturb_inflection_rows
+        from experiments.llm_analysis import perturb_inflection_rows
 
-    return finish_run(plan.out, len(plan.revisions), manifest, perturb_inflection_rows)
+        return finish_run(plan.out, len(plan.revisions), manifest, perturb_inflection_rows)
 
 
 def finish_run(out: Path, n_checkpoints: int, manifest: dict, derive) -> pd.DataFrame:

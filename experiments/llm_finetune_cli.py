@@ -1,7 +1,7 @@
 """``ovt llm finetune``: fine-tune every checkpoint of a series over an lr grid, into a result store.
 
-    ovt llm finetune --model M (--revisions R1,R2 | --tokens 1e9,2.3T) --data FILE --format hh|messages|text|mc
-                     --lrs L1,L2 --steps N --reg LAMBDA --eval-text FILE --out DIR
+    ovt llm finetune --model M [--revisions R1,R2 | --tokens 1e9,2.3T] --data FILE --format hh|messages|text|mc
+                     --lrs L1,L2 --steps N [--reg 0] --eval-text FILE --out DIR
                      [--batch-size 8] [--seq-len 128] [--heldout-fraction 0.1 | --heldout-data FILE]
                      [--mc-data FILE] [--warmup-steps 0] [--seed 0] [--max-blocks N]
                      [--dtype float32|bfloat16] [--device cpu|cuda] [--threads N] [--quiet]
@@ -16,8 +16,10 @@ batch order seeded by ``--seed``). Rows (long form, docs/ARCHITECTURE.md "Result
   held-out fine-tuning examples), and ``accuracy`` / ``accuracy_norm`` with ``--mc-data``;
 - ``modification='finetune'``, ``lr_policy='fixed'``, one block per lr: ``perplexity`` (forgetting),
   ``finetune_loss`` (in-task), ``train_loss`` (the last step's batch loss), and the accuracies with
-  ``--mc-data``. A run that diverges (non-finite loss or gradient) stops there: ``diverged`` True,
-  every value NaN, ``steps_done`` the updates made;
+  ``--mc-data``. A run that diverges (a non-finite gradient, or a loss that is NaN or above
+  ``evaluate.MAX_LOSS`` ~ 709.8, where its perplexity overflows; during training or on the held-out
+  sets after it) is recorded, never a crash: ``diverged`` True, every value NaN, ``steps_done`` the
+  updates made;
 - ``lr_policy='tuned'``: per checkpoint the block of the lr with the lowest held-out
   ``finetune_loss`` (``finetune.tuned_lr``; diverged runs never win; all NaN if every lr diverged);
 - ``checkpoint='inflection'``, ``metric='inflection'``, ``pretrain_time`` NaN: per fixed lr and for
@@ -29,11 +31,20 @@ is ``--seed`` throughout. Fine-tuning data are tokenised once with the first che
 every checkpoint must tokenise ``--eval-text`` identically (checked, as in perturb). Held-out
 fine-tuning examples are the last ``round(f * n)`` (at least one) of ``--data``, or ``--heldout-data``.
 
+Defaults: ``--reg 0`` (no pull); on a local folder series without ``--revisions`` or ``--tokens``,
+every checkpoint (``llm_cli``). Bounds (``llm_cli``'s module docstring): at most 100 ``--lrs``, each
+> 0; ``--steps`` 1..1,000,000; ``--warmup-steps`` 0..1,000,000; ``--batch-size`` 1..1,024;
+``--seq-len`` from 2 to every checkpoint's ``max_position_embeddings``;
+``--max-blocks`` 1..1,000,000; ``--threads`` 1..256; ``--seed`` 0..2**63-1.
+
 Every input is checked before the run directory is created (exit 2, one line naming the value,
-nothing written); a malformed data row names the file and row. Finished checkpoints are kept under
-``DIR/chunks/`` and the same command resumes after them; a seed gives the same table every time
-(for a fixed thread count). The manifest records the inputs (paths and sha256), the grid, the
-resolved revisions and the tuned lr of each checkpoint.
+nothing written; numbers and flags before torch is imported); a malformed or non-UTF-8 data file
+names the file (and row). The run directory follows ``experiments.run``'s lifecycle: a failure
+while running (exit 1) marks the manifest ``failed`` with the reason; finished checkpoints are kept
+under ``DIR/chunks/`` and the same command resumes after them, while another config replaces a
+failed run. A seed gives the same table every time (for a fixed thread count). The manifest
+records the inputs (paths and sha256), the grid, the resolved revisions and the tuned lr of each
+checkpoint.
 """
 
 from __future__ import annotations
@@ -49,9 +60,9 @@ import numpy as np
 import pandas as pd
 
 from experiments.llm_cli import (
-    DEVICES, DTYPES, RunFailure, _available, _commit, _floats, _int, _number, _resolve_revisions, _token_blocks,
-    _tokenizer, _unique, check_resumable, finish_run, human_tokens, manifest_head, quiet_transformers,
-    start_manifest, torch_threads,
+    DEVICES, DTYPES, MAX_SEED, MAX_STEPS, MAX_VALUES, RunFailure, SeriesPlan, _commit, _floats, _int, _number,
+    _tokenizer, add_checkpoint_arguments, add_size_arguments, check_device, finish_run, human_tokens, light_checks,
+    manifest_head, plan_checkpoints, quiet_transformers, start, torch_threads,
 )
 from experiments.run import UsageError
 
@@ -62,44 +73,34 @@ EVAL_BATCH_SIZE = 16  # FinetuneConfig's default; perplexity and losses are sums
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``ovt llm finetune``."""
-    p.add_argument("--model", required=True, help="hub id or folder series")
-    which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--revisions", help="comma-separated revision names")
-    which.add_argument("--tokens", help="comma-separated token counts (1e9, 2.3T); the nearest revisions are used")
+    add_checkpoint_arguments(p)
     p.add_argument("--data", required=True, help="fine-tuning data: JSONL, text file or folder (text), or hf:ORG/NAME")
     p.add_argument("--format", required=True, choices=FORMATS, help="data format (see llm_validation.finetune_data)")
-    p.add_argument("--lrs", required=True, help="comma-separated learning rates > 0")
-    p.add_argument("--steps", required=True, type=_int("--steps"), help="AdamW steps per run")
-    p.add_argument("--reg", required=True, type=_number("--reg"), help="L2 pull lambda toward the checkpoint (0: none)")
+    p.add_argument("--lrs", required=True, help=f"comma-separated learning rates > 0 (at most {MAX_VALUES})")
+    p.add_argument("--steps", required=True, type=_int("--steps", 1, MAX_STEPS),
+                   help=f"AdamW steps per run (at most {MAX_STEPS:,})")
+    p.add_argument("--reg", type=_number("--reg", least=0), default=0.0,
+                   help="L2 pull lambda toward the checkpoint (default 0: none)")
     p.add_argument("--eval-text", required=True, type=Path,
                    help="held-out pre-training text for the forgetting perplexity (.txt or .jsonl 'text')")
     p.add_argument("--out", required=True, type=Path, help="run directory (resumable)")
-    p.add_argument("--batch-size", type=_int("--batch-size"), default=8, help="examples per step")
-    p.add_argument("--seq-len", type=_int("--seq-len"), default=128, help="tokens per example and per eval block")
+    add_size_arguments(p, "examples per step")
     held = p.add_mutually_exclusive_group()
-    held.add_argument("--heldout-fraction", type=_number("--heldout-fraction"), default=None,
+    held.add_argument("--heldout-fraction", type=_number("--heldout-fraction", above=0, below=1), default=None,
                       help=f"hold out the last fraction of --data for the in-task loss (default {HELDOUT_FRACTION})")
     held.add_argument("--heldout-data", help="held-out in-task examples, in --format (then all of --data trains)")
     p.add_argument("--mc-data", help="multiple-choice JSONL to score (accuracy, accuracy_norm)")
-    p.add_argument("--warmup-steps", type=_int("--warmup-steps"), default=0)
-    p.add_argument("--seed", type=_int("--seed"), default=0, help="batch order")
-    p.add_argument("--max-blocks", type=_int("--max-blocks"), default=None, help="use the first N blocks of the eval text")
+    p.add_argument("--warmup-steps", type=_int("--warmup-steps", 0, MAX_STEPS), default=0)
+    p.add_argument("--seed", type=_int("--seed", 0, MAX_SEED), default=0, help="batch order")
     p.add_argument("--dtype", choices=DTYPES, default="float32", help="bfloat16: mixed precision, float32 master weights")
     p.add_argument("--device", choices=DEVICES, default="cpu")
-    p.add_argument("--threads", type=_int("--threads"), default=None, help="torch threads (default: torch's)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
 
 
 @dataclasses.dataclass
-class FinetunePlan:
+class FinetunePlan(SeriesPlan):
     """Everything ``finetune`` needs, checked before anything is written."""
 
-    model: str  # as given
-    source: str  # hub id, or the folder's absolute path
-    is_folder: bool
-    setup: str
-    revisions: list  # [Revision], sorted by (stage, tokens, step)
-    requested: dict  # revision name -> the token counts that chose it (--tokens)
     finetune: object  # FinetuneConfig (its lr is replaced by each of ``lrs``)
     lrs: list[float]
     fmt: str
@@ -108,14 +109,6 @@ class FinetunePlan:
     heldout: object  # Examples
     mc: dict | None  # {"path", "sha256", "n_items"}
     mc_items: list | None
-    eval_path: Path
-    eval_sha256: str
-    blocks: object  # torch.Tensor [n_blocks, seq_len]
-    device: str
-    threads: int | None
-    out: Path
-    quiet: bool
-    args: dict
 
     def config(self) -> dict:
         """What the numbers depend on: a run directory holds one config, and a rerun of it resumes."""
@@ -127,6 +120,13 @@ class FinetunePlan:
             "warmup_steps": self.finetune.warmup_steps, "seed": self.finetune.seed, "dtype": self.finetune.dtype,
             "device": self.device, "eval_sha256": self.eval_sha256, "n_blocks": int(self.blocks.shape[0]),
         }
+
+    def identity(self) -> dict:
+        """The manifest fields a rerun must match to resume (``experiments.run.out_decision``)."""
+        return {"command": "llm finetune", "config": self.config()}
+
+    def new_manifest(self) -> dict:
+        return _new_manifest(self)
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -160,39 +160,20 @@ def plan_finetune(args: argparse.Namespace) -> FinetunePlan:
 
     ``args``: the namespace ``ovt llm finetune`` parses (``cli._parser().parse_args(["llm", "finetune", ...])``).
     """
-    import torch
+    from experiments.run import out_decision
 
-    from experiments.run import check_writable
-    from llm_validation.evaluate import read_texts
-    from llm_validation.finetune import FinetuneConfig
-    from llm_validation.finetune_data import load_examples, read_multiple_choice
-
-    lrs = _unique(_floats("--lrs", args.lrs))
-    for lr in lrs:
-        if lr <= 0:
-            raise UsageError(f"--lrs {lr:g} must be > 0")
-    for flag, value, least in (("--steps", args.steps, 1), ("--batch-size", args.batch_size, 1),
-                               ("--seq-len", args.seq_len, 2), ("--warmup-steps", args.warmup_steps, 0),
-                               ("--max-blocks", args.max_blocks, 1), ("--threads", args.threads, 1)):
-        if value is not None and value < least:
-            raise UsageError(f"{flag} {value} must be >= {least}")
-    if args.reg < 0:
-        raise UsageError(f"--reg {args.reg:g} must be >= 0")
+    lrs = _floats("--lrs", args.lrs, above=0)
     fraction = HELDOUT_FRACTION if args.heldout_fraction is None else args.heldout_fraction
-    if not 0 < fraction < 1:
-        raise UsageError(f"--heldout-fraction {fraction:g} must lie strictly between 0 and 1")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA device is available here; allowed: cpu")
     _check_file("--data", args.data, folder_ok=args.format == "text")
     _check_file("--heldout-data", args.heldout_data, folder_ok=args.format == "text")
     _check_file("--mc-data", args.mc_data)
-    read_texts(args.eval_text)  # "eval file ... does not exist" / "holds no text"
-    check_writable(args.out)
+    counts = light_checks(args)
+    check_device(args.device)
+    from llm_validation.finetune import FinetuneConfig  # torch: after the checks that need none
+    from llm_validation.finetune_data import load_examples, read_multiple_choice
 
-    is_folder, available = _available(args.model)
-    source = str(Path(args.model).expanduser().resolve()) if is_folder else args.model
-    revisions, requested = _resolve_revisions(args, args.model, available)
-    blocks = _token_blocks(args, source, is_folder, revisions, args.seq_len, args.max_blocks)
+    shared = plan_checkpoints(args, counts)
+    source, is_folder, revisions = shared["source"], shared["is_folder"], shared["revisions"]
     tokenizer = _tokenizer(source, is_folder, revisions[0].name)
     examples = load_examples(args.data, args.format, tokenizer, args.seq_len)  # DataError: file and row
     if args.heldout_data is not None:
@@ -209,19 +190,15 @@ def plan_finetune(args: argparse.Namespace) -> FinetunePlan:
     config = FinetuneConfig(lr=lrs[0], steps=args.steps, batch_size=args.batch_size, warmup_steps=args.warmup_steps,
                             reg=args.reg, seed=args.seed, dtype=args.dtype, eval_batch_size=EVAL_BATCH_SIZE)
     plan = FinetunePlan(
-        model=args.model, source=source, is_folder=is_folder, setup=Path(source).name if is_folder else args.model,
-        revisions=revisions, requested=requested, finetune=config, lrs=lrs, fmt=args.format,
+        **shared, finetune=config, lrs=lrs, fmt=args.format,
         data={"path": args.data if args.data.startswith("hf:") else str(Path(args.data).resolve()),
               "sha256": _sha256(args.data), "n_train": len(train), "n_heldout": len(heldout), "heldout": how},
         train=train, heldout=heldout,
         mc=None if mc_items is None else {"path": str(Path(args.mc_data).resolve()), "sha256": _sha256(args.mc_data),
                                           "n_items": len(mc_items)},
-        mc_items=mc_items, eval_path=Path(args.eval_text).resolve(),
-        eval_sha256=hashlib.sha256(Path(args.eval_text).read_bytes()).hexdigest(), blocks=blocks,
-        device=args.device, threads=args.threads, out=Path(args.out), quiet=args.quiet,
-        args={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if not callable(v)},
+        mc_items=mc_items,
     )
-    check_resumable(plan.out, "llm finetune", plan.config())
+    out_decision(plan.out, plan.identity())  # a run of another config: refused unless it may be replaced
     return plan
 
 
@@ -259,7 +236,7 @@ def checkpoint_rows(plan: FinetunePlan, revision, base: dict[str, float], points
 
     nan = math.nan
     records = [dict(modification="none", lr=nan, steps=nan, reg=nan, metric=metric, value=value,
-                    lr_policy="", diverged=False, steps_done=0.0) for metric, value in base.items()]
+                    lr_policy="", diverged=not math.isfinite(value), steps_done=0.0) for metric, value in base.items()]
 
     def block(point, lr_policy: str, lr: float) -> list[dict]:
         return [dict(modification="finetune", lr=lr, steps=float(plan.finetune.steps), reg=plan.finetune.reg,
@@ -306,14 +283,15 @@ def run_finetune(plan: FinetunePlan) -> pd.DataFrame:
     from tqdm import tqdm
 
     from experiments import store
+    from experiments.run import marks_failure
     from llm_validation.checkpoints import load_checkpoint
     from llm_validation.finetune import lr_grid, tuned_lr
 
     manifest_path = plan.out / store.MANIFEST
-    manifest = start_manifest(plan.out, lambda: _new_manifest(plan))
+    manifest = start(plan)
     done = store.stored_chunks(plan.out)
     todo = [(i, r) for i, r in enumerate(plan.revisions) if i not in done]
-    with torch_threads(plan.threads), quiet_transformers(plan.quiet):
+    with marks_failure(plan.out), torch_threads(plan.threads), quiet_transformers(plan.quiet):
         accelerator = Accelerator(cpu=plan.device == "cpu")  # one for every run; the lr grid reuses it
         if accelerator.device.type != plan.device:
             raise RunFailure(f"--device {plan.device}: accelerate placed the run on {accelerator.device}")
@@ -340,7 +318,7 @@ def run_finetune(plan: FinetunePlan) -> pd.DataFrame:
                 entry["diverged_lrs"] = [p.lr for p in points if p.diverged]
                 store.write_json(manifest_path, manifest)
                 del model
-    return finish_run(plan.out, len(plan.revisions), manifest, inflection_rows)
+        return finish_run(plan.out, len(plan.revisions), manifest, inflection_rows)
 
 
 def summary(table: pd.DataFrame) -> str:

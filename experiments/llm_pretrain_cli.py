@@ -7,7 +7,16 @@
 
 Budgets are token counts (``320K,1.3M,10M``); each is trained for ``budget / (batch_size * seq_len)``
 steps rounded half up (``PretrainConfig``), and the checkpoint is named by the exact count.
-Defaults left unset are the library's (``PretrainConfig``: seq_len 128, batch 8, lr 1e-2, seed 0).
+Defaults left unset are the library's (``PretrainConfig``: seq_len 128, batch 8, lr 1e-2, seed 0;
+the preset's vocabulary, 320 for ``tiny``).
+
+Bounds (exit 2 beyond them, before anything is written): budgets finite and at most 1e15 tokens
+(``llm_cli.MAX_TOKENS``), and at most 1,000,000 steps each (``llm_cli.MAX_STEPS``: a pre-flight
+refusal, since a CPU trains the presets at thousands of steps a minute at best); ``--seq-len`` 2..the
+preset's max_position_embeddings (128 for tiny and smoke, 512 for the others); ``--batch-size``
+1..1,024; ``--vocab-size`` 258..1,000,000; ``--lr`` > 0; ``--max-blocks`` 1..1,000,000;
+``--threads`` 1..256; ``--seed`` 0..2**63-1. Every input is checked without importing torch
+(``llm_validation.pretrain_config``).
 
 DIR is at once a checkpoint series and a result store:
 
@@ -22,10 +31,14 @@ DIR is at once a checkpoint series and a result store:
   ``--seq-len`` and ``--max-blocks`` it is the ``none`` row perturb writes.
 
 ``list_revisions`` reads only subfolders named as revisions, so ``--model DIR`` reads DIR as a plain
-series. Every input is checked before anything is written (exit 2, one line). A rerun continues:
-finished checkpoints are skipped, an unfinished run resumes from its last state, and checkpoints
-already evaluated on the same token set keep their rows. A ``separate`` series may gain budgets;
-the store then covers every checkpoint in DIR.
+series. Every input is checked before anything is written (exit 2, one line). The manifest is
+written when the run starts (status ``running``) and marked ``failed`` with the reason if the run
+stops on an error (exit 1), ``complete`` at the end. A rerun continues: finished checkpoints are
+skipped, an unfinished run resumes from its last state, and checkpoints already evaluated on the
+same token set keep their rows. A ``separate`` series may gain budgets; the store then covers every
+checkpoint in DIR. Any other change of config is refused, unless the series holds no finished
+checkpoint and its last command failed, was interrupted or never finished: then the new command
+replaces it (what ``pretrain`` wrote there is removed first).
 """
 
 from __future__ import annotations
@@ -34,39 +47,54 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import shutil
 import sys
 from pathlib import Path
 
 import pandas as pd
 
 from experiments.llm_cli import (
-    RunFailure, _int, _jsonable, _number, _token_counts, quiet_transformers, torch_threads,
+    MAX_BATCH, MAX_BLOCKS, MAX_SEED, MAX_STEPS, MAX_TOKENS, RunFailure, _int, _number, _token_counts,
+    add_threads_argument, human_tokens, quiet_transformers, torch_threads,
 )
-from experiments.run import UsageError
+from experiments.run import UsageError, _jsonable, check_writable
+from llm_validation.corpora import CORPORA
+from llm_validation.models import PRESETS
+from llm_validation.pretrain_config import MODES, PretrainConfig, budget_steps
 
 HELDOUT = "heldout.txt"
 SERIES = "series.json"
+MAX_VOCAB = 1_000_000
 EVAL_BATCH_SIZE = 16  # perplexity does not depend on it (a sum over tokens); fixed and recorded
+REPLACEABLE = ("failed", "interrupted", "running")  # a series in this state with no checkpoint holds nothing of value
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of ``ovt llm pretrain``. Names are checked by ``PretrainConfig`` (the parser imports no torch)."""
-    p.add_argument("--preset", required=True, help="model size: a llm_validation.models.PRESETS name (tiny, 20k, 50k, 1m, ...)")
-    p.add_argument("--budgets", required=True, help="comma-separated token budgets (320K,1.3M,10M), one checkpoint each")
+    """The options of ``ovt llm pretrain`` (no torch: ``PRESETS``, ``CORPORA``, ``MODES`` are plain tables)."""
+    p.add_argument("--preset", required=True, choices=list(PRESETS),
+                   help="model size: a llm_validation.models.PRESETS name")
+    p.add_argument("--budgets", required=True,
+                   help=f"comma-separated token budgets (320K,1.3M,10M), one checkpoint each; each at most "
+                        f"{MAX_TOKENS:.0e} tokens and {MAX_STEPS:,} steps of batch-size x seq-len tokens")
     p.add_argument("--out", required=True, type=Path, help="series folder and result store (resumable)")
-    p.add_argument("--corpus", default="shakespeare", help="shakespeare | python | synthetic (default shakespeare)")
-    p.add_argument("--mode", default="separate",
-                   help="separate: every budget its own run annealed to 0; single: one run, checkpoints on the way")
-    p.add_argument("--seq-len", type=_int("--seq-len"), default=None, help="tokens per sequence (default 128)")
-    p.add_argument("--batch-size", type=_int("--batch-size"), default=None, help="sequences per step (default 8)")
-    p.add_argument("--lr", type=_number("--lr"), default=None, help="peak learning rate (default 1e-2)")
-    p.add_argument("--seed", type=_int("--seed"), default=None, help="initialisation and data order (default 0)")
-    p.add_argument("--vocab-size", type=_int("--vocab-size"), default=None, help="BPE vocabulary (default: the preset's)")
-    p.add_argument("--max-train-chars", type=_int("--max-train-chars"), default=None,
+    p.add_argument("--corpus", default="shakespeare", choices=CORPORA, help="training corpus (default shakespeare)")
+    p.add_argument("--mode", default="separate", choices=MODES,
+                   help="separate (default): every budget its own run annealed to 0; "
+                        "single: one run, checkpoints on the way")
+    p.add_argument("--seq-len", type=_int("--seq-len", 2), default=None,
+                   help="tokens per sequence (default 128; at most the preset's max_position_embeddings)")
+    p.add_argument("--batch-size", type=_int("--batch-size", 1, MAX_BATCH), default=None,
+                   help=f"sequences per step (default 8, at most {MAX_BATCH:,})")
+    p.add_argument("--lr", type=_number("--lr", above=0), default=None, help="peak learning rate (default 1e-2)")
+    p.add_argument("--seed", type=_int("--seed", 0, MAX_SEED), default=None,
+                   help="initialisation and data order (default 0)")
+    p.add_argument("--vocab-size", type=_int("--vocab-size", 1, MAX_VOCAB), default=None,
+                   help=f"BPE vocabulary (default: the preset's; 258..{MAX_VOCAB:,})")
+    p.add_argument("--max-train-chars", type=_int("--max-train-chars", 1), default=None,
                    help="cap the training split at whole documents of this many characters")
-    p.add_argument("--max-blocks", type=_int("--max-blocks"), default=None,
-                   help="evaluate on the first N blocks of the held-out text (default all)")
-    p.add_argument("--threads", type=_int("--threads"), default=None, help="torch threads (default: torch's)")
+    p.add_argument("--max-blocks", type=_int("--max-blocks", 1, MAX_BLOCKS), default=None,
+                   help=f"evaluate on the first N blocks of the held-out text (default all, N <= {MAX_BLOCKS:,})")
+    add_threads_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
 
 
@@ -74,7 +102,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 class PretrainPlan:
     """Everything ``pretrain`` needs, checked before anything is written."""
 
-    config: object  # llm_validation.pretrain.PretrainConfig
+    config: PretrainConfig
     out: Path
     max_blocks: int | None
     threads: int | None
@@ -97,35 +125,41 @@ def _budgets(text: str) -> list:
 
 
 def plan_pretrain(args: argparse.Namespace) -> PretrainPlan:
-    """Check every input of ``pretrain`` (raising UsageError / ValueError) without writing anything.
+    """Check every input of ``pretrain`` (raising UsageError / ValueError) without writing anything,
+    and without importing torch.
 
     ``args``: the namespace ``ovt llm pretrain`` parses (``cli._parser().parse_args(["llm", "pretrain", ...])``).
     """
-    from experiments.run import check_writable
-    from llm_validation.pretrain import PretrainConfig
-
-    for flag, value, least in (("--threads", args.threads, 1), ("--max-blocks", args.max_blocks, 1)):
-        if value is not None and value < least:
-            raise UsageError(f"{flag} {value} must be >= {least}")
-    fields = {"seq_len": args.seq_len, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-              "vocab_size": args.vocab_size, "max_train_chars": args.max_train_chars}
-    config = PretrainConfig(preset=args.preset, budgets=tuple(_budgets(args.budgets)), corpus=args.corpus,
-                            mode=args.mode, **{k: v for k, v in fields.items() if v is not None})
+    budgets = _budgets(args.budgets)
+    given = dict(zip(budgets, (item.strip() for item in args.budgets.split(","))))  # for messages
     out = Path(args.out)
     check_writable(out)
+    fields = {"seq_len": args.seq_len, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+              "vocab_size": args.vocab_size, "max_train_chars": args.max_train_chars}
+    config = PretrainConfig(preset=args.preset, budgets=tuple(budgets), corpus=args.corpus,
+                            mode=args.mode, **{k: v for k, v in fields.items() if v is not None})
+    for budget in config.budgets:
+        steps = budget_steps(budget, config.tokens_per_step)
+        if steps > MAX_STEPS:
+            raise UsageError(f"--budgets {given.get(budget, budget)} is {steps:,} steps of "
+                             f"{config.tokens_per_step:,} tokens (batch-size x seq-len); at most {MAX_STEPS:,} "
+                             "steps per budget are allowed")
     _check_series(out, config)
     return PretrainPlan(config, out, args.max_blocks, args.threads, args.quiet,
                         {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if not callable(v)})
 
 
-def _check_series(out: Path, config) -> None:
-    """Refuse an ``out`` that holds something other than this series, as ``pretrain`` would, but before
-    it writes: a ``separate`` series may gain budgets; any other change of config is refused."""
+def _check_series(out: Path, config) -> str:
+    """What ``pretrain`` does with ``out`` (reads only): "new" (absent or empty), "resume" (this very
+    series; a ``separate`` one may gain budgets) or "replace" (another config, or files without a
+    series, where ``_replaceable``); UsageError for anything else."""
     path = out / SERIES
     if not path.is_file():
-        if out.is_dir() and any(out.iterdir()):
-            raise UsageError(f"--out {out} is not empty and holds no {SERIES}; give a new or empty folder, or a series")
-        return
+        if not out.is_dir() or not any(out.iterdir()):
+            return "new"
+        if _replaceable(out):
+            return "replace"
+        raise UsageError(f"--out {out} is not empty and holds no {SERIES}; give a new or empty folder, or a series")
     try:
         stored = json.loads(path.read_text())["config"]
     except (ValueError, KeyError, TypeError) as error:
@@ -133,9 +167,59 @@ def _check_series(out: Path, config) -> None:
     record = _jsonable(dataclasses.asdict(config))
     free = {"budgets"} if config.mode == stored.get("mode") == "separate" else set()
     changed = sorted(key for key in record if key not in free and stored.get(key) != record[key])
-    if changed:
-        raise UsageError(f"--out {out} holds a series with other {', '.join(f'{k}={stored.get(k)!r}' for k in changed)}; "
-                         "use a new folder")
+    if not changed:
+        return "resume"
+    if _replaceable(out):
+        return "replace"
+    raise UsageError(f"--out {out} holds a series with other {', '.join(f'{k}={stored.get(k)!r}' for k in changed)}; "
+                     "use a new folder")
+
+
+def _replaceable(out: Path) -> bool:
+    """A series folder that holds nothing of value: no finished checkpoint, and the manifest of a
+    ``pretrain`` that failed, was interrupted or never finished."""
+    from experiments import store
+
+    if any(out.glob("*/checkpoint.json")):
+        return False
+    try:
+        manifest = store.read_manifest(out)
+    except (OSError, ValueError):
+        return False
+    return manifest.get("command") == "llm pretrain" and manifest.get("status") in REPLACEABLE
+
+
+def _clear_series(out: Path) -> None:
+    """Remove what ``pretrain`` writes in ``out``, and nothing else: the store, ``series.json``, the
+    tokenizer, the held-out text, resume states and temporaries."""
+    from experiments.run import clear_run
+
+    clear_run(out)
+    for path in [out / SERIES, out / HELDOUT, out / "tokenizer", *out.glob(".resume-*"), *out.glob(".tmp-*"),
+                 *out.glob(f"{SERIES}.tmp")]:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _begin(plan: PretrainPlan, previous: dict) -> dict:
+    """The manifest of a starting run, written with status running: it continues ``previous`` (a
+    resume, noted under ``resumed``) or starts afresh."""
+    from experiments import store
+    from experiments.run import git_commit, now, versions
+
+    manifest = {
+        "command": "llm pretrain", "source": "llm", "setup": plan.setup, "args": plan.args,
+        "config": previous.get("config", {"series": _jsonable(dataclasses.asdict(plan.config))}),
+        "model": str(plan.out.resolve()), "model_kind": "folder", "seed": plan.config.seed, "threads": plan.threads,
+        "versions": versions(), "git_commit": git_commit(), "started": previous.get("started", now()),
+        "status": "running",
+    }
+    if previous:
+        manifest["resumed"] = [*previous.get("resumed", []), now()]
+    store.write_json(plan.out / store.MANIFEST, manifest)
+    return manifest
 
 
 def _write_heldout(plan: PretrainPlan) -> Path:
@@ -164,7 +248,7 @@ def _rows(plan: PretrainPlan, revision, result) -> pd.DataFrame:
         "source": ["llm"], "setup": plan.setup, "checkpoint": revision.name, "pretrain_time": float(revision.tokens),
         "modification": "none", "gamma": nan, "lr": nan, "steps": nan, "reg": nan, "seed": plan.config.seed,
         "metric": "perplexity", "value": result.perplexity, "mean_nll": result.mean_nll, "n_tokens": result.n_tokens,
-        "train_steps": revision.step,
+        "train_steps": revision.step, "diverged": result.diverged,
     })
 
 
@@ -179,13 +263,18 @@ def run_pretrain(plan: PretrainPlan) -> pd.DataFrame:
     from transformers import AutoTokenizer
 
     from experiments import store
-    from experiments.run import git_commit, now, versions
+    from experiments.run import marks_failure, now
     from llm_validation.checkpoints import list_revisions, load_checkpoint
     from llm_validation.evaluate import load_token_blocks, perplexity
     from llm_validation.pretrain import pretrain
 
     out, metrics = plan.out, plan.out / store.METRICS
-    with torch_threads(plan.threads), quiet_transformers(plan.quiet):
+    if _check_series(out, plan.config) == "replace":
+        _clear_series(out)  # said even when quiet, as experiments.run.begin_run does: files are removed
+        print(f"ovt: replacing the unfinished series of another config in {out}", file=sys.stderr)
+    previous = store.read_manifest(out) if (out / store.MANIFEST).is_file() else {}
+    manifest = _begin(plan, previous)
+    with marks_failure(out), torch_threads(plan.threads), quiet_transformers(plan.quiet):
         try:
             pretrain(plan.config, out, progress=not plan.quiet, threads=plan.threads)
             heldout = _write_heldout(plan)
@@ -196,18 +285,11 @@ def run_pretrain(plan: PretrainPlan) -> pd.DataFrame:
         series = json.loads((out / SERIES).read_text())["config"]
         evaluation = _eval_record(plan, blocks, heldout)
         config = {"series": series, "eval": {k: evaluation[k] for k in ("sha256", "seq_len", "n_blocks")}}
-        previous = store.read_manifest(out) if (out / store.MANIFEST).is_file() else {}
         same_tokens = previous.get("config", {}).get("eval") == config["eval"] and metrics.is_file()
         stored = pd.read_parquet(metrics) if same_tokens else None
         revisions = list_revisions(out)
-        manifest = {
-            "command": "llm pretrain", "source": "llm", "setup": plan.setup, "args": plan.args, "config": config,
-            "model": str(out.resolve()), "model_kind": "folder",
-            "revisions": [{"name": r.name, "step": r.step, "tokens": r.tokens} for r in revisions],
-            "eval": evaluation, "seed": plan.config.seed, "threads": plan.threads,
-            "versions": versions(), "git_commit": git_commit(),
-            "started": previous.get("started", now()), "status": "running",
-        }
+        manifest.update(config=config, eval=evaluation,
+                        revisions=[{"name": r.name, "step": r.step, "tokens": r.tokens} for r in revisions])
         store.write_json(out / store.MANIFEST, manifest)
         frames = [stored[stored.checkpoint == r.name] for r in revisions] if stored is not None else []
         frames = [f for f in frames if len(f)]
@@ -219,17 +301,15 @@ def run_pretrain(plan: PretrainPlan) -> pd.DataFrame:
                 raise RunFailure(f"{out}@{revision.name}: {error}") from error
             frames.append(_rows(plan, revision, perplexity(model, blocks, EVAL_BATCH_SIZE)))
             store.write_table(metrics, pd.concat(frames, ignore_index=True))
-    table = pd.concat(frames, ignore_index=True).sort_values("pretrain_time", kind="stable", ignore_index=True)
-    store.write_table(metrics, table)
-    manifest.update(status="complete", finished=now(), n_rows=len(table))
-    store.write_json(out / store.MANIFEST, manifest)
+        table = pd.concat(frames, ignore_index=True).sort_values("pretrain_time", kind="stable", ignore_index=True)
+        store.write_table(metrics, table)
+        manifest.update(status="complete", finished=now(), n_rows=len(table))
+        store.write_json(out / store.MANIFEST, manifest)
     return table
 
 
 def command(args: argparse.Namespace) -> int:
     """``ovt llm pretrain``: plan (bad input exits 2, nothing written), then run."""
-    from experiments.llm_cli import human_tokens
-
     plan = plan_pretrain(args)
     try:
         table = run_pretrain(plan)

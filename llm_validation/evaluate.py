@@ -5,6 +5,12 @@
 summed over every predicted token of every block (N = n_blocks * (seq_len - 1)), not averaged per
 batch, so the number does not depend on the batch size. The same blocks serve every checkpoint and
 every perturbation draw.
+
+A mean NLL above ``MAX_LOSS`` = log(largest float) ~ 709.8 has no finite perplexity: it is ``inf``
+(and a NaN loss gives NaN), never an exception, and ``Perplexity.diverged`` says so. Such a model
+gives the held-out tokens a mean probability below 1e-308, hundreds of times worse in log terms than
+a uniform guess over any vocabulary, so callers treat it as diverged (perturbation at large gamma,
+fine-tuning at large lr).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +28,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedTokenizerBase
+
+
+MAX_LOSS = math.log(sys.float_info.max)  # ~709.78: the largest mean NLL with a finite perplexity
+
+
+def perplexity_of(mean_nll: float) -> float:
+    """exp(mean_nll); ``inf`` beyond ``MAX_LOSS`` (NaN stays NaN)."""
+    return math.inf if mean_nll > MAX_LOSS else math.exp(mean_nll)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,21 +48,33 @@ class Perplexity:
     dtype: str
     device: str
 
+    @property
+    def diverged(self) -> bool:
+        """The loss is NaN or its perplexity overflows (``MAX_LOSS``)."""
+        return not math.isfinite(self.perplexity)
+
 
 def read_texts(path: str | os.PathLike) -> list[str]:
-    """Documents of a held-out file: each line's ``text`` field for ``.jsonl``, else the whole file as one."""
+    """Documents of a held-out file: each line's ``text`` field for ``.jsonl``, else the whole file as one.
+
+    ValueError naming the file when it does not exist, is not UTF-8 text or holds no text."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"eval file {path} does not exist")
+    try:
+        content = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"eval file {path} is not UTF-8 text (byte {error.start}); "
+                         "give a .txt or .jsonl file") from None
     if path.suffix == ".jsonl":
-        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        lines = [line for line in content.splitlines() if line.strip()]
         try:
             texts = [json.loads(line)["text"] for line in lines]
         except (ValueError, KeyError, TypeError) as error:
             message = f"eval file {path}: every line must be a JSON object with a 'text' field ({error})"
             raise ValueError(message) from error
     else:
-        texts = [path.read_text(encoding="utf-8")]
+        texts = [content]
     texts = [text for text in texts if text.strip()]
     if not texts:
         raise ValueError(f"eval file {path} holds no text")
@@ -100,6 +127,7 @@ def perplexity(model: nn.Module, token_blocks: torch.Tensor, batch_size: int) ->
 
     Logits are upcast to float32 before the log-softmax and NLLs summed in float64, so low-precision
     weights change the model, not the bookkeeping. The model is evaluated in eval mode (no dropout).
+    A loss beyond ``MAX_LOSS`` gives perplexity ``inf``, a NaN loss NaN (``Perplexity.diverged``).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be >= 1")
@@ -116,7 +144,7 @@ def perplexity(model: nn.Module, token_blocks: torch.Tensor, batch_size: int) ->
     n_tokens = token_blocks.shape[0] * (token_blocks.shape[1] - 1)
     mean_nll = total_nll / n_tokens
     return Perplexity(
-        perplexity=math.exp(mean_nll),
+        perplexity=perplexity_of(mean_nll),
         mean_nll=mean_nll,
         n_tokens=n_tokens,
         batch_size=batch_size,

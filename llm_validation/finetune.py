@@ -33,7 +33,7 @@ from accelerate import Accelerator
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from llm_validation.evaluate import evaluating, perplexity
+from llm_validation.evaluate import MAX_LOSS, evaluating, perplexity
 from llm_validation.finetune_data import IGNORE, Examples, MCItem
 from llm_validation.multiple_choice import score_multiple_choice
 
@@ -84,8 +84,10 @@ class FinetuneConfig:
 class FinetuneResult:
     """``losses[t]``: the data loss (first term of L) of step t's batch before its update.
 
-    A diverged run stops at the first non-finite loss or gradient norm, without applying that step;
-    its last loss is the non-finite one and ``final_loss`` is NaN.
+    A diverged run stops at the first loss that is NaN or above ``evaluate.MAX_LOSS`` (~709.8, where
+    its perplexity overflows; far above any trainable loss, so the test is not borderline) or the
+    first non-finite gradient norm, without applying that step; its last loss is the offending one
+    and ``final_loss`` is NaN.
     """
 
     losses: tuple[float, ...]
@@ -103,7 +105,9 @@ class GridPoint:
 
     ``finetune_loss``: token-mean loss on held-out fine-tuning examples (in-task); ``perplexity``:
     held-out pre-training perplexity (forgetting); ``accuracy`` / ``accuracy_norm``: multiple-choice
-    accuracy, NaN without questions. Every metric is NaN for a diverged run.
+    accuracy, NaN without questions. Every metric is NaN for a diverged run: one whose training
+    diverged (``FinetuneResult``), or whose held-out loss or perplexity after training is NaN or
+    overflows (``evaluate.MAX_LOSS``).
     """
 
     lr: float
@@ -209,7 +213,7 @@ def finetune(
             grad_norm = accelerator.clip_grad_norm_(params, config.grad_clip)
             loss, norm = torch.stack([accelerator.reduce(nll, "sum") / n_tokens, grad_norm.float()]).tolist()
             losses.append(loss)
-            if not (math.isfinite(loss) and math.isfinite(norm)):
+            if not (loss <= MAX_LOSS and math.isfinite(norm)):
                 diverged = True
                 break
             optimizer.step()
@@ -267,8 +271,13 @@ def lr_grid(
 
 
 def _measure(model, run: FinetuneResult, lr, heldout, pretrain_blocks, config, tokenizer, mc_items) -> GridPoint:
+    diverged = GridPoint(lr, True, run.steps_done, *[math.nan] * 5)
     if run.diverged:
-        return GridPoint(lr, True, run.steps_done, *[math.nan] * 5)
+        return diverged
+    finetune_loss = masked_loss(model, heldout, config.eval_batch_size)
+    forgetting = perplexity(model, pretrain_blocks, config.eval_batch_size)
+    if not finetune_loss <= MAX_LOSS or forgetting.diverged:
+        return diverged
     accuracy = accuracy_norm = math.nan
     if mc_items is not None:
         scores = score_multiple_choice(model, tokenizer, mc_items, batch_size=config.eval_batch_size)
@@ -278,8 +287,8 @@ def _measure(model, run: FinetuneResult, lr, heldout, pretrain_blocks, config, t
         diverged=False,
         steps_done=run.steps_done,
         train_loss=run.final_loss,
-        finetune_loss=masked_loss(model, heldout, config.eval_batch_size),
-        perplexity=perplexity(model, pretrain_blocks, config.eval_batch_size).perplexity,
+        finetune_loss=finetune_loss,
+        perplexity=forgetting.perplexity,
         accuracy=accuracy,
         accuracy_norm=accuracy_norm,
     )

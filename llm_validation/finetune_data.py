@@ -20,7 +20,8 @@ follow the Hugging Face convention: ``labels[t] = input_ids[t]`` where token t i
 elsewhere, and the loss shifts them (token t is predicted from tokens < t). Examples are cut to
 ``seq_len`` tokens and right-padded, so a pad never precedes a real token.
 
-A file ending in ``.gz`` is read through gzip. ``hf:ORG/NAME`` reads a hub dataset through the
+A file ending in ``.gz`` is read through gzip. Any file that is not UTF-8 text (or not gzip, for
+``.gz``) is a ``DataError`` naming it. ``hf:ORG/NAME`` reads a hub dataset through the
 ``datasets`` package for users who have the hub; that path needs network and is not tested here.
 """
 
@@ -131,8 +132,8 @@ def _rows(source: str | os.PathLike, split: str) -> Iterator[tuple[str, dict]]:
         yield from _hub_rows(str(source)[3:], split)
         return
     path = Path(source)
-    with _open_text(path) as lines:
-        for number, line in enumerate(lines, start=1):
+    with _open_text(path) as handle:
+        for number, line in enumerate(_lines(handle, path), start=1):
             if not line.strip():
                 continue
             where = f"{path}: row {number}"
@@ -143,6 +144,16 @@ def _rows(source: str | os.PathLike, split: str) -> Iterator[tuple[str, dict]]:
             if not isinstance(row, dict):
                 raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
             yield where, row
+
+
+def _lines(handle, path: Path) -> Iterator[str]:
+    """The lines of an open text file; DataError naming the file when it is not UTF-8 (or not gzip)."""
+    try:
+        yield from handle
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text") from None
+    except (gzip.BadGzipFile, EOFError) as error:
+        raise DataError(f"{path}: not a readable gzip file ({error})") from None
 
 
 def _open_text(path: Path):
@@ -170,10 +181,7 @@ def _text_documents(source: str | os.PathLike, split: str) -> list[str]:
     documents = []
     for file in files:
         with _open_text(file) as handle:
-            try:
-                documents.append(handle.read())
-            except UnicodeDecodeError as error:
-                raise DataError(f"{file}: not UTF-8 text (byte {error.start})") from None
+            documents.append("".join(_lines(handle, file)))
     return documents
 
 

@@ -17,7 +17,8 @@ split), one ``save_pretrained`` folder per budget named ``format_revision(step, 
 tokenizer and a ``checkpoint.json``, and while a run is unfinished its resume state
 ``.resume-<run>.pt``. Every file is written to a temporary name and renamed into place, so a killed
 run leaves either the old or the new version; started again, it continues from the last resume
-state and ends with the same weights as an uninterrupted run.
+state and ends with the same weights as an uninterrupted run. The series' config, ``PretrainConfig``,
+lives in ``pretrain_config`` (which imports no torch) and is importable from here too.
 """
 
 from __future__ import annotations
@@ -31,9 +32,7 @@ import math
 import os
 import shutil
 import sys
-from collections.abc import Iterable
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -41,110 +40,12 @@ import transformers
 from tqdm import tqdm
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from llm_validation.checkpoints import format_revision
-from llm_validation.corpora import CORPORA, corpus_source, load_corpus
-from llm_validation.models import PRESETS, build_model, count_parameters, olmo_config
+from llm_validation.corpora import corpus_source, load_corpus
+from llm_validation.models import build_model, count_parameters, olmo_config
+from llm_validation.pretrain_config import PretrainConfig, Target
 from llm_validation.tokenizer import train_bpe_tokenizer
 
-MODES = ("separate", "single")
-MIN_VOCAB = 258  # a byte-level BPE needs 256 bytes + 2 special tokens
 LOSS_CURVE_POINTS = 256
-
-
-@dataclasses.dataclass(frozen=True)
-class PretrainConfig:
-    """Everything that determines a series' weights. ``budgets`` are tokens; they are sorted.
-
-    A budget ``B`` is trained for ``B / (batch_size * seq_len)`` steps rounded half up; ``checkpoint.json``
-    records the exact token count ``steps * batch_size * seq_len``. ``vocab_size`` defaults to the
-    preset's; ``max_train_chars`` caps the training split (see ``corpora.load_corpus``).
-    """
-
-    preset: str = "smoke"
-    budgets: tuple[int, ...] = (16_384, 65_536)
-    corpus: str = "shakespeare"
-    mode: str = "separate"
-    seq_len: int = 128
-    batch_size: int = 8
-    lr: float = 1e-2  # best of 3e-3, 1e-2, 3e-2 for the 20k preset at 1.3M tokens (held-out loss)
-    warmup_fraction: float = 0.05
-    weight_decay: float = 0.1
-    betas: tuple[float, float] = (0.9, 0.95)
-    grad_clip: float = 1.0
-    seed: int = 0
-    vocab_size: int | None = None
-    max_train_chars: int | None = None
-
-    def __post_init__(self):
-        if self.preset not in PRESETS:
-            raise ValueError(f"preset={self.preset!r} is unknown; allowed: {', '.join(PRESETS)}")
-        if self.corpus not in CORPORA:
-            raise ValueError(f"corpus={self.corpus!r} is unknown; allowed: {', '.join(CORPORA)}")
-        if self.mode not in MODES:
-            raise ValueError(f"mode={self.mode!r} is unknown; allowed: {', '.join(MODES)}")
-        max_len = PRESETS[self.preset].max_position_embeddings
-        if not 2 <= self.seq_len <= max_len:
-            raise ValueError(f"seq_len={self.seq_len} must lie in [2, {max_len}] for preset {self.preset!r}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size={self.batch_size} must be >= 1")
-        if not self.lr > 0 or not 0 <= self.warmup_fraction < 1 or not self.grad_clip > 0:
-            raise ValueError(
-                f"lr={self.lr}, grad_clip={self.grad_clip} must be > 0 and warmup_fraction={self.warmup_fraction} in [0, 1)"
-            )
-        if self.model_vocab_size < MIN_VOCAB:
-            raise ValueError(f"vocab_size={self.model_vocab_size} (preset {self.preset!r}) must be >= {MIN_VOCAB}")
-        if self.max_train_chars is not None and self.max_train_chars <= 0:
-            raise ValueError(f"max_train_chars={self.max_train_chars} must be positive")
-        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
-        object.__setattr__(self, "budgets", _check_budgets(self.budgets, self.tokens_per_step))
-
-    @property
-    def tokens_per_step(self) -> int:
-        return self.batch_size * self.seq_len
-
-    @property
-    def model_vocab_size(self) -> int:
-        return self.vocab_size or PRESETS[self.preset].vocab_size
-
-    def targets(self) -> list[Target]:
-        """One checkpoint per budget: its step, exact token count and folder name."""
-        targets = []
-        for budget in self.budgets:
-            step = _steps(budget, self.tokens_per_step)
-            tokens = step * self.tokens_per_step
-            targets.append(Target(budget, step, tokens, format_revision(step, tokens)))
-        return targets
-
-
-class Target(NamedTuple):
-    budget: int
-    step: int
-    tokens: int
-    revision: str
-
-
-def _steps(budget: int, tokens_per_step: int) -> int:
-    return (budget + tokens_per_step // 2) // tokens_per_step
-
-
-def _check_budgets(budgets: Iterable, tokens_per_step: int) -> tuple[int, ...]:
-    """Budgets as sorted distinct ints; ValueError for one that is not a positive whole number of
-    tokens, is under half a step, or lands on the same step as another."""
-    checked = []
-    for budget in budgets:
-        if isinstance(budget, bool) or not float(budget).is_integer() or budget <= 0:
-            raise ValueError(f"budget={budget!r} must be a positive whole number of tokens")
-        if _steps(int(budget), tokens_per_step) < 1:
-            raise ValueError(f"budget={budget} is less than half a step of {tokens_per_step} tokens (batch_size x seq_len)")
-        checked.append(int(budget))
-    if not checked:
-        raise ValueError("budgets=() is empty; give at least one token budget")
-    checked = sorted(set(checked))
-    steps = [_steps(budget, tokens_per_step) for budget in checked]
-    for (a, step_a), (b, step_b) in zip(zip(checked, steps), zip(checked[1:], steps[1:])):
-        if step_a == step_b:
-            raise ValueError(f"budgets {a} and {b} both round to step {step_a} at {tokens_per_step} tokens per step")
-    return tuple(checked)
 
 
 def learning_rate(t: int, *, peak: float, warmup_steps: int, total_steps: int) -> float:

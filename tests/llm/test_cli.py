@@ -7,6 +7,7 @@ import json
 import math
 import os
 import shutil
+import subprocess
 import sys
 
 import pandas as pd
@@ -114,7 +115,8 @@ def test_perturb_writes_the_store_pairs_draws_and_restores(capsys, tmp_path, fol
     assert code == 0, err
 
     table = pd.read_parquet(out / store.METRICS)
-    assert list(table.columns) == [*store.REQUIRED_COLUMNS, "mean_nll", "n_tokens"]
+    assert list(table.columns) == [*store.REQUIRED_COLUMNS, "mean_nll", "n_tokens", "diverged"]
+    assert not table.diverged.any()
     inflections = table[table.metric == "inflection"]  # one per gamma, from the mean over draws
     assert len(inflections) == 2 and set(inflections.seed) == {-1} and set(inflections.modification) == {"gaussian"}
     table = table[table.metric != "inflection"]
@@ -138,6 +140,7 @@ def test_perturb_writes_the_store_pairs_draws_and_restores(capsys, tmp_path, fol
     assert manifest["eval"]["sha256"] == hashlib.sha256(eval_text.read_bytes()).hexdigest()
     assert manifest["n_tokens"] == 124 and manifest["seq_len"] == 32 and manifest["batch_size"] == 3
     assert manifest["dtype"] == "float32" and manifest["device"] == "cpu" and manifest["scale"] == "init"
+    assert manifest["n_seeds"] == 2 and "seeds" not in manifest  # a count: nothing per seed up front
     assert manifest["status"] == "complete" and manifest["finished"] and manifest["versions"]["torch"]
     sigma = manifest["sigma"]
     assert sigma["checkpoint"] == "step10-tokens1K" and set(sigma["by_parameter"].values()) == {0.02}
@@ -218,17 +221,27 @@ def _bad_cases():
         (args(__tokens=None, __revisions="step10"), "revision='step10' is not a checkpoint name"),
         (args(__tokens=None, __revisions="step15-tokens1500"), "nearest available: step10-tokens1K"),
         (args(__tokens="lots"), "--tokens 'lots'"),
+        (args(__tokens="1e400"), "--tokens '1e400' must be a finite number"),
+        (args(__tokens="2e15"), "--tokens 2e15 must be <= 1e+15"),
         (args(__gammas="0.1,-0.5"), "--gammas -0.5 must be >= 0"),
         (args(__gammas="0.1,abc"), "--gammas 'abc' is not a number"),
+        (args(__gammas="1,inf"), "--gammas 'inf' must be a finite number"),
+        (args(__gammas=",".join(map(str, range(101)))), "--gammas has 101 values; at most 100"),
         (args(__seeds="0"), "--seeds 0 must be >= 1"),
+        (args(__seeds="1000000000"), "--seeds 1000000000 must be >= 1 and <= 10,000"),
         (args(__seeds="two"), "--seeds 'two' is not an integer"),
         (args(__eval_text="MISSING"), "missing.txt does not exist"),
         (args(__eval_text="EMPTY"), "empty.txt holds no text"),
+        (args(__eval_text="BINARY"), "binary.txt is not UTF-8 text"),
         (args(__out="BLOCKED"), "not writable"),
         (args(__revisions="step10-tokens1K"), "not allowed with argument --tokens"),
-        (args(__tokens=None), "one of the arguments --revisions --tokens is required"),
+        (args(__model="nonexistent-org/none", __tokens=None), "give --revisions or --tokens"),
         (args(__scale="huge"), "invalid choice: 'huge'"),
-        (args() + ["--seq-len", "100000"], "fewer tokens than one block of seq_len=100000"),
+        (args() + ["--seq-len", "100000"], "--seq-len 100000 exceeds the 128 positions of step10-tokens1K"),
+        (args() + ["--seq-len", "1"], "--seq-len 1 must be >= 2"),
+        (args() + ["--batch-size", "5000"], "--batch-size 5000 must be >= 1 and <= 1,024"),
+        (args() + ["--max-blocks", "0"], "--max-blocks 0 must be >= 1"),
+        (args() + ["--threads", "0"], "--threads 0 must be >= 1 and <= 256"),
         pytest.param(args() + ["--device", "cuda"], "--device cuda",
                      marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")),
     ]
@@ -237,9 +250,10 @@ def _bad_cases():
 @pytest.mark.parametrize("argv, needle", _bad_cases())
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(capsys, tmp_path, folder_series, eval_text, argv, needle):
     (tmp_path / "empty.txt").write_text(" \n\n")
+    (tmp_path / "binary.txt").write_bytes(b"held-out \xdc\xff")
     (tmp_path / "file").write_text("x")
     paths = {"SERIES": folder_series[0], "EVAL": eval_text, "OUT": tmp_path / "out", "MISSING": tmp_path / "missing.txt",
-             "EMPTY": tmp_path / "empty.txt", "BLOCKED": tmp_path / "file" / "out"}
+             "EMPTY": tmp_path / "empty.txt", "BINARY": tmp_path / "binary.txt", "BLOCKED": tmp_path / "file" / "out"}
     code, out, err = ovt(capsys, "llm", "perturb", *[paths.get(a, a) for a in argv], "--quiet")
     assert code == 2, err
     assert err.count("\n") == 1 and err.startswith("ovt") and needle in err, err
@@ -277,3 +291,91 @@ def test_a_run_directory_of_another_config_is_refused_untouched(capsys, tmp_path
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert json.loads((out / store.MANIFEST).read_text())["gammas"] == [0.0]
     assert os.listdir(out / store.CHUNKS) == ["00000.parquet"]
+
+
+def test_divergence_at_both_ends_of_large_gamma_is_recorded_never_a_crash(capsys, tmp_path, folder_series, eval_text):
+    """gamma 1e2 stays finite (mean NLL ~30); 3000 and 1e6 overflow the perplexity (NLL ~1e3, ~3e5:
+    far beyond MAX_LOSS ~ 710): recorded as inf with ``diverged``, and the run goes on."""
+    out = tmp_path / "run"
+    code, _, err = ovt(capsys, *perturb_args(folder_series[0], eval_text, out, gammas="100,3000,1e6", seeds=2,
+                                             revisions="step10-tokens1K"))
+    assert code == 0, err
+    table = pd.read_parquet(out / store.METRICS)
+    rows = table[table.metric == "perplexity"]
+    assert table.diverged.dtype == bool and (rows.diverged == ~rows.value.map(math.isfinite)).all()
+    assert len(rows) == 1 + 3 * 2 and not rows[(rows.modification == "none") | (rows.gamma == 100)].diverged.any()
+    huge = rows[rows.gamma == 1e6]
+    assert huge.diverged.all() and (huge.value == math.inf).all() and (huge.mean_nll > 1e4).all()
+    assert store.read_manifest(out)["status"] == "complete"
+
+
+def test_a_folder_series_defaults_to_every_checkpoint_and_the_init_scale(capsys, tmp_path, folder_series, eval_text):
+    out = tmp_path / "run"
+    code, _, err = ovt(capsys, "llm", "perturb", "--model", folder_series[0], "--eval-text", eval_text,
+                       "--gammas", "0.5", "--seeds", "1", "--threads", "1", "--out", out, *SMALL)
+    assert code == 0 and err == "", err
+    manifest = store.read_manifest(out)
+    assert [r["name"] for r in manifest["revisions"]] == list(folder_series[1])
+    assert manifest["scale"] == "init" and manifest["threads"] == 1
+    assert manifest["args"]["tokens"] is None and manifest["args"]["revisions"] is None
+
+
+def test_tokens_far_from_every_checkpoint_warn_in_one_line(capsys, tmp_path, folder_series, eval_text):
+    out = tmp_path / "run"
+    argv = perturb_args(folder_series[0], eval_text, out, gammas="0", seeds=1)
+    code, _, err = ovt(capsys, *(("1T,2T,4.5K" if a == "1e3,2K,5000" else a) for a in argv))
+    assert code == 0, err
+    assert err.count("\n") == 1 and err.startswith("ovt: warning: --tokens 1T -> step40-tokens5K, 2T -> step40-tokens5K:"), err
+    assert "4.5K" not in err  # within 2x of 5K: no warning
+    assert [r["requested_tokens"] for r in store.read_manifest(out)["revisions"]] == [[1e12, 2e12, 4500.0]]
+
+
+def test_a_failed_run_is_marked_and_a_corrected_command_replaces_it(capsys, tmp_path, folder_series, eval_text):
+    root = tmp_path / "series"
+    shutil.copytree(folder_series[0], root)
+    (root / "step40-tokens5K" / "model.safetensors").write_bytes(b"not a safetensors file")
+    out = tmp_path / "run"
+    code, _, err = ovt(capsys, *perturb_args(root, eval_text, out, gammas="1", seeds=1))
+    assert code == 1 and "step40-tokens5K" in err, err
+    manifest = store.read_manifest(out)
+    assert manifest["status"] == "failed" and "step40-tokens5K" in manifest["error"] and manifest["stopped"]
+
+    # A corrected command (another config) replaces the failed run.
+    corrected = perturb_args(root, eval_text, out, gammas="1", seeds=1, revisions="step10-tokens1K,step20-tokens2K")
+    code, _, err = ovt(capsys, *corrected)
+    assert code == 0 and "replacing the failed run" in err, err
+    manifest = store.read_manifest(out)
+    assert manifest["status"] == "complete" and "error" not in manifest and "resumed" not in manifest
+    table = pd.read_parquet(out / store.METRICS)
+    assert set(table.checkpoint) - {"inflection"} == {"step10-tokens1K", "step20-tokens2K"}
+    # A complete run is never replaced.
+    code, _, err = ovt(capsys, *perturb_args(root, eval_text, out, gammas="2", seeds=1, revisions="step10-tokens1K"))
+    assert code == 2 and "holds a complete run of another config" in err, err
+
+
+def test_numbers_and_flags_are_refused_before_torch_is_imported(tmp_path, folder_series, eval_text):
+    """Bad numbers and names cost a fraction of a second: every LLM command rejects them (exit 2,
+    nothing written) in a process that never imports torch or transformers."""
+    common = ["--model", str(folder_series[0]), "--eval-text", str(eval_text), "--out", str(tmp_path / "out")]
+    cases = [
+        ["llm", "perturb", *common, "--gammas", "1", "--seeds", "1000000000"],
+        ["llm", "perturb", *common, "--gammas", "1,nan", "--seeds", "1"],
+        ["llm", "perturb", *common, "--gammas", "1", "--seeds", "1", "--tokens", "1e400"],
+        ["llm", "perturb", "--model", "org/name", "--eval-text", str(eval_text), "--gammas", "1", "--seeds", "1",
+         "--out", str(tmp_path / "out")],
+        ["llm", "finetune", *common, "--data", str(eval_text), "--format", "text", "--lrs", "0", "--steps", "1"],
+        ["llm", "finetune", *common, "--data", str(eval_text), "--format", "text", "--lrs", "1", "--steps", "1",
+         "--heldout-fraction", "1"],
+        ["llm", "pretrain", "--preset", "tiny", "--budgets", "1e400", "--out", str(tmp_path / "out")],
+        ["llm", "pretrain", "--preset", "tiny", "--budgets", "1e12", "--out", str(tmp_path / "out")],
+        ["llm", "pretrain", "--preset", "tiny", "--budgets", "1K", "--seq-len", "1000", "--out", str(tmp_path / "out")],
+        ["llm", "pretrain", "--preset", "huge", "--budgets", "1K", "--out", str(tmp_path / "out")],
+    ]
+    script = ("import sys, json\nfrom experiments import cli\n"
+              f"codes = [cli.main(argv) for argv in {cases!r}]\n"
+              "print(json.dumps([codes, sorted({'torch', 'transformers'} & set(sys.modules))]))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    codes, heavy = json.loads(done.stdout.splitlines()[-1])
+    assert codes == [2] * len(cases) and heavy == [], done.stderr
+    assert len(done.stderr.splitlines()) == len(cases) and not (tmp_path / "out").exists()

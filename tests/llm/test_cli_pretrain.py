@@ -135,16 +135,26 @@ def _bad_cases():
         return argv
 
     return [
-        (args(__preset="huge"), "preset='huge' is unknown"),
-        (args(__corpus="latin"), "corpus='latin' is unknown"),
-        (args() + ["--mode", "twice"], "mode='twice' is unknown"),
+        (args(__preset="huge"), "invalid choice: 'huge'"),
+        (args(__corpus="latin"), "invalid choice: 'latin'"),
+        (args() + ["--mode", "twice"], "invalid choice: 'twice'"),
         (args(budgets="1K,0"), "budget=0 must be a positive whole number"),
         (args(budgets="1K,-5"), "--budgets '-5' is not a token count"),
         (args(budgets="lots"), "--budgets 'lots' is not a token count"),
         (args(budgets="1K,1.5"), "budget=1.5 must be a positive whole number"),
-        (args(__lr="0"), "lr=0.0"),
+        (args(budgets="1K,1e400"), "--budgets '1e400' must be a finite number"),
+        (args(budgets="2e15"), "--budgets 2e15 must be <= 1e+15"),
+        (args(budgets="1K,1e12"), "--budgets 1e12 is 7,812,500,000 steps of 128 tokens"),
+        (args(__lr="0"), "--lr 0 must be > 0"),
+        (args(__lr="inf"), "--lr 'inf' must be a finite number"),
         (args(__seq_len="x"), "--seq-len 'x' is not an integer"),
+        (args(__seq_len="1000"), "seq_len=1000 must lie in [2, 512] for preset '20k'"),
+        (args(__batch_size="2000"), "--batch-size 2000 must be >= 1 and <= 1,024"),
         (args(__threads="0"), "--threads 0 must be >= 1"),
+        (args() + ["--seed", "-1"], "--seed -1 must be >= 0"),
+        (args() + ["--vocab-size", "100"], "vocab_size=100 (preset '20k') must be >= 258"),
+        (args() + ["--vocab-size", "10000000"], "--vocab-size 10000000 must be >= 1 and <= 1,000,000"),
+        (args() + ["--max-blocks", "0"], "--max-blocks 0 must be >= 1"),
         (args(__out="BLOCKED"), "not writable"),
         (args(__out="CLUTTERED"), "holds no series.json"),
         (args(__out="SERIES"), "holds a series with other lr=0.003"),
@@ -169,3 +179,44 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(capsys, tmp_path, se
     assert err.count("\n") == 1 and err.startswith("ovt") and needle in err, err
     assert not (tmp_path / "out").exists() and not (tmp_path / "file" / "out").exists()
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_a_failed_series_without_checkpoints_is_replaced_by_a_corrected_command(capsys, tmp_path, monkeypatch):
+    out = tmp_path / "series"
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("out of memory, say")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pretrain, "_train", fail)
+        code, _, err = ovt(capsys, *pretrain_args(out, "1K"))
+    assert code == 1 and "out of memory, say" in err, err
+    manifest = store.read_manifest(out)
+    assert manifest["status"] == "failed" and "out of memory, say" in manifest["error"]
+    assert (out / "series.json").is_file() and not list(out.glob("*/checkpoint.json"))
+
+    argv = list(pretrain_args(out, "1K"))
+    argv[argv.index("--lr") + 1] = "1e-2"  # another config: replaces the failed, empty series
+    code, _, err = ovt(capsys, *argv)
+    assert code == 0 and "replacing the unfinished series" in err, err
+    assert json.loads((out / "series.json").read_text())["config"]["lr"] == 1e-2
+    manifest = store.read_manifest(out)
+    assert manifest["status"] == "complete" and "error" not in manifest and "resumed" not in manifest
+    assert list(pd.read_parquet(out / store.METRICS).checkpoint) == NAMES[:1]
+
+
+def test_a_failed_series_with_a_checkpoint_is_kept_and_resumed(capsys, tmp_path, series):
+    copy = tmp_path / "series"
+    shutil.copytree(series, copy)
+    manifest = store.read_manifest(copy)
+    store.write_json(copy / store.MANIFEST, {**manifest, "status": "failed", "error": "RuntimeError: boom"})
+    before = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
+    argv = list(pretrain_args(copy))
+    argv[argv.index("--lr") + 1] = "1e-2"
+    code, _, err = ovt(capsys, *argv)
+    assert code == 2 and "holds a series with other lr=0.003" in err, err
+    assert {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()} == before
+    code, _, err = ovt(capsys, *pretrain_args(copy))  # the same command resumes it
+    assert code == 0, err
+    manifest = store.read_manifest(copy)
+    assert manifest["status"] == "complete" and manifest["resumed"] and "error" not in manifest

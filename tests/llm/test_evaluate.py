@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from llm_validation.evaluate import load_token_blocks, pack_tokens, perplexity, read_texts
+from llm_validation.evaluate import MAX_LOSS, load_token_blocks, pack_tokens, perplexity, perplexity_of, read_texts
 
 from .conftest import make_model, tiny_corpus
 
@@ -98,3 +98,23 @@ def test_bad_batch_size_and_blocks(model):
         perplexity(model, torch.zeros(2, 4, dtype=torch.long), 0)
     with pytest.raises(ValueError, match="token_blocks"):
         perplexity(model, torch.zeros(0, 4, dtype=torch.long), 1)
+
+
+def test_binary_eval_file_is_named_as_not_utf8(tmp_path):
+    binary = tmp_path / "weights.bin"
+    binary.write_bytes(b"text then \xdc\xff bytes")
+    with pytest.raises(ValueError, match="eval file .*weights.bin is not UTF-8 text") as error:
+        read_texts(binary)
+    assert not isinstance(error.value, UnicodeDecodeError) and "\n" not in str(error.value)
+
+
+def test_an_overflowing_loss_has_infinite_perplexity_never_an_exception(model, tokenizer, text_file):
+    assert perplexity_of(MAX_LOSS) < math.inf and perplexity_of(MAX_LOSS + 1) == math.inf
+    assert perplexity_of(1e6) == math.inf and math.isnan(perplexity_of(math.nan))
+    blocks = load_token_blocks(text_file, tokenizer, 16)[:2]
+    assert not perplexity(model, blocks, 2).diverged
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1e4)  # logits of ~1e4 and beyond: mean NLL far above MAX_LOSS
+    result = perplexity(model, blocks, 2)
+    assert result.mean_nll > MAX_LOSS and result.perplexity == math.inf and result.diverged

@@ -173,3 +173,13 @@ def test_data_order_is_a_seeded_permutation_per_epoch():
     flat = [int(i) for r in rows for i in r]
     assert sorted(flat[:10]) == list(range(10)) == sorted(flat[10:]) and flat[:10] != flat[10:]
     assert all((a == b).all() for a, b in zip(rows, [batch_indices(s, 4, 10, seed=0) for s in range(5)]))
+
+
+def test_every_preset_is_usable_as_listed_without_a_vocab_size():
+    from llm_validation.models import PRESETS
+    from llm_validation.pretrain_config import MIN_VOCAB
+
+    assert list(PRESETS)[0] == "tiny"
+    for name in PRESETS:
+        config = PretrainConfig(preset=name, budgets=(1024,), seq_len=32, batch_size=4)
+        assert config.model_vocab_size >= MIN_VOCAB

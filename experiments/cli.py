@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from experiments import compare, llm_cli
+from experiments.arguments import integer
 from experiments.run import UsageError
 
 
@@ -31,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--list", action="store_true", help="list the presets")
     t.add_argument("--out", type=Path, help="run directory (default results/theory/PRESET)")
     t.add_argument("--quick", action="store_true", help="the preset's quick variant")
-    t.add_argument("--chunk", type=int, action="append", help="run only this chunk (cluster jobs); repeatable")
+    t.add_argument("--chunk", type=integer("--chunk", 0), action="append", help="run only this chunk (cluster jobs); repeatable")
     t.add_argument("--quiet", action="store_true")
 
     f = sub.add_parser("figures", help="draw the figures of result stores")

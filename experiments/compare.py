@@ -58,6 +58,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from experiments.arguments import integer
 from experiments.run import UsageError
 
 LOSS_METRIC = {"theory": "pretrain_loss", "llm": "perplexity"}
@@ -87,30 +88,15 @@ def add_parser(subparsers, parser_class: type[argparse.ArgumentParser] | None = 
     p = subparsers.add_parser("compare", help="fit the linear theory to result stores; predict T*; overlay figures")
     p.add_argument("--results", type=Path, nargs="+", required=True, help="run directories or roots holding them")
     p.add_argument("--out", type=Path, help="output directory for fits.json and figures (default RESULTS/compare)")
-    p.add_argument("--bootstrap", type=_count("--bootstrap", 0, MAX_BOOTSTRAP), default=200,
+    p.add_argument("--bootstrap", type=integer("--bootstrap", 0, MAX_BOOTSTRAP), default=200,
                    help=f"bootstrap replicates (0: none; at most {MAX_BOOTSTRAP:,})")
-    p.add_argument("--seed", type=_count("--seed", 0), default=0, help="seed of the bootstrap")
+    p.add_argument("--seed", type=integer("--seed", 0), default=0, help="seed of the bootstrap")
     p.add_argument("--window", type=_window, help="fit window TMIN,TMAX in the store's time unit (default: a rule)")
-    p.add_argument("--rank", type=_count("--rank", 2, MAX_RANK), default=32,
+    p.add_argument("--rank", type=integer("--rank", 2, MAX_RANK), default=32,
                    help=f"modes of the linear model (at most {MAX_RANK})")
     p.add_argument("--anchors", action="store_true", help="also draw OLMo-1B's published anchor points")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
     return p
-
-
-def _count(flag: str, least: int, most: int | None = None):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} {text!r} is not an integer") from None
-        if value < least:
-            raise argparse.ArgumentTypeError(f"{flag} {value} must be >= {least}")
-        if most is not None and value > most:
-            raise argparse.ArgumentTypeError(f"{flag} {value} is too large; allowed: <= {most:,}")
-        return value
-
-    return parse
 
 
 def _window(text: str) -> tuple[float, float]:

@@ -50,25 +50,19 @@ import argparse
 import contextlib
 import dataclasses
 import hashlib
-import math
-import operator
-import re
 import sys
 from pathlib import Path
 
 import pandas as pd
 
+from experiments.arguments import MAX_VALUES, human_tokens, integer, numbers, token_counts, unique
 from experiments.run import UsageError
 
 LLM_COMMANDS = ("revisions", "pretrain", "perturb", "finetune")
 DTYPES = ("float32", "bfloat16")
 DEVICES = ("cpu", "cuda")
-_UNITS = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}
-_COUNT = re.compile(r"(?P<number>[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)(?P<unit>[KMBT]?)")
 # The bounds of the LLM commands' numbers (module docstring; exit 2 beyond them).
 MAX_SEEDS = 10_000  # --seeds: Gaussian draws per gamma
-MAX_VALUES = 100  # --gammas, --lrs: values in one grid
-MAX_TOKENS = 10**15  # --tokens, --budgets: 1000T, beyond any public pre-training run
 MAX_BATCH = 1_024  # --batch-size
 MAX_BLOCKS = 1_000_000  # --max-blocks
 MAX_STEPS = 1_000_000  # --steps, --warmup-steps, and the steps of each pre-training budget
@@ -110,7 +104,7 @@ def add_parser(subparsers, parser_class: type[argparse.ArgumentParser] | None = 
     p.add_argument("--eval-text", required=True, type=Path,
                    help="held-out text (.txt: one document; .jsonl: 'text' per line)")
     p.add_argument("--gammas", required=True, help=f"comma-separated noise scales >= 0 (at most {MAX_VALUES})")
-    p.add_argument("--seeds", required=True, type=_int("--seeds", 1, MAX_SEEDS),
+    p.add_argument("--seeds", required=True, type=integer("--seeds", 1, MAX_SEEDS),
                    help=f"draws per gamma, seeds 0..K-1 (K <= {MAX_SEEDS:,})")
     p.add_argument("--scale", default="init", choices=("init", "relative", "absolute"),
                    help="sigma per tensor: init std (default, the paper's), tensor RMS, or 1")
@@ -142,102 +136,19 @@ def add_checkpoint_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_size_arguments(p: argparse.ArgumentParser, batch: str) -> None:
     """``--seq-len``, ``--batch-size``, ``--max-blocks``, ``--threads``, with their bounds."""
-    p.add_argument("--seq-len", type=_int("--seq-len", 2), default=128,
+    p.add_argument("--seq-len", type=integer("--seq-len", 2), default=128,
                    help="tokens per block (default 128; at most each checkpoint's max_position_embeddings)")
-    p.add_argument("--batch-size", type=_int("--batch-size", 1, MAX_BATCH), default=8,
+    p.add_argument("--batch-size", type=integer("--batch-size", 1, MAX_BATCH), default=8,
                    help=f"{batch} (default 8, at most {MAX_BATCH:,})")
-    p.add_argument("--max-blocks", type=_int("--max-blocks", 1, MAX_BLOCKS), default=None,
+    p.add_argument("--max-blocks", type=integer("--max-blocks", 1, MAX_BLOCKS), default=None,
                    help=f"use the first N blocks of the eval text (default all, N <= {MAX_BLOCKS:,})")
     add_threads_argument(p)
 
 
 def add_threads_argument(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threads", type=_int("--threads", 1, MAX_THREADS), default=None,
+    p.add_argument("--threads", type=integer("--threads", 1, MAX_THREADS), default=None,
                    help=f"torch threads (default: torch's own; 1 is fastest for small models on a busy machine; "
                         f"at most {MAX_THREADS})")
-
-
-def _bounded(flag: str, text: str, value, least=None, most=None, above=None, below=None):
-    """``value`` (parsed from ``text``) if it is finite and within the bounds (``least <= value <=
-    most``, ``above < value < below``, each optional); else UsageError naming the flag, the value and
-    what is allowed."""
-    if isinstance(value, float) and not math.isfinite(value):
-        raise UsageError(f"{flag} {text!r} must be a finite number")
-    rules = ((">=", least, operator.ge), ("<=", most, operator.le),
-             (">", above, operator.gt), ("<", below, operator.lt))
-    if any(bound is not None and not holds(value, bound) for _, bound, holds in rules):
-        allowed = " and ".join(f"{sign} {_show(bound)}" for sign, bound, _ in rules if bound is not None)
-        raise UsageError(f"{flag} {text} must be {allowed}")
-    return value
-
-
-def _show(bound) -> str:
-    return f"{bound:,}" if isinstance(bound, int) and bound < 10**7 else f"{bound:g}"
-
-
-def _argument(parse):
-    """An argparse ``type`` from a parser raising UsageError (argparse reports ArgumentTypeError as is)."""
-    def convert(text: str):
-        try:
-            return parse(text)
-        except UsageError as error:
-            raise argparse.ArgumentTypeError(str(error)) from None
-
-    return convert
-
-
-def _int(flag: str, least: int | None = None, most: int | None = None):
-    """argparse type: an integer in [least, most]."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise UsageError(f"{flag} {text!r} is not an integer") from None
-        return _bounded(flag, text, value, least, most)
-
-    return _argument(parse)
-
-
-def _number(flag: str, **bounds):
-    """argparse type: a finite number within ``bounds`` (``_bounded``'s keywords)."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise UsageError(f"{flag} {text!r} is not a number") from None
-        return _bounded(flag, text, value, **bounds)
-
-    return _argument(parse)
-
-
-def _floats(flag: str, text: str, **bounds) -> list[float]:
-    """Comma-separated finite numbers within ``bounds``, duplicates dropped, at most ``MAX_VALUES``."""
-    items = [item.strip() for item in text.split(",")]
-    if len(items) > MAX_VALUES:
-        raise UsageError(f"{flag} has {len(items)} values; at most {MAX_VALUES} are allowed")
-    values = []
-    for item in items:
-        try:
-            value = float(item)
-        except ValueError:
-            raise UsageError(f"{flag} {item!r} is not a number; give comma-separated numbers") from None
-        values.append(_bounded(flag, item, value, **bounds))
-    return _unique(values)
-
-
-def _token_counts(text: str, flag: str = "--tokens") -> list[float]:
-    """Comma-separated token counts (``1e9``, ``2.3T``, ``500M``), each finite and at most ``MAX_TOKENS``."""
-    counts = []
-    for item in (item.strip() for item in text.split(",")):
-        match = _COUNT.fullmatch(item)
-        if not match:
-            raise UsageError(f"{flag} {item!r} is not a token count; allowed: numbers such as 1e9, 2.3T, 500M")
-        counts.append(_bounded(flag, item, float(match["number"]) * _UNITS[match["unit"]], most=MAX_TOKENS))
-    return counts
-
-
-def _unique(items):
-    return list(dict.fromkeys(items))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -250,17 +161,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------- revisions
-
-
-def human_tokens(tokens: float) -> str:
-    """``1_230_000_000 -> '1.23B'``, ``5000 -> '5K'``, ``950 -> '950'`` (three significant digits)."""
-    units = sorted(_UNITS, key=_UNITS.get)
-    unit = max((u for u in units if tokens >= _UNITS[u]), key=_UNITS.get, default="")
-    text = f"{tokens / _UNITS[unit]:.3g}"
-    if float(text) >= 1000 and unit != units[-1]:  # 999_999 -> '1M', not '1e+03K'
-        unit = units[units.index(unit) + 1]
-        text = f"{tokens / _UNITS[unit]:.3g}"
-    return f"{text}{unit}"
 
 
 def _available(model: str):
@@ -355,7 +255,7 @@ def light_checks(args) -> list[float] | None:
     if args.revisions is None and args.tokens is None and not Path(args.model).expanduser().is_dir():
         raise UsageError(f"--model {args.model} is not a local folder series: give --revisions or --tokens "
                          "(only a folder series defaults to every checkpoint)")
-    counts = _token_counts(args.tokens) if args.tokens is not None else None
+    counts = token_counts(args.tokens) if args.tokens is not None else None
     check_writable(args.out)
     return counts
 
@@ -398,7 +298,7 @@ def _resolve_revisions(args, available, counts: list[float] | None) -> tuple[lis
     chosen, requested, warnings = list(available), {}, []
     if args.revisions is not None:
         chosen = []
-        for name in _unique(name.strip() for name in args.revisions.split(",")):
+        for name in unique(name.strip() for name in args.revisions.split(",")):
             wanted = parse_revision(name)  # ValueError naming the value and the allowed forms
             if name not in by_name:
                 nearest = sorted(available, key=lambda r: (abs(r.tokens - wanted.tokens), r.tokens, r.step))[:3]
@@ -493,7 +393,7 @@ def plan_perturb(args) -> Plan:
     numbers and flags first, before torch is imported."""
     from experiments.run import out_decision
 
-    gammas = _floats("--gammas", args.gammas, least=0)
+    gammas = numbers("--gammas", args.gammas, least=0)
     counts = light_checks(args)
     check_device(args.device)
     plan = Plan(**plan_checkpoints(args, counts), gammas=gammas, seeds=args.seeds, scale=args.scale,

@@ -59,10 +59,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from experiments.arguments import MAX_VALUES, human_tokens, integer, number, numbers
 from experiments.llm_cli import (
-    DEVICES, DTYPES, MAX_SEED, MAX_STEPS, MAX_VALUES, RunFailure, SeriesPlan, _commit, _floats, _int, _number,
-    _tokenizer, add_checkpoint_arguments, add_size_arguments, check_device, finish_run, human_tokens, light_checks,
-    manifest_head, plan_checkpoints, quiet_transformers, start, torch_threads,
+    DEVICES, DTYPES, MAX_SEED, MAX_STEPS, RunFailure, SeriesPlan, _commit, _tokenizer, add_checkpoint_arguments,
+    add_size_arguments, check_device, finish_run, light_checks, manifest_head, plan_checkpoints, quiet_transformers,
+    start, torch_threads,
 )
 from experiments.run import UsageError
 
@@ -77,21 +78,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="fine-tuning data: JSONL, text file or folder (text), or hf:ORG/NAME")
     p.add_argument("--format", required=True, choices=FORMATS, help="data format (see llm_validation.finetune_data)")
     p.add_argument("--lrs", required=True, help=f"comma-separated learning rates > 0 (at most {MAX_VALUES})")
-    p.add_argument("--steps", required=True, type=_int("--steps", 1, MAX_STEPS),
+    p.add_argument("--steps", required=True, type=integer("--steps", 1, MAX_STEPS),
                    help=f"AdamW steps per run (at most {MAX_STEPS:,})")
-    p.add_argument("--reg", type=_number("--reg", least=0), default=0.0,
+    p.add_argument("--reg", type=number("--reg", least=0), default=0.0,
                    help="L2 pull lambda toward the checkpoint (default 0: none)")
     p.add_argument("--eval-text", required=True, type=Path,
                    help="held-out pre-training text for the forgetting perplexity (.txt or .jsonl 'text')")
     p.add_argument("--out", required=True, type=Path, help="run directory (resumable)")
     add_size_arguments(p, "examples per step")
     held = p.add_mutually_exclusive_group()
-    held.add_argument("--heldout-fraction", type=_number("--heldout-fraction", above=0, below=1), default=None,
+    held.add_argument("--heldout-fraction", type=number("--heldout-fraction", above=0, below=1), default=None,
                       help=f"hold out the last fraction of --data for the in-task loss (default {HELDOUT_FRACTION})")
     held.add_argument("--heldout-data", help="held-out in-task examples, in --format (then all of --data trains)")
     p.add_argument("--mc-data", help="multiple-choice JSONL to score (accuracy, accuracy_norm)")
-    p.add_argument("--warmup-steps", type=_int("--warmup-steps", 0, MAX_STEPS), default=0)
-    p.add_argument("--seed", type=_int("--seed", 0, MAX_SEED), default=0, help="batch order")
+    p.add_argument("--warmup-steps", type=integer("--warmup-steps", 0, MAX_STEPS), default=0)
+    p.add_argument("--seed", type=integer("--seed", 0, MAX_SEED), default=0, help="batch order")
     p.add_argument("--dtype", choices=DTYPES, default="float32", help="bfloat16: mixed precision, float32 master weights")
     p.add_argument("--device", choices=DEVICES, default="cpu")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
@@ -162,7 +163,7 @@ def plan_finetune(args: argparse.Namespace) -> FinetunePlan:
     """
     from experiments.run import out_decision
 
-    lrs = _floats("--lrs", args.lrs, above=0)
+    lrs = numbers("--lrs", args.lrs, above=0)
     fraction = HELDOUT_FRACTION if args.heldout_fraction is None else args.heldout_fraction
     _check_file("--data", args.data, folder_ok=args.format == "text")
     _check_file("--heldout-data", args.heldout_data, folder_ok=args.format == "text")

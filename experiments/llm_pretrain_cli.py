@@ -11,7 +11,7 @@ Defaults left unset are the library's (``PretrainConfig``: seq_len 128, batch 8,
 the preset's vocabulary, 320 for ``tiny``).
 
 Bounds (exit 2 beyond them, before anything is written): budgets finite and at most 1e15 tokens
-(``llm_cli.MAX_TOKENS``), and at most 1,000,000 steps each (``llm_cli.MAX_STEPS``: a pre-flight
+(``arguments.MAX_TOKENS``), and at most 1,000,000 steps each (``llm_cli.MAX_STEPS``: a pre-flight
 refusal, since a CPU trains the presets at thousands of steps a minute at best); ``--seq-len`` 2..the
 preset's max_position_embeddings (128 for tiny and smoke, 512 for the others); ``--batch-size``
 1..1,024; ``--vocab-size`` 258..1,000,000; ``--lr`` > 0; ``--max-blocks`` 1..1,000,000;
@@ -53,9 +53,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from experiments.arguments import MAX_TOKENS, human_tokens, integer, number, token_counts
 from experiments.llm_cli import (
-    MAX_BATCH, MAX_BLOCKS, MAX_SEED, MAX_STEPS, MAX_TOKENS, RunFailure, _int, _number, _token_counts,
-    add_threads_argument, human_tokens, quiet_transformers, torch_threads,
+    MAX_BATCH, MAX_BLOCKS, MAX_SEED, MAX_STEPS, RunFailure, add_threads_argument, quiet_transformers, torch_threads,
 )
 from experiments.run import UsageError, _jsonable, check_writable
 from llm_validation.corpora import CORPORA
@@ -81,18 +81,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", default="separate", choices=MODES,
                    help="separate (default): every budget its own run annealed to 0; "
                         "single: one run, checkpoints on the way")
-    p.add_argument("--seq-len", type=_int("--seq-len", 2), default=None,
+    p.add_argument("--seq-len", type=integer("--seq-len", 2), default=None,
                    help="tokens per sequence (default 128; at most the preset's max_position_embeddings)")
-    p.add_argument("--batch-size", type=_int("--batch-size", 1, MAX_BATCH), default=None,
+    p.add_argument("--batch-size", type=integer("--batch-size", 1, MAX_BATCH), default=None,
                    help=f"sequences per step (default 8, at most {MAX_BATCH:,})")
-    p.add_argument("--lr", type=_number("--lr", above=0), default=None, help="peak learning rate (default 1e-2)")
-    p.add_argument("--seed", type=_int("--seed", 0, MAX_SEED), default=None,
+    p.add_argument("--lr", type=number("--lr", above=0), default=None, help="peak learning rate (default 1e-2)")
+    p.add_argument("--seed", type=integer("--seed", 0, MAX_SEED), default=None,
                    help="initialisation and data order (default 0)")
-    p.add_argument("--vocab-size", type=_int("--vocab-size", 1, MAX_VOCAB), default=None,
+    p.add_argument("--vocab-size", type=integer("--vocab-size", 1, MAX_VOCAB), default=None,
                    help=f"BPE vocabulary (default: the preset's; 258..{MAX_VOCAB:,})")
-    p.add_argument("--max-train-chars", type=_int("--max-train-chars", 1), default=None,
+    p.add_argument("--max-train-chars", type=integer("--max-train-chars", 1), default=None,
                    help="cap the training split at whole documents of this many characters")
-    p.add_argument("--max-blocks", type=_int("--max-blocks", 1, MAX_BLOCKS), default=None,
+    p.add_argument("--max-blocks", type=integer("--max-blocks", 1, MAX_BLOCKS), default=None,
                    help=f"evaluate on the first N blocks of the held-out text (default all, N <= {MAX_BLOCKS:,})")
     add_threads_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
@@ -118,7 +118,7 @@ def _budgets(text: str) -> list:
     """Token counts as ints where they are whole up to float rounding (``2.3T``); others stay as given,
     for ``PretrainConfig`` to refuse by value."""
     budgets = []
-    for count in _token_counts(text, "--budgets"):
+    for count in token_counts(text, "--budgets"):
         whole = round(count)
         budgets.append(whole if abs(count - whole) <= 1e-9 * max(1.0, count) else count)
     return budgets

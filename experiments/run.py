@@ -9,7 +9,6 @@ import contextlib
 import datetime
 import json
 import shutil
-import os
 import platform
 import subprocess
 import sys

@@ -11,6 +11,11 @@ command line checks ``--preset`` against it before importing torch).
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: torch and transformers load when a model is built
+    import torch
+    from transformers import OlmoConfig, OlmoForCausalLM
 
 
 @dataclasses.dataclass(frozen=True)

@@ -57,7 +57,7 @@ from experiments.arguments import MAX_TOKENS, human_tokens, integer, number, tok
 from experiments.llm_cli import (
     MAX_BATCH, MAX_BLOCKS, MAX_SEED, MAX_STEPS, RunFailure, add_threads_argument, quiet_transformers, torch_threads,
 )
-from experiments.run import UsageError, _jsonable, check_writable
+from experiments.run import UsageError, check_writable, jsonable
 from llm_validation.corpora import CORPORA
 from llm_validation.models import PRESETS
 from llm_validation.pretrain_config import MODES, PretrainConfig, budget_steps
@@ -164,7 +164,7 @@ def _check_series(out: Path, config) -> str:
         stored = json.loads(path.read_text())["config"]
     except (ValueError, KeyError, TypeError) as error:
         raise UsageError(f"--out {out}: {SERIES} is not readable ({error}); choose another --out") from None
-    record = _jsonable(dataclasses.asdict(config))
+    record = jsonable(dataclasses.asdict(config))
     free = {"budgets"} if config.mode == stored.get("mode") == "separate" else set()
     changed = sorted(key for key in record if key not in free and stored.get(key) != record[key])
     if not changed:
@@ -211,7 +211,7 @@ def _begin(plan: PretrainPlan, previous: dict) -> dict:
 
     manifest = {
         "command": "llm pretrain", "source": "llm", "setup": plan.setup, "args": plan.args,
-        "config": previous.get("config", {"series": _jsonable(dataclasses.asdict(plan.config))}),
+        "config": previous.get("config", {"series": jsonable(dataclasses.asdict(plan.config))}),
         "model": str(plan.out.resolve()), "model_kind": "folder", "seed": plan.config.seed, "threads": plan.threads,
         "versions": versions(), "git_commit": git_commit(), "started": previous.get("started", now()),
         "status": "running",

@@ -52,7 +52,8 @@ def check_writable(out: Path) -> None:
 # stored: killed before its first result), and is refused by a run with results.
 
 
-def _jsonable(payload):
+def jsonable(payload):
+    """``payload`` as it reads back from a manifest (tuples -> lists, NumPy scalars -> numbers)."""
     return json.loads(json.dumps(payload, default=store._json_default))
 
 
@@ -65,7 +66,7 @@ def out_decision(out: Path, identity: dict) -> str:
             raise UsageError(f"--out {out} holds chunks/ but no {store.MANIFEST}; choose another --out or delete it")
         return "new"
     previous = store.read_manifest(out)
-    if all(previous.get(key) == _jsonable(value) for key, value in identity.items()):
+    if all(previous.get(key) == jsonable(value) for key, value in identity.items()):
         return "resume"
     status = previous.get("status")
     if status == "failed" or (status in ("running", "interrupted") and not store.stored_chunks(out)):
@@ -176,7 +177,7 @@ def run_theory(cfg: TheoryConfig, preset: str, out: Path, quiet: bool = False,
 
     def fresh():
         return {
-            **_jsonable(identity), "source": "theory", "versions": versions(),
+            **jsonable(identity), "source": "theory", "versions": versions(),
             "git_commit": git_commit(), "backend": jax.default_backend(),
             "devices": [str(d) for d in jax.devices()],
             "dtype": "float64" if jax.config.jax_enable_x64 else "float32",

@@ -214,6 +214,13 @@ class SeriesPlan:
     quiet: bool
     args: dict
 
+    @property
+    def recorded_source(self) -> str:
+        """The model as manifests record it: a hub id, or the folder relative to the run directory."""
+        from experiments.run import path_from_run
+
+        return path_from_run(self.source, self.out) if self.is_folder else self.source
+
 
 @dataclasses.dataclass
 class Plan(SeriesPlan):
@@ -229,7 +236,7 @@ class Plan(SeriesPlan):
     def config(self) -> dict:
         """What the numbers depend on: a run directory holds one config, and a rerun of it resumes."""
         config = {
-            "model": self.source, "revisions": [r.name for r in self.revisions], "gammas": self.gammas,
+            "model": self.recorded_source, "revisions": [r.name for r in self.revisions], "gammas": self.gammas,
             "seeds": self.seeds, "scale": self.scale, "eval_sha256": self.eval_sha256,
             "seq_len": int(self.blocks.shape[1]), "n_blocks": int(self.blocks.shape[0]),
             "batch_size": self.batch_size, "dtype": self.dtype, "device": self.device,
@@ -474,15 +481,15 @@ def revision_entries(plan, **extra) -> list[dict]:
 def manifest_head(plan, command: str, revision_extra: dict | None = None, eval_extra: dict | None = None) -> dict:
     """The manifest fields every checkpoint-series command shares: what ran, on which model and
     revisions, scored on which held-out token set, with which versions, since when."""
-    from experiments.run import git_commit, now, versions
+    from experiments.run import git_commit, now, path_from_run, versions
 
     n_blocks, seq_len = plan.blocks.shape
     return {
         "command": command, "source": "llm", "setup": plan.setup, "args": plan.args,
-        "config": plan.config(), "model": plan.model, "model_source": plan.source,
+        "config": plan.config(), "model": plan.model, "model_source": plan.recorded_source,
         "model_kind": "folder" if plan.is_folder else "hub",
         "revisions": revision_entries(plan, **(revision_extra or {})),
-        "eval": {"path": str(plan.eval_path), "sha256": plan.eval_sha256, "n_blocks": int(n_blocks),
+        "eval": {"path": path_from_run(plan.eval_path, plan.out), "sha256": plan.eval_sha256, "n_blocks": int(n_blocks),
                  "seq_len": int(seq_len), "n_tokens": int(n_blocks * (seq_len - 1)), **(eval_extra or {}),
                  "tokenization": f"identical token ids under the tokenizers of all {len(plan.revisions)} checkpoints; "
                                  "documents EOS-separated and packed, remainder dropped"},

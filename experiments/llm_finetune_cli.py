@@ -65,7 +65,7 @@ from experiments.llm_cli import (
     add_size_arguments, check_device, finish_run, light_checks, manifest_head, plan_checkpoints, quiet_transformers,
     start, torch_threads,
 )
-from experiments.run import UsageError
+from experiments.run import UsageError, path_from_run
 
 FORMATS = ("hh", "messages", "text", "mc")  # llm_validation.finetune_data.FORMATS, without importing torch
 HELDOUT_FRACTION = 0.1
@@ -114,7 +114,7 @@ class FinetunePlan(SeriesPlan):
     def config(self) -> dict:
         """What the numbers depend on: a run directory holds one config, and a rerun of it resumes."""
         return {
-            "model": self.source, "revisions": [r.name for r in self.revisions], "format": self.fmt,
+            "model": self.recorded_source, "revisions": [r.name for r in self.revisions], "format": self.fmt,
             "data_sha256": self.data["sha256"], "heldout": self.data["heldout"],
             "mc_sha256": self.mc and self.mc["sha256"], "lrs": self.lrs, "steps": self.finetune.steps,
             "reg": self.finetune.reg, "batch_size": self.finetune.batch_size, "seq_len": int(self.blocks.shape[1]),
@@ -192,10 +192,10 @@ def plan_finetune(args: argparse.Namespace) -> FinetunePlan:
                             reg=args.reg, seed=args.seed, dtype=args.dtype, eval_batch_size=EVAL_BATCH_SIZE)
     plan = FinetunePlan(
         **shared, finetune=config, lrs=lrs, fmt=args.format,
-        data={"path": args.data if args.data.startswith("hf:") else str(Path(args.data).resolve()),
+        data={"path": args.data if args.data.startswith("hf:") else path_from_run(args.data, args.out),
               "sha256": _sha256(args.data), "n_train": len(train), "n_heldout": len(heldout), "heldout": how},
         train=train, heldout=heldout,
-        mc=None if mc_items is None else {"path": str(Path(args.mc_data).resolve()), "sha256": _sha256(args.mc_data),
+        mc=None if mc_items is None else {"path": path_from_run(args.mc_data, args.out), "sha256": _sha256(args.mc_data),
                                           "n_items": len(mc_items)},
         mc_items=mc_items,
     )

@@ -212,7 +212,7 @@ def _begin(plan: PretrainPlan, previous: dict) -> dict:
     manifest = {
         "command": "llm pretrain", "source": "llm", "setup": plan.setup, "args": plan.args,
         "config": previous.get("config", {"series": jsonable(dataclasses.asdict(plan.config))}),
-        "model": str(plan.out.resolve()), "model_kind": "folder", "seed": plan.config.seed, "threads": plan.threads,
+        "model": ".", "model_kind": "folder", "seed": plan.config.seed, "threads": plan.threads,
         "versions": versions(), "git_commit": git_commit(), "started": previous.get("started", now()),
         "status": "running",
     }

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
+import os
 import shutil
 import platform
 import subprocess
@@ -55,6 +56,12 @@ def check_writable(out: Path) -> None:
 def jsonable(payload):
     """``payload`` as it reads back from a manifest (tuples -> lists, NumPy scalars -> numbers)."""
     return json.loads(json.dumps(payload, default=store._json_default))
+
+
+def path_from_run(path: Path | str, out: Path | str) -> str:
+    """``path`` relative to the run directory ``out``: what a manifest records, so that a results tree
+    can move (or be committed) without naming the machine it was made on."""
+    return os.path.relpath(Path(path).resolve(), Path(out).resolve())
 
 
 def out_decision(out: Path, identity: dict) -> str:

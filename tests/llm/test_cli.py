@@ -307,6 +307,12 @@ def test_a_folder_series_defaults_to_every_checkpoint_and_the_init_scale(capsys,
     assert [r["name"] for r in manifest["revisions"]] == list(folder_series[1])
     assert manifest["scale"] == "init" and manifest["threads"] == 1
     assert manifest["args"]["tokens"] is None and manifest["args"]["revisions"] is None
+    # Paths are recorded relative to the run directory: a results tree can move or be committed.
+    assert (out / manifest["model_source"]).resolve() == folder_series[0].resolve()
+    assert (out / manifest["eval"]["path"]).resolve() == eval_text.resolve()
+    assert manifest["config"]["model"] == manifest["model_source"]
+    args_free = {k: v for k, v in manifest.items() if k != "args"}  # args: the command line as typed
+    assert str(tmp_path) not in json.dumps(args_free) and str(eval_text.parent) not in json.dumps(args_free)
 
 
 def test_tokens_far_from_every_checkpoint_warn_in_one_line(capsys, tmp_path, folder_series, eval_text):

@@ -70,11 +70,25 @@ def _theory(args) -> int:
         key, value = item.split("=", 1)
         overrides[key.strip()] = value
     cfg = apply_overrides(cfg, overrides)
-    out = args.out or Path("results") / "theory" / args.preset
+    out = args.out or default_theory_out(args.preset, args.quick, args.overrides)
     table = run_theory(cfg, args.preset, out, args.quiet, args.chunk)
     if table is not None and not args.quiet:
         print(f"{args.preset}: {len(table)} rows -> {out}")
     return 0
+
+
+def default_theory_out(preset: str, quick: bool, overrides: list[str]) -> Path:
+    """``results/theory/PRESET`` for the preset as it stands (where ``ovt reproduce`` writes it), and a
+    directory of its own for every variant (``finetune-depth=3_lr=0.01,0.04``, ``schedule-quick``), so
+    a variant never meets the preset's run, nor another variant's."""
+    suffix = (["quick"] if quick else []) + sorted(item.strip() for item in overrides)
+    name = preset + ("-" + "_".join(suffix) if suffix else "")
+    name = "".join(c if c.isalnum() or c in "._=,+-" else "_" for c in name)
+    if len(name) > 100:  # long grids: a stable digest keeps the name short and unique
+        import hashlib
+
+        name = f"{preset}-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
+    return Path("results") / "theory" / name
 
 
 def _figures(args) -> int:

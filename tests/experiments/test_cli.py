@@ -14,6 +14,17 @@ def test_list_presets(capsys):
     assert code == 0 and "gaussian" in out and "schedule" in out
 
 
+def test_variants_default_to_their_own_run_directory(capsys, tmp_path, monkeypatch):
+    """The preset as it stands goes where ``ovt reproduce`` puts it; a variant never meets that run."""
+    monkeypatch.chdir(tmp_path)
+    assert run(capsys, "theory", "smoke", "--quiet")[0] == 0
+    assert run(capsys, "theory", "smoke", "n_t=5", "gamma=0.2,0.4", "--quiet")[0] == 0
+    assert run(capsys, "theory", "smoke", "--quick", "--quiet")[0] == 0
+    theory = tmp_path / "results" / "theory"
+    assert sorted(p.name for p in theory.iterdir()) == ["smoke", "smoke-gamma=0.2,0.4_n_t=5", "smoke-quick"]
+    assert all((p / "metrics.parquet").is_file() for p in theory.iterdir())
+
+
 def test_theory_run_and_figures(capsys, tmp_path):
     out = tmp_path / "smoke"
     code, stdout, _ = run(capsys, "theory", "smoke", "n_t=7", "gamma=0.2,0.4", "--out", str(out), "--quiet")

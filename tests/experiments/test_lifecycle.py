@@ -93,7 +93,7 @@ def test_load_takes_a_path_or_a_list_and_gives_one_schema(capsys, tmp_path):
     assert ovt(capsys, *SMOKE, "--out", theory)[0] == 0
     one = store.load(str(theory))
     assert one.run.unique().tolist() == [str(theory)] and len(one) > 0
-    both = store.load([theory, REFERENCE / "llm_perturb", REFERENCE / "llm_finetune"])
+    both = store.load([theory, REFERENCE / "llm" / "perturb", REFERENCE / "llm" / "finetune"])
     for name, dtype in {**store.REQUIRED_COLUMNS, **{k: d for k, (d, _) in store.OPTIONAL_COLUMNS.items()}}.items():
         assert str(both[name].dtype) == dtype, name
     assert not both.lr_policy.isna().any() and set(both.lr_policy) == {"", "fixed", "tuned"}
@@ -120,10 +120,10 @@ def test_two_runs_of_one_kind_are_named_after_their_directories(capsys, tmp_path
 def test_compare_says_which_families_it_skipped_and_why(capsys, tmp_path):
     series = tmp_path / "series"
     series.mkdir()
-    manifest = json.loads((REFERENCE / "llm_series" / store.MANIFEST).read_text())
+    manifest = json.loads((REFERENCE / "llm" / "series" / store.MANIFEST).read_text())
     store.write_json(series / store.MANIFEST, manifest)
-    store.write_table(series / store.METRICS, pd.read_parquet(REFERENCE / "llm_series" / store.METRICS))
-    code, _, err = ovt(capsys, "compare", "--results", series, REFERENCE / "llm_perturb", "--bootstrap", "0",
+    store.write_table(series / store.METRICS, pd.read_parquet(REFERENCE / "llm" / "series" / store.METRICS))
+    code, _, err = ovt(capsys, "compare", "--results", series, REFERENCE / "llm" / "perturb", "--bootstrap", "0",
                        "--out", tmp_path / "compare", "--quiet")
     assert code == 0, err
     assert "ovt compare: skipped llm_pretrain: no modification rows" in err

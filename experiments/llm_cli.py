@@ -50,6 +50,7 @@ import argparse
 import contextlib
 import dataclasses
 import hashlib
+import math
 import sys
 from pathlib import Path
 
@@ -588,14 +589,23 @@ def finish_run(out: Path, n_checkpoints: int, manifest: dict, derive) -> pd.Data
     return table
 
 
+def t_star_line(labels, values) -> str:
+    """``inflection T* (tokens) - gamma=2: 1.78M, gamma=4: none in range``: one curve's T* each."""
+    shown = (f"{label}: {human_tokens(value) if math.isfinite(value) else 'none in range'}"
+             for label, value in zip(labels, values))
+    return f"inflection T* (tokens) - {', '.join(shown)}"
+
+
 def summary(table: pd.DataFrame) -> str:
-    """Per checkpoint: base perplexity and the mean perplexity over seeds at each gamma."""
-    base = table[table.modification == "none"].set_index("checkpoint")["value"].rename("none")
-    noisy = (table[table.modification == "gaussian"].groupby(["checkpoint", "gamma"])["value"].mean()
+    """Per checkpoint: base perplexity and the mean perplexity over seeds at each gamma; then T* of each gamma."""
+    rows, infl = table[table.checkpoint != "inflection"], table[table.checkpoint == "inflection"]
+    base = rows[rows.modification == "none"].set_index("checkpoint")["value"].rename("none")
+    noisy = (rows[rows.modification == "gaussian"].groupby(["checkpoint", "gamma"])["value"].mean()
              .unstack("gamma").rename(columns=lambda g: f"gamma={g:g}"))
-    position = table.groupby("checkpoint")["pretrain_time"].first().sort_values()
+    position = rows.groupby("checkpoint")["pretrain_time"].first().sort_values()
     frame = pd.concat([position.map(human_tokens).rename("tokens"), base, noisy], axis=1).loc[position.index]
-    return frame.to_string(float_format=lambda v: f"{v:.4g}")
+    return (frame.to_string(float_format=lambda v: f"{v:.4g}") + "\n"
+            + t_star_line((f"gamma={g:g}" for g in infl.gamma), infl.value))
 
 
 def _perturb(args) -> int:

@@ -56,14 +56,13 @@ import math
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from experiments.arguments import MAX_VALUES, human_tokens, integer, number, numbers
 from experiments.llm_cli import (
     DEVICES, DTYPES, MAX_SEED, MAX_STEPS, RunFailure, SeriesPlan, _commit, _tokenizer, add_checkpoint_arguments,
     add_size_arguments, check_device, finish_run, light_checks, manifest_head, plan_checkpoints, quiet_transformers,
-    start, torch_threads,
+    start, t_star_line, torch_threads,
 )
 from experiments.run import UsageError, path_from_run
 
@@ -338,10 +337,8 @@ def summary(table: pd.DataFrame) -> str:
     frame = pd.concat([position.map(human_tokens).rename("tokens"), base, fixed, tuned_lr, tuned_ppl, tuned_loss],
                       axis=1).loc[position.index]
     infl = table[table.checkpoint == "inflection"]
-    t_star = ", ".join(f"{'tuned' if policy == 'tuned' else f'lr={lr:g}'}: "
-                       f"{human_tokens(value) if np.isfinite(value) else 'none in range'}"
-                       for policy, lr, value in zip(infl.lr_policy, infl.lr, infl.value))
-    return frame.to_string(float_format=lambda v: f"{v:.4g}") + f"\ninflection T* (tokens) - {t_star}"
+    labels = ("tuned" if policy == "tuned" else f"lr={lr:g}" for policy, lr in zip(infl.lr_policy, infl.lr))
+    return frame.to_string(float_format=lambda v: f"{v:.4g}") + "\n" + t_star_line(labels, infl.value)
 
 
 def command(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -376,3 +377,12 @@ def test_numbers_and_flags_are_refused_before_torch_is_imported(tmp_path, folder
     codes, heavy = json.loads(done.stdout.splitlines()[-1])
     assert codes == [2] * len(cases) and heavy == [], done.stderr
     assert len(done.stderr.splitlines()) == len(cases) and not (tmp_path / "out").exists()
+
+
+def test_the_perturb_summary_lists_checkpoints_then_each_gammas_t_star():
+    reference = Path(__file__).resolve().parents[2] / "paper_figures" / "reference" / "llm" / "perturb"
+    text = llm_cli.summary(pd.read_parquet(reference / store.METRICS))
+    *rows, last = text.splitlines()
+    assert len(rows) == 2 + 6 and not any(row.startswith("inflection") for row in rows)
+    assert last == ("inflection T* (tokens) - gamma=0.5: none in range, gamma=1: none in range, "
+                    "gamma=2: 2.69M, gamma=4: none in range")

@@ -10,12 +10,10 @@ from __future__ import annotations
 import argparse
 import math
 import operator
-import re
 
 from experiments.run import UsageError
+from llm_validation.tokens import parse_tokens
 
-UNITS = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}
-_COUNT = re.compile(r"(?P<number>[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)(?P<unit>[KMBT]?)")
 MAX_VALUES = 100  # values in one comma list (a grid of gammas or lrs)
 MAX_TOKENS = 10**15  # token counts: 1000T, beyond any public pre-training run
 
@@ -92,22 +90,11 @@ def token_counts(text: str, flag: str = "--tokens") -> list[float]:
     """Comma-separated token counts (``1e9``, ``2.3T``, ``500M``), each finite and at most ``MAX_TOKENS``."""
     counts = []
     for item in (item.strip() for item in text.split(",")):
-        match = _COUNT.fullmatch(item)
-        if not match:
+        count = parse_tokens(item)
+        if count is None:
             raise UsageError(f"{flag} {item!r} is not a token count; allowed: numbers such as 1e9, 2.3T, 500M")
-        counts.append(bounded(flag, item, float(match["number"]) * UNITS[match["unit"]], most=MAX_TOKENS))
+        counts.append(bounded(flag, item, count, most=MAX_TOKENS))
     return counts
-
-
-def human_tokens(tokens: float) -> str:
-    """``1_230_000_000 -> '1.23B'``, ``5000 -> '5K'``, ``950 -> '950'`` (three significant digits)."""
-    units = sorted(UNITS, key=UNITS.get)
-    unit = max((u for u in units if tokens >= UNITS[u]), key=UNITS.get, default="")
-    text = f"{tokens / UNITS[unit]:.3g}"
-    if float(text) >= 1000 and unit != units[-1]:  # 999_999 -> '1M', not '1e+03K'
-        unit = units[units.index(unit) + 1]
-        text = f"{tokens / UNITS[unit]:.3g}"
-    return f"{text}{unit}"
 
 
 def unique(items) -> list:

@@ -56,8 +56,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from experiments.arguments import MAX_VALUES, human_tokens, integer, numbers, token_counts, unique
+from experiments.arguments import MAX_VALUES, integer, numbers, token_counts, unique
 from experiments.run import UsageError
+from llm_validation.tokens import human_tokens
 
 LLM_COMMANDS = ("revisions", "pretrain", "perturb", "finetune")
 DTYPES = ("float32", "bfloat16")

@@ -58,13 +58,30 @@ from pathlib import Path
 
 import pandas as pd
 
-from experiments.arguments import MAX_VALUES, human_tokens, integer, number, numbers
+from experiments.arguments import MAX_VALUES, integer, number, numbers
 from experiments.llm_cli import (
-    DEVICES, DTYPES, MAX_SEED, MAX_STEPS, RunFailure, SeriesPlan, _commit, _tokenizer, add_checkpoint_arguments,
-    add_size_arguments, check_device, finish_run, light_checks, manifest_head, plan_checkpoints, quiet_transformers,
-    start, t_star_line, torch_threads,
+    DEVICES,
+    DTYPES,
+    MAX_SEED,
+    MAX_STEPS,
+    RunFailure,
+    SeriesPlan,
+    _commit,
+    _tokenizer,
+    add_checkpoint_arguments,
+    add_size_arguments,
+    check_device,
+    finish_run,
+    light_checks,
+    manifest_head,
+    plan_checkpoints,
+    quiet_transformers,
+    start,
+    t_star_line,
+    torch_threads,
 )
 from experiments.run import UsageError, path_from_run
+from llm_validation.tokens import human_tokens
 
 FORMATS = ("hh", "messages", "text", "mc")  # llm_validation.finetune_data.FORMATS, without importing torch
 HELDOUT_FRACTION = 0.1
@@ -264,7 +281,7 @@ def inflection_rows(table: pd.DataFrame) -> pd.DataFrame:
 
     curves = table[(table.modification == "finetune") & (table.metric == "perplexity")]
     rows = []
-    for (policy, lr), curve in curves.groupby(["lr_policy", curves.lr.where(curves.lr_policy == "fixed")],
+    for (_policy, lr), curve in curves.groupby(["lr_policy", curves.lr.where(curves.lr_policy == "fixed")],
                                               dropna=False, sort=True):
         curve = curve.sort_values("pretrain_time", kind="stable")
         T, values = curve.pretrain_time.to_numpy(float), curve.value.to_numpy(float)

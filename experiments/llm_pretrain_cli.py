@@ -53,14 +53,22 @@ from pathlib import Path
 
 import pandas as pd
 
-from experiments.arguments import MAX_TOKENS, human_tokens, integer, number, token_counts
+from experiments.arguments import MAX_TOKENS, integer, number, token_counts
 from experiments.llm_cli import (
-    MAX_BATCH, MAX_BLOCKS, MAX_SEED, MAX_STEPS, RunFailure, add_threads_argument, quiet_transformers, torch_threads,
+    MAX_BATCH,
+    MAX_BLOCKS,
+    MAX_SEED,
+    MAX_STEPS,
+    RunFailure,
+    add_threads_argument,
+    quiet_transformers,
+    torch_threads,
 )
 from experiments.run import UsageError, check_writable, jsonable
 from llm_validation.corpora import CORPORA
 from llm_validation.models import PRESETS
 from llm_validation.pretrain_config import MODES, PretrainConfig, budget_steps
+from llm_validation.tokens import human_tokens
 
 HELDOUT = "heldout.txt"
 SERIES = "series.json"

@@ -9,8 +9,8 @@ import contextlib
 import datetime
 import json
 import os
-import shutil
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -151,7 +151,7 @@ def git_commit() -> str | None:
 
 
 def now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 def _device_mesh():

@@ -202,9 +202,13 @@ def tuned_rows(frame: pd.DataFrame) -> pd.DataFrame:
         return frame.iloc[:0]
     curve = [c for c in ft.columns if c not in ("lr", "value", "metric", "checkpoint", "pretrain_time")]
     in_task = ft[ft.metric == "finetune_loss"]
-    score = in_task.value.where(np.isfinite(in_task.value), np.inf)
-    chosen = (in_task.assign(_score=score).sort_values(["_score", "lr"], kind="stable")
-              .groupby(curve + ["pretrain_time"], dropna=False).head(1)[curve + ["pretrain_time", "lr"]])
+    # L_B as a (curve, T) x lr table, lrs ascending (the fixed-lr cells form a full grid): one choice per row.
+    group = in_task.groupby(curve + ["pretrain_time"], dropna=False, sort=False).ngroup().to_numpy()
+    lrs, column = np.unique(in_task.lr.to_numpy(), return_inverse=True)
+    losses = np.full((group.max() + 1, lrs.size), np.nan)
+    losses[group, column] = in_task.value.to_numpy()
+    best = finetune.tuned_choice(losses, axis=1)
+    chosen = in_task[column == best[group]][curve + ["pretrain_time", "lr"]]
     tuned = ft.merge(chosen, on=curve + ["pretrain_time", "lr"]).assign(lr_policy="tuned")
     tuned = tuned.sort_values(["metric", "pretrain_time"], kind="stable")
     infl = []

@@ -26,7 +26,7 @@ from huggingface_hub import constants, list_repo_refs
 from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-UNITS: dict[str, int] = {"K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}
+from llm_validation.tokens import UNITS
 
 AMBER_CHECKPOINTS = 360
 AMBER_TOTAL_TOKENS = 1_260 * 10**9

@@ -29,7 +29,6 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-
 MAX_LOSS = math.log(sys.float_info.max)  # ~709.78: the largest mean NLL with a finite perplexity
 
 

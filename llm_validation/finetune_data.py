@@ -300,7 +300,8 @@ def _masked_examples(
     if cut:
         # One over-long row should not stop a 100k-row run, but a silent loss of rows would mislead.
         warnings.warn(
-            f"{len(cut)} row(s) have no trained token within seq_len={seq_len} and were dropped (first: {cut[0]})"
+            f"{len(cut)} row(s) have no trained token within seq_len={seq_len} and were dropped (first: {cut[0]})",
+            stacklevel=2,
         )
     if not keep:
         raise DataError(f"{source}: no row has a trained token within seq_len={seq_len}")

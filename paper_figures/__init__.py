@@ -11,8 +11,17 @@ from pathlib import Path
 import numpy as np
 
 from experiments import store
-from paper_figures import (depth, finetune, gaussian, llm_finetune, llm_perturb, misalignment, regularization,
-                           schedule, tuned_lr)
+from paper_figures import (
+    depth,
+    finetune,
+    gaussian,
+    llm_finetune,
+    llm_perturb,
+    misalignment,
+    regularization,
+    schedule,
+    tuned_lr,
+)
 
 FIGURES = {
     "smoke": gaussian.draw,

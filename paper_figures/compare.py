@@ -14,6 +14,7 @@ import numpy as np
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, NullFormatter, NullLocator
 
+from llm_validation.tokens import human_tokens
 from paper_figures import llm_perturb, style
 
 MEASURED = dict(capsize=1.2, elinewidth=0.6, capthick=0.6, ms=2.2, marker="o", ls="none", zorder=3)
@@ -147,7 +148,7 @@ def t_star_panel(ax, entry: dict, colours: dict) -> None:
     ax.set_xticks(sizes, [f"{m:g}" for m in sizes])
     ax.xaxis.set_minor_locator(NullLocator())
     if entry["source"] == "llm":
-        ax.yaxis.set_major_formatter(FuncFormatter(llm_perturb.human_tokens))
+        ax.yaxis.set_major_formatter(FuncFormatter(llm_perturb.tokens_tick))
         ax.yaxis.set_minor_formatter(NullFormatter())
     values = drawn or [t_lo, t_hi]
     lo, hi = max(min(values) / 3, bounds[0]), min(max(values) * 3, bounds[1])
@@ -273,7 +274,7 @@ def draw_anchors(entries: list[dict], out_dir: Path, name: str = "compare_olmo_a
         ax.set_xlim(1.5e12, 4e12)
         ends = [max(e["observed"]["T"]) for e in entries if e["source"] == "llm"]
         note = "" if shown else "\nno OLMo-scale run among the fits" + (
-            f"\n(the LLM runs here end at {llm_perturb.human_tokens(max(ends))} tokens)" if ends else "")
+            f"\n(the LLM runs here end at {human_tokens(max(ends))} tokens)" if ends else "")
         style.title(ax, "a", "OLMo-1B anchors (Springer et al. 2025)", "context for OLMo-scale runs" + note)
         style.legend(fig)
         return style.save(fig, out_dir, name)

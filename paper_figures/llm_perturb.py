@@ -16,20 +16,17 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from llm_validation.tokens import human_tokens
 from paper_figures import style
 
 TOKENS_LABEL = "pre-training tokens"
 BASE = dict(color="black", lw=1.0, zorder=4)
 ERRORBAR = dict(capsize=1.5, elinewidth=0.7, capthick=0.7, ms=2.5, marker="o")
-_UNITS = ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K"))
 
 
-def human_tokens(tokens: float, _pos=None) -> str:
-    """Tick label of a token count: ``2e9 -> '2B'``, ``3e5 -> '300K'``, ``500 -> '500'``."""
-    for size, unit in _UNITS:
-        if tokens >= size:
-            return f"{tokens / size:.3g}{unit}"
-    return f"{tokens:.3g}"
+def tokens_tick(tokens: float, _pos=None) -> str:
+    """Tick label of a token count (a matplotlib FuncFormatter): ``2e9 -> '2B'``, ``3e5 -> '300K'``."""
+    return human_tokens(tokens)
 
 
 def tokens_axis(ax, ylabel: str) -> None:
@@ -38,11 +35,11 @@ def tokens_axis(ax, ylabel: str) -> None:
     ax.set_xscale("log")
     ax.set_xlabel(TOKENS_LABEL)
     ax.set_ylabel(ylabel)
-    ax.xaxis.set_major_formatter(FuncFormatter(human_tokens))
+    ax.xaxis.set_major_formatter(FuncFormatter(tokens_tick))
     lo, hi = ax.get_xlim()
     if hi / lo < 100:
         ax.xaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
-        ax.xaxis.set_minor_formatter(FuncFormatter(human_tokens))
+        ax.xaxis.set_minor_formatter(FuncFormatter(tokens_tick))
     else:
         ax.xaxis.set_minor_formatter(NullFormatter())
 

@@ -4,7 +4,6 @@ import subprocess
 import sys
 import time
 
-import jax
 import numpy as np
 import pandas as pd
 import pytest

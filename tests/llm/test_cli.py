@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 import torch
 
-from experiments import arguments, cli, llm_cli, store
+from experiments import cli, llm_cli, store
 from experiments.run import UsageError
-from llm_validation import checkpoints
+from llm_validation import checkpoints, tokens
 from llm_validation.evaluate import load_token_blocks, perplexity
 from llm_validation.perturb import perturbed
 
@@ -105,7 +105,7 @@ def test_revisions_table_of_an_offline_hub_cache(capsys, hub_cache):
 
 
 def test_human_tokens():
-    assert [arguments.human_tokens(n) for n in (0, 950, 5000, 1_230_000_000, 3_094 * 10**9, 999_999)] == [
+    assert [tokens.human_tokens(n) for n in (0, 950, 5000, 1_230_000_000, 3_094 * 10**9, 999_999)] == [
         "0", "950", "5K", "1.23B", "3.09T", "1M"]
 
 

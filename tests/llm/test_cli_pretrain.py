@@ -15,7 +15,6 @@ from experiments import cli, llm_pretrain_cli, store
 from llm_validation import checkpoints, evaluate, pretrain
 from llm_validation.evaluate import load_token_blocks, perplexity
 
-
 # 4 x 32 = 128 tokens a step: 1K, 2K, 4K tokens are 8, 16 and 31 steps of a ~20k-parameter model.
 SERIES = ("--preset", "20k", "--corpus", "synthetic", "--max-train-chars", "20000", "--seq-len", "32",
           "--batch-size", "4", "--lr", "3e-3", "--threads", "1", "--quiet")

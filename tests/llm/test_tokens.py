@@ -1,0 +1,20 @@
+"""One token-count vocabulary for the command line, the checkpoint names and the figures."""
+
+import math
+
+from llm_validation import checkpoints, tokens
+from paper_figures import llm_perturb
+
+
+def test_parse_tokens_reads_the_forms_people_write():
+    assert [tokens.parse_tokens(t) for t in ("320K", "2.3T", "1e9", "500", " 4B ")] == [3.2e5, 2.3e12, 1e9, 500.0, 4e9]
+    assert tokens.parse_tokens("1e400") == math.inf and tokens.parse_tokens("abc") is None
+    assert tokens.parse_tokens("5X") is None and tokens.parse_tokens("") is None
+
+
+def test_names_labels_and_the_cli_agree():
+    for count in (1000, 320_000, 4_000_000_000, 3_094_000_000_000):
+        name = checkpoints.format_revision(7, count)
+        assert checkpoints.parse_revision(name).tokens == count
+        assert tokens.parse_tokens(name.split("tokens")[1]) == count
+        assert llm_perturb.tokens_tick(count) == tokens.human_tokens(count)

@@ -46,6 +46,12 @@ def same_shape(name_a: str, a, name_b: str, b) -> None:
         raise ValueError(f"{name_a} has shape {np.shape(a)} but {name_b} has shape {np.shape(b)}; they must match")
 
 
+def key_given(key, why: str) -> None:
+    """Randomness is explicit: a function that draws takes its PRNG key from the caller, never a default."""
+    if key is None:
+        raise ValueError(f"key is required: {why}; pass key=jax.random.PRNGKey(seed)")
+
+
 def _show(v) -> str:
     v = np.asarray(v)
     if v.ndim == 0:

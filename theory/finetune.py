@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from theory import _checks
@@ -51,6 +52,12 @@ def shrinking_lr(lr0, T, T_ref, power):
 
 
 def tuned_choice(finetune_losses, axis: int = 0):
-    """Index of the lr minimising the in-task loss L_B after fine-tuning, along ``axis`` (NaN = diverged)."""
-    finite = jnp.where(jnp.isfinite(finetune_losses), finetune_losses, jnp.inf)
-    return jnp.argmin(finite, axis=axis)
+    """Index of the lr minimising the in-task loss L_B after fine-tuning, along ``axis``.
+
+    Non-finite losses (diverged runs) never win; ties go to the first index, so with the lrs in
+    ascending order the smallest of the best lrs is chosen. A NumPy array is answered in NumPy
+    (exact on stored float64 tables), anything else in jax.numpy (traceable).
+    """
+    xp = np if isinstance(finetune_losses, np.ndarray) else jnp
+    finite = xp.where(xp.isfinite(finetune_losses), finetune_losses, xp.inf)
+    return xp.argmin(finite, axis=axis)

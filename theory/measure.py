@@ -53,6 +53,7 @@ def hessian_trace(loss_fn, Ws: Params, key: jax.Array | None = None, n_probes: i
         basis = jnp.eye(flat.size, dtype=flat.dtype)
         return jnp.sum(jax.vmap(lambda e: e @ hvp(e))(basis))
     _checks.positive_int("n_probes", n_probes)
+    _checks.key_given(key, "Hutchinson's estimator (n_probes > 0) draws Rademacher probes")
     z = jax.random.rademacher(key, (n_probes, flat.size), flat.dtype)
     return jnp.mean(jax.vmap(lambda v: v @ hvp(v))(z))
 

@@ -9,16 +9,18 @@ Both are pure functions of arrays, so ``jit`` and ``vmap`` over cells apply unch
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
-from flax import struct
 
-from theory import closed_form, perturbation
+from theory import _checks, closed_form, perturbation
 from theory.finetune import finetune_gd
 from theory.network import Params, init_aligned_balanced, layer_norms_sq, task_loss
 
 
-@struct.dataclass
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
 class Curves:
     """Every measurement as a function of pre-training time (leading axis: the T grid).
 
@@ -79,7 +81,8 @@ def closed_form_curves(s, b, u0, T, *, gamma, sigma1, sigma2, d_in: int, h: int,
 
     Pre-training: u(T) = s / (1 + (s/u0 - 1) e^{-2sT}) at depth 2, else the per-mode ODE.
     Gaussian (noise std gamma * sigma_1 on W_1, gamma * sigma_2 on every later layer): the exact
-    excess with ||W_1||^2 = ||W_2||^2 = sum_i u_i(T) at depth 2, else Monte-Carlo over ``n_draws``.
+    excess with ||W_1||^2 = ||W_2||^2 = sum_i u_i(T) at depth 2, else Monte-Carlo over ``n_draws``
+    draws from ``key`` (required then; depth 2 draws nothing).
     Fine-tuning for tau = lr * steps: the logistic law from u(T) toward b when lam = 0 and depth = 2,
     else the per-mode ODE with the L2 pull lam toward the pre-trained weights.
     """
@@ -96,7 +99,7 @@ def closed_form_curves(s, b, u0, T, *, gamma, sigma1, sigma2, d_in: int, h: int,
         excess = perturbation.excess_from_norms(norm, norm, gamma, sigma1, sigma2, d_in, h, d_out)
         norms = jnp.stack([norm, norm], axis=-1)
     else:
-        key = jax.random.PRNGKey(0) if key is None else key
+        _checks.key_given(key, f"depth={depth} estimates the Gaussian excess by Monte-Carlo")
         sigmas = (sigma1,) + (sigma2,) * (depth - 1)
         A = jnp.eye(d_out, s.shape[0], dtype=s.dtype) * s @ jnp.eye(s.shape[0], d_in, dtype=s.dtype)
         nets = jax.vmap(lambda u_T: _embedded_network(u_T, depth, d_in, h, d_out))(u)
@@ -117,12 +120,13 @@ def simulated_curves(Ws_T: Params, A, B, *, gamma, sigmas, lr, steps: int, lam=0
                      key: jax.Array | None = None, n_draws: int = 256) -> Curves:
     """All curves from a stored trajectory ``Ws_T`` (each layer with a leading axis over T).
 
-    Gaussian: the exact excess at depth 2, Monte-Carlo (``n_draws``, paired) otherwise; noise std
-    gamma * sigma_k on layer k. Fine-tuning: ``steps`` of GD at ``lr`` (a scalar, or one rate per T)
-    on L_B + lam/2 ||W - W(T)||^2.
+    Gaussian: the exact excess at depth 2, Monte-Carlo (``n_draws`` paired draws from ``key``,
+    required then) otherwise; noise std gamma * sigma_k on layer k. Fine-tuning: ``steps`` of GD at
+    ``lr`` (a scalar, or one rate per T) on L_B + lam/2 ||W - W(T)||^2.
     """
-    key = jax.random.PRNGKey(0) if key is None else key
     depth = len(Ws_T)
+    if depth != 2:
+        _checks.key_given(key, f"depth={depth} estimates the Gaussian excess by Monte-Carlo")
     lr_T = jnp.broadcast_to(jnp.asarray(lr, Ws_T[0].dtype), Ws_T[0].shape[:1])  # scalar, or one lr per T
 
     def at(Ws, lr):

@@ -98,13 +98,12 @@ def train(objective: Objective, Ws0: Params, opt: optax.GradientTransformation, 
     """Run ``opt`` for ``n_steps`` on ``objective``; return W every ``record_every`` steps.
 
     The result has a leading axis of n_steps // record_every snapshots (after steps record_every,
-    2 record_every, ...).
+    2 record_every, ...). ``key`` seeds the batches; an objective that draws (minibatch) requires it.
     """
     _checks.positive_int("n_steps", n_steps)
     _checks.positive_int("record_every", record_every)
     if n_steps % record_every:
         raise ValueError(f"n_steps={n_steps} must be a multiple of record_every={record_every}")
-    key = jax.random.PRNGKey(0) if key is None else key
     grad = jax.grad(objective.loss)
 
     def step(carry, batch):
@@ -133,6 +132,7 @@ def minibatch_objective(A: jax.Array, batch_size: int, label_noise: float = 0.0)
     _checks.non_negative("label_noise", label_noise)
 
     def sample(key, n_steps):
+        _checks.key_given(key, "a minibatch objective draws a fresh batch every step")
         kx, ke = jax.random.split(key)
         X = _random.normal(kx, (n_steps, batch_size, A.shape[1]), A.dtype)
         Y = X @ A.T + label_noise * _random.normal(ke, (n_steps, batch_size, A.shape[0]), A.dtype)
@@ -149,7 +149,8 @@ def budget_series(objective: Objective, Ws0: Params, budgets, mode: str, opt_nam
     (the paper's controlled design); the runs share one vmapped scan padded with lr = 0.
     mode="single": one run whose schedule reaches zero at the largest budget, snapshots at each budget
     (how public checkpoints are made: intermediate ones are not annealed).
-    Returns parameters with a leading axis over budgets. Same ``key`` in both modes: same batches.
+    Returns parameters with a leading axis over budgets. Same ``key`` in both modes: same batches
+    (a minibatch objective requires one).
     """
     _checks.one_of("mode", mode, ("separate", "single"))
     budgets = [int(b) for b in budgets]

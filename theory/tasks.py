@@ -9,9 +9,10 @@ or B = sqrt(1 - rho^2) A_perp + rho A.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
-from flax import struct
 
 from theory import _checks, _random
 
@@ -55,7 +56,8 @@ def permuted_spectrum(s: jax.Array, permutation) -> jax.Array:
     return jnp.asarray(s)[perm]
 
 
-@struct.dataclass
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
 class Task:
     """A linear teacher y = M x with M = U diag(s) V^T (U: d_out x r, V: d_in x r orthonormal columns)."""
 
@@ -99,7 +101,7 @@ def with_spectrum(task: Task, b: jax.Array) -> Task:
     """Family 1: B = U diag(b) V^T, the same singular vectors as A and another spectrum."""
     _checks.same_shape("b", b, "task.s", task.s)
     _checks.non_negative("b", b)
-    return task.replace(s=jnp.asarray(b, task.s.dtype))
+    return dataclasses.replace(task, s=jnp.asarray(b, task.s.dtype))
 
 
 def _rotate(key: jax.Array, Q: jax.Array, theta) -> jax.Array:

@@ -27,11 +27,12 @@ def test_excess_formula_terms():
     np.testing.assert_allclose(perturbation.gaussian_excess(W1, W2, gamma, s1, s2), expected, rtol=1e-6)
 
 
-def test_depth3_monte_carlo_in_closed_form_curves_is_consistent(default_setup):
+def test_depth3_monte_carlo_in_closed_form_curves_is_consistent(key, default_setup):
     """Depth 3 has no formula: the paired Monte-Carlo excess must still grow with T and vanish at gamma=0."""
     st = default_setup
     T = jnp.array([1.0, 30.0, 300.0])
-    kw = dict(sigma1=st["sigma"], sigma2=st["sigma"], d_in=st["d"], h=st["d"], d_out=st["d"], tau=1.0, depth=3)
+    kw = dict(sigma1=st["sigma"], sigma2=st["sigma"], d_in=st["d"], h=st["d"], d_out=st["d"], tau=1.0, depth=3,
+              key=key)
     c = protocol.closed_form_curves(st["s"], st["b"], 1e-3, T, gamma=0.2, **kw)
     assert bool(jnp.all(jnp.diff(c.excess) > 0))
     c0 = protocol.closed_form_curves(st["s"], st["b"], 1e-3, T, gamma=0.0, **kw)

@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 OUT     ?= results
 
-.PHONY: reproduce reproduce-quick test test-slow bench install clean
+.PHONY: reproduce reproduce-quick test lint test-slow bench install clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -24,10 +24,16 @@ reproduce: $(STAMP)
 reproduce-quick: $(STAMP)
 	$(BIN)/ovt reproduce --quick --out $(OUT)
 
-test: $(STAMP)
+test: $(STAMP) lint
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow" tests README.md --doctest-glob=README.md
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q --doctest-modules theory
 	HF_HUB_OFFLINE=1 JAX_ENABLE_X64=1 $(BIN)/python -m pytest -q -m "not slow" tests/theory
+
+# Style and layers: ruff (lint + format) and the import-linter contracts in pyproject.toml.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 test-slow: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m slow tests

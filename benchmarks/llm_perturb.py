@@ -113,8 +113,9 @@ def worker(preset: str, blocks_list: list[int], seq_len: int, batch_size: int, r
         fresh_draw()
         extra.append(_status("VmHWM") - before)
     biggest = max(p.numel() for p in params.values())
-    accounted = held_at_peak([(p.numel(), p.element_size(), p.dtype == torch.float32 and p.device.type == "cpu")
-                              for p in params.values()])
+    accounted = held_at_peak(
+        [(p.numel(), p.element_size(), p.dtype == torch.float32 and p.device.type == "cpu") for p in params.values()]
+    )
 
     # Noise generation alone, the part of a draw that scales with parameters (ns per parameter).
     noise = [timed(lambda: [gaussian_noise(0, name, p.shape) for name, p in params.items()]) for _ in range(repeats)]
@@ -128,15 +129,29 @@ def worker(preset: str, blocks_list: list[int], seq_len: int, batch_size: int, r
         for _ in range(repeats):
             base.append(plain(blocks))
             ours.append(perturbed_eval(blocks))
-        timings[n_blocks] = {"plain": min(w for w, _ in base), "perturbed": min(w for w, _ in ours),
-                             "plain_cpu": min(c for _, c in base), "perturbed_cpu": min(c for _, c in ours),
-                             "paired_median": statistics.median(o[0] / b[0] for o, b in zip(ours, base))}
+        timings[n_blocks] = {
+            "plain": min(w for w, _ in base),
+            "perturbed": min(w for w, _ in ours),
+            "plain_cpu": min(c for _, c in base),
+            "perturbed_cpu": min(c for _, c in ours),
+            "paired_median": statistics.median(o[0] / b[0] for o, b in zip(ours, base)),
+        }
     return {
-        "preset": preset, "n_params": n_params, "param_bytes": param_bytes, "n_perturbed": len(params),
-        "largest_tensor": biggest, "extra_peak_measured": min(extra), "extra_peak_accounted": accounted,
-        "noise_s": min(w for w, _ in noise), "noise_cpu_s": min(c for _, c in noise),
-        "perturb_s": min(w for w, _ in perturb), "perturb_cpu_s": min(c for _, c in perturb), "timings": timings,
-        "seq_len": seq_len, "batch_size": batch_size, "threads": threads,
+        "preset": preset,
+        "n_params": n_params,
+        "param_bytes": param_bytes,
+        "n_perturbed": len(params),
+        "largest_tensor": biggest,
+        "extra_peak_measured": min(extra),
+        "extra_peak_accounted": accounted,
+        "noise_s": min(w for w, _ in noise),
+        "noise_cpu_s": min(c for _, c in noise),
+        "perturb_s": min(w for w, _ in perturb),
+        "perturb_cpu_s": min(c for _, c in perturb),
+        "timings": timings,
+        "seq_len": seq_len,
+        "batch_size": batch_size,
+        "threads": threads,
     }
 
 
@@ -147,8 +162,9 @@ def held_at_peak(tensors: list[tuple[int, int, bool]]) -> int:
     from llm_validation.perturb import NOISE_CHUNK
 
     copy = sum(numel * size for numel, size, _ in tensors)
-    return copy + max(min(numel, NOISE_CHUNK) * (4 + (0 if float32_cpu else size))
-                      for numel, size, float32_cpu in tensors)
+    return copy + max(
+        min(numel, NOISE_CHUNK) * (4 + (0 if float32_cpu else size)) for numel, size, float32_cpu in tensors
+    )
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -163,29 +179,49 @@ def report(results: list[dict]) -> None:
     print("|---|---|---|---|---|---|")
 
     def row(metric, ours, baseline, ratio, unit=""):
-        print(f"| {metric} | {ours} | {baseline} | {ratio:.3f}{unit} | <= 1.10{unit} | {'yes' if ratio <= 1.10 else 'no'} |")
+        print(
+            f"| {metric} | {ours} | {baseline} | {ratio:.3f}{unit} | <= 1.10{unit} "
+            f"| {'yes' if ratio <= 1.10 else 'no'} |"
+        )
 
     for r in results:
         size = f"{r['preset']} ({r['n_params'] / 1e6:.2f}M params)"
         for n_blocks, t in r["timings"].items():
             what = f"{size}, {n_blocks} x {r['seq_len']} tokens, batch {r['batch_size']}"
-            row(f"time per draw (wall), {what}: perturb+eval+restore vs eval", f"{t['perturbed'] * 1e3:.1f} ms",
-                f"{t['plain'] * 1e3:.1f} ms", t["perturbed"] / t["plain"])
-            row(f"time per draw (process CPU time), {what}", f"{t['perturbed_cpu'] * 1e3:.1f} ms",
-                f"{t['plain_cpu'] * 1e3:.1f} ms", t["perturbed_cpu"] / t["plain_cpu"])
+            row(
+                f"time per draw (wall), {what}: perturb+eval+restore vs eval",
+                f"{t['perturbed'] * 1e3:.1f} ms",
+                f"{t['plain'] * 1e3:.1f} ms",
+                t["perturbed"] / t["plain"],
+            )
+            row(
+                f"time per draw (process CPU time), {what}",
+                f"{t['perturbed_cpu'] * 1e3:.1f} ms",
+                f"{t['plain_cpu'] * 1e3:.1f} ms",
+                t["perturbed_cpu"] / t["plain_cpu"],
+            )
         for label, value in (("measured (VmHWM)", r["extra_peak_measured"]), ("accounted", r["extra_peak_accounted"])):
-            row(f"extra peak memory of a draw, {size}, {label}, vs parameter bytes", _mib(value),
-                _mib(r["param_bytes"]), value / r["param_bytes"], "x")
+            row(
+                f"extra peak memory of a draw, {size}, {label}, vs parameter bytes",
+                _mib(value),
+                _mib(r["param_bytes"]),
+                value / r["param_bytes"],
+                "x",
+            )
     print()
-    print("| preset | perturb alone, enter + exit (CPU time) | of which noise generation | noise ns / parameter | "
-          "eval ms per block (CPU time) | blocks for ratio <= 1.10 | paired median ratio, largest size |")
+    print(
+        "| preset | perturb alone, enter + exit (CPU time) | of which noise generation | noise ns / parameter | "
+        "eval ms per block (CPU time) | blocks for ratio <= 1.10 | paired median ratio, largest size |"
+    )
     print("|---|---|---|---|---|---|---|")
     for r in results:
         n_blocks, t = max(r["timings"].items())
         per_block = t["plain_cpu"] / n_blocks
-        print(f"| {r['preset']} | {r['perturb_cpu_s'] * 1e3:.1f} ms | {r['noise_cpu_s'] * 1e3:.1f} ms | "
-              f"{r['noise_cpu_s'] / r['n_params'] * 1e9:.2f} | {per_block * 1e3:.2f} | "
-              f">= {math.ceil(r['perturb_cpu_s'] / (0.10 * per_block))} | {t['paired_median']:.3f} |")
+        print(
+            f"| {r['preset']} | {r['perturb_cpu_s'] * 1e3:.1f} ms | {r['noise_cpu_s'] * 1e3:.1f} ms | "
+            f"{r['noise_cpu_s'] / r['n_params'] * 1e9:.2f} | {per_block * 1e3:.2f} | "
+            f">= {math.ceil(r['perturb_cpu_s'] / (0.10 * per_block))} | {t['paired_median']:.3f} |"
+        )
     gpu_estimate(results)
 
 
@@ -214,22 +250,48 @@ def gpu_estimate(results: list[dict]) -> None:
     rows = [
         ("bf16 weights on the GPU", f"{weights / 1e9:.2f} GB", "2 B per parameter"),
         ("exact-restore copy (host RAM)", f"{weights / 1e9:.2f} GB", "bf16 bits of every perturbed tensor"),
-        ("host peak of a draw (copy + noise transient)", f"{host_peak / 1e9:.2f} GB = {host_peak / weights:.3f}x",
-         "ordered count: all copies + last MLP weight's f32 noise + bf16 cast"),
-        ("GPU extra peak of a draw", f"{vocab * hidden * 2 / 1e9:.2f} GB = {vocab * hidden / n:.3f}x",
-         "the cast noise of the largest tensor (embedding), before add_"),
-        (f"eval peak GPU memory, batch {batch} x {seq}", f"~{(weights + logits * (2 + 4 + 4)) / 1e9:.0f} GB",
-         "weights + logits bf16 + f32 upcast + f32 log-softmax inside cross_entropy"),
+        (
+            "host peak of a draw (copy + noise transient)",
+            f"{host_peak / 1e9:.2f} GB = {host_peak / weights:.3f}x",
+            "ordered count: all copies + last MLP weight's f32 noise + bf16 cast",
+        ),
+        (
+            "GPU extra peak of a draw",
+            f"{vocab * hidden * 2 / 1e9:.2f} GB = {vocab * hidden / n:.3f}x",
+            "the cast noise of the largest tensor (embedding), before add_",
+        ),
+        (
+            f"eval peak GPU memory, batch {batch} x {seq}",
+            f"~{(weights + logits * (2 + 4 + 4)) / 1e9:.0f} GB",
+            "weights + logits bf16 + f32 upcast + f32 log-softmax inside cross_entropy",
+        ),
         (f"eval time, {blocks} x {seq} tokens", f"~{eval_s:.2f} s", "2N + attention FLOPs/token at 40% of 989 TFLOP/s"),
-        ("snapshot + restore per draw", f"~{copies_s:.2f} s", f"2 x {weights / 1e9:.2f} GB, pageable, {pcie / 1e9:.0f} GB/s"),
-        ("noise generation on the CPU per draw", f"~{noise_s:.1f} s", f"{noise_ns:.2f} ns/param CPU time measured here"),
+        (
+            "snapshot + restore per draw",
+            f"~{copies_s:.2f} s",
+            f"2 x {weights / 1e9:.2f} GB, pageable, {pcie / 1e9:.0f} GB/s",
+        ),
+        (
+            "noise generation on the CPU per draw",
+            f"~{noise_s:.1f} s",
+            f"{noise_ns:.2f} ns/param CPU time measured here",
+        ),
         ("noise transfer per draw", f"~{send_s:.2f} s", f"{weights / 1e9:.2f} GB bf16 at {pcie / 1e9:.0f} GB/s"),
-        ("ratio (perturb + eval + restore) / eval", f"~{(eval_s + copies_s + noise_s + send_s) / eval_s:.1f}",
-         "target <= 1.10: missed; CPU noise generation dominates"),
-        ("same, noise on the GPU, one pinned host snapshot per checkpoint", f"~{fix_host:.2f}",
-         f"per draw only the restore copy, {pinned / 1e9:.0f} GB/s"),
-        ("same, noise on the GPU, snapshot kept on the GPU", f"~{fix_device:.3f}",
-         f"device-to-device restore at ~{hbm / 1e12:.0f} TB/s; +{weights / 1e9:.1f} GB on a 141 GB GPU"),
+        (
+            "ratio (perturb + eval + restore) / eval",
+            f"~{(eval_s + copies_s + noise_s + send_s) / eval_s:.1f}",
+            "target <= 1.10: missed; CPU noise generation dominates",
+        ),
+        (
+            "same, noise on the GPU, one pinned host snapshot per checkpoint",
+            f"~{fix_host:.2f}",
+            f"per draw only the restore copy, {pinned / 1e9:.0f} GB/s",
+        ),
+        (
+            "same, noise on the GPU, snapshot kept on the GPU",
+            f"~{fix_device:.3f}",
+            f"device-to-device restore at ~{hbm / 1e12:.0f} TB/s; +{weights / 1e9:.1f} GB on a 141 GB GPU",
+        ),
     ]
     for row in rows:
         print("| " + " | ".join(row) + " |")
@@ -248,18 +310,37 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(args.worker, args.blocks, args.seq_len, args.batch_size, args.repeats, args.threads)))
         return
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", OMP_NUM_THREADS=str(args.threads),
-               PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    env = dict(
+        os.environ,
+        MALLOC_MMAP_THRESHOLD_="65536",
+        OMP_NUM_THREADS=str(args.threads),
+        PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+    )
     results = []
     for preset in args.presets:
-        command = [sys.executable, __file__, "--worker", preset, "--blocks", *map(str, args.blocks),
-                   "--seq-len", str(args.seq_len), "--batch-size", str(args.batch_size),
-                   "--repeats", str(args.repeats), "--threads", str(args.threads)]
+        command = [
+            sys.executable,
+            __file__,
+            "--worker",
+            preset,
+            "--blocks",
+            *map(str, args.blocks),
+            "--seq-len",
+            str(args.seq_len),
+            "--batch-size",
+            str(args.batch_size),
+            "--repeats",
+            str(args.repeats),
+            "--threads",
+            str(args.threads),
+        ]
         done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
         results.append(json.loads(done.stdout.strip().splitlines()[-1]))
     results = [dict(r, timings={int(k): v for k, v in r["timings"].items()}) for r in results]
-    print(f"CPU, float32, {args.threads} thread(s), torch {__import__('torch').__version__}; "
-          f"best of {args.repeats} alternating repeats\n")
+    print(
+        f"CPU, float32, {args.threads} thread(s), torch {__import__('torch').__version__}; "
+        f"best of {args.repeats} alternating repeats\n"
+    )
     report(results)
 
 

@@ -64,7 +64,9 @@ class Clock(NamedTuple):
 def plain_loop(config: PretrainConfig, sequences: torch.Tensor, steps: int) -> Clock:
     """Time for ``steps`` updates of the textbook loop."""
     model = build_model(olmo_config(config.preset, vocab_size=config.model_vocab_size), config.seed).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
+    )
     batches = [sequences[batch_indices(s, config.batch_size, len(sequences), config.seed)] for s in range(steps)]
     start = Clock.now()
     for batch in batches:
@@ -86,7 +88,11 @@ def ours(config: PretrainConfig) -> Clock:
 
 def measure(preset: str, batch_size: int, seq_len: int, seconds: float, repeats: int) -> dict:
     one_step = PretrainConfig(
-        preset=preset, budgets=(batch_size * seq_len,), seq_len=seq_len, batch_size=batch_size, max_train_chars=TRAIN_CHARS
+        preset=preset,
+        budgets=(batch_size * seq_len,),
+        seq_len=seq_len,
+        batch_size=batch_size,
+        max_train_chars=TRAIN_CHARS,
     )
     sequences = prepare_data(one_step).sequences
     per_step = plain_loop(one_step, sequences, 2).wall / 2  # the first steps also warm up the allocator

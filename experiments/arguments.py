@@ -24,8 +24,12 @@ def bounded(flag: str, text: str, value, least=None, most=None, above=None, belo
     what is allowed."""
     if isinstance(value, float) and not math.isfinite(value):
         raise UsageError(f"{flag} {text!r} must be a finite number")
-    rules = ((">=", least, operator.ge), ("<=", most, operator.le),
-             (">", above, operator.gt), ("<", below, operator.lt))
+    rules = (
+        (">=", least, operator.ge),
+        ("<=", most, operator.le),
+        (">", above, operator.gt),
+        ("<", below, operator.lt),
+    )
     if any(bound is not None and not holds(value, bound) for _, bound, holds in rules):
         allowed = " and ".join(f"{sign} {_show(bound)}" for sign, bound, _ in rules if bound is not None)
         raise UsageError(f"{flag} {text} must be {allowed}")
@@ -38,6 +42,7 @@ def _show(bound) -> str:
 
 def _argument(parse):
     """An argparse ``type`` from a parser raising UsageError (argparse reports ArgumentTypeError as is)."""
+
     def convert(text: str):
         try:
             return parse(text)
@@ -49,6 +54,7 @@ def _argument(parse):
 
 def integer(flag: str, least: int | None = None, most: int | None = None):
     """argparse type: an integer in [least, most]."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -61,6 +67,7 @@ def integer(flag: str, least: int | None = None, most: int | None = None):
 
 def number(flag: str, **bounds):
     """argparse type: a finite number within ``bounds`` (``bounded``'s keywords)."""
+
     def parse(text: str) -> float:
         try:
             value = float(text)

@@ -32,7 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--list", action="store_true", help="list the presets")
     t.add_argument("--out", type=Path, help="run directory (default results/theory/PRESET)")
     t.add_argument("--quick", action="store_true", help="the preset's quick variant")
-    t.add_argument("--chunk", type=integer("--chunk", 0), action="append", help="run only this chunk (cluster jobs); repeatable")
+    t.add_argument(
+        "--chunk", type=integer("--chunk", 0), action="append", help="run only this chunk (cluster jobs); repeatable"
+    )
     t.add_argument("--quiet", action="store_true")
 
     f = sub.add_parser("figures", help="draw the figures of result stores")
@@ -104,7 +106,9 @@ def _figures(args) -> int:
             raise UsageError(f"--results {path} does not exist")
         runs += store.find_runs(path)
     if not runs:
-        raise UsageError(f"--results {' '.join(map(str, args.results))} holds no run directory (manifest.json + metrics.parquet)")
+        raise UsageError(
+            f"--results {' '.join(map(str, args.results))} holds no run directory (manifest.json + metrics.parquet)"
+        )
     out = args.out or args.results[0] / "figures"
     check_writable(out)
     drawable, skipped = [], []
@@ -174,8 +178,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = _parse(argv)
-        return {"theory": _theory, "figures": _figures, "reproduce": _reproduce, "llm": llm_cli.run,
-                "compare": compare.run}[args.command](args)
+        return {
+            "theory": _theory,
+            "figures": _figures,
+            "reproduce": _reproduce,
+            "llm": llm_cli.run,
+            "compare": compare.run,
+        }[args.command](args)
     except (UsageError, ValueError) as err:
         # Config checks raise ValueError before anything is written; both are bad input.
         print(f"ovt: error: {err}", file=sys.stderr)

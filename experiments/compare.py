@@ -67,8 +67,10 @@ SIZE_LABEL = {"gaussian": "gamma", "finetune": "lr x steps"}
 # Extra store columns that describe a row, not the curve it belongs to.
 BOOKKEEPING = {"mean_nll", "n_tokens", "diverged", "steps_done", "train_steps", "run", "lr_policy"}
 PLATEAU, FLOOR = 0.01, 1e-3
-WINDOW_RULE = (f"from the last checkpoint whose base loss is within {PLATEAU:.0%} of the first checkpoint's "
-               f"through the last one whose base loss is above {FLOOR:g} of it")
+WINDOW_RULE = (
+    f"from the last checkpoint whose base loss is within {PLATEAU:.0%} of the first checkpoint's "
+    f"through the last one whose base loss is above {FLOOR:g} of it"
+)
 INTERVAL = (2.5, 97.5)
 GRID_POINTS = 80
 MAX_BOOTSTRAP, MAX_RANK = 100_000, 4096  # each multiplies the fits' time
@@ -88,12 +90,20 @@ def add_parser(subparsers, parser_class: type[argparse.ArgumentParser] | None = 
     p = subparsers.add_parser("compare", help="fit the linear theory to result stores; predict T*; overlay figures")
     p.add_argument("--results", type=Path, nargs="+", required=True, help="run directories or roots holding them")
     p.add_argument("--out", type=Path, help="output directory for fits.json and figures (default RESULTS/compare)")
-    p.add_argument("--bootstrap", type=integer("--bootstrap", 0, MAX_BOOTSTRAP), default=200,
-                   help=f"bootstrap replicates (0: none; at most {MAX_BOOTSTRAP:,})")
+    p.add_argument(
+        "--bootstrap",
+        type=integer("--bootstrap", 0, MAX_BOOTSTRAP),
+        default=200,
+        help=f"bootstrap replicates (0: none; at most {MAX_BOOTSTRAP:,})",
+    )
     p.add_argument("--seed", type=integer("--seed", 0), default=0, help="seed of the bootstrap")
     p.add_argument("--window", type=_window, help="fit window TMIN,TMAX in the store's time unit (default: a rule)")
-    p.add_argument("--rank", type=integer("--rank", 2, MAX_RANK), default=32,
-                   help=f"modes of the linear model (at most {MAX_RANK})")
+    p.add_argument(
+        "--rank",
+        type=integer("--rank", 2, MAX_RANK),
+        default=32,
+        help=f"modes of the linear model (at most {MAX_RANK})",
+    )
     p.add_argument("--anchors", action="store_true", help="also draw OLMo-1B's published anchor points")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
     return p
@@ -111,8 +121,16 @@ def _window(text: str) -> tuple[float, float]:
 
 def run(args: argparse.Namespace) -> int:
     """Run the parsed ``ovt compare``; UsageError means bad input (exit 2)."""
-    paths = compare(args.results, args.out, n_boot=args.bootstrap, seed=args.seed, window=args.window,
-                    rank=args.rank, anchors=args.anchors, quiet=args.quiet)
+    paths = compare(
+        args.results,
+        args.out,
+        n_boot=args.bootstrap,
+        seed=args.seed,
+        window=args.window,
+        rank=args.rank,
+        anchors=args.anchors,
+        quiet=args.quiet,
+    )
     if not args.quiet:
         for path in paths:
             print(path)
@@ -151,8 +169,13 @@ class Family:
 
 
 def _loss_rows(frame: pd.DataFrame, source: str) -> pd.DataFrame:
-    rows = frame[(frame.metric == LOSS_METRIC[source]) & (frame.checkpoint != "inflection")
-                 & (frame.pretrain_time > 0) & np.isfinite(frame.value) & (frame.value > 0)]
+    rows = frame[
+        (frame.metric == LOSS_METRIC[source])
+        & (frame.checkpoint != "inflection")
+        & (frame.pretrain_time > 0)
+        & np.isfinite(frame.value)
+        & (frame.value > 0)
+    ]
     if "diverged" in rows:
         rows = rows[~rows.diverged.fillna(False).astype(bool)]
     if source == "llm":
@@ -205,8 +228,9 @@ def families(frame: pd.DataFrame, run_name: str) -> tuple[list[Family], list[str
         context = {k: v for k, v in context.items() if not (isinstance(v, float) and np.isnan(v))}
         label = f"{run_name} / {modification}" + "".join(f", {k}={v}" for k, v in context.items() if k != "reg" or v)
         # The base rows of this setup and context (``reg`` belongs to fine-tuning only).
-        base = base_rows[(base_rows.setup == setup)
-                         & _matches(base_rows, {k: v for k, v in context.items() if k != "reg"})]
+        base = base_rows[
+            (base_rows.setup == setup) & _matches(base_rows, {k: v for k, v in context.items() if k != "reg"})
+        ]
         T = np.sort(base.pretrain_time.unique())
         size = group.gamma if modification == "gaussian" else group.lr * group.steps
         group = group.assign(size=size.map(lambda v: float(f"{v:.6g}")))
@@ -215,8 +239,10 @@ def families(frame: pd.DataFrame, run_name: str) -> tuple[list[Family], list[str
             reasons.append(f"{label}: {T.size} checkpoint(s) with a base loss (T={T.tolist()}); a fit needs at least 3")
             continue
         if sizes.size < 2:
-            reasons.append(f"{label}: one modification size ({SIZE_LABEL[modification]}={sizes[0]:g}); "
-                           "the size exponent p needs at least 2")
+            reasons.append(
+                f"{label}: one modification size ({SIZE_LABEL[modification]}={sizes[0]:g}); "
+                "the size exponent p needs at least 2"
+            )
             continue
         seeds = sorted(group.seed.unique())
         base_seeds = sorted(base.seed.unique())
@@ -227,8 +253,9 @@ def families(frame: pd.DataFrame, run_name: str) -> tuple[list[Family], list[str
             reasons.append(f"{label}: {error}")
             continue
         paired = len(base_seeds) > 1 and base_seeds == seeds
-        found.append(Family(label, run_name, source, str(setup), str(modification), context, T, base_m, sizes,
-                            mod_m, paired))
+        found.append(
+            Family(label, run_name, source, str(setup), str(modification), context, T, base_m, sizes, mod_m, paired)
+        )
     return found, reasons
 
 
@@ -240,7 +267,7 @@ def fit_window(T: np.ndarray, base: np.ndarray, window: tuple[float, float] | No
     start = T.size - 1 if plateau.all() else int(np.argmin(plateau)) - 1  # the plateau's last checkpoint
     end = int(np.flatnonzero(base > FLOOR * base[0])[-1])
     mask = np.zeros(T.size, bool)
-    mask[start: end + 1] = True
+    mask[start : end + 1] = True
     return mask
 
 
@@ -383,33 +410,53 @@ def fit_family(fam: Family, n_boot: int, seed: int, window, rank: int) -> dict:
     boot_params = np.asarray(boot_params).reshape(-1, 6)
     boot_t_fit = np.asarray(boot_t_fit).reshape(-1, fam.sizes.size)
     boot_t_held = np.asarray(boot_t_held).reshape(-1, fam.sizes.size)
-    boot_t_obs = (_observed_t_star(fam.T, np.stack(boot_modified)) if boot_modified
-                  else np.empty((0, fam.sizes.size)))
+    boot_t_obs = _observed_t_star(fam.T, np.stack(boot_modified)) if boot_modified else np.empty((0, fam.sizes.size))
 
     names = ("E", "A", "alpha", "C", "p", "beta")
     decomposition = {n: _stat(v, boot_params[:, i]) for i, (n, v) in enumerate(zip(names, [*base_fit, *sens_fit]))}
     decomposition["goodness"] = {"base": dataclasses.asdict(base_good), "excess": dataclasses.asdict(sens_good)}
     # T* ~ m^(-p / (alpha + beta)): how fast the inflection moves with the size.
-    decomposition["t_star_exponent"] = _stat(-sens_fit[1] / (base_fit[2] + sens_fit[2]),
-                                             -boot_params[:, 4] / (boot_params[:, 2] + boot_params[:, 5]))
-    observed = [{"value": _num(t_obs[i]), "interval": _interval(boot_t_obs[:, i]) if len(boot_t_obs) else None}
-                for i in range(fam.sizes.size)]
-    in_sample = [{"size": float(m), "observed": observed[i], "fit": _stat(D.t_star(m), boot_t_fit[:, i])}
-                 for i, m in enumerate(fam.sizes)]
+    decomposition["t_star_exponent"] = _stat(
+        -sens_fit[1] / (base_fit[2] + sens_fit[2]), -boot_params[:, 4] / (boot_params[:, 2] + boot_params[:, 5])
+    )
+    observed = [
+        {"value": _num(t_obs[i]), "interval": _interval(boot_t_obs[:, i]) if len(boot_t_obs) else None}
+        for i in range(fam.sizes.size)
+    ]
+    in_sample = [
+        {"size": float(m), "observed": observed[i], "fit": _stat(D.t_star(m), boot_t_fit[:, i])}
+        for i, m in enumerate(fam.sizes)
+    ]
     entry = {
-        "name": fam.name, "run": fam.run, "source": fam.source, "setup": fam.setup, "modification": fam.modification,
+        "name": fam.name,
+        "run": fam.run,
+        "source": fam.source,
+        "setup": fam.setup,
+        "modification": fam.modification,
         "context": {k: (v.item() if hasattr(v, "item") else v) for k, v in fam.context.items()},
-        "loss": LOSS_LABEL[fam.source], "size": SIZE_LABEL[fam.modification], "sizes": fam.sizes.tolist(),
-        "checkpoints": int(fam.T.size), "T_range": [float(fam.T[0]), float(fam.T[-1])],
-        "window": {"T_min": float(fam.T[mask][0]), "T_max": float(fam.T[mask][-1]), "checkpoints": n_used,
-                   "rule": "--window" if window is not None else WINDOW_RULE},
+        "loss": LOSS_LABEL[fam.source],
+        "size": SIZE_LABEL[fam.modification],
+        "sizes": fam.sizes.tolist(),
+        "checkpoints": int(fam.T.size),
+        "T_range": [float(fam.T[0]), float(fam.T[-1])],
+        "window": {
+            "T_min": float(fam.T[mask][0]),
+            "T_max": float(fam.T[mask][-1]),
+            "checkpoints": n_used,
+            "rule": "--window" if window is not None else WINDOW_RULE,
+        },
         "seeds": {"base": int(fam.base.shape[1]), "modified": int(fam.modified.shape[2]), "paired": fam.paired},
-        "bootstrap": {"replicates": int(len(boot_params)), "requested": n_boot, "interval": "2.5-97.5 percentile",
-                      "base": "seeds" if fam.base.shape[1] > 1 else "log residuals",
-                      "excess": "seeds" if fam.modified.shape[2] > 1 else "log residuals"},
+        "bootstrap": {
+            "replicates": int(len(boot_params)),
+            "requested": n_boot,
+            "interval": "2.5-97.5 percentile",
+            "base": "seeds" if fam.base.shape[1] > 1 else "log residuals",
+            "excess": "seeds" if fam.modified.shape[2] > 1 else "log residuals",
+        },
         "decomposition": decomposition,
         "t_star": in_sample,
-        "held_out": _held_out(fam, mask, base_fit, fold_fits, S_mean, mod_mean, observed, boot_t_held) if fold_fits
+        "held_out": _held_out(fam, mask, base_fit, fold_fits, S_mean, mod_mean, observed, boot_t_held)
+        if fold_fits
         else {"skipped": f"{fam.sizes.size} sizes: holding one out must leave two sizes with a positive excess"},
     }
     grid = np.geomspace(fam.T[0], fam.T[-1], GRID_POINTS)
@@ -445,18 +492,29 @@ def _held_out(fam, mask, base_fit, fold_fits, S_mean, mod_mean, observed, boot_t
             log_err.append(abs(math.log(t_pred / t_obs)))
         elif in_range != (t_obs is not None):  # one says "inflection within the checkpoints", the other not
             disagree.append(float(m))
-        rows.append({"size": float(m), "predicted": _stat(t_pred, boot_t_held[:, h]), "observed": observed[h],
-                     "predicted_in_range": in_range,
-                     "log_rmse_loss": _num(np.sqrt(np.mean(res**2))) if res.size else None,
-                     "log_rmse_excess": _num(np.sqrt(np.mean((y - f) ** 2))) if y.size else None,
-                     "params": dict(zip(("C", "p", "beta"), sens))})
+        rows.append(
+            {
+                "size": float(m),
+                "predicted": _stat(t_pred, boot_t_held[:, h]),
+                "observed": observed[h],
+                "predicted_in_range": in_range,
+                "log_rmse_loss": _num(np.sqrt(np.mean(res**2))) if res.size else None,
+                "log_rmse_excess": _num(np.sqrt(np.mean((y - f) ** 2))) if y.size else None,
+                "params": dict(zip(("C", "p", "beta"), sens)),
+            }
+        )
     from theory.phenomenology import goodness
 
     pooled = goodness(np.concatenate(excess_obs), np.concatenate(excess_pred))
-    return {"per_size": rows, "n_compared": len(log_err), "in_range_disagreements": disagree,
-            "median_abs_log_t_star_error": _num(np.median(log_err)) if log_err else None,
-            "log_rmse_excess": pooled.rmse_log, "r2_log_excess": _num(pooled.r2_log),
-            "log_rmse_loss": _num(np.sqrt(np.mean(np.concatenate(loss_res) ** 2)))}
+    return {
+        "per_size": rows,
+        "n_compared": len(log_err),
+        "in_range_disagreements": disagree,
+        "median_abs_log_t_star_error": _num(np.median(log_err)) if log_err else None,
+        "log_rmse_excess": pooled.rmse_log,
+        "r2_log_excess": _num(pooled.r2_log),
+        "log_rmse_loss": _num(np.sqrt(np.mean(np.concatenate(loss_res) ** 2))),
+    }
 
 
 def _linear_model(fam, mask, base_mean, S_mean, t_obs, rank, grid):
@@ -479,19 +537,32 @@ def _linear_model(fam, mask, base_mean, S_mean, t_obs, rank, grid):
             res.append(err)
             if np.isfinite(t_pred[i]) and np.isfinite(t_obs[i]):
                 log_err.append(abs(math.log(t_pred[i] / t_obs[i])))
-        rows.append({"size": float(m), "fitted_on": i == r, "t_star_predicted": _num(t_pred[i]),
-                     "t_star_observed": _num(t_obs[i]),
-                     "log_rmse_excess": _num(np.sqrt(np.mean(err**2))) if err.size else None})
-    meaning = {"gaussian": "theory gamma (noise std gamma * ref / sqrt(rank)) per unit of the store's gamma",
-               "finetune": "theory fine-tuning flow time tau per unit of lr x steps, toward B = the reversed spectrum",
-               }[fam.modification]
+        rows.append(
+            {
+                "size": float(m),
+                "fitted_on": i == r,
+                "t_star_predicted": _num(t_pred[i]),
+                "t_star_observed": _num(t_obs[i]),
+                "log_rmse_excess": _num(np.sqrt(np.mean(err**2))) if err.size else None,
+            }
+        )
+    meaning = {
+        "gaussian": "theory gamma (noise std gamma * ref / sqrt(rank)) per unit of the store's gamma",
+        "finetune": "theory fine-tuning flow time tau per unit of lr x steps, toward B = the reversed spectrum",
+    }[fam.modification]
     pooled = np.concatenate(res) if res else np.array([])
     lin = {
-        "params": {"alpha_s": model.alpha_s, "s1": model.s1, "u0": model.u0, "kappa": model.kappa, "E": model.E,
-                   "rank": model.rank},
+        "params": {
+            "alpha_s": model.alpha_s,
+            "s1": model.s1,
+            "u0": model.u0,
+            "kappa": model.kappa,
+            "E": model.E,
+            "rank": model.rank,
+        },
         "at_bounds": list(model.at_bounds),
         "fitted_on": "params: the base curve in the window; reference: the smallest size's excess in the window; "
-                     "every other size is predicted without further fitting",
+        "every other size is predicted without further fitting",
         "base_goodness": dataclasses.asdict(good),
         "reference": {"value": ref, "size": float(fam.sizes[r]), "meaning": meaning},
         "per_size": rows,
@@ -526,11 +597,18 @@ def _standard_error(values: np.ndarray) -> np.ndarray:
 
 def _observed(fam, base_mean, mod_mean, S_all) -> dict:
     """Means and standard errors over seeds, for the figures (null s.e. with one seed)."""
-    return {"T": fam.T.tolist(), "base": {"mean": _numbers(base_mean), "se": _numbers(_standard_error(fam.base))},
-            "modified": [{"size": float(m), "mean": _numbers(mod_mean[i]),
-                          "se": _numbers(_standard_error(fam.modified[i]))} for i, m in enumerate(fam.sizes)],
-            "excess": [{"size": float(m), "mean": _numbers(_seed_mean(S_all[i])),
-                        "se": _numbers(_standard_error(S_all[i]))} for i, m in enumerate(fam.sizes)]}
+    return {
+        "T": fam.T.tolist(),
+        "base": {"mean": _numbers(base_mean), "se": _numbers(_standard_error(fam.base))},
+        "modified": [
+            {"size": float(m), "mean": _numbers(mod_mean[i]), "se": _numbers(_standard_error(fam.modified[i]))}
+            for i, m in enumerate(fam.sizes)
+        ],
+        "excess": [
+            {"size": float(m), "mean": _numbers(_seed_mean(S_all[i])), "se": _numbers(_standard_error(S_all[i]))}
+            for i, m in enumerate(fam.sizes)
+        ],
+    }
 
 
 # ------------------------------------------------------------------------------------- top level
@@ -545,8 +623,9 @@ def _runs(results: list[Path]) -> list[Path]:
             raise UsageError(f"--results {path} does not exist")
         runs += store.find_runs(path)
     if not runs:
-        raise UsageError(f"--results {' '.join(map(str, results))} holds no run directory "
-                         "(manifest.json + metrics.parquet)")
+        raise UsageError(
+            f"--results {' '.join(map(str, results))} holds no run directory (manifest.json + metrics.parquet)"
+        )
     return list(dict.fromkeys(runs))
 
 
@@ -593,9 +672,17 @@ def plan(results: list[Path], out: Path | None, window=None) -> tuple[list[Famil
     return found, skipped, out
 
 
-def compare(results: list[Path], out: Path | None = None, *, n_boot: int = 200, seed: int = 0,
-            window: tuple[float, float] | None = None, rank: int = 32, anchors: bool = False,
-            quiet: bool = False) -> list[Path]:
+def compare(
+    results: list[Path],
+    out: Path | None = None,
+    *,
+    n_boot: int = 200,
+    seed: int = 0,
+    window: tuple[float, float] | None = None,
+    rank: int = 32,
+    anchors: bool = False,
+    quiet: bool = False,
+) -> list[Path]:
     """Fit every family of the stores under ``results``; write OUT/fits.json and the overlay figures.
     Returns the paths written."""
     from tqdm import tqdm
@@ -613,13 +700,26 @@ def compare(results: list[Path], out: Path | None = None, *, n_boot: int = 200, 
             entries.append(fit_family(fam, n_boot, seed, window, rank))
         except (ValueError, FloatingPointError, np.linalg.LinAlgError) as error:
             raise CompareFailure(f"{fam.name}: {error}") from error
-    fits = {"command": "ovt compare", "results": [str(r) for r in results], "created": now(),
-            "settings": {"bootstrap": n_boot, "seed": seed, "window": list(window) if window else WINDOW_RULE,
-                         "rank": rank},
-            "loss": {"theory": "L_A (pretrain_loss)",
-                     "llm": "log perplexity = mean NLL (nats); excess = log(ppl_mod / ppl_base)"},
-            "versions": versions(), "git_commit": git_commit(), "families": entries, "skipped": skipped,
-            "summary": summary_rows(entries)}
+    fits = {
+        "command": "ovt compare",
+        "results": [str(r) for r in results],
+        "created": now(),
+        "settings": {
+            "bootstrap": n_boot,
+            "seed": seed,
+            "window": list(window) if window else WINDOW_RULE,
+            "rank": rank,
+        },
+        "loss": {
+            "theory": "L_A (pretrain_loss)",
+            "llm": "log perplexity = mean NLL (nats); excess = log(ppl_mod / ppl_base)",
+        },
+        "versions": versions(),
+        "git_commit": git_commit(),
+        "families": entries,
+        "skipped": skipped,
+        "summary": summary_rows(entries),
+    }
     store.write_json(out / "fits.json", fits)
     paths = [out / "fits.json"]
     try:
@@ -645,12 +745,18 @@ def summary_rows(entries: list[dict]) -> list[dict]:
     rows = []
     for e in entries:
         d, held, lin = e["decomposition"], e["held_out"], e["linear_model"]
-        rows.append({"family": e["name"], "alpha": d["alpha"]["value"], "beta": d["beta"]["value"],
-                     "p": d["p"]["value"],
-                     "held_out_median_abs_log_t_star_error": held.get("median_abs_log_t_star_error"),
-                     "held_out_r2_log_excess": held.get("r2_log_excess"),
-                     "linear_alpha_s": lin["params"]["alpha_s"],
-                     "linear_median_abs_log_t_star_error": lin["median_abs_log_t_star_error"]})
+        rows.append(
+            {
+                "family": e["name"],
+                "alpha": d["alpha"]["value"],
+                "beta": d["beta"]["value"],
+                "p": d["p"]["value"],
+                "held_out_median_abs_log_t_star_error": held.get("median_abs_log_t_star_error"),
+                "held_out_r2_log_excess": held.get("r2_log_excess"),
+                "linear_alpha_s": lin["params"]["alpha_s"],
+                "linear_median_abs_log_t_star_error": lin["median_abs_log_t_star_error"],
+            }
+        )
     return rows
 
 

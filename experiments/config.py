@@ -79,16 +79,53 @@ class TheoryConfig:
         check(self)
 
 
-CHOICES = {"method": METHODS, "finetune_task": FINETUNE_TASKS, "spectrum": SPECTRA, "init": INITS,
-           "lr_policy": LR_POLICIES, "noise_scale": ("init", "absolute"), "series_mode": ("separate", "single"),
-           "schedule": ("constant", "cosine", "wsd"), "optimizer": ("sgd", "momentum", "adam", "adamw")}
-POSITIVE = ("d_in", "h", "d_out", "rank", "depth", "n_t", "steps", "n_draws", "batch_size", "chunk_size",
-            "t_min", "t_max", "dt_max", "u0", "init_std", "pretrain_lr", "lr", "s1", "shrink_t_ref")
+CHOICES = {
+    "method": METHODS,
+    "finetune_task": FINETUNE_TASKS,
+    "spectrum": SPECTRA,
+    "init": INITS,
+    "lr_policy": LR_POLICIES,
+    "noise_scale": ("init", "absolute"),
+    "series_mode": ("separate", "single"),
+    "schedule": ("constant", "cosine", "wsd"),
+    "optimizer": ("sgd", "momentum", "adam", "adamw"),
+}
+POSITIVE = (
+    "d_in",
+    "h",
+    "d_out",
+    "rank",
+    "depth",
+    "n_t",
+    "steps",
+    "n_draws",
+    "batch_size",
+    "chunk_size",
+    "t_min",
+    "t_max",
+    "dt_max",
+    "u0",
+    "init_std",
+    "pretrain_lr",
+    "lr",
+    "s1",
+    "shrink_t_ref",
+)
 NON_NEGATIVE = ("gamma", "reg", "alpha", "rate", "label_noise", "noise_sigma", "shrink_power", "theta")
 # Upper bounds on every size that multiplies into memory or time (docs/ARCHITECTURE.md, "Limits").
 # They sit far above any figure's need and far below what would exhaust a 24 GiB machine or run for days.
-UPPER = {"d_in": 4096, "h": 4096, "d_out": 4096, "rank": 4096, "depth": 16, "n_t": 10_000, "steps": 1_000_000,
-         "n_draws": 100_000, "batch_size": 100_000, "chunk_size": 1024}
+UPPER = {
+    "d_in": 4096,
+    "h": 4096,
+    "d_out": 4096,
+    "rank": 4096,
+    "depth": 16,
+    "n_t": 10_000,
+    "steps": 1_000_000,
+    "n_draws": 100_000,
+    "batch_size": 100_000,
+    "chunk_size": 1024,
+}
 MAX_BUDGETS, MAX_BUDGET_STEPS = 64, 1_000_000  # a series' checkpoints, and the optimizer steps of its largest
 MAX_CELLS = 100_000  # cells of one sweep
 MAX_ODE_STEPS = 10_000_000  # t_max / dt_max where time is integrated (flow, depth != 2)
@@ -145,24 +182,29 @@ def _check_cell(c: TheoryConfig) -> None:
     if c.method == "series":
         _check_budgets(c.budgets)
     if (c.method == "flow" or c.depth != 2) and c.t_max / c.dt_max > MAX_ODE_STEPS:
-        raise ValueError(f"t_max / dt_max = {c.t_max:g} / {c.dt_max:g} integration steps; allowed: "
-                         f"<= {MAX_ODE_STEPS:,} (raise dt_max or lower t_max)")
+        raise ValueError(
+            f"t_max / dt_max = {c.t_max:g} / {c.dt_max:g} integration steps; allowed: "
+            f"<= {MAX_ODE_STEPS:,} (raise dt_max or lower t_max)"
+        )
 
 
 def _check_spectrum(c: TheoryConfig) -> None:
     values = c.spectrum_values
     if c.spectrum != "explicit":
         if values:
-            raise ValueError(f"spectrum_values={','.join(map(str, values))} is read only with spectrum=explicit "
-                             f"(spectrum={c.spectrum!r})")
+            raise ValueError(
+                f"spectrum_values={','.join(map(str, values))} is read only with spectrum=explicit "
+                f"(spectrum={c.spectrum!r})"
+            )
         return
     if not values:
         raise ValueError("spectrum_values is empty; spectrum=explicit needs a comma list of values > 0, descending")
     if any(v <= 0 for v in values) or list(values) != sorted(values, reverse=True):
         raise ValueError(f"spectrum_values={','.join(map(str, values))} must be > 0 and descending")
     if len(values) > min(c.d_in, c.d_out, c.h):
-        raise ValueError(f"spectrum_values has {len(values)} values; allowed: <= min(d_in, d_out, h)="
-                         f"{min(c.d_in, c.d_out, c.h)}")
+        raise ValueError(
+            f"spectrum_values has {len(values)} values; allowed: <= min(d_in, d_out, h)={min(c.d_in, c.d_out, c.h)}"
+        )
 
 
 def _check_budgets(budgets: tuple[int, ...]) -> None:
@@ -194,8 +236,10 @@ def estimate_bytes(cfg: TheoryConfig, n_cells: int) -> int:
 def _check_memory(cfg: TheoryConfig, n_cells: int) -> None:
     need, have = estimate_bytes(cfg, n_cells), _machine_memory()
     if have and need > MEMORY_FRACTION * have:
-        raise ValueError(f"this sweep needs an estimated {need / 2**30:.1f} GiB; this machine has {have / 2**30:.1f} GiB "
-                         f"(allowed: <= {MEMORY_FRACTION:.0%}); lower n_t, n_draws, chunk_size, widths or the grid")
+        raise ValueError(
+            f"this sweep needs an estimated {need / 2**30:.1f} GiB; this machine has {have / 2**30:.1f} GiB "
+            f"(allowed: <= {MEMORY_FRACTION:.0%}); lower n_t, n_draws, chunk_size, widths or the grid"
+        )
 
 
 def _machine_memory() -> int | None:
@@ -212,7 +256,9 @@ _HINTS = typing.get_type_hints(TheoryConfig)
 def parse_value(name: str, text: str):
     """Turn ``text`` into the type of field ``name`` (tuples from comma lists); ValueError names both."""
     if name not in FIELDS or name == "grid":
-        raise ValueError(f"override key {name!r} is unknown; allowed: {', '.join(sorted(k for k in FIELDS if k != 'grid'))}")
+        raise ValueError(
+            f"override key {name!r} is unknown; allowed: {', '.join(sorted(k for k in FIELDS if k != 'grid'))}"
+        )
     hint = _HINTS[name]
     try:
         if typing.get_origin(hint) is tuple:
@@ -271,7 +317,9 @@ def cells(cfg: TheoryConfig) -> list[TheoryConfig]:
 
     names = [n for n, _ in cfg.grid]
     base = dataclasses.replace(cfg, grid=())
-    return [dataclasses.replace(base, **dict(zip(names, combo))) for combo in itertools.product(*(v for _, v in cfg.grid))]
+    return [
+        dataclasses.replace(base, **dict(zip(names, combo))) for combo in itertools.product(*(v for _, v in cfg.grid))
+    ]
 
 
 def to_dict(cfg: TheoryConfig) -> dict:

@@ -19,15 +19,31 @@ def perturb_inflection_rows(frame: pd.DataFrame) -> pd.DataFrame:
     """One ``inflection`` row per (setup, gamma) of the Gaussian perplexity rows in ``frame``."""
     from theory.measure import inflection
 
-    draws = frame[(frame.modification == "gaussian") & (frame.metric == "perplexity") & (frame.checkpoint != "inflection")]
+    draws = frame[
+        (frame.modification == "gaussian") & (frame.metric == "perplexity") & (frame.checkpoint != "inflection")
+    ]
     rows = []
     for (setup, gamma), group in draws.groupby(["setup", "gamma"], sort=True):
         curve = group.groupby("pretrain_time")["value"].mean().sort_index()
         T = curve.index.to_numpy(float)
         t_star = float(inflection(T, curve.to_numpy(float))) if len(T) >= 3 else np.nan
-        rows.append({"source": "llm", "setup": setup, "checkpoint": "inflection", "pretrain_time": np.nan,
-                     "modification": "gaussian", "gamma": gamma, "lr": np.nan, "steps": np.nan, "reg": np.nan,
-                     "seed": MEAN_OVER_SEEDS, "metric": "inflection", "value": t_star, "diverged": False})
+        rows.append(
+            {
+                "source": "llm",
+                "setup": setup,
+                "checkpoint": "inflection",
+                "pretrain_time": np.nan,
+                "modification": "gaussian",
+                "gamma": gamma,
+                "lr": np.nan,
+                "steps": np.nan,
+                "reg": np.nan,
+                "seed": MEAN_OVER_SEEDS,
+                "metric": "inflection",
+                "value": t_star,
+                "diverged": False,
+            }
+        )
     if not rows:
         return frame.iloc[:0, :12].assign(diverged=pd.Series(dtype=bool))
     return pd.DataFrame(rows, columns=[*frame.columns[:12], "diverged"])

@@ -94,35 +94,58 @@ def add_parser(subparsers, parser_class: type[argparse.ArgumentParser] | None = 
     from experiments import llm_finetune_cli, llm_pretrain_cli  # lazily: they import this module
 
     parser_class = parser_class or _default_parser_class()
-    llm = subparsers.add_parser("llm", help="LLM validation: checkpoint series, pre-training, perturbation, fine-tuning")
-    sub = llm.add_subparsers(dest="llm_command", metavar="{" + ",".join(LLM_COMMANDS) + "}",
-                             required=True, parser_class=parser_class)
+    llm = subparsers.add_parser(
+        "llm", help="LLM validation: checkpoint series, pre-training, perturbation, fine-tuning"
+    )
+    sub = llm.add_subparsers(
+        dest="llm_command", metavar="{" + ",".join(LLM_COMMANDS) + "}", required=True, parser_class=parser_class
+    )
 
     r = sub.add_parser("revisions", help="list the checkpoint revisions of a hub id or local folder series")
     r.add_argument("model", help="hub id (ORG/NAME; HF_HUB_OFFLINE=1 lists the local hub cache) or a folder series")
 
     p = sub.add_parser("perturb", help="perplexity of Gaussian-perturbed checkpoints into a result store")
     add_checkpoint_arguments(p)
-    p.add_argument("--eval-text", required=True, type=Path,
-                   help="held-out text (.txt: one document; .jsonl: 'text' per line)")
+    p.add_argument(
+        "--eval-text", required=True, type=Path, help="held-out text (.txt: one document; .jsonl: 'text' per line)"
+    )
     p.add_argument("--gammas", required=True, help=f"comma-separated noise scales >= 0 (at most {MAX_VALUES})")
-    p.add_argument("--seeds", required=True, type=integer("--seeds", 1, MAX_SEEDS),
-                   help=f"draws per gamma, seeds 0..K-1 (K <= {MAX_SEEDS:,})")
-    p.add_argument("--scale", default="init", choices=("init", "relative", "absolute"),
-                   help="sigma per tensor: init std (default, the paper's), tensor RMS, or 1")
-    p.add_argument("--noise-device", default="cpu", choices=("cpu", "param"),
-                   help="where noise is drawn: cpu (same numbers on any device) or param (on the weights' "
-                        "device: much faster for 1B+ models on a GPU; still paired across checkpoints)")
+    p.add_argument(
+        "--seeds",
+        required=True,
+        type=integer("--seeds", 1, MAX_SEEDS),
+        help=f"draws per gamma, seeds 0..K-1 (K <= {MAX_SEEDS:,})",
+    )
+    p.add_argument(
+        "--scale",
+        default="init",
+        choices=("init", "relative", "absolute"),
+        help="sigma per tensor: init std (default, the paper's), tensor RMS, or 1",
+    )
+    p.add_argument(
+        "--noise-device",
+        default="cpu",
+        choices=("cpu", "param"),
+        help="where noise is drawn: cpu (same numbers on any device) or param (on the weights' "
+        "device: much faster for 1B+ models on a GPU; still paired across checkpoints)",
+    )
     p.add_argument("--out", required=True, type=Path, help="run directory (resumable)")
     add_size_arguments(p, "eval blocks per forward pass")
     p.add_argument("--dtype", choices=DTYPES, default="float32")
     p.add_argument("--device", choices=DEVICES, default="cpu")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
 
-    llm_pretrain_cli.add_arguments(sub.add_parser(
-        "pretrain", help="train a mini OLMo checkpoint series (one run per token budget) and store its perplexity"))
-    llm_finetune_cli.add_arguments(sub.add_parser(
-        "finetune", help="fine-tune every checkpoint over an lr grid: forgetting and in-task metrics into a result store"))
+    llm_pretrain_cli.add_arguments(
+        sub.add_parser(
+            "pretrain", help="train a mini OLMo checkpoint series (one run per token budget) and store its perplexity"
+        )
+    )
+    llm_finetune_cli.add_arguments(
+        sub.add_parser(
+            "finetune",
+            help="fine-tune every checkpoint over an lr grid: forgetting and in-task metrics into a result store",
+        )
+    )
     return llm
 
 
@@ -131,34 +154,57 @@ def add_checkpoint_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="hub id (ORG/NAME) or local folder series")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--revisions", help="comma-separated revision names")
-    which.add_argument("--tokens", help="comma-separated token counts (1e9, 2.3T); the nearest revisions are used "
-                                        "(one of the two is required for a hub id; default for a folder series: "
-                                        "every checkpoint)")
+    which.add_argument(
+        "--tokens",
+        help="comma-separated token counts (1e9, 2.3T); the nearest revisions are used "
+        "(one of the two is required for a hub id; default for a folder series: "
+        "every checkpoint)",
+    )
 
 
 def add_size_arguments(p: argparse.ArgumentParser, batch: str) -> None:
     """``--seq-len``, ``--batch-size``, ``--max-blocks``, ``--threads``, with their bounds."""
-    p.add_argument("--seq-len", type=integer("--seq-len", 2), default=128,
-                   help="tokens per block (default 128; at most each checkpoint's max_position_embeddings)")
-    p.add_argument("--batch-size", type=integer("--batch-size", 1, MAX_BATCH), default=8,
-                   help=f"{batch} (default 8, at most {MAX_BATCH:,})")
-    p.add_argument("--max-blocks", type=integer("--max-blocks", 1, MAX_BLOCKS), default=None,
-                   help=f"use the first N blocks of the eval text (default all, N <= {MAX_BLOCKS:,})")
+    p.add_argument(
+        "--seq-len",
+        type=integer("--seq-len", 2),
+        default=128,
+        help="tokens per block (default 128; at most each checkpoint's max_position_embeddings)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=integer("--batch-size", 1, MAX_BATCH),
+        default=8,
+        help=f"{batch} (default 8, at most {MAX_BATCH:,})",
+    )
+    p.add_argument(
+        "--max-blocks",
+        type=integer("--max-blocks", 1, MAX_BLOCKS),
+        default=None,
+        help=f"use the first N blocks of the eval text (default all, N <= {MAX_BLOCKS:,})",
+    )
     add_threads_argument(p)
 
 
 def add_threads_argument(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threads", type=integer("--threads", 1, MAX_THREADS), default=None,
-                   help=f"torch threads (default: torch's own; 1 is fastest for small models on a busy machine; "
-                        f"at most {MAX_THREADS})")
+    p.add_argument(
+        "--threads",
+        type=integer("--threads", 1, MAX_THREADS),
+        default=None,
+        help=f"torch threads (default: torch's own; 1 is fastest for small models on a busy machine; "
+        f"at most {MAX_THREADS})",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the parsed ``ovt llm ...`` command; UsageError / ValueError mean bad input (exit 2)."""
     from experiments import llm_finetune_cli, llm_pretrain_cli
 
-    commands = {"revisions": _revisions, "perturb": _perturb, "pretrain": llm_pretrain_cli.command,
-                "finetune": llm_finetune_cli.command}
+    commands = {
+        "revisions": _revisions,
+        "perturb": _perturb,
+        "pretrain": llm_pretrain_cli.command,
+        "finetune": llm_finetune_cli.command,
+    }
     return commands[args.llm_command](args)
 
 
@@ -238,10 +284,17 @@ class Plan(SeriesPlan):
     def config(self) -> dict:
         """What the numbers depend on: a run directory holds one config, and a rerun of it resumes."""
         config = {
-            "model": self.recorded_source, "revisions": [r.name for r in self.revisions], "gammas": self.gammas,
-            "seeds": self.seeds, "scale": self.scale, "eval_sha256": self.eval_sha256,
-            "seq_len": int(self.blocks.shape[1]), "n_blocks": int(self.blocks.shape[0]),
-            "batch_size": self.batch_size, "dtype": self.dtype, "device": self.device,
+            "model": self.recorded_source,
+            "revisions": [r.name for r in self.revisions],
+            "gammas": self.gammas,
+            "seeds": self.seeds,
+            "scale": self.scale,
+            "eval_sha256": self.eval_sha256,
+            "seq_len": int(self.blocks.shape[1]),
+            "n_blocks": int(self.blocks.shape[0]),
+            "batch_size": self.batch_size,
+            "dtype": self.dtype,
+            "device": self.device,
         }
         if self.noise_device != "cpu":  # the default is left out, so older run directories still resume
             config["noise_device"] = self.noise_device
@@ -262,8 +315,10 @@ def light_checks(args) -> list[float] | None:
     from experiments.run import check_writable
 
     if args.revisions is None and args.tokens is None and not Path(args.model).expanduser().is_dir():
-        raise UsageError(f"--model {args.model} is not a local folder series: give --revisions or --tokens "
-                         "(only a folder series defaults to every checkpoint)")
+        raise UsageError(
+            f"--model {args.model} is not a local folder series: give --revisions or --tokens "
+            "(only a folder series defaults to every checkpoint)"
+        )
     counts = token_counts(args.tokens) if args.tokens is not None else None
     check_writable(args.out)
     return counts
@@ -289,10 +344,20 @@ def plan_checkpoints(args, counts: list[float] | None) -> dict:
     _check_positions(source, is_folder, revisions, args.seq_len)
     blocks = _token_blocks(args, source, is_folder, revisions, args.seq_len, args.max_blocks)
     return dict(
-        model=args.model, source=source, is_folder=is_folder, setup=Path(source).name if is_folder else args.model,
-        revisions=revisions, requested=requested, warnings=warnings, eval_path=Path(args.eval_text).resolve(),
-        eval_sha256=hashlib.sha256(Path(args.eval_text).read_bytes()).hexdigest(), blocks=blocks,
-        device=args.device, threads=args.threads, out=Path(args.out), quiet=args.quiet,
+        model=args.model,
+        source=source,
+        is_folder=is_folder,
+        setup=Path(source).name if is_folder else args.model,
+        revisions=revisions,
+        requested=requested,
+        warnings=warnings,
+        eval_path=Path(args.eval_text).resolve(),
+        eval_sha256=hashlib.sha256(Path(args.eval_text).read_bytes()).hexdigest(),
+        blocks=blocks,
+        device=args.device,
+        threads=args.threads,
+        out=Path(args.out),
+        quiet=args.quiet,
         args={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if not callable(v)},
     )
 
@@ -311,25 +376,34 @@ def _resolve_revisions(args, available, counts: list[float] | None) -> tuple[lis
             wanted = parse_revision(name)  # ValueError naming the value and the allowed forms
             if name not in by_name:
                 nearest = sorted(available, key=lambda r: (abs(r.tokens - wanted.tokens), r.tokens, r.step))[:3]
-                raise UsageError(f"revision={name!r} is not available for {model}; nearest available: "
-                                 f"{', '.join(r.name for r in nearest)}")
+                raise UsageError(
+                    f"revision={name!r} is not available for {model}; nearest available: "
+                    f"{', '.join(r.name for r in nearest)}"
+                )
             chosen.append(by_name[name])
     elif counts is not None:
         stage = SERIES[model].stage if model in SERIES else None
         pool = [r for r in available if r.stage == stage] if stage else available
         if len({r.stage for r in pool}) > 1:
-            raise UsageError(f"--tokens is ambiguous for {model}: its revisions span stages "
-                             f"{sorted({r.stage or '-' for r in pool})} whose token counts restart; use --revisions")
+            raise UsageError(
+                f"--tokens is ambiguous for {model}: its revisions span stages "
+                f"{sorted({r.stage or '-' for r in pool})} whose token counts restart; use --revisions"
+            )
         if not pool:
             raise UsageError(f"--tokens: {model} has no {stage} revisions to choose from")
         chosen = nearest_revisions(pool, counts)
         for count, revision in zip(counts, chosen):
             requested.setdefault(revision.name, []).append(count)
-        far = [f"{human_tokens(count)} -> {r.name}" for count, r in zip(counts, chosen)
-               if max(count, r.tokens) > 2 * min(count, r.tokens)]
+        far = [
+            f"{human_tokens(count)} -> {r.name}"
+            for count, r in zip(counts, chosen)
+            if max(count, r.tokens) > 2 * min(count, r.tokens)
+        ]
         if far:
-            warnings.append(f"ovt: warning: --tokens {', '.join(far)}: the nearest checkpoint is more than 2x "
-                            f"away from the request (`ovt llm revisions {model}` lists them)")
+            warnings.append(
+                f"ovt: warning: --tokens {', '.join(far)}: the nearest checkpoint is more than 2x "
+                f"away from the request (`ovt llm revisions {model}` lists them)"
+            )
     chosen = sorted({r.name: r for r in chosen}.values(), key=lambda r: (r.stage or "", r.tokens, r.step))
     return chosen, requested, warnings
 
@@ -342,15 +416,21 @@ def _check_positions(source: str, is_folder: bool, revisions, seq_len: int) -> N
 
     for revision in revisions:
         try:
-            config = (AutoConfig.from_pretrained(str(Path(source) / revision.name)) if is_folder
-                      else AutoConfig.from_pretrained(source, revision=revision.name))
+            config = (
+                AutoConfig.from_pretrained(str(Path(source) / revision.name))
+                if is_folder
+                else AutoConfig.from_pretrained(source, revision=revision.name)
+            )
         except (OSError, ValueError) as error:
-            raise CheckpointError(f"the config.json of {source}@{revision.name} could not be read: "
-                                  f"{_first_line(error)}") from None
+            raise CheckpointError(
+                f"the config.json of {source}@{revision.name} could not be read: {_first_line(error)}"
+            ) from None
         limit = getattr(config, "max_position_embeddings", None)
         if limit is not None and seq_len > limit:
-            raise UsageError(f"--seq-len {seq_len} exceeds the {limit} positions of {revision.name} "
-                             f"(max_position_embeddings in its config.json); allowed: 2..{limit}")
+            raise UsageError(
+                f"--seq-len {seq_len} exceeds the {limit} positions of {revision.name} "
+                f"(max_position_embeddings in its config.json); allowed: 2..{limit}"
+            )
 
 
 def _tokenizer(source: str, is_folder: bool, revision: str):
@@ -363,8 +443,9 @@ def _tokenizer(source: str, is_folder: bool, revision: str):
             return AutoTokenizer.from_pretrained(str(Path(source) / revision))
         return AutoTokenizer.from_pretrained(source, revision=revision)
     except (OSError, ValueError) as error:
-        raise CheckpointError(f"the tokenizer of {source}@{revision} could not be read: "
-                              f"{_first_line(error)}") from error
+        raise CheckpointError(
+            f"the tokenizer of {source}@{revision} could not be read: {_first_line(error)}"
+        ) from error
 
 
 def _first_line(error: Exception) -> str:
@@ -391,9 +472,11 @@ def _token_blocks(plan_args, source: str, is_folder: bool, revisions, seq_len: i
         if blocks is None:
             blocks, first = these, revision.name
         elif not torch.equal(these, blocks):
-            raise UsageError(f"revision={revision.name!r} tokenizes --eval-text {plan_args.eval_text} differently "
-                             f"from {first!r}: perplexities over different token sets are not comparable; "
-                             "evaluate such checkpoints in separate runs")
+            raise UsageError(
+                f"revision={revision.name!r} tokenizes --eval-text {plan_args.eval_text} differently "
+                f"from {first!r}: perplexities over different token sets are not comparable; "
+                "evaluate such checkpoints in separate runs"
+            )
     return blocks
 
 
@@ -405,8 +488,15 @@ def plan_perturb(args) -> Plan:
     gammas = numbers("--gammas", args.gammas, least=0)
     counts = light_checks(args)
     check_device(args.device)
-    plan = Plan(**plan_checkpoints(args, counts), gammas=gammas, seeds=args.seeds, scale=args.scale,
-                noise_device=args.noise_device, batch_size=args.batch_size, dtype=args.dtype)
+    plan = Plan(
+        **plan_checkpoints(args, counts),
+        gammas=gammas,
+        seeds=args.seeds,
+        scale=args.scale,
+        noise_device=args.noise_device,
+        batch_size=args.batch_size,
+        dtype=args.dtype,
+    )
     out_decision(plan.out, plan.identity())  # a run of another config: refused unless it may be replaced
     return plan
 
@@ -465,19 +555,33 @@ def _commit(plan: Plan, revision: str, model=None) -> str | None:
 def _sigma_summary(plan: Plan, checkpoint: str, sigmas: dict[str, float]) -> dict:
     values = sorted(sigmas.values())
     return {
-        "scale": plan.scale, "checkpoint": checkpoint, "n_tensors": len(values),
-        "min": values[0], "median": values[len(values) // 2], "max": values[-1],
-        "mean": sum(values) / len(values), "by_parameter": sigmas,
+        "scale": plan.scale,
+        "checkpoint": checkpoint,
+        "n_tensors": len(values),
+        "min": values[0],
+        "median": values[len(values) // 2],
+        "max": values[-1],
+        "mean": sum(values) / len(values),
+        "by_parameter": sigmas,
         "policy": "Linear and Embedding weights perturbed (a tied embedding once, under its first name); "
-                  "norm weights and biases unchanged (zero init variance)",
+        "norm weights and biases unchanged (zero init variance)",
     }
 
 
 def revision_entries(plan, **extra) -> list[dict]:
     """The manifest's record of every resolved revision (step, tokens, what chose it, hub commit)."""
-    return [{"name": r.name, "step": r.step, "tokens": r.tokens, "stage": r.stage,
-             "requested_tokens": plan.requested.get(r.name), "commit": _commit(plan, r.name), **extra}
-            for r in plan.revisions]
+    return [
+        {
+            "name": r.name,
+            "step": r.step,
+            "tokens": r.tokens,
+            "stage": r.stage,
+            "requested_tokens": plan.requested.get(r.name),
+            "commit": _commit(plan, r.name),
+            **extra,
+        }
+        for r in plan.revisions
+    ]
 
 
 def manifest_head(plan, command: str, revision_extra: dict | None = None, eval_extra: dict | None = None) -> dict:
@@ -487,36 +591,69 @@ def manifest_head(plan, command: str, revision_extra: dict | None = None, eval_e
 
     n_blocks, seq_len = plan.blocks.shape
     return {
-        "command": command, "source": "llm", "setup": plan.setup, "args": plan.args,
-        "config": plan.config(), "model": plan.model, "model_source": plan.recorded_source,
+        "command": command,
+        "source": "llm",
+        "setup": plan.setup,
+        "args": plan.args,
+        "config": plan.config(),
+        "model": plan.model,
+        "model_source": plan.recorded_source,
         "model_kind": "folder" if plan.is_folder else "hub",
         "revisions": revision_entries(plan, **(revision_extra or {})),
-        "eval": {"path": path_from_run(plan.eval_path, plan.out), "sha256": plan.eval_sha256, "n_blocks": int(n_blocks),
-                 "seq_len": int(seq_len), "n_tokens": int(n_blocks * (seq_len - 1)), **(eval_extra or {}),
-                 "tokenization": f"identical token ids under the tokenizers of all {len(plan.revisions)} checkpoints; "
-                                 "documents EOS-separated and packed, remainder dropped"},
-        "versions": versions(), "git_commit": git_commit(), "started": now(), "status": "running",
+        "eval": {
+            "path": path_from_run(plan.eval_path, plan.out),
+            "sha256": plan.eval_sha256,
+            "n_blocks": int(n_blocks),
+            "seq_len": int(seq_len),
+            "n_tokens": int(n_blocks * (seq_len - 1)),
+            **(eval_extra or {}),
+            "tokenization": f"identical token ids under the tokenizers of all {len(plan.revisions)} checkpoints; "
+            "documents EOS-separated and packed, remainder dropped",
+        },
+        "versions": versions(),
+        "git_commit": git_commit(),
+        "started": now(),
+        "status": "running",
     }
 
 
 def _new_manifest(plan: Plan) -> dict:
     n_blocks, seq_len = plan.blocks.shape
     return manifest_head(plan, "llm perturb") | {
-        "n_tokens": int(n_blocks * (seq_len - 1)), "seq_len": int(seq_len), "batch_size": plan.batch_size,
-        "dtype": plan.dtype, "device": plan.device, "scale": plan.scale, "gammas": plan.gammas,
-        "n_seeds": plan.seeds, "threads": plan.threads, "sigma": None,  # draws are seeds 0..n_seeds-1
+        "n_tokens": int(n_blocks * (seq_len - 1)),
+        "seq_len": int(seq_len),
+        "batch_size": plan.batch_size,
+        "dtype": plan.dtype,
+        "device": plan.device,
+        "scale": plan.scale,
+        "gammas": plan.gammas,
+        "n_seeds": plan.seeds,
+        "threads": plan.threads,
+        "sigma": None,  # draws are seeds 0..n_seeds-1
     }
 
 
 def _rows(plan: Plan, revision, results: list[tuple[str, float, int, object]]) -> pd.DataFrame:
     nan = float("nan")
-    return pd.DataFrame({
-        "source": "llm", "setup": plan.setup, "checkpoint": revision.name, "pretrain_time": float(revision.tokens),
-        "modification": [m for m, *_ in results], "gamma": [g for _, g, _, _ in results],
-        "lr": nan, "steps": nan, "reg": nan, "seed": [s for _, _, s, _ in results], "metric": "perplexity",
-        "value": [p.perplexity for *_, p in results], "mean_nll": [p.mean_nll for *_, p in results],
-        "n_tokens": [p.n_tokens for *_, p in results], "diverged": [p.diverged for *_, p in results],
-    })
+    return pd.DataFrame(
+        {
+            "source": "llm",
+            "setup": plan.setup,
+            "checkpoint": revision.name,
+            "pretrain_time": float(revision.tokens),
+            "modification": [m for m, *_ in results],
+            "gamma": [g for _, g, _, _ in results],
+            "lr": nan,
+            "steps": nan,
+            "reg": nan,
+            "seed": [s for _, _, s, _ in results],
+            "metric": "perplexity",
+            "value": [p.perplexity for *_, p in results],
+            "mean_nll": [p.mean_nll for *_, p in results],
+            "n_tokens": [p.n_tokens for *_, p in results],
+            "diverged": [p.diverged for *_, p in results],
+        }
+    )
 
 
 def evaluate_checkpoint(plan: Plan, revision, model, progress=None) -> tuple[pd.DataFrame, dict[str, float]]:
@@ -553,16 +690,23 @@ def run_perturb(plan: Plan) -> pd.DataFrame:
     per_checkpoint = 1 + len(plan.gammas) * plan.seeds
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[plan.dtype]
     with marks_failure(plan.out), torch_threads(plan.threads), quiet_transformers(plan.quiet):
-        with tqdm(total=len(todo) * per_checkpoint, desc=f"perturb {plan.setup}", unit="eval",
-                  disable=plan.quiet, file=sys.stderr) as progress:
+        with tqdm(
+            total=len(todo) * per_checkpoint,
+            desc=f"perturb {plan.setup}",
+            unit="eval",
+            disable=plan.quiet,
+            file=sys.stderr,
+        ) as progress:
             for index, revision in todo:
                 progress.set_postfix_str(revision.name)
                 try:
                     model, _ = load_checkpoint(plan.source, revision.name, dtype, plan.device)
                     rows, sigmas = evaluate_checkpoint(plan, revision, model, progress)
                 except ValueError as error:  # bad checkpoint files found mid-run: a failure, not bad input
-                    raise RunFailure(f"{plan.model}@{revision.name}: {error}; {len(store.stored_chunks(plan.out))} "
-                                     f"checkpoint(s) stored in {plan.out}; rerun to resume") from error
+                    raise RunFailure(
+                        f"{plan.model}@{revision.name}: {error}; {len(store.stored_chunks(plan.out))} "
+                        f"checkpoint(s) stored in {plan.out}; rerun to resume"
+                    ) from error
                 store.write_table(store.chunk_path(plan.out, index), rows)
                 entry = manifest["revisions"][index]
                 entry["commit"] = entry.get("commit") or _commit(plan, revision.name, model)
@@ -592,8 +736,10 @@ def finish_run(out: Path, n_checkpoints: int, manifest: dict, derive) -> pd.Data
 
 def t_star_line(labels, values) -> str:
     """``inflection T* (tokens) - gamma=2: 1.78M, gamma=4: none in range``: one curve's T* each."""
-    shown = (f"{label}: {human_tokens(value) if math.isfinite(value) else 'none in range'}"
-             for label, value in zip(labels, values))
+    shown = (
+        f"{label}: {human_tokens(value) if math.isfinite(value) else 'none in range'}"
+        for label, value in zip(labels, values)
+    )
     return f"inflection T* (tokens) - {', '.join(shown)}"
 
 
@@ -601,12 +747,20 @@ def summary(table: pd.DataFrame) -> str:
     """Per checkpoint: base perplexity and the mean perplexity over seeds at each gamma; then T* of each gamma."""
     rows, infl = table[table.checkpoint != "inflection"], table[table.checkpoint == "inflection"]
     base = rows[rows.modification == "none"].set_index("checkpoint")["value"].rename("none")
-    noisy = (rows[rows.modification == "gaussian"].groupby(["checkpoint", "gamma"])["value"].mean()
-             .unstack("gamma").rename(columns=lambda g: f"gamma={g:g}"))
+    noisy = (
+        rows[rows.modification == "gaussian"]
+        .groupby(["checkpoint", "gamma"])["value"]
+        .mean()
+        .unstack("gamma")
+        .rename(columns=lambda g: f"gamma={g:g}")
+    )
     position = rows.groupby("checkpoint")["pretrain_time"].first().sort_values()
     frame = pd.concat([position.map(human_tokens).rename("tokens"), base, noisy], axis=1).loc[position.index]
-    return (frame.to_string(float_format=lambda v: f"{v:.4g}") + "\n"
-            + t_star_line((f"gamma={g:g}" for g in infl.gamma), infl.value))
+    return (
+        frame.to_string(float_format=lambda v: f"{v:.4g}")
+        + "\n"
+        + t_star_line((f"gamma={g:g}" for g in infl.gamma), infl.value)
+    )
 
 
 def _perturb(args) -> int:

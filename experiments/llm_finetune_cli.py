@@ -94,22 +94,40 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="fine-tuning data: JSONL, text file or folder (text), or hf:ORG/NAME")
     p.add_argument("--format", required=True, choices=FORMATS, help="data format (see llm_validation.finetune_data)")
     p.add_argument("--lrs", required=True, help=f"comma-separated learning rates > 0 (at most {MAX_VALUES})")
-    p.add_argument("--steps", required=True, type=integer("--steps", 1, MAX_STEPS),
-                   help=f"AdamW steps per run (at most {MAX_STEPS:,})")
-    p.add_argument("--reg", type=number("--reg", least=0), default=0.0,
-                   help="L2 pull lambda toward the checkpoint (default 0: none)")
-    p.add_argument("--eval-text", required=True, type=Path,
-                   help="held-out pre-training text for the forgetting perplexity (.txt or .jsonl 'text')")
+    p.add_argument(
+        "--steps",
+        required=True,
+        type=integer("--steps", 1, MAX_STEPS),
+        help=f"AdamW steps per run (at most {MAX_STEPS:,})",
+    )
+    p.add_argument(
+        "--reg",
+        type=number("--reg", least=0),
+        default=0.0,
+        help="L2 pull lambda toward the checkpoint (default 0: none)",
+    )
+    p.add_argument(
+        "--eval-text",
+        required=True,
+        type=Path,
+        help="held-out pre-training text for the forgetting perplexity (.txt or .jsonl 'text')",
+    )
     p.add_argument("--out", required=True, type=Path, help="run directory (resumable)")
     add_size_arguments(p, "examples per step")
     held = p.add_mutually_exclusive_group()
-    held.add_argument("--heldout-fraction", type=number("--heldout-fraction", above=0, below=1), default=None,
-                      help=f"hold out the last fraction of --data for the in-task loss (default {HELDOUT_FRACTION})")
+    held.add_argument(
+        "--heldout-fraction",
+        type=number("--heldout-fraction", above=0, below=1),
+        default=None,
+        help=f"hold out the last fraction of --data for the in-task loss (default {HELDOUT_FRACTION})",
+    )
     held.add_argument("--heldout-data", help="held-out in-task examples, in --format (then all of --data trains)")
     p.add_argument("--mc-data", help="multiple-choice JSONL to score (accuracy, accuracy_norm)")
     p.add_argument("--warmup-steps", type=integer("--warmup-steps", 0, MAX_STEPS), default=0)
     p.add_argument("--seed", type=integer("--seed", 0, MAX_SEED), default=0, help="batch order")
-    p.add_argument("--dtype", choices=DTYPES, default="float32", help="bfloat16: mixed precision, float32 master weights")
+    p.add_argument(
+        "--dtype", choices=DTYPES, default="float32", help="bfloat16: mixed precision, float32 master weights"
+    )
     p.add_argument("--device", choices=DEVICES, default="cpu")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
 
@@ -130,12 +148,23 @@ class FinetunePlan(SeriesPlan):
     def config(self) -> dict:
         """What the numbers depend on: a run directory holds one config, and a rerun of it resumes."""
         return {
-            "model": self.recorded_source, "revisions": [r.name for r in self.revisions], "format": self.fmt,
-            "data_sha256": self.data["sha256"], "heldout": self.data["heldout"],
-            "mc_sha256": self.mc and self.mc["sha256"], "lrs": self.lrs, "steps": self.finetune.steps,
-            "reg": self.finetune.reg, "batch_size": self.finetune.batch_size, "seq_len": int(self.blocks.shape[1]),
-            "warmup_steps": self.finetune.warmup_steps, "seed": self.finetune.seed, "dtype": self.finetune.dtype,
-            "device": self.device, "eval_sha256": self.eval_sha256, "n_blocks": int(self.blocks.shape[0]),
+            "model": self.recorded_source,
+            "revisions": [r.name for r in self.revisions],
+            "format": self.fmt,
+            "data_sha256": self.data["sha256"],
+            "heldout": self.data["heldout"],
+            "mc_sha256": self.mc and self.mc["sha256"],
+            "lrs": self.lrs,
+            "steps": self.finetune.steps,
+            "reg": self.finetune.reg,
+            "batch_size": self.finetune.batch_size,
+            "seq_len": int(self.blocks.shape[1]),
+            "warmup_steps": self.finetune.warmup_steps,
+            "seed": self.finetune.seed,
+            "dtype": self.finetune.dtype,
+            "device": self.device,
+            "eval_sha256": self.eval_sha256,
+            "n_blocks": int(self.blocks.shape[0]),
         }
 
     def identity(self) -> dict:
@@ -198,21 +227,41 @@ def plan_finetune(args: argparse.Namespace) -> FinetunePlan:
         how = {"data": args.heldout_data, "sha256": _sha256(args.heldout_data)}
     else:
         if len(examples) < 2:
-            raise UsageError(f"--data {args.data} gives {len(examples)} example of seq_len={args.seq_len}; "
-                             "holding some out needs >= 2 (or give --heldout-data)")
+            raise UsageError(
+                f"--data {args.data} gives {len(examples)} example of seq_len={args.seq_len}; "
+                "holding some out needs >= 2 (or give --heldout-data)"
+            )
         n_heldout = min(len(examples) - 1, max(1, round(fraction * len(examples))))
         train, heldout = examples.split(n_heldout)
         how = {"fraction": fraction, "rule": "the last round(fraction * n) examples (at least 1) of --data"}
     mc_items = read_multiple_choice(args.mc_data) if args.mc_data is not None else None
-    config = FinetuneConfig(lr=lrs[0], steps=args.steps, batch_size=args.batch_size, warmup_steps=args.warmup_steps,
-                            reg=args.reg, seed=args.seed, dtype=args.dtype, eval_batch_size=EVAL_BATCH_SIZE)
+    config = FinetuneConfig(
+        lr=lrs[0],
+        steps=args.steps,
+        batch_size=args.batch_size,
+        warmup_steps=args.warmup_steps,
+        reg=args.reg,
+        seed=args.seed,
+        dtype=args.dtype,
+        eval_batch_size=EVAL_BATCH_SIZE,
+    )
     plan = FinetunePlan(
-        **shared, finetune=config, lrs=lrs, fmt=args.format,
-        data={"path": args.data if args.data.startswith("hf:") else path_from_run(args.data, args.out),
-              "sha256": _sha256(args.data), "n_train": len(train), "n_heldout": len(heldout), "heldout": how},
-        train=train, heldout=heldout,
-        mc=None if mc_items is None else {"path": path_from_run(args.mc_data, args.out), "sha256": _sha256(args.mc_data),
-                                          "n_items": len(mc_items)},
+        **shared,
+        finetune=config,
+        lrs=lrs,
+        fmt=args.format,
+        data={
+            "path": args.data if args.data.startswith("hf:") else path_from_run(args.data, args.out),
+            "sha256": _sha256(args.data),
+            "n_train": len(train),
+            "n_heldout": len(heldout),
+            "heldout": how,
+        },
+        train=train,
+        heldout=heldout,
+        mc=None
+        if mc_items is None
+        else {"path": path_from_run(args.mc_data, args.out), "sha256": _sha256(args.mc_data), "n_items": len(mc_items)},
         mc_items=mc_items,
     )
     out_decision(plan.out, plan.identity())  # a run of another config: refused unless it may be replaced
@@ -223,13 +272,24 @@ def _new_manifest(plan: FinetunePlan) -> dict:
     seq_len = int(plan.blocks.shape[1])
     head = manifest_head(plan, "llm finetune", {"tuned_lr": None}, {"batch_size": EVAL_BATCH_SIZE})
     return head | {
-        "data": {**plan.data, "format": plan.fmt, "seq_len": seq_len,
-                 "tokenizer": f"the tokenizer of {plan.revisions[0].name}"},
+        "data": {
+            **plan.data,
+            "format": plan.fmt,
+            "seq_len": seq_len,
+            "tokenizer": f"the tokenizer of {plan.revisions[0].name}",
+        },
         "mc": plan.mc,
-        "finetune": dataclasses.asdict(plan.finetune) | {"lr": None}, "lrs": plan.lrs,
-        "steps": plan.finetune.steps, "reg": plan.finetune.reg, "batch_size": plan.finetune.batch_size,
-        "seq_len": seq_len, "dtype": plan.finetune.dtype, "device": plan.device, "seed": plan.finetune.seed,
-        "threads": plan.threads, "optimizer": "AdamW (fused where available), constant lr after warmup, grad clip 1.0",
+        "finetune": dataclasses.asdict(plan.finetune) | {"lr": None},
+        "lrs": plan.lrs,
+        "steps": plan.finetune.steps,
+        "reg": plan.finetune.reg,
+        "batch_size": plan.finetune.batch_size,
+        "seq_len": seq_len,
+        "dtype": plan.finetune.dtype,
+        "device": plan.device,
+        "seed": plan.finetune.seed,
+        "threads": plan.threads,
+        "optimizer": "AdamW (fused where available), constant lr after warmup, grad clip 1.0",
     }
 
 
@@ -239,8 +299,10 @@ def _base_metrics(plan: FinetunePlan, model, tokenizer) -> dict[str, float]:
     from llm_validation.finetune import masked_loss
     from llm_validation.multiple_choice import score_multiple_choice
 
-    metrics = {"perplexity": perplexity(model, plan.blocks, EVAL_BATCH_SIZE).perplexity,
-               "finetune_loss": masked_loss(model, plan.heldout, EVAL_BATCH_SIZE)}
+    metrics = {
+        "perplexity": perplexity(model, plan.blocks, EVAL_BATCH_SIZE).perplexity,
+        "finetune_loss": masked_loss(model, plan.heldout, EVAL_BATCH_SIZE),
+    }
     if plan.mc_items:
         scores = score_multiple_choice(model, tokenizer, plan.mc_items, batch_size=EVAL_BATCH_SIZE)
         metrics.update(accuracy=scores.accuracy, accuracy_norm=scores.accuracy_norm)
@@ -252,14 +314,36 @@ def checkpoint_rows(plan: FinetunePlan, revision, base: dict[str, float], points
     from llm_validation.finetune import tuned_lr
 
     nan = math.nan
-    records = [dict(modification="none", lr=nan, steps=nan, reg=nan, metric=metric, value=value,
-                    lr_policy="", diverged=not math.isfinite(value), steps_done=0.0) for metric, value in base.items()]
+    records = [
+        dict(
+            modification="none",
+            lr=nan,
+            steps=nan,
+            reg=nan,
+            metric=metric,
+            value=value,
+            lr_policy="",
+            diverged=not math.isfinite(value),
+            steps_done=0.0,
+        )
+        for metric, value in base.items()
+    ]
 
     def block(point, lr_policy: str, lr: float) -> list[dict]:
-        return [dict(modification="finetune", lr=lr, steps=float(plan.finetune.steps), reg=plan.finetune.reg,
-                     metric=metric, value=getattr(point, metric) if point else nan, lr_policy=lr_policy,
-                     diverged=point.diverged if point else True, steps_done=float(point.steps_done) if point else nan)
-                for metric in plan.metrics]
+        return [
+            dict(
+                modification="finetune",
+                lr=lr,
+                steps=float(plan.finetune.steps),
+                reg=plan.finetune.reg,
+                metric=metric,
+                value=getattr(point, metric) if point else nan,
+                lr_policy=lr_policy,
+                diverged=point.diverged if point else True,
+                steps_done=float(point.steps_done) if point else nan,
+            )
+            for metric in plan.metrics
+        ]
 
     for point in points:
         records += block(point, "fixed", point.lr)
@@ -281,14 +365,25 @@ def inflection_rows(table: pd.DataFrame) -> pd.DataFrame:
 
     curves = table[(table.modification == "finetune") & (table.metric == "perplexity")]
     rows = []
-    for (_policy, lr), curve in curves.groupby(["lr_policy", curves.lr.where(curves.lr_policy == "fixed")],
-                                              dropna=False, sort=True):
+    for (_policy, lr), curve in curves.groupby(
+        ["lr_policy", curves.lr.where(curves.lr_policy == "fixed")], dropna=False, sort=True
+    ):
         curve = curve.sort_values("pretrain_time", kind="stable")
         T, values = curve.pretrain_time.to_numpy(float), curve.value.to_numpy(float)
         t_star = float(inflection(T, values)) if len(T) >= 3 else math.nan
         first = curve.iloc[0]
-        rows.append({**first.to_dict(), "checkpoint": "inflection", "pretrain_time": math.nan, "lr": lr,
-                     "metric": "inflection", "value": t_star, "diverged": False, "steps_done": math.nan})
+        rows.append(
+            {
+                **first.to_dict(),
+                "checkpoint": "inflection",
+                "pretrain_time": math.nan,
+                "lr": lr,
+                "metric": "inflection",
+                "value": t_star,
+                "diverged": False,
+                "steps_done": math.nan,
+            }
+        )
     return pd.DataFrame(rows, columns=table.columns)
 
 
@@ -312,8 +407,13 @@ def run_finetune(plan: FinetunePlan) -> pd.DataFrame:
         accelerator = Accelerator(cpu=plan.device == "cpu")  # one for every run; the lr grid reuses it
         if accelerator.device.type != plan.device:
             raise RunFailure(f"--device {plan.device}: accelerate placed the run on {accelerator.device}")
-        with tqdm(total=len(todo) * (1 + len(plan.lrs)), desc=f"finetune {plan.setup}", unit="run",
-                  disable=plan.quiet, file=sys.stderr) as progress:
+        with tqdm(
+            total=len(todo) * (1 + len(plan.lrs)),
+            desc=f"finetune {plan.setup}",
+            unit="run",
+            disable=plan.quiet,
+            file=sys.stderr,
+        ) as progress:
             for index, revision in todo:
                 progress.set_postfix_str(revision.name)
                 try:
@@ -322,12 +422,23 @@ def run_finetune(plan: FinetunePlan) -> pd.DataFrame:
                     progress.update()
                     points = []
                     for lr in plan.lrs:  # one lr a call, for the progress bar; each starts from the checkpoint
-                        points += lr_grid(model, plan.train, plan.heldout, plan.blocks, plan.finetune, [lr],
-                                          tokenizer=tokenizer, mc_items=plan.mc_items, accelerator=accelerator)
+                        points += lr_grid(
+                            model,
+                            plan.train,
+                            plan.heldout,
+                            plan.blocks,
+                            plan.finetune,
+                            [lr],
+                            tokenizer=tokenizer,
+                            mc_items=plan.mc_items,
+                            accelerator=accelerator,
+                        )
                         progress.update()
                 except ValueError as error:  # bad checkpoint files found mid-run: a failure, not bad input
-                    raise RunFailure(f"{plan.model}@{revision.name}: {error}; {len(store.stored_chunks(plan.out))} "
-                                     f"checkpoint(s) stored in {plan.out}; rerun to resume") from error
+                    raise RunFailure(
+                        f"{plan.model}@{revision.name}: {error}; {len(store.stored_chunks(plan.out))} "
+                        f"checkpoint(s) stored in {plan.out}; rerun to resume"
+                    ) from error
                 store.write_table(store.chunk_path(plan.out, index), checkpoint_rows(plan, revision, base, points))
                 entry = manifest["revisions"][index]
                 entry["commit"] = entry.get("commit") or _commit(plan, revision.name, model)
@@ -351,8 +462,9 @@ def summary(table: pd.DataFrame) -> str:
     tuned_ppl = tuned[tuned.metric == "perplexity"].set_index("checkpoint")["value"].rename("ppl tuned")
     tuned_loss = tuned[tuned.metric == "finetune_loss"].set_index("checkpoint")["value"].rename("ft loss tuned")
     position = rows.groupby("checkpoint")["pretrain_time"].first().sort_values()
-    frame = pd.concat([position.map(human_tokens).rename("tokens"), base, fixed, tuned_lr, tuned_ppl, tuned_loss],
-                      axis=1).loc[position.index]
+    frame = pd.concat(
+        [position.map(human_tokens).rename("tokens"), base, fixed, tuned_lr, tuned_ppl, tuned_loss], axis=1
+    ).loc[position.index]
     infl = table[table.checkpoint == "inflection"]
     labels = ("tuned" if policy == "tuned" else f"lr={lr:g}" for policy, lr in zip(infl.lr_policy, infl.lr))
     return frame.to_string(float_format=lambda v: f"{v:.4g}") + "\n" + t_star_line(labels, infl.value)

@@ -79,29 +79,57 @@ REPLACEABLE = ("failed", "interrupted", "running")  # a series in this state wit
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``ovt llm pretrain`` (no torch: ``PRESETS``, ``CORPORA``, ``MODES`` are plain tables)."""
-    p.add_argument("--preset", required=True, choices=list(PRESETS),
-                   help="model size: a llm_validation.models.PRESETS name")
-    p.add_argument("--budgets", required=True,
-                   help=f"comma-separated token budgets (320K,1.3M,10M), one checkpoint each; each at most "
-                        f"{MAX_TOKENS:.0e} tokens and {MAX_STEPS:,} steps of batch-size x seq-len tokens")
+    p.add_argument(
+        "--preset", required=True, choices=list(PRESETS), help="model size: a llm_validation.models.PRESETS name"
+    )
+    p.add_argument(
+        "--budgets",
+        required=True,
+        help=f"comma-separated token budgets (320K,1.3M,10M), one checkpoint each; each at most "
+        f"{MAX_TOKENS:.0e} tokens and {MAX_STEPS:,} steps of batch-size x seq-len tokens",
+    )
     p.add_argument("--out", required=True, type=Path, help="series folder and result store (resumable)")
     p.add_argument("--corpus", default="shakespeare", choices=CORPORA, help="training corpus (default shakespeare)")
-    p.add_argument("--mode", default="separate", choices=MODES,
-                   help="separate (default): every budget its own run annealed to 0; "
-                        "single: one run, checkpoints on the way")
-    p.add_argument("--seq-len", type=integer("--seq-len", 2), default=None,
-                   help="tokens per sequence (default 128; at most the preset's max_position_embeddings)")
-    p.add_argument("--batch-size", type=integer("--batch-size", 1, MAX_BATCH), default=None,
-                   help=f"sequences per step (default 8, at most {MAX_BATCH:,})")
+    p.add_argument(
+        "--mode",
+        default="separate",
+        choices=MODES,
+        help="separate (default): every budget its own run annealed to 0; single: one run, checkpoints on the way",
+    )
+    p.add_argument(
+        "--seq-len",
+        type=integer("--seq-len", 2),
+        default=None,
+        help="tokens per sequence (default 128; at most the preset's max_position_embeddings)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=integer("--batch-size", 1, MAX_BATCH),
+        default=None,
+        help=f"sequences per step (default 8, at most {MAX_BATCH:,})",
+    )
     p.add_argument("--lr", type=number("--lr", above=0), default=None, help="peak learning rate (default 1e-2)")
-    p.add_argument("--seed", type=integer("--seed", 0, MAX_SEED), default=None,
-                   help="initialisation and data order (default 0)")
-    p.add_argument("--vocab-size", type=integer("--vocab-size", 1, MAX_VOCAB), default=None,
-                   help=f"BPE vocabulary (default: the preset's; 258..{MAX_VOCAB:,})")
-    p.add_argument("--max-train-chars", type=integer("--max-train-chars", 1), default=None,
-                   help="cap the training split at whole documents of this many characters")
-    p.add_argument("--max-blocks", type=integer("--max-blocks", 1, MAX_BLOCKS), default=None,
-                   help=f"evaluate on the first N blocks of the held-out text (default all, N <= {MAX_BLOCKS:,})")
+    p.add_argument(
+        "--seed", type=integer("--seed", 0, MAX_SEED), default=None, help="initialisation and data order (default 0)"
+    )
+    p.add_argument(
+        "--vocab-size",
+        type=integer("--vocab-size", 1, MAX_VOCAB),
+        default=None,
+        help=f"BPE vocabulary (default: the preset's; 258..{MAX_VOCAB:,})",
+    )
+    p.add_argument(
+        "--max-train-chars",
+        type=integer("--max-train-chars", 1),
+        default=None,
+        help="cap the training split at whole documents of this many characters",
+    )
+    p.add_argument(
+        "--max-blocks",
+        type=integer("--max-blocks", 1, MAX_BLOCKS),
+        default=None,
+        help=f"evaluate on the first N blocks of the held-out text (default all, N <= {MAX_BLOCKS:,})",
+    )
     add_threads_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
 
@@ -142,19 +170,38 @@ def plan_pretrain(args: argparse.Namespace) -> PretrainPlan:
     given = dict(zip(budgets, (item.strip() for item in args.budgets.split(","))))  # for messages
     out = Path(args.out)
     check_writable(out)
-    fields = {"seq_len": args.seq_len, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-              "vocab_size": args.vocab_size, "max_train_chars": args.max_train_chars}
-    config = PretrainConfig(preset=args.preset, budgets=tuple(budgets), corpus=args.corpus,
-                            mode=args.mode, **{k: v for k, v in fields.items() if v is not None})
+    fields = {
+        "seq_len": args.seq_len,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "seed": args.seed,
+        "vocab_size": args.vocab_size,
+        "max_train_chars": args.max_train_chars,
+    }
+    config = PretrainConfig(
+        preset=args.preset,
+        budgets=tuple(budgets),
+        corpus=args.corpus,
+        mode=args.mode,
+        **{k: v for k, v in fields.items() if v is not None},
+    )
     for budget in config.budgets:
         steps = budget_steps(budget, config.tokens_per_step)
         if steps > MAX_STEPS:
-            raise UsageError(f"--budgets {given.get(budget, budget)} is {steps:,} steps of "
-                             f"{config.tokens_per_step:,} tokens (batch-size x seq-len); at most {MAX_STEPS:,} "
-                             "steps per budget are allowed")
+            raise UsageError(
+                f"--budgets {given.get(budget, budget)} is {steps:,} steps of "
+                f"{config.tokens_per_step:,} tokens (batch-size x seq-len); at most {MAX_STEPS:,} "
+                "steps per budget are allowed"
+            )
     _check_series(out, config)
-    return PretrainPlan(config, out, args.max_blocks, args.threads, args.quiet,
-                        {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if not callable(v)})
+    return PretrainPlan(
+        config,
+        out,
+        args.max_blocks,
+        args.threads,
+        args.quiet,
+        {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if not callable(v)},
+    )
 
 
 def _check_series(out: Path, config) -> str:
@@ -179,8 +226,10 @@ def _check_series(out: Path, config) -> str:
         return "resume"
     if _replaceable(out):
         return "replace"
-    raise UsageError(f"--out {out} holds a series with other {', '.join(f'{k}={stored.get(k)!r}' for k in changed)}; "
-                     "use a new folder")
+    raise UsageError(
+        f"--out {out} holds a series with other {', '.join(f'{k}={stored.get(k)!r}' for k in changed)}; "
+        "use a new folder"
+    )
 
 
 def _replaceable(out: Path) -> bool:
@@ -203,8 +252,14 @@ def _clear_series(out: Path) -> None:
     from experiments.run import clear_run
 
     clear_run(out)
-    for path in [out / SERIES, out / HELDOUT, out / "tokenizer", *out.glob(".resume-*"), *out.glob(".tmp-*"),
-                 *out.glob(f"{SERIES}.tmp")]:
+    for path in [
+        out / SERIES,
+        out / HELDOUT,
+        out / "tokenizer",
+        *out.glob(".resume-*"),
+        *out.glob(".tmp-*"),
+        *out.glob(f"{SERIES}.tmp"),
+    ]:
         if path.is_dir():
             shutil.rmtree(path)
         else:
@@ -218,10 +273,18 @@ def _begin(plan: PretrainPlan, previous: dict) -> dict:
     from experiments.run import git_commit, now, versions
 
     manifest = {
-        "command": "llm pretrain", "source": "llm", "setup": plan.setup, "args": plan.args,
+        "command": "llm pretrain",
+        "source": "llm",
+        "setup": plan.setup,
+        "args": plan.args,
         "config": previous.get("config", {"series": jsonable(dataclasses.asdict(plan.config))}),
-        "model": ".", "model_kind": "folder", "seed": plan.config.seed, "threads": plan.threads,
-        "versions": versions(), "git_commit": git_commit(), "started": previous.get("started", now()),
+        "model": ".",
+        "model_kind": "folder",
+        "seed": plan.config.seed,
+        "threads": plan.threads,
+        "versions": versions(),
+        "git_commit": git_commit(),
+        "started": previous.get("started", now()),
         "status": "running",
     }
     if previous:
@@ -243,21 +306,43 @@ def _write_heldout(plan: PretrainPlan) -> Path:
 
 def _eval_record(plan: PretrainPlan, blocks, heldout: Path) -> dict:
     n_blocks, seq_len = blocks.shape
-    return {"path": HELDOUT, "sha256": hashlib.sha256(heldout.read_bytes()).hexdigest(), "seq_len": int(seq_len),
-            "n_blocks": int(n_blocks), "max_blocks": plan.max_blocks, "n_tokens": int(n_blocks * (seq_len - 1)),
-            "batch_size": EVAL_BATCH_SIZE, "dtype": "float32", "device": "cpu",
-            "tokenization": "the series tokenizer; held-out documents joined by newlines into one text, "
-                            "packed into seq_len blocks, remainder dropped"}
+    return {
+        "path": HELDOUT,
+        "sha256": hashlib.sha256(heldout.read_bytes()).hexdigest(),
+        "seq_len": int(seq_len),
+        "n_blocks": int(n_blocks),
+        "max_blocks": plan.max_blocks,
+        "n_tokens": int(n_blocks * (seq_len - 1)),
+        "batch_size": EVAL_BATCH_SIZE,
+        "dtype": "float32",
+        "device": "cpu",
+        "tokenization": "the series tokenizer; held-out documents joined by newlines into one text, "
+        "packed into seq_len blocks, remainder dropped",
+    }
 
 
 def _rows(plan: PretrainPlan, revision, result) -> pd.DataFrame:
     nan = float("nan")
-    return pd.DataFrame({
-        "source": ["llm"], "setup": plan.setup, "checkpoint": revision.name, "pretrain_time": float(revision.tokens),
-        "modification": "none", "gamma": nan, "lr": nan, "steps": nan, "reg": nan, "seed": plan.config.seed,
-        "metric": "perplexity", "value": result.perplexity, "mean_nll": result.mean_nll, "n_tokens": result.n_tokens,
-        "train_steps": revision.step, "diverged": result.diverged,
-    })
+    return pd.DataFrame(
+        {
+            "source": ["llm"],
+            "setup": plan.setup,
+            "checkpoint": revision.name,
+            "pretrain_time": float(revision.tokens),
+            "modification": "none",
+            "gamma": nan,
+            "lr": nan,
+            "steps": nan,
+            "reg": nan,
+            "seed": plan.config.seed,
+            "metric": "perplexity",
+            "value": result.perplexity,
+            "mean_nll": result.mean_nll,
+            "n_tokens": result.n_tokens,
+            "train_steps": revision.step,
+            "diverged": result.diverged,
+        }
+    )
 
 
 def run_pretrain(plan: PretrainPlan) -> pd.DataFrame:
@@ -286,8 +371,9 @@ def run_pretrain(plan: PretrainPlan) -> pd.DataFrame:
         try:
             pretrain(plan.config, out, progress=not plan.quiet, threads=plan.threads)
             heldout = _write_heldout(plan)
-            blocks = load_token_blocks(heldout, AutoTokenizer.from_pretrained(out / "tokenizer"),
-                                       plan.config.seq_len, plan.max_blocks)
+            blocks = load_token_blocks(
+                heldout, AutoTokenizer.from_pretrained(out / "tokenizer"), plan.config.seq_len, plan.max_blocks
+            )
         except ValueError as error:  # past the plan, whatever fails is a failure while running (exit 1)
             raise RunFailure(f"{out}: {error}; rerun to resume") from error
         series = json.loads((out / SERIES).read_text())["config"]
@@ -296,8 +382,11 @@ def run_pretrain(plan: PretrainPlan) -> pd.DataFrame:
         same_tokens = previous.get("config", {}).get("eval") == config["eval"] and metrics.is_file()
         stored = pd.read_parquet(metrics) if same_tokens else None
         revisions = list_revisions(out)
-        manifest.update(config=config, eval=evaluation,
-                        revisions=[{"name": r.name, "step": r.step, "tokens": r.tokens} for r in revisions])
+        manifest.update(
+            config=config,
+            eval=evaluation,
+            revisions=[{"name": r.name, "step": r.step, "tokens": r.tokens} for r in revisions],
+        )
         store.write_json(out / store.MANIFEST, manifest)
         frames = [stored[stored.checkpoint == r.name] for r in revisions] if stored is not None else []
         frames = [f for f in frames if len(f)]
@@ -325,7 +414,8 @@ def command(args: argparse.Namespace) -> int:
         raise RunFailure(str(error)) from error
     if not plan.quiet:
         print(f"{len(table)} checkpoint(s) in {plan.out}; eval text {plan.out / HELDOUT}")
-        frame = pd.DataFrame({"checkpoint": table.checkpoint, "tokens": table.pretrain_time.map(human_tokens),
-                              "perplexity": table.value})
+        frame = pd.DataFrame(
+            {"checkpoint": table.checkpoint, "tokens": table.pretrain_time.map(human_tokens), "perplexity": table.value}
+        )
         print(frame.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     return 0

@@ -14,22 +14,55 @@ SIGMA = 32**-0.5
 BASE = TheoryConfig(init_std=SIGMA, n_t=81)
 
 PRESETS: dict[str, TheoryConfig] = {
-    "smoke": dataclasses.replace(BASE, d_in=8, h=8, d_out=8, rank=8, n_t=25, t_max=300.0, grid=(("gamma", (0.3, 0.5)),)),
+    "smoke": dataclasses.replace(
+        BASE, d_in=8, h=8, d_out=8, rank=8, n_t=25, t_max=300.0, grid=(("gamma", (0.3, 0.5)),)
+    ),
     "gaussian": dataclasses.replace(BASE, grid=(("gamma", (0.15, 0.2, 0.3, 0.4, 0.6)),)),
     "finetune": dataclasses.replace(BASE, grid=(("lr", (0.005, 0.01, 0.02, 0.04, 0.08)),)),
     "regularization": dataclasses.replace(BASE, lr=0.02, grid=(("reg", (0.0, 0.1, 0.3, 1.0, 3.0)),)),
     "tuned_lr": dataclasses.replace(
-        BASE, tuned_lr=True, steps=100, shrink_t_ref=10.0, shrink_power=1.0,
-        grid=(("lr_policy", ("fixed", "shrinking")), ("lr", (0.0025, 0.005, 0.01, 0.02, 0.04, 0.08)))),
-    "depth": dataclasses.replace(BASE, u0=1e-3, gamma=0.3, n_t=49, t_max=3e3, dt_max=0.1, n_draws=128, grid=(("depth", (1, 2, 3, 4)),)),
+        BASE,
+        tuned_lr=True,
+        steps=100,
+        shrink_t_ref=10.0,
+        shrink_power=1.0,
+        grid=(("lr_policy", ("fixed", "shrinking")), ("lr", (0.0025, 0.005, 0.01, 0.02, 0.04, 0.08))),
+    ),
+    "depth": dataclasses.replace(
+        BASE, u0=1e-3, gamma=0.3, n_t=49, t_max=3e3, dt_max=0.1, n_draws=128, grid=(("depth", (1, 2, 3, 4)),)
+    ),
     "misalignment": dataclasses.replace(
-        BASE, method="flow", d_in=32, h=32, d_out=32, rank=16, t_max=400.0, n_t=41, dt_max=0.05,
-        finetune_task="rotated", grid=(("theta", (0.0, 0.25, 0.5, 1.0, 1.5)),)),
+        BASE,
+        method="flow",
+        d_in=32,
+        h=32,
+        d_out=32,
+        rank=16,
+        t_max=400.0,
+        n_t=41,
+        dt_max=0.05,
+        finetune_task="rotated",
+        grid=(("theta", (0.0, 0.25, 0.5, 1.0, 1.5)),),
+    ),
     "schedule": dataclasses.replace(
-        BASE, method="series", init="gaussian", init_std=1e-3, noise_scale="absolute", noise_sigma=SIGMA,
-        d_in=16, h=16, d_out=16, rank=16, optimizer="sgd", pretrain_lr=0.1, batch_size=16, label_noise=0.1,
-        budgets=(50, 100, 200, 400, 800, 1600, 3200, 6400), lr=0.02,
-        grid=(("series_mode", ("separate", "single")), ("seed", (0, 1, 2)))),
+        BASE,
+        method="series",
+        init="gaussian",
+        init_std=1e-3,
+        noise_scale="absolute",
+        noise_sigma=SIGMA,
+        d_in=16,
+        h=16,
+        d_out=16,
+        rank=16,
+        optimizer="sgd",
+        pretrain_lr=0.1,
+        batch_size=16,
+        label_noise=0.1,
+        budgets=(50, 100, 200, 400, 800, 1600, 3200, 6400),
+        lr=0.02,
+        grid=(("series_mode", ("separate", "single")), ("seed", (0, 1, 2))),
+    ),
 }
 
 QUICK: dict[str, dict] = {

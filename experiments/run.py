@@ -79,8 +79,10 @@ def out_decision(out: Path, identity: dict) -> str:
     if status == "failed" or (status in ("running", "interrupted") and not store.stored_chunks(out)):
         return "replace"
     what = ", ".join(f"{key} {previous.get(key)!r}" for key in identity if key != "config")
-    raise UsageError(f"--out {out} holds a {status or 'unfinished'} run of another config ({what}); "
-                     "choose another --out or delete it")
+    raise UsageError(
+        f"--out {out} holds a {status or 'unfinished'} run of another config ({what}); "
+        "choose another --out or delete it"
+    )
 
 
 def clear_run(out: Path) -> None:
@@ -144,8 +146,12 @@ def versions() -> dict[str, str]:
 def git_commit() -> str | None:
     try:
         root = Path(__file__).resolve().parent.parent
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                              timeout=5, check=True).stdout.strip() or None
+        return (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5, check=True
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -163,8 +169,9 @@ def _device_mesh():
     return jax.sharding.Mesh(devices, ("cells",)), len(devices)
 
 
-def run_theory(cfg: TheoryConfig, preset: str, out: Path, quiet: bool = False,
-               only_chunks: list[int] | None = None) -> pd.DataFrame | None:
+def run_theory(
+    cfg: TheoryConfig, preset: str, out: Path, quiet: bool = False, only_chunks: list[int] | None = None
+) -> pd.DataFrame | None:
     """Run every (or only the listed) chunks of ``cfg`` into ``out``; finish the table when all are stored.
 
     Returns the final table, or None when chunks remain (a cluster job that ran only some of them).
@@ -184,11 +191,16 @@ def run_theory(cfg: TheoryConfig, preset: str, out: Path, quiet: bool = False,
 
     def fresh():
         return {
-            **jsonable(identity), "source": "theory", "versions": versions(),
-            "git_commit": git_commit(), "backend": jax.default_backend(),
+            **jsonable(identity),
+            "source": "theory",
+            "versions": versions(),
+            "git_commit": git_commit(),
+            "backend": jax.default_backend(),
             "devices": [str(d) for d in jax.devices()],
             "dtype": "float64" if jax.config.jax_enable_x64 else "float32",
-            "seeds": sorted({c.seed for c in cells(cfg)}), "started": now(), "status": "running",
+            "seeds": sorted({c.seed for c in cells(cfg)}),
+            "started": now(),
+            "status": "running",
         }
 
     manifest = begin_run(out, identity, fresh)

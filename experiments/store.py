@@ -20,15 +20,28 @@ import numpy as np
 import pandas as pd
 
 REQUIRED_COLUMNS = {
-    "source": "string", "setup": "string", "checkpoint": "string", "pretrain_time": "float64",
-    "modification": "string", "gamma": "float64", "lr": "float64", "steps": "float64", "reg": "float64",
-    "seed": "int64", "metric": "string", "value": "float64",
+    "source": "string",
+    "setup": "string",
+    "checkpoint": "string",
+    "pretrain_time": "float64",
+    "modification": "string",
+    "gamma": "float64",
+    "lr": "float64",
+    "steps": "float64",
+    "reg": "float64",
+    "seed": "int64",
+    "metric": "string",
+    "value": "float64",
 }
 # Columns some rows carry; ``load`` gives every one of them the same dtype and fill on every run, so
 # theory and LLM rows concatenate cleanly: "" = no lr policy applies (pre-training, noise rows).
 OPTIONAL_COLUMNS = {
-    "lr_policy": ("string", ""), "diverged": ("bool", False), "steps_done": ("float64", np.nan),
-    "mean_nll": ("float64", np.nan), "n_tokens": ("float64", np.nan), "train_steps": ("float64", np.nan),
+    "lr_policy": ("string", ""),
+    "diverged": ("bool", False),
+    "steps_done": ("float64", np.nan),
+    "mean_nll": ("float64", np.nan),
+    "n_tokens": ("float64", np.nan),
+    "train_steps": ("float64", np.nan),
 }
 SOURCES = ("theory", "llm")
 MODIFICATIONS = ("none", "gaussian", "finetune")
@@ -113,8 +126,9 @@ def read_manifest(run_dir: Path) -> dict:
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ValueError(f"{path} is not valid JSON ({error}); delete the run directory or choose another") from None
     if not isinstance(manifest, dict):
-        raise ValueError(f"{path} holds a JSON {type(manifest).__name__}, not an object; "
-                         "delete the run directory or choose another")
+        raise ValueError(
+            f"{path} holds a JSON {type(manifest).__name__}, not an object; delete the run directory or choose another"
+        )
     return manifest
 
 

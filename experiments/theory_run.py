@@ -41,7 +41,7 @@ def plan(cfg: TheoryConfig, n_devices: int = 1) -> list[Chunk]:
     chunks = []
     for members in groups.values():
         for start in range(0, len(members), size):
-            part = members[start:start + size]
+            part = members[start : start + size]
             chunks.append(Chunk(len(chunks), tuple(part + [part[-1]] * (size - len(part))), len(part)))
     return chunks
 
@@ -50,6 +50,11 @@ def static_part(cell: TheoryConfig) -> TheoryConfig:
     """The cell with its traced fields blanked: equal static parts share one compiled function."""
     blank = {name: type(getattr(cell, name))(1 if name in ("u0", "lr") else 0) for name in TRACED}
     return dataclasses.replace(cell, **blank, chunk_size=1)
+
+
+def _item(a, i: int):
+    """Cell ``i`` of a chunk's stacked output leaf."""
+    return a[i]
 
 
 def t_grid(cfg: TheoryConfig) -> np.ndarray:
@@ -105,9 +110,23 @@ def cell_curves(static: TheoryConfig, p: dict, T: np.ndarray) -> dict:
     key = jax.random.PRNGKey(p["seed"])
     if static.method == "closed_form":
         c = protocol.closed_form_curves(
-            s, b, p["u0"], T, gamma=p["gamma"], sigma1=sigmas[0], sigma2=sigmas[-1], d_in=static.d_in, h=static.h,
-            d_out=static.d_out, tau=(lr_T * static.steps)[:, None], lam=reg, depth=static.depth, key=key,
-            n_draws=static.n_draws, dt_max=static.dt_max)
+            s,
+            b,
+            p["u0"],
+            T,
+            gamma=p["gamma"],
+            sigma1=sigmas[0],
+            sigma2=sigmas[-1],
+            d_in=static.d_in,
+            h=static.h,
+            d_out=static.d_out,
+            tau=(lr_T * static.steps)[:, None],
+            lam=reg,
+            depth=static.depth,
+            key=key,
+            n_draws=static.n_draws,
+            dt_max=static.dt_max,
+        )
         return {"curves": c, "lr": lr_T}
     task = tasks.teacher(jax.random.PRNGKey(static.task_seed), s, static.d_out, static.d_in)
     task_key = jax.random.fold_in(jax.random.PRNGKey(static.task_seed), 7)
@@ -126,14 +145,32 @@ def cell_curves(static: TheoryConfig, p: dict, T: np.ndarray) -> dict:
         Ws_T = simulate.gradient_flow(lambda W: network.task_loss(W, task.matrix), Ws0, T, static.dt_max)
     else:
         objective = simulate.minibatch_objective(task.matrix, static.batch_size, static.label_noise)
-        Ws_T = simulate.budget_series(objective, Ws0, static.budgets, static.series_mode, static.optimizer,
-                                      static.pretrain_lr, static.schedule, key=jax.random.fold_in(key, 2))
-    c = protocol.simulated_curves(Ws_T, task.matrix, B, gamma=p["gamma"], sigmas=sigmas, lr=lr_T,
-                                  steps=static.steps, lam=reg, key=jax.random.fold_in(key, 3), n_draws=static.n_draws)
+        Ws_T = simulate.budget_series(
+            objective,
+            Ws0,
+            static.budgets,
+            static.series_mode,
+            static.optimizer,
+            static.pretrain_lr,
+            static.schedule,
+            key=jax.random.fold_in(key, 2),
+        )
+    c = protocol.simulated_curves(
+        Ws_T,
+        task.matrix,
+        B,
+        gamma=p["gamma"],
+        sigmas=sigmas,
+        lr=lr_T,
+        steps=static.steps,
+        lam=reg,
+        key=jax.random.fold_in(key, 3),
+        n_draws=static.n_draws,
+    )
     return {"curves": c, "lr": lr_T}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _compiled(static: TheoryConfig, traced: tuple[str, ...]):
     T = t_grid(static)  # concrete, outside the trace
 
@@ -149,14 +186,18 @@ def run_chunk(chunk: Chunk, setup: str, grid_fields: tuple[str, ...], mesh=None)
     # Chunks never mix lam = 0 with lam > 0 (see ``plan``); lam = 0 stays a Python zero.
     traced = tuple(n for n in TRACED if n != "reg" or chunk.cells[0].reg != 0)
     dtype = jnp.result_type(float)
-    values = tuple(jnp.asarray([getattr(c, n) for c in chunk.cells], jnp.int32 if n == "seed" else dtype) for n in traced)
+    values = tuple(
+        jnp.asarray([getattr(c, n) for c in chunk.cells], jnp.int32 if n == "seed" else dtype) for n in traced
+    )
     if mesh is not None:
         sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("cells"))
         values = tuple(jax.device_put(v, sharding) for v in values)
     out = jax.device_get(_compiled(static, traced)(values))
     T = t_grid(static)
-    frames = [_rows(cell, setup, T, jax.tree.map(lambda a: a[i], out), grid_fields)
-              for i, cell in enumerate(chunk.cells[: chunk.n_real])]
+    frames = [
+        _rows(cell, setup, T, jax.tree.map(functools.partial(_item, i=i), out), grid_fields)
+        for i, cell in enumerate(chunk.cells[: chunk.n_real])
+    ]
     return pd.concat(frames, ignore_index=True)
 
 
@@ -167,22 +208,40 @@ def _rows(cell: TheoryConfig, setup: str, T: np.ndarray, out: dict, grid_fields)
     blocks = []
     for (modification, metric), y in curves.by_modification().items():
         is_ft = modification == "finetune"
-        blocks.append(pd.DataFrame({
-            "checkpoint": [f"T={t:.6g}" for t in T], "pretrain_time": T, "modification": modification,
-            "gamma": cell.gamma if modification == "gaussian" else np.nan,
-            "lr": lr_T if is_ft else np.nan, "steps": float(cell.steps) if is_ft else np.nan,
-            "reg": cell.reg if is_ft else np.nan, "metric": metric, "value": np.asarray(y, float),
-            "lr_policy": cell.lr_policy if is_ft else "",
-        }))
+        blocks.append(
+            pd.DataFrame(
+                {
+                    "checkpoint": [f"T={t:.6g}" for t in T],
+                    "pretrain_time": T,
+                    "modification": modification,
+                    "gamma": cell.gamma if modification == "gaussian" else np.nan,
+                    "lr": lr_T if is_ft else np.nan,
+                    "steps": float(cell.steps) if is_ft else np.nan,
+                    "reg": cell.reg if is_ft else np.nan,
+                    "metric": metric,
+                    "value": np.asarray(y, float),
+                    "lr_policy": cell.lr_policy if is_ft else "",
+                }
+            )
+        )
     for modification, y in (("gaussian", curves.perturbed_pretrain_loss), ("finetune", curves.finetuned_pretrain_loss)):
         is_ft = modification == "finetune"
-        blocks.append(pd.DataFrame({
-            "checkpoint": ["inflection"], "pretrain_time": [np.nan], "modification": [modification],
-            "gamma": [cell.gamma if not is_ft else np.nan], "lr": [cell.lr if is_ft else np.nan],
-            "steps": [float(cell.steps) if is_ft else np.nan], "reg": [cell.reg if is_ft else np.nan],
-            "metric": ["inflection"], "value": [float(measure.inflection(T, np.asarray(y)))],
-            "lr_policy": [cell.lr_policy if is_ft else ""],
-        }))
+        blocks.append(
+            pd.DataFrame(
+                {
+                    "checkpoint": ["inflection"],
+                    "pretrain_time": [np.nan],
+                    "modification": [modification],
+                    "gamma": [cell.gamma if not is_ft else np.nan],
+                    "lr": [cell.lr if is_ft else np.nan],
+                    "steps": [float(cell.steps) if is_ft else np.nan],
+                    "reg": [cell.reg if is_ft else np.nan],
+                    "metric": ["inflection"],
+                    "value": [float(measure.inflection(T, np.asarray(y)))],
+                    "lr_policy": [cell.lr_policy if is_ft else ""],
+                }
+            )
+        )
     frame = pd.concat(blocks, ignore_index=True)
     frame.insert(0, "source", "theory")
     frame.insert(1, "setup", setup)

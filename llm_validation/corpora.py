@@ -81,9 +81,7 @@ def corpus_source(name: str, language: SyntheticLanguage | None = None) -> dict:
     raise ValueError(f"corpus={name!r} is unknown; allowed: {', '.join(CORPORA)}")
 
 
-def split_documents(
-    documents: dict[str, str], heldout_fraction: float, max_chars: int | None = None
-) -> CorpusSplit:
+def split_documents(documents: dict[str, str], heldout_fraction: float, max_chars: int | None = None) -> CorpusSplit:
     """Hold out the ``round(f * n)`` documents (at least one) of smallest ``sha256(name)``.
 
     Identical texts count as one document (the first name in sorted order), so a file copied
@@ -102,9 +100,7 @@ def split_documents(
 def decontaminate(heldout: list[str], train: list[str], min_chars: int = DECONTAMINATE_CHARS) -> list[str]:
     """``heldout`` without its lines of >= ``min_chars`` characters (stripped) that occur in ``train``."""
     seen = {s for text in train for line in text.splitlines() if len(s := line.strip()) >= min_chars}
-    return [
-        "".join(line for line in text.splitlines(keepends=True) if line.strip() not in seen) for text in heldout
-    ]
+    return ["".join(line for line in text.splitlines(keepends=True) if line.strip() not in seen) for text in heldout]
 
 
 def _take_chars(texts: Iterable[str], max_chars: int | None) -> list[str]:

@@ -63,8 +63,9 @@ def read_texts(path: str | os.PathLike) -> list[str]:
     try:
         content = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
-        raise ValueError(f"eval file {path} is not UTF-8 text (byte {error.start}); "
-                         "give a .txt or .jsonl file") from None
+        raise ValueError(
+            f"eval file {path} is not UTF-8 text (byte {error.start}); give a .txt or .jsonl file"
+        ) from None
     if path.suffix == ".jsonl":
         lines = [line for line in content.splitlines() if line.strip()]
         try:

@@ -73,7 +73,9 @@ def _chunks(numel: int):
         yield index, start, min(start + NOISE_CHUNK, numel)
 
 
-def gaussian_noise(seed: int, name: str, shape: torch.Size | tuple[int, ...], device: str | torch.device = "cpu") -> torch.Tensor:
+def gaussian_noise(
+    seed: int, name: str, shape: torch.Size | tuple[int, ...], device: str | torch.device = "cpu"
+) -> torch.Tensor:
     """eps ~ N(0, I) in float32, a pure function of (seed, name, shape) on a given device type.
 
     The flattened tensor is cut into chunks of ``NOISE_CHUNK`` elements, each from its own generator

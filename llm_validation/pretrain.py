@@ -182,7 +182,9 @@ def _claim_series(out_dir: Path, config: PretrainConfig) -> None:
         free = {"budgets"} if config.mode == stored.get("mode") == "separate" else set()
         changed = sorted(key for key in record if key not in free and stored.get(key) != record[key])
         if changed:
-            raise ValueError(f"out_dir={str(out_dir)!r} holds a series with other {', '.join(changed)}; use a new folder")
+            raise ValueError(
+                f"out_dir={str(out_dir)!r} holds a series with other {', '.join(changed)}; use a new folder"
+            )
         if set(record["budgets"]) <= set(stored["budgets"]):
             return
         record["budgets"] = sorted(set(stored["budgets"]) | set(record["budgets"]))
@@ -224,7 +226,9 @@ def _train(
     The resume state needs no scheduler: the learning rate is a function of the step.
     """
     model = build_model(olmo_config(config.preset, vocab_size=config.model_vocab_size), config.seed).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
+    )
     schedule = dict(peak=config.lr, warmup_steps=warmup_steps(config, total_steps), total_steps=total_steps)
     resume_path = out_dir / f".resume-{name}.pt"
     step, losses = 0, []

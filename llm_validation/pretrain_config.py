@@ -55,7 +55,8 @@ class PretrainConfig:
             raise ValueError(f"batch_size={self.batch_size} must be >= 1")
         if not self.lr > 0 or not 0 <= self.warmup_fraction < 1 or not self.grad_clip > 0:
             raise ValueError(
-                f"lr={self.lr}, grad_clip={self.grad_clip} must be > 0 and warmup_fraction={self.warmup_fraction} in [0, 1)"
+                f"lr={self.lr}, grad_clip={self.grad_clip} must be > 0 and "
+                f"warmup_fraction={self.warmup_fraction} in [0, 1)"
             )
         if self.model_vocab_size < MIN_VOCAB:
             raise ValueError(f"vocab_size={self.model_vocab_size} (preset {self.preset!r}) must be >= {MIN_VOCAB}")
@@ -104,7 +105,9 @@ def _check_budgets(budgets: Iterable, tokens_per_step: int) -> tuple[int, ...]:
         if isinstance(budget, bool) or not float(budget).is_integer() or budget <= 0:
             raise ValueError(f"budget={budget!r} must be a positive whole number of tokens")
         if budget_steps(int(budget), tokens_per_step) < 1:
-            raise ValueError(f"budget={budget} is less than half a step of {tokens_per_step} tokens (batch_size x seq_len)")
+            raise ValueError(
+                f"budget={budget} is less than half a step of {tokens_per_step} tokens (batch_size x seq_len)"
+            )
         checked.append(int(budget))
     if not checked:
         raise ValueError("budgets=() is empty; give at least one token budget")

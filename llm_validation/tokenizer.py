@@ -22,7 +22,9 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedToke
     characters, so held-out text never meets an unknown token.
     """
     if vocab_size < 258:
-        raise ValueError(f"vocab_size={vocab_size} is too small; a byte-level BPE needs >= 258 (256 bytes + 2 specials)")
+        raise ValueError(
+            f"vocab_size={vocab_size} is too small; a byte-level BPE needs >= 258 (256 bytes + 2 specials)"
+        )
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()

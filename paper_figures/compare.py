@@ -138,8 +138,16 @@ def t_star_panel(ax, entry: dict, colours: dict) -> None:
             _point(ax, m * shift, held[m]["predicted"], "s", colour, drawn, bounds, hollow=True)
         t_lin = linear[m]["t_star_predicted"]
         if t_lin is not None and bounds[0] < t_lin < bounds[1]:
-            ax.plot([m], [t_lin], "^", ms=4, mfc="white" if linear[m]["fitted_on"] else colour, mec=colour,
-                    mew=0.8, zorder=4)
+            ax.plot(
+                [m],
+                [t_lin],
+                "^",
+                ms=4,
+                mfc="white" if linear[m]["fitted_on"] else colour,
+                mec=colour,
+                mew=0.8,
+                zorder=4,
+            )
             drawn.append(t_lin)
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -168,12 +176,27 @@ def _point(ax, x, stat: dict, marker: str, colour, drawn: list, bounds, hollow: 
         return
     yerr = None
     if interval is not None:
-        lo, hi = (bounds[0] if interval[0] is None else max(interval[0], bounds[0]),
-                  bounds[1] if interval[1] is None else min(interval[1], bounds[1]))
+        lo, hi = (
+            bounds[0] if interval[0] is None else max(interval[0], bounds[0]),
+            bounds[1] if interval[1] is None else min(interval[1], bounds[1]),
+        )
         yerr = [[max(value - lo, 0.0)], [max(hi - value, 0.0)]]
         drawn += [lo, hi]
-    ax.errorbar([x], [value], yerr=yerr, marker=marker, ms=4, color=colour, mfc="white" if hollow else colour,
-                mec=colour if hollow else "black", mew=0.7, capsize=1.5, elinewidth=0.7, ls="none", zorder=4)
+    ax.errorbar(
+        [x],
+        [value],
+        yerr=yerr,
+        marker=marker,
+        ms=4,
+        color=colour,
+        mfc="white" if hollow else colour,
+        mec=colour if hollow else "black",
+        mew=0.7,
+        capsize=1.5,
+        elinewidth=0.7,
+        ls="none",
+        zorder=4,
+    )
     drawn.append(value)
 
 
@@ -183,18 +206,35 @@ def _handles(entry: dict) -> list:
     handles = [
         Line2D([], [], color="0.3", marker="o", ms=MEASURED["ms"], ls="none", label="measured: mean $\\pm$ s.e."),
         Line2D([], [], color="0.3", **FIT, label="power-law fit, all sizes"),
-        Line2D([], [], color="0.3", **LINEAR, label="linear model (base fit;\nreference on "
-                                                    f"{_size_label(entry)(lin['reference']['size'])})"),
+        Line2D(
+            [],
+            [],
+            color="0.3",
+            **LINEAR,
+            label=f"linear model (base fit;\nreference on {_size_label(entry)(lin['reference']['size'])})",
+        ),
         Line2D([], [], color="black", lw=0, marker="o", ms=4, mfc="0.6", mec="black", label="observed $T^*$"),
         Line2D([], [], color="0.45", lw=1.0, label=r"closed-form $T^*(m)$, all sizes"),
-        Line2D([], [], color="black", lw=0, marker="^", ms=4, mfc="0.6", mec="0.3",
-               label="linear-model $T^*$\n(hollow: fitted size)"),
+        Line2D(
+            [],
+            [],
+            color="black",
+            lw=0,
+            marker="^",
+            ms=4,
+            mfc="0.6",
+            mec="0.3",
+            label="linear-model $T^*$\n(hollow: fitted size)",
+        ),
     ]
     if "per_size" in held:
-        handles.insert(5, Line2D([], [], color="black", lw=0, marker="s", ms=4, mfc="white", mec="0.3",
-                                 label="held-out prediction"))
-    handles.append(Line2D([], [], color=OUTSIDE["color"], lw=5, alpha=0.3,
-                          label="outside the fit window\n(or the measured range)"))
+        handles.insert(
+            5,
+            Line2D([], [], color="black", lw=0, marker="s", ms=4, mfc="white", mec="0.3", label="held-out prediction"),
+        )
+    handles.append(
+        Line2D([], [], color=OUTSIDE["color"], lw=5, alpha=0.3, label="outside the fit window\n(or the measured range)")
+    )
     return handles
 
 
@@ -239,8 +279,7 @@ def draw(entry: dict, out_dir: Path, name: str) -> list[Path]:
         style.title(ax_c, "c", r"Inflection $T^*$", r"theory: falls as $m$ grows")
         sizes = [Line2D([], [], color=BASE_COLOUR, label="base (unmodified)")]
         sizes += [Line2D([], [], color=colour, label=label(m)) for m, colour in colours.items()]
-        fig.legend(handles=sizes, title=entry["name"] + _unobserved(entry), loc="outside right upper",
-                   alignment="left")
+        fig.legend(handles=sizes, title=entry["name"] + _unobserved(entry), loc="outside right upper", alignment="left")
         fig.legend(handles=_handles(entry), title=_notes(entry), loc="outside lower center", ncols=4)
         return style.save(fig, out_dir, name)
 
@@ -253,10 +292,18 @@ def draw_anchors(entries: list[dict], out_dir: Path, name: str = "compare_olmo_a
     with style.panels(1, width=style.WIDTH * 0.62) as (fig, (ax,)):
         ax.axvspan(a["onset_tokens"], 4e12, color="tab:red", alpha=0.08, lw=0, label="onset of degradation (> ~2.5T)")
         low, high = a["late_worse_percent"]
-        ax.errorbar([a["reference_tokens"], a["late_tokens"]], [0.0, (low + high) / 2],
-                    yerr=[[0, (high - low) / 2]] * 2,
-                    marker="D", ms=4, color="tab:red", capsize=2, lw=1.0, ls="none",
-                    label="OLMo-1B after instruction tuning\n(published)")
+        ax.errorbar(
+            [a["reference_tokens"], a["late_tokens"]],
+            [0.0, (low + high) / 2],
+            yerr=[[0, (high - low) / 2]] * 2,
+            marker="D",
+            ms=4,
+            color="tab:red",
+            capsize=2,
+            lw=1.0,
+            ls="none",
+            label="OLMo-1B after instruction tuning\n(published)",
+        )
         shown = []
         for entry in entries:
             T = np.asarray(entry["observed"]["T"])
@@ -266,15 +313,26 @@ def draw_anchors(entries: list[dict], out_dir: Path, name: str = "compare_olmo_a
             colours = style.ordered_colours(entry["sizes"])
             for series in entry["observed"]["modified"]:
                 mean = _array(series["mean"])
-                ax.plot(T, 100 * np.expm1(mean - mean[ref]), "o-", ms=2.5, lw=0.9, color=colours[series["size"]],
-                        label=f"{entry['name']}, {_size_label(entry)(series['size'])}")
+                ax.plot(
+                    T,
+                    100 * np.expm1(mean - mean[ref]),
+                    "o-",
+                    ms=2.5,
+                    lw=0.9,
+                    color=colours[series["size"]],
+                    label=f"{entry['name']}, {_size_label(entry)(series['size'])}",
+                )
             shown.append(entry["name"])
         ax.axhline(0.0, color="0.3", lw=0.6)
         llm_perturb.tokens_axis(ax, "change vs the 2.3T checkpoint (%)\n(perplexity for measured runs)")
         ax.set_xlim(1.5e12, 4e12)
         ends = [max(e["observed"]["T"]) for e in entries if e["source"] == "llm"]
-        note = "" if shown else "\nno OLMo-scale run among the fits" + (
-            f"\n(the LLM runs here end at {human_tokens(max(ends))} tokens)" if ends else "")
+        note = (
+            ""
+            if shown
+            else "\nno OLMo-scale run among the fits"
+            + (f"\n(the LLM runs here end at {human_tokens(max(ends))} tokens)" if ends else "")
+        )
         style.title(ax, "a", "OLMo-1B anchors (Springer et al. 2025)", "context for OLMo-scale runs" + note)
         style.legend(fig)
         return style.save(fig, out_dir, name)

@@ -22,8 +22,10 @@ from paper_figures import llm_perturb, style
 from paper_figures.tuned_lr import TUNED
 
 DIVERGED = dict(marker="x", ms=4.0, mew=1.0, ls="none", clip_on=False, zorder=5)
-METRICS = {"perplexity": "held-out pre-training perplexity\nafter fine-tuning",
-           "finetune_loss": "held-out in-task loss\nafter fine-tuning"}
+METRICS = {
+    "perplexity": "held-out pre-training perplexity\nafter fine-tuning",
+    "finetune_loss": "held-out in-task loss\nafter fine-tuning",
+}
 BASE_LABEL = "base checkpoint\n(before fine-tuning)"
 
 
@@ -40,8 +42,7 @@ def mark_diverged(ax, rows: pd.DataFrame, colour, level: int) -> bool:
     was drawn."""
     T = rows.pretrain_time[diverged(rows)].to_numpy(float)
     if T.size:
-        ax.plot(T, np.full(T.size, 0.97 - 0.045 * level), color=colour, transform=ax.get_xaxis_transform(),
-                **DIVERGED)
+        ax.plot(T, np.full(T.size, 0.97 - 0.045 * level), color=colour, transform=ax.get_xaxis_transform(), **DIVERGED)
     return bool(T.size)
 
 
@@ -52,8 +53,9 @@ def panel(ax, frame: pd.DataFrame, metric: str, colours: dict, marks: bool) -> b
     fixed = style.family(fixed_rows, "lr")
     style.plot_family(ax, fixed, colours, lambda v: f"fixed lr = {v:g}", marker="o", ms=2.5, lw=1.0)
     if marks:
-        llm_perturb.mark_stored(ax, fixed, llm_perturb.stored_t_star(frame, "finetune", "lr", lr_policy="fixed"),
-                                colours)
+        llm_perturb.mark_stored(
+            ax, fixed, llm_perturb.stored_t_star(frame, "finetune", "lr", lr_policy="fixed"), colours
+        )
     level = 0  # curves with diverged runs so far
     for lr, rows in fixed_rows.groupby(style.keys(fixed_rows, "lr"), sort=True):
         level += mark_diverged(ax, rows, colours[lr], level)
@@ -64,9 +66,12 @@ def panel(ax, frame: pd.DataFrame, metric: str, colours: dict, marks: bool) -> b
         ax.plot(*tuned, label="lr tuned per checkpoint\n(best in-task loss)", **TUNED)
         level += mark_diverged(ax, tuned_rows, "black", level)
         if marks:
-            llm_perturb.mark_stored(ax, {"tuned": tuned},
-                                    llm_perturb.stored_t_star(frame, "finetune", "lr_policy", lr_policy="tuned"),
-                                    {"tuned": "black"})
+            llm_perturb.mark_stored(
+                ax,
+                {"tuned": tuned},
+                llm_perturb.stored_t_star(frame, "finetune", "lr_policy", lr_policy="tuned"),
+                {"tuned": "black"},
+            )
     base_rows = style.curve_rows(frame, "none", metric)
     if not base_rows.empty:
         drawn["base"] = base = style.curve(base_rows)
@@ -103,8 +108,9 @@ def draw(frame: pd.DataFrame, out_dir: Path, name: str = "llm_finetune") -> list
     has_t_star = bool(np.isfinite(style.inflection_rows(frame, "finetune", metric="inflection").value).any())
     with style.panels(2) as (fig, (ax_a, ax_b)):
         any_diverged = panel(ax_a, frame, "perplexity", colours, marks=True)
-        style.title(ax_a, "a", "Pre-training perplexity after fine-tuning",
-                    r"theory: U-shaped, $T^*$ earlier for larger lr")
+        style.title(
+            ax_a, "a", "Pre-training perplexity after fine-tuning", r"theory: U-shaped, $T^*$ earlier for larger lr"
+        )
         any_diverged |= panel(ax_b, frame, "finetune_loss", colours, marks=False)
         style.title(ax_b, "b", "In-task loss after fine-tuning", "theory: lower for larger lr")
         extra = [style.inflection_handle()] * has_t_star + [diverged_handle()] * any_diverged

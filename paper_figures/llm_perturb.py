@@ -82,8 +82,15 @@ def seed_family(rows: pd.DataFrame, by: str) -> dict:
 def plot_errorbars(ax, stats: dict, colours: dict, label=None) -> dict:
     """Mean with s.e. bars per entry of ``stats``; returns {value: (tokens, mean)} for T* and y limits."""
     for value, (T, mean, se) in stats.items():
-        ax.errorbar(T, mean, yerr=np.nan_to_num(se), color=colours[value], label=label(value) if label else None,
-                    zorder=3, **ERRORBAR)
+        ax.errorbar(
+            T,
+            mean,
+            yerr=np.nan_to_num(se),
+            color=colours[value],
+            label=label(value) if label else None,
+            zorder=3,
+            **ERRORBAR,
+        )
     return {value: (T, mean) for value, (T, mean, _) in stats.items()}
 
 
@@ -164,10 +171,10 @@ def draw(frame: pd.DataFrame, out_dir: Path, name: str = "llm_perturb") -> list[
         change_panel(ax_a, frame, colours)
         style.title(ax_a, "a", "Perplexity increase under noise", "theory: grows with tokens")
         perturbed_panel(ax_b, frame, colours)
-        style.title(ax_b, "b", "Perturbed perplexity",
-                    r"theory: U-shaped, $T^*$ earlier for larger $\gamma$")
+        style.title(ax_b, "b", "Perturbed perplexity", r"theory: U-shaped, $T^*$ earlier for larger $\gamma$")
         spread = f"mean $\\pm$ s.e. over {draws} draws" if draws > 1 else "one draw (no error bars)"
         what = f"Gaussian noise of size $\\gamma$\n{spread}"
-        style.legend(fig, title=legend_title(setup, what, left_out),
-                     extra=[style.inflection_handle()] if has_t_star else [])
+        style.legend(
+            fig, title=legend_title(setup, what, left_out), extra=[style.inflection_handle()] if has_t_star else []
+        )
         return style.save(fig, out_dir, name)

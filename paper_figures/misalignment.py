@@ -12,5 +12,11 @@ from paper_figures import finetune
 
 def draw(frame: pd.DataFrame, out_dir: Path, name: str = "misalignment") -> list[Path]:
     """Fine-tuning with B rotated by theta: L_A and L_B after fine-tuning vs T per value, stored T* marked."""
-    return finetune.sweep_figure(frame, out_dir, name, "theta", r"U-shaped; the late rise fades as $\theta$ grows",
-                                 r"per principal angle $\theta$ of B to A")
+    return finetune.sweep_figure(
+        frame,
+        out_dir,
+        name,
+        "theta",
+        r"U-shaped; the late rise fades as $\theta$ grows",
+        r"per principal angle $\theta$ of B to A",
+    )

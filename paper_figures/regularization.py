@@ -11,6 +11,13 @@ from paper_figures import finetune
 
 
 def draw(frame: pd.DataFrame, out_dir: Path, name: str = "regularization") -> list[Path]:
-    """Fine-tuning with an L2 pull lambda toward W(T): L_A and L_B after fine-tuning vs T per value, stored T* marked."""
-    return finetune.sweep_figure(frame, out_dir, name, "reg", r"L2 pull to $W(T)$: $T^*$ later for larger $\lambda$",
-                                 r"raised by larger $\lambda$")
+    """Fine-tuning with an L2 pull lambda toward W(T): L_A and L_B after fine-tuning vs T per value,
+    stored T* marked."""
+    return finetune.sweep_figure(
+        frame,
+        out_dir,
+        name,
+        "reg",
+        r"L2 pull to $W(T)$: $T^*$ later for larger $\lambda$",
+        r"raised by larger $\lambda$",
+    )

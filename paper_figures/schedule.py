@@ -12,8 +12,10 @@ import pandas as pd
 
 from paper_figures import style
 
-MODES = {"separate": ("separate runs (annealed checkpoints)", "#3b528b"),
-         "single": ("single run (un-annealed checkpoints)", "#5ec962")}
+MODES = {
+    "separate": ("separate runs (annealed checkpoints)", "#3b528b"),
+    "single": ("single run (un-annealed checkpoints)", "#5ec962"),
+}
 
 
 def seed_band(rows: pd.DataFrame) -> tuple[np.ndarray, ...]:
@@ -54,6 +56,7 @@ def draw(frame: pd.DataFrame, out_dir: Path, name: str = "schedule") -> list[Pat
         style.title(ax_b, "b", "Perturbed pre-training loss", "Gaussian noise, one size at every T")
         band_panel(ax_c, frame, "finetune", r"$L_A$ after fine-tuning")
         style.title(ax_c, "c", r"$L_A$ after fine-tuning", "U-shaped in both series")
-        style.legend(fig, title=f"mean over {n_seeds} seeds, band = min..max", below=True,
-                     extra=[style.inflection_handle()])
+        style.legend(
+            fig, title=f"mean over {n_seeds} seeds, band = min..max", below=True, extra=[style.inflection_handle()]
+        )
         return style.save(fig, out_dir, name)

@@ -25,10 +25,21 @@ DPI = 200
 TIME_LABEL = "pre-training time T (flow time)"
 CLEAN = dict(color="0.3", lw=1.0, zorder=1)
 RC = {
-    "font.size": 7.5, "axes.titlesize": 7.5, "axes.labelsize": 7.5, "xtick.labelsize": 6.5,
-    "ytick.labelsize": 6.5, "legend.fontsize": 6.5, "legend.title_fontsize": 6.5, "lines.linewidth": 1.3,
-    "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.25,
-    "grid.linewidth": 0.5, "legend.frameon": False, "pdf.fonttype": 42,
+    "font.size": 7.5,
+    "axes.titlesize": 7.5,
+    "axes.labelsize": 7.5,
+    "xtick.labelsize": 6.5,
+    "ytick.labelsize": 6.5,
+    "legend.fontsize": 6.5,
+    "legend.title_fontsize": 6.5,
+    "lines.linewidth": 1.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.25,
+    "grid.linewidth": 0.5,
+    "legend.frameon": False,
+    "pdf.fonttype": 42,
 }
 SYMBOLS = {"gamma": r"$\gamma$", "reg": r"$\lambda$", "theta": r"$\theta$"}
 LOG_SPAN = 20.0  # max/min above which a panel's y axis goes logarithmic
@@ -120,8 +131,11 @@ def curve(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """(T, y) of one curve, sorted by T. Raises if it holds two rows at one T: the selection then mixes
     curves (another swept column, or several seeds) and drawing it would mislead."""
     if rows.pretrain_time.duplicated().any():
-        mixed = [c for c in rows.columns if c not in ("value", "checkpoint", "pretrain_time")
-                 and rows[c].nunique(dropna=False) > 1]
+        mixed = [
+            c
+            for c in rows.columns
+            if c not in ("value", "checkpoint", "pretrain_time") and rows[c].nunique(dropna=False) > 1
+        ]
         raise ValueError(f"a curve holds several rows per T; its rows differ in {mixed}")
     rows = rows.sort_values("pretrain_time")
     return rows.pretrain_time.to_numpy(float), rows.value.to_numpy(float)
@@ -146,8 +160,9 @@ def mark_inflection(ax, T: np.ndarray, y: np.ndarray, t_star: float, colour) -> 
     ax.plot([t_star], [y_star], "o", ms=4.5, mfc=colour, mec="black", mew=0.6, zorder=4)
 
 
-def plot_family(ax, curves: dict, colours: dict, label: Callable[[object], str] | None = None,
-                t_star: dict | None = None, **line) -> None:
+def plot_family(
+    ax, curves: dict, colours: dict, label: Callable[[object], str] | None = None, t_star: dict | None = None, **line
+) -> None:
     """One line per entry of ``curves`` in its colour; T* marked where ``t_star`` gives one."""
     for value, (T, y) in curves.items():
         ax.plot(T, y, color=colours[value], label=label(value) if label else None, **{"zorder": 3, **line})
@@ -171,8 +186,19 @@ def plot_clean(ax, frame: pd.DataFrame, metric: str, by: str, colours: dict) -> 
 
 
 def inflection_handle() -> Line2D:
-    return Line2D([], [], color="black", lw=0.7, ls=":", marker="o", ms=4.5, mfc="white", mec="black", mew=0.6,
-                  label=r"stored $T^*$ (minimum)")
+    return Line2D(
+        [],
+        [],
+        color="black",
+        lw=0.7,
+        ls=":",
+        marker="o",
+        ms=4.5,
+        mfc="white",
+        mec="black",
+        mew=0.6,
+        label=r"stored $T^*$ (minimum)",
+    )
 
 
 def legend(fig: Figure, title: str | None = None, extra: Sequence = (), below: bool = False) -> None:

@@ -39,10 +39,17 @@ def policy_panel(ax, frame: pd.DataFrame, metric: str, colours: dict) -> dict:
     marks = metric == "pretrain_loss"
     fixed = style.family(style.curve_rows(frame, "finetune", metric, lr_policy="fixed"), "lr")
     shrinking = shrinking_family(frame, metric)
-    style.plot_family(ax, fixed, colours, lambda v: f"fixed lr = {v:g}", stored(frame, "fixed") if marks else None,
-                      lw=0.9)
-    style.plot_family(ax, shrinking, colours, lambda v: f"shrinking, lr$_0$ = {v:g}",
-                      stored(frame, "shrinking") if marks else None, ls="--")
+    style.plot_family(
+        ax, fixed, colours, lambda v: f"fixed lr = {v:g}", stored(frame, "fixed") if marks else None, lw=0.9
+    )
+    style.plot_family(
+        ax,
+        shrinking,
+        colours,
+        lambda v: f"shrinking, lr$_0$ = {v:g}",
+        stored(frame, "shrinking") if marks else None,
+        ls="--",
+    )
     drawn = {**{("fixed", k): c for k, c in fixed.items()}, **{("shrinking", k): c for k, c in shrinking.items()}}
     tuned_rows = style.curve_rows(frame, "finetune", metric, lr_policy="tuned")
     if not tuned_rows.empty:

@@ -9,7 +9,6 @@ L2 pull toward a reference have no closed form; ``mode_flow`` integrates their s
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
 from theory import _checks

@@ -62,8 +62,8 @@ def inflection(T, values, rtol: float = 1e-4) -> jax.Array:
     """T* = argmin over the grid of ``values``(T), refined by the vertex of a parabola through the
     minimum and its two neighbours in log T; NaN ("none in range") when the minimum is at an end of
     the grid, or when the curve does not rise after it by more than ``rtol`` times the minimum (a
-    curve that only levels off, up to rounding or Monte-Carlo noise, has no inflection). Works on the last axis, so a batch of curves
-    gives a batch of T*.
+    curve that only levels off, up to rounding or Monte-Carlo noise, has no inflection). Works on the
+    last axis, so a batch of curves gives a batch of T*.
     """
     T = jnp.asarray(T)
     values = jnp.asarray(values)
@@ -76,7 +76,10 @@ def inflection(T, values, rtol: float = 1e-4) -> jax.Array:
     finite = jnp.where(jnp.isfinite(values), values, jnp.inf)
     i = jnp.argmin(finite, axis=-1)
     j = jnp.clip(i, 1, T.shape[0] - 2)
-    take = lambda a, k: jnp.take_along_axis(a, k[..., None], axis=-1)[..., 0]
+
+    def take(a, k):
+        return jnp.take_along_axis(a, k[..., None], axis=-1)[..., 0]
+
     y0, y1, y2 = take(values, j - 1), take(values, j), take(values, j + 1)
     x0, x1, x2 = x[j - 1], x[j], x[j + 1]
     # Vertex of the parabola through three points (unequal spacing allowed).

@@ -40,8 +40,11 @@ def excess_from_norms(norm1_sq, norm2_sq, gamma, sigma1, sigma2, d_in, h, d_out)
     monotonically with pre-training time: progressive sensitivity.
     """
     g2 = jnp.asarray(gamma) ** 2
-    return 0.5 * (g2 * sigma2**2 * d_out * norm1_sq + g2 * sigma1**2 * d_in * norm2_sq
-                  + g2**2 * sigma1**2 * sigma2**2 * d_out * h * d_in)
+    return 0.5 * (
+        g2 * sigma2**2 * d_out * norm1_sq
+        + g2 * sigma1**2 * d_in * norm2_sq
+        + g2**2 * sigma1**2 * sigma2**2 * d_out * h * d_in
+    )
 
 
 def harm_threshold(gamma, sigma1, sigma2, d_in, d_out):

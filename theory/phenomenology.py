@@ -124,8 +124,10 @@ def fit_base(T, L, start: tuple[float, float, float] | None = None) -> tuple[tup
         starts = [(min(max(E0, 0.0), e_max), np.log(A0 / t_ref**alpha0), alpha0)]
     else:
         level = float(np.exp(np.mean(y)))
-        starts = [(E, np.log(max(level - E, 1e-3 * level)), a)
-                  for E, a in itertools.product((0.0, 0.5 * e_max, 0.9 * e_max), (0.3, 1.0, 2.0))]
+        starts = [
+            (E, np.log(max(level - E, 1e-3 * level)), a)
+            for E, a in itertools.product((0.0, 0.5 * e_max, 0.9 * e_max), (0.3, 1.0, 2.0))
+        ]
     best = None
     for q0 in starts:
         q0 = np.clip(q0, lower, upper)
@@ -198,22 +200,31 @@ def _model(rank: int, modification: str):
     def model(q, T, size):
         s = tasks.power_law_spectrum(rank, jnp.exp(q[2]), q[1])
         c = protocol.closed_form_curves(
-            s, tasks.reversed_spectrum(s), jnp.exp(q[2] + q[3]), jnp.exp(q[0]) * T,
-            gamma=size if modification == "gaussian" else 0.0, sigma1=sigma, sigma2=sigma,
-            d_in=rank, h=rank, d_out=rank, tau=size if modification == "finetune" else 0.0)
+            s,
+            tasks.reversed_spectrum(s),
+            jnp.exp(q[2] + q[3]),
+            jnp.exp(q[0]) * T,
+            gamma=size if modification == "gaussian" else 0.0,
+            sigma1=sigma,
+            sigma2=sigma,
+            d_in=rank,
+            h=rank,
+            d_out=rank,
+            tau=size if modification == "finetune" else 0.0,
+        )
         excess = c.excess if modification == "gaussian" else c.finetuned_pretrain_loss - c.pretrain_loss
         return q[4] + c.pretrain_loss, excess
 
     return model
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _batched(rank: int, modification: str):
     """jit(q, T, sizes) -> the model vmapped over theory sizes."""
     return jax.jit(jax.vmap(_model(rank, modification), in_axes=(None, None, 0)))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _log_base(rank: int):
     """jit(q, T) -> log(E + L_A(kappa T)), and its Jacobian in q."""
     model = _model(rank, "gaussian")
@@ -265,8 +276,15 @@ def fit_linear_model(T, L, rank: int = 32) -> tuple[LinearModel, Goodness]:
     log_kappa, alpha_s, log_s1, log_ratio, E = best.x
     names = ("kappa", "alpha_s", "s1", "u0/s1", "E")
     at_bounds = tuple(n for n, active in zip(names, best.active_mask) if active)
-    model = LinearModel(float(alpha_s), float(np.exp(log_s1)), float(np.exp(log_s1 + log_ratio)),
-                        float(np.exp(log_kappa)), float(E), rank, at_bounds)
+    model = LinearModel(
+        float(alpha_s),
+        float(np.exp(log_s1)),
+        float(np.exp(log_s1 + log_ratio)),
+        float(np.exp(log_kappa)),
+        float(E),
+        rank,
+        at_bounds,
+    )
     return model, goodness(y, y + best.fun)
 
 
@@ -290,6 +308,7 @@ def fit_reference(model: LinearModel, modification: str, T, size: float, S) -> f
     grid = np.log(np.logspace(-6, 6, 97))
     i = int(np.argmin(cost(grid)))
     step = grid[1] - grid[0]
-    best = optimize.minimize_scalar(lambda v: float(cost(v)[0]), bounds=(grid[i] - step, grid[i] + step),
-                                    method="bounded")
+    best = optimize.minimize_scalar(
+        lambda v: float(cost(v)[0]), bounds=(grid[i] - step, grid[i] + step), method="bounded"
+    )
     return float(np.exp(best.x) / size)

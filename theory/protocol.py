@@ -64,8 +64,9 @@ def _finetuned_strengths(u, b, tau, depth: int, lam, dt_max: float):
     # Integrate to t = 1 at rate tau: each T may carry its own fine-tuning time tau(T).
     a_T = u ** (1.0 / depth)
     tau = jnp.asarray(tau, u.dtype)
-    return closed_form.mode_flow(a_T, b, jnp.ones(1, u.dtype), depth, lam, a_ref=a_T,
-                                 dt_max=dt_max / jnp.maximum(jnp.max(tau), 1e-12), rate=tau)[0]
+    return closed_form.mode_flow(
+        a_T, b, jnp.ones(1, u.dtype), depth, lam, a_ref=a_T, dt_max=dt_max / jnp.maximum(jnp.max(tau), 1e-12), rate=tau
+    )[0]
 
 
 def _monte_carlo_excess(key, Ws: Params, A, gamma, sigmas, n_draws: int):
@@ -74,9 +75,25 @@ def _monte_carlo_excess(key, Ws: Params, A, gamma, sigmas, n_draws: int):
     return mean - task_loss(Ws, A)
 
 
-def closed_form_curves(s, b, u0, T, *, gamma, sigma1, sigma2, d_in: int, h: int, d_out: int, tau,
-                       lam=0.0, depth: int = 2, key: jax.Array | None = None, n_draws: int = 256,
-                       dt_max: float = 0.02) -> Curves:
+def closed_form_curves(
+    s,
+    b,
+    u0,
+    T,
+    *,
+    gamma,
+    sigma1,
+    sigma2,
+    d_in: int,
+    h: int,
+    d_out: int,
+    tau,
+    lam=0.0,
+    depth: int = 2,
+    key: jax.Array | None = None,
+    n_draws: int = 256,
+    dt_max: float = 0.02,
+) -> Curves:
     """All curves for an aligned balanced network on A = U diag(s) V^T, B = U diag(b) V^T.
 
     Pre-training: u(T) = s / (1 + (s/u0 - 1) e^{-2sT}) at depth 2, else the per-mode ODE.
@@ -108,16 +125,20 @@ def closed_form_curves(s, b, u0, T, *, gamma, sigma1, sigma2, d_in: int, h: int,
     L_A = closed_form.loss_from_strengths(s, u)
     L_B = closed_form.loss_from_strengths(b, u)
     return Curves(
-        pretrain_loss=L_A, finetune_loss=L_B, excess=excess,
-        perturbed_pretrain_loss=L_A + excess, perturbed_finetune_loss=L_B + excess,
+        pretrain_loss=L_A,
+        finetune_loss=L_B,
+        excess=excess,
+        perturbed_pretrain_loss=L_A + excess,
+        perturbed_finetune_loss=L_B + excess,
         finetuned_pretrain_loss=closed_form.loss_from_strengths(s, u_ft),
         finetuned_finetune_loss=closed_form.loss_from_strengths(b, u_ft),
         layer_norm_sq=norms,
     )
 
 
-def simulated_curves(Ws_T: Params, A, B, *, gamma, sigmas, lr, steps: int, lam=0.0,
-                     key: jax.Array | None = None, n_draws: int = 256) -> Curves:
+def simulated_curves(
+    Ws_T: Params, A, B, *, gamma, sigmas, lr, steps: int, lam=0.0, key: jax.Array | None = None, n_draws: int = 256
+) -> Curves:
     """All curves from a stored trajectory ``Ws_T`` (each layer with a leading axis over T).
 
     Gaussian: the exact excess at depth 2, Monte-Carlo (``n_draws`` paired draws from ``key``,
@@ -137,9 +158,13 @@ def simulated_curves(Ws_T: Params, A, B, *, gamma, sigmas, lr, steps: int, lam=0
         W_ft = finetune_gd(Ws, B, lr, steps, lam)
         L_A, L_B = task_loss(Ws, A), task_loss(Ws, B)
         return Curves(
-            pretrain_loss=L_A, finetune_loss=L_B, excess=excess,
-            perturbed_pretrain_loss=L_A + excess, perturbed_finetune_loss=L_B + excess,
-            finetuned_pretrain_loss=task_loss(W_ft, A), finetuned_finetune_loss=task_loss(W_ft, B),
+            pretrain_loss=L_A,
+            finetune_loss=L_B,
+            excess=excess,
+            perturbed_pretrain_loss=L_A + excess,
+            perturbed_finetune_loss=L_B + excess,
+            finetuned_pretrain_loss=task_loss(W_ft, A),
+            finetuned_finetune_loss=task_loss(W_ft, B),
             layer_norm_sq=layer_norms_sq(Ws),
         )
 

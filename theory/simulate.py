@@ -16,8 +16,8 @@ import jax.numpy as jnp
 import optax
 
 from theory import _checks, _random
-from theory.ode import rk4_solve
 from theory.network import Params, sample_loss, task_loss
+from theory.ode import rk4_solve
 
 LossFn = Callable[[Params], jax.Array]
 SCHEDULES = ("constant", "cosine", "wsd")
@@ -65,7 +65,9 @@ def schedule(kind: str, peak_lr, budget, warmup=0, decay_fraction: float = 0.2) 
     return lr
 
 
-def optimizer(name: str, learning_rate, momentum: float = 0.9, weight_decay: float = 0.0) -> optax.GradientTransformation:
+def optimizer(
+    name: str, learning_rate, momentum: float = 0.9, weight_decay: float = 0.0
+) -> optax.GradientTransformation:
     """The optax optimiser ``name`` (sgd, momentum, adam, adamw) at a float or schedule learning rate."""
     _checks.one_of("optimizer", name, OPTIMIZERS)
     if name == "sgd":
@@ -93,8 +95,14 @@ class Objective(NamedTuple):
     sample: Callable[[jax.Array, int], object]
 
 
-def train(objective: Objective, Ws0: Params, opt: optax.GradientTransformation, n_steps: int, record_every: int,
-          key: jax.Array | None = None) -> Params:
+def train(
+    objective: Objective,
+    Ws0: Params,
+    opt: optax.GradientTransformation,
+    n_steps: int,
+    record_every: int,
+    key: jax.Array | None = None,
+) -> Params:
     """Run ``opt`` for ``n_steps`` on ``objective``; return W every ``record_every`` steps.
 
     The result has a leading axis of n_steps // record_every snapshots (after steps record_every,
@@ -115,8 +123,9 @@ def train(objective: Objective, Ws0: Params, opt: optax.GradientTransformation, 
         carry, _ = jax.lax.scan(step, carry, batches)
         return carry, carry[0]
 
-    batches = jax.tree.map(lambda x: x.reshape((n_steps // record_every, record_every) + x.shape[1:]),
-                           objective.sample(key, n_steps))
+    batches = jax.tree.map(
+        lambda x: x.reshape((n_steps // record_every, record_every) + x.shape[1:]), objective.sample(key, n_steps)
+    )
     _, Ws = jax.lax.scan(block, (Ws0, opt.init(Ws0)), batches)
     return Ws
 
@@ -141,8 +150,17 @@ def minibatch_objective(A: jax.Array, batch_size: int, label_noise: float = 0.0)
     return Objective(lambda W, batch: sample_loss(W, *batch), sample)
 
 
-def budget_series(objective: Objective, Ws0: Params, budgets, mode: str, opt_name: str = "sgd", peak_lr: float = 0.05,
-                  kind: str = "cosine", warmup_fraction: float = 0.0, key: jax.Array | None = None) -> Params:
+def budget_series(
+    objective: Objective,
+    Ws0: Params,
+    budgets,
+    mode: str,
+    opt_name: str = "sgd",
+    peak_lr: float = 0.05,
+    kind: str = "cosine",
+    warmup_fraction: float = 0.0,
+    key: jax.Array | None = None,
+) -> Params:
     """A checkpoint series over step budgets, built the two ways docs/THEORY.md names.
 
     mode="separate": every budget its own run from Ws0, its schedule annealed to zero at that budget
@@ -172,4 +190,3 @@ def budget_series(objective: Objective, Ws0: Params, budgets, mode: str, opt_nam
     # Run j, past its budget, holds still (lr = 0), so its one snapshot at step n is its annealed endpoint.
     Ws = jax.vmap(lambda b: run(b, n))(jnp.asarray(budgets, jnp.result_type(float)))
     return jax.tree.map(lambda w: w[:, 0], Ws)
-

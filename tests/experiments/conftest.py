@@ -9,8 +9,17 @@ def smoke_sized(name: str):
     """Every preset at smoke size: its own method and grid, tiny dimensions and grids."""
     cfg = presets.get(name, quick=True)
     grid = tuple((k, v[:2]) for k, v in cfg.grid)
-    small = dict(d_in=8, h=8, d_out=8, rank=4 if cfg.finetune_task == "rotated" else 8, n_t=7,
-                 t_max=min(cfg.t_max, 200.0), n_draws=16, budgets=(20, 40, 80), grid=grid)
+    small = dict(
+        d_in=8,
+        h=8,
+        d_out=8,
+        rank=4 if cfg.finetune_task == "rotated" else 8,
+        n_t=7,
+        t_max=min(cfg.t_max, 200.0),
+        n_draws=16,
+        budgets=(20, 40, 80),
+        grid=grid,
+    )
     return dataclasses.replace(cfg, **small)
 
 

@@ -33,4 +33,3 @@ def test_theory_run_and_figures(capsys, tmp_path):
     assert code == 0
     pngs = list((tmp_path / "figs").glob("*.png"))
     assert pngs and all(p.stat().st_size > 0 for p in pngs)
-

@@ -37,10 +37,22 @@ def ovt(capsys, *argv):
 
 def _rows(T, modification, values, gamma=np.nan, seed=0, metric="perplexity", source="llm"):
     n = len(T)
-    return pd.DataFrame({
-        "source": source, "setup": "synthetic", "checkpoint": [f"tokens{t:.0f}" for t in T], "pretrain_time": T,
-        "modification": modification, "gamma": gamma, "lr": np.nan, "steps": np.nan, "reg": np.nan,
-        "seed": seed, "metric": metric, "value": values if np.ndim(values) else np.full(n, values)})
+    return pd.DataFrame(
+        {
+            "source": source,
+            "setup": "synthetic",
+            "checkpoint": [f"tokens{t:.0f}" for t in T],
+            "pretrain_time": T,
+            "modification": modification,
+            "gamma": gamma,
+            "lr": np.nan,
+            "steps": np.nan,
+            "reg": np.nan,
+            "seed": seed,
+            "metric": metric,
+            "value": values if np.ndim(values) else np.full(n, values),
+        }
+    )
 
 
 def write_store(path, frame, command="llm perturb"):
@@ -96,8 +108,9 @@ def theory_store(tmp_path_factory):
 
 def test_held_out_t_star_on_theory_data(capsys, tmp_path, theory_store):
     out = tmp_path / "compare"
-    code, stdout, _ = ovt(capsys, "compare", "--results", str(theory_store), "--out", str(out), "--bootstrap", "20",
-                          "--quiet")
+    code, stdout, _ = ovt(
+        capsys, "compare", "--results", str(theory_store), "--out", str(out), "--bootstrap", "20", "--quiet"
+    )
     assert code == 0 and stdout == ""
     fits = json.loads((out / "fits.json").read_text())
     (entry,) = [e for e in fits["families"] if e["modification"] == "gaussian"]
@@ -117,13 +130,24 @@ def _base_only(T):
     return _rows(T, "none", np.exp(TRUE.base(T)))
 
 
-@pytest.mark.parametrize("make, needle", [
-    (lambda: _rows(TOKENS, "none", 1.0, metric="accuracy"), "no empirical rows"),
-    (lambda: pd.concat([_base_only(TOKENS[:1]), _rows(TOKENS[:1], "gaussian", 50.0, gamma=1.0),
-                        _rows(TOKENS[:1], "gaussian", 60.0, gamma=2.0)]), "1 checkpoint(s)"),
-    (lambda: _base_only(TOKENS), "no modification rows"),
-    (lambda: pd.concat([_base_only(TOKENS), _rows(TOKENS, "gaussian", 60.0, gamma=1.0)]), "one modification size"),
-])
+@pytest.mark.parametrize(
+    "make, needle",
+    [
+        (lambda: _rows(TOKENS, "none", 1.0, metric="accuracy"), "no empirical rows"),
+        (
+            lambda: pd.concat(
+                [
+                    _base_only(TOKENS[:1]),
+                    _rows(TOKENS[:1], "gaussian", 50.0, gamma=1.0),
+                    _rows(TOKENS[:1], "gaussian", 60.0, gamma=2.0),
+                ]
+            ),
+            "1 checkpoint(s)",
+        ),
+        (lambda: _base_only(TOKENS), "no modification rows"),
+        (lambda: pd.concat([_base_only(TOKENS), _rows(TOKENS, "gaussian", 60.0, gamma=1.0)]), "one modification size"),
+    ],
+)
 def test_bad_stores_exit_2_with_one_line_and_write_nothing(capsys, tmp_path, make, needle):
     run = write_store(tmp_path / "run", make().reset_index(drop=True))
     out = tmp_path / "out"

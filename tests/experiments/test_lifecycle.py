@@ -46,7 +46,9 @@ def test_a_failed_run_is_marked_and_the_same_command_resumes_it(capsys, tmp_path
     manifest = store.read_manifest(out)
     assert manifest["status"] == "complete" and "error" not in manifest and len(manifest["resumed"]) == 1
     assert ovt(capsys, *SMOKE, "--out", tmp_path / "clean")[0] == 0
-    pd.testing.assert_frame_equal(pd.read_parquet(out / store.METRICS), pd.read_parquet(tmp_path / "clean" / store.METRICS))
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(out / store.METRICS), pd.read_parquet(tmp_path / "clean" / store.METRICS)
+    )
 
 
 def test_a_corrected_command_replaces_a_failed_run_of_another_config(capsys, tmp_path, monkeypatch):
@@ -68,9 +70,25 @@ def test_a_killed_run_with_no_result_is_replaced_but_one_with_results_is_kept(tm
     identity = {"preset": "smoke", "config": {"a": 2}}
     assert out_decision(out, identity) == "replace"
     assert out_decision(out, {"preset": "smoke", "config": {"a": 1}}) == "resume"
-    store.write_table(store.chunk_path(out, 0), pd.DataFrame({
-        "source": ["theory"], "setup": "x", "checkpoint": "T", "pretrain_time": 1.0, "modification": "none",
-        "gamma": math.nan, "lr": math.nan, "steps": math.nan, "reg": math.nan, "seed": 0, "metric": "m", "value": 1.0}))
+    store.write_table(
+        store.chunk_path(out, 0),
+        pd.DataFrame(
+            {
+                "source": ["theory"],
+                "setup": "x",
+                "checkpoint": "T",
+                "pretrain_time": 1.0,
+                "modification": "none",
+                "gamma": math.nan,
+                "lr": math.nan,
+                "steps": math.nan,
+                "reg": math.nan,
+                "seed": 0,
+                "metric": "m",
+                "value": 1.0,
+            }
+        ),
+    )
     with pytest.raises(UsageError, match="holds a running run of another config"):
         out_decision(out, identity)
 
@@ -123,7 +141,17 @@ def test_compare_says_which_families_it_skipped_and_why(capsys, tmp_path):
     manifest = json.loads((REFERENCE / "llm" / "series" / store.MANIFEST).read_text())
     store.write_json(series / store.MANIFEST, manifest)
     store.write_table(series / store.METRICS, pd.read_parquet(REFERENCE / "llm" / "series" / store.METRICS))
-    code, _, err = ovt(capsys, "compare", "--results", series, REFERENCE / "llm" / "perturb", "--bootstrap", "0",
-                       "--out", tmp_path / "compare", "--quiet")
+    code, _, err = ovt(
+        capsys,
+        "compare",
+        "--results",
+        series,
+        REFERENCE / "llm" / "perturb",
+        "--bootstrap",
+        "0",
+        "--out",
+        tmp_path / "compare",
+        "--quiet",
+    )
     assert code == 0, err
     assert "ovt compare: skipped llm_pretrain: no modification rows" in err

@@ -6,10 +6,22 @@ from experiments import store
 
 
 def _rows(n=3, **extra):
-    frame = pd.DataFrame({
-        "source": "theory", "setup": "x", "checkpoint": [f"T={i}" for i in range(n)], "pretrain_time": np.arange(n, dtype=float),
-        "modification": "none", "gamma": np.nan, "lr": np.nan, "steps": np.nan, "reg": np.nan, "seed": 0,
-        "metric": "pretrain_loss", "value": np.linspace(1, 0, n)})
+    frame = pd.DataFrame(
+        {
+            "source": "theory",
+            "setup": "x",
+            "checkpoint": [f"T={i}" for i in range(n)],
+            "pretrain_time": np.arange(n, dtype=float),
+            "modification": "none",
+            "gamma": np.nan,
+            "lr": np.nan,
+            "steps": np.nan,
+            "reg": np.nan,
+            "seed": 0,
+            "metric": "pretrain_loss",
+            "value": np.linspace(1, 0, n),
+        }
+    )
     return frame.assign(**extra)
 
 
@@ -20,11 +32,14 @@ def test_write_table_round_trips_schema(tmp_path):
     assert str(back.seed.dtype) == "int64" and back.depth.tolist() == [2, 2, 2]
 
 
-@pytest.mark.parametrize("bad, message", [
-    (lambda f: f.drop(columns="metric"), "metric"),
-    (lambda f: f.assign(source="simulation"), "source"),
-    (lambda f: f.assign(modification="noise"), "modification"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (lambda f: f.drop(columns="metric"), "metric"),
+        (lambda f: f.assign(source="simulation"), "source"),
+        (lambda f: f.assign(modification="noise"), "modification"),
+    ],
+)
 def test_write_table_rejects_bad_rows_and_writes_nothing(tmp_path, bad, message):
     with pytest.raises(ValueError, match=message):
         store.write_table(tmp_path / "m.parquet", bad(_rows()))

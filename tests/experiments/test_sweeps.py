@@ -27,6 +27,7 @@ def test_every_preset_runs_at_smoke_size(tmp_path, name):
     assert (sizes % n_t == 0).all(), sizes  # whole curves only
     # One fine-tuned curve per cell that differs in anything but gamma (gamma does not touch fine-tuning).
     import dataclasses
+
     distinct = {dataclasses.replace(c, gamma=0.0) for c in config.cells(cfg)}
     assert sizes["finetune", "pretrain_loss"] == len(distinct) * n_t
 
@@ -67,7 +68,9 @@ def test_tuned_rows_pick_the_best_in_task_lr(tmp_path, smoke_config):
 
     cfg = dataclasses.replace(smoke_config, tuned_lr=True, grid=(("lr", (0.005, 0.02, 0.08)),))
     table = run_theory(cfg, "smoke", tmp_path, quiet=True)
-    curves = table[(table.modification == "finetune") & (table.metric == "finetune_loss") & (table.checkpoint != "inflection")]
+    curves = table[
+        (table.modification == "finetune") & (table.metric == "finetune_loss") & (table.checkpoint != "inflection")
+    ]
     fixed = curves[curves.lr_policy == "fixed"].pivot_table(index="pretrain_time", columns="lr", values="value")
     tuned = curves[curves.lr_policy == "tuned"].set_index("pretrain_time").value
     np.testing.assert_allclose(tuned.loc[fixed.index].to_numpy(), fixed.min(axis=1).to_numpy())

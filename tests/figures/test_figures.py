@@ -17,13 +17,29 @@ T_STAR = 10.0
 
 
 def _rows(modification, metric, values, **cols):
-    return pd.DataFrame({"checkpoint": [f"T={t:.6g}" for t in T], "pretrain_time": T, "modification": modification,
-                         "metric": metric, "value": values, **cols})
+    return pd.DataFrame(
+        {
+            "checkpoint": [f"T={t:.6g}" for t in T],
+            "pretrain_time": T,
+            "modification": modification,
+            "metric": metric,
+            "value": values,
+            **cols,
+        }
+    )
 
 
 def _inflection(modification, t_star, **cols):
-    return pd.DataFrame({"checkpoint": ["inflection"], "pretrain_time": [np.nan], "modification": [modification],
-                         "metric": ["inflection"], "value": [t_star], **{k: [v] for k, v in cols.items()}})
+    return pd.DataFrame(
+        {
+            "checkpoint": ["inflection"],
+            "pretrain_time": [np.nan],
+            "modification": [modification],
+            "metric": ["inflection"],
+            "value": [t_star],
+            **{k: [v] for k, v in cols.items()},
+        }
+    )
 
 
 def _cell(gamma=0.2, lr=0.02, reg=0.0, lr_policy="fixed", seed=0, shift=1.0, **extra):
@@ -34,10 +50,14 @@ def _cell(gamma=0.2, lr=0.02, reg=0.0, lr_policy="fixed", seed=0, shift=1.0, **e
     g = dict(gamma=gamma)
     ft = dict(lr=lr_T.astype(np.float32).astype(float), steps=100.0, reg=reg, lr_policy=lr_policy)
     blocks = [
-        _rows("none", "pretrain_loss", 1 / (1 + T)), _rows("none", "finetune_loss", np.full_like(T, 1.4)),
-        _rows("gaussian", "pretrain_loss", u + gamma, **g), _rows("gaussian", "finetune_loss", u + 1, **g),
-        _rows("gaussian", "excess", gamma * T / (1 + T), **g), _inflection("gaussian", T_STAR * shift, **g),
-        _rows("finetune", "pretrain_loss", u + lr, **ft), _rows("finetune", "finetune_loss", 1 / (1 + lr * T), **ft),
+        _rows("none", "pretrain_loss", 1 / (1 + T)),
+        _rows("none", "finetune_loss", np.full_like(T, 1.4)),
+        _rows("gaussian", "pretrain_loss", u + gamma, **g),
+        _rows("gaussian", "finetune_loss", u + 1, **g),
+        _rows("gaussian", "excess", gamma * T / (1 + T), **g),
+        _inflection("gaussian", T_STAR * shift, **g),
+        _rows("finetune", "pretrain_loss", u + lr, **ft),
+        _rows("finetune", "finetune_loss", 1 / (1 + lr * T), **ft),
         _inflection("finetune", np.nan if lr_policy == "shrinking" else T_STAR * shift, **{**ft, "lr": lr}),
     ]
     frame = pd.concat(blocks, ignore_index=True).assign(source="theory", seed=seed, **extra)

@@ -28,14 +28,29 @@ def _checkpoint(T):
 
 
 def _row(T, modification, metric, value, **cols):
-    return {"source": "llm", "setup": SETUP, "checkpoint": _checkpoint(T), "pretrain_time": float(T),
-            "modification": modification, "gamma": np.nan, "lr": np.nan, "steps": np.nan, "reg": np.nan,
-            "seed": 0, "metric": metric, "value": float(value), **cols}
+    return {
+        "source": "llm",
+        "setup": SETUP,
+        "checkpoint": _checkpoint(T),
+        "pretrain_time": float(T),
+        "modification": modification,
+        "gamma": np.nan,
+        "lr": np.nan,
+        "steps": np.nan,
+        "reg": np.nan,
+        "seed": 0,
+        "metric": metric,
+        "value": float(value),
+        **cols,
+    }
 
 
 def _inflection(modification, t_star, **cols):
-    return {**_row(0.0, modification, "inflection", t_star, **cols), "checkpoint": "inflection",
-            "pretrain_time": np.nan}
+    return {
+        **_row(0.0, modification, "inflection", t_star, **cols),
+        "checkpoint": "inflection",
+        "pretrain_time": np.nan,
+    }
 
 
 def perturb_frame(seeds=4, inflections=True):
@@ -50,8 +65,18 @@ def perturb_frame(seeds=4, inflections=True):
             excess = 10 * gamma**2 * (max(T, 1) / 1e5) ** 0.5
             for seed in range(seeds):
                 value = base + excess * (1 + 0.15 * rng.standard_normal())
-                rows.append(_row(T, "gaussian", "perplexity", value, gamma=gamma, seed=seed,
-                                 mean_nll=np.log(value), n_tokens=4096))
+                rows.append(
+                    _row(
+                        T,
+                        "gaussian",
+                        "perplexity",
+                        value,
+                        gamma=gamma,
+                        seed=seed,
+                        mean_nll=np.log(value),
+                        n_tokens=4096,
+                    )
+                )
     if inflections:
         for gamma in GAMMAS:  # the minimum of base + excess: earlier for larger gamma; none for the smallest
             t_star = 1e5 * (3 / gamma**2) ** 1.25
@@ -67,8 +92,10 @@ def finetune_frame(inflections=True, diverge=True):
     ft = dict(steps=200.0, reg=0.0)
     for T in TOKENS:
         base = _base_perplexity(T)
-        rows += [_row(T, "none", "perplexity", base, diverged=False),
-                 _row(T, "none", "finetune_loss", 3.0 + 2 * (max(T, 1) / 1e5) ** -0.1, diverged=False)]
+        rows += [
+            _row(T, "none", "perplexity", base, diverged=False),
+            _row(T, "none", "finetune_loss", 3.0 + 2 * (max(T, 1) / 1e5) ** -0.1, diverged=False),
+        ]
         grid = []
         for lr in LRS:
             gone = diverge and lr == max(LRS) and T > 1e9
@@ -77,18 +104,23 @@ def finetune_frame(inflections=True, diverge=True):
             loss = 1.2 + x**-0.15 + 5e-6 / lr + 2e2 * lr * (x / 100) ** 0.3
             values = (np.nan, np.nan) if gone else (perplexity, loss)
             cols = dict(lr=lr, lr_policy="fixed", diverged=gone, **ft)
-            rows += [_row(T, "finetune", "perplexity", values[0], **cols),
-                     _row(T, "finetune", "finetune_loss", values[1], **cols)]
+            rows += [
+                _row(T, "finetune", "perplexity", values[0], **cols),
+                _row(T, "finetune", "finetune_loss", values[1], **cols),
+            ]
             grid.append((values[1] if not gone else np.inf, lr, values))
         _, lr, values = min(grid)
         cols = dict(lr=lr, lr_policy="tuned", diverged=False, **ft)
-        rows += [_row(T, "finetune", "perplexity", values[0], **cols),
-                 _row(T, "finetune", "finetune_loss", values[1], **cols)]
+        rows += [
+            _row(T, "finetune", "perplexity", values[0], **cols),
+            _row(T, "finetune", "finetune_loss", values[1], **cols),
+        ]
     if inflections:
         for lr in LRS:  # the minimum of base + forgetting: earlier for larger lr; none for the smallest
             t_star = 1e5 * (15 / (0.45 * 850 * lr)) ** (1 / 0.75)
-            rows.append(_inflection("finetune", t_star if t_star < TOKENS.max() else np.nan, lr=lr, lr_policy="fixed",
-                                    **ft))
+            rows.append(
+                _inflection("finetune", t_star if t_star < TOKENS.max() else np.nan, lr=lr, lr_policy="fixed", **ft)
+            )
         rows.append(_inflection("finetune", 3e8, lr_policy="tuned", **ft))
     return store.validate(pd.DataFrame(rows))
 
@@ -160,8 +192,13 @@ def test_a_checkpoint_missing_a_draw_or_a_second_model_is_refused(unsaved):
 
 def _crosses(fig):
     """(panel, tokens) of every diverged-run cross drawn."""
-    return [(i, t) for i, ax in enumerate(fig.axes) for line in ax.lines if line.get_marker() == "x"
-            for t in line.get_xdata()]
+    return [
+        (i, t)
+        for i, ax in enumerate(fig.axes)
+        for line in ax.lines
+        if line.get_marker() == "x"
+        for t in line.get_xdata()
+    ]
 
 
 def test_diverged_runs_are_drawn_as_crosses_at_the_top(unsaved):

@@ -46,9 +46,15 @@ def test_amber_tokens_linear_in_index():
 
 @pytest.mark.parametrize(
     "step, tokens, name",
-    [(1200, 5_000_000, "step1200-tokens5M"), (738020, 3_094_000_000_000, "step738020-tokens3094B"),
-     (5, 1_900_000, "step5-tokens1900K"), (9, 1_234_567, "step9-tokens1234K"),
-     (7, 999, "step7-tokens999"), (0, 0, "step0-tokens0"), (10, 1_999, "step10-tokens1999")],
+    [
+        (1200, 5_000_000, "step1200-tokens5M"),
+        (738020, 3_094_000_000_000, "step738020-tokens3094B"),
+        (5, 1_900_000, "step5-tokens1900K"),
+        (9, 1_234_567, "step9-tokens1234K"),
+        (7, 999, "step7-tokens999"),
+        (0, 0, "step0-tokens0"),
+        (10, 1_999, "step10-tokens1999"),
+    ],
 )
 def test_format_revision_picks_the_largest_exact_unit(step, tokens, name):
     assert format_revision(step, tokens) == name
@@ -84,7 +90,11 @@ def test_nearest_revisions_per_request_ties_to_fewer_tokens():
     available = [parse_revision(n) for n in ("step40-tokens4K", "step10-tokens1K", "step20-tokens2K")]
     picked = nearest_revisions(available, [0, 1400, 1500, 2600, 10**9])
     assert [r.name for r in picked] == [
-        "step10-tokens1K", "step10-tokens1K", "step10-tokens1K", "step20-tokens2K", "step40-tokens4K"
+        "step10-tokens1K",
+        "step10-tokens1K",
+        "step10-tokens1K",
+        "step20-tokens2K",
+        "step40-tokens4K",
     ]
     with pytest.raises(CheckpointError):
         nearest_revisions([], [1])

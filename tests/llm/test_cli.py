@@ -83,8 +83,25 @@ SMALL = ("--seq-len", 32, "--max-blocks", 4, "--batch-size", 3, "--quiet")
 
 def perturb_args(model, eval_text, out, *extra, gammas="0.5,2", seeds=2, revisions=None):
     which = ("--revisions", revisions) if revisions else ("--tokens", "1e3,2K,5000")
-    return ("llm", "perturb", "--model", model, *which, "--eval-text", eval_text, "--gammas", gammas,
-            "--seeds", seeds, "--scale", "init", "--out", out, *SMALL, *extra)
+    return (
+        "llm",
+        "perturb",
+        "--model",
+        model,
+        *which,
+        "--eval-text",
+        eval_text,
+        "--gammas",
+        gammas,
+        "--seeds",
+        seeds,
+        "--scale",
+        "init",
+        "--out",
+        out,
+        *SMALL,
+        *extra,
+    )
 
 
 def test_revisions_table_of_a_folder_series(capsys, folder_series):
@@ -94,19 +111,32 @@ def test_revisions_table_of_a_folder_series(capsys, folder_series):
     lines = out.splitlines()
     assert lines[0].split() == ["revision", "step", "tokens"]
     assert [line.split() for line in lines[1:]] == [
-        ["step10-tokens1K", "10", "1K"], ["step20-tokens2K", "20", "2K"], ["step40-tokens5K", "40", "5K"]]
+        ["step10-tokens1K", "10", "1K"],
+        ["step20-tokens2K", "20", "2K"],
+        ["step40-tokens5K", "40", "5K"],
+    ]
 
 
 def test_revisions_table_of_an_offline_hub_cache(capsys, hub_cache):
     code, out, err = ovt(capsys, "llm", "revisions", hub_cache)
     assert code == 0, err
-    assert [line.split()[0] for line in out.splitlines()[1:]] == ["step10-tokens1K", "step20-tokens2K", "step40-tokens5K"]
+    assert [line.split()[0] for line in out.splitlines()[1:]] == [
+        "step10-tokens1K",
+        "step20-tokens2K",
+        "step40-tokens5K",
+    ]
     assert "main" not in out
 
 
 def test_human_tokens():
     assert [tokens.human_tokens(n) for n in (0, 950, 5000, 1_230_000_000, 3_094 * 10**9, 999_999)] == [
-        "0", "950", "5K", "1.23B", "3.09T", "1M"]
+        "0",
+        "950",
+        "5K",
+        "1.23B",
+        "3.09T",
+        "1M",
+    ]
 
 
 def test_perturb_writes_the_store_pairs_draws_and_restores(capsys, tmp_path, folder_series, eval_text, loads):
@@ -126,7 +156,10 @@ def test_perturb_writes_the_store_pairs_draws_and_restores(capsys, tmp_path, fol
     assert set(table.source) == {"llm"} and set(table.setup) == {root.name} and set(table.metric) == {"perplexity"}
     assert table[["lr", "steps", "reg"]].isna().all().all()
     assert dict(zip(table.checkpoint, table.pretrain_time)) == {
-        "step10-tokens1K": 1000.0, "step20-tokens2K": 2000.0, "step40-tokens5K": 5000.0}
+        "step10-tokens1K": 1000.0,
+        "step20-tokens2K": 2000.0,
+        "step40-tokens5K": 5000.0,
+    }
     none = table[table.modification == "none"]
     assert len(none) == 3 and none.gamma.isna().all() and (none.seed == 0).all()
     noisy = table[table.modification == "gaussian"]
@@ -161,7 +194,9 @@ def test_perturb_writes_the_store_pairs_draws_and_restores(capsys, tmp_path, fol
     assert (by_checkpoint.nunique(axis=1) == 3).all()  # same noise, different checkpoints, different numbers
 
 
-def test_perturb_is_deterministic_and_resumes_after_the_stored_checkpoints(capsys, tmp_path, folder_series, eval_text, loads):
+def test_perturb_is_deterministic_and_resumes_after_the_stored_checkpoints(
+    capsys, tmp_path, folder_series, eval_text, loads
+):
     root, _ = folder_series
     first, second = tmp_path / "first", tmp_path / "second"
     for out in (first, second):
@@ -191,14 +226,21 @@ def test_perturb_from_the_offline_hub_cache_records_the_commit(capsys, tmp_path,
     table = table[table.metric != "inflection"]  # one checkpoint: its inflection is NaN
     assert set(table.setup) == {HUB_REPO} and list(table.checkpoint.unique()) == ["step20-tokens2K"]
     assert len(table) == 2
-    revision, = store.read_manifest(out)["revisions"]
+    (revision,) = store.read_manifest(out)["revisions"]
     assert revision["commit"] == hashlib.sha1(b"step20-tokens2K").hexdigest()
     assert revision["requested_tokens"] == [1900.0, 2200.0] and revision["tokens"] == 2000
 
 
 def _bad_cases():
-    good = {"--model": "SERIES", "--tokens": "1e3", "--eval-text": "EVAL", "--gammas": "0.5", "--seeds": "1",
-            "--scale": "init", "--out": "OUT"}
+    good = {
+        "--model": "SERIES",
+        "--tokens": "1e3",
+        "--eval-text": "EVAL",
+        "--gammas": "0.5",
+        "--seeds": "1",
+        "--scale": "init",
+        "--out": "OUT",
+    }
 
     def args(**changes):
         merged = {**good, **{k.replace("_", "-"): v for k, v in changes.items()}}
@@ -232,8 +274,11 @@ def _bad_cases():
         (args() + ["--batch-size", "5000"], "--batch-size 5000 must be >= 1 and <= 1,024"),
         (args() + ["--max-blocks", "0"], "--max-blocks 0 must be >= 1"),
         (args() + ["--threads", "0"], "--threads 0 must be >= 1 and <= 256"),
-        pytest.param(args() + ["--device", "cuda"], "--device cuda",
-                     marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")),
+        pytest.param(
+            args() + ["--device", "cuda"],
+            "--device cuda",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present"),
+        ),
     ]
 
 
@@ -242,8 +287,15 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(capsys, tmp_path, fo
     (tmp_path / "empty.txt").write_text(" \n\n")
     (tmp_path / "binary.txt").write_bytes(b"held-out \xdc\xff")
     (tmp_path / "file").write_text("x")
-    paths = {"SERIES": folder_series[0], "EVAL": eval_text, "OUT": tmp_path / "out", "MISSING": tmp_path / "missing.txt",
-             "EMPTY": tmp_path / "empty.txt", "BINARY": tmp_path / "binary.txt", "BLOCKED": tmp_path / "file" / "out"}
+    paths = {
+        "SERIES": folder_series[0],
+        "EVAL": eval_text,
+        "OUT": tmp_path / "out",
+        "MISSING": tmp_path / "missing.txt",
+        "EMPTY": tmp_path / "empty.txt",
+        "BINARY": tmp_path / "binary.txt",
+        "BLOCKED": tmp_path / "file" / "out",
+    }
     code, out, err = ovt(capsys, "llm", "perturb", *[paths.get(a, a) for a in argv], "--quiet")
     assert code == 2, err
     assert err.count("\n") == 1 and err.startswith("ovt") and needle in err, err
@@ -273,10 +325,14 @@ def test_checkpoints_whose_tokenizers_disagree_exit_2(capsys, tmp_path, folder_s
 
 def test_a_run_directory_of_another_config_is_refused_untouched(capsys, tmp_path, folder_series, eval_text):
     out = tmp_path / "run"
-    code, _, err = ovt(capsys, *perturb_args(folder_series[0], eval_text, out, gammas="0", seeds=1, revisions="step10-tokens1K"))
+    code, _, err = ovt(
+        capsys, *perturb_args(folder_series[0], eval_text, out, gammas="0", seeds=1, revisions="step10-tokens1K")
+    )
     assert code == 0, err
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    code, _, err = ovt(capsys, *perturb_args(folder_series[0], eval_text, out, gammas="1", seeds=1, revisions="step10-tokens1K"))
+    code, _, err = ovt(
+        capsys, *perturb_args(folder_series[0], eval_text, out, gammas="1", seeds=1, revisions="step10-tokens1K")
+    )
     assert code == 2 and "another config" in err and err.count("\n") == 1
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert json.loads((out / store.MANIFEST).read_text())["gammas"] == [0.0]
@@ -287,8 +343,10 @@ def test_divergence_at_both_ends_of_large_gamma_is_recorded_never_a_crash(capsys
     """gamma 1e2 stays finite (mean NLL ~30); 3000 and 1e6 overflow the perplexity (NLL ~1e3, ~3e5:
     far beyond MAX_LOSS ~ 710): recorded as inf with ``diverged``, and the run goes on."""
     out = tmp_path / "run"
-    code, _, err = ovt(capsys, *perturb_args(folder_series[0], eval_text, out, gammas="100,3000,1e6", seeds=2,
-                                             revisions="step10-tokens1K"))
+    code, _, err = ovt(
+        capsys,
+        *perturb_args(folder_series[0], eval_text, out, gammas="100,3000,1e6", seeds=2, revisions="step10-tokens1K"),
+    )
     assert code == 0, err
     table = pd.read_parquet(out / store.METRICS)
     rows = table[table.metric == "perplexity"]
@@ -301,8 +359,24 @@ def test_divergence_at_both_ends_of_large_gamma_is_recorded_never_a_crash(capsys
 
 def test_a_folder_series_defaults_to_every_checkpoint_and_the_init_scale(capsys, tmp_path, folder_series, eval_text):
     out = tmp_path / "run"
-    code, _, err = ovt(capsys, "llm", "perturb", "--model", folder_series[0], "--eval-text", eval_text,
-                       "--gammas", "0.5", "--seeds", "1", "--threads", "1", "--out", out, *SMALL)
+    code, _, err = ovt(
+        capsys,
+        "llm",
+        "perturb",
+        "--model",
+        folder_series[0],
+        "--eval-text",
+        eval_text,
+        "--gammas",
+        "0.5",
+        "--seeds",
+        "1",
+        "--threads",
+        "1",
+        "--out",
+        out,
+        *SMALL,
+    )
     assert code == 0 and err == "", err
     manifest = store.read_manifest(out)
     assert [r["name"] for r in manifest["revisions"]] == list(folder_series[1])
@@ -321,7 +395,9 @@ def test_tokens_far_from_every_checkpoint_warn_in_one_line(capsys, tmp_path, fol
     argv = perturb_args(folder_series[0], eval_text, out, gammas="0", seeds=1)
     code, _, err = ovt(capsys, *(("1T,2T,4.5K" if a == "1e3,2K,5000" else a) for a in argv))
     assert code == 0, err
-    assert err.count("\n") == 1 and err.startswith("ovt: warning: --tokens 1T -> step40-tokens5K, 2T -> step40-tokens5K:"), err
+    assert err.count("\n") == 1 and err.startswith(
+        "ovt: warning: --tokens 1T -> step40-tokens5K, 2T -> step40-tokens5K:"
+    ), err
     assert "4.5K" not in err  # within 2x of 5K: no warning
     assert [r["requested_tokens"] for r in store.read_manifest(out)["revisions"]] == [[1e12, 2e12, 4500.0]]
 
@@ -359,21 +435,53 @@ def test_numbers_and_flags_are_refused_before_torch_is_imported(tmp_path, folder
         ["llm", "perturb", *common, "--gammas", "1", "--seeds", "1000000000"],
         ["llm", "perturb", *common, "--gammas", "1,nan", "--seeds", "1"],
         ["llm", "perturb", *common, "--gammas", "1", "--seeds", "1", "--tokens", "1e400"],
-        ["llm", "perturb", "--model", "org/name", "--eval-text", str(eval_text), "--gammas", "1", "--seeds", "1",
-         "--out", str(tmp_path / "out")],
+        [
+            "llm",
+            "perturb",
+            "--model",
+            "org/name",
+            "--eval-text",
+            str(eval_text),
+            "--gammas",
+            "1",
+            "--seeds",
+            "1",
+            "--out",
+            str(tmp_path / "out"),
+        ],
         ["llm", "finetune", *common, "--data", str(eval_text), "--format", "text", "--lrs", "0", "--steps", "1"],
-        ["llm", "finetune", *common, "--data", str(eval_text), "--format", "text", "--lrs", "1", "--steps", "1",
-         "--heldout-fraction", "1"],
+        [
+            "llm",
+            "finetune",
+            *common,
+            "--data",
+            str(eval_text),
+            "--format",
+            "text",
+            "--lrs",
+            "1",
+            "--steps",
+            "1",
+            "--heldout-fraction",
+            "1",
+        ],
         ["llm", "pretrain", "--preset", "tiny", "--budgets", "1e400", "--out", str(tmp_path / "out")],
         ["llm", "pretrain", "--preset", "tiny", "--budgets", "1e12", "--out", str(tmp_path / "out")],
         ["llm", "pretrain", "--preset", "tiny", "--budgets", "1K", "--seq-len", "1000", "--out", str(tmp_path / "out")],
         ["llm", "pretrain", "--preset", "huge", "--budgets", "1K", "--out", str(tmp_path / "out")],
     ]
-    script = ("import sys, json\nfrom experiments import cli\n"
-              f"codes = [cli.main(argv) for argv in {cases!r}]\n"
-              "print(json.dumps([codes, sorted({'torch', 'transformers'} & set(sys.modules))]))")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    script = (
+        "import sys, json\nfrom experiments import cli\n"
+        f"codes = [cli.main(argv) for argv in {cases!r}]\n"
+        "print(json.dumps([codes, sorted({'torch', 'transformers'} & set(sys.modules))]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     codes, heavy = json.loads(done.stdout.splitlines()[-1])
     assert codes == [2] * len(cases) and heavy == [], done.stderr
     assert len(done.stderr.splitlines()) == len(cases) and not (tmp_path / "out").exists()
@@ -384,5 +492,7 @@ def test_the_perturb_summary_lists_checkpoints_then_each_gammas_t_star():
     text = llm_cli.summary(pd.read_parquet(reference / store.METRICS))
     *rows, last = text.splitlines()
     assert len(rows) == 2 + 6 and not any(row.startswith("inflection") for row in rows)
-    assert last == ("inflection T* (tokens) - gamma=0.5: none in range, gamma=1: none in range, "
-                    "gamma=2: 2.69M, gamma=4: none in range")
+    assert last == (
+        "inflection T* (tokens) - gamma=0.5: none in range, gamma=1: none in range, "
+        "gamma=2: 2.69M, gamma=4: none in range"
+    )

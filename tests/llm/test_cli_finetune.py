@@ -36,8 +36,25 @@ def ovt(capsys, *argv):
 
 
 def finetune_args(model, data, eval_text, out, *extra, lrs=LRS, fmt="text", which=("--tokens", "1e3,2K,5000")):
-    return ("llm", "finetune", "--model", model, *which, "--data", data, "--format", fmt,
-            "--lrs", ",".join(map(str, lrs)), "--eval-text", eval_text, "--out", out, *SMALL, *extra)
+    return (
+        "llm",
+        "finetune",
+        "--model",
+        model,
+        *which,
+        "--data",
+        data,
+        "--format",
+        fmt,
+        "--lrs",
+        ",".join(map(str, lrs)),
+        "--eval-text",
+        eval_text,
+        "--out",
+        out,
+        *SMALL,
+        *extra,
+    )
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread", "empty_offline_cache")
@@ -87,7 +104,10 @@ def test_rows_schema_and_base_rows_are_the_checkpoints_own(run, folder_series, f
     [point] = lr_grid(model, train, heldout, blocks, config, [LRS[0]])
     direct = ft[(ft.checkpoint == NAMES[0]) & (ft.lr == LRS[0]) & (ft.lr_policy == "fixed")].set_index("metric").value
     assert (direct["perplexity"], direct["finetune_loss"], direct["train_loss"]) == (
-        point.perplexity, point.finetune_loss, point.train_loss)
+        point.perplexity,
+        point.finetune_loss,
+        point.train_loss,
+    )
 
 
 def test_tuned_rows_take_the_lr_of_lowest_heldout_finetune_loss(run):
@@ -111,7 +131,9 @@ def test_inflection_rows_use_the_theory_helper_on_each_perplexity_curve(run):
     assert len(infl) == 3 and set(infl.metric) == {"inflection"} and infl.pretrain_time.isna().all()
     assert sorted(infl.lr_policy) == ["fixed", "fixed", "tuned"]
     assert set(infl[infl.lr_policy == "fixed"].lr) == set(LRS) and infl[infl.lr_policy == "tuned"].lr.isna().all()
-    rows = table[(table.checkpoint != "inflection") & (table.metric == "perplexity") & (table.modification == "finetune")]
+    rows = table[
+        (table.checkpoint != "inflection") & (table.metric == "perplexity") & (table.modification == "finetune")
+    ]
     for policy, lr, value in zip(infl.lr_policy, infl.lr, infl.value):
         curve = rows[(rows.lr_policy == policy) & ((rows.lr == lr) if policy == "fixed" else True)]
         expected = float(inflection(curve.pretrain_time.to_numpy(), curve.value.to_numpy()))
@@ -134,7 +156,12 @@ def test_the_manifest_records_the_inputs_and_the_grid(run, folder_series, files)
     assert manifest["data"]["sha256"] == hashlib.sha256(files[0].read_bytes()).hexdigest()
     assert manifest["data"]["format"] == "text" and manifest["data"]["n_heldout"] >= 1
     assert manifest["lrs"] == list(LRS) and manifest["steps"] == 3 and manifest["reg"] == 0.1
-    assert (manifest["batch_size"], manifest["seq_len"], manifest["dtype"], manifest["device"]) == (4, 32, "float32", "cpu")
+    assert (manifest["batch_size"], manifest["seq_len"], manifest["dtype"], manifest["device"]) == (
+        4,
+        32,
+        "float32",
+        "cpu",
+    )
     assert [r["name"] for r in manifest["revisions"]] == NAMES
     assert [r["requested_tokens"] for r in manifest["revisions"]] == [[1000.0], [2000.0], [5000.0]]
     assert manifest["eval"]["sha256"] == hashlib.sha256(files[1].read_bytes()).hexdigest()
@@ -159,7 +186,9 @@ def test_a_diverging_lr_is_recorded_with_nan_values(capsys, tmp_path, folder_ser
     assert [r["diverged_lrs"] for r in store.read_manifest(out)["revisions"]] == [[1e2, 1e6]] * 3
 
 
-def test_deterministic_and_resumes_after_the_stored_checkpoints(capsys, tmp_path, run, folder_series, files, monkeypatch):
+def test_deterministic_and_resumes_after_the_stored_checkpoints(
+    capsys, tmp_path, run, folder_series, files, monkeypatch
+):
     first = pd.read_parquet(run / store.METRICS)
     again = tmp_path / "again"
     code, _, err = ovt(capsys, *finetune_args(folder_series[0], *files, again))
@@ -180,13 +209,16 @@ def test_deterministic_and_resumes_after_the_stored_checkpoints(capsys, tmp_path
 
 
 def test_multiple_choice_data_adds_accuracy_rows(capsys, tmp_path, folder_series, files):
-    rows = [{"query": f"the number {i} is", "choices": ["small", "a very large value"], "label": i % 2}
-            for i in range(12)]
+    rows = [
+        {"query": f"the number {i} is", "choices": ["small", "a very large value"], "label": i % 2} for i in range(12)
+    ]
     mc = tmp_path / "mc.jsonl"
     mc.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "run"
-    code, _, err = ovt(capsys, *finetune_args(folder_series[0], mc, files[1], out, "--mc-data", mc, fmt="mc",
-                                              which=("--revisions", NAMES[0])))
+    code, _, err = ovt(
+        capsys,
+        *finetune_args(folder_series[0], mc, files[1], out, "--mc-data", mc, fmt="mc", which=("--revisions", NAMES[0])),
+    )
     assert code == 0, err
     table = pd.read_parquet(out / store.METRICS)
     accuracy = table[table.metric.isin(["accuracy", "accuracy_norm"])]
@@ -201,7 +233,7 @@ def _bad_cases():
         for flag, value in replace.items():
             position = argv.index(flag.replace("_", "-"))
             if value is None:
-                del argv[position: position + 2]
+                del argv[position : position + 2]
             else:
                 argv[position + 1] = value
         return argv
@@ -233,8 +265,11 @@ def _bad_cases():
         (args() + ["--revisions", NAMES[0]], "not allowed with argument --tokens"),
         (args(__model="nonexistent-org/none", __tokens=None), "give --revisions or --tokens"),
         (args(__out="BLOCKED"), "not writable"),
-        pytest.param(args() + ["--device", "cuda"], "--device cuda",
-                     marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")),
+        pytest.param(
+            args() + ["--device", "cuda"],
+            "--device cuda",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present"),
+        ),
     ]
 
 
@@ -243,9 +278,16 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(capsys, tmp_path, fo
     (tmp_path / "file").write_text("x")
     (tmp_path / "malformed.jsonl").write_text('{"text": "fine words"}\n\n{"txt": "typo"}\n')
     (tmp_path / "binary.txt").write_bytes(b"fine words \xdc\xff")
-    paths = {"SERIES": folder_series[0], "DATA": files[0], "EVAL": files[1], "OUT": tmp_path / "out",
-             "MISSING": tmp_path / "missing.txt", "MALFORMED": tmp_path / "malformed.jsonl",
-             "BINARY": tmp_path / "binary.txt", "BLOCKED": tmp_path / "file" / "out"}
+    paths = {
+        "SERIES": folder_series[0],
+        "DATA": files[0],
+        "EVAL": files[1],
+        "OUT": tmp_path / "out",
+        "MISSING": tmp_path / "missing.txt",
+        "MALFORMED": tmp_path / "malformed.jsonl",
+        "BINARY": tmp_path / "binary.txt",
+        "BLOCKED": tmp_path / "file" / "out",
+    }
     code, out, err = ovt(capsys, *[paths.get(a, a) for a in argv])
     assert code == 2, err
     assert err.count("\n") == 1 and err.startswith("ovt") and needle in err, err
@@ -254,10 +296,14 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(capsys, tmp_path, fo
 
 def test_a_run_directory_of_another_config_is_refused_untouched(capsys, tmp_path, folder_series, files):
     out = tmp_path / "run"
-    code, _, err = ovt(capsys, *finetune_args(folder_series[0], *files, out, lrs=(1e-3,), which=("--revisions", NAMES[0])))
+    code, _, err = ovt(
+        capsys, *finetune_args(folder_series[0], *files, out, lrs=(1e-3,), which=("--revisions", NAMES[0]))
+    )
     assert code == 0, err
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    code, _, err = ovt(capsys, *finetune_args(folder_series[0], *files, out, lrs=(3e-3,), which=("--revisions", NAMES[0])))
+    code, _, err = ovt(
+        capsys, *finetune_args(folder_series[0], *files, out, lrs=(3e-3,), which=("--revisions", NAMES[0]))
+    )
     assert code == 2 and "another config" in err and err.count("\n") == 1
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert os.listdir(out / store.CHUNKS) == ["00000.parquet"]
@@ -265,9 +311,31 @@ def test_a_run_directory_of_another_config_is_refused_untouched(capsys, tmp_path
 
 def test_defaults_every_checkpoint_of_a_folder_series_and_no_pull(capsys, tmp_path, folder_series, files):
     out = tmp_path / "run"
-    argv = ["llm", "finetune", "--model", folder_series[0], "--data", files[0], "--format", "text", "--lrs", "1e-3",
-            "--steps", 1, "--eval-text", files[1], "--seq-len", 32, "--batch-size", 4, "--threads", 1, "--quiet",
-            "--out", out]
+    argv = [
+        "llm",
+        "finetune",
+        "--model",
+        folder_series[0],
+        "--data",
+        files[0],
+        "--format",
+        "text",
+        "--lrs",
+        "1e-3",
+        "--steps",
+        1,
+        "--eval-text",
+        files[1],
+        "--seq-len",
+        32,
+        "--batch-size",
+        4,
+        "--threads",
+        1,
+        "--quiet",
+        "--out",
+        out,
+    ]
     code, _, err = ovt(capsys, *argv)
     assert code == 0 and err == "", err
     manifest = store.read_manifest(out)
@@ -281,7 +349,9 @@ def test_a_failed_run_is_marked_and_a_corrected_command_replaces_it(capsys, tmp_
     shutil.copytree(folder_series[0], root)
     (root / NAMES[-1] / "model.safetensors").write_bytes(b"not a safetensors file")
     out = tmp_path / "run"
-    code, _, err = ovt(capsys, *finetune_args(root, *files, out, lrs=(1e-3,), which=("--revisions", f"{NAMES[0]},{NAMES[-1]}")))
+    code, _, err = ovt(
+        capsys, *finetune_args(root, *files, out, lrs=(1e-3,), which=("--revisions", f"{NAMES[0]},{NAMES[-1]}"))
+    )
     assert code == 1 and NAMES[-1] in err, err
     manifest = store.read_manifest(out)
     assert manifest["status"] == "failed" and NAMES[-1] in manifest["error"]

@@ -16,8 +16,23 @@ from llm_validation import checkpoints, evaluate, pretrain
 from llm_validation.evaluate import load_token_blocks, perplexity
 
 # 4 x 32 = 128 tokens a step: 1K, 2K, 4K tokens are 8, 16 and 31 steps of a ~20k-parameter model.
-SERIES = ("--preset", "20k", "--corpus", "synthetic", "--max-train-chars", "20000", "--seq-len", "32",
-          "--batch-size", "4", "--lr", "3e-3", "--threads", "1", "--quiet")
+SERIES = (
+    "--preset",
+    "20k",
+    "--corpus",
+    "synthetic",
+    "--max-train-chars",
+    "20000",
+    "--seq-len",
+    "32",
+    "--batch-size",
+    "4",
+    "--lr",
+    "3e-3",
+    "--threads",
+    "1",
+    "--quiet",
+)
 NAMES = ["step8-tokens1024", "step16-tokens2048", "step31-tokens3968"]
 
 
@@ -53,7 +68,9 @@ def test_the_series_is_listed_and_stores_the_heldout_perplexity_of_every_checkpo
 
     table = pd.read_parquet(series / store.METRICS)
     assert list(table.columns[:12]) == list(store.REQUIRED_COLUMNS)
-    assert list(table.checkpoint) == NAMES and set(table.modification) == {"none"} and set(table.metric) == {"perplexity"}
+    assert (
+        list(table.checkpoint) == NAMES and set(table.modification) == {"none"} and set(table.metric) == {"perplexity"}
+    )
     assert list(table.pretrain_time) == [1024.0, 2048.0, 3968.0] and set(table.seed) == {0}
     assert table[["gamma", "lr", "steps", "reg"]].isna().all().all()
     tokenizer = AutoTokenizer.from_pretrained(series / "tokenizer")
@@ -68,15 +85,38 @@ def test_the_series_is_listed_and_stores_the_heldout_perplexity_of_every_checkpo
     assert manifest["config"]["series"] == json.loads((series / "series.json").read_text())["config"]
     assert manifest["eval"]["n_blocks"] == len(blocks) and manifest["eval"]["path"] == "heldout.txt"
     assert [r["name"] for r in manifest["revisions"]] == NAMES
-    assert all(json.loads((series / n / "checkpoint.json").read_text())["tokens"] == t
-               for n, t in zip(NAMES, table.pretrain_time))
+    assert all(
+        json.loads((series / n / "checkpoint.json").read_text())["tokens"] == t
+        for n, t in zip(NAMES, table.pretrain_time)
+    )
 
 
 def test_perturb_reads_the_folder_as_a_series_and_agrees_on_the_base_curve(capsys, tmp_path, series):
     out = tmp_path / "perturb"
-    code, _, err = ovt(capsys, "llm", "perturb", "--model", series, "--tokens", "1K,2K,4K",
-                       "--eval-text", series / "heldout.txt", "--gammas", "1", "--seeds", "1", "--scale", "init",
-                       "--seq-len", "32", "--batch-size", str(llm_pretrain_cli.EVAL_BATCH_SIZE), "--out", out, "--quiet")
+    code, _, err = ovt(
+        capsys,
+        "llm",
+        "perturb",
+        "--model",
+        series,
+        "--tokens",
+        "1K,2K,4K",
+        "--eval-text",
+        series / "heldout.txt",
+        "--gammas",
+        "1",
+        "--seeds",
+        "1",
+        "--scale",
+        "init",
+        "--seq-len",
+        "32",
+        "--batch-size",
+        str(llm_pretrain_cli.EVAL_BATCH_SIZE),
+        "--out",
+        out,
+        "--quiet",
+    )
     assert code == 0, err
     base = pd.read_parquet(out / store.METRICS).query("modification == 'none'")
     stored = pd.read_parquet(series / store.METRICS)
@@ -167,8 +207,12 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(capsys, tmp_path, se
     (tmp_path / "cluttered" / "notes.txt").write_text("mine")
     other = tmp_path / "other"
     shutil.copytree(series, other)
-    paths = {"OUT": tmp_path / "out", "BLOCKED": tmp_path / "file" / "out", "CLUTTERED": tmp_path / "cluttered",
-             "SERIES": other}
+    paths = {
+        "OUT": tmp_path / "out",
+        "BLOCKED": tmp_path / "file" / "out",
+        "CLUTTERED": tmp_path / "cluttered",
+        "SERIES": other,
+    }
     argv = [paths.get(a, a) for a in argv]
     if paths["SERIES"] in argv:
         argv[argv.index("--lr") + 1] = "1e-2"

@@ -69,8 +69,10 @@ def test_jsonl_and_text_read_the_same_documents(tmp_path, tokenizer):
     assert read_texts(jsonl) == lines
     single = tmp_path / "one.txt"
     single.write_text(lines[0])
-    assert torch.equal(load_token_blocks(single, tokenizer, 4), pack_tokens(
-        [tokenizer(lines[0])["input_ids"]], 4, tokenizer.eos_token_id))
+    assert torch.equal(
+        load_token_blocks(single, tokenizer, 4),
+        pack_tokens([tokenizer(lines[0])["input_ids"]], 4, tokenizer.eos_token_id),
+    )
 
 
 @pytest.mark.parametrize("content", [None, "", "  \n\n", '{"text": ""}\n'])

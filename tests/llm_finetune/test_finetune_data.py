@@ -168,11 +168,14 @@ def test_malformed_rows_raise_data_error_naming_file_and_row(tmp_path, tokenizer
         load_examples(path, fmt, tokenizer, seq_len=32)
 
 
-@pytest.mark.parametrize("name, content, message", [
-    ("rows.jsonl", b'{"text": "fine"}\n{"text": "\xdc\xff"}\n', "not UTF-8 text"),
-    ("notes.txt", b"plain \xdc\xff bytes", "not UTF-8 text"),
-    ("rows.jsonl.gz", b"not gzip at all", "not a readable gzip file"),
-])
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("rows.jsonl", b'{"text": "fine"}\n{"text": "\xdc\xff"}\n', "not UTF-8 text"),
+        ("notes.txt", b"plain \xdc\xff bytes", "not UTF-8 text"),
+        ("rows.jsonl.gz", b"not gzip at all", "not a readable gzip file"),
+    ],
+)
 def test_a_file_that_is_not_utf8_text_is_a_data_error_naming_it(tmp_path, tokenizer, name, content, message):
     path = tmp_path / name
     path.write_bytes(content)

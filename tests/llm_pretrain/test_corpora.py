@@ -71,7 +71,9 @@ def test_synthetic_stream_is_deterministic_with_random_access():
     first = list(itertools.islice(synthetic_documents(language), 70))
     assert first == list(itertools.islice(synthetic_documents(language), 70))
     assert first[65:] == list(itertools.islice(synthetic_documents(language, start=65), 5))
-    other_seed = list(itertools.islice(synthetic_documents(SyntheticLanguage(vocab_size=50, words_per_document=30, seed=1)), 5))
+    other_seed = list(
+        itertools.islice(synthetic_documents(SyntheticLanguage(vocab_size=50, words_per_document=30, seed=1)), 5)
+    )
     assert other_seed != first[:5]
     assert all(len(text.replace(".", "").split()) == 30 and text.endswith(".\n") for text in first)
 

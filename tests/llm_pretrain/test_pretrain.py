@@ -128,7 +128,9 @@ def test_same_seed_same_weights_other_seed_not(series, tmp_path):
     for a, b in zip(checkpoints, again):
         assert_same_weights(a, b)
     other = pretrain(dataclasses.replace(CONFIG, seed=1, budgets=(1024,)), tmp_path / "seed1", progress=False)
-    assert not torch.equal(weights(other[0])["model.embed_tokens.weight"], weights(checkpoints[0])["model.embed_tokens.weight"])
+    assert not torch.equal(
+        weights(other[0])["model.embed_tokens.weight"], weights(checkpoints[0])["model.embed_tokens.weight"]
+    )
 
 
 def test_killed_and_resumed_equals_uninterrupted(series, tmp_path, monkeypatch):
@@ -153,7 +155,10 @@ def test_killed_and_resumed_equals_uninterrupted(series, tmp_path, monkeypatch):
     resumed = pretrain(CONFIG, out, progress=False, resume_every=3)
     for a, b in zip(checkpoints, resumed, strict=True):
         assert_same_weights(a, b)
-        assert json.loads((a / "checkpoint.json").read_text())["train_loss"] == json.loads((b / "checkpoint.json").read_text())["train_loss"]
+        assert (
+            json.loads((a / "checkpoint.json").read_text())["train_loss"]
+            == json.loads((b / "checkpoint.json").read_text())["train_loss"]
+        )
 
 
 def test_single_mode_saves_unannealed_checkpoints_on_one_schedule(series, tmp_path):
@@ -165,7 +170,9 @@ def test_single_mode_saves_unannealed_checkpoints_on_one_schedule(series, tmp_pa
     # The last checkpoint is the separate-mode run of the largest budget, bit for bit ...
     assert_same_weights(single[1], separate[1])
     # ... but the first is mid-schedule, not the annealed 8-step run.
-    assert not torch.equal(weights(single[0])["model.embed_tokens.weight"], weights(separate[0])["model.embed_tokens.weight"])
+    assert not torch.equal(
+        weights(single[0])["model.embed_tokens.weight"], weights(separate[0])["model.embed_tokens.weight"]
+    )
 
 
 def test_data_order_is_a_seeded_permutation_per_epoch():

@@ -13,8 +13,20 @@ GAMMAS = (0.15, 0.2, 0.3, 0.4)
 
 def curves(st, gamma=0.1, tau=1.0, lam=0.0):
     d = st["d"]
-    return protocol.closed_form_curves(st["s"], st["b"], st["u0"], st["T"], gamma=gamma, sigma1=st["sigma"],
-                                       sigma2=st["sigma"], d_in=d, h=d, d_out=d, tau=tau, lam=lam)
+    return protocol.closed_form_curves(
+        st["s"],
+        st["b"],
+        st["u0"],
+        st["T"],
+        gamma=gamma,
+        sigma1=st["sigma"],
+        sigma2=st["sigma"],
+        d_in=d,
+        h=d,
+        d_out=d,
+        tau=tau,
+        lam=lam,
+    )
 
 
 def is_u_shaped(T, y):

@@ -62,8 +62,9 @@ def test_small_lr_gradient_descent_tracks_the_flow(key):
 
 def test_finetune_strength_matches_flow_on_B(key):
     task, Ws0 = _aligned_problem(key)
-    W_T = jax.tree.map(lambda w: w[0], simulate.gradient_flow(
-        lambda W: network.task_loss(W, task.matrix), Ws0, jnp.array([6.0])))
+    W_T = jax.tree.map(
+        lambda w: w[0], simulate.gradient_flow(lambda W: network.task_loss(W, task.matrix), Ws0, jnp.array([6.0]))
+    )
     u_T = network.mode_strengths(W_T, task.U, task.V)
     b = tasks.reversed_spectrum(task.s)
     B = tasks.with_spectrum(task, b)
@@ -95,8 +96,9 @@ def test_mode_flow_depth_L_matches_matrix_flow(key, depth):
 
 def test_mode_flow_with_pull_matches_matrix_flow(key):
     task, Ws0 = _aligned_problem(key)
-    W_T = jax.tree.map(lambda w: w[0], simulate.gradient_flow(
-        lambda W: network.task_loss(W, task.matrix), Ws0, jnp.array([8.0])))
+    W_T = jax.tree.map(
+        lambda w: w[0], simulate.gradient_flow(lambda W: network.task_loss(W, task.matrix), Ws0, jnp.array([8.0]))
+    )
     u_T = network.mode_strengths(W_T, task.U, task.V)
     b = tasks.reversed_spectrum(task.s)
     B = tasks.with_spectrum(task, b).matrix
@@ -110,8 +112,9 @@ def test_mode_flow_with_pull_matches_matrix_flow(key):
 
 def test_finetune_gd_tracks_logistic(key):
     task, Ws0 = _aligned_problem(key)
-    W_T = jax.tree.map(lambda w: w[0], simulate.gradient_flow(
-        lambda W: network.task_loss(W, task.matrix), Ws0, jnp.array([6.0])))
+    W_T = jax.tree.map(
+        lambda w: w[0], simulate.gradient_flow(lambda W: network.task_loss(W, task.matrix), Ws0, jnp.array([6.0]))
+    )
     u_T = network.mode_strengths(W_T, task.U, task.V)
     b = tasks.reversed_spectrum(task.s)
     W_ft = finetune_gd(W_T, tasks.with_spectrum(task, b).matrix, 1e-3, 2000)

@@ -23,7 +23,10 @@ def test_hessian_trace_exact_matches_depth2_formula(key):
     k1, k2, k3 = jax.random.split(key, 3)
     W1, W2 = jax.random.normal(k1, (5, 4)), jax.random.normal(k2, (3, 5))
     A = jax.random.normal(k3, (3, 4))
-    loss = lambda W: network.task_loss(W, A)
+
+    def loss(W):
+        return network.task_loss(W, A)
+
     expected = 4 * jnp.sum(W2**2) + 3 * jnp.sum(W1**2)
     np.testing.assert_allclose(measure.hessian_trace(loss, (W1, W2)), expected, rtol=1e-4)
     hutch = measure.hessian_trace(loss, (W1, W2), key, n_probes=4000)
@@ -34,8 +37,12 @@ def test_sharpness_matches_dense_hessian(key):
     k1, k2 = jax.random.split(key)
     W1, W2 = 0.5 * jax.random.normal(k1, (4, 3)), 0.5 * jax.random.normal(k2, (2, 4))
     A = W2 @ W1  # at a global minimum the Hessian is PSD
-    loss = lambda W: network.task_loss(W, A)
+
+    def loss(W):
+        return network.task_loss(W, A)
+
     from jax.flatten_util import ravel_pytree
+
     flat, unravel = ravel_pytree((W1, W2))
     H = jax.hessian(lambda x: loss(unravel(x)))(flat)
     top = float(jnp.linalg.eigvalsh(H)[-1])

@@ -31,24 +31,23 @@ def test_depth3_monte_carlo_in_closed_form_curves_is_consistent(key, default_set
     """Depth 3 has no formula: the paired Monte-Carlo excess must still grow with T and vanish at gamma=0."""
     st = default_setup
     T = jnp.array([1.0, 30.0, 300.0])
-    kw = dict(sigma1=st["sigma"], sigma2=st["sigma"], d_in=st["d"], h=st["d"], d_out=st["d"], tau=1.0, depth=3,
-              key=key)
+    kw = dict(sigma1=st["sigma"], sigma2=st["sigma"], d_in=st["d"], h=st["d"], d_out=st["d"], tau=1.0, depth=3, key=key)
     c = protocol.closed_form_curves(st["s"], st["b"], 1e-3, T, gamma=0.2, **kw)
     assert bool(jnp.all(jnp.diff(c.excess) > 0))
     c0 = protocol.closed_form_curves(st["s"], st["b"], 1e-3, T, gamma=0.0, **kw)
     np.testing.assert_allclose(c0.excess, 0.0, atol=1e-6)
 
 
-def test_simulated_curves_agree_with_closed_form(key, default_setup):
+def test_simulated_curves_agree_with_closed_form(key):
     """The matrix path (stored weights + exact excess + GD fine-tuning) reproduces the per-mode path."""
     from theory import closed_form, tasks
-    st = default_setup
+
     d, s = 8, tasks.power_law_spectrum(8, 1.0, 1.0)
     b = tasks.reversed_spectrum(s)
     T = jnp.array([2.0, 10.0, 40.0])
     u = closed_form.mode_strength(s, 1e-3, T[:, None])
-    I = jnp.eye(d)
-    Ws_T = jax.vmap(lambda uT: network.init_aligned_balanced(I, I, uT, d))(u)
+    eye = jnp.eye(d)
+    Ws_T = jax.vmap(lambda uT: network.init_aligned_balanced(eye, eye, uT, d))(u)
     sim = protocol.simulated_curves(Ws_T, jnp.diag(s), jnp.diag(b), gamma=0.3, sigmas=(0.2, 0.2), lr=1e-3, steps=1000)
     cf = protocol.closed_form_curves(s, b, 1e-3, T, gamma=0.3, sigma1=0.2, sigma2=0.2, d_in=d, h=d, d_out=d, tau=1.0)
     np.testing.assert_allclose(sim.excess, cf.excess, rtol=1e-4)

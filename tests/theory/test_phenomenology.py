@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from scipy import optimize
 
-from theory import measure, phenomenology as ph, protocol, tasks
+from theory import measure, protocol, tasks
+from theory import phenomenology as ph
 
 TRUE = ph.Decomposition(E=2.5, A=40.0, alpha=0.5, C=2e-4, p=2.0, beta=0.6)
 
@@ -13,8 +14,9 @@ TRUE = ph.Decomposition(E=2.5, A=40.0, alpha=0.5, C=2e-4, p=2.0, beta=0.6)
 @pytest.mark.parametrize("D", [TRUE, ph.Decomposition(E=0.0, A=3.0, alpha=1.3, C=0.05, p=3.0, beta=0.4)])
 @pytest.mark.parametrize("m", [0.3, 1.0, 4.0])
 def test_closed_form_t_star_is_the_numerical_argmin(D, m):
-    best = optimize.minimize_scalar(lambda x: D.modified(np.exp(x), m), bounds=(-20.0, 40.0), method="bounded",
-                                    options={"xatol": 1e-10})
+    best = optimize.minimize_scalar(
+        lambda x: D.modified(np.exp(x), m), bounds=(-20.0, 40.0), method="bounded", options={"xatol": 1e-10}
+    )
     np.testing.assert_allclose(D.t_star(m), np.exp(best.x), rtol=1e-4)
 
 
@@ -56,8 +58,19 @@ KAPPA = 1e-4  # flow time per token: learning spans the grid
 def _theory_curves(alpha_s, gamma=0.3):
     s = tasks.power_law_spectrum(32, 1.0, alpha_s)
     sigma = 32**-0.5
-    c = protocol.closed_form_curves(s, tasks.reversed_spectrum(s), 1e-6, jnp.asarray(KAPPA * TOKENS), gamma=gamma,
-                                    sigma1=sigma, sigma2=sigma, d_in=32, h=32, d_out=32, tau=2.0)
+    c = protocol.closed_form_curves(
+        s,
+        tasks.reversed_spectrum(s),
+        1e-6,
+        jnp.asarray(KAPPA * TOKENS),
+        gamma=gamma,
+        sigma1=sigma,
+        sigma2=sigma,
+        d_in=32,
+        h=32,
+        d_out=32,
+        tau=2.0,
+    )
     return np.asarray(c.pretrain_loss, float), np.asarray(c.excess, float)
 
 

@@ -40,7 +40,9 @@ def test_separate_run_equals_standalone_run(key):
     Ws0 = network.init_gaussian(key, network.widths(4, 4, 4), 0.1)
     objective = simulate.population_objective(task.matrix)
     sep = simulate.budget_series(objective, Ws0, [50, 150], "separate", opt_name="adam", peak_lr=0.01, key=key)
-    alone = simulate.train(objective, Ws0, simulate.optimizer("adam", simulate.schedule("cosine", 0.01, 50.0)), 50, 50, key)
+    alone = simulate.train(
+        objective, Ws0, simulate.optimizer("adam", simulate.schedule("cosine", 0.01, 50.0)), 50, 50, key
+    )
     np.testing.assert_allclose(sep[0][0], alone[0][0], rtol=1e-5, atol=1e-7)
 
 
@@ -51,7 +53,8 @@ def test_every_optimizer_learns(key, name):
     opt = simulate.optimizer(name, 0.02 if name.startswith("adam") else 0.1, weight_decay=1e-4)
     Ws = simulate.train(simulate.population_objective(task.matrix), Ws0, opt, 600, 600)
     assert float(network.task_loss(jax.tree.map(lambda w: w[-1], Ws), task.matrix)) < 0.05 * float(
-        network.task_loss(Ws0, task.matrix))
+        network.task_loss(Ws0, task.matrix)
+    )
 
 
 def test_finite_sample_loss_is_unbiased(key):

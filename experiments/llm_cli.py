@@ -56,6 +56,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from experiments import store
 from experiments.arguments import MAX_VALUES, integer, numbers, token_counts, unique
 from experiments.run import UsageError
 from llm_validation.tokens import human_tokens
@@ -634,25 +635,19 @@ def _new_manifest(plan: Plan) -> dict:
 
 
 def _rows(plan: Plan, revision, results: list[tuple[str, float, int, object]]) -> pd.DataFrame:
-    nan = float("nan")
-    return pd.DataFrame(
-        {
-            "source": "llm",
-            "setup": plan.setup,
-            "checkpoint": revision.name,
-            "pretrain_time": float(revision.tokens),
-            "modification": [m for m, *_ in results],
-            "gamma": [g for _, g, _, _ in results],
-            "lr": nan,
-            "steps": nan,
-            "reg": nan,
-            "seed": [s for _, _, s, _ in results],
-            "metric": "perplexity",
-            "value": [p.perplexity for *_, p in results],
-            "mean_nll": [p.mean_nll for *_, p in results],
-            "n_tokens": [p.n_tokens for *_, p in results],
-            "diverged": [p.diverged for *_, p in results],
-        }
+    return store.block(
+        source="llm",
+        setup=plan.setup,
+        checkpoint=revision.name,
+        pretrain_time=float(revision.tokens),
+        modification=[m for m, *_ in results],
+        gamma=[g for _, g, _, _ in results],
+        seed=[s for _, _, s, _ in results],
+        metric="perplexity",
+        value=[p.perplexity for *_, p in results],
+        mean_nll=[p.mean_nll for *_, p in results],
+        n_tokens=[p.n_tokens for *_, p in results],
+        diverged=[p.diverged for *_, p in results],
     )
 
 

@@ -58,6 +58,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from experiments import store
 from experiments.arguments import MAX_VALUES, integer, number, numbers
 from experiments.llm_cli import (
     DEVICES,
@@ -317,9 +318,6 @@ def checkpoint_rows(plan: FinetunePlan, revision, base: dict[str, float], points
     records = [
         dict(
             modification="none",
-            lr=nan,
-            steps=nan,
-            reg=nan,
             metric=metric,
             value=value,
             lr_policy="",
@@ -349,14 +347,15 @@ def checkpoint_rows(plan: FinetunePlan, revision, base: dict[str, float], points
         records += block(point, "fixed", point.lr)
     best = tuned_lr(points)
     records += block(next((p for p in points if p.lr == best), None), "tuned", best)
-    frame = pd.DataFrame.from_records(records)
-    frame.insert(0, "source", "llm")
-    frame.insert(1, "setup", plan.setup)
-    frame.insert(2, "checkpoint", revision.name)
-    frame.insert(3, "pretrain_time", float(revision.tokens))
-    frame.insert(5, "gamma", nan)
-    frame.insert(9, "seed", plan.finetune.seed)
-    return frame
+    columns = pd.DataFrame.from_records(records)  # base rows leave lr, steps, reg NaN
+    return store.block(
+        source="llm",
+        setup=plan.setup,
+        checkpoint=revision.name,
+        pretrain_time=float(revision.tokens),
+        seed=plan.finetune.seed,
+        **{name: columns[name].tolist() for name in columns},
+    )
 
 
 def inflection_rows(table: pd.DataFrame) -> pd.DataFrame:

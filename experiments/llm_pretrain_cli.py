@@ -53,6 +53,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from experiments import store
 from experiments.arguments import MAX_TOKENS, integer, number, token_counts
 from experiments.llm_cli import (
     MAX_BATCH,
@@ -322,26 +323,19 @@ def _eval_record(plan: PretrainPlan, blocks, heldout: Path) -> dict:
 
 
 def _rows(plan: PretrainPlan, revision, result) -> pd.DataFrame:
-    nan = float("nan")
-    return pd.DataFrame(
-        {
-            "source": ["llm"],
-            "setup": plan.setup,
-            "checkpoint": revision.name,
-            "pretrain_time": float(revision.tokens),
-            "modification": "none",
-            "gamma": nan,
-            "lr": nan,
-            "steps": nan,
-            "reg": nan,
-            "seed": plan.config.seed,
-            "metric": "perplexity",
-            "value": result.perplexity,
-            "mean_nll": result.mean_nll,
-            "n_tokens": result.n_tokens,
-            "train_steps": revision.step,
-            "diverged": result.diverged,
-        }
+    return store.block(
+        source=["llm"],
+        setup=plan.setup,
+        checkpoint=revision.name,
+        pretrain_time=float(revision.tokens),
+        modification="none",
+        seed=plan.config.seed,
+        metric="perplexity",
+        value=result.perplexity,
+        mean_nll=result.mean_nll,
+        n_tokens=result.n_tokens,
+        train_steps=revision.step,
+        diverged=result.diverged,
     )
 
 

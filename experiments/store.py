@@ -99,6 +99,22 @@ def validate(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[list(REQUIRED_COLUMNS) + extra].reset_index(drop=True)
 
 
+# A row that was not modified in some way leaves that way's columns NaN: no noise -> gamma NaN,
+# no fine-tuning -> lr, steps, reg NaN.
+UNMODIFIED = {"gamma": np.nan, "lr": np.nan, "steps": np.nan, "reg": np.nan}
+
+
+def block(**columns) -> pd.DataFrame:
+    """Store rows from ``columns`` (lists, or scalars broadcast to them; at least one list): the
+    required columns first, in the store's order, with ``UNMODIFIED``'s NaN where a block does not set
+    them; the other columns after, in the order given."""
+    frame = pd.DataFrame(columns)
+    for name, value in UNMODIFIED.items():
+        if name not in frame:
+            frame[name] = value
+    return frame[[c for c in REQUIRED_COLUMNS if c in frame] + [c for c in frame if c not in REQUIRED_COLUMNS]]
+
+
 def write_table(path: Path, frame: pd.DataFrame) -> None:
     with atomic_path(path) as tmp:
         validate(frame).to_parquet(tmp, index=False)

@@ -53,6 +53,7 @@ import hashlib
 import math
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -60,6 +61,9 @@ from experiments import store
 from experiments.arguments import MAX_VALUES, integer, numbers, token_counts, unique
 from experiments.run import UsageError
 from llm_validation.tokens import human_tokens
+
+if TYPE_CHECKING:  # annotations only: torch loads when a command runs, after its input is checked
+    import torch
 
 LLM_COMMANDS = ("revisions", "pretrain", "perturb", "finetune")
 DTYPES = ("float32", "bfloat16")
@@ -256,7 +260,7 @@ class SeriesPlan:
     warnings: list[str]  # printed on stderr when the run starts (the plan itself prints nothing)
     eval_path: Path
     eval_sha256: str
-    blocks: object  # torch.Tensor [n_blocks, seq_len]
+    blocks: torch.Tensor  # [n_blocks, seq_len]
     device: str
     threads: int | None
     out: Path
@@ -434,7 +438,7 @@ def _check_positions(source: str, is_folder: bool, revisions, seq_len: int) -> N
             )
 
 
-def _tokenizer(source: str, is_folder: bool, revision: str):
+def load_tokenizer(source: str, is_folder: bool, revision: str):
     from transformers import AutoTokenizer
 
     from llm_validation.checkpoints import CheckpointError
@@ -463,7 +467,7 @@ def _token_blocks(plan_args, source: str, is_folder: bool, revisions, seq_len: i
     blocks, first = None, None
     cache: dict[tuple, object] = {}
     for revision in revisions:
-        tokenizer = _tokenizer(source, is_folder, revision.name)
+        tokenizer = load_tokenizer(source, is_folder, revision.name)
         # Identical tokenizers (the usual case) tokenise the file once.
         backend = getattr(tokenizer, "backend_tokenizer", None)
         key = (type(tokenizer).__name__, tokenizer.eos_token_id, backend.to_str() if backend else revision.name)
@@ -541,7 +545,7 @@ def torch_threads(threads: int | None):
         torch.set_num_threads(previous)
 
 
-def _commit(plan: Plan, revision: str, model=None) -> str | None:
+def revision_commit(plan: Plan, revision: str, model=None) -> str | None:
     """The hub commit a revision resolved to (the hub cache's ``refs/REVISION``); None for folders."""
     if plan.is_folder:
         return None
@@ -578,7 +582,7 @@ def revision_entries(plan, **extra) -> list[dict]:
             "tokens": r.tokens,
             "stage": r.stage,
             "requested_tokens": plan.requested.get(r.name),
-            "commit": _commit(plan, r.name),
+            "commit": revision_commit(plan, r.name),
             **extra,
         }
         for r in plan.revisions
@@ -704,7 +708,7 @@ def run_perturb(plan: Plan) -> pd.DataFrame:
                     ) from error
                 store.write_table(store.chunk_path(plan.out, index), rows)
                 entry = manifest["revisions"][index]
-                entry["commit"] = entry.get("commit") or _commit(plan, revision.name, model)
+                entry["commit"] = entry.get("commit") or revision_commit(plan, revision.name, model)
                 if manifest.get("sigma") is None and index == 0:
                     manifest["sigma"] = _sigma_summary(plan, revision.name, sigmas)
                 store.write_json(manifest_path, manifest)

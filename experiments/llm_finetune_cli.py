@@ -55,6 +55,7 @@ import hashlib
 import math
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -67,22 +68,26 @@ from experiments.llm_cli import (
     MAX_STEPS,
     RunFailure,
     SeriesPlan,
-    _commit,
-    _tokenizer,
     add_checkpoint_arguments,
     add_size_arguments,
     check_device,
     finish_run,
     light_checks,
+    load_tokenizer,
     manifest_head,
     plan_checkpoints,
     quiet_transformers,
+    revision_commit,
     start,
     t_star_line,
     torch_threads,
 )
 from experiments.run import UsageError, path_from_run
 from llm_validation.tokens import human_tokens
+
+if TYPE_CHECKING:  # annotations only: torch loads when a command runs, after its input is checked
+    from llm_validation.finetune import FinetuneConfig
+    from llm_validation.finetune_data import Examples
 
 FORMATS = ("hh", "messages", "text", "mc")  # llm_validation.finetune_data.FORMATS, without importing torch
 HELDOUT_FRACTION = 0.1
@@ -137,12 +142,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 class FinetunePlan(SeriesPlan):
     """Everything ``finetune`` needs, checked before anything is written."""
 
-    finetune: object  # FinetuneConfig (its lr is replaced by each of ``lrs``)
+    finetune: FinetuneConfig  # its lr is replaced by each of ``lrs``
     lrs: list[float]
     fmt: str
     data: dict  # {"path", "sha256", "n_train", "n_heldout", "heldout": how held out}
-    train: object  # Examples
-    heldout: object  # Examples
+    train: Examples
+    heldout: Examples
     mc: dict | None  # {"path", "sha256", "n_items"}
     mc_items: list | None
 
@@ -221,7 +226,7 @@ def plan_finetune(args: argparse.Namespace) -> FinetunePlan:
 
     shared = plan_checkpoints(args, counts)
     source, is_folder, revisions = shared["source"], shared["is_folder"], shared["revisions"]
-    tokenizer = _tokenizer(source, is_folder, revisions[0].name)
+    tokenizer = load_tokenizer(source, is_folder, revisions[0].name)
     examples = load_examples(args.data, args.format, tokenizer, args.seq_len)  # DataError: file and row
     if args.heldout_data is not None:
         train, heldout = examples, load_examples(args.heldout_data, args.format, tokenizer, args.seq_len)
@@ -440,7 +445,7 @@ def run_finetune(plan: FinetunePlan) -> pd.DataFrame:
                     ) from error
                 store.write_table(store.chunk_path(plan.out, index), checkpoint_rows(plan, revision, base, points))
                 entry = manifest["revisions"][index]
-                entry["commit"] = entry.get("commit") or _commit(plan, revision.name, model)
+                entry["commit"] = entry.get("commit") or revision_commit(plan, revision.name, model)
                 entry["tuned_lr"] = tuned_lr(points)
                 entry["diverged_lrs"] = [p.lr for p in points if p.diverged]
                 store.write_json(manifest_path, manifest)

@@ -26,7 +26,7 @@ reproduce-quick: $(STAMP)
 
 test: $(STAMP) lint
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow" tests README.md --doctest-glob=README.md
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q --doctest-modules theory
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q --doctest-modules theory analysis
 	HF_HUB_OFFLINE=1 JAX_ENABLE_X64=1 $(BIN)/python -m pytest -q -m "not slow" tests/theory
 
 # Style and layers: ruff (lint + format) and the import-linter contracts in pyproject.toml.

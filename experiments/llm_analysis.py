@@ -1,7 +1,7 @@
 """Derived rows of LLM result stores: the inflection of each perturbed-perplexity curve.
 
 The curve of a gamma is the mean over draws (seeds) of the perturbed perplexity at each checkpoint;
-its T* comes from the same helper as the theory's (``theory.measure.inflection``: argmin over the
+its T* comes from the same helper as the theory's (``analysis.inflection``: argmin over the
 token grid refined by a parabola in log tokens, NaN when the minimum is at an end or the curve never
 rises after it). The row's ``seed`` is -1: a statistic over all draws, not one draw. Diverged draws
 (inf or NaN perplexity) enter the mean as they are; the row itself has ``diverged`` False.
@@ -17,7 +17,7 @@ MEAN_OVER_SEEDS = -1
 
 def perturb_inflection_rows(frame: pd.DataFrame) -> pd.DataFrame:
     """One ``inflection`` row per (setup, gamma) of the Gaussian perplexity rows in ``frame``."""
-    from theory.measure import inflection
+    from analysis.inflection import inflection
 
     draws = frame[
         (frame.modification == "gaussian") & (frame.metric == "perplexity") & (frame.checkpoint != "inflection")

@@ -23,7 +23,7 @@ batch order seeded by ``--seed``). Rows (long form, docs/ARCHITECTURE.md "Result
 - ``lr_policy='tuned'``: per checkpoint the block of the lr with the lowest held-out
   ``finetune_loss`` (``finetune.tuned_lr``; diverged runs never win; all NaN if every lr diverged);
 - ``checkpoint='inflection'``, ``metric='inflection'``, ``pretrain_time`` NaN: per fixed lr and for
-  the tuned curve, T* of the post-fine-tuning perplexity over tokens (``theory.measure.inflection``,
+  the tuned curve, T* of the post-fine-tuning perplexity over tokens (``analysis.inflection``,
   the theory's helper; NaN when the minimum is at an end, or with fewer than three checkpoints).
 
 ``lr``, ``steps``, ``reg`` are NaN on the base rows (and ``lr`` on the tuned inflection); ``seed``
@@ -365,7 +365,7 @@ def checkpoint_rows(plan: FinetunePlan, revision, base: dict[str, float], points
 
 def inflection_rows(table: pd.DataFrame) -> pd.DataFrame:
     """T* of the post-fine-tuning perplexity curve of every fixed lr and of the tuned lr."""
-    from theory.measure import inflection
+    from analysis.inflection import inflection
 
     curves = table[(table.modification == "finetune") & (table.metric == "perplexity")]
     rows = []

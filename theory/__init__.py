@@ -5,6 +5,7 @@ networks and their init), ``closed_form`` (per-mode logistic laws), ``simulate``
 optax optimisers over ``lax.scan``), ``perturbation`` (Gaussian noise, exact and Monte-Carlo),
 ``finetune`` (fine-tuning with an optional L2 pull), ``measure`` (sharpness, trace, inflection),
 ``protocol`` (the whole pre-train -> modify -> measure pipeline over a grid of pre-training times) and
-``phenomenology`` (the power-law decomposition L + S and its closed-form inflection T*(m)).
+``linear_model`` (the linear model fitted to a measured base curve; the power-law decomposition is
+``analysis.phenomenology``).
 No module does file or terminal I/O.
 """

@@ -3,7 +3,7 @@
 Sharpness is the top eigenvalue of the Hessian of L_A in all weights (power iteration on
 Hessian-vector products, no Hessian materialised); the trace is exact by one HVP per coordinate
 (cheap at theory sizes) or Hutchinson's estimator; the inflection T* is the argmin of a curve over
-the T grid refined by a parabola in log T.
+the T grid refined by a parabola in log T (``analysis.inflection``, in NumPy).
 """
 
 from __future__ import annotations
@@ -12,8 +12,10 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from analysis.inflection import inflection as _inflection
 from theory import _checks, _random
 from theory.network import Params
 
@@ -64,31 +66,12 @@ def inflection(T, values, rtol: float = 1e-4) -> jax.Array:
     the grid, or when the curve does not rise after it by more than ``rtol`` times the minimum (a
     curve that only levels off, up to rounding or Monte-Carlo noise, has no inflection). Works on the
     last axis, so a batch of curves gives a batch of T*.
+
+    ``analysis.inflection`` computes it, in NumPy on concrete arrays (not under jit), in the float
+    dtype JAX gives the inputs (float32 unless x64 is enabled), as this function always has.
     """
-    T = jnp.asarray(T)
-    values = jnp.asarray(values)
-    if T.ndim != 1 or T.shape[0] != values.shape[-1]:
-        raise ValueError(f"T has shape {T.shape}; values must end in an axis of the same length, got {values.shape}")
-    if T.shape[0] < 3:
-        raise ValueError(f"T has {T.shape[0]} points; an inflection needs at least 3")
-    _checks.non_negative("rtol", rtol)
-    x = jnp.log(T)
-    finite = jnp.where(jnp.isfinite(values), values, jnp.inf)
-    i = jnp.argmin(finite, axis=-1)
-    j = jnp.clip(i, 1, T.shape[0] - 2)
-
-    def take(a, k):
-        return jnp.take_along_axis(a, k[..., None], axis=-1)[..., 0]
-
-    y0, y1, y2 = take(values, j - 1), take(values, j), take(values, j + 1)
-    x0, x1, x2 = x[j - 1], x[j], x[j + 1]
-    # Vertex of the parabola through three points (unequal spacing allowed).
-    num = (x1 - x0) ** 2 * (y1 - y2) - (x1 - x2) ** 2 * (y1 - y0)
-    den = (x1 - x0) * (y1 - y2) - (x1 - x2) * (y1 - y0)
-    vertex = x1 - 0.5 * num / jnp.where(den == 0, 1.0, den)
-    vertex = jnp.where(den == 0, x1, jnp.clip(vertex, x0, x2))
-    y_min = take(finite, i)
-    after = jnp.arange(T.shape[0]) > i[..., None]
-    late_rise = jnp.max(jnp.where(after & jnp.isfinite(values), values, -jnp.inf), axis=-1) - y_min
-    interior = (i > 0) & (i < T.shape[0] - 1) & (late_rise > rtol * jnp.abs(y_min))
-    return jnp.where(interior, jnp.exp(vertex), jnp.nan)
+    T, values = np.asarray(jnp.asarray(T)), np.asarray(jnp.asarray(values))
+    dtype = np.result_type(T, values)
+    if not np.issubdtype(dtype, np.floating):
+        dtype = jnp.result_type(float)  # JAX's default float
+    return jnp.asarray(_inflection(T, values, rtol, dtype=dtype))

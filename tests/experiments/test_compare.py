@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from analysis.phenomenology import Decomposition
 from experiments import cli, compare, presets, store
 from experiments.run import UsageError, run_theory
-from theory.phenomenology import Decomposition
 
 TRUE = Decomposition(E=2.5, A=474.0, alpha=0.5, C=9.5e-5, p=2.0, beta=0.5)
 TOKENS = np.geomspace(1e5, 1e7, 12)

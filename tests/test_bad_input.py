@@ -19,7 +19,7 @@ import pytest
 
 from experiments import cli
 
-from .llm.conftest import make_tokenizer, write_folder_series
+from .llm_validation.conftest import make_tokenizer, write_folder_series
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -4,6 +4,9 @@ import pytest
 
 from experiments import presets
 
+# The LLM command tests run on the tiny checkpoint series the llm_validation tests build.
+from tests.llm_validation.conftest import empty_offline_cache, folder_series, hub_cache, tokenizer  # noqa: F401
+
 
 def smoke_sized(name: str):
     """Every preset at smoke size: its own method and grid, tiny dimensions and grids."""

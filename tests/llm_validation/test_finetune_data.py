@@ -11,7 +11,7 @@ import torch
 
 from llm_validation.finetune_data import IGNORE, TULU_TEMPLATE, DataError, MCItem, load_examples, read_multiple_choice
 
-from ..llm.conftest import make_tokenizer
+from .conftest import make_tokenizer
 
 HH_TURNS = "\n\nHuman: what is {i} and {i}?\n\nAssistant: it is {j}.\n\nHuman: sure?\n\nAssistant: yes, {j}."
 HH_ROWS = [{"chosen": HH_TURNS.format(i=i, j=2 * i)} for i in range(24)]

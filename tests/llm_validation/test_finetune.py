@@ -16,7 +16,7 @@ from llm_validation.evaluate import MAX_LOSS, pack_tokens
 from llm_validation.finetune import FinetuneConfig, GridPoint, batch_order, finetune, lr_grid, tuned_lr
 from llm_validation.finetune_data import IGNORE, load_examples, read_multiple_choice
 
-from ..llm.conftest import make_model, tiny_corpus
+from .conftest import make_model, tiny_corpus
 from .test_finetune_data import HH_ROWS, MC_ROWS, tokenizer, write_jsonl  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -20,8 +20,7 @@ from experiments.run import UsageError
 from llm_validation import checkpoints, tokens
 from llm_validation.evaluate import load_token_blocks, perplexity
 from llm_validation.perturb import perturbed
-
-from .conftest import HUB_REPO, make_tokenizer, tiny_corpus
+from tests.llm_validation.conftest import HUB_REPO, make_tokenizer, tiny_corpus
 
 
 def _cli_dispatches_llm() -> bool:

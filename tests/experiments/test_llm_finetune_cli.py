@@ -19,9 +19,8 @@ from llm_validation import checkpoints, finetune
 from llm_validation.evaluate import load_token_blocks, perplexity
 from llm_validation.finetune import FinetuneConfig, lr_grid
 from llm_validation.finetune_data import load_examples
+from tests.llm_validation.conftest import tiny_corpus
 from theory.measure import inflection
-
-from .conftest import tiny_corpus
 
 NAMES = ["step10-tokens1K", "step20-tokens2K", "step40-tokens5K"]
 LRS = (3e-3, 1e-4)

@@ -8,7 +8,7 @@ import torch
 from llm_validation.finetune_data import MCItem
 from llm_validation.multiple_choice import score_multiple_choice
 
-from ..llm.conftest import make_model
+from .conftest import make_model
 from .test_finetune_data import tokenizer  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -18,6 +18,14 @@ MAX_VALUES = 100  # values in one comma list (a grid of gammas or lrs)
 MAX_TOKENS = 10**15  # token counts: 1000T, beyond any public pre-training run
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are bad input: one line, exit 2 (``UsageError``), not a usage block."""
+
+    def error(self, message):  # one line, exit 2, instead of argparse's usage block
+        # main() prefixes "ovt: error:"; a subcommand names itself ("ovt theory: ...").
+        raise UsageError(message if self.prog == "ovt" else f"{self.prog}: {message}")
+
+
 def bounded(flag: str, text: str, value, least=None, most=None, above=None, below=None):
     """``value`` (parsed from ``text``) if it is finite and within the bounds (``least <= value <=
     most``, ``above < value < below``, each optional); else UsageError naming the flag, the value and

@@ -11,20 +11,15 @@ import os
 import sys
 from pathlib import Path
 
-from experiments import compare, llm_cli
-from experiments.arguments import integer
-from experiments.run import UsageError
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2, instead of argparse's usage block
-        # main() prefixes "ovt: error:"; a subcommand names itself ("ovt theory: ...").
-        raise UsageError(message if self.prog == "ovt" else f"{self.prog}: {message}")
+from experiments import compare, llm_cli, presets, store
+from experiments.arguments import Parser, integer
+from experiments.config import apply_overrides
+from experiments.run import UsageError, check_writable, run_theory
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="ovt", description="Catastrophic overtraining: linear theory and LLM validation.")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = Parser(prog="ovt", description="Catastrophic overtraining: linear theory and LLM validation.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     t = sub.add_parser("theory", help="run a theory preset into a result store")
     t.add_argument("preset", nargs="?", help="preset name (see --list)")
@@ -42,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--out", type=Path, help="figure directory (default RESULTS/figures)")
 
     llm_cli.add_parser(sub)
-    compare.add_parser(sub, _Parser)
+    compare.add_parser(sub, Parser)
 
     r = sub.add_parser("reproduce", help="the main job: every theory figure (and the CPU LLM validation)")
     r.add_argument("--quick", action="store_true")
@@ -53,9 +48,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _theory(args) -> int:
-    from experiments import presets
-    from experiments.config import apply_overrides
-    from experiments.run import run_theory
 
     if args.list:
         if args.preset or args.overrides:
@@ -96,8 +88,6 @@ def default_theory_out(preset: str, quick: bool, overrides: list[str]) -> Path:
 def _figures(args) -> int:
     """Draw every run that has a figure; skip the others with one stderr line each. Bad input (exit 2)
     only when nothing at all can be drawn: then the one line says why, and nothing is written."""
-    from experiments import store
-    from experiments.run import check_writable
     from paper_figures import draw_run, why_not_drawable
 
     runs = []
@@ -131,8 +121,6 @@ def _reproduce(args) -> int:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from experiments import presets
-    from experiments.run import check_writable, run_theory
     from paper_figures import draw_run
 
     check_writable(args.out)

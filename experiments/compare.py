@@ -46,7 +46,7 @@ measured means and fitted lines the figures draw.
 Bad input (exit 2, one line, nothing written): a --results path that does not exist or holds no run,
 an unwritable --out, bad option values, and stores with nothing to fit (no loss rows, fewer than 3
 checkpoints, no modification rows, one size per family). ``cli.py`` wires this in with
-``compare.add_parser(sub, _Parser)`` and ``"compare": compare.run``.
+``compare.add_parser(sub, Parser)`` and ``"compare": compare.run``.
 """
 
 from __future__ import annotations
@@ -64,8 +64,10 @@ from analysis import families as fams
 from analysis import fits as fitting
 from analysis.families import WINDOW_RULE, Family, fit_window
 from analysis.fits import summary_rows
+from experiments import store
 from experiments.arguments import integer
-from experiments.run import UsageError
+from experiments.run import UsageError, check_writable, git_commit, now, versions
+from experiments.store import REQUIRED_COLUMNS
 
 __all__ = ["add_parser", "compare", "families", "fit_family", "fit_window", "plan", "run", "summary", "summary_rows"]
 
@@ -138,7 +140,6 @@ def run(args: argparse.Namespace) -> int:
 
 def families(frame: pd.DataFrame, run_name: str) -> tuple[list[Family], list[str]]:
     """``analysis.families.families`` of one loaded store (its swept fields: the non-store columns)."""
-    from experiments.store import REQUIRED_COLUMNS
 
     return fams.families(frame, run_name, REQUIRED_COLUMNS)
 
@@ -154,7 +155,6 @@ def fit_family(fam: Family, n_boot: int, seed: int, window, rank: int) -> dict:
 
 
 def _runs(results: list[Path]) -> list[Path]:
-    from experiments import store
 
     runs = []
     for path in results:
@@ -170,8 +170,6 @@ def _runs(results: list[Path]) -> list[Path]:
 
 def plan(results: list[Path], out: Path | None, window=None) -> tuple[list[Family], list[str], Path]:
     """Every input checked, every family built and its window set; nothing written (UsageError on bad input)."""
-    from experiments import store
-    from experiments.run import check_writable
 
     runs = _runs(results)
     out = Path(out) if out is not None else Path(results[0]) / "compare"
@@ -212,8 +210,6 @@ def compare(
     Returns the paths written."""
     from tqdm import tqdm
 
-    from experiments import store
-    from experiments.run import git_commit, now, versions
     from paper_figures import compare as figures
 
     found, skipped, out = plan(results, out, window)

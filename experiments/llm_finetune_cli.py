@@ -61,7 +61,7 @@ import pandas as pd
 
 from experiments import store
 from experiments.arguments import MAX_VALUES, integer, number, numbers
-from experiments.llm_cli import (
+from experiments.llm_series import (
     DEVICES,
     DTYPES,
     MAX_SEED,
@@ -82,7 +82,7 @@ from experiments.llm_cli import (
     t_star_line,
     torch_threads,
 )
-from experiments.run import UsageError, path_from_run
+from experiments.run import UsageError, marks_failure, out_decision, path_from_run
 from llm_validation.tokens import human_tokens
 
 if TYPE_CHECKING:  # annotations only: torch loads when a command runs, after its input is checked
@@ -212,7 +212,6 @@ def plan_finetune(args: argparse.Namespace) -> FinetunePlan:
 
     ``args``: the namespace ``ovt llm finetune`` parses (``cli._parser().parse_args(["llm", "finetune", ...])``).
     """
-    from experiments.run import out_decision
 
     lrs = numbers("--lrs", args.lrs, above=0)
     fraction = HELDOUT_FRACTION if args.heldout_fraction is None else args.heldout_fraction
@@ -398,8 +397,6 @@ def run_finetune(plan: FinetunePlan) -> pd.DataFrame:
     from accelerate import Accelerator
     from tqdm import tqdm
 
-    from experiments import store
-    from experiments.run import marks_failure
     from llm_validation.checkpoints import load_checkpoint
     from llm_validation.finetune import lr_grid, tuned_lr
 

@@ -11,7 +11,7 @@ Defaults left unset are the library's (``PretrainConfig``: seq_len 128, batch 8,
 the preset's vocabulary, 320 for ``tiny``).
 
 Bounds (exit 2 beyond them, before anything is written): budgets finite and at most 1e15 tokens
-(``arguments.MAX_TOKENS``), and at most 1,000,000 steps each (``llm_cli.MAX_STEPS``: a pre-flight
+(``arguments.MAX_TOKENS``), and at most 1,000,000 steps each (``llm_series.MAX_STEPS``: a pre-flight
 refusal, since a CPU trains the presets at thousands of steps a minute at best); ``--seq-len`` 2..the
 preset's max_position_embeddings (128 for tiny and smoke, 512 for the others); ``--batch-size``
 1..1,024; ``--vocab-size`` 258..1,000,000; ``--lr`` > 0; ``--max-blocks`` 1..1,000,000;
@@ -55,7 +55,7 @@ import pandas as pd
 
 from experiments import store
 from experiments.arguments import MAX_TOKENS, integer, number, token_counts
-from experiments.llm_cli import (
+from experiments.llm_series import (
     MAX_BATCH,
     MAX_BLOCKS,
     MAX_SEED,
@@ -65,7 +65,7 @@ from experiments.llm_cli import (
     quiet_transformers,
     torch_threads,
 )
-from experiments.run import UsageError, check_writable, jsonable
+from experiments.run import UsageError, check_writable, clear_run, git_commit, jsonable, marks_failure, now, versions
 from llm_validation.corpora import CORPORA
 from llm_validation.models import PRESETS
 from llm_validation.pretrain_config import MODES, PretrainConfig, budget_steps
@@ -236,7 +236,6 @@ def _check_series(out: Path, config) -> str:
 def _replaceable(out: Path) -> bool:
     """A series folder that holds nothing of value: no finished checkpoint, and the manifest of a
     ``pretrain`` that failed, was interrupted or never finished."""
-    from experiments import store
 
     if any(out.glob("*/checkpoint.json")):
         return False
@@ -250,7 +249,6 @@ def _replaceable(out: Path) -> bool:
 def _clear_series(out: Path) -> None:
     """Remove what ``pretrain`` writes in ``out``, and nothing else: the store, ``series.json``, the
     tokenizer, the held-out text, resume states and temporaries."""
-    from experiments.run import clear_run
 
     clear_run(out)
     for path in [
@@ -270,8 +268,6 @@ def _clear_series(out: Path) -> None:
 def _begin(plan: PretrainPlan, previous: dict) -> dict:
     """The manifest of a starting run, written with status running: it continues ``previous`` (a
     resume, noted under ``resumed``) or starts afresh."""
-    from experiments import store
-    from experiments.run import git_commit, now, versions
 
     manifest = {
         "command": "llm pretrain",
@@ -295,7 +291,6 @@ def _begin(plan: PretrainPlan, previous: dict) -> dict:
 
 
 def _write_heldout(plan: PretrainPlan) -> Path:
-    from experiments import store
     from llm_validation.corpora import load_corpus
 
     heldout = load_corpus(plan.config.corpus, max_chars=plan.config.max_train_chars).heldout
@@ -349,8 +344,6 @@ def run_pretrain(plan: PretrainPlan) -> pd.DataFrame:
     from tqdm import tqdm
     from transformers import AutoTokenizer
 
-    from experiments import store
-    from experiments.run import marks_failure, now
     from llm_validation.checkpoints import list_revisions, load_checkpoint
     from llm_validation.evaluate import load_token_blocks, perplexity
     from llm_validation.pretrain import pretrain

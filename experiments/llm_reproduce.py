@@ -13,6 +13,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from experiments import llm_cli
+from experiments.arguments import Parser
+
 
 @dataclasses.dataclass(frozen=True)
 class ValidationSize:
@@ -147,12 +150,11 @@ def commands(out: Path, size: ValidationSize, quiet: bool) -> list[list[str]]:
 
 def run(out: Path, quick: bool = False, quiet: bool = False) -> list[Path]:
     """Run the three steps into ``out`` (each resumable); return the run directories to draw."""
-    from experiments import cli, llm_cli
-
     size = QUICK if quick else DEFAULT
     out.mkdir(parents=True, exist_ok=True)
     python_finetune_text(out)
-    parser = cli._parser()
+    parser = Parser(prog="ovt")  # the ``ovt llm`` commands alone, parsed as the command line parses them
+    llm_cli.add_parser(parser.add_subparsers(dest="command", required=True, parser_class=Parser))
     for argv in commands(out, size, quiet):
         llm_cli.run(parser.parse_args(argv))
     return [out / "perturb", out / "finetune"]

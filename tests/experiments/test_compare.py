@@ -12,6 +12,7 @@ import pytest
 
 from analysis.phenomenology import Decomposition
 from experiments import cli, compare, presets, store
+from experiments.arguments import Parser
 from experiments.run import UsageError, run_theory
 
 TRUE = Decomposition(E=2.5, A=474.0, alpha=0.5, C=9.5e-5, p=2.0, beta=0.5)
@@ -25,7 +26,7 @@ def ovt(capsys, *argv):
     parser = cli._parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     if "compare" not in sub.choices:
-        compare.add_parser(sub, cli._Parser)
+        compare.add_parser(sub, Parser)
     try:
         code = compare.run(parser.parse_args(list(argv)))
     except (UsageError, ValueError) as err:

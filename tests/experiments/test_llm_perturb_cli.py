@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 import torch
 
-from experiments import cli, llm_cli, store
+from experiments import cli, llm_cli, llm_perturb_cli, store
+from experiments.arguments import Parser
 from experiments.run import UsageError
 from llm_validation import checkpoints, tokens
 from llm_validation.evaluate import load_token_blocks, perplexity
@@ -35,8 +36,8 @@ def _main(argv: list[str]) -> int:
     """``cli.main`` once it dispatches ``llm``; until then the same parser class and error mapping."""
     if _cli_dispatches_llm():
         return cli.main(argv)
-    parser = cli._Parser(prog="ovt")
-    llm_cli.add_parser(parser.add_subparsers(dest="command", required=True, parser_class=cli._Parser))
+    parser = Parser(prog="ovt")
+    llm_cli.add_parser(parser.add_subparsers(dest="command", required=True, parser_class=Parser))
     try:
         return llm_cli.run(parser.parse_args(argv))
     except (UsageError, ValueError) as err:
@@ -488,7 +489,7 @@ def test_numbers_and_flags_are_refused_before_torch_is_imported(tmp_path, folder
 
 def test_the_perturb_summary_lists_checkpoints_then_each_gammas_t_star():
     reference = Path(__file__).resolve().parents[2] / "paper_figures" / "reference" / "llm" / "perturb"
-    text = llm_cli.summary(pd.read_parquet(reference / store.METRICS))
+    text = llm_perturb_cli.summary(pd.read_parquet(reference / store.METRICS))
     *rows, last = text.splitlines()
     assert len(rows) == 2 + 6 and not any(row.startswith("inflection") for row in rows)
     assert last == (

@@ -1,0 +1,291 @@
+"""``ovt llm perturb``: perplexity of Gaussian-perturbed checkpoints into a result store.
+
+    ovt llm perturb --model M [--revisions R1,R2 | --tokens 1e9,2.3T] --eval-text FILE
+                    --gammas G1,G2 --seeds K [--scale init|relative|absolute] --out DIR
+                    [--seq-len 128] [--batch-size 8] [--max-blocks N] [--threads N]
+                    [--dtype float32|bfloat16] [--device cpu|cuda] [--quiet]
+
+``perturb`` evaluates, for each checkpoint in turn (one model in memory at a time), the held-out
+perplexity of the checkpoint itself (``modification='none'``, ``gamma`` NaN, ``seed`` 0) and of
+``K`` Gaussian draws per gamma (``modification='gaussian'``, ``seed`` k = 0..K-1). Draw k uses the
+noise of ``perturb.gaussian_noise(k, name, shape)`` on every checkpoint, so draws are paired across
+checkpoints. The token set is the same for every checkpoint and draw: the eval text is tokenised
+with *each* checkpoint's own tokenizer, and the run refuses (exit 2, before writing anything) when
+two checkpoints' tokenizers give different token ids, since their perplexities would not be
+comparable. An evaluation whose mean loss overflows the perplexity (``evaluate.MAX_LOSS``) or is
+NaN is recorded, never a crash: value inf or NaN and ``diverged`` True (False on every other row).
+
+Defaults: ``--scale init`` (the paper's choice); on a local folder series without ``--revisions``
+or ``--tokens``, every checkpoint of the series (a hub id needs one of them); ``--threads``: torch's
+own count (``--threads 1`` is fastest for small models on a busy machine). A ``--tokens`` value
+whose nearest checkpoint is more than 2x away is reported in one warning line on stderr.
+
+Bounds, checks and the run lifecycle: ``llm_series``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from experiments import store
+from experiments.arguments import MAX_VALUES, integer, numbers
+from experiments.llm_series import (
+    DEVICES,
+    DTYPES,
+    MAX_SEEDS,
+    RunFailure,
+    SeriesPlan,
+    add_checkpoint_arguments,
+    add_size_arguments,
+    check_device,
+    finish_run,
+    light_checks,
+    manifest_head,
+    plan_checkpoints,
+    quiet_transformers,
+    revision_commit,
+    start,
+    t_star_line,
+    torch_threads,
+)
+from experiments.run import marks_failure, out_decision
+from llm_validation.tokens import human_tokens
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``ovt llm perturb``."""
+    add_checkpoint_arguments(p)
+    p.add_argument(
+        "--eval-text", required=True, type=Path, help="held-out text (.txt: one document; .jsonl: 'text' per line)"
+    )
+    p.add_argument("--gammas", required=True, help=f"comma-separated noise scales >= 0 (at most {MAX_VALUES})")
+    p.add_argument(
+        "--seeds",
+        required=True,
+        type=integer("--seeds", 1, MAX_SEEDS),
+        help=f"draws per gamma, seeds 0..K-1 (K <= {MAX_SEEDS:,})",
+    )
+    p.add_argument(
+        "--scale",
+        default="init",
+        choices=("init", "relative", "absolute"),
+        help="sigma per tensor: init std (default, the paper's), tensor RMS, or 1",
+    )
+    p.add_argument(
+        "--noise-device",
+        default="cpu",
+        choices=("cpu", "param"),
+        help="where noise is drawn: cpu (same numbers on any device) or param (on the weights' "
+        "device: much faster for 1B+ models on a GPU; still paired across checkpoints)",
+    )
+    p.add_argument("--out", required=True, type=Path, help="run directory (resumable)")
+    add_size_arguments(p, "eval blocks per forward pass")
+    p.add_argument("--dtype", choices=DTYPES, default="float32")
+    p.add_argument("--device", choices=DEVICES, default="cpu")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
+
+
+@dataclasses.dataclass
+class Plan(SeriesPlan):
+    """Everything ``perturb`` needs, checked before anything is written."""
+
+    gammas: list[float]
+    seeds: int
+    scale: str
+    noise_device: str
+    batch_size: int
+    dtype: str
+
+    def config(self) -> dict:
+        """What the numbers depend on: a run directory holds one config, and a rerun of it resumes."""
+        config = {
+            "model": self.recorded_source,
+            "revisions": [r.name for r in self.revisions],
+            "gammas": self.gammas,
+            "seeds": self.seeds,
+            "scale": self.scale,
+            "eval_sha256": self.eval_sha256,
+            "seq_len": int(self.blocks.shape[1]),
+            "n_blocks": int(self.blocks.shape[0]),
+            "batch_size": self.batch_size,
+            "dtype": self.dtype,
+            "device": self.device,
+        }
+        if self.noise_device != "cpu":  # the default is left out, so older run directories still resume
+            config["noise_device"] = self.noise_device
+        return config
+
+    def identity(self) -> dict:
+        """The manifest fields a rerun must match to resume (``experiments.run.out_decision``)."""
+        return {"command": "llm perturb", "config": self.config()}
+
+    def new_manifest(self) -> dict:
+        return _new_manifest(self)
+
+
+def plan_perturb(args) -> Plan:
+    """Check every input of ``perturb`` (raising UsageError / ValueError) without writing anything;
+    numbers and flags first, before torch is imported."""
+
+    gammas = numbers("--gammas", args.gammas, least=0)
+    counts = light_checks(args)
+    check_device(args.device)
+    plan = Plan(
+        **plan_checkpoints(args, counts),
+        gammas=gammas,
+        seeds=args.seeds,
+        scale=args.scale,
+        noise_device=args.noise_device,
+        batch_size=args.batch_size,
+        dtype=args.dtype,
+    )
+    out_decision(plan.out, plan.identity())  # a run of another config: refused unless it may be replaced
+    return plan
+
+
+def _sigma_summary(plan: Plan, checkpoint: str, sigmas: dict[str, float]) -> dict:
+    values = sorted(sigmas.values())
+    return {
+        "scale": plan.scale,
+        "checkpoint": checkpoint,
+        "n_tensors": len(values),
+        "min": values[0],
+        "median": values[len(values) // 2],
+        "max": values[-1],
+        "mean": sum(values) / len(values),
+        "by_parameter": sigmas,
+        "policy": "Linear and Embedding weights perturbed (a tied embedding once, under its first name); "
+        "norm weights and biases unchanged (zero init variance)",
+    }
+
+
+def _new_manifest(plan: Plan) -> dict:
+    n_blocks, seq_len = plan.blocks.shape
+    return manifest_head(plan, "llm perturb") | {
+        "n_tokens": int(n_blocks * (seq_len - 1)),
+        "seq_len": int(seq_len),
+        "batch_size": plan.batch_size,
+        "dtype": plan.dtype,
+        "device": plan.device,
+        "scale": plan.scale,
+        "gammas": plan.gammas,
+        "n_seeds": plan.seeds,
+        "threads": plan.threads,
+        "sigma": None,  # draws are seeds 0..n_seeds-1
+    }
+
+
+def _rows(plan: Plan, revision, results: list[tuple[str, float, int, object]]) -> pd.DataFrame:
+    return store.block(
+        source="llm",
+        setup=plan.setup,
+        checkpoint=revision.name,
+        pretrain_time=float(revision.tokens),
+        modification=[m for m, *_ in results],
+        gamma=[g for _, g, _, _ in results],
+        seed=[s for _, _, s, _ in results],
+        metric="perplexity",
+        value=[p.perplexity for *_, p in results],
+        mean_nll=[p.mean_nll for *_, p in results],
+        n_tokens=[p.n_tokens for *_, p in results],
+        diverged=[p.diverged for *_, p in results],
+    )
+
+
+def evaluate_checkpoint(plan: Plan, revision, model, progress=None) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Base perplexity, then every (gamma, seed) draw of one loaded checkpoint; returns (rows, sigmas)."""
+    from llm_validation.evaluate import perplexity
+    from llm_validation.perturb import Perturbation
+
+    results = [("none", float("nan"), 0, perplexity(model, plan.blocks, plan.batch_size))]
+    if progress is not None:
+        progress.update()
+    perturbation = Perturbation(model, plan.scale, plan.noise_device)  # one exact copy serves every draw
+    for gamma in plan.gammas:
+        for seed in range(plan.seeds):
+            with perturbation.draw(gamma, seed):
+                results.append(("gaussian", gamma, seed, perplexity(model, plan.blocks, plan.batch_size)))
+            if progress is not None:
+                progress.update()
+    return _rows(plan, revision, results), perturbation.sigmas
+
+
+def run_perturb(plan: Plan) -> pd.DataFrame:
+    """Evaluate every planned checkpoint not yet stored under ``plan.out``; write the final table."""
+    import torch
+    from tqdm import tqdm
+
+    from llm_validation.checkpoints import load_checkpoint
+
+    manifest_path = plan.out / store.MANIFEST
+    manifest = start(plan)
+    done = store.stored_chunks(plan.out)
+    todo = [(i, r) for i, r in enumerate(plan.revisions) if i not in done]
+    per_checkpoint = 1 + len(plan.gammas) * plan.seeds
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[plan.dtype]
+    with marks_failure(plan.out), torch_threads(plan.threads), quiet_transformers(plan.quiet):
+        with tqdm(
+            total=len(todo) * per_checkpoint,
+            desc=f"perturb {plan.setup}",
+            unit="eval",
+            disable=plan.quiet,
+            file=sys.stderr,
+        ) as progress:
+            for index, revision in todo:
+                progress.set_postfix_str(revision.name)
+                try:
+                    model, _ = load_checkpoint(plan.source, revision.name, dtype, plan.device)
+                    rows, sigmas = evaluate_checkpoint(plan, revision, model, progress)
+                except ValueError as error:  # bad checkpoint files found mid-run: a failure, not bad input
+                    raise RunFailure(
+                        f"{plan.model}@{revision.name}: {error}; {len(store.stored_chunks(plan.out))} "
+                        f"checkpoint(s) stored in {plan.out}; rerun to resume"
+                    ) from error
+                store.write_table(store.chunk_path(plan.out, index), rows)
+                entry = manifest["revisions"][index]
+                entry["commit"] = entry.get("commit") or revision_commit(plan, revision.name, model)
+                if manifest.get("sigma") is None and index == 0:
+                    manifest["sigma"] = _sigma_summary(plan, revision.name, sigmas)
+                store.write_json(manifest_path, manifest)
+                del model
+        from experiments.llm_analysis import perturb_inflection_rows
+
+        return finish_run(plan.out, len(plan.revisions), manifest, perturb_inflection_rows)
+
+
+def summary(table: pd.DataFrame) -> str:
+    """Per checkpoint: base perplexity and the mean perplexity over seeds at each gamma; then T* of each gamma."""
+    rows, infl = table[table.checkpoint != "inflection"], table[table.checkpoint == "inflection"]
+    base = rows[rows.modification == "none"].set_index("checkpoint")["value"].rename("none")
+    noisy = (
+        rows[rows.modification == "gaussian"]
+        .groupby(["checkpoint", "gamma"])["value"]
+        .mean()
+        .unstack("gamma")
+        .rename(columns=lambda g: f"gamma={g:g}")
+    )
+    position = rows.groupby("checkpoint")["pretrain_time"].first().sort_values()
+    frame = pd.concat([position.map(human_tokens).rename("tokens"), base, noisy], axis=1).loc[position.index]
+    return (
+        frame.to_string(float_format=lambda v: f"{v:.4g}")
+        + "\n"
+        + t_star_line((f"gamma={g:g}" for g in infl.gamma), infl.value)
+    )
+
+
+def command(args: argparse.Namespace) -> int:
+    """``ovt llm perturb``: plan (bad input exits 2, nothing written), then run."""
+    plan = plan_perturb(args)  # bad input: UsageError / ValueError before anything is written
+    try:
+        table = run_perturb(plan)
+    except ValueError as error:  # the run directory exists now: whatever fails is a failure (exit 1)
+        raise RunFailure(str(error)) from error
+    if not plan.quiet:
+        print(f"perplexity (mean over {plan.seeds} seed(s)), {len(table)} rows -> {plan.out}")
+        print(summary(table))
+    return 0

@@ -53,7 +53,6 @@ import argparse
 import dataclasses
 import hashlib
 import math
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -77,7 +76,7 @@ from experiments.llm_series import (
     manifest_head,
     plan_checkpoints,
     quiet_transformers,
-    revision_commit,
+    run_checkpoints,
     start,
     t_star_line,
     torch_threads,
@@ -395,58 +394,29 @@ def run_finetune(plan: FinetunePlan) -> pd.DataFrame:
     (the stored checkpoints' rows, then the inflection rows) and return it."""
     import torch
     from accelerate import Accelerator
-    from tqdm import tqdm
 
     from llm_validation.checkpoints import load_checkpoint
     from llm_validation.finetune import lr_grid, tuned_lr
 
-    manifest_path = plan.out / store.MANIFEST
     manifest = start(plan)
-    done = store.stored_chunks(plan.out)
-    todo = [(i, r) for i, r in enumerate(plan.revisions) if i not in done]
+
+    def measure(index, revision, progress):
+        model, tokenizer = load_checkpoint(plan.source, revision.name, torch.float32, plan.device)
+        base = _base_metrics(plan, model, tokenizer)
+        progress.update()
+        points = []
+        for lr in plan.lrs:  # one lr a call, for the progress bar; each starts from the checkpoint
+            grid = (model, plan.train, plan.heldout, plan.blocks, plan.finetune, [lr])
+            points += lr_grid(*grid, tokenizer=tokenizer, mc_items=plan.mc_items, accelerator=accelerator)
+            progress.update()
+        notes = {"tuned_lr": tuned_lr(points), "diverged_lrs": [p.lr for p in points if p.diverged]}
+        return checkpoint_rows(plan, revision, base, points), model, notes
+
     with marks_failure(plan.out), torch_threads(plan.threads), quiet_transformers(plan.quiet):
         accelerator = Accelerator(cpu=plan.device == "cpu")  # one for every run; the lr grid reuses it
         if accelerator.device.type != plan.device:
             raise RunFailure(f"--device {plan.device}: accelerate placed the run on {accelerator.device}")
-        with tqdm(
-            total=len(todo) * (1 + len(plan.lrs)),
-            desc=f"finetune {plan.setup}",
-            unit="run",
-            disable=plan.quiet,
-            file=sys.stderr,
-        ) as progress:
-            for index, revision in todo:
-                progress.set_postfix_str(revision.name)
-                try:
-                    model, tokenizer = load_checkpoint(plan.source, revision.name, torch.float32, plan.device)
-                    base = _base_metrics(plan, model, tokenizer)
-                    progress.update()
-                    points = []
-                    for lr in plan.lrs:  # one lr a call, for the progress bar; each starts from the checkpoint
-                        points += lr_grid(
-                            model,
-                            plan.train,
-                            plan.heldout,
-                            plan.blocks,
-                            plan.finetune,
-                            [lr],
-                            tokenizer=tokenizer,
-                            mc_items=plan.mc_items,
-                            accelerator=accelerator,
-                        )
-                        progress.update()
-                except ValueError as error:  # bad checkpoint files found mid-run: a failure, not bad input
-                    raise RunFailure(
-                        f"{plan.model}@{revision.name}: {error}; {len(store.stored_chunks(plan.out))} "
-                        f"checkpoint(s) stored in {plan.out}; rerun to resume"
-                    ) from error
-                store.write_table(store.chunk_path(plan.out, index), checkpoint_rows(plan, revision, base, points))
-                entry = manifest["revisions"][index]
-                entry["commit"] = entry.get("commit") or revision_commit(plan, revision.name, model)
-                entry["tuned_lr"] = tuned_lr(points)
-                entry["diverged_lrs"] = [p.lr for p in points if p.diverged]
-                store.write_json(manifest_path, manifest)
-                del model
+        run_checkpoints(plan, manifest, "finetune", "run", 1 + len(plan.lrs), measure)
         return finish_run(plan.out, len(plan.revisions), manifest, inflection_rows)
 
 

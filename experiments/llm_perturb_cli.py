@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from pathlib import Path
 
 import pandas as pd
 
 from experiments import store
 from experiments.arguments import MAX_VALUES, integer, numbers
+from experiments.llm_analysis import perturb_inflection_rows
 from experiments.llm_series import (
     DEVICES,
     DTYPES,
@@ -48,7 +48,7 @@ from experiments.llm_series import (
     manifest_head,
     plan_checkpoints,
     quiet_transformers,
-    revision_commit,
+    run_checkpoints,
     start,
     t_star_line,
     torch_threads,
@@ -218,43 +218,21 @@ def evaluate_checkpoint(plan: Plan, revision, model, progress=None) -> tuple[pd.
 def run_perturb(plan: Plan) -> pd.DataFrame:
     """Evaluate every planned checkpoint not yet stored under ``plan.out``; write the final table."""
     import torch
-    from tqdm import tqdm
 
     from llm_validation.checkpoints import load_checkpoint
 
-    manifest_path = plan.out / store.MANIFEST
     manifest = start(plan)
-    done = store.stored_chunks(plan.out)
-    todo = [(i, r) for i, r in enumerate(plan.revisions) if i not in done]
-    per_checkpoint = 1 + len(plan.gammas) * plan.seeds
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[plan.dtype]
-    with marks_failure(plan.out), torch_threads(plan.threads), quiet_transformers(plan.quiet):
-        with tqdm(
-            total=len(todo) * per_checkpoint,
-            desc=f"perturb {plan.setup}",
-            unit="eval",
-            disable=plan.quiet,
-            file=sys.stderr,
-        ) as progress:
-            for index, revision in todo:
-                progress.set_postfix_str(revision.name)
-                try:
-                    model, _ = load_checkpoint(plan.source, revision.name, dtype, plan.device)
-                    rows, sigmas = evaluate_checkpoint(plan, revision, model, progress)
-                except ValueError as error:  # bad checkpoint files found mid-run: a failure, not bad input
-                    raise RunFailure(
-                        f"{plan.model}@{revision.name}: {error}; {len(store.stored_chunks(plan.out))} "
-                        f"checkpoint(s) stored in {plan.out}; rerun to resume"
-                    ) from error
-                store.write_table(store.chunk_path(plan.out, index), rows)
-                entry = manifest["revisions"][index]
-                entry["commit"] = entry.get("commit") or revision_commit(plan, revision.name, model)
-                if manifest.get("sigma") is None and index == 0:
-                    manifest["sigma"] = _sigma_summary(plan, revision.name, sigmas)
-                store.write_json(manifest_path, manifest)
-                del model
-        from experiments.llm_analysis import perturb_inflection_rows
 
+    def measure(index, revision, progress):
+        model, _ = load_checkpoint(plan.source, revision.name, dtype, plan.device)
+        rows, sigmas = evaluate_checkpoint(plan, revision, model, progress)
+        if manifest.get("sigma") is None and index == 0:  # the sigmas of the first checkpoint, recorded
+            manifest["sigma"] = _sigma_summary(plan, revision.name, sigmas)
+        return rows, model, {}
+
+    with marks_failure(plan.out), torch_threads(plan.threads), quiet_transformers(plan.quiet):
+        run_checkpoints(plan, manifest, "perturb", "eval", 1 + len(plan.gammas) * plan.seeds, measure)
         return finish_run(plan.out, len(plan.revisions), manifest, perturb_inflection_rows)
 
 

@@ -413,6 +413,34 @@ def manifest_head(plan, command: str, revision_extra: dict | None = None, eval_e
     }
 
 
+def run_checkpoints(plan: SeriesPlan, manifest: dict, name: str, unit: str, per_checkpoint: int, measure) -> None:
+    """Every planned checkpoint not yet stored under ``plan.out``, in turn (one model in memory):
+    ``measure(index, revision, progress) -> (rows, model, notes)`` loads and measures it, advancing
+    the progress bar by ``per_checkpoint`` units; its rows become the checkpoint's chunk and ``notes``
+    join its manifest entry, with the hub commit it resolved to. A checkpoint that fails to load or
+    measure (ValueError) is a failure while running, naming what is stored."""
+    from tqdm import tqdm
+
+    todo = [(i, r) for i, r in enumerate(plan.revisions) if i not in store.stored_chunks(plan.out)]
+    bar = dict(desc=f"{name} {plan.setup}", unit=unit, disable=plan.quiet, file=sys.stderr)
+    with tqdm(total=len(todo) * per_checkpoint, **bar) as progress:
+        for index, revision in todo:
+            progress.set_postfix_str(revision.name)
+            try:
+                rows, model, notes = measure(index, revision, progress)
+            except ValueError as error:  # bad checkpoint files found mid-run: a failure, not bad input
+                raise RunFailure(
+                    f"{plan.model}@{revision.name}: {error}; {len(store.stored_chunks(plan.out))} "
+                    f"checkpoint(s) stored in {plan.out}; rerun to resume"
+                ) from error
+            store.write_table(store.chunk_path(plan.out, index), rows)
+            entry = manifest["revisions"][index]
+            entry["commit"] = entry.get("commit") or revision_commit(plan, revision.name, model)
+            entry.update(notes)
+            store.write_json(plan.out / store.MANIFEST, manifest)
+            del model  # before the next checkpoint loads
+
+
 def finish_run(out: Path, n_checkpoints: int, manifest: dict, derive) -> pd.DataFrame:
     """Write ``metrics.parquet`` = every checkpoint's stored chunk plus ``derive(chunks)``, and mark the
     manifest complete. Derived rows come from the stored chunks alone, so a resumed run ends with the

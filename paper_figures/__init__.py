@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from experiments import store
 from paper_figures import (
@@ -38,26 +39,30 @@ FIGURES = {
 
 
 def why_not_drawable(run_dir: Path | str) -> str | None:
-    """None when ``run_dir`` has a figure and something to draw, else why not (one line naming it).
+    """None when ``run_dir`` has a figure and something to draw, else why not (one line naming it)."""
+    return _drawable(run_dir)[1]
 
-    The kind is the theory preset, or the ``ovt llm`` command (``llm perturb`` draws as llm_perturb)."""
+
+def _drawable(run_dir: Path | str) -> tuple[pd.DataFrame | None, str | None]:
+    """(the run's table, None) when it can be drawn, else (None, why not). The kind is the theory
+    preset, or the ``ovt llm`` command (``llm perturb`` draws as llm_perturb)."""
     try:
         kind = store.run_kind(run_dir)
         if kind not in FIGURES:
-            return f"{run_dir}: {kind!r} runs have no figure (figures exist for: {', '.join(FIGURES)})"
-        values = store.read_table(run_dir).value.to_numpy(float)
+            return None, f"{run_dir}: {kind!r} runs have no figure (figures exist for: {', '.join(FIGURES)})"
+        frame = store.load(run_dir)
     except (OSError, ValueError) as error:
-        return str(error)
-    if not np.isfinite(values).any():
-        return f"{run_dir}: {store.METRICS} holds no finite value to draw ({values.size} rows)"
-    return None
+        return None, str(error)
+    if not np.isfinite(frame.value.to_numpy(float)).any():
+        return None, f"{run_dir}: {store.METRICS} holds no finite value to draw ({len(frame)} rows)"
+    return frame, None
 
 
 def draw_run(run_dir: Path | str, out_dir: Path | str, name: str | None = None) -> list[Path]:
     """Draw the figure of the run in ``run_dir`` into ``out_dir``, named ``name`` (default: its kind);
     ValueError (naming the run) when it cannot be drawn."""
-    reason = why_not_drawable(run_dir)
+    frame, reason = _drawable(run_dir)
     if reason:
         raise ValueError(reason)
     kind = store.run_kind(run_dir)
-    return FIGURES[kind](store.load(run_dir), Path(out_dir), name=name or kind)
+    return FIGURES[kind](frame, Path(out_dir), name=name or kind)

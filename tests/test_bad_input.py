@@ -17,7 +17,7 @@ import math
 import pandas as pd
 import pytest
 
-from experiments import cli
+from experiments import cli, store
 
 from .llm_validation.conftest import make_tokenizer, write_folder_series
 
@@ -172,21 +172,15 @@ def _store(run, manifest, frame=None, raw: bytes | None = None):
 
 def _rows(values) -> pd.DataFrame:
     n = len(values)
-    return pd.DataFrame(
-        {
-            "source": ["theory"] * n,
-            "setup": "x",
-            "checkpoint": [f"T{i}" for i in range(n)],
-            "pretrain_time": [float(i + 1) for i in range(n)],
-            "modification": "none",
-            "gamma": math.nan,
-            "lr": math.nan,
-            "steps": math.nan,
-            "reg": math.nan,
-            "seed": 0,
-            "metric": "pretrain_loss",
-            "value": values,
-        }
+    return store.block(
+        source=["theory"] * n,
+        setup="x",
+        checkpoint=[f"T{i}" for i in range(n)],
+        pretrain_time=[float(i + 1) for i in range(n)],
+        modification="none",
+        seed=0,
+        metric="pretrain_loss",
+        value=values,
     )
 
 

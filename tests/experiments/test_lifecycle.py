@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pandas as pd
@@ -72,21 +71,15 @@ def test_a_killed_run_with_no_result_is_replaced_but_one_with_results_is_kept(tm
     assert out_decision(out, {"preset": "smoke", "config": {"a": 1}}) == "resume"
     store.write_table(
         store.chunk_path(out, 0),
-        pd.DataFrame(
-            {
-                "source": ["theory"],
-                "setup": "x",
-                "checkpoint": "T",
-                "pretrain_time": 1.0,
-                "modification": "none",
-                "gamma": math.nan,
-                "lr": math.nan,
-                "steps": math.nan,
-                "reg": math.nan,
-                "seed": 0,
-                "metric": "m",
-                "value": 1.0,
-            }
+        store.block(
+            source=["theory"],
+            setup="x",
+            checkpoint="T",
+            pretrain_time=1.0,
+            modification="none",
+            seed=0,
+            metric="m",
+            value=1.0,
         ),
     )
     with pytest.raises(UsageError, match="holds a running run of another config"):

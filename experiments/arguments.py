@@ -1,8 +1,10 @@
 """The command line's number types, in one place: every number is parsed here, checked finite and
 within its bounds, and refused with one line naming the flag, the value and what is allowed.
 
-``integer`` and ``number`` are argparse ``type=`` factories; ``numbers`` and ``token_counts`` parse
-comma lists. Token counts take SI-style units: ``1e9``, ``2.3T``, ``500M``, ``320K``.
+``whole``, ``real`` and ``choice`` make parsers of one value, ``numbers`` and ``token_counts`` parse
+comma lists; each raises ``UsageError`` naming what it reads: a flag (``--seeds 0 must be >= 1``) or
+a config field (``seeds=0 must be >= 1``, when the name ends in ``=``). ``integer`` and ``number``
+are the argparse ``type=`` forms. Token counts take SI-style units: ``1e9``, ``2.3T``, ``500M``, ``320K``.
 """
 
 from __future__ import annotations
@@ -26,12 +28,18 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(message if self.prog == "ovt" else f"{self.prog}: {message}")
 
 
+def said(flag: str, text: str, quote: bool = False) -> str:
+    """How a message names a value: ``--lr 'inf'`` for a flag, ``lr='inf'`` for a field (``flag`` ends in ``=``)."""
+    shown = repr(text) if quote else text
+    return f"{flag}{shown}" if flag.endswith("=") else f"{flag} {shown}"
+
+
 def bounded(flag: str, text: str, value, least=None, most=None, above=None, below=None):
     """``value`` (parsed from ``text``) if it is finite and within the bounds (``least <= value <=
     most``, ``above < value < below``, each optional); else UsageError naming the flag, the value and
     what is allowed."""
     if isinstance(value, float) and not math.isfinite(value):
-        raise UsageError(f"{flag} {text!r} must be a finite number")
+        raise UsageError(f"{said(flag, text, True)} must be a finite number")
     rules = (
         (">=", least, operator.ge),
         ("<=", most, operator.le),
@@ -40,7 +48,7 @@ def bounded(flag: str, text: str, value, least=None, most=None, above=None, belo
     )
     if any(bound is not None and not holds(value, bound) for _, bound, holds in rules):
         allowed = " and ".join(f"{sign} {_show(bound)}" for sign, bound, _ in rules if bound is not None)
-        raise UsageError(f"{flag} {text} must be {allowed}")
+        raise UsageError(f"{said(flag, text)} must be {allowed}")
     return value
 
 
@@ -48,7 +56,7 @@ def _show(bound) -> str:
     return f"{bound:,}" if isinstance(bound, int) and bound < 10**7 else f"{bound:g}"
 
 
-def _argument(parse):
+def argument_type(parse):
     """An argparse ``type`` from a parser raising UsageError (argparse reports ArgumentTypeError as is)."""
 
     def convert(text: str):
@@ -60,30 +68,51 @@ def _argument(parse):
     return convert
 
 
-def integer(flag: str, least: int | None = None, most: int | None = None):
-    """argparse type: an integer in [least, most]."""
+def whole(flag: str, least: int | None = None, most: int | None = None):
+    """A parser of one integer in [least, most]."""
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise UsageError(f"{flag} {text!r} is not an integer") from None
+            raise UsageError(f"{said(flag, text, True)} is not an integer") from None
         return bounded(flag, text, value, least, most)
 
-    return _argument(parse)
+    return parse
 
 
-def number(flag: str, **bounds):
-    """argparse type: a finite number within ``bounds`` (``bounded``'s keywords)."""
+def real(flag: str, **bounds):
+    """A parser of one finite number within ``bounds`` (``bounded``'s keywords)."""
 
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
-            raise UsageError(f"{flag} {text!r} is not a number") from None
+            raise UsageError(f"{said(flag, text, True)} is not a number") from None
         return bounded(flag, text, value, **bounds)
 
-    return _argument(parse)
+    return parse
+
+
+def choice(flag: str, allowed: tuple[str, ...]):
+    """A parser of one of ``allowed``."""
+
+    def parse(text: str) -> str:
+        if text not in allowed:
+            raise UsageError(f"{said(flag, text, True)} is not allowed; choose one of: {', '.join(allowed)}")
+        return text
+
+    return parse
+
+
+def integer(flag: str, least: int | None = None, most: int | None = None):
+    """argparse type: an integer in [least, most]."""
+    return argument_type(whole(flag, least, most))
+
+
+def number(flag: str, **bounds):
+    """argparse type: a finite number within ``bounds``."""
+    return argument_type(real(flag, **bounds))
 
 
 def numbers(flag: str, text: str, **bounds) -> list[float]:
@@ -96,7 +125,7 @@ def numbers(flag: str, text: str, **bounds) -> list[float]:
         try:
             value = float(item)
         except ValueError:
-            raise UsageError(f"{flag} {item!r} is not a number; give comma-separated numbers") from None
+            raise UsageError(f"{said(flag, item, True)} is not a number; give comma-separated numbers") from None
         values.append(bounded(flag, item, value, **bounds))
     return unique(values)
 
@@ -107,7 +136,7 @@ def token_counts(text: str, flag: str = "--tokens") -> list[float]:
     for item in (item.strip() for item in text.split(",")):
         count = parse_tokens(item)
         if count is None:
-            raise UsageError(f"{flag} {item!r} is not a token count; allowed: numbers such as 1e9, 2.3T, 500M")
+            raise UsageError(f"{said(flag, item, True)} is not a token count; allowed: numbers such as 1e9, 2.3T, 500M")
         counts.append(bounded(flag, item, count, most=MAX_TOKENS))
     return counts
 

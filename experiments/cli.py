@@ -11,10 +11,10 @@ import os
 import sys
 from pathlib import Path
 
-from experiments import compare, llm_cli, presets, store
+from experiments import compare, llm_cli, llm_reproduce, presets, store
 from experiments.arguments import Parser, integer
 from experiments.config import apply_overrides
-from experiments.run import UsageError, check_writable, run_theory
+from experiments.run import UsageError, check_writable, run_theory, variant_dir
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -75,14 +75,7 @@ def default_theory_out(preset: str, quick: bool, overrides: list[str]) -> Path:
     """``results/theory/PRESET`` for the preset as it stands (where ``ovt reproduce`` writes it), and a
     directory of its own for every variant (``finetune-depth=3_lr=0.01,0.04``, ``schedule-quick``), so
     a variant never meets the preset's run, nor another variant's."""
-    suffix = (["quick"] if quick else []) + sorted(item.strip() for item in overrides)
-    name = preset + ("-" + "_".join(suffix) if suffix else "")
-    name = "".join(c if c.isalnum() or c in "._=,+-" else "_" for c in name)
-    if len(name) > 100:  # long grids: a stable digest keeps the name short and unique
-        import hashlib
-
-        name = f"{preset}-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
-    return Path("results") / "theory" / name
+    return variant_dir(Path("results") / "theory" / preset, quick, overrides)
 
 
 def _figures(args) -> int:
@@ -136,8 +129,6 @@ def _reproduce(args) -> int:
             run_theory(presets.get(name, args.quick), name, run_dir, args.quiet)
             drawn.append(pool.submit(draw_run, run_dir, figures))
         if not args.theory_only:
-            from experiments import llm_reproduce
-
             for run_dir in llm_reproduce.run(args.out / "llm", args.quick, args.quiet):
                 drawn.append(pool.submit(draw_run, run_dir, figures))
         for future in drawn:
@@ -153,9 +144,10 @@ def _reproduce(args) -> int:
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    """Parse the command line; ``ovt theory`` takes FIELD=VALUE overrides anywhere on it, also after options."""
+    """Parse the command line; ``ovt theory`` and the ``ovt llm`` runs take FIELD=VALUE overrides
+    anywhere on it, also after options."""
     args, extras = _parser().parse_known_args(argv)
-    if args.command == "theory":
+    if hasattr(args, "overrides"):  # ovt theory, ovt llm pretrain|perturb|finetune
         args.overrides += [item for item in extras if not item.startswith("-")]
         extras = [item for item in extras if item.startswith("-")]
     if extras:

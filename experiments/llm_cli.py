@@ -5,20 +5,34 @@
     ovt llm perturb ...       (``llm_perturb_cli``: perplexity under Gaussian noise on every checkpoint)
     ovt llm finetune ...      (``llm_finetune_cli``: an lr grid of fine-tuning on every checkpoint)
 
-``cli.py`` wires this in with ``llm_cli.add_parser(sub)`` and ``"llm": llm_cli.run``; what the
-commands share is ``llm_series``.
+The three run commands read one shape: a typed config (``llm_config``) from ``--preset NAME``
+(``llm_presets``; ``--list`` shows them, ``--quick`` their quick variant), then the flags, then
+``FIELD=VALUE`` overrides; a comma list on a scalar field sweeps it (one run per value, in
+``OUT/FIELD=VALUE``). Every run of a sweep is planned (all input checked, nothing written) before the
+first one starts. ``--out`` defaults to the preset's run directory (``llm_presets.default_out``), a
+variant's named after it (``results/llm/series-quick``). ``cli.py`` wires this in with
+``llm_cli.add_parser(sub)`` and ``"llm": llm_cli.run``.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from experiments import llm_finetune_cli, llm_perturb_cli, llm_pretrain_cli
+import pandas as pd
+
+from experiments import llm_config, llm_finetune_cli, llm_perturb_cli, llm_presets, llm_pretrain_cli
 from experiments.arguments import Parser
+from experiments.llm_lifecycle import failures_while_running
 from experiments.llm_series import available_revisions
+from experiments.run import UsageError, variant_dir
 from llm_validation.tokens import human_tokens
 
-LLM_COMMANDS = ("revisions", "pretrain", "perturb", "finetune")
+# The run types: each module has CONFIG (its llm_config class), HELP, plan(cfg, out, quiet) (every
+# check, nothing written), execute(plan) -> table, and report(plan, table).
+RUNS = {"pretrain": llm_pretrain_cli, "perturb": llm_perturb_cli, "finetune": llm_finetune_cli}
+BY_CONFIG = {module.CONFIG: module for module in RUNS.values()}
+LLM_COMMANDS = ("revisions", *RUNS)
 
 
 def add_parser(subparsers, parser_class: type[argparse.ArgumentParser] | None = None) -> argparse.ArgumentParser:
@@ -34,36 +48,73 @@ def add_parser(subparsers, parser_class: type[argparse.ArgumentParser] | None = 
     sub = llm.add_subparsers(
         dest="llm_command", metavar="{" + ",".join(LLM_COMMANDS) + "}", required=True, parser_class=parser_class
     )
-
     r = sub.add_parser("revisions", help="list the checkpoint revisions of a hub id or local folder series")
     r.add_argument("model", help="hub id (ORG/NAME; HF_HUB_OFFLINE=1 lists the local hub cache) or a folder series")
-
-    llm_perturb_cli.add_arguments(
-        sub.add_parser("perturb", help="perplexity of Gaussian-perturbed checkpoints into a result store")
-    )
-    llm_pretrain_cli.add_arguments(
-        sub.add_parser(
-            "pretrain", help="train a mini OLMo checkpoint series (one run per token budget) and store its perplexity"
-        )
-    )
-    llm_finetune_cli.add_arguments(
-        sub.add_parser(
-            "finetune",
-            help="fine-tune every checkpoint over an lr grid: forgetting and in-task metrics into a result store",
-        )
-    )
+    for kind, module in RUNS.items():
+        add_run_arguments(sub.add_parser(kind, help=module.HELP), kind, module.CONFIG)
     return llm
+
+
+def add_run_arguments(p: argparse.ArgumentParser, kind: str, cls: type) -> None:
+    """``--preset``, ``--list``, ``--quick``, ``FIELD=VALUE`` overrides, ``--out``, ``--quiet``, and
+    one flag per config field."""
+    p.add_argument("overrides", nargs="*", metavar="FIELD=VALUE", help="set any config field (lists: a,b,c)")
+    p.add_argument("--preset", choices=list(llm_presets.PRESETS[kind]), help="a named config (see --list)")
+    p.add_argument("--list", action="store_true", help="list the presets")
+    p.add_argument("--quick", action="store_true", help="the preset's quick variant")
+    p.add_argument("--out", type=Path, help="run directory, resumable (default: the preset's, results/llm/...)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
+    llm_config.add_arguments(p, cls)
+
+
+def run_config(cfg: llm_config.RunConfig, out: Path, quiet: bool = False) -> pd.DataFrame:
+    """Plan (bad input: UsageError / ValueError, nothing written) and execute one run of any type
+    into ``out`` (a failure while running: RunFailure); returns its table."""
+    module = BY_CONFIG[type(cfg)]
+    planned = module.plan(cfg, out, quiet)
+    with failures_while_running():  # the run directory exists now: whatever fails is a failure
+        return module.execute(planned)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the parsed ``ovt llm ...`` command; UsageError / ValueError mean bad input (exit 2)."""
-    commands = {
-        "revisions": _revisions,
-        "perturb": llm_perturb_cli.command,
-        "pretrain": llm_pretrain_cli.command,
-        "finetune": llm_finetune_cli.command,
-    }
-    return commands[args.llm_command](args)
+    if args.llm_command == "revisions":
+        return _revisions(args)
+    return _run_command(args.llm_command, args)
+
+
+def configured(kind: str, args: argparse.Namespace) -> list[tuple[llm_config.RunConfig, Path]]:
+    """(config, run directory) of every run the command line asks for: the preset (or the type's
+    defaults), then the flags given, then the overrides; a sweep gives one per cell."""
+    cls = RUNS[kind].CONFIG
+    if args.quick and not args.preset:
+        raise UsageError(f"ovt llm {kind}: --quick needs a --preset")
+    base = llm_presets.get(kind, args.preset, args.quick) if args.preset else cls()
+    flags = {name: getattr(args, name) for name in llm_config.names(cls) if getattr(args, name) is not None}
+    cfg, sweep = llm_config.configure(base, flags, args.overrides)
+    out = args.out
+    if out is None:
+        if not args.preset:
+            raise UsageError(f"ovt llm {kind}: give --out DIR (only a --preset has a default run directory)")
+        given = llm_config.overrides_of(flags) + list(args.overrides)
+        out = variant_dir(llm_presets.default_out(kind, args.preset), args.quick, given)
+    return llm_config.cells(cfg, sweep, out)
+
+
+def _run_command(kind: str, args: argparse.Namespace) -> int:
+    module = RUNS[kind]
+    if args.list:
+        if args.preset or args.overrides:
+            raise UsageError(f"ovt llm {kind}: --list takes no preset or overrides")
+        print("\n".join(llm_presets.describe(kind, name) for name in llm_presets.PRESETS[kind]))
+        return 0
+    plans = [module.plan(cfg, out, args.quiet) for cfg, out in configured(kind, args)]
+    for plan in plans:
+        with failures_while_running():  # the run directory exists now: whatever fails is a failure
+            table = module.execute(plan)
+        if not args.quiet:
+            print(module.report(plan, table))
+    return 0
 
 
 def _revisions(args) -> int:

@@ -1,10 +1,15 @@
 """``ovt llm finetune``: fine-tune every checkpoint of a series over an lr grid, into a result store.
 
-    ovt llm finetune --model M [--revisions R1,R2 | --tokens 1e9,2.3T] --data FILE --format hh|messages|text|mc
-                     --lrs L1,L2 --steps N [--reg 0] --eval-text FILE --out DIR
+    ovt llm finetune [--preset validation [--quick]] [FIELD=VALUE ...] [--out DIR] [--quiet]
+                     --model M [--revisions R1,R2 | --tokens 1e9,2.3T] --data FILE --format hh|messages|text|mc
+                     --lrs L1,L2 --steps N [--reg 0] --eval-text FILE
                      [--batch-size 8] [--seq-len 128] [--heldout-fraction 0.1 | --heldout-data FILE]
                      [--mc-data FILE] [--warmup-steps 0] [--seed 0] [--max-blocks N]
-                     [--dtype float32|bfloat16] [--device cpu|cuda] [--threads N] [--quiet]
+                     [--dtype float32|bfloat16] [--device cpu|cuda] [--threads N]
+
+The run is a ``llm_config.FinetuneRun``: every flag is also a field (``lrs=1e-3,3e-3``), a preset
+sets several (``llm_presets``), and a comma list on a scalar field sweeps it (``reg=0,0.1``: two
+runs). ``plan(cfg, out)`` checks it, ``execute(plan)`` runs it (``llm_cli.run_config(cfg, out)`` does both).
 
 For each checkpoint in turn (one model in memory), and from it at each lr (``finetune.lr_grid``
 restores the checkpoint's weights exactly between rates): ``--steps`` AdamW steps on ``--data``
@@ -32,7 +37,7 @@ every checkpoint must tokenise ``--eval-text`` identically (checked, as in pertu
 fine-tuning examples are the last ``round(f * n)`` (at least one) of ``--data``, or ``--heldout-data``.
 
 Defaults: ``--reg 0`` (no pull); on a local folder series without ``--revisions`` or ``--tokens``,
-every checkpoint (``llm_cli``). Bounds (``llm_cli``'s module docstring): at most 100 ``--lrs``, each
+every checkpoint (``llm_series``). Bounds (``llm_series``' module docstring): at most 100 ``--lrs``, each
 > 0; ``--steps`` 1..1,000,000; ``--warmup-steps`` 0..1,000,000; ``--batch-size`` 1..1,024;
 ``--seq-len`` from 2 to every checkpoint's ``max_position_embeddings``;
 ``--max-blocks`` 1..1,000,000; ``--threads`` 1..256; ``--seed`` 0..2**63-1.
@@ -49,7 +54,6 @@ checkpoint.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import math
@@ -59,28 +63,19 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from experiments import store
-from experiments.arguments import MAX_VALUES, integer, number, numbers
-from experiments.llm_series import (
-    DEVICES,
-    DTYPES,
-    MAX_SEED,
-    MAX_STEPS,
+from experiments.derived import finetune_inflection_rows
+from experiments.llm_config import FinetuneRun
+from experiments.llm_lifecycle import (
     RunFailure,
-    SeriesPlan,
-    add_checkpoint_arguments,
-    add_size_arguments,
-    check_device,
     finish_run,
-    light_checks,
-    load_tokenizer,
     manifest_head,
-    plan_checkpoints,
     quiet_transformers,
     run_checkpoints,
     start,
     t_star_line,
     torch_threads,
 )
+from experiments.llm_series import SeriesPlan, check_device, light_checks, load_tokenizer, plan_checkpoints
 from experiments.run import UsageError, marks_failure, out_decision, path_from_run
 from llm_validation.tokens import human_tokens
 
@@ -88,53 +83,11 @@ if TYPE_CHECKING:  # annotations only: torch loads when a command runs, after it
     from llm_validation.finetune import FinetuneConfig
     from llm_validation.finetune_data import Examples
 
-FORMATS = ("hh", "messages", "text", "mc")  # llm_validation.finetune_data.FORMATS, without importing torch
+CONFIG = FinetuneRun
+HELP = "fine-tune every checkpoint over an lr grid: forgetting and in-task metrics into a result store"
 HELDOUT_FRACTION = 0.1
 EVAL_BATCH_SIZE = 16  # FinetuneConfig's default; perplexity and losses are sums over tokens, not batch means
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of ``ovt llm finetune``."""
-    add_checkpoint_arguments(p)
-    p.add_argument("--data", required=True, help="fine-tuning data: JSONL, text file or folder (text), or hf:ORG/NAME")
-    p.add_argument("--format", required=True, choices=FORMATS, help="data format (see llm_validation.finetune_data)")
-    p.add_argument("--lrs", required=True, help=f"comma-separated learning rates > 0 (at most {MAX_VALUES})")
-    p.add_argument(
-        "--steps",
-        required=True,
-        type=integer("--steps", 1, MAX_STEPS),
-        help=f"AdamW steps per run (at most {MAX_STEPS:,})",
-    )
-    p.add_argument(
-        "--reg",
-        type=number("--reg", least=0),
-        default=0.0,
-        help="L2 pull lambda toward the checkpoint (default 0: none)",
-    )
-    p.add_argument(
-        "--eval-text",
-        required=True,
-        type=Path,
-        help="held-out pre-training text for the forgetting perplexity (.txt or .jsonl 'text')",
-    )
-    p.add_argument("--out", required=True, type=Path, help="run directory (resumable)")
-    add_size_arguments(p, "examples per step")
-    held = p.add_mutually_exclusive_group()
-    held.add_argument(
-        "--heldout-fraction",
-        type=number("--heldout-fraction", above=0, below=1),
-        default=None,
-        help=f"hold out the last fraction of --data for the in-task loss (default {HELDOUT_FRACTION})",
-    )
-    held.add_argument("--heldout-data", help="held-out in-task examples, in --format (then all of --data trains)")
-    p.add_argument("--mc-data", help="multiple-choice JSONL to score (accuracy, accuracy_norm)")
-    p.add_argument("--warmup-steps", type=integer("--warmup-steps", 0, MAX_STEPS), default=0)
-    p.add_argument("--seed", type=integer("--seed", 0, MAX_SEED), default=0, help="batch order")
-    p.add_argument(
-        "--dtype", choices=DTYPES, default="float32", help="bfloat16: mixed precision, float32 master weights"
-    )
-    p.add_argument("--device", choices=DEVICES, default="cpu")
-    p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
+NAMED = ("hf:", "corpus:")  # data named, not a path: no file to check or hash
 
 
 @dataclasses.dataclass
@@ -185,8 +138,8 @@ class FinetunePlan(SeriesPlan):
 
 
 def _sha256(path: str) -> str | None:
-    """Of a file, or of a folder's files (relative path and bytes, sorted); None for ``hf:`` names."""
-    if path.startswith("hf:"):
+    """Of a file, or of a folder's files (relative path and bytes, sorted); None for named data."""
+    if path.startswith(NAMED):
         return None
     root = Path(path)
     digest = hashlib.sha256()
@@ -199,64 +152,61 @@ def _sha256(path: str) -> str | None:
 
 
 def _check_file(flag: str, path: str | None, folder_ok: bool = False) -> None:
-    if path is None or path.startswith("hf:"):
+    if path is None or path.startswith(NAMED):
         return
     if not (Path(path).is_file() or (folder_ok and Path(path).is_dir())):
         kind = "file or folder" if folder_ok else "file"
-        raise UsageError(f"{flag} {path} does not exist or is not a {kind}")
+        raise UsageError(f"{flag}={path} does not exist or is not a {kind}")
 
 
-def plan_finetune(args: argparse.Namespace) -> FinetunePlan:
-    """Check every input of ``finetune`` (raising UsageError / ValueError) without writing anything.
+def plan(cfg: FinetuneRun, out: Path, quiet: bool = False) -> FinetunePlan:
+    """Check every input of a finetune run (raising UsageError / ValueError) without writing anything;
+    the fields that need no torch first."""
 
-    ``args``: the namespace ``ovt llm finetune`` parses (``cli._parser().parse_args(["llm", "finetune", ...])``).
-    """
-
-    lrs = numbers("--lrs", args.lrs, above=0)
-    fraction = HELDOUT_FRACTION if args.heldout_fraction is None else args.heldout_fraction
-    _check_file("--data", args.data, folder_ok=args.format == "text")
-    _check_file("--heldout-data", args.heldout_data, folder_ok=args.format == "text")
-    _check_file("--mc-data", args.mc_data)
-    counts = light_checks(args)
-    check_device(args.device)
+    fraction = HELDOUT_FRACTION if cfg.heldout_fraction is None else cfg.heldout_fraction
+    light_checks(cfg, out)
+    _check_file("data", cfg.data, folder_ok=cfg.format == "text")
+    _check_file("heldout_data", cfg.heldout_data, folder_ok=cfg.format == "text")
+    _check_file("mc_data", cfg.mc_data)
+    check_device(cfg.device)
     from llm_validation.finetune import FinetuneConfig  # torch: after the checks that need none
     from llm_validation.finetune_data import load_examples, read_multiple_choice
 
-    shared = plan_checkpoints(args, counts)
+    shared = plan_checkpoints(cfg, out, quiet)
     source, is_folder, revisions = shared["source"], shared["is_folder"], shared["revisions"]
     tokenizer = load_tokenizer(source, is_folder, revisions[0].name)
-    examples = load_examples(args.data, args.format, tokenizer, args.seq_len)  # DataError: file and row
-    if args.heldout_data is not None:
-        train, heldout = examples, load_examples(args.heldout_data, args.format, tokenizer, args.seq_len)
-        how = {"data": args.heldout_data, "sha256": _sha256(args.heldout_data)}
+    examples = load_examples(cfg.data, cfg.format, tokenizer, cfg.seq_len)  # DataError: file and row
+    if cfg.heldout_data is not None:
+        train, heldout = examples, load_examples(cfg.heldout_data, cfg.format, tokenizer, cfg.seq_len)
+        how = {"data": cfg.heldout_data, "sha256": _sha256(cfg.heldout_data)}
     else:
         if len(examples) < 2:
             raise UsageError(
-                f"--data {args.data} gives {len(examples)} example of seq_len={args.seq_len}; "
-                "holding some out needs >= 2 (or give --heldout-data)"
+                f"data={cfg.data} gives {len(examples)} example of seq_len={cfg.seq_len}; "
+                "holding some out needs >= 2 (or give heldout_data)"
             )
         n_heldout = min(len(examples) - 1, max(1, round(fraction * len(examples))))
         train, heldout = examples.split(n_heldout)
         how = {"fraction": fraction, "rule": "the last round(fraction * n) examples (at least 1) of --data"}
-    mc_items = read_multiple_choice(args.mc_data) if args.mc_data is not None else None
+    mc_items = read_multiple_choice(cfg.mc_data) if cfg.mc_data is not None else None
     config = FinetuneConfig(
-        lr=lrs[0],
-        steps=args.steps,
-        batch_size=args.batch_size,
-        warmup_steps=args.warmup_steps,
-        reg=args.reg,
-        seed=args.seed,
-        dtype=args.dtype,
+        lr=cfg.lrs[0],
+        steps=cfg.steps,
+        batch_size=cfg.batch_size,
+        warmup_steps=cfg.warmup_steps,
+        reg=cfg.reg,
+        seed=cfg.seed,
+        dtype=cfg.dtype,
         eval_batch_size=EVAL_BATCH_SIZE,
     )
-    plan = FinetunePlan(
+    planned = FinetunePlan(
         **shared,
         finetune=config,
-        lrs=lrs,
-        fmt=args.format,
+        lrs=list(cfg.lrs),
+        fmt=cfg.format,
         data={
-            "path": args.data if args.data.startswith("hf:") else path_from_run(args.data, args.out),
-            "sha256": _sha256(args.data),
+            "path": cfg.data if cfg.data.startswith(NAMED) else path_from_run(cfg.data, out),
+            "sha256": _sha256(cfg.data),
             "n_train": len(train),
             "n_heldout": len(heldout),
             "heldout": how,
@@ -265,11 +215,11 @@ def plan_finetune(args: argparse.Namespace) -> FinetunePlan:
         heldout=heldout,
         mc=None
         if mc_items is None
-        else {"path": path_from_run(args.mc_data, args.out), "sha256": _sha256(args.mc_data), "n_items": len(mc_items)},
+        else {"path": path_from_run(cfg.mc_data, out), "sha256": _sha256(cfg.mc_data), "n_items": len(mc_items)},
         mc_items=mc_items,
     )
-    out_decision(plan.out, plan.identity())  # a run of another config: refused unless it may be replaced
-    return plan
+    out_decision(planned.out, planned.identity())  # a run of another config: refused unless it may be replaced
+    return planned
 
 
 def _new_manifest(plan: FinetunePlan) -> dict:
@@ -361,35 +311,7 @@ def checkpoint_rows(plan: FinetunePlan, revision, base: dict[str, float], points
     )
 
 
-def inflection_rows(table: pd.DataFrame) -> pd.DataFrame:
-    """T* of the post-fine-tuning perplexity curve of every fixed lr and of the tuned lr."""
-    from analysis.inflection import inflection
-
-    curves = table[(table.modification == "finetune") & (table.metric == "perplexity")]
-    rows = []
-    for (_policy, lr), curve in curves.groupby(
-        ["lr_policy", curves.lr.where(curves.lr_policy == "fixed")], dropna=False, sort=True
-    ):
-        curve = curve.sort_values("pretrain_time", kind="stable")
-        T, values = curve.pretrain_time.to_numpy(float), curve.value.to_numpy(float)
-        t_star = float(inflection(T, values)) if len(T) >= 3 else math.nan
-        first = curve.iloc[0]
-        rows.append(
-            {
-                **first.to_dict(),
-                "checkpoint": "inflection",
-                "pretrain_time": math.nan,
-                "lr": lr,
-                "metric": "inflection",
-                "value": t_star,
-                "diverged": False,
-                "steps_done": math.nan,
-            }
-        )
-    return pd.DataFrame(rows, columns=table.columns)
-
-
-def run_finetune(plan: FinetunePlan) -> pd.DataFrame:
+def execute(plan: FinetunePlan) -> pd.DataFrame:
     """Fine-tune every planned checkpoint not yet stored under ``plan.out``; write the final table
     (the stored checkpoints' rows, then the inflection rows) and return it."""
     import torch
@@ -417,7 +339,7 @@ def run_finetune(plan: FinetunePlan) -> pd.DataFrame:
         if accelerator.device.type != plan.device:
             raise RunFailure(f"--device {plan.device}: accelerate placed the run on {accelerator.device}")
         run_checkpoints(plan, manifest, "finetune", "run", 1 + len(plan.lrs), measure)
-        return finish_run(plan.out, len(plan.revisions), manifest, inflection_rows)
+        return finish_run(plan.out, len(plan.revisions), manifest, finetune_inflection_rows)
 
 
 def summary(table: pd.DataFrame) -> str:
@@ -441,14 +363,7 @@ def summary(table: pd.DataFrame) -> str:
     return frame.to_string(float_format=lambda v: f"{v:.4g}") + "\n" + t_star_line(labels, infl.value)
 
 
-def command(args: argparse.Namespace) -> int:
-    """``ovt llm finetune``: plan (bad input exits 2, nothing written), then run."""
-    plan = plan_finetune(args)
-    try:
-        table = run_finetune(plan)
-    except ValueError as error:  # the run directory exists now: whatever fails is a failure (exit 1)
-        raise RunFailure(str(error)) from error
-    if not plan.quiet:
-        print(f"{len(plan.revisions)} checkpoint(s) x {len(plan.lrs)} lr(s), {len(table)} rows -> {plan.out}")
-        print(summary(table))
-    return 0
+def report(plan: FinetunePlan, table: pd.DataFrame) -> str:
+    """What ``ovt llm finetune`` prints after a run."""
+    head = f"{len(plan.revisions)} checkpoint(s) x {len(plan.lrs)} lr(s), {len(table)} rows -> {plan.out}"
+    return f"{head}\n{summary(table)}"

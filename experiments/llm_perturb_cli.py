@@ -1,9 +1,14 @@
 """``ovt llm perturb``: perplexity of Gaussian-perturbed checkpoints into a result store.
 
-    ovt llm perturb --model M [--revisions R1,R2 | --tokens 1e9,2.3T] --eval-text FILE
-                    --gammas G1,G2 --seeds K [--scale init|relative|absolute] --out DIR
+    ovt llm perturb [--preset validation [--quick]] [FIELD=VALUE ...] [--out DIR] [--quiet]
+                    --model M [--revisions R1,R2 | --tokens 1e9,2.3T] --eval-text FILE
+                    --gammas G1,G2 --seeds K [--scale init|relative|absolute]
                     [--seq-len 128] [--batch-size 8] [--max-blocks N] [--threads N]
-                    [--dtype float32|bfloat16] [--device cpu|cuda] [--quiet]
+                    [--dtype float32|bfloat16] [--device cpu|cuda]
+
+The run is a ``llm_config.PerturbRun``: every flag is also a field (``seeds=3``), a preset sets
+several (``llm_presets``), and a comma list on a scalar field sweeps it. ``plan(cfg, out)`` checks
+it, ``execute(plan)`` runs it (``llm_cli.run_config(cfg, out)`` does both).
 
 ``perturb`` evaluates, for each checkpoint in turn (one model in memory at a time), the held-out
 perplexity of the checkpoint itself (``modification='none'``, ``gamma`` NaN, ``seed`` 0) and of
@@ -20,74 +25,34 @@ or ``--tokens``, every checkpoint of the series (a hub id needs one of them); ``
 own count (``--threads 1`` is fastest for small models on a busy machine). A ``--tokens`` value
 whose nearest checkpoint is more than 2x away is reported in one warning line on stderr.
 
-Bounds, checks and the run lifecycle: ``llm_series``.
+Bounds and checks: ``llm_series``; the run lifecycle: ``llm_lifecycle``.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from pathlib import Path
 
 import pandas as pd
 
 from experiments import store
-from experiments.arguments import MAX_VALUES, integer, numbers
-from experiments.llm_analysis import perturb_inflection_rows
-from experiments.llm_series import (
-    DEVICES,
-    DTYPES,
-    MAX_SEEDS,
-    RunFailure,
-    SeriesPlan,
-    add_checkpoint_arguments,
-    add_size_arguments,
-    check_device,
+from experiments.derived import perturb_inflection_rows
+from experiments.llm_config import PerturbRun
+from experiments.llm_lifecycle import (
     finish_run,
-    light_checks,
     manifest_head,
-    plan_checkpoints,
     quiet_transformers,
     run_checkpoints,
     start,
     t_star_line,
     torch_threads,
 )
+from experiments.llm_series import SeriesPlan, check_device, light_checks, plan_checkpoints
 from experiments.run import marks_failure, out_decision
 from llm_validation.tokens import human_tokens
 
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of ``ovt llm perturb``."""
-    add_checkpoint_arguments(p)
-    p.add_argument(
-        "--eval-text", required=True, type=Path, help="held-out text (.txt: one document; .jsonl: 'text' per line)"
-    )
-    p.add_argument("--gammas", required=True, help=f"comma-separated noise scales >= 0 (at most {MAX_VALUES})")
-    p.add_argument(
-        "--seeds",
-        required=True,
-        type=integer("--seeds", 1, MAX_SEEDS),
-        help=f"draws per gamma, seeds 0..K-1 (K <= {MAX_SEEDS:,})",
-    )
-    p.add_argument(
-        "--scale",
-        default="init",
-        choices=("init", "relative", "absolute"),
-        help="sigma per tensor: init std (default, the paper's), tensor RMS, or 1",
-    )
-    p.add_argument(
-        "--noise-device",
-        default="cpu",
-        choices=("cpu", "param"),
-        help="where noise is drawn: cpu (same numbers on any device) or param (on the weights' "
-        "device: much faster for 1B+ models on a GPU; still paired across checkpoints)",
-    )
-    p.add_argument("--out", required=True, type=Path, help="run directory (resumable)")
-    add_size_arguments(p, "eval blocks per forward pass")
-    p.add_argument("--dtype", choices=DTYPES, default="float32")
-    p.add_argument("--device", choices=DEVICES, default="cpu")
-    p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
+CONFIG = PerturbRun
+HELP = "perplexity of Gaussian-perturbed checkpoints into a result store"
 
 
 @dataclasses.dataclass
@@ -128,24 +93,23 @@ class Plan(SeriesPlan):
         return _new_manifest(self)
 
 
-def plan_perturb(args) -> Plan:
-    """Check every input of ``perturb`` (raising UsageError / ValueError) without writing anything;
-    numbers and flags first, before torch is imported."""
+def plan(cfg: PerturbRun, out: Path, quiet: bool = False) -> Plan:
+    """Check every input of a perturb run (raising UsageError / ValueError) without writing anything;
+    the fields that need no torch first."""
 
-    gammas = numbers("--gammas", args.gammas, least=0)
-    counts = light_checks(args)
-    check_device(args.device)
-    plan = Plan(
-        **plan_checkpoints(args, counts),
-        gammas=gammas,
-        seeds=args.seeds,
-        scale=args.scale,
-        noise_device=args.noise_device,
-        batch_size=args.batch_size,
-        dtype=args.dtype,
+    light_checks(cfg, out)
+    check_device(cfg.device)
+    planned = Plan(
+        **plan_checkpoints(cfg, out, quiet),
+        gammas=list(cfg.gammas),
+        seeds=cfg.seeds,
+        scale=cfg.scale,
+        noise_device=cfg.noise_device,
+        batch_size=cfg.batch_size,
+        dtype=cfg.dtype,
     )
-    out_decision(plan.out, plan.identity())  # a run of another config: refused unless it may be replaced
-    return plan
+    out_decision(planned.out, planned.identity())  # a run of another config: refused unless it may be replaced
+    return planned
 
 
 def _sigma_summary(plan: Plan, checkpoint: str, sigmas: dict[str, float]) -> dict:
@@ -215,7 +179,7 @@ def evaluate_checkpoint(plan: Plan, revision, model, progress=None) -> tuple[pd.
     return _rows(plan, revision, results), perturbation.sigmas
 
 
-def run_perturb(plan: Plan) -> pd.DataFrame:
+def execute(plan: Plan) -> pd.DataFrame:
     """Evaluate every planned checkpoint not yet stored under ``plan.out``; write the final table."""
     import torch
 
@@ -256,14 +220,6 @@ def summary(table: pd.DataFrame) -> str:
     )
 
 
-def command(args: argparse.Namespace) -> int:
-    """``ovt llm perturb``: plan (bad input exits 2, nothing written), then run."""
-    plan = plan_perturb(args)  # bad input: UsageError / ValueError before anything is written
-    try:
-        table = run_perturb(plan)
-    except ValueError as error:  # the run directory exists now: whatever fails is a failure (exit 1)
-        raise RunFailure(str(error)) from error
-    if not plan.quiet:
-        print(f"perplexity (mean over {plan.seeds} seed(s)), {len(table)} rows -> {plan.out}")
-        print(summary(table))
-    return 0
+def report(plan: Plan, table: pd.DataFrame) -> str:
+    """What ``ovt llm perturb`` prints after a run."""
+    return f"perplexity (mean over {plan.seeds} seed(s)), {len(table)} rows -> {plan.out}\n{summary(table)}"

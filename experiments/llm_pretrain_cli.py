@@ -1,21 +1,27 @@
 """``ovt llm pretrain``: a controlled mini pre-training series, and the base curve of its perplexity.
 
-    ovt llm pretrain --preset NAME --budgets B1,B2,... --out DIR
+    ovt llm pretrain [--preset NAME [--quick]] [FIELD=VALUE ...] [--out DIR] [--quiet]
+                     [--size tiny|smoke|20k|...] --budgets B1,B2,...
                      [--corpus shakespeare|python|synthetic] [--mode separate|single]
                      [--seq-len N] [--batch-size N] [--lr X] [--seed N] [--vocab-size N]
-                     [--max-train-chars N] [--max-blocks N] [--threads N] [--quiet]
+                     [--max-train-chars N] [--max-blocks N] [--threads N]
+
+The run is a ``llm_config.PretrainRun``: every flag is also a field (``budgets=320K,1.3M``), a preset
+sets several (``llm_presets``: one per model size, and ``validation``), and a comma list on a scalar
+field sweeps it (``seed=0,1,2``: three series). ``plan(cfg, out)`` checks it, ``execute(plan)``
+runs it (``llm_cli.run_config(cfg, out)`` does both).
 
 Budgets are token counts (``320K,1.3M,10M``); each is trained for ``budget / (batch_size * seq_len)``
 steps rounded half up (``PretrainConfig``), and the checkpoint is named by the exact count.
-Defaults left unset are the library's (``PretrainConfig``: seq_len 128, batch 8, lr 1e-2, seed 0;
-the preset's vocabulary, 320 for ``tiny``).
+Defaults are the library's (``PretrainConfig``: seq_len 128, batch 8, lr 1e-2, seed 0; the size's
+vocabulary, 320 for ``tiny``).
 
 Bounds (exit 2 beyond them, before anything is written): budgets finite and at most 1e15 tokens
-(``arguments.MAX_TOKENS``), and at most 1,000,000 steps each (``llm_series.MAX_STEPS``: a pre-flight
-refusal, since a CPU trains the presets at thousands of steps a minute at best); ``--seq-len`` 2..the
-preset's max_position_embeddings (128 for tiny and smoke, 512 for the others); ``--batch-size``
-1..1,024; ``--vocab-size`` 258..1,000,000; ``--lr`` > 0; ``--max-blocks`` 1..1,000,000;
-``--threads`` 1..256; ``--seed`` 0..2**63-1. Every input is checked without importing torch
+(``arguments.MAX_TOKENS``), and at most 1,000,000 steps each (``llm_config.MAX_STEPS``: a pre-flight
+refusal, since a CPU trains the presets at thousands of steps a minute at best); ``seq_len`` 2..the
+size's max_position_embeddings (128 for tiny and smoke, 512 for the others); ``batch_size``
+1..1,024; ``vocab_size`` 258..1,000,000; ``lr`` > 0; ``max_blocks`` 1..1,000,000; ``threads``
+1..256; ``seed`` 0..2**63-1. Every input is checked without importing torch
 (``llm_validation.pretrain_config``).
 
 DIR is at once a checkpoint series and a result store:
@@ -43,7 +49,6 @@ replaces it (what ``pretrain`` wrote there is removed first).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -54,85 +59,18 @@ from pathlib import Path
 import pandas as pd
 
 from experiments import store
-from experiments.arguments import MAX_TOKENS, integer, number, token_counts
-from experiments.llm_series import (
-    MAX_BATCH,
-    MAX_BLOCKS,
-    MAX_SEED,
-    MAX_STEPS,
-    RunFailure,
-    add_threads_argument,
-    quiet_transformers,
-    torch_threads,
-)
+from experiments.llm_config import MAX_STEPS, PretrainRun, record, require
+from experiments.llm_lifecycle import RunFailure, quiet_transformers, torch_threads
 from experiments.run import UsageError, check_writable, clear_run, git_commit, jsonable, marks_failure, now, versions
-from llm_validation.corpora import CORPORA
-from llm_validation.models import PRESETS
-from llm_validation.pretrain_config import MODES, PretrainConfig, budget_steps
+from llm_validation.pretrain_config import PretrainConfig, budget_steps
 from llm_validation.tokens import human_tokens
 
+CONFIG = PretrainRun
+HELP = "train a mini OLMo checkpoint series (one run per token budget) and store its perplexity"
 HELDOUT = "heldout.txt"
 SERIES = "series.json"
-MAX_VOCAB = 1_000_000
 EVAL_BATCH_SIZE = 16  # perplexity does not depend on it (a sum over tokens); fixed and recorded
 REPLACEABLE = ("failed", "interrupted", "running")  # a series in this state with no checkpoint holds nothing of value
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of ``ovt llm pretrain`` (no torch: ``PRESETS``, ``CORPORA``, ``MODES`` are plain tables)."""
-    p.add_argument(
-        "--preset", required=True, choices=list(PRESETS), help="model size: a llm_validation.models.PRESETS name"
-    )
-    p.add_argument(
-        "--budgets",
-        required=True,
-        help=f"comma-separated token budgets (320K,1.3M,10M), one checkpoint each; each at most "
-        f"{MAX_TOKENS:.0e} tokens and {MAX_STEPS:,} steps of batch-size x seq-len tokens",
-    )
-    p.add_argument("--out", required=True, type=Path, help="series folder and result store (resumable)")
-    p.add_argument("--corpus", default="shakespeare", choices=CORPORA, help="training corpus (default shakespeare)")
-    p.add_argument(
-        "--mode",
-        default="separate",
-        choices=MODES,
-        help="separate (default): every budget its own run annealed to 0; single: one run, checkpoints on the way",
-    )
-    p.add_argument(
-        "--seq-len",
-        type=integer("--seq-len", 2),
-        default=None,
-        help="tokens per sequence (default 128; at most the preset's max_position_embeddings)",
-    )
-    p.add_argument(
-        "--batch-size",
-        type=integer("--batch-size", 1, MAX_BATCH),
-        default=None,
-        help=f"sequences per step (default 8, at most {MAX_BATCH:,})",
-    )
-    p.add_argument("--lr", type=number("--lr", above=0), default=None, help="peak learning rate (default 1e-2)")
-    p.add_argument(
-        "--seed", type=integer("--seed", 0, MAX_SEED), default=None, help="initialisation and data order (default 0)"
-    )
-    p.add_argument(
-        "--vocab-size",
-        type=integer("--vocab-size", 1, MAX_VOCAB),
-        default=None,
-        help=f"BPE vocabulary (default: the preset's; 258..{MAX_VOCAB:,})",
-    )
-    p.add_argument(
-        "--max-train-chars",
-        type=integer("--max-train-chars", 1),
-        default=None,
-        help="cap the training split at whole documents of this many characters",
-    )
-    p.add_argument(
-        "--max-blocks",
-        type=integer("--max-blocks", 1, MAX_BLOCKS),
-        default=None,
-        help=f"evaluate on the first N blocks of the held-out text (default all, N <= {MAX_BLOCKS:,})",
-    )
-    add_threads_argument(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
 
 
 @dataclasses.dataclass
@@ -144,65 +82,40 @@ class PretrainPlan:
     max_blocks: int | None
     threads: int | None
     quiet: bool
-    args: dict
+    run_config: dict  # the typed config as given (``llm_config.record``)
 
     @property
     def setup(self) -> str:
         return self.out.resolve().name
 
 
-def _budgets(text: str) -> list:
-    """Token counts as ints where they are whole up to float rounding (``2.3T``); others stay as given,
-    for ``PretrainConfig`` to refuse by value."""
-    budgets = []
-    for count in token_counts(text, "--budgets"):
-        whole = round(count)
-        budgets.append(whole if abs(count - whole) <= 1e-9 * max(1.0, count) else count)
-    return budgets
-
-
-def plan_pretrain(args: argparse.Namespace) -> PretrainPlan:
-    """Check every input of ``pretrain`` (raising UsageError / ValueError) without writing anything,
-    and without importing torch.
-
-    ``args``: the namespace ``ovt llm pretrain`` parses (``cli._parser().parse_args(["llm", "pretrain", ...])``).
-    """
-    budgets = _budgets(args.budgets)
-    given = dict(zip(budgets, (item.strip() for item in args.budgets.split(","))))  # for messages
-    out = Path(args.out)
+def plan(cfg: PretrainRun, out: Path, quiet: bool = False) -> PretrainPlan:
+    """Check every input of a pretrain run (raising UsageError / ValueError) without writing
+    anything, and without importing torch."""
+    require(cfg)
+    out = Path(out)
     check_writable(out)
-    fields = {
-        "seq_len": args.seq_len,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "seed": args.seed,
-        "vocab_size": args.vocab_size,
-        "max_train_chars": args.max_train_chars,
-    }
     config = PretrainConfig(
-        preset=args.preset,
-        budgets=tuple(budgets),
-        corpus=args.corpus,
-        mode=args.mode,
-        **{k: v for k, v in fields.items() if v is not None},
+        preset=cfg.size,
+        budgets=cfg.budgets,
+        corpus=cfg.corpus,
+        mode=cfg.mode,
+        seq_len=cfg.seq_len,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        seed=cfg.seed,
+        vocab_size=cfg.vocab_size,
+        max_train_chars=cfg.max_train_chars,
     )
     for budget in config.budgets:
         steps = budget_steps(budget, config.tokens_per_step)
         if steps > MAX_STEPS:
             raise UsageError(
-                f"--budgets {given.get(budget, budget)} is {steps:,} steps of "
-                f"{config.tokens_per_step:,} tokens (batch-size x seq-len); at most {MAX_STEPS:,} "
-                "steps per budget are allowed"
+                f"budgets: {human_tokens(budget)} tokens is {steps:,} steps of {config.tokens_per_step:,} "
+                f"tokens (batch_size x seq_len); at most {MAX_STEPS:,} steps per budget are allowed"
             )
     _check_series(out, config)
-    return PretrainPlan(
-        config,
-        out,
-        args.max_blocks,
-        args.threads,
-        args.quiet,
-        {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if not callable(v)},
-    )
+    return PretrainPlan(config, out, cfg.max_blocks, cfg.threads, quiet, record(cfg))
 
 
 def _check_series(out: Path, config) -> str:
@@ -273,7 +186,7 @@ def _begin(plan: PretrainPlan, previous: dict) -> dict:
         "command": "llm pretrain",
         "source": "llm",
         "setup": plan.setup,
-        "args": plan.args,
+        "run_config": plan.run_config,
         "config": previous.get("config", {"series": jsonable(dataclasses.asdict(plan.config))}),
         "model": ".",
         "model_kind": "folder",
@@ -334,7 +247,7 @@ def _rows(plan: PretrainPlan, revision, result) -> pd.DataFrame:
     )
 
 
-def run_pretrain(plan: PretrainPlan) -> pd.DataFrame:
+def execute(plan: PretrainPlan) -> pd.DataFrame:
     """Train the planned series into ``plan.out`` (resuming), then store the perplexity of every
     checkpoint in it on ``heldout.txt``; returns the table written to ``metrics.parquet``.
 
@@ -392,17 +305,11 @@ def run_pretrain(plan: PretrainPlan) -> pd.DataFrame:
     return table
 
 
-def command(args: argparse.Namespace) -> int:
-    """``ovt llm pretrain``: plan (bad input exits 2, nothing written), then run."""
-    plan = plan_pretrain(args)
-    try:
-        table = run_pretrain(plan)
-    except ValueError as error:  # past the plan, whatever fails is a failure while running (exit 1)
-        raise RunFailure(str(error)) from error
-    if not plan.quiet:
-        print(f"{len(table)} checkpoint(s) in {plan.out}; eval text {plan.out / HELDOUT}")
-        frame = pd.DataFrame(
-            {"checkpoint": table.checkpoint, "tokens": table.pretrain_time.map(human_tokens), "perplexity": table.value}
-        )
-        print(frame.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    return 0
+def report(plan: PretrainPlan, table: pd.DataFrame) -> str:
+    """What ``ovt llm pretrain`` prints after a run: every checkpoint's tokens and perplexity."""
+    frame = pd.DataFrame(
+        {"checkpoint": table.checkpoint, "tokens": table.pretrain_time.map(human_tokens), "perplexity": table.value}
+    )
+    return f"{len(table)} checkpoint(s) in {plan.out}; eval text {plan.out / HELDOUT}\n" + frame.to_string(
+        index=False, float_format=lambda v: f"{v:.4g}"
+    )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -62,6 +63,23 @@ def path_from_run(path: Path | str, out: Path | str) -> str:
     """``path`` relative to the run directory ``out``: what a manifest records, so that a results tree
     can move (or be committed) without naming the machine it was made on."""
     return os.path.relpath(Path(path).resolve(), Path(out).resolve())
+
+
+def safe_name(name: str) -> str:
+    """A directory name from ``name``: characters other than letters, digits and ``._=,+-`` become ``_``."""
+    return "".join(c if c.isalnum() or c in "._=,+-" else "_" for c in name)
+
+
+def variant_dir(base: Path, quick: bool, overrides: list[str]) -> Path:
+    """``base`` for a preset as it stands, and a sibling of its own for every variant
+    (``base-depth=3_lr=0.01,0.04``, ``base-quick``), so a variant never meets the preset's run, nor
+    another variant's; a long name becomes a stable digest."""
+    suffix = (["quick"] if quick else []) + sorted(item.strip() for item in overrides)
+    name = base.name + ("-" + "_".join(suffix) if suffix else "")
+    name = safe_name(name)
+    if len(name) > 100:  # long grids: a stable digest keeps the name short and unique
+        name = f"{base.name}-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
+    return base.with_name(name)
 
 
 def out_decision(out: Path, identity: dict) -> str:

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from experiments import derived
 from experiments.config import TheoryConfig, cells
 from theory import finetune, measure, network, protocol, simulate, tasks
 
@@ -252,37 +253,10 @@ def _rows(cell: TheoryConfig, setup: str, T: np.ndarray, out: dict, grid_fields)
     return frame
 
 
-def tuned_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per pre-training time, the fixed-lr fine-tuning of the lr that minimises L_B after fine-tuning
-    (the paper's tuned analysis; diverged NaN losses never win), with ``lr_policy`` = "tuned", plus
-    the inflection of each tuned curve."""
-    ft = frame[(frame.modification == "finetune") & (frame.lr_policy == "fixed") & (frame.checkpoint != "inflection")]
-    if ft.empty:
-        return frame.iloc[:0]
-    curve = [c for c in ft.columns if c not in ("lr", "value", "metric", "checkpoint", "pretrain_time")]
-    in_task = ft[ft.metric == "finetune_loss"]
-    # L_B as a (curve, T) x lr table, lrs ascending (the fixed-lr cells form a full grid): one choice per row.
-    group = in_task.groupby(curve + ["pretrain_time"], dropna=False, sort=False).ngroup().to_numpy()
-    lrs, column = np.unique(in_task.lr.to_numpy(), return_inverse=True)
-    losses = np.full((group.max() + 1, lrs.size), np.nan)
-    losses[group, column] = in_task.value.to_numpy()
-    best = finetune.tuned_choice(losses, axis=1)
-    chosen = in_task[column == best[group]][curve + ["pretrain_time", "lr"]]
-    tuned = ft.merge(chosen, on=curve + ["pretrain_time", "lr"]).assign(lr_policy="tuned")
-    tuned = tuned.sort_values(["metric", "pretrain_time"], kind="stable")
-    infl = []
-    for _, g in tuned[tuned.metric == "pretrain_loss"].groupby(curve, dropna=False):
-        row = g.iloc[0].copy()
-        row[["checkpoint", "pretrain_time", "lr", "metric"]] = ["inflection", np.nan, np.nan, "inflection"]
-        row["value"] = float(measure.inflection(g.pretrain_time.to_numpy(), g.value.to_numpy()))
-        infl.append(row)
-    return pd.concat([tuned, pd.DataFrame(infl)], ignore_index=True)[frame.columns]
-
-
 def finalize(chunk_rows: pd.DataFrame, cfg: TheoryConfig) -> pd.DataFrame:
     """Deduplicate rows shared by cells (the clean curves do not depend on gamma or lr), add derived rows."""
     key = [c for c in chunk_rows.columns if c != "value"]
     frame = chunk_rows.drop_duplicates(subset=key, keep="first").reset_index(drop=True)
     if cfg.tuned_lr:
-        frame = pd.concat([frame, tuned_rows(frame)], ignore_index=True)
+        frame = pd.concat([frame, derived.tuned_rows(frame)], ignore_index=True)
     return frame

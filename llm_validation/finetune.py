@@ -33,6 +33,7 @@ from accelerate import Accelerator
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from analysis import tuned
 from llm_validation.evaluate import MAX_LOSS, evaluating, perplexity
 from llm_validation.finetune_data import IGNORE, Examples, MCItem
 from llm_validation.multiple_choice import score_multiple_choice
@@ -300,5 +301,4 @@ def tuned_lr(points: Sequence[GridPoint]) -> float:
     Diverged runs are ignored; NaN when every run diverged. For a series, map it per checkpoint:
     ``{ckpt: tuned_lr(pts) for ckpt, pts in grids.items()}``.
     """
-    finite = [p for p in points if not p.diverged and math.isfinite(p.finetune_loss)]
-    return min(finite, key=lambda p: (p.finetune_loss, p.lr)).lr if finite else math.nan
+    return tuned.tuned_lr([p.lr for p in points], [math.nan if p.diverged else p.finetune_loss for p in points])

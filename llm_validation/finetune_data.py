@@ -20,6 +20,10 @@ follow the Hugging Face convention: ``labels[t] = input_ids[t]`` where token t i
 elsewhere, and the loss shifts them (token t is predicted from tokens < t). Examples are cut to
 ``seq_len`` tokens and right-padded, so a pad never precedes a real token.
 
+``corpus:NAME`` (format ``text``) is the training split of a built-in corpus (``corpora.CORPORA``),
+capped at ``CORPUS_CHARS`` characters of whole documents and joined by blank lines into one document:
+``corpus:python`` is the Python source ``ovt reproduce`` fine-tunes on, with no file to write.
+
 A file ending in ``.gz`` is read through gzip. Any file that is not UTF-8 text (or not gzip, for
 ``.gz``) is a ``DataError`` naming it. ``hf:ORG/NAME`` reads a hub dataset through the
 ``datasets`` package for users who have the hub; that path needs network and is not tested here.
@@ -40,6 +44,7 @@ from typing import NamedTuple
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from llm_validation.corpora import load_corpus
 from llm_validation.evaluate import pack_tokens
 
 FORMATS = ("hh", "messages", "text", "mc")
@@ -173,7 +178,13 @@ def _hub_rows(name: str, split: str) -> Iterator[tuple[str, dict]]:
         yield f"hf:{name}[{split}]: row {number}", dict(row)
 
 
+CORPUS = "corpus:"
+CORPUS_CHARS = 400_000
+
+
 def _text_documents(source: str | os.PathLike, split: str) -> list[str]:
+    if str(source).startswith(CORPUS):
+        return ["\n\n".join(load_corpus(str(source)[len(CORPUS) :], max_chars=CORPUS_CHARS).train)]
     path = Path(source)
     if str(source).startswith("hf:") or path.name.endswith((".jsonl", ".jsonl.gz")):
         return [_field(row, "text", str, where) for where, row in _rows(source, split)]

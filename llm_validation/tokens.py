@@ -29,4 +29,6 @@ def human_tokens(tokens: float) -> str:
     if float(text) >= 1000 and unit != units[-1]:  # 999_999 -> '1M', not '1e+03K'
         unit = units[units.index(unit) + 1]
         text = f"{tokens / scale[unit]:.3g}"
+    if float(text) >= 1000:  # beyond the largest unit: whole units, '1000T' rather than '1e+03T'
+        text = f"{tokens / scale[unit]:.0f}"
     return f"{text}{unit}"

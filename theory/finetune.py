@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from analysis.tuned import tuned_choice as _tuned_choice
 from theory import _checks
 from theory.network import Params, task_loss
 
@@ -56,8 +57,9 @@ def tuned_choice(finetune_losses, axis: int = 0):
 
     Non-finite losses (diverged runs) never win; ties go to the first index, so with the lrs in
     ascending order the smallest of the best lrs is chosen. A NumPy array is answered in NumPy
-    (exact on stored float64 tables), anything else in jax.numpy (traceable).
+    (``analysis.tuned``, exact on stored float64 tables), anything else in jax.numpy (traceable).
     """
-    xp = np if isinstance(finetune_losses, np.ndarray) else jnp
-    finite = xp.where(xp.isfinite(finetune_losses), finetune_losses, xp.inf)
-    return xp.argmin(finite, axis=axis)
+    if isinstance(finetune_losses, np.ndarray):
+        return _tuned_choice(finetune_losses, axis)
+    finite = jnp.where(jnp.isfinite(finetune_losses), finetune_losses, jnp.inf)
+    return jnp.argmin(finite, axis=axis)

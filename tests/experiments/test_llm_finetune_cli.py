@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from experiments import cli, llm_finetune_cli, store
+from experiments import cli, derived, store
 from experiments.llm_finetune_cli import EVAL_BATCH_SIZE
 from llm_validation import checkpoints, finetune
 from llm_validation.evaluate import load_token_blocks, perplexity
@@ -144,7 +144,7 @@ def test_a_u_shaped_curve_gets_a_finite_inflection_inside_the_token_range(run):
     rows = table[table.checkpoint != "inflection"].copy()
     u_shape = (rows.metric == "perplexity") & (rows.lr_policy == "fixed") & (rows.lr == LRS[0])
     rows.loc[u_shape, "value"] = [30.0, 10.0, 20.0]
-    infl = llm_finetune_cli.inflection_rows(rows).set_index("lr").value
+    infl = derived.finetune_inflection_rows(rows).set_index("lr").value
     t_star = float(inflection(np.array([1000.0, 2000.0, 5000.0]), np.array([30.0, 10.0, 20.0])))
     assert infl[LRS[0]] == t_star and 1000 < t_star < 5000
 
@@ -239,7 +239,7 @@ def _bad_cases():
 
     return [
         (args(__data="MALFORMED", __format="text"), "malformed.jsonl: row 3: missing field 'text'"),
-        (args(__data="MISSING"), "--data"),
+        (args(__data="MISSING"), "data="),
         (args(__format="chat"), "invalid choice: 'chat'"),
         (args(__lrs="1e-3,0"), "--lrs 0 must be > 0"),
         (args(__lrs="1e-3,-1"), "--lrs -1 must be > 0"),
@@ -251,22 +251,22 @@ def _bad_cases():
         (args(__reg="-0.5"), "--reg -0.5 must be >= 0"),
         (args(__reg="nan"), "--reg 'nan' must be a finite number"),
         (args(__seed="-1"), "--seed -1 must be >= 0"),
-        (args(__seq_len="100000"), "--seq-len 100000 exceeds the 128 positions of step10-tokens1K"),
+        (args(__seq_len="100000"), "seq_len=100000 exceeds the 128 positions of step10-tokens1K"),
         (args(__batch_size="0"), "--batch-size 0 must be >= 1"),
         (args(__threads="1000"), "--threads 1000 must be >= 1 and <= 256"),
         (args() + ["--warmup-steps", "-1"], "--warmup-steps -1 must be >= 0"),
         (args(__eval_text="MISSING"), "missing.txt does not exist"),
         (args(__eval_text="BINARY"), "binary.txt is not UTF-8 text"),
         (args(__data="BINARY"), "binary.txt: not UTF-8 text"),
-        (args() + ["--heldout-data", "MISSING"], "--heldout-data"),
-        (args() + ["--mc-data", "MISSING"], "--mc-data"),
+        (args() + ["--heldout-data", "MISSING"], "heldout_data="),
+        (args() + ["--mc-data", "MISSING"], "mc_data="),
         (args() + ["--heldout-fraction", "1"], "--heldout-fraction 1 must be > 0 and < 1"),
-        (args() + ["--revisions", NAMES[0]], "not allowed with argument --tokens"),
-        (args(__model="nonexistent-org/none", __tokens=None), "give --revisions or --tokens"),
+        (args() + ["--revisions", NAMES[0]], "revisions and tokens exclude each other"),
+        (args(__model="nonexistent-org/none", __tokens=None), "give revisions or tokens"),
         (args(__out="BLOCKED"), "not writable"),
         pytest.param(
             args() + ["--device", "cuda"],
-            "--device cuda",
+            "device=cuda",
             marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present"),
         ),
     ]

@@ -266,17 +266,17 @@ def _bad_cases():
         (args(__eval_text="EMPTY"), "empty.txt holds no text"),
         (args(__eval_text="BINARY"), "binary.txt is not UTF-8 text"),
         (args(__out="BLOCKED"), "not writable"),
-        (args(__revisions="step10-tokens1K"), "not allowed with argument --tokens"),
-        (args(__model="nonexistent-org/none", __tokens=None), "give --revisions or --tokens"),
+        (args(__revisions="step10-tokens1K"), "revisions and tokens exclude each other"),
+        (args(__model="nonexistent-org/none", __tokens=None), "give revisions or tokens"),
         (args(__scale="huge"), "invalid choice: 'huge'"),
-        (args() + ["--seq-len", "100000"], "--seq-len 100000 exceeds the 128 positions of step10-tokens1K"),
+        (args() + ["--seq-len", "100000"], "seq_len=100000 exceeds the 128 positions of step10-tokens1K"),
         (args() + ["--seq-len", "1"], "--seq-len 1 must be >= 2"),
         (args() + ["--batch-size", "5000"], "--batch-size 5000 must be >= 1 and <= 1,024"),
         (args() + ["--max-blocks", "0"], "--max-blocks 0 must be >= 1"),
         (args() + ["--threads", "0"], "--threads 0 must be >= 1 and <= 256"),
         pytest.param(
             args() + ["--device", "cuda"],
-            "--device cuda",
+            "device=cuda",
             marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present"),
         ),
     ]
@@ -381,12 +381,12 @@ def test_a_folder_series_defaults_to_every_checkpoint_and_the_init_scale(capsys,
     manifest = store.read_manifest(out)
     assert [r["name"] for r in manifest["revisions"]] == list(folder_series[1])
     assert manifest["scale"] == "init" and manifest["threads"] == 1
-    assert manifest["args"]["tokens"] is None and manifest["args"]["revisions"] is None
+    assert manifest["run_config"]["tokens"] is None and manifest["run_config"]["revisions"] is None
     # Paths are recorded relative to the run directory: a results tree can move or be committed.
     assert (out / manifest["model_source"]).resolve() == folder_series[0].resolve()
     assert (out / manifest["eval"]["path"]).resolve() == eval_text.resolve()
     assert manifest["config"]["model"] == manifest["model_source"]
-    args_free = {k: v for k, v in manifest.items() if k != "args"}  # args: the command line as typed
+    args_free = {k: v for k, v in manifest.items() if k != "run_config"}  # the config as given
     assert str(tmp_path) not in json.dumps(args_free) and str(eval_text.parent) not in json.dumps(args_free)
 
 
@@ -396,7 +396,7 @@ def test_tokens_far_from_every_checkpoint_warn_in_one_line(capsys, tmp_path, fol
     code, _, err = ovt(capsys, *(("1T,2T,4.5K" if a == "1e3,2K,5000" else a) for a in argv))
     assert code == 0, err
     assert err.count("\n") == 1 and err.startswith(
-        "ovt: warning: --tokens 1T -> step40-tokens5K, 2T -> step40-tokens5K:"
+        "ovt: warning: tokens 1T -> step40-tokens5K, 2T -> step40-tokens5K:"
     ), err
     assert "4.5K" not in err  # within 2x of 5K: no warning
     assert [r["requested_tokens"] for r in store.read_manifest(out)["revisions"]] == [[1e12, 2e12, 4500.0]]

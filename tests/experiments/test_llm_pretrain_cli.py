@@ -183,7 +183,7 @@ def _bad_cases():
         (args(budgets="1K,1.5"), "budget=1.5 must be a positive whole number"),
         (args(budgets="1K,1e400"), "--budgets '1e400' must be a finite number"),
         (args(budgets="2e15"), "--budgets 2e15 must be <= 1e+15"),
-        (args(budgets="1K,1e12"), "--budgets 1e12 is 7,812,500,000 steps of 128 tokens"),
+        (args(budgets="1K,1e12"), "budgets: 1T tokens is 7,812,500,000 steps of 128 tokens"),
         (args(__lr="0"), "--lr 0 must be > 0"),
         (args(__lr="inf"), "--lr 'inf' must be a finite number"),
         (args(__seq_len="x"), "--seq-len 'x' is not an integer"),

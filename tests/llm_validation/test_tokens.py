@@ -18,3 +18,13 @@ def test_names_labels_and_the_cli_agree():
         assert checkpoints.parse_revision(name).tokens == count
         assert tokens.parse_tokens(name.split("tokens")[1]) == count
         assert llm_perturb.tokens_tick(count) == tokens.human_tokens(count)
+
+
+def test_human_tokens_rounds_into_the_next_unit_and_stays_whole_beyond_the_last():
+    assert [tokens.human_tokens(t) for t in (950, 999_999, 1.23e9, 1e15, 2.5e16)] == [
+        "950",
+        "1M",
+        "1.23B",
+        "1000T",
+        "25000T",
+    ]

@@ -1,0 +1,189 @@
+"""The run of an ``ovt llm`` command over a series, after its plan: start, one checkpoint at a time
+into ``DIR/chunks/``, finish with the derived rows; and what a run shares with ``pretrain`` (the
+failure type, torch threads, transformers' progress bars).
+
+The run directory's lifecycle is ``experiments.run``'s (``out_decision`` in the plan, ``begin_run``
+and ``marks_failure`` around the run): anything that goes wrong while running is a failure (exit 1)
+that marks the manifest ``failed`` with the reason; finished checkpoints are kept under
+``DIR/chunks/`` and the same command resumes after them, while another config may replace a failed
+run (never a complete one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from experiments import store
+from experiments.run import begin_run, git_commit, now, path_from_run, versions
+from llm_validation.tokens import human_tokens
+
+if TYPE_CHECKING:
+    from experiments.llm_series import SeriesPlan
+
+
+class RunFailure(RuntimeError):
+    """A failure after the run directory was created (exit 1; the stored checkpoints are kept)."""
+
+
+@contextlib.contextmanager
+def failures_while_running():
+    """Past the plan, the run directory exists: a ValueError raised from here on is a failure while
+    running (``RunFailure``, exit 1), not bad input (exit 2)."""
+    try:
+        yield
+    except ValueError as error:
+        raise RunFailure(str(error)) from error
+
+
+def start(plan) -> dict:
+    """Start a planned checkpoint-series run: print the plan's warnings, then ``begin_run`` with
+    the plan's identity (resume, replace or new; the manifest written, status running)."""
+
+    for warning in plan.warnings:
+        print(warning, file=sys.stderr)
+    return begin_run(plan.out, plan.identity(), plan.new_manifest)
+
+
+@contextlib.contextmanager
+def quiet_transformers(quiet: bool):
+    """transformers' own progress bars off while ``quiet`` (restored after)."""
+    import transformers
+
+    bars_were_on = transformers.utils.logging.is_progress_bar_enabled()
+    if quiet:
+        transformers.utils.logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if quiet and bars_were_on:
+            transformers.utils.logging.enable_progress_bar()
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None):
+    """torch's intra-op threads set to ``threads`` for the block (None: unchanged)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def revision_commit(plan: SeriesPlan, revision: str, model=None) -> str | None:
+    """The hub commit a revision resolved to (the hub cache's ``refs/REVISION``); None for folders."""
+    if plan.is_folder:
+        return None
+    from huggingface_hub import constants
+
+    ref = Path(constants.HF_HUB_CACHE) / f"models--{plan.source.replace('/', '--')}" / "refs" / revision
+    if ref.is_file():
+        return ref.read_text().strip() or None
+    return getattr(getattr(model, "config", None), "_commit_hash", None)
+
+
+def revision_entries(plan, **extra) -> list[dict]:
+    """The manifest's record of every resolved revision (step, tokens, what chose it, hub commit)."""
+    return [
+        {
+            "name": r.name,
+            "step": r.step,
+            "tokens": r.tokens,
+            "stage": r.stage,
+            "requested_tokens": plan.requested.get(r.name),
+            "commit": revision_commit(plan, r.name),
+            **extra,
+        }
+        for r in plan.revisions
+    ]
+
+
+def manifest_head(plan, command: str, revision_extra: dict | None = None, eval_extra: dict | None = None) -> dict:
+    """The manifest fields every checkpoint-series command shares: what ran, on which model and
+    revisions, scored on which held-out token set, with which versions, since when."""
+
+    n_blocks, seq_len = plan.blocks.shape
+    return {
+        "command": command,
+        "source": "llm",
+        "setup": plan.setup,
+        "run_config": plan.run_config,
+        "config": plan.config(),
+        "model": plan.model,
+        "model_source": plan.recorded_source,
+        "model_kind": "folder" if plan.is_folder else "hub",
+        "revisions": revision_entries(plan, **(revision_extra or {})),
+        "eval": {
+            "path": path_from_run(plan.eval_path, plan.out),
+            "sha256": plan.eval_sha256,
+            "n_blocks": int(n_blocks),
+            "seq_len": int(seq_len),
+            "n_tokens": int(n_blocks * (seq_len - 1)),
+            **(eval_extra or {}),
+            "tokenization": f"identical token ids under the tokenizers of all {len(plan.revisions)} checkpoints; "
+            "documents EOS-separated and packed, remainder dropped",
+        },
+        "versions": versions(),
+        "git_commit": git_commit(),
+        "started": now(),
+        "status": "running",
+    }
+
+
+def run_checkpoints(plan: SeriesPlan, manifest: dict, name: str, unit: str, per_checkpoint: int, measure) -> None:
+    """Every planned checkpoint not yet stored under ``plan.out``, in turn (one model in memory):
+    ``measure(index, revision, progress) -> (rows, model, notes)`` loads and measures it, advancing
+    the progress bar by ``per_checkpoint`` units; its rows become the checkpoint's chunk and ``notes``
+    join its manifest entry, with the hub commit it resolved to. A checkpoint that fails to load or
+    measure (ValueError) is a failure while running, naming what is stored."""
+    from tqdm import tqdm
+
+    todo = [(i, r) for i, r in enumerate(plan.revisions) if i not in store.stored_chunks(plan.out)]
+    bar = dict(desc=f"{name} {plan.setup}", unit=unit, disable=plan.quiet, file=sys.stderr)
+    with tqdm(total=len(todo) * per_checkpoint, **bar) as progress:
+        for index, revision in todo:
+            progress.set_postfix_str(revision.name)
+            try:
+                rows, model, notes = measure(index, revision, progress)
+            except ValueError as error:  # bad checkpoint files found mid-run: a failure, not bad input
+                raise RunFailure(
+                    f"{plan.model}@{revision.name}: {error}; {len(store.stored_chunks(plan.out))} "
+                    f"checkpoint(s) stored in {plan.out}; rerun to resume"
+                ) from error
+            store.write_table(store.chunk_path(plan.out, index), rows)
+            entry = manifest["revisions"][index]
+            entry["commit"] = entry.get("commit") or revision_commit(plan, revision.name, model)
+            entry.update(notes)
+            store.write_json(plan.out / store.MANIFEST, manifest)
+            del model  # before the next checkpoint loads
+
+
+def finish_run(out: Path, n_checkpoints: int, manifest: dict, derive) -> pd.DataFrame:
+    """Write ``metrics.parquet`` = every checkpoint's stored chunk plus ``derive(chunks)``, and mark the
+    manifest complete. Derived rows come from the stored chunks alone, so a resumed run ends with the
+    same table as an uninterrupted one."""
+
+    table = pd.concat([pd.read_parquet(store.chunk_path(out, i)) for i in range(n_checkpoints)], ignore_index=True)
+    table = pd.concat([table, derive(table)], ignore_index=True)
+    store.write_table(out / store.METRICS, table)
+    manifest.update(status="complete", finished=now(), n_rows=len(table))
+    store.write_json(out / store.MANIFEST, manifest)
+    return table
+
+
+def t_star_line(labels, values) -> str:
+    """``inflection T* (tokens) - gamma=2: 1.78M, gamma=4: none in range``: one curve's T* each."""
+    shown = (
+        f"{label}: {human_tokens(value) if math.isfinite(value) else 'none in range'}"
+        for label, value in zip(labels, values)
+    )
+    return f"inflection T* (tokens) - {', '.join(shown)}"

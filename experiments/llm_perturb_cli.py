@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -50,6 +51,10 @@ from experiments.llm_lifecycle import (
 from experiments.llm_series import SeriesPlan, check_device, light_checks, plan_checkpoints
 from experiments.run import marks_failure, out_decision
 from llm_validation.tokens import human_tokens
+
+if TYPE_CHECKING:  # annotations only: torch loads when a run starts, after its input is checked
+    from llm_validation.checkpoints import Revision
+    from llm_validation.evaluate import Perplexity
 
 CONFIG = PerturbRun
 HELP = "perplexity of Gaussian-perturbed checkpoints into a result store"
@@ -144,7 +149,7 @@ def _new_manifest(plan: Plan) -> dict:
     }
 
 
-def _rows(plan: Plan, revision, results: list[tuple[str, float, int, object]]) -> pd.DataFrame:
+def _rows(plan: Plan, revision: Revision, results: list[tuple[str, float, int, Perplexity]]) -> pd.DataFrame:
     return store.block(
         source="llm",
         setup=plan.setup,

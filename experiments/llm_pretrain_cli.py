@@ -61,14 +61,20 @@ import pandas as pd
 from experiments import store
 from experiments.llm_config import MAX_STEPS, PretrainRun, record, require
 from experiments.llm_lifecycle import RunFailure, quiet_transformers, torch_threads
-from experiments.run import UsageError, check_writable, clear_run, git_commit, jsonable, marks_failure, now, versions
-from llm_validation.pretrain_config import PretrainConfig, budget_steps
+from experiments.run import UsageError, check_writable, clear_run, git_commit, marks_failure, now, versions
+from llm_validation.pretrain_config import (
+    CHECKPOINT_FILE,
+    SERIES_FILE,
+    PretrainConfig,
+    budget_steps,
+    changed_fields,
+    config_record,
+)
 from llm_validation.tokens import human_tokens
 
 CONFIG = PretrainRun
 HELP = "train a mini OLMo checkpoint series (one run per token budget) and store its perplexity"
 HELDOUT = "heldout.txt"
-SERIES = "series.json"
 EVAL_BATCH_SIZE = 16  # perplexity does not depend on it (a sum over tokens); fixed and recorded
 REPLACEABLE = ("failed", "interrupted", "running")  # a series in this state with no checkpoint holds nothing of value
 
@@ -122,20 +128,20 @@ def _check_series(out: Path, config) -> str:
     """What ``pretrain`` does with ``out`` (reads only): "new" (absent or empty), "resume" (this very
     series; a ``separate`` one may gain budgets) or "replace" (another config, or files without a
     series, where ``_replaceable``); UsageError for anything else."""
-    path = out / SERIES
+    path = out / SERIES_FILE
     if not path.is_file():
         if not out.is_dir() or not any(out.iterdir()):
             return "new"
         if _replaceable(out):
             return "replace"
-        raise UsageError(f"--out {out} is not empty and holds no {SERIES}; give a new or empty folder, or a series")
+        raise UsageError(
+            f"--out {out} is not empty and holds no {SERIES_FILE}; give a new or empty folder, or a series"
+        )
     try:
         stored = json.loads(path.read_text())["config"]
     except (ValueError, KeyError, TypeError) as error:
-        raise UsageError(f"--out {out}: {SERIES} is not readable ({error}); choose another --out") from None
-    record = jsonable(dataclasses.asdict(config))
-    free = {"budgets"} if config.mode == stored.get("mode") == "separate" else set()
-    changed = sorted(key for key in record if key not in free and stored.get(key) != record[key])
+        raise UsageError(f"--out {out}: {SERIES_FILE} is not readable ({error}); choose another --out") from None
+    changed = changed_fields(stored, config_record(config))
     if not changed:
         return "resume"
     if _replaceable(out):
@@ -150,7 +156,7 @@ def _replaceable(out: Path) -> bool:
     """A series folder that holds nothing of value: no finished checkpoint, and the manifest of a
     ``pretrain`` that failed, was interrupted or never finished."""
 
-    if any(out.glob("*/checkpoint.json")):
+    if any(out.glob(f"*/{CHECKPOINT_FILE}")):
         return False
     try:
         manifest = store.read_manifest(out)
@@ -165,12 +171,12 @@ def _clear_series(out: Path) -> None:
 
     clear_run(out)
     for path in [
-        out / SERIES,
+        out / SERIES_FILE,
         out / HELDOUT,
         out / "tokenizer",
         *out.glob(".resume-*"),
         *out.glob(".tmp-*"),
-        *out.glob(f"{SERIES}.tmp"),
+        *out.glob(f"{SERIES_FILE}.tmp"),
     ]:
         if path.is_dir():
             shutil.rmtree(path)
@@ -187,7 +193,7 @@ def _begin(plan: PretrainPlan, previous: dict) -> dict:
         "source": "llm",
         "setup": plan.setup,
         "run_config": plan.run_config,
-        "config": previous.get("config", {"series": jsonable(dataclasses.asdict(plan.config))}),
+        "config": previous.get("config", {"series": config_record(plan.config)}),
         "model": ".",
         "model_kind": "folder",
         "seed": plan.config.seed,
@@ -276,7 +282,7 @@ def execute(plan: PretrainPlan) -> pd.DataFrame:
             )
         except ValueError as error:  # past the plan, whatever fails is a failure while running (exit 1)
             raise RunFailure(f"{out}: {error}; rerun to resume") from error
-        series = json.loads((out / SERIES).read_text())["config"]
+        series = json.loads((out / SERIES_FILE).read_text())["config"]
         evaluation = _eval_record(plan, blocks, heldout)
         config = {"series": series, "eval": {k: evaluation[k] for k in ("sha256", "seq_len", "n_blocks")}}
         same_tokens = previous.get("config", {}).get("eval") == config["eval"] and metrics.is_file()

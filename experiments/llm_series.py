@@ -228,7 +228,7 @@ def _token_blocks(cfg: SeriesRun, source: str, is_folder: bool, revisions):
     from llm_validation.evaluate import load_token_blocks
 
     blocks, first = None, None
-    cache: dict[tuple, object] = {}
+    cache: dict[tuple, torch.Tensor] = {}
     for revision in revisions:
         tokenizer = load_tokenizer(source, is_folder, revision.name)
         # Identical tokenizers (the usual case) tokenise the file once.

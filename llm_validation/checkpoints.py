@@ -9,25 +9,41 @@ name). Revision names carry the pre-training position; the supported families ar
 - ``stage1-step{N}-tokens{M}B`` and ``stage2-ingredient{K}-step{N}-tokens{M}B``: OLMo-2-1124-7B
   (stage-2 token counts restart at zero: compare revisions within one stage only);
 - ``ckpt_{NNN}``: LLM360 Amber, 360 checkpoints over ~1.26T tokens.
+
+A local series folder is written and read here (``pretrain`` trains into it):
+
+    DIR/series.json          {"config": the series' PretrainConfig as JSON, "versions": ...}
+    DIR/tokenizer/           the series' tokenizer, trained once
+    DIR/REVISION/            one checkpoint: save_pretrained weights and tokenizer, and ``checkpoint.json``
+                             (exact ``step`` and ``tokens``, schedule, losses, provenance)
+
+Any folder of ``save_pretrained`` subfolders named as revisions is a series too (``checkpoint.json``
+optional). Every file is written to a temporary name and renamed into place, so a killed writer
+leaves the old version or the new one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import re
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
 import httpx2
 import torch
+import transformers
 from huggingface_hub import constants, list_repo_refs
 from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from llm_validation.pretrain_config import CHECKPOINT_FILE, SERIES_FILE, PretrainConfig, changed_fields, config_record
 from llm_validation.tokens import UNITS
 
+TOKENIZER_FOLDER = "tokenizer"
 AMBER_CHECKPOINTS = 360
 AMBER_TOTAL_TOKENS = 1_260 * 10**9
 # Amber's branches carry no token count. Its card reports ~1.26T tokens over 360 evenly spaced
@@ -191,7 +207,7 @@ def _is_revision(name: str) -> bool:
 
 def _local_revision(folder: Path) -> Revision:
     revision = parse_revision(folder.name)
-    metadata = folder / "checkpoint.json"
+    metadata = folder / CHECKPOINT_FILE
     if not metadata.is_file():
         return revision
     try:
@@ -238,3 +254,69 @@ def _require_revision(model: str | os.PathLike, revision: str) -> None:
     else:
         hint = f"available: {', '.join(r.name for r in available[:5]) or 'none'} ({len(available)} in all)"
     raise CheckpointError(f"revision={revision!r} is not available for {model}; {hint}")
+
+
+def claim_series(out_dir: Path, config: PretrainConfig, versions: dict) -> None:
+    """Write ``series.json``, or check that the folder already holds this very series (a
+    ``separate`` one may gain budgets; ``series.json`` then lists all of them)."""
+    record = config_record(config)
+    path = out_dir / SERIES_FILE
+    if path.exists():
+        stored = json.loads(path.read_text())["config"]
+        changed = changed_fields(stored, record)
+        if changed:
+            raise ValueError(
+                f"out_dir={str(out_dir)!r} holds a series with other {', '.join(changed)}; use a new folder"
+            )
+        if set(record["budgets"]) <= set(stored["budgets"]):
+            return
+        record["budgets"] = sorted(set(stored["budgets"]) | set(record["budgets"]))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(path, {"config": record, "versions": versions})
+
+
+def is_saved(out_dir: Path, revision: str) -> bool:
+    """A finished checkpoint: its ``checkpoint.json`` is written last, inside the renamed folder."""
+    return (out_dir / revision / CHECKPOINT_FILE).exists()
+
+
+def saved_tokenizer(out_dir: Path) -> PreTrainedTokenizerBase | None:
+    """The series' stored tokenizer, or None before it is trained."""
+    folder = out_dir / TOKENIZER_FOLDER
+    return AutoTokenizer.from_pretrained(folder) if folder.exists() else None
+
+
+def save_tokenizer(out_dir: Path, tokenizer: PreTrainedTokenizerBase) -> None:
+    tmp = out_dir / f".tmp-{TOKENIZER_FOLDER}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tokenizer.save_pretrained(tmp)
+    os.replace(tmp, out_dir / TOKENIZER_FOLDER)
+
+
+def save_checkpoint(out_dir: Path, revision: str, model, tokenizer, record: dict) -> None:
+    """One checkpoint folder: weights, tokenizer and ``record`` as ``checkpoint.json``."""
+    tmp = out_dir / f".tmp-{revision}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    with _transformers_bars_off():
+        model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    write_json(tmp / CHECKPOINT_FILE, record)
+    os.replace(tmp, out_dir / revision)
+
+
+@contextlib.contextmanager
+def _transformers_bars_off():
+    """``save_pretrained`` draws a one-shard bar per checkpoint, which would break through a caller's."""
+    enabled = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            transformers.utils.logging.enable_progress_bar()
+
+
+def write_json(path: Path, payload: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(tmp, path)

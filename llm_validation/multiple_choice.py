@@ -13,7 +13,8 @@ tokenised and the tokens after ``len(tokenize(c))`` are the continuation; a sequ
 model's context keeps its last tokens. Ties go to the first choice (argmax).
 
 ``lm_eval_scores`` hands an in-memory model to lm-evaluation-harness instead, for users who have
-the hub and the package (not installed here, so not tested).
+the hub and the package (not installed here: tests check the hand-over against a stand-in of its two
+entry points, ``HFLM`` and ``simple_evaluate``).
 """
 
 from __future__ import annotations

@@ -12,25 +12,22 @@ designs (``mode``):
 All runs of a series share the initialisation, the tokenizer and the data order, so the budget (and
 in ``separate`` mode its schedule) is the only difference between checkpoints.
 
-The series folder holds ``series.json`` (the config), ``tokenizer/`` (trained once on the training
-split), one ``save_pretrained`` folder per budget named ``format_revision(step, tokens)`` with the
-tokenizer and a ``checkpoint.json``, and while a run is unfinished its resume state
-``.resume-<run>.pt``. Every file is written to a temporary name and renamed into place, so a killed
-run leaves either the old or the new version; started again, it continues from the last resume
-state and ends with the same weights as an uninterrupted run. The series' config, ``PretrainConfig``,
-lives in ``pretrain_config`` (which imports no torch) and is importable from here too.
+The series folder (its layout: ``checkpoints``, which writes and reads it) holds ``series.json``,
+``tokenizer/``, one checkpoint folder per budget named ``format_revision(step, tokens)``, and while
+a run is unfinished its resume state ``.resume-<run>.pt``. Every file is written to a temporary name
+and renamed into place, so a killed run leaves either the old or the new version; started again, it
+continues from the last resume state and ends with the same weights as an uninterrupted run. The
+series' config, ``PretrainConfig``, lives in ``pretrain_config`` (which imports no torch) and is
+importable from here too.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import hashlib
-import json
 import math
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -38,11 +35,12 @@ import numpy as np
 import torch
 import transformers
 from tqdm import tqdm
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
+from llm_validation import checkpoints
 from llm_validation.corpora import corpus_source, load_corpus
 from llm_validation.models import build_model, count_parameters, olmo_config
-from llm_validation.pretrain_config import PretrainConfig, Target
+from llm_validation.pretrain_config import PretrainConfig, Target, config_record
 from llm_validation.tokenizer import train_bpe_tokenizer
 
 LOSS_CURVE_POINTS = 256
@@ -154,9 +152,9 @@ def pretrain(
 def _pretrain(
     config: PretrainConfig, out_dir: Path, progress: bool, resume_every: int, max_steps_this_call: int | None
 ) -> list[Path]:
-    _claim_series(out_dir, config)
+    checkpoints.claim_series(out_dir, config, _versions())
     targets = config.targets()
-    pending = [target for target in targets if not (out_dir / target.revision / "checkpoint.json").exists()]
+    pending = [target for target in targets if not checkpoints.is_saved(out_dir, target.revision)]
     if pending:
         data = _series_data(config, out_dir)
         allowance = math.inf if max_steps_this_call is None else max_steps_this_call
@@ -166,47 +164,16 @@ def _pretrain(
             allowance = _train(config, data, out_dir, name, total, saves, allowance, resume_every, progress)
             if allowance <= 0:
                 break
-    return [out_dir / t.revision for t in targets if (out_dir / t.revision / "checkpoint.json").exists()]
-
-
-def _claim_series(out_dir: Path, config: PretrainConfig) -> None:
-    """Write ``series.json``, or check that the folder already holds this very series.
-
-    A ``separate`` series may gain budgets (each is its own run from the shared initialisation,
-    tokenizer and data order); ``series.json`` then lists all of them.
-    """
-    record = _config_record(config)
-    path = out_dir / "series.json"
-    if path.exists():
-        stored = json.loads(path.read_text())["config"]
-        free = {"budgets"} if config.mode == stored.get("mode") == "separate" else set()
-        changed = sorted(key for key in record if key not in free and stored.get(key) != record[key])
-        if changed:
-            raise ValueError(
-                f"out_dir={str(out_dir)!r} holds a series with other {', '.join(changed)}; use a new folder"
-            )
-        if set(record["budgets"]) <= set(stored["budgets"]):
-            return
-        record["budgets"] = sorted(set(stored["budgets"]) | set(record["budgets"]))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(path, {"config": record, "versions": _versions()})
-
-
-def _config_record(config: PretrainConfig) -> dict:
-    """The config as plain JSON values (tuples become lists), as stored and compared."""
-    return json.loads(json.dumps(dataclasses.asdict(config)))
+    return [out_dir / t.revision for t in targets if checkpoints.is_saved(out_dir, t.revision)]
 
 
 def _series_data(config: PretrainConfig, out_dir: Path) -> TrainingData:
     """The tokenizer is trained once and stored; later calls load it so resumed runs see the same ids."""
-    folder = out_dir / "tokenizer"
-    if folder.exists():
-        return prepare_data(config, AutoTokenizer.from_pretrained(folder))
+    tokenizer = checkpoints.saved_tokenizer(out_dir)
+    if tokenizer is not None:
+        return prepare_data(config, tokenizer)
     data = prepare_data(config)
-    tmp = out_dir / ".tmp-tokenizer"
-    shutil.rmtree(tmp, ignore_errors=True)
-    data.tokenizer.save_pretrained(tmp)
-    os.replace(tmp, folder)
+    checkpoints.save_tokenizer(out_dir, data.tokenizer)
     return data
 
 
@@ -270,9 +237,9 @@ def _train(
             bar.update(tokens_per_step)
             if step % 50 == 0:
                 bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
-            if step in save_at and not (out_dir / save_at[step].revision / "checkpoint.json").exists():
+            if step in save_at and not checkpoints.is_saved(out_dir, save_at[step].revision):
                 record = _checkpoint_record(config, data, model, save_at[step], schedule, losses)
-                _save_checkpoint(out_dir, save_at[step].revision, model, data.tokenizer, record)
+                checkpoints.save_checkpoint(out_dir, save_at[step].revision, model, data.tokenizer, record)
             if step % resume_every == 0 and step < total_steps:
                 _save_resume(resume_path, model, optimizer, step, losses, config)
     resume_path.unlink(missing_ok=True)
@@ -292,28 +259,6 @@ def _save_resume(path: Path, model, optimizer, step: int, losses: list[float], c
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
-
-
-def _save_checkpoint(out_dir: Path, revision: str, model, tokenizer, record: dict) -> None:
-    tmp = out_dir / f".tmp-{revision}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    with _transformers_bars_off():
-        model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    _write_json(tmp / "checkpoint.json", record)
-    os.replace(tmp, out_dir / revision)
-
-
-@contextlib.contextmanager
-def _transformers_bars_off():
-    """``save_pretrained`` draws a one-shard bar per checkpoint, which would break through ours."""
-    enabled = transformers.utils.logging.is_progress_bar_enabled()
-    transformers.utils.logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if enabled:
-            transformers.utils.logging.enable_progress_bar()
 
 
 def _checkpoint_record(
@@ -337,7 +282,7 @@ def _checkpoint_record(
         "epochs": target.tokens / data.description["train_tokens"],
         "data": data.description,
         "train_loss": _loss_curve(losses),
-        "config": _config_record(config),
+        "config": config_record(config),
         "versions": _versions(),
     }
 
@@ -356,9 +301,3 @@ def _versions() -> dict:
         "python": sys.version.split()[0],
         "torch_threads": torch.get_num_threads(),
     }
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)

@@ -7,6 +7,7 @@ config (preset, corpus, mode, sizes, budgets) before anything heavy is loaded.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterable
 from typing import NamedTuple
 
@@ -14,6 +15,8 @@ from llm_validation.corpora import CORPORA
 from llm_validation.models import PRESETS
 
 MODES = ("separate", "single")
+# A series folder's config record, and each checkpoint's (``checkpoints`` writes and reads the folder).
+SERIES_FILE, CHECKPOINT_FILE = "series.json", "checkpoint.json"
 MIN_VOCAB = 258  # a byte-level BPE needs 256 bytes + 2 special tokens
 
 
@@ -83,6 +86,19 @@ class PretrainConfig:
             tokens = step * self.tokens_per_step
             targets.append(Target(budget, step, tokens, format_revision(step, tokens)))
         return targets
+
+
+def config_record(config: PretrainConfig) -> dict:
+    """The config as plain JSON values (tuples become lists), as ``series.json`` stores it."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def changed_fields(stored: dict, record: dict) -> list[str]:
+    """The fields in which the config ``record`` differs from a ``stored`` series' record; a
+    ``separate`` series may gain budgets (each is its own run from the shared initialisation,
+    tokenizer and data order), so there its budgets are free."""
+    free = {"budgets"} if record.get("mode") == stored.get("mode") == "separate" else set()
+    return sorted(key for key in record if key not in free and stored.get(key) != record[key])
 
 
 class Target(NamedTuple):

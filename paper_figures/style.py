@@ -99,7 +99,7 @@ def ordered_colours(values: Sequence) -> dict:
     return {v: cmap(p) for v, p in zip(values, positions)}
 
 
-def label_of(field: str) -> Callable[[object], str]:
+def label_of(field: str) -> Callable[[float | str], str]:
     symbol = SYMBOLS.get(field, field)
     return lambda v: f"{symbol} = {v:g}" if isinstance(v, (int, float, np.number)) else f"{symbol} = {v}"
 
@@ -161,7 +161,12 @@ def mark_inflection(ax, T: np.ndarray, y: np.ndarray, t_star: float, colour) -> 
 
 
 def plot_family(
-    ax, curves: dict, colours: dict, label: Callable[[object], str] | None = None, t_star: dict | None = None, **line
+    ax,
+    curves: dict,
+    colours: dict,
+    label: Callable[[float | str], str] | None = None,
+    t_star: dict | None = None,
+    **line,
 ) -> None:
     """One line per entry of ``curves`` in its colour; T* marked where ``t_star`` gives one."""
     for value, (T, y) in curves.items():

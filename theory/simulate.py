@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -84,6 +84,9 @@ def optimizer(
     return opt
 
 
+Batch = Any  # a pytree of arrays with a leading step axis: one minibatch per step (e.g. (X, Y))
+
+
 class Objective(NamedTuple):
     """A training loss ``loss(W, batch)`` and ``sample(key, n_steps)`` drawing every step's batch at once.
 
@@ -91,8 +94,8 @@ class Objective(NamedTuple):
     out of the scanned body: the same numbers, a fraction of the compile time.
     """
 
-    loss: Callable[[Params, object], jax.Array]
-    sample: Callable[[jax.Array, int], object]
+    loss: Callable[[Params, Batch], jax.Array]
+    sample: Callable[[jax.Array, int], Batch]
 
 
 def train(

@@ -2,7 +2,7 @@ import dataclasses
 
 import pytest
 
-from experiments import presets
+from experiments import cli, presets
 
 # The LLM command tests run on the tiny checkpoint series the llm_validation tests build.
 from tests.llm_validation.conftest import empty_offline_cache, folder_series, hub_cache, tokenizer  # noqa: F401
@@ -29,3 +29,10 @@ def smoke_sized(name: str):
 @pytest.fixture
 def smoke_config():
     return smoke_sized("smoke")
+
+
+def ovt(capsys, *argv):
+    """``ovt ARGV`` in-process, as the command line runs it: (exit code, stdout, stderr)."""
+    code = cli.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

@@ -1,39 +1,21 @@
 """``ovt compare``: recovery of known power laws within bootstrap intervals, held-out T* on theory data,
 and the CLI contract (exit 2 with one line, nothing written)."""
 
-import argparse
 import dataclasses
 import json
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from analysis.phenomenology import Decomposition
-from experiments import cli, compare, presets, store
-from experiments.arguments import Parser
-from experiments.run import UsageError, run_theory
+from experiments import compare, presets, store
+from experiments.run import run_theory
+from tests.experiments.conftest import ovt
 
 TRUE = Decomposition(E=2.5, A=474.0, alpha=0.5, C=9.5e-5, p=2.0, beta=0.5)
 TOKENS = np.geomspace(1e5, 1e7, 12)
 GAMMAS = (0.5, 1.0, 2.0)
-
-
-def ovt(capsys, *argv):
-    """``ovt compare ...`` through ``cli``'s parser and error handling (``compare`` added where ``cli``
-    does not wire it yet)."""
-    parser = cli._parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    if "compare" not in sub.choices:
-        compare.add_parser(sub, Parser)
-    try:
-        code = compare.run(parser.parse_args(list(argv)))
-    except (UsageError, ValueError) as err:
-        print(f"ovt: error: {err}", file=sys.stderr)
-        code = 2
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def _rows(T, modification, values, gamma=np.nan, seed=0, metric="perplexity", source="llm"):

@@ -8,17 +8,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from experiments import cli, store, theory_run
+from experiments import store, theory_run
 from experiments.run import UsageError, out_decision
+from tests.experiments.conftest import ovt
 
 REFERENCE = Path(__file__).resolve().parents[2] / "paper_figures" / "reference"
 SMOKE = ["theory", "smoke", "n_t=7", "chunk_size=1", "--quiet"]
-
-
-def ovt(capsys, *argv):
-    code = cli.main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def _fail_on_second_chunk(monkeypatch):

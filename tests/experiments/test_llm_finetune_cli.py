@@ -19,6 +19,7 @@ from llm_validation import checkpoints, finetune
 from llm_validation.evaluate import load_token_blocks, perplexity
 from llm_validation.finetune import FinetuneConfig, lr_grid
 from llm_validation.finetune_data import load_examples
+from tests.experiments.conftest import ovt
 from tests.llm_validation.conftest import tiny_corpus
 from theory.measure import inflection
 
@@ -26,12 +27,6 @@ NAMES = ["step10-tokens1K", "step20-tokens2K", "step40-tokens5K"]
 LRS = (3e-3, 1e-4)
 SMALL = ("--steps", 3, "--reg", 0.1, "--seq-len", 32, "--batch-size", 4, "--seed", 5, "--threads", 1, "--quiet")
 REQUIRED = list(store.REQUIRED_COLUMNS)
-
-
-def ovt(capsys, *argv):
-    code = cli.main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def finetune_args(model, data, eval_text, out, *extra, lrs=LRS, fmt="text", which=("--tokens", "1e3,2K,5000")):

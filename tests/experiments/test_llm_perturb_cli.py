@@ -1,4 +1,4 @@
-"""``ovt llm revisions`` and ``ovt llm perturb``: the store they write, pairing, resume, exit codes."""
+"""``ovt llm perturb``: the store it writes, pairing, resume, exit codes."""
 
 from __future__ import annotations
 
@@ -15,44 +15,12 @@ import pandas as pd
 import pytest
 import torch
 
-from experiments import cli, llm_cli, llm_perturb_cli, store
-from experiments.arguments import Parser
-from experiments.run import UsageError
-from llm_validation import checkpoints, tokens
+from experiments import llm_perturb_cli, store
+from llm_validation import checkpoints
 from llm_validation.evaluate import load_token_blocks, perplexity
 from llm_validation.perturb import perturbed
+from tests.experiments.conftest import ovt
 from tests.llm_validation.conftest import HUB_REPO, make_tokenizer, tiny_corpus
-
-
-def _cli_dispatches_llm() -> bool:
-    try:
-        cli._parser().parse_args(["llm", "revisions", "x"])
-    except UsageError:
-        return False
-    return True
-
-
-def _main(argv: list[str]) -> int:
-    """``cli.main`` once it dispatches ``llm``; until then the same parser class and error mapping."""
-    if _cli_dispatches_llm():
-        return cli.main(argv)
-    parser = Parser(prog="ovt")
-    llm_cli.add_parser(parser.add_subparsers(dest="command", required=True, parser_class=Parser))
-    try:
-        return llm_cli.run(parser.parse_args(argv))
-    except (UsageError, ValueError) as err:
-        print(f"ovt: error: {err}", file=sys.stderr)
-        return 2
-    except Exception as err:
-        print(f"ovt: failed: {type(err).__name__}: {err}", file=sys.stderr)
-        return 1
-
-
-def ovt(capsys, *argv):
-    code = _main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread", "empty_offline_cache")
 
@@ -102,41 +70,6 @@ def perturb_args(model, eval_text, out, *extra, gammas="0.5,2", seeds=2, revisio
         *SMALL,
         *extra,
     )
-
-
-def test_revisions_table_of_a_folder_series(capsys, folder_series):
-    root, seeds = folder_series
-    code, out, err = ovt(capsys, "llm", "revisions", root)
-    assert code == 0, err
-    lines = out.splitlines()
-    assert lines[0].split() == ["revision", "step", "tokens"]
-    assert [line.split() for line in lines[1:]] == [
-        ["step10-tokens1K", "10", "1K"],
-        ["step20-tokens2K", "20", "2K"],
-        ["step40-tokens5K", "40", "5K"],
-    ]
-
-
-def test_revisions_table_of_an_offline_hub_cache(capsys, hub_cache):
-    code, out, err = ovt(capsys, "llm", "revisions", hub_cache)
-    assert code == 0, err
-    assert [line.split()[0] for line in out.splitlines()[1:]] == [
-        "step10-tokens1K",
-        "step20-tokens2K",
-        "step40-tokens5K",
-    ]
-    assert "main" not in out
-
-
-def test_human_tokens():
-    assert [tokens.human_tokens(n) for n in (0, 950, 5000, 1_230_000_000, 3_094 * 10**9, 999_999)] == [
-        "0",
-        "950",
-        "5K",
-        "1.23B",
-        "3.09T",
-        "1M",
-    ]
 
 
 def test_perturb_writes_the_store_pairs_draws_and_restores(capsys, tmp_path, folder_series, eval_text, loads):
@@ -300,14 +233,6 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(capsys, tmp_path, fo
     assert code == 2, err
     assert err.count("\n") == 1 and err.startswith("ovt") and needle in err, err
     assert not (tmp_path / "out").exists() and not (tmp_path / "file" / "out").exists()
-
-
-def test_revisions_of_an_unknown_model_exits_2(capsys, tmp_path):
-    code, _, err = ovt(capsys, "llm", "revisions", "nonexistent-org/none")
-    assert code == 2 and err.count("\n") == 1 and "nonexistent-org/none" in err
-    (tmp_path / "empty").mkdir()
-    code, _, err = ovt(capsys, "llm", "revisions", tmp_path / "empty")
-    assert code == 2 and "has no checkpoint revisions" in err
 
 
 def test_checkpoints_whose_tokenizers_disagree_exit_2(capsys, tmp_path, folder_series, eval_text):

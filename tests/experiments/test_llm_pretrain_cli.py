@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from experiments import cli, llm_pretrain_cli, store
 from llm_validation import checkpoints, evaluate, pretrain
 from llm_validation.evaluate import load_token_blocks, perplexity
+from tests.experiments.conftest import ovt
 
 # 4 x 32 = 128 tokens a step: 1K, 2K, 4K tokens are 8, 16 and 31 steps of a ~20k-parameter model.
 SERIES = (
@@ -34,12 +35,6 @@ SERIES = (
     "--quiet",
 )
 NAMES = ["step8-tokens1024", "step16-tokens2048", "step31-tokens3968"]
-
-
-def ovt(capsys, *argv):
-    code = cli.main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def pretrain_args(out, budgets="1K,2K,4K", *extra):

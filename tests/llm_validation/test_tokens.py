@@ -21,10 +21,5 @@ def test_names_labels_and_the_cli_agree():
 
 
 def test_human_tokens_rounds_into_the_next_unit_and_stays_whole_beyond_the_last():
-    assert [tokens.human_tokens(t) for t in (950, 999_999, 1.23e9, 1e15, 2.5e16)] == [
-        "950",
-        "1M",
-        "1.23B",
-        "1000T",
-        "25000T",
-    ]
+    counts = (0, 950, 5000, 999_999, 1.23e9, 3_094 * 10**9, 1e15, 2.5e16)
+    assert [tokens.human_tokens(t) for t in counts] == ["0", "950", "5K", "1M", "1.23B", "3.09T", "1000T", "25000T"]

@@ -22,13 +22,15 @@ MEAN_OVER_SEEDS = -1  # the seed of a row that summarises all draws, not one
 MEASURED = ("diverged", "steps_done", "mean_nll", "n_tokens", "train_steps")  # what a summary row does not carry
 
 
-def curve_t_star(curve: pd.DataFrame) -> float:
-    """T* of one curve: the mean value at each ``pretrain_time`` (over draws, if several), in order."""
+def curve_t_star(curve: pd.DataFrame, dtype=np.float32) -> float:
+    """T* of one curve: the mean value at each ``pretrain_time`` (over draws, if several), in order,
+    computed in ``dtype`` (``analysis.inflection``: float32, the stores' precision, unless asked)."""
     mean = curve.groupby("pretrain_time")["value"].mean().sort_index()
-    return float(inflection(mean.index.to_numpy(float), mean.to_numpy(float))) if len(mean) >= 3 else np.nan
+    T, values = mean.index.to_numpy(float), mean.to_numpy(float)
+    return float(inflection(T, values, dtype=dtype)) if len(mean) >= 3 else np.nan
 
 
-def inflection_rows(curves: pd.DataFrame, by: list[str], **fields) -> pd.DataFrame:
+def inflection_rows(curves: pd.DataFrame, by: list[str], dtype=np.float32, **fields) -> pd.DataFrame:
     """One ``inflection`` row per group of ``curves`` by ``by`` (sorted; NaN keys are groups too):
     the group's first row with the curve's T*, its measurements at their defaults, and ``fields``
     (``seed=MEAN_OVER_SEEDS`` for a mean over draws)."""
@@ -38,7 +40,7 @@ def inflection_rows(curves: pd.DataFrame, by: list[str], **fields) -> pd.DataFra
         for name in MEASURED:
             if name in row:
                 row[name] = OPTIONAL_COLUMNS[name][1]
-        row.update(checkpoint="inflection", pretrain_time=np.nan, metric="inflection", value=curve_t_star(curve))
+        row.update(checkpoint="inflection", pretrain_time=np.nan, metric="inflection", value=curve_t_star(curve, dtype))
         rows.append(row | fields)
     return pd.DataFrame(rows, columns=curves.columns)
 
@@ -59,10 +61,10 @@ def finetune_inflection_rows(frame: pd.DataFrame) -> pd.DataFrame:
     return inflection_rows(curves, ["lr_policy", "lr"])
 
 
-def tuned_rows(frame: pd.DataFrame, curve_metric: str = "pretrain_loss") -> pd.DataFrame:
+def tuned_rows(frame: pd.DataFrame, curve_metric: str = "pretrain_loss", dtype=np.float32) -> pd.DataFrame:
     """Per pre-training time, the fixed-lr fine-tuning of the lr that minimises the in-task loss after
     fine-tuning (the paper's tuned analysis; diverged NaN losses never win), with ``lr_policy`` =
-    "tuned", plus the inflection of each tuned ``curve_metric`` curve."""
+    "tuned", plus the inflection of each tuned ``curve_metric`` curve (T* in ``dtype``)."""
     ft = frame[(frame.modification == "finetune") & (frame.lr_policy == "fixed") & (frame.checkpoint != "inflection")]
     if ft.empty:
         return frame.iloc[:0]
@@ -78,5 +80,5 @@ def tuned_rows(frame: pd.DataFrame, curve_metric: str = "pretrain_loss") -> pd.D
     tuned = ft.merge(chosen, on=curve + ["pretrain_time", "lr"]).assign(lr_policy="tuned")
     tuned = tuned.sort_values(["metric", "pretrain_time"], kind="stable")
     tuned_curves = tuned[tuned.metric == curve_metric]
-    infl = inflection_rows(tuned_curves.assign(lr=np.nan), curve)
+    infl = inflection_rows(tuned_curves.assign(lr=np.nan), curve, dtype)
     return pd.concat([tuned, infl], ignore_index=True)[frame.columns]

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from experiments import store
-from experiments.run import begin_run, git_commit, now, path_from_run, versions
+from experiments.run import begin_run, complete_run, git_commit, now, path_from_run, versions
 from llm_validation.tokens import human_tokens
 
 if TYPE_CHECKING:
@@ -173,11 +173,7 @@ def finish_run(out: Path, n_checkpoints: int, manifest: dict, derive) -> pd.Data
     same table as an uninterrupted one."""
 
     table = pd.concat([pd.read_parquet(store.chunk_path(out, i)) for i in range(n_checkpoints)], ignore_index=True)
-    table = pd.concat([table, derive(table)], ignore_index=True)
-    store.write_table(out / store.METRICS, table)
-    manifest.update(status="complete", finished=now(), n_rows=len(table))
-    store.write_json(out / store.MANIFEST, manifest)
-    return table
+    return complete_run(out, manifest, pd.concat([table, derive(table)], ignore_index=True))
 
 
 def t_star_line(labels, values) -> str:

@@ -61,7 +61,16 @@ import pandas as pd
 from experiments import store
 from experiments.llm_config import MAX_STEPS, PretrainRun, record, require
 from experiments.llm_lifecycle import RunFailure, quiet_transformers, torch_threads
-from experiments.run import UsageError, check_writable, clear_run, git_commit, marks_failure, now, versions
+from experiments.run import (
+    UsageError,
+    check_writable,
+    clear_run,
+    complete_run,
+    git_commit,
+    marks_failure,
+    now,
+    versions,
+)
 from llm_validation.pretrain_config import (
     CHECKPOINT_FILE,
     SERIES_FILE,
@@ -305,10 +314,7 @@ def execute(plan: PretrainPlan) -> pd.DataFrame:
             frames.append(_rows(plan, revision, perplexity(model, blocks, EVAL_BATCH_SIZE)))
             store.write_table(metrics, pd.concat(frames, ignore_index=True))
         table = pd.concat(frames, ignore_index=True).sort_values("pretrain_time", kind="stable", ignore_index=True)
-        store.write_table(metrics, table)
-        manifest.update(status="complete", finished=now(), n_rows=len(table))
-        store.write_json(out / store.MANIFEST, manifest)
-    return table
+        return complete_run(out, manifest, table)
 
 
 def report(plan: PretrainPlan, table: pd.DataFrame) -> str:

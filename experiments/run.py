@@ -132,6 +132,15 @@ def begin_run(out: Path, identity: dict, fresh) -> dict:
     return manifest
 
 
+def complete_run(out: Path, manifest: dict, table: pd.DataFrame) -> pd.DataFrame:
+    """The end of every run, theory and LLM: the final table written (atomically) as
+    ``metrics.parquet``, then the manifest marked complete with the time and the row count."""
+    store.write_table(Path(out) / store.METRICS, table)
+    manifest.update(status="complete", finished=now(), n_rows=len(table))
+    store.write_json(Path(out) / store.MANIFEST, manifest)
+    return table
+
+
 @contextlib.contextmanager
 def marks_failure(out: Path):
     """Mark ``out``'s manifest "failed" (with the reason) or "interrupted" if the block raises, then re-raise."""
@@ -251,11 +260,7 @@ def _compute(cfg, preset, out, manifest, chunks, mesh, quiet, only_chunks):
         manifest.update(status="partial")  # a cluster job's share is done; the others finish the table
         store.write_json(manifest_path, manifest)
         return None
-    table = theory_run.finalize(store.read_chunks(out), cfg)
-    store.write_table(out / store.METRICS, table)
-    manifest.update(status="complete", finished=now())
-    store.write_json(manifest_path, manifest)
-    return table
+    return complete_run(out, manifest, theory_run.finalize(store.read_chunks(out), cfg))
 
 
 def chunk_count(cfg: TheoryConfig) -> int:

@@ -258,5 +258,7 @@ def finalize(chunk_rows: pd.DataFrame, cfg: TheoryConfig) -> pd.DataFrame:
     key = [c for c in chunk_rows.columns if c != "value"]
     frame = chunk_rows.drop_duplicates(subset=key, keep="first").reset_index(drop=True)
     if cfg.tuned_lr:
-        frame = pd.concat([frame, derived.tuned_rows(frame)], ignore_index=True)
+        # T* in the float JAX computes in, as the cells' own inflection rows (``measure.inflection``).
+        dtype = np.float64 if jax.config.jax_enable_x64 else np.float32
+        frame = pd.concat([frame, derived.tuned_rows(frame, dtype=dtype)], ignore_index=True)
     return frame

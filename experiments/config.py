@@ -7,6 +7,7 @@ be swept and any field can be overridden from the command line (``field=value``;
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import os
 import typing
@@ -313,8 +314,6 @@ def apply_overrides(cfg: TheoryConfig, overrides: dict[str, str]) -> TheoryConfi
 
 def cells(cfg: TheoryConfig) -> list[TheoryConfig]:
     """The product of the grid, in a fixed order (the last grid field varies fastest)."""
-    import itertools
-
     names = [n for n, _ in cfg.grid]
     base = dataclasses.replace(cfg, grid=())
     return [

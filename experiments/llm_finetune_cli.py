@@ -138,7 +138,12 @@ class FinetunePlan(SeriesPlan):
 
 
 def _sha256(path: str) -> str | None:
-    """Of a file, or of a folder's files (relative path and bytes, sorted); None for named data."""
+    """Of a file, of a folder's files (relative path and bytes, sorted), or of a built-in corpus' text
+    (``corpus:NAME``: the bytes a file of that text would hold); None for hub data (``hf:``)."""
+    if path.startswith("corpus:"):
+        from llm_validation.finetune_data import corpus_text  # torch: planning has imported it already
+
+        return hashlib.sha256(corpus_text(path).encode()).hexdigest()
     if path.startswith(NAMED):
         return None
     root = Path(path)

@@ -182,9 +182,15 @@ CORPUS = "corpus:"
 CORPUS_CHARS = 400_000
 
 
+def corpus_text(source: str) -> str:
+    """The one document of ``corpus:NAME``: the corpus' training split, capped at ``CORPUS_CHARS``
+    characters of whole documents, joined by blank lines."""
+    return "\n\n".join(load_corpus(source.removeprefix(CORPUS), max_chars=CORPUS_CHARS).train)
+
+
 def _text_documents(source: str | os.PathLike, split: str) -> list[str]:
     if str(source).startswith(CORPUS):
-        return ["\n\n".join(load_corpus(str(source)[len(CORPUS) :], max_chars=CORPUS_CHARS).train)]
+        return [corpus_text(str(source))]
     path = Path(source)
     if str(source).startswith("hf:") or path.name.endswith((".jsonl", ".jsonl.gz")):
         return [_field(row, "text", str, where) for where, row in _rows(source, split)]

@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from experiments import cli, derived, store
-from experiments.llm_finetune_cli import EVAL_BATCH_SIZE
+from experiments.llm_finetune_cli import EVAL_BATCH_SIZE, _sha256
 from llm_validation import checkpoints, finetune
 from llm_validation.evaluate import load_token_blocks, perplexity
 from llm_validation.finetune import FinetuneConfig, lr_grid
-from llm_validation.finetune_data import load_examples
+from llm_validation.finetune_data import CORPUS_CHARS, corpus_text, load_examples
 from tests.experiments.conftest import ovt
 from tests.llm_validation.conftest import tiny_corpus
 from theory.measure import inflection
@@ -354,3 +354,17 @@ def test_a_failed_run_is_marked_and_a_corrected_command_replaces_it(capsys, tmp_
     assert code == 0 and "replacing the failed run" in err, err
     assert store.read_manifest(out)["status"] == "complete"
     assert set(pd.read_parquet(out / store.METRICS).checkpoint) == {NAMES[0], "inflection"}
+
+
+def test_a_built_in_corpus_is_the_text_file_of_its_training_split(tokenizer, tmp_path):
+    """``corpus:python`` reads as a text file holding the same text would, and hashes as that file
+    does (so a run made from the file resumes from the name)."""
+    text = corpus_text("corpus:python")
+    assert 0.9 * CORPUS_CHARS <= len(text) <= CORPUS_CHARS and "def " in text
+    path = tmp_path / "python_train.txt"
+    path.write_text(text)
+    named, stored = load_examples("corpus:python", "text", tokenizer, 32), load_examples(path, "text", tokenizer, 32)
+    assert torch.equal(named.input_ids, stored.input_ids) and len(named) > 1000
+    assert _sha256("corpus:python") == hashlib.sha256(path.read_bytes()).hexdigest()
+    with pytest.raises(ValueError, match="corpus='nope' is unknown"):
+        load_examples("corpus:nope", "text", tokenizer, 32)

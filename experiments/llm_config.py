@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from experiments.arguments import argument_type, choice, numbers, real, said, token_counts, unique, whole
-from experiments.run import UsageError, safe_name
+from experiments.run import UsageError, path_from_run, safe_name
 from llm_validation.corpora import CORPORA
 from llm_validation.models import PRESETS as MODEL_SIZES
 from llm_validation.pretrain_config import MODES
@@ -282,9 +282,18 @@ def require(cfg: RunConfig) -> None:
             raise UsageError(f"{name} is required: give {flag(name)} or {name}=VALUE (or a --preset that sets it)")
 
 
-def record(cfg: RunConfig) -> dict:
-    """The config as a manifest records it (lists for tuples)."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+PATHS = ("model", "eval_text", "data", "heldout_data", "mc_data")  # fields that may name a local file or folder
+
+
+def record(cfg: RunConfig, out: Path) -> dict:
+    """The config as the manifest in ``out`` records it: lists for tuples, and local paths relative to
+    ``out`` (as every path a manifest holds), so a results tree names no machine."""
+    fields = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+    for name in PATHS:
+        value = fields.get(name)
+        if value is not None and Path(value).expanduser().exists():
+            fields[name] = path_from_run(Path(value).expanduser(), out)
+    return fields
 
 
 def changes(cfg: RunConfig, base: RunConfig | None = None) -> dict[str, Any]:

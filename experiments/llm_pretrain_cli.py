@@ -130,7 +130,7 @@ def plan(cfg: PretrainRun, out: Path, quiet: bool = False) -> PretrainPlan:
                 f"tokens (batch_size x seq_len); at most {MAX_STEPS:,} steps per budget are allowed"
             )
     _check_series(out, config)
-    return PretrainPlan(config, out, cfg.max_blocks, cfg.threads, quiet, record(cfg))
+    return PretrainPlan(config, out, cfg.max_blocks, cfg.threads, quiet, record(cfg, out))
 
 
 def _check_series(out: Path, config) -> str:

@@ -126,7 +126,7 @@ def plan_checkpoints(cfg: SeriesRun, out: Path, quiet: bool) -> dict:
         threads=cfg.threads,
         out=Path(out),
         quiet=quiet,
-        run_config=record(cfg),
+        run_config=record(cfg, out),
     )
 
 

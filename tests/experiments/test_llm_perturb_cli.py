@@ -311,8 +311,9 @@ def test_a_folder_series_defaults_to_every_checkpoint_and_the_init_scale(capsys,
     assert (out / manifest["model_source"]).resolve() == folder_series[0].resolve()
     assert (out / manifest["eval"]["path"]).resolve() == eval_text.resolve()
     assert manifest["config"]["model"] == manifest["model_source"]
-    args_free = {k: v for k, v in manifest.items() if k != "run_config"}  # the config as given
-    assert str(tmp_path) not in json.dumps(args_free) and str(eval_text.parent) not in json.dumps(args_free)
+    assert manifest["run_config"]["model"] == manifest["model_source"]
+    assert manifest["run_config"]["eval_text"] == manifest["eval"]["path"]
+    assert str(tmp_path) not in json.dumps(manifest) and str(eval_text.parent) not in json.dumps(manifest)
 
 
 def test_tokens_far_from_every_checkpoint_warn_in_one_line(capsys, tmp_path, folder_series, eval_text):

@@ -30,10 +30,11 @@ def in_task_panel(ax, frame: pd.DataFrame, by: str, colours: dict) -> None:
 
 
 def settings(frame: pd.DataFrame, with_lr: bool = True) -> str:
-    """Legend title naming the fine-tuning held fixed, e.g. 'fine-tuning: lr = 0.02, 100 GD steps'."""
+    """Legend title naming the fine-tuning held fixed, e.g. 'fine-tuning: lr = 0.02, 100 steps (tau = lr x
+    steps)': gradient flow for time tau in the closed form, GD steps in ``flow`` and ``series`` runs."""
     ft = style.curve_rows(frame, "finetune", "pretrain_loss").iloc[0]
     lr = f"lr = {ft.lr:.3g}, " if with_lr else ""
-    return f"fine-tuning: {lr}{int(ft.steps)} GD steps"
+    return f"fine-tuning: {lr}{int(ft.steps)} steps (tau = lr x steps)"
 
 
 def sweep_figure(frame: pd.DataFrame, out_dir: Path, name: str, by: str, claim_a: str, claim_b: str) -> list[Path]:

@@ -1,11 +1,15 @@
 """Gaussian perturbation of the weights (docs/THEORY.md, "Modification 1").
 
 W_k -> W_k + gamma * sigma_k * E_k with E_k iid N(0, 1) and sigma_k the layer's *init* std (the
-paper scales noise by the initialisation covariance). For depth 2 the expected excess is exact;
-for any depth ``monte_carlo_loss`` averages draws vmapped in one call.
+paper scales noise by the initialisation covariance). The expected excess is exact at every depth
+(``excess``, a Gram recursion; ``gaussian_excess`` is its depth-2 form). ``monte_carlo_loss``
+averages draws vmapped in one call: it is the test oracle of the exact formulas.
 """
 
 from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +24,8 @@ def gaussian_excess(W1, W2, gamma, sigma1, sigma2):
         1/2 * ( gamma^2 sigma_2^2 d_out ||W_1||_F^2 + gamma^2 sigma_1^2 d_in ||W_2||_F^2
                 + gamma^4 sigma_1^2 sigma_2^2 d_out h d_in ).
 
-    Exact: the cross terms with the residual have zero mean. Independent of the task A.
+    Exact: the cross terms with the residual have zero mean. Independent of the task A. The depth-2
+    case of ``excess``.
     """
     W1, W2 = jnp.asarray(W1), jnp.asarray(W2)
     if W1.ndim != 2 or W2.ndim != 2 or W2.shape[1] != W1.shape[0]:
@@ -53,6 +58,86 @@ def harm_threshold(gamma, sigma1, sigma2, d_in, d_out):
     return (d_out * sigma2**2 + d_in * sigma1**2) * jnp.asarray(gamma) ** 2
 
 
+def _check_sigmas(Ws: Sequence[jax.Array], gamma, sigmas) -> None:
+    _checks.non_negative("gamma", gamma)
+    if len(sigmas) != len(Ws):
+        raise ValueError(f"sigmas has {len(sigmas)} entries but the network has {len(Ws)} layers")
+    for W_prev, W in zip(Ws[:-1], Ws[1:]):
+        if W.shape[-1] != W_prev.shape[-2]:
+            raise ValueError(f"Ws shapes do not chain: {[tuple(W.shape) for W in Ws]}")
+
+
+def excess(Ws: Sequence[jax.Array], gamma, sigmas) -> jax.Array:
+    """E[L_A(W~)] - L_A(W), exact at any depth L, for noise std gamma * sigma_k on layer k.
+
+    Every noise E_k enters M~ = (W_L + N_L) ... (W_1 + N_1) linearly with zero mean and the layers
+    are independent, so E[M~] = M and E[L_A(W~)] = 1/2 (E||M~||_F^2 - 2 <M, A> + ||A||_F^2). The
+    Gram matrix Sigma_k = E[P_k P_k^T] of the noisy partial product P_k = (W_k + N_k) P_{k-1} obeys
+
+        Sigma_0 = I_{d_in},  Sigma_k = W_k Sigma_{k-1} W_k^T + gamma^2 sigma_k^2 tr(Sigma_{k-1}) I_{d_k}
+
+    (E[N X N^T] = gamma^2 sigma_k^2 tr(X) I), and E||M~||_F^2 = tr(Sigma_L). Writing
+    Sigma_k = M_k M_k^T + D_k with M_k = W_k ... W_1 the clean partial product, the noise part is
+
+        D_0 = 0,  D_k = W_k D_{k-1} W_k^T + gamma^2 sigma_k^2 (||M_{k-1}||_F^2 + tr D_{k-1}) I_{d_k},
+
+    and the excess is 1/2 tr(D_L): no cancellation against ||M||^2, O(L) matrix products, and
+    independent of the task A. Depth 1: 1/2 gamma^2 sigma^2 d_in d_out; depth 2: ``gaussian_excess``.
+    Pure JAX (``jit`` / ``vmap`` apply); ``sigmas`` holds one std per layer.
+    """
+    _check_sigmas(Ws, gamma, sigmas)
+    g2 = jnp.asarray(gamma, Ws[0].dtype) ** 2
+    d_in = Ws[0].shape[-1]
+    M = jnp.eye(d_in, dtype=Ws[0].dtype)
+    D = jnp.zeros((d_in, d_in), Ws[0].dtype)
+    for W, s in zip(Ws, sigmas):
+        noise = g2 * jnp.asarray(s, W.dtype) ** 2 * (jnp.sum(M**2) + jnp.trace(D))
+        D = W @ D @ W.T + noise * jnp.eye(W.shape[0], dtype=W.dtype)
+        M = W @ M
+    return 0.5 * jnp.trace(D)
+
+
+def expected_loss(Ws: Sequence[jax.Array], A: jax.Array, gamma, sigmas) -> jax.Array:
+    """E[L_A(W~)] exactly, any depth: L_A(W) + ``excess`` (= 1/2 (tr Sigma_L - 2 <M, A> + ||A||_F^2))."""
+    return task_loss(Ws, A) + excess(Ws, gamma, sigmas)
+
+
+def _excess_by_subsets(Ws: Sequence[jax.Array], gamma, sigmas) -> jax.Array:
+    """``excess`` as the sum over non-empty sets S of noisy layers (an independent check, for tests).
+
+    Expanding M~ gives one term X_S per S (the layers in S replaced by their noise N_k); terms of
+    different S are uncorrelated and uncorrelated with M - A. Conditioning layer by layer,
+    E||C N_k Y||^2 = gamma^2 sigma_k^2 ||C||_F^2 E||Y||^2, so E||X_S||_F^2 is the product of
+    gamma^2 sigma_k^2 over k in S and of ||C_j||_F^2 over the clean blocks C_j between them (an
+    empty block is an identity, ||I_d||_F^2 = d). The excess is 1/2 of the sum: 2^L - 1 terms.
+    """
+    _check_sigmas(Ws, gamma, sigmas)
+    L = len(Ws)
+    g2 = jnp.asarray(gamma, Ws[0].dtype) ** 2
+    dims = [Ws[0].shape[-1]] + [W.shape[0] for W in Ws]
+
+    def block_sq(lo: int, hi: int):
+        """||W_hi ... W_{lo+1}||_F^2 (layers lo+1 .. hi, 1-based); the identity on d_lo if empty."""
+        if lo == hi:
+            return jnp.asarray(dims[lo], Ws[0].dtype)
+        C = Ws[lo]
+        for W in Ws[lo + 1 : hi]:
+            C = W @ C
+        return jnp.sum(C**2)
+
+    total = jnp.zeros((), Ws[0].dtype)
+    for size in range(1, L + 1):
+        for S in itertools.combinations(range(1, L + 1), size):
+            term = jnp.ones((), Ws[0].dtype)
+            for k in S:
+                term = term * g2 * jnp.asarray(sigmas[k - 1], Ws[0].dtype) ** 2
+            # The clean blocks: layers 1 .. S_1 - 1, S_i + 1 .. S_{i+1} - 1, S_last + 1 .. L.
+            for lo, hi in zip((0,) + S, tuple(k - 1 for k in S) + (L,)):
+                term = term * block_sq(lo, hi)
+            total = total + term
+    return 0.5 * total
+
+
 def perturb(key: jax.Array, Ws: Params, gamma, sigmas) -> Params:
     """One draw W_k + gamma * sigma_k * E_k (``sigmas``: one std per layer; init-relative or absolute)."""
     keys = jax.random.split(key, len(Ws))
@@ -62,8 +147,6 @@ def perturb(key: jax.Array, Ws: Params, gamma, sigmas) -> Params:
 def monte_carlo_loss(key: jax.Array, Ws: Params, A: jax.Array, gamma, sigmas, n_draws: int):
     """Mean and standard error of L_A over ``n_draws`` perturbed copies (vmapped draws; any depth)."""
     _checks.positive_int("n_draws", n_draws)
-    _checks.non_negative("gamma", gamma)
-    if len(sigmas) != len(Ws):
-        raise ValueError(f"sigmas has {len(sigmas)} entries but the network has {len(Ws)} layers")
+    _check_sigmas(Ws, gamma, sigmas)
     losses = jax.vmap(lambda k: task_loss(perturb(k, Ws, gamma, sigmas), A))(jax.random.split(key, n_draws))
     return losses.mean(), losses.std() / jnp.sqrt(n_draws)

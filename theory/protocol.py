@@ -3,7 +3,8 @@
 Two paths give the same ``Curves``:
 - ``closed_form_curves``: aligned balanced networks, per-mode laws, a whole T grid in one call;
 - ``simulated_curves``: any network and task, from a stored trajectory of weights (gradient flow,
-  GD or a budget series), Gaussian excess exact at depth 2 and Monte-Carlo otherwise, fine-tuning by GD.
+  GD or a budget series), fine-tuning by GD.
+Both use the exact Gaussian excess (``perturbation.excess``) at every depth: nothing is drawn.
 Both are pure functions of arrays, so ``jit`` and ``vmap`` over cells apply unchanged.
 """
 
@@ -14,7 +15,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from theory import _checks, closed_form, perturbation
+from theory import closed_form, perturbation
 from theory.finetune import finetune_gd
 from theory.network import Params, init_aligned_balanced, layer_norms_sq, task_loss
 
@@ -69,12 +70,6 @@ def _finetuned_strengths(u, b, tau, depth: int, lam, dt_max: float):
     )[0]
 
 
-def _monte_carlo_excess(key, Ws: Params, A, gamma, sigmas, n_draws: int):
-    """E[L_A(W~)] - L_A(W) by Monte-Carlo (paired: the clean loss is subtracted draw by draw)."""
-    mean, _ = perturbation.monte_carlo_loss(key, Ws, A, gamma, sigmas, n_draws)
-    return mean - task_loss(Ws, A)
-
-
 def closed_form_curves(
     s,
     b,
@@ -98,8 +93,9 @@ def closed_form_curves(
 
     Pre-training: u(T) = s / (1 + (s/u0 - 1) e^{-2sT}) at depth 2, else the per-mode ODE.
     Gaussian (noise std gamma * sigma_1 on W_1, gamma * sigma_2 on every later layer): the exact
-    excess with ||W_1||^2 = ||W_2||^2 = sum_i u_i(T) at depth 2, else Monte-Carlo over ``n_draws``
-    draws from ``key`` (required then; depth 2 draws nothing).
+    excess, from ||W_1||^2 = ||W_2||^2 = sum_i u_i(T) at depth 2, else ``perturbation.excess`` on
+    the embedded network. Nothing is drawn: ``key`` and ``n_draws`` are accepted for callers that
+    pass them (they once fed a Monte-Carlo estimate at depth != 2) and are ignored.
     Fine-tuning for tau = lr * steps: the logistic law from u(T) toward b when lam = 0 and depth = 2,
     else the per-mode ODE with the L2 pull lam toward the pre-trained weights.
     """
@@ -116,11 +112,9 @@ def closed_form_curves(
         excess = perturbation.excess_from_norms(norm, norm, gamma, sigma1, sigma2, d_in, h, d_out)
         norms = jnp.stack([norm, norm], axis=-1)
     else:
-        _checks.key_given(key, f"depth={depth} estimates the Gaussian excess by Monte-Carlo")
         sigmas = (sigma1,) + (sigma2,) * (depth - 1)
-        A = jnp.eye(d_out, s.shape[0], dtype=s.dtype) * s @ jnp.eye(s.shape[0], d_in, dtype=s.dtype)
         nets = jax.vmap(lambda u_T: _embedded_network(u_T, depth, d_in, h, d_out))(u)
-        excess = jax.vmap(lambda Ws: _monte_carlo_excess(key, Ws, A, gamma, sigmas, n_draws))(nets)
+        excess = jax.vmap(lambda Ws: perturbation.excess(Ws, gamma, sigmas))(nets)
         norms = jax.vmap(layer_norms_sq)(nets)
     L_A = closed_form.loss_from_strengths(s, u)
     L_B = closed_form.loss_from_strengths(b, u)
@@ -141,20 +135,15 @@ def simulated_curves(
 ) -> Curves:
     """All curves from a stored trajectory ``Ws_T`` (each layer with a leading axis over T).
 
-    Gaussian: the exact excess at depth 2, Monte-Carlo (``n_draws`` paired draws from ``key``,
-    required then) otherwise; noise std gamma * sigma_k on layer k. Fine-tuning: ``steps`` of GD at
-    ``lr`` (a scalar, or one rate per T) on L_B + lam/2 ||W - W(T)||^2.
+    Gaussian: the exact excess (``perturbation.excess``) at every depth, noise std gamma * sigma_k
+    on layer k; ``key`` and ``n_draws`` are accepted for callers that pass them (they once fed a
+    Monte-Carlo estimate at depth != 2) and are ignored. Fine-tuning: ``steps`` of GD at ``lr`` (a
+    scalar, or one rate per T) on L_B + lam/2 ||W - W(T)||^2.
     """
-    depth = len(Ws_T)
-    if depth != 2:
-        _checks.key_given(key, f"depth={depth} estimates the Gaussian excess by Monte-Carlo")
     lr_T = jnp.broadcast_to(jnp.asarray(lr, Ws_T[0].dtype), Ws_T[0].shape[:1])  # scalar, or one lr per T
 
     def at(Ws, lr):
-        if depth == 2:
-            excess = perturbation.gaussian_excess(Ws[0], Ws[1], gamma, sigmas[0], sigmas[1])
-        else:
-            excess = _monte_carlo_excess(key, Ws, A, gamma, sigmas, n_draws)
+        excess = perturbation.excess(Ws, gamma, sigmas)
         W_ft = finetune_gd(Ws, B, lr, steps, lam)
         L_A, L_B = task_loss(Ws, A), task_loss(Ws, B)
         return Curves(

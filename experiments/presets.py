@@ -8,10 +8,18 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 from experiments.config import TheoryConfig
 
 SIGMA = 32**-0.5
 BASE = TheoryConfig(init_std=SIGMA, n_t=81)
+
+
+def log_values(low: float, high: float, n: int) -> tuple[float, ...]:
+    """``n`` log-spaced grid values from ``low`` to ``high``, rounded to 4 significant digits."""
+    return tuple(float(f"{v:.4g}") for v in np.logspace(np.log10(low), np.log10(high), n))
+
 
 PRESETS: dict[str, TheoryConfig] = {
     "smoke": dataclasses.replace(
@@ -44,6 +52,9 @@ PRESETS: dict[str, TheoryConfig] = {
         finetune_task="rotated",
         grid=(("theta", (0.0, 0.25, 0.5, 1.0, 1.5)),),
     ),
+    # The T*(lr) and T*(gamma) landscapes: 64 values per axis, every local minimum (figure ``landscape``).
+    "landscape": dataclasses.replace(BASE, n_t=97, grid=(("lr", log_values(0.005, 0.16, 64)),)),
+    "landscape_gamma": dataclasses.replace(BASE, n_t=97, grid=(("gamma", log_values(0.1, 0.8, 64)),)),
     "schedule": dataclasses.replace(
         BASE,
         method="series",
@@ -72,6 +83,8 @@ QUICK: dict[str, dict] = {
     "tuned_lr": dict(n_t=41, grid=(("lr_policy", ("fixed", "shrinking")), ("lr", (0.005, 0.02, 0.08)))),
     "depth": dict(n_t=25, n_draws=64, grid=(("depth", (1, 2, 3)),)),
     "misalignment": dict(n_t=21, t_max=200.0, grid=(("theta", (0.0, 0.5, 1.5)),)),
+    "landscape": dict(n_t=65, grid=(("lr", log_values(0.005, 0.16, 16)),)),
+    "landscape_gamma": dict(n_t=65, grid=(("gamma", log_values(0.1, 0.8, 16)),)),
     "schedule": dict(budgets=(50, 200, 800, 3200), grid=(("series_mode", ("separate", "single")), ("seed", (0, 1)))),
 }
 
@@ -85,5 +98,7 @@ def get(name: str, quick: bool = False) -> TheoryConfig:
 
 def describe(name: str) -> str:
     cfg = PRESETS[name]
-    grid = "; ".join(f"{k} in {list(v)}" for k, v in cfg.grid)
+    grid = "; ".join(
+        f"{k} in {list(v)}" if len(v) <= 8 else f"{k} in {len(v)} values {v[0]}..{v[-1]}" for k, v in cfg.grid
+    )
     return f"{name:15s} method={cfg.method:11s} depth={cfg.depth} {grid}"

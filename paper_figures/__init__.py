@@ -16,6 +16,7 @@ from paper_figures import (
     depth,
     finetune,
     gaussian,
+    landscape,
     llm_finetune,
     llm_perturb,
     misalignment,
@@ -33,6 +34,8 @@ FIGURES = {
     "depth": depth.draw,
     "misalignment": misalignment.draw,
     "schedule": schedule.draw,
+    "landscape": landscape.draw,
+    "landscape_gamma": landscape.draw,
     "llm_perturb": llm_perturb.draw,
     "llm_finetune": llm_finetune.draw,
 }

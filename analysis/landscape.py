@@ -1,0 +1,58 @@
+"""Every local minimum of a curve over its time grid, not only the global one (``inflection``): the
+T*(lr) landscape has competing minima, and the global T* jumps between them.
+
+A grid point i is a local minimum when it is lower than its left neighbour and not higher than its
+right one. Its *prominence* is how far the curve climbs on both sides before it meets a lower point
+(or the end of the grid): min(left peak, right peak) - value. A minimum counts when its prominence is
+more than ``PROMINENCE`` times the curve's range (max - min): rounding noise on a flat stretch never
+does. Each counted minimum is refined by the vertex of the parabola through it and its neighbours in
+log T, as ``inflection`` refines the global one.
+
+>>> T = np.logspace(0, 2, 9)
+>>> [round(t, 1) for t, _ in local_minima(T, np.array([5.0, 3, 4, 6, 4, 2, 3, 5, 7]))]
+[2.0, 19.6]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+PROMINENCE = 1e-3  # of the curve's range: below this a dip is noise, not a minimum
+
+
+def local_minima(T, values, prominence: float = PROMINENCE) -> list[tuple[float, float]]:
+    """(T, value) of every interior local minimum of one curve whose prominence exceeds
+    ``prominence`` x (max - min), in increasing T; T refined by a parabola in log T."""
+    T, y = np.asarray(T, float), np.asarray(values, float)
+    if T.ndim != 1 or y.shape != T.shape or T.size < 3:
+        raise ValueError(f"T and values must be one curve of >= 3 points; got shapes {T.shape}, {y.shape}")
+    finite = np.isfinite(y)
+    if finite.sum() < 3:
+        return []
+    span = np.nanmax(y[finite]) - np.nanmin(y[finite])
+    x, found = np.log(T), []
+    for i in range(1, T.size - 1):
+        if not (finite[i - 1 : i + 2].all() and y[i] < y[i - 1] and y[i] <= y[i + 1]):
+            continue
+        if min(_climb(y, i, -1), _climb(y, i, +1)) - y[i] <= prominence * span:
+            continue
+        found.append((float(np.exp(_vertex(x[i - 1 : i + 2], y[i - 1 : i + 2]))), float(y[i])))
+    return found
+
+
+def _climb(y: np.ndarray, i: int, step: int) -> float:
+    """The highest value from i in direction ``step`` before the curve drops below y[i] (or ends)."""
+    peak, j = y[i], i + step
+    while 0 <= j < y.size and np.isfinite(y[j]) and y[j] >= y[i]:
+        peak, j = max(peak, y[j]), j + step
+    return peak
+
+
+def _vertex(x: np.ndarray, y: np.ndarray) -> float:
+    """x of the vertex of the parabola through three points (the middle one if they are collinear)."""
+    (x0, x1, x2), (y0, y1, y2) = x, y
+    den = (x1 - x0) * (y1 - y2) - (x1 - x2) * (y1 - y0)
+    if den == 0:
+        return float(x1)
+    num = (x1 - x0) ** 2 * (y1 - y2) - (x1 - x2) ** 2 * (y1 - y0)
+    return float(np.clip(x1 - 0.5 * num / den, x0, x2))

@@ -13,10 +13,17 @@
 Observed T* is ``analysis.inflection`` of the mean modified loss over the whole grid, the helper
 that writes the stores' inflection rows.
 
-Uncertainty: percentile intervals (2.5%, 97.5%) over bootstrap replicates. Where a curve has several
-seeds, a replicate resamples whole seeds with replacement (the draw, not the (checkpoint, size) cell,
-is the independent unit); where it has one, a replicate adds resampled log-space residuals of the fit
-(scaled by sqrt(n / (n - 3)) for the three fitted parameters) to the fitted values.
+Uncertainty (``analysis.intervals``): 95% Student-t intervals, value +- t(dof, 0.975) x bootstrap
+s.e., over ``n_boot`` replicates. Where a part (base curve, excess) has k > 1 seeds, a replicate
+resamples whole seeds, dof = k - 1, and the s.e. is scaled by sqrt(k / (k - 1)); a single LLM curve
+in a family with seeds on its other part resamples its n log residuals (dof = n - 3); a single
+theory curve, or any curve of a family with one seed and no draws, is fixed: a quantity resting only
+on fixed parts has no interval (null, with ``method`` "none (...)"), one that also rests on a varying
+part has an interval conditional on the fixed one. Every interval says its ``method``, ``n_draws``,
+``draws`` and ``dof``. Each held-out fold is bootstrapped on its own: its replicates refit the sizes
+it keeps, resampled seeds or, for a single excess curve, log residuals of the fold's own fit; the
+held-out size enters no replicate of its fold. Replicate fits of the excess are one batched least
+squares.
 """
 
 from __future__ import annotations
@@ -38,18 +45,13 @@ from analysis.families import (
     standard_error,
 )
 from analysis.inflection import inflection
+from analysis.intervals import Draws, base_draws, excess_draws, modified_draws, t_stat
 
-INTERVAL = (2.5, 97.5)
 GRID_POINTS = 80
-
-
-def _interval(samples) -> list | None:
-    samples = np.asarray(samples, float)
-    samples = samples[~np.isnan(samples)]
-    if samples.size < 2:
-        return None
-    # "nearest": no interpolation, so an infinite T* ("never") in the tail stays infinite.
-    return [_num(v) for v in np.percentile(samples, INTERVAL, method="nearest")]
+INTERVAL_RULE = (
+    "95%: value +- t(dof, 0.975) x bootstrap s.e. (x sqrt(k / (k - 1)) over k seeds; log space for A, C "
+    "and T*); dof = seeds - 1 or log residuals - 3; none where every part it rests on is fixed"
+)
 
 
 def _num(v) -> float | None:
@@ -63,17 +65,16 @@ def _observed_t_star(T: np.ndarray, curves: np.ndarray) -> np.ndarray:
     return np.asarray(inflection(np.asarray(T), np.asarray(curves)), float)
 
 
+def _observed_replicates(T: np.ndarray, curves: np.ndarray) -> np.ndarray:
+    """``_observed_t_star`` of bootstrap curves, a T* outside the grid made one-sided: 0 where the
+    curve's minimum is at the first checkpoint, +inf where it is later but has no inflection in range."""
+    t = _observed_t_star(T, curves)
+    first = np.argmin(np.where(np.isfinite(curves), curves, np.inf), axis=-1) == 0
+    return np.where(np.isnan(t), np.where(first, 0.0, np.inf), t)
+
+
 def _decomposition(base_params, sens_params):
     return ph.Decomposition(*base_params, *sens_params)
-
-
-@dataclasses.dataclass
-class Replicate:
-    """One bootstrap data set: the mean base curve and the mean excess (n_m, n_T)."""
-
-    base: np.ndarray
-    excess: np.ndarray
-    modified: np.ndarray | None  # resampled mean modified loss (seed bootstrap only), for observed T*
 
 
 def _inflated(residuals: np.ndarray, n_params: int = 3) -> np.ndarray:
@@ -82,36 +83,194 @@ def _inflated(residuals: np.ndarray, n_params: int = 3) -> np.ndarray:
     return residuals * np.sqrt(n / max(n - n_params, 1))
 
 
-def _replicates(fam: Family, mask, base_fit, sens_fit, n_boot: int, rng: np.random.Generator):
-    """Bootstrap data sets: seeds resampled where there are several, else log residuals resampled."""
+def _t_star(base: np.ndarray, sens: np.ndarray, m) -> np.ndarray:
+    """``ph.inflection_time`` of rows of (E, A, alpha) and (C, p, beta): (B, len(m)); NaN for a failed fit."""
+    _, A, alpha = (base[:, i, None] for i in range(3))
+    C, p, beta = (sens[:, i, None] for i in range(3))
+    m = np.atleast_1d(np.asarray(m, float))[None, :]
+    grows = (beta > 0) & (C > 0) & (alpha > 0) & (A > 0)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        t = (alpha * A / (beta * C * m**p)) ** (1.0 / (alpha + beta))
+    failed = np.isnan(base).any(axis=1)[:, None] | np.isnan(sens).any(axis=1)[:, None]
+    return np.where(failed, np.nan, np.where(grows, t, np.inf))
+
+
+def _fit_sensitivity_batch(fam: Family, mask, S: np.ndarray, leave_out: int | None = None) -> np.ndarray:
+    """(C, p, beta) of each replicate's excess S (B, n_m, n_T) without size ``leave_out``: (B, 3), NaN
+    where the fit fails. One least squares for every replicate whose windowed excess is positive
+    throughout; ``ph.fit_sensitivity`` for the others (it drops their non-positive points)."""
+    T, m, _ = sensitivity_points(fam, np.zeros(S.shape[1:]), mask, leave_out)
+    keep = [i for i in range(fam.sizes.size) if i != leave_out]
+    values = S[:, keep][:, :, mask].reshape(S.shape[0], T.size)
+    out = np.full((S.shape[0], 3), np.nan)
+    whole = np.all(np.isfinite(values) & (values > 0), axis=1)
+    if whole.any():
+        X = np.stack([np.ones_like(T), np.log(m), np.log(T)], axis=1)
+        coef, *_ = np.linalg.lstsq(X, np.log(values[whole]).T, rcond=None)
+        out[whole] = np.column_stack([np.exp(coef[0]), coef[1], coef[2]])
+    for b in np.flatnonzero(~whole):
+        try:
+            out[b] = ph.fit_sensitivity(T, m, values[b])[0]
+        except ValueError:  # fewer than two sizes or times with a positive excess: a missing replicate
+            pass
+    return out
+
+
+def _simulated_excess(fam: Family, mask, S_mean, fit, leave_out, n_boot, rng) -> tuple[np.ndarray, int]:
+    """Excess replicates (B, n_m, n_T) from ``fit`` (C, p, beta) plus resampled inflated log residuals of
+    the sizes it was fitted on (all but ``leave_out``), where the measured excess is positive; NaN
+    elsewhere. Returns them and the number of residuals."""
+    log_fit = np.log(_decomposition((0.0, 1.0, 1.0), fit).excess(fam.T[None, :], fam.sizes[:, None]))
+    used = mask[None, :] & (S_mean > 0)
+    if leave_out is not None:
+        used[leave_out] = False
+    resid = _inflated((np.log(np.where(used, S_mean, 1.0)) - log_fit)[used])
+    draws = rng.choice(resid, (n_boot, *log_fit.shape)) if resid.size else np.zeros((n_boot, *log_fit.shape))
+    return np.where(used, np.exp(log_fit + draws), np.nan), int(resid.size)
+
+
+@dataclasses.dataclass
+class Bootstrap:
+    """Replicates of every fitted quantity, and how each part varied."""
+
+    draws: dict[str, Draws]  # base, excess, modified
+    base: np.ndarray  # (B, 3) E, A, alpha
+    excess: np.ndarray  # (B, 3) C, p, beta on all sizes
+    held: dict[int, tuple[np.ndarray, Draws]]  # fold -> (B, 3) C, p, beta without it, and its excess draws
+    observed: np.ndarray  # (B, n_m) observed T* of the resampled mean modified curves
+
+
+def bootstrap(fam: Family, base_fit, sens_fit, fold_fits: dict, n_boot: int, seed: int) -> Bootstrap:
+    """``n_boot`` replicates of the family, each part resampled as its ``Draws`` says (module docstring)."""
+    rng = np.random.default_rng(seed)
+    mask = fam.mask
+    n_base, n_mod = fam.base.shape[1], fam.modified.shape[2]
+    base_mean, S_mean = seed_mean(fam.base), seed_mean(fam.excess())
+    n_pos = int((mask[None, :] & (S_mean > 0)).sum())
+    draws = {
+        "base": base_draws(fam.source, n_base, n_mod, int(mask.sum())),
+        "excess": excess_draws(fam.source, n_base, n_mod, fam.paired, n_pos),
+        "modified": modified_draws(fam.source, n_base, n_mod),
+    }
+    mod_seeds = rng.integers(0, n_mod, (n_boot, n_mod)) if n_mod > 1 else None
+    base_seeds = mod_seeds if fam.paired else rng.integers(0, n_base, (n_boot, n_base)) if n_base > 1 else None
+
+    # The base: resampled seeds, or simulated from its fit (never held out: every fold shares it).
+    mode = draws["base"].mode
+    base = np.tile(np.asarray(base_fit, float), (n_boot, 1))
+    if mode != "fixed":
+        if mode == "seeds":
+            curves = seed_mean(fam.base[:, base_seeds]).T
+        else:
+            log_fit = np.log(_decomposition(base_fit, (1.0, 0.0, 0.0)).base(fam.T))
+            resid = _inflated((np.log(base_mean) - log_fit)[mask])
+            curves = np.exp(log_fit + rng.choice(resid, (n_boot, fam.T.size)))
+        for b, curve in enumerate(curves):
+            try:
+                base[b] = ph.fit_base(fam.T[mask], curve[mask], start=base_fit)[0]
+            except ValueError:
+                base[b] = np.nan
+
+    # The excess: resampled seeds (every fold refits the sizes it keeps), simulated from the all-sizes
+    # fit (in sample) and from each fold's own fit (held out), or fixed.
+    mode = draws["excess"].mode
+    held = {}
+    if mode == "seeds":
+        S = np.empty((n_boot, *S_mean.shape))
+        for b in range(n_boot):
+            S[b] = seed_mean(fam.excess(mod_seeds[b], None if base_seeds is None else base_seeds[b]))
+        excess = _fit_sensitivity_batch(fam, mask, S)
+        held = {h: (_fit_sensitivity_batch(fam, mask, S, h), draws["excess"]) for h in fold_fits}
+    elif mode == "log residuals":
+        S, _ = _simulated_excess(fam, mask, S_mean, sens_fit, None, n_boot, rng)
+        excess = _fit_sensitivity_batch(fam, mask, S)
+        for h, fit in fold_fits.items():
+            S_h, n = _simulated_excess(fam, mask, S_mean, fit, h, n_boot, rng)
+            fold = excess_draws(fam.source, n_base, n_mod, fam.paired, n)
+            held[h] = (_fit_sensitivity_batch(fam, mask, S_h, h), fold)
+    else:
+        excess = np.tile(np.asarray(sens_fit, float), (n_boot, 1))
+        held = {h: (np.tile(np.asarray(fit, float), (n_boot, 1)), draws["excess"]) for h, fit in fold_fits.items()}
+
+    if mod_seeds is not None and n_boot:
+        modified = np.moveaxis(seed_mean(fam.modified[:, :, mod_seeds]), -1, 0)
+        observed = _observed_replicates(fam.T, modified)
+    else:
+        observed = np.empty((0, fam.sizes.size))
+    return Bootstrap(draws, base, excess, held, observed)
+
+
+def fit_decomposition(fam: Family, n_boot: int, seed: int) -> dict:
+    """The decomposition's part of a family's entry (its window set by ``families.fittable``): the
+    bootstrap settings, the six parameters, in-sample and held-out T*, each with its interval."""
+    return _fit_decomposition(fam, n_boot, seed)[0]
+
+
+def _fit_decomposition(fam: Family, n_boot: int, seed: int):
+    mask = fam.mask
     base_mean = seed_mean(fam.base)
     S_mean = seed_mean(fam.excess())
-    n_base, n_mod = fam.base.shape[1], fam.modified.shape[2]
+    mod_mean = seed_mean(fam.modified)
+    base_fit, base_good = ph.fit_base(fam.T[mask], base_mean[mask])
+    sens_fit, sens_good = ph.fit_sensitivity(*sensitivity_points(fam, S_mean, mask))
     D = _decomposition(base_fit, sens_fit)
-    log_base_fit = np.log(D.base(fam.T))
-    base_resid = _inflated((np.log(base_mean) - log_base_fit)[mask])
-    log_S_fit = np.log(D.excess(fam.T[None, :], fam.sizes[:, None]))
-    used = mask[None, :] & (S_mean > 0)
-    S_resid = _inflated((np.log(np.where(used, S_mean, 1.0)) - log_S_fit)[used])
-    for _ in range(n_boot):
-        seeds = rng.integers(0, n_mod, n_mod) if n_mod > 1 else None
-        base_seeds = None
-        if n_base > 1:
-            base_seeds = seeds if fam.paired else rng.integers(0, n_base, n_base)
-            base = seed_mean(fam.base[:, base_seeds])
-        else:
-            base = np.exp(log_base_fit + rng.choice(base_resid, fam.T.size))
-        if seeds is not None:
-            S = seed_mean(fam.excess(seeds, base_seeds))
-            modified = seed_mean(fam.modified[:, :, seeds])
-        else:
-            S = np.where(used, np.exp(log_S_fit + rng.choice(S_resid, log_S_fit.shape)), np.nan)
-            modified = None
-        yield Replicate(base, S, modified)
+    folds = range(fam.sizes.size) if fam.sizes.size >= 3 else ()  # p needs two sizes besides the held-out one
+    fold_fits = {}
+    for h in folds:  # (C, p, beta) without size h, where the other sizes' excess is positive at two sizes
+        try:
+            fold_fits[h] = ph.fit_sensitivity(*sensitivity_points(fam, S_mean, mask, h))[0]
+        except ValueError:
+            pass
+    t_obs = _observed_t_star(fam.T, mod_mean)
+    boot = bootstrap(fam, base_fit, sens_fit, fold_fits, n_boot, seed)
+    base_d, excess_d = boot.draws["base"], boot.draws["excess"]
+    both = (base_d, excess_d)
 
-
-def _stat(value, samples) -> dict:
-    return {"value": _num(value), "interval": _interval(samples)}
+    decomposition = {
+        "E": t_stat(base_fit[0], boot.base[:, 0], [base_d], lower=0.0),
+        "A": t_stat(base_fit[1], boot.base[:, 1], [base_d], log=True),
+        "alpha": t_stat(base_fit[2], boot.base[:, 2], [base_d]),
+        "C": t_stat(sens_fit[0], boot.excess[:, 0], [excess_d], log=True),
+        "p": t_stat(sens_fit[1], boot.excess[:, 1], [excess_d]),
+        "beta": t_stat(sens_fit[2], boot.excess[:, 2], [excess_d]),
+    }
+    decomposition["goodness"] = {"base": dataclasses.asdict(base_good), "excess": dataclasses.asdict(sens_good)}
+    # T* ~ m^(-p / (alpha + beta)): how fast the inflection moves with the size.
+    decomposition["t_star_exponent"] = t_stat(
+        -sens_fit[1] / (base_fit[2] + sens_fit[2]), -boot.excess[:, 1] / (boot.base[:, 2] + boot.excess[:, 2]), both
+    )
+    boot_t_fit = _t_star(boot.base, boot.excess, fam.sizes)
+    observed = [
+        t_stat(t_obs[i], boot.observed[:, i], [boot.draws["modified"]], log=True) for i in range(fam.sizes.size)
+    ]
+    in_sample = [
+        {"size": float(m), "observed": observed[i], "fit": t_stat(D.t_star(m), boot_t_fit[:, i], both, log=True)}
+        for i, m in enumerate(fam.sizes)
+    ]
+    held_stats = {}
+    for h, fit in fold_fits.items():
+        reps, fold_d = boot.held[h]
+        m = fam.sizes[h]
+        t_pred = _decomposition(base_fit, fit).t_star(m)
+        held_stats[h] = t_stat(t_pred, _t_star(boot.base, reps, m)[:, 0], (base_d, fold_d), log=True)
+    complete = np.isfinite(boot.base).all(axis=1) & np.isfinite(boot.excess).all(axis=1)
+    parts = {
+        "bootstrap": {
+            "replicates": int(complete.sum()),
+            "requested": n_boot,
+            "interval": INTERVAL_RULE,
+            "base": base_d.describe(),
+            "excess": excess_d.describe(),
+            "modified": boot.draws["modified"].describe(),
+            "n_draws": {k: d.n for k, d in boot.draws.items()},
+        },
+        "decomposition": decomposition,
+        "t_star": in_sample,
+        "held_out": _held_out(fam, mask, base_fit, fold_fits, S_mean, mod_mean, observed, held_stats)
+        if fold_fits
+        else {"skipped": f"{fam.sizes.size} sizes: holding one out must leave two sizes with a positive excess"},
+    }
+    return parts, D, t_obs
 
 
 def fit_family(fam: Family, n_boot: int, seed: int, window, fit_linear_model: Callable) -> dict:
@@ -124,59 +283,7 @@ def fit_family(fam: Family, n_boot: int, seed: int, window, fit_linear_model: Ca
     S_all = fam.excess()
     S_mean = seed_mean(S_all)
     mod_mean = seed_mean(fam.modified)
-    base_fit, base_good = ph.fit_base(fam.T[mask], base_mean[mask])
-    sens_fit, sens_good = ph.fit_sensitivity(*sensitivity_points(fam, S_mean, mask))
-    D = _decomposition(base_fit, sens_fit)
-    folds = range(fam.sizes.size) if fam.sizes.size >= 3 else ()  # p needs two sizes besides the held-out one
-
-    def held_out_fit(S, h):
-        """(C, p, beta) without size h; None where the other sizes' excess is not positive at two sizes."""
-        try:
-            return ph.fit_sensitivity(*sensitivity_points(fam, S, mask, h))[0]
-        except ValueError:
-            return None
-
-    fold_fits = {h: fit for h in folds if (fit := held_out_fit(S_mean, h)) is not None}
-    t_obs = _observed_t_star(fam.T, mod_mean)
-
-    # Bootstrap: parameters, in-sample and held-out T*, and observed T* where seeds allow it.
-    rng = np.random.default_rng(seed)
-    boot_params, boot_t_fit, boot_t_held, boot_modified = [], [], [], []
-    for rep in _replicates(fam, mask, base_fit, sens_fit, n_boot, rng):
-        try:
-            b, _ = ph.fit_base(fam.T[mask], rep.base[mask], start=base_fit)
-            s, _ = ph.fit_sensitivity(*sensitivity_points(fam, rep.excess, mask))
-        except ValueError:  # a replicate with too few positive points: it counts as missing
-            continue
-        boot_params.append([*b, *s])
-        boot_t_fit.append(_decomposition(b, s).t_star(fam.sizes))
-        row = np.full(fam.sizes.size, np.nan)
-        for h in folds:
-            if (fit := held_out_fit(rep.excess, h)) is not None:
-                row[h] = _decomposition(b, fit).t_star(fam.sizes[h])
-        boot_t_held.append(row)
-        if rep.modified is not None:
-            boot_modified.append(rep.modified)
-    boot_params = np.asarray(boot_params).reshape(-1, 6)
-    boot_t_fit = np.asarray(boot_t_fit).reshape(-1, fam.sizes.size)
-    boot_t_held = np.asarray(boot_t_held).reshape(-1, fam.sizes.size)
-    boot_t_obs = _observed_t_star(fam.T, np.stack(boot_modified)) if boot_modified else np.empty((0, fam.sizes.size))
-
-    names = ("E", "A", "alpha", "C", "p", "beta")
-    decomposition = {n: _stat(v, boot_params[:, i]) for i, (n, v) in enumerate(zip(names, [*base_fit, *sens_fit]))}
-    decomposition["goodness"] = {"base": dataclasses.asdict(base_good), "excess": dataclasses.asdict(sens_good)}
-    # T* ~ m^(-p / (alpha + beta)): how fast the inflection moves with the size.
-    decomposition["t_star_exponent"] = _stat(
-        -sens_fit[1] / (base_fit[2] + sens_fit[2]), -boot_params[:, 4] / (boot_params[:, 2] + boot_params[:, 5])
-    )
-    observed = [
-        {"value": _num(t_obs[i]), "interval": _interval(boot_t_obs[:, i]) if len(boot_t_obs) else None}
-        for i in range(fam.sizes.size)
-    ]
-    in_sample = [
-        {"size": float(m), "observed": observed[i], "fit": _stat(D.t_star(m), boot_t_fit[:, i])}
-        for i, m in enumerate(fam.sizes)
-    ]
+    parts, D, t_obs = _fit_decomposition(fam, n_boot, seed)
     entry = {
         "name": fam.name,
         "run": fam.run,
@@ -196,18 +303,7 @@ def fit_family(fam: Family, n_boot: int, seed: int, window, fit_linear_model: Ca
             "rule": "--window" if window is not None else WINDOW_RULE,
         },
         "seeds": {"base": int(fam.base.shape[1]), "modified": int(fam.modified.shape[2]), "paired": fam.paired},
-        "bootstrap": {
-            "replicates": int(len(boot_params)),
-            "requested": n_boot,
-            "interval": "2.5-97.5 percentile",
-            "base": "seeds" if fam.base.shape[1] > 1 else "log residuals",
-            "excess": "seeds" if fam.modified.shape[2] > 1 else "log residuals",
-        },
-        "decomposition": decomposition,
-        "t_star": in_sample,
-        "held_out": _held_out(fam, mask, base_fit, fold_fits, S_mean, mod_mean, observed, boot_t_held)
-        if fold_fits
-        else {"skipped": f"{fam.sizes.size} sizes: holding one out must leave two sizes with a positive excess"},
+        **parts,
     }
     grid = np.geomspace(fam.T[0], fam.T[-1], GRID_POINTS)
     entry["linear_model"], linear_lines = _linear_model(fam, mask, base_mean, S_mean, t_obs, fit_linear_model, grid)
@@ -222,7 +318,7 @@ def fit_family(fam: Family, n_boot: int, seed: int, window, fit_linear_model: Ca
     return entry
 
 
-def _held_out(fam, mask, base_fit, fold_fits, S_mean, mod_mean, observed, boot_t_held) -> dict:
+def _held_out(fam, mask, base_fit, fold_fits, S_mean, mod_mean, observed, predicted) -> dict:
     """Per held-out size: predicted vs observed T* and the log errors of its curve; pooled numbers."""
     rows, log_err, excess_obs, excess_pred, loss_res, disagree = [], [], [], [], [], []
     for h, sens in fold_fits.items():
@@ -245,7 +341,7 @@ def _held_out(fam, mask, base_fit, fold_fits, S_mean, mod_mean, observed, boot_t
         rows.append(
             {
                 "size": float(m),
-                "predicted": _stat(t_pred, boot_t_held[:, h]),
+                "predicted": predicted[h],
                 "observed": observed[h],
                 "predicted_in_range": in_range,
                 "log_rmse_loss": _num(np.sqrt(np.mean(res**2))) if res.size else None,

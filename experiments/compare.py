@@ -29,14 +29,18 @@ finite-rank linear model reaches, so the fits use the checkpoints from the last 
 is within 1% of the first checkpoint's through the last one whose base loss is above 1e-3 of it
 (LLM curves keep every checkpoint). ``--window`` replaces the rule.
 
-Uncertainty: percentile intervals (2.5%, 97.5%) over ``--bootstrap`` replicates. Where a curve has
-several seeds (LLM draws, or theory seeds), a replicate resamples whole seeds with replacement: the
-same draw k perturbs every checkpoint and every gamma, so the draw, not the (checkpoint, gamma)
-cell, is the independent unit. Where it has one (deterministic theory curves, an LLM's unperturbed
-base, single-seed fine-tuning), a replicate adds resampled log-space residuals of the fit (scaled by
-sqrt(n / (n - 3)) for the three fitted parameters) to the fitted values: its interval measures how
-much the parameters hang on the misfit. With few seeds (an LLM run's 3 draws) percentile intervals
-are too narrow; read them as a lower bound on the uncertainty.
+Uncertainty (``analysis.intervals``): 95% Student-t intervals, value +- t(dof, 0.975) x the
+standard deviation of ``--bootstrap`` replicates (log space for A, C and T*). Where a curve has k > 1
+seeds (LLM draws, or theory seeds), a replicate resamples whole seeds with replacement (the same draw
+perturbs every checkpoint and every gamma, so the draw, not the (checkpoint, gamma) cell, is the
+independent unit), the s.e. is scaled by sqrt(k / (k - 1)) and dof = k - 1: three draws give t(2) =
+4.30, not 1.96. An LLM's one base curve beside its draws resamples its n log residuals (dof = n - 3).
+A theory curve with one seed (deterministic: its residuals are misfit, not noise), or a family with
+one seed and no draws (single-seed fine-tuning), claims no interval: ``interval`` is null and
+``method`` says why; a quantity that rests on such a curve and on draws gets an interval conditional
+on the curve (``given``). Every interval records its ``method``, ``n_draws``, ``draws`` and ``dof``.
+A held-out fold's replicates refit only the sizes it keeps (resampled, or simulated from the fold's
+own fit), never the held-out size.
 
 Everything stays in the store's own units: T in flow time (theory) or tokens (LLM), and the fitted
 A and C with them. fits.json holds, per family, the parameters with intervals, the goodness of fit

@@ -117,8 +117,9 @@ def excess_panel(ax, entry: dict, colours: dict) -> None:
 
 
 def t_star_panel(ax, entry: dict, colours: dict) -> None:
-    """T* vs size: observed (circles, seed-bootstrap bars where there are seeds), the closed form of the
-    all-sizes fit (grey line), held-out predictions (squares, bootstrap bars), the linear model (triangles)."""
+    """T* vs size: observed (circles), the closed form of the all-sizes fit (grey line), held-out
+    predictions (squares), the linear model (triangles); bars: 95% t intervals where there are draws
+    (none for a deterministic curve, an open end drawn to the panel's bound)."""
     sizes = np.asarray(entry["sizes"], float)
     t_lo, t_hi = entry["T_range"]
     line = entry["curves"]["t_star_line"]
@@ -248,7 +249,10 @@ def _notes(entry: dict) -> str:
         shown = interval is not None and None not in interval
         return f"{stat['value']:.3g}" + (f" [{interval[0]:.3g}, {interval[1]:.3g}]" if shown else "")
 
-    first = rf"power-law fit: $\alpha$ = {ci('alpha')},  $\beta$ = {ci('beta')},  $p$ = {ci('p')} (95% bootstrap)"
+    # Where no interval is claimed (a deterministic curve, one seed), say why.
+    why = d["p"].get("method", "none").removeprefix("none (").removesuffix(")")
+    claim = "95% t intervals" if d["p"]["interval"] is not None else f"no interval: {why}"
+    first = rf"power-law fit: $\alpha$ = {ci('alpha')},  $\beta$ = {ci('beta')},  $p$ = {ci('p')} ({claim})"
     second = []
     if held.get("median_abs_log_t_star_error") is not None:
         second.append(f"held-out median |ln $T^*$ error| = {held['median_abs_log_t_star_error']:.2f}")

@@ -55,6 +55,21 @@ PRESETS: dict[str, TheoryConfig] = {
     # The T*(lr) and T*(gamma) landscapes: 64 values per axis, every local minimum (figure ``landscape``).
     "landscape": dataclasses.replace(BASE, n_t=97, grid=(("lr", log_values(0.005, 0.16, 64)),)),
     "landscape_gamma": dataclasses.replace(BASE, n_t=97, grid=(("gamma", log_values(0.1, 0.8, 64)),)),
+    # The general case: random (not aligned) init, minibatch SGD vs near-full-batch GD vs Adam, 3 seeds.
+    "general": dataclasses.replace(
+        BASE,
+        method="series",
+        init="gaussian",
+        init_std=1e-3,
+        noise_scale="absolute",
+        noise_sigma=SIGMA,
+        pretrain_lr=0.05,
+        label_noise=0.1,
+        budgets=(50, 100, 200, 400, 800, 1600, 3200, 6400),
+        lr=0.02,
+        gamma=0.3,  # modes with s_i < 2 c gamma^2 = 0.18 (i >= 6) are net-harmful under noise
+        grid=(("optimizer", ("sgd", "adam")), ("batch_size", (16, 512)), ("seed", (0, 1, 2))),
+    ),
     "schedule": dataclasses.replace(
         BASE,
         method="series",
@@ -83,6 +98,10 @@ QUICK: dict[str, dict] = {
     "tuned_lr": dict(n_t=41, grid=(("lr_policy", ("fixed", "shrinking")), ("lr", (0.005, 0.02, 0.08)))),
     "depth": dict(n_t=25, n_draws=64, grid=(("depth", (1, 2, 3)),)),
     "misalignment": dict(n_t=21, t_max=200.0, grid=(("theta", (0.0, 0.5, 1.5)),)),
+    "general": dict(
+        budgets=(50, 200, 800, 3200),
+        grid=(("optimizer", ("sgd", "adam")), ("batch_size", (16, 512)), ("seed", (0, 1))),
+    ),
     "landscape": dict(n_t=65, grid=(("lr", log_values(0.005, 0.16, 16)),)),
     "landscape_gamma": dict(n_t=65, grid=(("gamma", log_values(0.1, 0.8, 16)),)),
     "schedule": dict(budgets=(50, 200, 800, 3200), grid=(("series_mode", ("separate", "single")), ("seed", (0, 1)))),

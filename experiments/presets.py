@@ -36,6 +36,10 @@ PRESETS: dict[str, TheoryConfig] = {
         shrink_power=1.0,
         grid=(("lr_policy", ("fixed", "shrinking")), ("lr", (0.0025, 0.005, 0.01, 0.02, 0.04, 0.08))),
     ),
+    # lr(T) = lr0 (1 + T/T0)^-q: q = 0 is the fixed lr; at T0 = 1000 a slow shrink delays T*, a fast one removes it.
+    "shrinking": dataclasses.replace(
+        BASE, lr=0.08, lr_policy="shrinking", shrink_t_ref=1000.0, grid=(("shrink_power", (0.0, 0.25, 0.5, 1.0)),)
+    ),
     "depth": dataclasses.replace(
         BASE, u0=1e-3, gamma=0.3, n_t=49, t_max=3e3, dt_max=0.1, n_draws=128, grid=(("depth", (1, 2, 3, 4)),)
     ),
@@ -96,6 +100,7 @@ QUICK: dict[str, dict] = {
     "finetune": dict(n_t=41, grid=(("lr", (0.005, 0.02, 0.08)),)),
     "regularization": dict(n_t=41, grid=(("reg", (0.0, 0.3, 3.0)),)),
     "tuned_lr": dict(n_t=41, grid=(("lr_policy", ("fixed", "shrinking")), ("lr", (0.005, 0.02, 0.08)))),
+    "shrinking": dict(n_t=41),
     "depth": dict(n_t=25, n_draws=64, grid=(("depth", (1, 2, 3)),)),
     "misalignment": dict(n_t=21, t_max=200.0, grid=(("theta", (0.0, 0.5, 1.5)),)),
     "general": dict(

@@ -23,6 +23,7 @@ from paper_figures import (
     misalignment,
     regularization,
     schedule,
+    shrinking,
     tuned_lr,
 )
 
@@ -37,6 +38,7 @@ FIGURES = {
     "schedule": schedule.draw,
     "landscape": landscape.draw,
     "general": general.draw,
+    "shrinking": shrinking.draw,
     "landscape_gamma": landscape.draw,
     "llm_perturb": llm_perturb.draw,
     "llm_finetune": llm_finetune.draw,

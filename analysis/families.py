@@ -28,7 +28,7 @@ LOSS_METRIC = {"theory": "pretrain_loss", "llm": "perplexity"}
 LOSS_LABEL = {"theory": "pre-training loss L_A", "llm": "log perplexity (mean NLL, nats)"}
 SIZE_LABEL = {"gaussian": "gamma", "finetune": "lr x steps"}
 # Extra store columns that describe a row, not the curve it belongs to.
-BOOKKEEPING = {"mean_nll", "n_tokens", "diverged", "steps_done", "train_steps", "run", "lr_policy"}
+BOOKKEEPING = {"mean_nll", "n_tokens", "diverged", "steps_done", "train_steps", "run", "lr_policy", "t_star_kind"}
 PLATEAU, FLOOR = 0.01, 1e-3
 WINDOW_RULE = (
     f"from the last checkpoint whose base loss is within {PLATEAU:.0%} of the first checkpoint's "

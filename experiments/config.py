@@ -71,6 +71,10 @@ class TheoryConfig:
     shrink_power: float = 1.0
     shrink_t_ref: float = 10.0
     tuned_lr: bool = False
+    # Fine-tuning data: 0 = the population L_B; n > 0 = GD on n samples of B with label noise (flow
+    # and series runs), L_B after fine-tuning then being the held-out (population) loss.
+    finetune_samples: int = 0
+    finetune_label_noise: float = 0.0
     seed: int = 0
     # Sweep: ((field, (v1, v2, ...)), ...); cells are the product.
     grid: tuple[tuple[str, tuple[Any, ...]], ...] = ()
@@ -112,7 +116,18 @@ POSITIVE = (
     "s1",
     "shrink_t_ref",
 )
-NON_NEGATIVE = ("gamma", "reg", "alpha", "rate", "label_noise", "noise_sigma", "shrink_power", "theta")
+NON_NEGATIVE = (
+    "gamma",
+    "reg",
+    "alpha",
+    "rate",
+    "label_noise",
+    "noise_sigma",
+    "shrink_power",
+    "theta",
+    "finetune_samples",
+    "finetune_label_noise",
+)
 # Upper bounds on every size that multiplies into memory or time (docs/ARCHITECTURE.md, "Limits").
 # They sit far above any figure's need and far below what would exhaust a 24 GiB machine or run for days.
 UPPER = {
@@ -126,6 +141,7 @@ UPPER = {
     "n_draws": 100_000,
     "batch_size": 100_000,
     "chunk_size": 1024,
+    "finetune_samples": 100_000,
 }
 MAX_BUDGETS, MAX_BUDGET_STEPS = 64, 1_000_000  # a series' checkpoints, and the optimizer steps of its largest
 MAX_CELLS = 100_000  # cells of one sweep
@@ -172,6 +188,10 @@ def _check_cell(c: TheoryConfig) -> None:
         raise ValueError(f"t_min={c.t_min} must be < t_max={c.t_max}")
     if c.rank > min(c.d_in, c.d_out) or c.rank > c.h:
         raise ValueError(f"rank={c.rank} must be <= min(d_in, d_out, h)={min(c.d_in, c.d_out, c.h)}")
+    if c.method == "closed_form" and c.finetune_samples:
+        raise ValueError(
+            f"finetune_samples={c.finetune_samples} needs method=flow or series (the closed form is population GD)"
+        )
     if c.method == "closed_form" and c.finetune_task in ("rotated", "correlated"):
         raise ValueError(f"finetune_task={c.finetune_task!r} is not aligned with A; use method=flow or series")
     if c.n_t < 3:

@@ -36,6 +36,18 @@ PRESETS: dict[str, TheoryConfig] = {
         shrink_power=1.0,
         grid=(("lr_policy", ("fixed", "shrinking")), ("lr", (0.0025, 0.005, 0.01, 0.02, 0.04, 0.08))),
     ),
+    # A tuned lr that means something: fine-tuning by GD on 64 noisy samples of B (label noise 0.5),
+    # the lr of each T chosen on the held-out (population) L_B, so large rates overfit and lose.
+    "tuned_finite": dataclasses.replace(
+        BASE,
+        method="flow",
+        t_max=2000.0,
+        n_t=41,
+        tuned_lr=True,
+        finetune_samples=64,
+        finetune_label_noise=0.5,
+        grid=(("lr", (0.005, 0.01, 0.02, 0.04, 0.08, 0.16)),),
+    ),
     # lr(T) = lr0 (1 + T/T0)^-q: q = 0 is the fixed lr; at T0 = 1000 a slow shrink delays T*, a fast one removes it.
     "shrinking": dataclasses.replace(
         BASE, lr=0.08, lr_policy="shrinking", shrink_t_ref=1000.0, grid=(("shrink_power", (0.0, 0.25, 0.5, 1.0)),)
@@ -101,6 +113,7 @@ QUICK: dict[str, dict] = {
     "regularization": dict(n_t=41, grid=(("reg", (0.0, 0.3, 3.0)),)),
     "tuned_lr": dict(n_t=41, grid=(("lr_policy", ("fixed", "shrinking")), ("lr", (0.005, 0.02, 0.08)))),
     "shrinking": dict(n_t=41),
+    "tuned_finite": dict(n_t=21, grid=(("lr", (0.01, 0.04, 0.16)),)),
     "depth": dict(n_t=25, n_draws=64, grid=(("depth", (1, 2, 3)),)),
     "misalignment": dict(n_t=21, t_max=200.0, grid=(("theta", (0.0, 0.5, 1.5)),)),
     "general": dict(

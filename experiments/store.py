@@ -35,8 +35,11 @@ REQUIRED_COLUMNS = {
 }
 # Columns some rows carry; ``load`` gives every one of them the same dtype and fill on every run, so
 # theory and LLM rows concatenate cleanly: "" = no lr policy applies (pre-training, noise rows).
+# ``t_star_kind``: what an inflection row's minimum is (``analysis.inflection.KINDS``: interior, flat,
+# below, above, none); "" on every other row, and on the inflection rows of stores written before it.
 OPTIONAL_COLUMNS = {
     "lr_policy": ("string", ""),
+    "t_star_kind": ("string", ""),
     "diverged": ("bool", False),
     "steps_done": ("float64", np.nan),
     "mean_nll": ("float64", np.nan),
@@ -84,7 +87,9 @@ def _json_default(x):
 
 
 def validate(frame: pd.DataFrame) -> pd.DataFrame:
-    """Check the required columns and vocabularies; return the frame with canonical dtypes and order."""
+    """Check the required columns and vocabularies; return the frame with canonical dtypes and order,
+    and every optional column it holds in its dtype, its default where a row has none (a summary row
+    concatenated with measured ones leaves their columns empty)."""
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"metrics rows lack required columns {missing}; required: {list(REQUIRED_COLUMNS)}")
@@ -95,6 +100,9 @@ def validate(frame: pd.DataFrame) -> pd.DataFrame:
     if bad:
         raise ValueError(f"modification={sorted(bad)} is not allowed; allowed: {MODIFICATIONS}")
     frame = frame.astype(REQUIRED_COLUMNS)
+    for name, (dtype, fill) in OPTIONAL_COLUMNS.items():
+        if name in frame:
+            frame[name] = _filled(frame[name], dtype, fill)
     extra = [c for c in frame.columns if c not in REQUIRED_COLUMNS]
     return frame[list(REQUIRED_COLUMNS) + extra].reset_index(drop=True)
 
@@ -163,9 +171,14 @@ def read_table(run_dir: Path | str) -> pd.DataFrame:
     except (ValueError, TypeError) as error:
         raise ValueError(f"{path}: {error}") from None
     for name, (dtype, fill) in OPTIONAL_COLUMNS.items():
-        column = frame[name] if name in frame else pd.Series(fill, index=frame.index)
-        frame[name] = column.astype("object").where(column.notna(), fill).astype(dtype)
+        if name not in frame:
+            frame[name] = _filled(pd.Series(fill, index=frame.index), dtype, fill)
     return frame
+
+
+def _filled(column: pd.Series, dtype: str, fill) -> pd.Series:
+    """``column`` in ``dtype`` with ``fill`` where it is empty (NaN or None)."""
+    return column.astype("object").where(column.notna(), fill).astype(dtype)
 
 
 def load(run_dirs: Iterable[Path | str] | Path | str) -> pd.DataFrame:

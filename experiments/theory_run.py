@@ -5,6 +5,13 @@ numeric fields in ``TRACED`` are vmapped. The last chunk of a group is padded (w
 so every chunk has one shape. Each finished chunk is written atomically to ``chunks/``; a rerun
 skips stored chunks, and ``metrics.parquet`` is rebuilt from the chunks at the end, so a killed and
 resumed sweep ends with exactly the table of an uninterrupted one.
+
+Every cell stores the inflection T* of its perturbed L_A and of its L_A after fine-tuning, with its
+kind (``analysis.inflection.KINDS``). On the grid T* is the argmin refined by a parabola in log T;
+for ``method=closed_form`` each interior minimum is then refined again on the same closed-form
+curves, evaluated on ``REFINE_POINTS`` log-spaced times inside the bracket [T_{i-1}, T_{i+1}] of the
+grid's argmin T_i (one more jit + vmap call per chunk, of fixed shape): T* to well under 0.1%.
+``flow`` and ``series`` runs keep the grid estimate (a trajectory is computed once, on its grid).
 """
 
 from __future__ import annotations
@@ -18,11 +25,15 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from analysis.inflection import vertex_minimum
 from experiments import derived
 from experiments.config import TheoryConfig, cells
 from theory import finetune, measure, network, protocol, simulate, tasks
 
 TRACED = ("gamma", "lr", "reg", "seed", "theta", "rho", "u0")
+# The curves whose inflection every cell stores: (modification, ``Curves`` field).
+INFLECTIONS = (("gaussian", "perturbed_pretrain_loss"), ("finetune", "finetuned_pretrain_loss"))
+REFINE_POINTS = 65  # closed form: times per bracket [T_{i-1}, T_{i+1}] that refine an interior minimum
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,6 +167,9 @@ def cell_curves(static: TheoryConfig, p: dict, T: np.ndarray) -> dict:
             static.schedule,
             key=jax.random.fold_in(key, 2),
         )
+    data = None
+    if static.finetune_samples:  # n noisy samples of B, drawn per seed; L_B after fine-tuning stays the population loss
+        data = tasks.sample_dataset(jax.random.fold_in(key, 4), B, static.finetune_samples, static.finetune_label_noise)
     c = protocol.simulated_curves(
         Ws_T,
         task.matrix,
@@ -167,6 +181,7 @@ def cell_curves(static: TheoryConfig, p: dict, T: np.ndarray) -> dict:
         lam=reg,
         key=jax.random.fold_in(key, 3),
         n_draws=static.n_draws,
+        finetune_data=data,
     )
     return {"curves": c, "lr": lr_T}
 
@@ -179,6 +194,52 @@ def _compiled(static: TheoryConfig, traced: tuple[str, ...]):
         return cell_curves(static, dict(zip(traced, values)), T)
 
     return jax.jit(jax.vmap(one))
+
+
+@functools.cache
+def _compiled_local(static: TheoryConfig, traced: tuple[str, ...]):
+    """Like ``_compiled``, on times of each cell's own: (cells, len(INFLECTIONS), P) times -> the
+    values there of the matching ``INFLECTIONS`` curve, same shape (unused curves compile away)."""
+
+    def one(values, local):
+        p = dict(zip(traced, values))
+        return jnp.stack(
+            [getattr(cell_curves(static, p, T)["curves"], name) for T, (_, name) in zip(local, INFLECTIONS)]
+        )
+
+    return jax.jit(jax.vmap(one))
+
+
+def _float():
+    """The NumPy float JAX computes in: every stored T* is judged in it (``measure.inflection``)."""
+    return np.float64 if jax.config.jax_enable_x64 else np.float32
+
+
+def inflections(static: TheoryConfig, traced, values, T: np.ndarray, curves: protocol.Curves, mesh=None):
+    """(T*, kind) of every cell's ``INFLECTIONS`` curves, each of shape (cells, len(INFLECTIONS)).
+
+    The grid estimate (``measure.inflection`` and ``measure.inflection_kind``); for the closed form,
+    every interior T* is replaced by the minimum of the same curve on ``REFINE_POINTS`` log-spaced
+    times from T_{i-1} to T_{i+1} around the grid's argmin T_i (argmin refined by the parabola through
+    it and its neighbours, ``analysis.inflection.vertex_minimum``). The kind stays the grid's."""
+    y = np.stack([np.asarray(getattr(curves, name)) for _, name in INFLECTIONS], axis=1)
+    t_star = np.array(measure.inflection(T, y), float)  # a writable copy
+    kind = measure.inflection_kind(T, y)
+    if static.method != "closed_form" or not (kind == "interior").any():
+        return t_star, kind
+    i = np.argmin(np.where(np.isfinite(y), y, np.inf), axis=-1)
+    j = np.clip(i, 1, len(T) - 2)
+    dtype = _float()
+    local = np.exp(np.linspace(np.log(T[j - 1]), np.log(T[j + 1]), REFINE_POINTS, axis=-1)).astype(dtype)
+    local_in = jnp.asarray(local)
+    if mesh is not None:
+        local_in = jax.device_put(local_in, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("cells")))
+    y_local = np.asarray(jax.device_get(_compiled_local(static, traced)(values, local_in)))
+    for c, k in zip(*np.nonzero(kind == "interior")):
+        refined = float(vertex_minimum(local[c, k], y_local[c, k], dtype=dtype))
+        if np.isfinite(refined):
+            t_star[c, k] = refined
+    return t_star, kind
 
 
 def run_chunk(chunk: Chunk, setup: str, grid_fields: tuple[str, ...], mesh=None) -> pd.DataFrame:
@@ -195,14 +256,24 @@ def run_chunk(chunk: Chunk, setup: str, grid_fields: tuple[str, ...], mesh=None)
         values = tuple(jax.device_put(v, sharding) for v in values)
     out = jax.device_get(_compiled(static, traced)(values))
     T = t_grid(static)
+    t_star, kind = inflections(static, traced, values, T, out["curves"], mesh)
     frames = [
-        _rows(cell, setup, T, jax.tree.map(functools.partial(_item, i=i), out), grid_fields)
+        _rows(
+            cell,
+            setup,
+            T,
+            jax.tree.map(functools.partial(_item, i=i), out),
+            grid_fields,
+            {m: (float(t_star[i, k]), str(kind[i, k])) for k, (m, _) in enumerate(INFLECTIONS)},
+        )
         for i, cell in enumerate(chunk.cells[: chunk.n_real])
     ]
     return pd.concat(frames, ignore_index=True)
 
 
-def _rows(cell: TheoryConfig, setup: str, T: np.ndarray, out: dict, grid_fields) -> pd.DataFrame:
+def _rows(cell: TheoryConfig, setup: str, T: np.ndarray, out: dict, grid_fields, inflection: dict) -> pd.DataFrame:
+    """The cell's rows: every curve of ``Curves.by_modification`` on the grid, and one ``inflection``
+    row per entry of ``inflection`` ({modification: (T*, kind)}, from ``inflections``)."""
     curves: protocol.Curves = out["curves"]
     # A fixed lr is stored exactly as configured (not as its float32 image), so rows match by value.
     lr_T = np.asarray(out["lr"], float) if cell.lr_policy == "shrinking" else np.full(len(T), cell.lr)
@@ -222,10 +293,11 @@ def _rows(cell: TheoryConfig, setup: str, T: np.ndarray, out: dict, grid_fields)
                     "metric": metric,
                     "value": np.asarray(y, float),
                     "lr_policy": cell.lr_policy if is_ft else "",
+                    derived.KIND: "",
                 }
             )
         )
-    for modification, y in (("gaussian", curves.perturbed_pretrain_loss), ("finetune", curves.finetuned_pretrain_loss)):
+    for modification, (t_star, kind) in inflection.items():
         is_ft = modification == "finetune"
         blocks.append(
             pd.DataFrame(
@@ -238,8 +310,9 @@ def _rows(cell: TheoryConfig, setup: str, T: np.ndarray, out: dict, grid_fields)
                     "steps": [float(cell.steps) if is_ft else np.nan],
                     "reg": [cell.reg if is_ft else np.nan],
                     "metric": ["inflection"],
-                    "value": [float(measure.inflection(T, np.asarray(y)))],
+                    "value": [t_star],
                     "lr_policy": [cell.lr_policy if is_ft else ""],
+                    derived.KIND: [kind],
                 }
             )
         )
@@ -254,11 +327,50 @@ def _rows(cell: TheoryConfig, setup: str, T: np.ndarray, out: dict, grid_fields)
 
 
 def finalize(chunk_rows: pd.DataFrame, cfg: TheoryConfig) -> pd.DataFrame:
-    """Deduplicate rows shared by cells (the clean curves do not depend on gamma or lr), add derived rows."""
+    """Deduplicate rows shared by cells (the clean curves do not depend on gamma or lr), add derived
+    rows, and judge each seed's T* against the spread over seeds (``derived.judge_by_seed_spread``)."""
     key = [c for c in chunk_rows.columns if c != "value"]
     frame = chunk_rows.drop_duplicates(subset=key, keep="first").reset_index(drop=True)
+    # T* in the float JAX computes in, as the cells' own inflection rows (``measure.inflection``).
+    dtype = _float()
     if cfg.tuned_lr:
-        # T* in the float JAX computes in, as the cells' own inflection rows (``measure.inflection``).
-        dtype = np.float64 if jax.config.jax_enable_x64 else np.float32
         frame = pd.concat([frame, derived.tuned_rows(frame, dtype=dtype)], ignore_index=True)
+        if cfg.method == "closed_form":
+            frame = refine_tuned(frame)
+    return derived.judge_by_seed_spread(frame, dtype=dtype)
+
+
+def _same(frame: pd.DataFrame, row: pd.Series, columns) -> pd.Series:
+    """Rows of ``frame`` equal to ``row`` in every one of ``columns`` (NaN equal to NaN)."""
+    keep = pd.Series(True, index=frame.index)
+    for c in columns:
+        keep &= frame[c].isna() if pd.isna(row[c]) else frame[c] == row[c]
+    return keep
+
+
+def refine_tuned(frame: pd.DataFrame) -> pd.DataFrame:
+    """The closed form's tuned-lr T* to the precision of the cells' own: where the tuned curve's lr is
+    one lr at the three grid times that bracket its argmin, the tuned curve is that lr's curve there,
+    so its T* is that fixed lr's refined T* (when it lies in the same bracket). Otherwise the grid
+    estimate ``derived.tuned_rows`` stored stays."""
+    inflection = frame.checkpoint == "inflection"
+    rows = frame[inflection & (frame.lr_policy == "tuned") & (frame[derived.KIND] == "interior")]
+    skip = {"checkpoint", "pretrain_time", "metric", "value", "lr", "lr_policy", derived.KIND}
+    identity = [c for c in frame.columns if c not in skip]
+    frame = frame.copy()
+    for index, row in rows.iterrows():
+        same = _same(frame, row, identity)
+        curve = frame[same & ~inflection & (frame.lr_policy == "tuned") & (frame.metric == "pretrain_loss")]
+        curve = curve.sort_values("pretrain_time")
+        T, y, lr = (curve[c].to_numpy(float) for c in ("pretrain_time", "value", "lr"))
+        i = int(np.argmin(np.where(np.isfinite(y), y, np.inf))) if len(y) else 0
+        if not 0 < i < len(y) - 1 or len(set(lr[i - 1 : i + 2])) != 1:
+            continue
+        fixed = frame[same & inflection & (frame.lr_policy == "fixed") & np.isclose(frame.lr, lr[i])]
+        if (
+            len(fixed) == 1
+            and fixed[derived.KIND].iloc[0] == "interior"
+            and T[i - 1] <= fixed.value.iloc[0] <= T[i + 1]
+        ):
+            frame.loc[index, "value"] = fixed.value.iloc[0]
     return frame

@@ -6,6 +6,7 @@ from its manifest and dispatches.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,7 @@ FIGURES = {
     "landscape": landscape.draw,
     "general": general.draw,
     "shrinking": shrinking.draw,
+    "tuned_finite": functools.partial(tuned_lr.draw, preset="tuned_finite"),
     "landscape_gamma": landscape.draw,
     "llm_perturb": llm_perturb.draw,
     "llm_finetune": llm_finetune.draw,

@@ -44,7 +44,7 @@ def band_panel(ax, frame: pd.DataFrame, modification: str, metric: str, ylabel: 
         ax.plot(T, mean, color=colour, marker=".", ms=4, label=label(optimizer, batch), zorder=3)
         if metric == "pretrain_loss":
             t_rows = style.inflection_rows(frame, modification, optimizer=optimizer, batch_size=batch, **equal)
-            for t_star in t_rows.value:
+            for t_star in style.marked(t_rows):
                 style.mark_inflection(ax, T, mean, t_star, colour)
         curves[(optimizer, batch)] = (T, mean)
         drawn[(optimizer, batch, "lo")], drawn[(optimizer, batch, "hi")] = (T, lo), (T, hi)

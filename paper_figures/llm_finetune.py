@@ -105,7 +105,7 @@ def draw(frame: pd.DataFrame, out_dir: Path, name: str = "llm_finetune") -> list
     frame, left_out = llm_perturb.on_log_axis(frame)
     lrs = style.keys(style.curve_rows(frame, "finetune", "perplexity", lr_policy="fixed"), "lr").unique()
     colours = style.ordered_colours(lrs)
-    has_t_star = bool(np.isfinite(style.inflection_rows(frame, "finetune", metric="inflection").value).any())
+    has_t_star = bool(np.isfinite(style.marked(style.inflection_rows(frame, "finetune", metric="inflection"))).any())
     with style.panels(2) as (fig, (ax_a, ax_b)):
         any_diverged = panel(ax_a, frame, "perplexity", colours, marks=True)
         style.title(

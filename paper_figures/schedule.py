@@ -29,8 +29,8 @@ def seed_band(rows: pd.DataFrame) -> tuple[np.ndarray, ...]:
 
 
 def band_panel(ax, frame: pd.DataFrame, modification: str, ylabel: str) -> None:
-    """Mean L_A over seeds per series mode with its min..max band; each seed's stored T* marked on the
-    mean curve."""
+    """Mean L_A over seeds per series mode with its min..max band; each seed's stored interior T* marked
+    on the mean curve (a seed whose minimum is flat - within the seeds' spread - or at an end, none)."""
     drawn = {}
     for mode, (label, colour) in MODES.items():
         rows = style.curve_rows(frame, modification, "pretrain_loss", series_mode=mode)
@@ -39,7 +39,7 @@ def band_panel(ax, frame: pd.DataFrame, modification: str, ylabel: str) -> None:
         T, mean, lo, hi = seed_band(rows)
         ax.fill_between(T, lo, hi, color=colour, alpha=0.25, lw=0, zorder=2)
         ax.plot(T, mean, color=colour, marker=".", ms=5, label=label, zorder=3)
-        for t_star in style.inflection_rows(frame, modification, series_mode=mode).value:
+        for t_star in style.marked(style.inflection_rows(frame, modification, series_mode=mode)):
             style.mark_inflection(ax, T, mean, t_star, colour)
         drawn[(mode, "lo")], drawn[(mode, "hi")] = (T, lo), (T, hi)
     style.time_axis(ax, ylabel)

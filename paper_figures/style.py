@@ -3,7 +3,8 @@
 A figure module selects rows of a result store (docs/ARCHITECTURE.md, "Result store") and draws them with
 the helpers here: paper-column sizes, one font scale, a log pre-training-time axis, an ordered colour
 sequence for the swept parameter, and the stored T* marked on its curve. Nothing here computes a
-number a reader must trust: T* is always the stored ``inflection`` row.
+number a reader must trust: T* is always the stored ``inflection`` row, and only an "interior" one
+(its ``t_star_kind``) is marked: never a flat curve's minimum, nor one at an end of the range.
 """
 
 from __future__ import annotations
@@ -41,8 +42,10 @@ RC = {
     "legend.frameon": False,
     "pdf.fonttype": 42,
 }
-SYMBOLS = {"gamma": r"$\gamma$", "reg": r"$\lambda$", "theta": r"$\theta$"}
+SYMBOLS = {"gamma": r"$\gamma$", "reg": r"$\lambda$", "theta": r"$\theta$", "shrink_power": r"$q$"}
 LOG_SPAN = 20.0  # max/min above which a panel's y axis goes logarithmic
+KIND = "t_star_kind"  # the store column of an inflection row's kind (experiments.store.OPTIONAL_COLUMNS)
+MARKED = ("interior", "")  # kinds whose T* is marked; "" = a store written before kinds (its T* is NaN or interior)
 
 
 @contextlib.contextmanager
@@ -146,9 +149,17 @@ def family(rows: pd.DataFrame, by: str) -> dict:
     return {value: curve(g) for value, g in rows.groupby(keys(rows, by), sort=True)}
 
 
+def marked(rows: pd.DataFrame) -> pd.Series:
+    """The stored T* of each inflection row that a figure marks: the value of an "interior" row, NaN
+    for every other kind (flat, below or above the range, none). Rows without a kind (stores written
+    before ``t_star_kind``) keep their value, which was NaN for everything but an interior minimum."""
+    kind = rows[KIND].fillna("") if KIND in rows else pd.Series("", index=rows.index)
+    return rows.value.where(kind.isin(MARKED))
+
+
 def stored_inflections(rows: pd.DataFrame, by: str) -> dict:
-    """{value of ``by``: stored T*} from inflection rows (NaN: none in range)."""
-    return {value: float(v) for value, v in zip(keys(rows, by), rows.value)}
+    """{value of ``by``: stored T* to mark} from inflection rows (``marked``: NaN = none in range)."""
+    return {value: float(v) for value, v in zip(keys(rows, by), marked(rows))}
 
 
 def mark_inflection(ax, T: np.ndarray, y: np.ndarray, t_star: float, colour) -> None:

@@ -56,13 +56,21 @@ def policy_panel(ax, frame: pd.DataFrame, metric: str, colours: dict) -> dict:
         drawn["tuned"] = tuned = style.curve(tuned_rows)
         ax.plot(*tuned, label="tuned per T (best $L_B$)", **TUNED)
         if marks:
-            for t_star in style.inflection_rows(frame, "finetune", lr_policy="tuned").value:
+            for t_star in style.marked(style.inflection_rows(frame, "finetune", lr_policy="tuned")):
                 style.mark_inflection(ax, *tuned, t_star, "black")
     return drawn
 
 
-def draw(frame: pd.DataFrame, out_dir: Path, name: str = "tuned_lr") -> list[Path]:
-    """(a) L_A after fine-tuning vs T per lr policy; (b) L_B after fine-tuning, same encoding."""
+CLAIMS = {  # (panel a, panel b) second title lines, per preset
+    "tuned_lr": ("an lr shrinking in T removes the late rise", "the shrinking lr pays for it in $L_B$"),
+    "tuned_finite": ("64 noisy samples of B: the tuned lr falls with T", "held-out $L_B$: large lr overfits"),
+}
+
+
+def draw(frame: pd.DataFrame, out_dir: Path, name: str = "tuned_lr", preset: str = "tuned_lr") -> list[Path]:
+    """(a) L_A after fine-tuning vs T per lr policy; (b) L_B after fine-tuning, same encoding; the
+    panels' claims are ``preset``'s."""
+    claim_a, claim_b = CLAIMS[preset]
     fixed = style.family(style.curve_rows(frame, "finetune", "pretrain_loss", lr_policy="fixed"), "lr")
     colours = style.ordered_colours(set(fixed) | set(shrinking_family(frame, "pretrain_loss")))
     with style.panels(2) as (fig, (ax_a, ax_b)):
@@ -70,10 +78,10 @@ def draw(frame: pd.DataFrame, out_dir: Path, name: str = "tuned_lr") -> list[Pat
         style.plot_clean(ax_a, frame, "pretrain_loss", "lr", colours)
         style.time_axis(ax_a, r"pre-training loss $L_A$ after fine-tuning")
         style.fit_y(ax_a, drawn)
-        style.title(ax_a, "a", "Pre-training loss after fine-tuning", "an lr shrinking in T removes the late rise")
+        style.title(ax_a, "a", "Pre-training loss after fine-tuning", claim_a)
         drawn = policy_panel(ax_b, frame, "finetune_loss", colours)
         style.time_axis(ax_b, r"fine-tuning loss $L_B$ after fine-tuning")
         style.fit_y(ax_b, drawn)
-        style.title(ax_b, "b", "In-task loss after fine-tuning", "the shrinking lr pays for it in $L_B$")
+        style.title(ax_b, "b", "In-task loss after fine-tuning", claim_b)
         style.legend(fig, title=finetune.settings(frame, with_lr=False), extra=[style.inflection_handle()])
         return style.save(fig, out_dir, name)

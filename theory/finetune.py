@@ -17,22 +17,37 @@ from theory import _checks
 from theory.network import Params, task_loss
 
 
-def regularized_objective(B: jax.Array, W_ref: Params, lam):
-    """W -> L_B(W) + lam/2 sum_k ||W_k - W_ref_k||^2 (the L2 pull toward the pre-trained weights)."""
+def sample_loss(Ws: Params, X: jax.Array, Y: jax.Array):
+    """The empirical loss on n samples, 1/(2n) sum_j ||M x_j - y_j||^2 (rows of X, Y); its expectation
+    over x ~ N(0, I) and noiseless y = B x is the population L_B = 1/2 ||M - B||_F^2."""
+    M = Ws[0]
+    for W in Ws[1:]:
+        M = W @ M
+    return 0.5 * jnp.mean(jnp.sum((X @ M.T - Y) ** 2, axis=-1))
+
+
+def regularized_objective(B: jax.Array, W_ref: Params, lam, data: tuple[jax.Array, jax.Array] | None = None):
+    """W -> L_B(W) + lam/2 sum_k ||W_k - W_ref_k||^2 (the L2 pull toward the pre-trained weights);
+    with ``data`` = (X, Y), the empirical loss on those samples replaces the population L_B."""
 
     def objective(Ws):
         pull = sum(jnp.sum((W - R) ** 2) for W, R in zip(Ws, W_ref))
-        return task_loss(Ws, B) + 0.5 * lam * pull
+        fit = task_loss(Ws, B) if data is None else sample_loss(Ws, *data)
+        return fit + 0.5 * lam * pull
 
     return objective
 
 
-def finetune_gd(W_T: Params, B: jax.Array, lr, steps: int, lam=0.0) -> Params:
-    """``steps`` of full-batch gradient descent at ``lr`` on the regularised objective (tau = lr * steps)."""
+def finetune_gd(
+    W_T: Params, B: jax.Array, lr, steps: int, lam=0.0, data: tuple[jax.Array, jax.Array] | None = None
+) -> Params:
+    """``steps`` of full-batch gradient descent at ``lr`` on the regularised objective (tau = lr * steps):
+    on the population L_B, or with ``data`` = (X, Y) on the empirical loss of n samples of B (the
+    finite-sample fine-tuning whose held-out loss, the population L_B, can rise with lr x steps)."""
     _checks.positive("lr", lr)
     _checks.positive_int("steps", steps)
     _checks.non_negative("lam", lam)
-    grad = jax.grad(regularized_objective(B, W_T, lam))
+    grad = jax.grad(regularized_objective(B, W_T, lam, data))
     opt = optax.sgd(lr)
 
     def step(carry, _):

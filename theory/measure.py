@@ -3,7 +3,8 @@
 Sharpness is the top eigenvalue of the Hessian of L_A in all weights (power iteration on
 Hessian-vector products, no Hessian materialised); the trace is exact by one HVP per coordinate
 (cheap at theory sizes) or Hutchinson's estimator; the inflection T* is the argmin of a curve over
-the T grid refined by a parabola in log T (``analysis.inflection``, in NumPy).
+the T grid refined by a parabola in log T, and ``inflection_kind`` what a curve without one has
+instead (``analysis.inflection``, in NumPy).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from analysis.inflection import RTOL
 from analysis.inflection import inflection as _inflection
+from analysis.inflection import inflection_kind as _inflection_kind
 from theory import _checks, _random
 from theory.network import Params
 
@@ -60,18 +63,33 @@ def hessian_trace(loss_fn, Ws: Params, key: jax.Array | None = None, n_probes: i
     return jnp.mean(jax.vmap(lambda v: v @ hvp(v))(z))
 
 
-def inflection(T, values, rtol: float = 1e-4) -> jax.Array:
-    """T* = argmin over the grid of ``values``(T), refined by the vertex of a parabola through the
-    minimum and its two neighbours in log T; NaN ("none in range") when the minimum is at an end of
-    the grid, or when the curve does not rise after it by more than ``rtol`` times the minimum (a
-    curve that only levels off, up to rounding or Monte-Carlo noise, has no inflection). Works on the
-    last axis, so a batch of curves gives a batch of T*.
-
-    ``analysis.inflection`` computes it, in NumPy on concrete arrays (not under jit), in the float
-    dtype JAX gives the inputs (float32 unless x64 is enabled), as this function always has.
-    """
+def _numpy_inputs(T, values):
+    """Concrete NumPy copies of ``T`` and ``values`` and the float dtype JAX gives them."""
     T, values = np.asarray(jnp.asarray(T)), np.asarray(jnp.asarray(values))
     dtype = np.result_type(T, values)
     if not np.issubdtype(dtype, np.floating):
         dtype = jnp.result_type(float)  # JAX's default float
-    return jnp.asarray(_inflection(T, values, rtol, dtype=dtype))
+    return T, values, dtype
+
+
+def inflection(T, values, rtol: float = RTOL, **tolerances) -> jax.Array:
+    """T* = argmin over the grid of ``values``(T), refined by the vertex of a parabola through the
+    minimum and its two neighbours in log T, where the minimum is an inflection (``inflection_kind``
+    "interior"); NaN ("none in range") when the minimum is at an end of the grid, or when the curve
+    does not rise after it by more than ``rtol`` times the minimum and the other tolerances of
+    ``analysis.inflection`` (``rise_fraction``, ``spread``: a curve that only levels off, up to
+    rounding or Monte-Carlo noise, has no inflection). Works on the last axis, so a batch of curves
+    gives a batch of T*.
+
+    ``analysis.inflection`` computes it, in NumPy on concrete arrays (not under jit), in the float
+    dtype JAX gives the inputs (float32 unless x64 is enabled), as this function always has.
+    """
+    T, values, dtype = _numpy_inputs(T, values)
+    return jnp.asarray(_inflection(T, values, rtol, dtype=dtype, **tolerances))
+
+
+def inflection_kind(T, values, rtol: float = RTOL, **tolerances) -> np.ndarray:
+    """What each curve's minimum is (``analysis.inflection.KINDS``: "interior", "flat", "below",
+    "above", "none"), judged as ``inflection`` judges it, in the same dtype; a NumPy string array."""
+    T, values, dtype = _numpy_inputs(T, values)
+    return _inflection_kind(T, values, rtol, dtype=dtype, **tolerances)

@@ -131,20 +131,33 @@ def closed_form_curves(
 
 
 def simulated_curves(
-    Ws_T: Params, A, B, *, gamma, sigmas, lr, steps: int, lam=0.0, key: jax.Array | None = None, n_draws: int = 256
+    Ws_T: Params,
+    A,
+    B,
+    *,
+    gamma,
+    sigmas,
+    lr,
+    steps: int,
+    lam=0.0,
+    key: jax.Array | None = None,
+    n_draws: int = 256,
+    finetune_data: tuple[jax.Array, jax.Array] | None = None,
 ) -> Curves:
     """All curves from a stored trajectory ``Ws_T`` (each layer with a leading axis over T).
 
     Gaussian: the exact excess (``perturbation.excess``) at every depth, noise std gamma * sigma_k
     on layer k; ``key`` and ``n_draws`` are accepted for callers that pass them (they once fed a
     Monte-Carlo estimate at depth != 2) and are ignored. Fine-tuning: ``steps`` of GD at ``lr`` (a
-    scalar, or one rate per T) on L_B + lam/2 ||W - W(T)||^2.
+    scalar, or one rate per T) on L_B + lam/2 ||W - W(T)||^2, or with ``finetune_data`` = (X, Y) on
+    the empirical loss of those samples of B; the stored L_B after fine-tuning is then the held-out
+    (population) loss.
     """
     lr_T = jnp.broadcast_to(jnp.asarray(lr, Ws_T[0].dtype), Ws_T[0].shape[:1])  # scalar, or one lr per T
 
     def at(Ws, lr):
         excess = perturbation.excess(Ws, gamma, sigmas)
-        W_ft = finetune_gd(Ws, B, lr, steps, lam)
+        W_ft = finetune_gd(Ws, B, lr, steps, lam, finetune_data)
         L_A, L_B = task_loss(Ws, A), task_loss(Ws, B)
         return Curves(
             pretrain_loss=L_A,

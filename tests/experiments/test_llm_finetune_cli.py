@@ -73,7 +73,12 @@ def run(tmp_path_factory, folder_series, files):
 
 def test_rows_schema_and_base_rows_are_the_checkpoints_own(run, folder_series, files):
     table = pd.read_parquet(run / store.METRICS)
-    assert list(table.columns) == REQUIRED + ["lr_policy", "diverged", "steps_done"]
+    assert list(table.columns) == REQUIRED + ["lr_policy", "diverged", "steps_done", "t_star_kind"]
+    kinds = table.t_star_kind.where(table.checkpoint == "inflection", "-")
+    assert set(kinds[table.checkpoint != "inflection"]) == {"-"} and set(
+        table.t_star_kind[table.checkpoint != "inflection"]
+    ) <= {""}
+    assert set(kinds[table.checkpoint == "inflection"]) <= {"interior", "flat", "below", "above", "none"}
     # Per checkpoint: 2 base metrics + 2 lrs x 3 metrics + the tuned lr's 3; then one T* per lr and tuned.
     assert len(table) == 3 * (2 + 2 * 3 + 3) + 3
     assert set(table.source) == {"llm"} and set(table.setup) == {folder_series[0].name} and set(table.seed) == {5}

@@ -79,7 +79,15 @@ def test_perturb_writes_the_store_pairs_draws_and_restores(capsys, tmp_path, fol
     assert code == 0, err
 
     table = pd.read_parquet(out / store.METRICS)
-    assert list(table.columns) == [*store.REQUIRED_COLUMNS, "mean_nll", "n_tokens", "diverged"]
+    assert list(table.columns) == [*store.REQUIRED_COLUMNS, "mean_nll", "n_tokens", "diverged", "t_star_kind"]
+    infl = table.checkpoint == "inflection"
+    assert set(table.t_star_kind[~infl]) <= {""} and set(table.t_star_kind[infl]) <= {
+        "interior",
+        "flat",
+        "below",
+        "above",
+        "none",
+    }
     assert not table.diverged.any()
     inflections = table[table.metric == "inflection"]  # one per gamma, from the mean over draws
     assert len(inflections) == 2 and set(inflections.seed) == {-1} and set(inflections.modification) == {"gaussian"}

@@ -78,6 +78,7 @@ def synthetic(preset):
         "schedule": [dict(series_mode=m, seed=s, shift=1 + s) for m in ("separate", "single") for s in (0, 1)],
         "landscape": [dict(lr=lr, shift=0.01 / lr) for lr in (0.005, 0.01, 0.02, 0.04, 0.08)],
         "landscape_gamma": [dict(gamma=g, shift=1 / g) for g in (0.15, 0.2, 0.3, 0.4, 0.6)],
+        "tuned_finite": [dict(lr=lr, lr_policy=p) for p in ("fixed",) for lr in (0.01, 0.04, 0.16)],
         "shrinking": [dict(lr_policy="shrinking", shrink_power=q, shift=1 + q) for q in (0.0, 0.5, 1.0)],
         "general": [
             dict(gamma=0.3, optimizer=o, batch_size=b, seed=s, shift=1 + s / 10)
@@ -88,8 +89,9 @@ def synthetic(preset):
     }[preset]
     frame = pd.concat([_cell(**c) for c in sweeps], ignore_index=True).assign(setup=preset)
     frame = frame.drop_duplicates(subset=[c for c in frame.columns if c != "value"], keep="first")
-    if preset == "tuned_lr":
-        best = frame[(frame.lr_policy == "fixed") & np.isclose(frame.lr, 0.08)].assign(lr_policy="tuned")
+    if preset in ("tuned_lr", "tuned_finite"):
+        best_lr = 0.08 if preset == "tuned_lr" else 0.04
+        best = frame[(frame.lr_policy == "fixed") & np.isclose(frame.lr, best_lr)].assign(lr_policy="tuned")
         frame = pd.concat([frame, best.assign(lr=best.lr.where(best.checkpoint != "inflection"))])
     return store.validate(frame)
 

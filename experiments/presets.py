@@ -71,6 +71,10 @@ PRESETS: dict[str, TheoryConfig] = {
     # The T*(lr) and T*(gamma) landscapes: 64 values per axis, every local minimum (figure ``landscape``).
     "landscape": dataclasses.replace(BASE, n_t=97, grid=(("lr", log_values(0.005, 0.16, 64)),)),
     "landscape_gamma": dataclasses.replace(BASE, n_t=97, grid=(("gamma", log_values(0.1, 0.8, 64)),)),
+    # T*(gamma, alpha): the Gaussian T* over noise size and spectrum exponent, with its prediction.
+    "landscape_alpha": dataclasses.replace(
+        BASE, n_t=65, grid=(("alpha", log_values(0.5, 2.0, 32)), ("gamma", log_values(0.1, 0.8, 32)))
+    ),
     # The general case: random (not aligned) init, minibatch SGD vs near-full-batch GD vs Adam, 3 seeds.
     "general": dataclasses.replace(
         BASE,
@@ -122,6 +126,7 @@ QUICK: dict[str, dict] = {
     ),
     "landscape": dict(n_t=65, grid=(("lr", log_values(0.005, 0.16, 16)),)),
     "landscape_gamma": dict(n_t=65, grid=(("gamma", log_values(0.1, 0.8, 16)),)),
+    "landscape_alpha": dict(n_t=41, grid=(("alpha", log_values(0.5, 2.0, 8)), ("gamma", log_values(0.1, 0.8, 8)))),
     "schedule": dict(budgets=(50, 200, 800, 3200), grid=(("series_mode", ("separate", "single")), ("seed", (0, 1)))),
 }
 

@@ -42,6 +42,7 @@ FIGURES = {
     "shrinking": shrinking.draw,
     "tuned_finite": functools.partial(tuned_lr.draw, preset="tuned_finite"),
     "landscape_gamma": landscape.draw,
+    "landscape_alpha": landscape.draw_alpha,
     "llm_perturb": llm_perturb.draw,
     "llm_finetune": llm_finetune.draw,
 }
@@ -64,6 +65,8 @@ def _drawable(run_dir: Path | str) -> tuple[pd.DataFrame | None, str | None]:
         return None, str(error)
     if not np.isfinite(frame.value.to_numpy(float)).any():
         return None, f"{run_dir}: {store.METRICS} holds no finite value to draw ({len(frame)} rows)"
+    # The run's config travels with its rows, for figures that draw a prediction made from it.
+    frame.attrs["config"] = store.read_manifest(run_dir).get("config", {})
     return frame, None
 
 

@@ -1,5 +1,8 @@
 """The T* landscape (presets ``landscape``: 64 lrs; ``landscape_gamma``: 64 gammas): the loss over
-(T, swept value) with the stored global T* and every local minimum (``analysis.landscape``).
+(T, swept value) with the stored global T* and every local minimum (``analysis.landscape``); and
+``landscape_alpha``: the Gaussian T* over (gamma, spectrum exponent alpha). Where the run is the
+aligned depth-2 closed form, the analytic prediction ``theory.prediction.gaussian_t_star`` (made from
+the run's config alone) is drawn beside the stored T* and its error reported.
 
 A five-value grid makes "T* earlier for larger lr" look like a law; on 64 values the post-fine-tuning
 L_A has two competing minima over a range of lr, and the global T* jumps between them.
@@ -16,6 +19,8 @@ from matplotlib.ticker import NullFormatter
 
 from analysis.landscape import local_minima
 from paper_figures import style
+from theory.prediction import gaussian_t_star
+from theory.tasks import power_law_spectrum
 
 SWEEPS = {  # swept field -> (modification, what its curves are, rows' extra filter)
     "lr": ("finetune", r"$L_A$ after fine-tuning", {"lr_policy": "fixed"}),
@@ -38,6 +43,28 @@ def surface(frame: pd.DataFrame, by: str) -> tuple[np.ndarray, np.ndarray, np.nd
     return T, values, np.stack([curves[v][1] for v in values])
 
 
+def predicted(config: dict, gammas: np.ndarray, alpha: float | None = None) -> np.ndarray | None:
+    """T*_pred(gamma) for the run's config (``frame.attrs["config"]``), or None where the prediction
+    does not apply (not the aligned depth-2 closed form with a power-law spectrum)."""
+    applies = (
+        config.get("method") == "closed_form"
+        and config.get("depth") == 2
+        and config.get("init") == "aligned"
+        and config.get("spectrum") == "power_law"
+    )
+    if not applies:
+        return None
+    s = power_law_spectrum(config["rank"], config["s1"], config["alpha"] if alpha is None else alpha)
+    sigma = config["init_std"] if config["noise_scale"] == "init" else config["noise_sigma"]
+    return np.asarray(gaussian_t_star(s, config["u0"], gammas, sigma, sigma, config["d_in"], config["d_out"]))
+
+
+def relative_error(pred: np.ndarray, stored: np.ndarray) -> np.ndarray:
+    """pred / stored - 1 where both are finite, NaN elsewhere."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(np.isfinite(pred) & np.isfinite(stored), pred / stored - 1, np.nan)
+
+
 def draw(frame: pd.DataFrame, out_dir: Path, name: str = "landscape") -> list[Path]:
     """(a) loss / its minimum over T, over (T, swept value), with the global T* (white) and every local
     minimum (black); (b) T* against the swept value: global (line) and every local minimum (dots)."""
@@ -58,11 +85,46 @@ def draw(frame: pd.DataFrame, out_dir: Path, name: str = "landscape") -> list[Pa
         ax_a.set(xscale="log", yscale="log", xlabel=style.TIME_LABEL, ylabel=symbol)
         style.title(ax_a, "a", f"{what} over (T, {symbol})", "every local minimum marked")
         ax_b.plot(values, global_t, "-", color="0.2", lw=1.0, label="global T* (stored)")
+        pred = predicted(frame.attrs.get("config", {}), values) if by == "gamma" else None
+        if pred is not None:
+            error = relative_error(pred, global_t)
+            ax_b.plot(
+                values, pred, "--", color="C0", lw=1.0, label=f"predicted (max |error| {np.nanmax(np.abs(error)):.0%})"
+            )
         if minima:
             ax_b.plot([v for v, _ in minima], [t for _, t in minima], "o", ms=2.5, color="C3", label="local minima")
         ax_b.set(xscale="log", yscale="log", xlabel=symbol, ylabel="T*")
         style.title(ax_b, "b", f"T* against {symbol}", f"{len(values)} values; jumps where minima compete")
         ax_b.legend(loc="best")
         for axis in (ax_a.yaxis, ax_b.xaxis):  # label the decades only: minor labels collide
+            axis.set_minor_formatter(NullFormatter())
+        return style.save(fig, out_dir, name)
+
+
+def draw_alpha(frame: pd.DataFrame, out_dir: Path, name: str = "landscape_alpha") -> list[Path]:
+    """(a) the stored Gaussian T* over (gamma, alpha); (b) the prediction's relative error there."""
+    rows = style.inflection_rows(frame, "gaussian")
+    table = rows.pivot_table(index=style.keys(rows, "alpha"), columns=style.keys(rows, "gamma"), values="value")
+    alphas, gammas, stored = table.index.to_numpy(float), table.columns.to_numpy(float), table.to_numpy(float)
+    config = frame.attrs.get("config", {})
+    pred = [predicted(config, gammas, alpha) for alpha in alphas]
+    error = np.stack([relative_error(p, t) for p, t in zip(pred, stored)]) if pred[0] is not None else None
+    with style.panels(2) as (fig, (ax_a, ax_b)):
+        mesh = ax_a.pcolormesh(gammas, alphas, stored, norm=LogNorm(), shading="auto")
+        fig.colorbar(mesh, ax=ax_a, label="stored T* (blank: none in range)")
+        ax_a.set(xscale="log", xlabel=r"$\gamma$", ylabel=r"spectrum exponent $\alpha$ ($s_i = i^{-\alpha}$)")
+        style.title(
+            ax_a, "a", r"Gaussian $T^*$ over ($\gamma$, $\alpha$)", f"{len(alphas)} x {len(gammas)} closed-form runs"
+        )
+        if error is not None:
+            mesh = ax_b.pcolormesh(gammas, alphas, error, cmap="RdBu_r", vmin=-0.5, vmax=0.5, shading="auto")
+            fig.colorbar(mesh, ax=ax_b, label="predicted / stored T* - 1")
+            finite = np.abs(error[np.isfinite(error)])
+            claim = f"median |error| {np.median(finite):.1%}, max {finite.max():.0%} ({finite.size} cells)"
+        else:
+            claim = "no prediction for this config"
+        ax_b.set(xscale="log", xlabel=r"$\gamma$", ylabel=r"$\alpha$")
+        style.title(ax_b, "b", "Error of the last-beneficial-mode prediction", claim)
+        for axis in (ax_a.xaxis, ax_b.xaxis):
             axis.set_minor_formatter(NullFormatter())
         return style.save(fig, out_dir, name)

@@ -78,6 +78,7 @@ def synthetic(preset):
         "schedule": [dict(series_mode=m, seed=s, shift=1 + s) for m in ("separate", "single") for s in (0, 1)],
         "landscape": [dict(lr=lr, shift=0.01 / lr) for lr in (0.005, 0.01, 0.02, 0.04, 0.08)],
         "landscape_gamma": [dict(gamma=g, shift=1 / g) for g in (0.15, 0.2, 0.3, 0.4, 0.6)],
+        "landscape_alpha": [dict(alpha=a, gamma=g, shift=a / g) for a in (0.8, 1.2) for g in (0.2, 0.4, 0.6)],
         "tuned_finite": [dict(lr=lr, lr_policy=p) for p in ("fixed",) for lr in (0.01, 0.04, 0.16)],
         "shrinking": [dict(lr_policy="shrinking", shrink_power=q, shift=1 + q) for q in (0.0, 0.5, 1.0)],
         "general": [

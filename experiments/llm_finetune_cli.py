@@ -365,7 +365,11 @@ def summary(table: pd.DataFrame) -> str:
     ).loc[position.index]
     infl = table[table.checkpoint == "inflection"]
     labels = ("tuned" if policy == "tuned" else f"lr={lr:g}" for policy, lr in zip(infl.lr_policy, infl.lr))
-    return frame.to_string(float_format=lambda v: f"{v:.4g}") + "\n" + t_star_line(labels, infl.value)
+    return (
+        frame.to_string(float_format=lambda v: f"{v:.4g}")
+        + "\n"
+        + t_star_line(labels, infl.value, infl.get("t_star_kind"))
+    )
 
 
 def report(plan: FinetunePlan, table: pd.DataFrame) -> str:

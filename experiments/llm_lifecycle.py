@@ -176,10 +176,21 @@ def finish_run(out: Path, n_checkpoints: int, manifest: dict, derive) -> pd.Data
     return complete_run(out, manifest, pd.concat([table, derive(table)], ignore_index=True))
 
 
-def t_star_line(labels, values) -> str:
-    """``inflection T* (tokens) - gamma=2: 1.78M, gamma=4: none in range``: one curve's T* each."""
+NO_T_STAR = {  # what a curve without an interior T* shows, by its ``t_star_kind``
+    "below": "below the range",
+    "above": "above the range",
+    "flat": "flat",
+    "none": "no curve",
+}
+
+
+def t_star_line(labels, values, kinds=None) -> str:
+    """``inflection T* (tokens) - gamma=2: 1.78M, gamma=4: below the range``: one curve's T* each,
+    and the kind of those without one (``none in range`` where the kind is not stored)."""
+    values = list(values)
+    kinds = list(kinds) if kinds is not None else [""] * len(values)
     shown = (
-        f"{label}: {human_tokens(value) if math.isfinite(value) else 'none in range'}"
-        for label, value in zip(labels, values)
+        f"{label}: {human_tokens(value) if math.isfinite(value) else NO_T_STAR.get(kind, 'none in range')}"
+        for label, value, kind in zip(labels, values, kinds)
     )
     return f"inflection T* (tokens) - {', '.join(shown)}"

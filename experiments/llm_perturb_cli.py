@@ -221,7 +221,7 @@ def summary(table: pd.DataFrame) -> str:
     return (
         frame.to_string(float_format=lambda v: f"{v:.4g}")
         + "\n"
-        + t_star_line((f"gamma={g:g}" for g in infl.gamma), infl.value)
+        + t_star_line((f"gamma={g:g}" for g in infl.gamma), infl.value, infl.get("t_star_kind"))
     )
 
 

@@ -427,6 +427,8 @@ def test_the_perturb_summary_lists_checkpoints_then_each_gammas_t_star():
     *rows, last = text.splitlines()
     assert len(rows) == 2 + 6 and not any(row.startswith("inflection") for row in rows)
     assert last == (
-        "inflection T* (tokens) - gamma=0.5: none in range, gamma=1: none in range, "
-        "gamma=2: 2.69M, gamma=4: none in range"
+        "inflection T* (tokens) - gamma=0.5: above the range, gamma=1: above the range, "
+        "gamma=2: 2.69M, gamma=4: below the range"
     )
+    old = pd.read_parquet(reference / store.METRICS).drop(columns="t_star_kind")  # a store from before the kinds
+    assert llm_perturb_cli.summary(old).splitlines()[-1].endswith("gamma=2: 2.69M, gamma=4: none in range")

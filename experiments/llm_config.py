@@ -57,7 +57,12 @@ class PretrainRun:
     size: str = knob("smoke", "model size: a llm_validation.models.PRESETS name")
     budgets: tuple[int, ...] | None = knob(None, "token budgets (320K,1.3M,10M), one checkpoint each")
     corpus: str = knob("shakespeare", "training corpus")
-    mode: str = knob("separate", "separate: every budget its own run annealed to 0; single: one run")
+    mode: str = knob(
+        "separate",
+        "separate: every budget its own run annealed to 0; single: one run; "
+        "wsd: a constant-lr trunk and a decay branch per budget",
+    )
+    decay_fraction: float = knob(0.2, "mode wsd: each branch decays to 0 over this fraction of its budget")
     seq_len: int = knob(128, "tokens per sequence (at most the size's max_position_embeddings)")
     batch_size: int = knob(8, "sequences per step")
     lr: float = knob(1e-2, "peak learning rate")
@@ -168,6 +173,7 @@ READERS: dict[str, Callable[[str], Callable[[str], Any]]] = {
     "corpus": lambda flag: choice(flag, CORPORA),
     "mode": lambda flag: choice(flag, MODES),
     "lr": lambda flag: real(flag, above=0),
+    "decay_fraction": lambda flag: real(flag, above=0, most=0.9),
     "vocab_size": lambda flag: whole(flag, 1, MAX_VOCAB),
     "max_train_chars": lambda flag: whole(flag, 1),
     "model": _text,

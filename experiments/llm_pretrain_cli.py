@@ -2,7 +2,7 @@
 
     ovt llm pretrain [--preset NAME [--quick]] [FIELD=VALUE ...] [--out DIR] [--quiet]
                      [--size tiny|smoke|20k|...] --budgets B1,B2,...
-                     [--corpus shakespeare|python|synthetic] [--mode separate|single]
+                     [--corpus shakespeare|python|synthetic] [--mode separate|single|wsd] [--decay-fraction 0.2]
                      [--seq-len N] [--batch-size N] [--lr X] [--seed N] [--vocab-size N]
                      [--max-train-chars N] [--max-blocks N] [--threads N]
 
@@ -118,6 +118,7 @@ def plan(cfg: PretrainRun, out: Path, quiet: bool = False) -> PretrainPlan:
         seq_len=cfg.seq_len,
         batch_size=cfg.batch_size,
         lr=cfg.lr,
+        decay_fraction=cfg.decay_fraction,
         seed=cfg.seed,
         vocab_size=cfg.vocab_size,
         max_train_chars=cfg.max_train_chars,

@@ -8,6 +8,12 @@ designs (``mode``):
 - ``single``: one run to the largest budget along one schedule, saving a checkpoint on reaching each
   smaller budget. This is how public checkpoint series are made; intermediate checkpoints are not
   annealed (the confound of arXiv 2604.13627).
+- ``wsd``: warmup-stable-decay. One trunk at constant lr after warmup (the smallest budget's), and
+  for each budget B a branch from the trunk's state at B - round(decay_fraction x B) steps that decays
+  linearly to exactly zero at B (``wsd_learning_rate``). Every checkpoint is annealed, as in
+  ``separate``, for the trunk's steps plus the branches' instead of the sum of every budget (a
+  doubling series of 6 budgets with the default 20%: ~1.2x the largest budget instead of ~2x). The
+  trunk leaves a start state ``.branch-<revision>.pt`` per branch, removed when the branch is done.
 
 All runs of a series share the initialisation, the tokenizer and the data order, so the budget (and
 in ``separate`` mode its schedule) is the only difference between checkpoints.
@@ -29,6 +35,7 @@ import hashlib
 import math
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +65,22 @@ def learning_rate(t: int, *, peak: float, warmup_steps: int, total_steps: int) -
     if t < warmup_steps:
         return peak * (t + 1) / warmup_steps
     return peak * 0.5 * (1.0 + math.cos(math.pi * (t - warmup_steps) / (total_steps - warmup_steps)))
+
+
+def wsd_learning_rate(t: int, *, peak: float, warmup_steps: int, decay_start: int, total_steps: int) -> float:
+    """Warmup-stable-decay, counted as ``learning_rate`` counts (the rate of update ``t + 1``):
+
+        lr(t) = lr_peak * (t + 1) / t_w                      for 0 <= t < t_w
+        lr(t) = lr_peak                                      for t_w <= t < t_d      (the trunk)
+        lr(t) = lr_peak * (T - t) / (T - t_d)                for t_d <= t <= T       (a branch)
+
+    so every branch update is made at a rate > 0 and the value after the last one, lr(T), is 0.
+    """
+    if t < warmup_steps:
+        return peak * (t + 1) / warmup_steps
+    if t < decay_start:
+        return peak
+    return peak * (total_steps - t) / (total_steps - decay_start) if total_steps > decay_start else 0.0
 
 
 def warmup_steps(config: PretrainConfig, total_steps: int) -> int:
@@ -158,13 +181,64 @@ def _pretrain(
     if pending:
         data = _series_data(config, out_dir)
         allowance = math.inf if max_steps_this_call is None else max_steps_this_call
-        runs = [(f"step{t.step}", [t]) for t in pending] if config.mode == "separate" else [("single", pending)]
-        for name, saves in runs:
-            total = saves[-1].step if config.mode == "separate" else targets[-1].step
-            allowance = _train(config, data, out_dir, name, total, saves, allowance, resume_every, progress)
+        runs = _runs(config, targets, pending, out_dir)
+        for run in runs:
+            allowance = _train(config, data, out_dir, run, allowance, resume_every, progress)
             if allowance <= 0:
                 break
     return [out_dir / t.revision for t in targets if checkpoints.is_saved(out_dir, t.revision)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One training run of a series: ``total_steps`` updates at ``lr_at(step)``, saving ``saves`` (checkpoints)
+    and ``snapshots`` (step -> path: a WSD branch's start state) on the way, from the series'
+    initialisation or, when given, from the snapshot ``start``."""
+
+    name: str
+    total_steps: int
+    saves: tuple[Target, ...]
+    lr_at: Callable[[int], float]
+    schedule: dict  # what checkpoint.json records of the schedule
+    snapshots: tuple[tuple[int, Path], ...] = ()
+    start: Path | None = None
+
+
+def _runs(config: PretrainConfig, targets: list[Target], pending: list[Target], out_dir: Path) -> list[Run]:
+    """The runs that train the pending checkpoints: one per budget (``separate``), one run (``single``),
+    or a constant-lr trunk and one decay branch per budget (``wsd``)."""
+    peak = config.lr
+    if config.mode in ("separate", "single"):
+        groups = [(f"step{t.step}", [t], t.step) for t in pending] if config.mode == "separate" else []
+        groups = groups or [("single", pending, targets[-1].step)]
+        runs = []
+        for name, saves, total in groups:
+            schedule = dict(peak=peak, warmup_steps=warmup_steps(config, total), total_steps=total)
+            kind = "linear warmup, cosine decay to 0 at total_steps"
+            lr_at = functools.partial(learning_rate, **schedule)
+            runs.append(Run(name, total, tuple(saves), lr_at, {"kind": kind, **schedule}))
+        return runs
+    warm = warmup_steps(config, targets[0].step)  # one trunk for every branch: the smallest budget's warmup
+    starts = {t.revision: max(warm, t.step - max(1, round(config.decay_fraction * t.step))) for t in targets}
+    snapshot = {t.revision: out_dir / f".branch-{t.revision}.pt" for t in targets}
+    missing = [
+        t
+        for t in pending
+        if not snapshot[t.revision].exists() and not (out_dir / f".resume-wsd-{t.revision}.pt").exists()
+    ]
+    runs = []
+    if missing:
+        total = max(starts[t.revision] for t in missing)  # the trunk: constant after warmup up to the last branch
+        lr_at = functools.partial(wsd_learning_rate, peak=peak, warmup_steps=warm, decay_start=total, total_steps=total)
+        snaps = tuple((starts[t.revision], snapshot[t.revision]) for t in missing)
+        runs.append(Run("wsd-trunk", total, (), lr_at, {"kind": "WSD trunk"}, snaps))
+    for t in pending:
+        schedule = dict(peak=peak, warmup_steps=warm, decay_start=starts[t.revision], total_steps=t.step)
+        kind = "linear warmup, constant (trunk), linear decay to 0 over the last decay_fraction of the budget (WSD)"
+        record = {"kind": kind, "decay_fraction": config.decay_fraction, **schedule}
+        lr_at = functools.partial(wsd_learning_rate, **schedule)
+        runs.append(Run(f"wsd-{t.revision}", t.step, (t,), lr_at, record, start=snapshot[t.revision]))
+    return runs
 
 
 def _series_data(config: PretrainConfig, out_dir: Path) -> TrainingData:
@@ -181,14 +255,12 @@ def _train(
     config: PretrainConfig,
     data: TrainingData,
     out_dir: Path,
-    name: str,
-    total_steps: int,
-    saves: list[Target],
+    run: Run,
     allowance: float,
     resume_every: int,
     progress: bool,
 ) -> float:
-    """One run of ``total_steps`` updates, saving ``saves`` on the way; returns the unused allowance.
+    """One run (``Run``), saving its checkpoints and snapshots on the way; returns the unused allowance.
 
     The resume state needs no scheduler: the learning rate is a function of the step.
     """
@@ -196,36 +268,39 @@ def _train(
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
     )
-    schedule = dict(peak=config.lr, warmup_steps=warmup_steps(config, total_steps), total_steps=total_steps)
-    resume_path = out_dir / f".resume-{name}.pt"
+    resume_path = out_dir / f".resume-{run.name}.pt"
     step, losses = 0, []
     torch.manual_seed(config.seed)
-    if resume_path.exists():
-        state = torch.load(resume_path)
+    start = resume_path if resume_path.exists() else run.start
+    if start is not None:
+        state = torch.load(start)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
-        step, losses = state["step"], state["losses"]
-    save_at = {target.step: target for target in saves}
+        step, losses = state["step"], list(state["losses"])
+    save_at = {target.step: target for target in run.saves}
+    snapshots = dict(run.snapshots)
     n_sequences = len(data.sequences)
     tokens_per_step = config.tokens_per_step
     bar = tqdm(
-        total=total_steps * tokens_per_step,
+        total=run.total_steps * tokens_per_step,
         initial=step * tokens_per_step,
         unit="tok",
         unit_scale=True,
-        desc=f"{config.preset} {name}",
+        desc=f"{config.preset} {run.name}",
         disable=not progress,
         file=sys.stderr,
     )
     with bar:
-        while step < total_steps:
+        if step in snapshots and not snapshots[step].exists():
+            _save_resume(snapshots[step], model, optimizer, step, losses, config)
+        while step < run.total_steps:
             if allowance <= 0:
                 _save_resume(resume_path, model, optimizer, step, losses, config)
                 return allowance
             batch = data.sequences[batch_indices(step, config.batch_size, n_sequences, config.seed)]
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate(step, **schedule)
+                group["lr"] = run.lr_at(step)
             loss = model(input_ids=batch, labels=batch).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -237,12 +312,16 @@ def _train(
             bar.update(tokens_per_step)
             if step % 50 == 0:
                 bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+            if step in snapshots and not snapshots[step].exists():
+                _save_resume(snapshots[step], model, optimizer, step, losses, config)
             if step in save_at and not checkpoints.is_saved(out_dir, save_at[step].revision):
-                record = _checkpoint_record(config, data, model, save_at[step], schedule, losses)
+                record = _checkpoint_record(config, data, model, save_at[step], run, losses)
                 checkpoints.save_checkpoint(out_dir, save_at[step].revision, model, data.tokenizer, record)
-            if step % resume_every == 0 and step < total_steps:
+            if step % resume_every == 0 and step < run.total_steps:
                 _save_resume(resume_path, model, optimizer, step, losses, config)
     resume_path.unlink(missing_ok=True)
+    if run.start is not None:
+        run.start.unlink(missing_ok=True)  # a finished branch needs its start state no more
     return allowance
 
 
@@ -262,7 +341,7 @@ def _save_resume(path: Path, model, optimizer, step: int, losses: list[float], c
 
 
 def _checkpoint_record(
-    config: PretrainConfig, data: TrainingData, model, target: Target, schedule: dict, losses: list[float]
+    config: PretrainConfig, data: TrainingData, model, target: Target, run: Run, losses: list[float]
 ) -> dict:
     return {
         "revision": target.revision,
@@ -270,11 +349,7 @@ def _checkpoint_record(
         "tokens": target.tokens,
         "budget": target.budget,
         "mode": config.mode,
-        "schedule": {
-            "kind": "linear warmup, cosine decay to 0 at total_steps",
-            **schedule,
-            "lr_at_step": learning_rate(target.step, **schedule),  # 0 where the schedule ends
-        },
+        "schedule": {**run.schedule, "lr_at_step": run.lr_at(target.step)},  # lr_at_step: 0 where it ends
         "seed": config.seed,
         "preset": config.preset,
         "parameters": count_parameters(model),

@@ -14,7 +14,7 @@ from typing import NamedTuple
 from llm_validation.corpora import CORPORA
 from llm_validation.models import PRESETS
 
-MODES = ("separate", "single")
+MODES = ("separate", "single", "wsd")
 # A series folder's config record, and each checkpoint's (``checkpoints`` writes and reads the folder).
 SERIES_FILE, CHECKPOINT_FILE = "series.json", "checkpoint.json"
 MIN_VOCAB = 258  # a byte-level BPE needs 256 bytes + 2 special tokens
@@ -36,6 +36,7 @@ class PretrainConfig:
     seq_len: int = 128
     batch_size: int = 8
     lr: float = 1e-2  # best of 3e-3, 1e-2, 3e-2 for the 20k preset at 1.3M tokens (held-out loss)
+    decay_fraction: float = 0.2  # mode wsd: each branch decays to 0 over this fraction of its budget
     warmup_fraction: float = 0.05
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.95)
@@ -54,6 +55,8 @@ class PretrainConfig:
         max_len = PRESETS[self.preset].max_position_embeddings
         if not 2 <= self.seq_len <= max_len:
             raise ValueError(f"seq_len={self.seq_len} must lie in [2, {max_len}] for preset {self.preset!r}")
+        if not 0 < self.decay_fraction <= 0.9:
+            raise ValueError(f"decay_fraction={self.decay_fraction} must lie in (0, 0.9]")
         if self.batch_size < 1:
             raise ValueError(f"batch_size={self.batch_size} must be >= 1")
         if not self.lr > 0 or not 0 <= self.warmup_fraction < 1 or not self.grad_clip > 0:
@@ -97,8 +100,10 @@ def changed_fields(stored: dict, record: dict) -> list[str]:
     """The fields in which the config ``record`` differs from a ``stored`` series' record; a
     ``separate`` series may gain budgets (each is its own run from the shared initialisation,
     tokenizer and data order), so there its budgets are free."""
-    free = {"budgets"} if record.get("mode") == stored.get("mode") == "separate" else set()
-    return sorted(key for key in record if key not in free and stored.get(key) != record[key])
+    free = {"budgets"} if record.get("mode") == stored.get("mode") in ("separate", "wsd") else set()
+    # A field added since the series was written holds its default there.
+    defaults = {f.name: f.default for f in dataclasses.fields(PretrainConfig)}
+    return sorted(key for key in record if key not in free and stored.get(key, defaults.get(key)) != record[key])
 
 
 class Target(NamedTuple):

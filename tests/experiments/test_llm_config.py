@@ -135,3 +135,14 @@ def test_presets_are_valid_configs_of_their_type():
                 assert type(llm_presets.get(kind, name, quick)) is kinds[kind]
     with pytest.raises(ValueError, match="preset 'nope' is unknown for llm perturb; allowed: validation"):
         llm_presets.get("perturb", "nope")
+
+
+def test_a_wsd_series_is_planned_with_its_decay_fraction(tmp_path):
+    from experiments import llm_pretrain_cli
+
+    [(cfg, out)] = configured("pretrain", "--preset", "tiny", "--mode", "wsd", "decay_fraction=0.3", "budgets=1K,4K",
+                              "--out", str(tmp_path / "s"))  # fmt: skip
+    plan = llm_pretrain_cli.plan(cfg, out)
+    assert (plan.config.mode, plan.config.decay_fraction) == ("wsd", 0.3) and not out.exists()
+    with pytest.raises(UsageError, match="decay_fraction=0.95 must be <= 0.9"):
+        configured("pretrain", "--preset", "tiny", "decay_fraction=0.95", "budgets=1K", "--out", str(tmp_path / "t"))

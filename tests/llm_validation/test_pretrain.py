@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from llm_validation.checkpoints import format_revision, parse_revision
-from llm_validation.pretrain import PretrainConfig, batch_indices, learning_rate, pretrain
+from llm_validation.pretrain import PretrainConfig, batch_indices, learning_rate, pretrain, wsd_learning_rate
 
 # 4 x 32 = 128 tokens a step: budgets of 1024 and 4096 tokens are 8- and 32-step runs.
 NAMES = [format_revision(8, 1024), format_revision(32, 4096)]
@@ -190,3 +190,50 @@ def test_every_preset_is_usable_as_listed_without_a_vocab_size():
     for name in PRESETS:
         config = PretrainConfig(preset=name, budgets=(1024,), seq_len=32, batch_size=4)
         assert config.model_vocab_size >= MIN_VOCAB
+
+
+WSD = dataclasses.replace(CONFIG, mode="wsd", budgets=(1024, 2048, 4096))  # 8, 16, 32 steps
+
+
+@pytest.mark.parametrize("warmup, start, total", [(0, 6, 8), (3, 20, 32), (5, 5, 9)])
+def test_wsd_is_constant_on_the_trunk_and_decays_to_exactly_zero(warmup, start, total):
+    lrs = [
+        wsd_learning_rate(t, peak=0.01, warmup_steps=warmup, decay_start=start, total_steps=total)
+        for t in range(total + 1)
+    ]
+    assert lrs[-1] == 0.0 and all(lr > 0 for lr in lrs[:-1])  # every update is made at a rate > 0
+    assert lrs[warmup:start] == [0.01] * (start - warmup)  # the trunk
+    assert all(a > b for a, b in zip(lrs[start:], lrs[start + 1 :]))  # the branch decays linearly
+    assert lrs[start + 1] == pytest.approx(0.01 * (total - start - 1) / (total - start))
+
+
+def test_a_wsd_series_trains_a_trunk_and_one_decay_branch_per_budget(tmp_path, monkeypatch):
+    import llm_validation.pretrain as module
+
+    updates = []
+    original = module.batch_indices
+    monkeypatch.setattr(module, "batch_indices", lambda step, *a: updates.append(step) or original(step, *a))
+    made = pretrain(WSD, tmp_path / "wsd", progress=False)
+    # trunk to the last branch's start (32 - round(0.2 x 32) = 26), then branches of 2, 3, 6 updates:
+    # 37 updates for checkpoints that separate runs make in 8 + 16 + 32 = 56.
+    assert len(updates) == 26 + 2 + 3 + 6
+    records = [json.loads((p / "checkpoint.json").read_text()) for p in made]
+    assert [r["mode"] for r in records] == ["wsd"] * 3 and [r["tokens"] for r in records] == [1024, 2048, 4096]
+    assert [r["schedule"]["decay_start"] for r in records] == [6, 13, 26]
+    assert all(r["schedule"]["lr_at_step"] == 0.0 and r["schedule"]["decay_fraction"] == 0.2 for r in records)
+    assert not list((tmp_path / "wsd").glob(".branch-*")) and not list((tmp_path / "wsd").glob(".resume-*"))
+
+
+def test_wsd_checkpoints_are_deterministic_and_survive_interruption(tmp_path):
+    whole = pretrain(WSD, tmp_path / "a", progress=False)
+    again = pretrain(WSD, tmp_path / "b", progress=False)
+    out, calls = tmp_path / "c", 0
+    resumed = []
+    while len(resumed) < 3:  # killed every 5 updates, started again
+        resumed = pretrain(WSD, out, progress=False, resume_every=4, max_steps_this_call=5)
+        calls += 1
+        assert calls < 20
+    for a, b, c in zip(whole, again, resumed, strict=True):
+        assert_same_weights(a, b)
+        assert_same_weights(a, c)
+    assert calls >= 7  # 37 updates, 5 a call: interrupted inside the trunk and inside branches

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from analysis.inflection import vertex_minimum
+
 PROMINENCE = 1e-3  # of the curve's range: below this a dip is noise, not a minimum
 
 
@@ -30,13 +32,13 @@ def local_minima(T, values, prominence: float = PROMINENCE) -> list[tuple[float,
     if finite.sum() < 3:
         return []
     span = np.nanmax(y[finite]) - np.nanmin(y[finite])
-    x, found = np.log(T), []
+    found = []
     for i in range(1, T.size - 1):
         if not (finite[i - 1 : i + 2].all() and y[i] < y[i - 1] and y[i] <= y[i + 1]):
             continue
         if min(_climb(y, i, -1), _climb(y, i, +1)) - y[i] <= prominence * span:
             continue
-        found.append((float(np.exp(_vertex(x[i - 1 : i + 2], y[i - 1 : i + 2]))), float(y[i])))
+        found.append((float(vertex_minimum(T[i - 1 : i + 2], y[i - 1 : i + 2], dtype=np.float64)), float(y[i])))
     return found
 
 
@@ -46,13 +48,3 @@ def _climb(y: np.ndarray, i: int, step: int) -> float:
     while 0 <= j < y.size and np.isfinite(y[j]) and y[j] >= y[i]:
         peak, j = max(peak, y[j]), j + step
     return peak
-
-
-def _vertex(x: np.ndarray, y: np.ndarray) -> float:
-    """x of the vertex of the parabola through three points (the middle one if they are collinear)."""
-    (x0, x1, x2), (y0, y1, y2) = x, y
-    den = (x1 - x0) * (y1 - y2) - (x1 - x2) * (y1 - y0)
-    if den == 0:
-        return float(x1)
-    num = (x1 - x0) ** 2 * (y1 - y2) - (x1 - x2) ** 2 * (y1 - y0)
-    return float(np.clip(x1 - 0.5 * num / den, x0, x2))

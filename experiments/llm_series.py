@@ -31,19 +31,28 @@ if TYPE_CHECKING:  # annotations only: torch loads when a command runs, after it
     import torch
 
 
+def model_folder(model: str) -> Path | None:
+    """The folder of a local series, or None for a hub id; UsageError for a file, or for a path (``./``,
+    ``/``, ``~``, or more than one ``/``) that is not an existing folder."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise UsageError(f"model={model!r} is a file; give a folder series or a hub id ORG/NAME")
+    if model.startswith((".", "/", "~")) or model.count("/") > 1:
+        raise UsageError(f"model={model!r} is not an existing folder; give a folder series or a hub id ORG/NAME")
+    return None
+
+
 def available_revisions(model: str):
     """(is_folder, revisions) of ``model``; bad input raises UsageError / CheckpointError."""
     from llm_validation.checkpoints import ALLOWED_FORMS, list_revisions
 
-    path = Path(model).expanduser()
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"model={model!r} is a file; give a folder series or a hub id ORG/NAME")
-    if not path.is_dir() and model.startswith((".", "/", "~")):
-        raise UsageError(f"model={model!r} is not an existing folder; give a folder series or a hub id ORG/NAME")
-    revisions = list_revisions(path if path.is_dir() else model)
+    folder = model_folder(model)
+    revisions = list_revisions(folder if folder is not None else model)
     if not revisions:
         raise UsageError(f"model={model!r} has no checkpoint revisions; names allowed: {ALLOWED_FORMS}")
-    return path.is_dir(), revisions
+    return folder is not None, revisions
 
 
 @dataclasses.dataclass
@@ -79,11 +88,7 @@ def light_checks(cfg: SeriesRun, out: Path) -> None:
     fields are set, a hub id comes with ``revisions`` or ``tokens``, and ``out`` is writable."""
 
     require(cfg)
-    if not Path(cfg.model).expanduser().is_dir() and (
-        cfg.model.startswith((".", "/", "~")) or cfg.model.count("/") > 1
-    ):
-        raise UsageError(f"model={cfg.model!r} is not an existing folder; give a folder series or a hub id ORG/NAME")
-    if cfg.revisions is None and cfg.tokens is None and not Path(cfg.model).expanduser().is_dir():
+    if cfg.revisions is None and cfg.tokens is None and model_folder(cfg.model) is None:
         raise UsageError(
             f"model={cfg.model} is not a local folder series: give revisions or tokens "
             "(only a folder series defaults to every checkpoint)"

@@ -14,6 +14,10 @@ from experiments.config import TheoryConfig
 
 SIGMA = 32**-0.5
 BASE = TheoryConfig(init_std=SIGMA, n_t=81)
+# Optimizer-trained budget series from a small random (not aligned) init; noise of the default size.
+SERIES = dataclasses.replace(
+    BASE, method="series", init="gaussian", init_std=1e-3, noise_scale="absolute", noise_sigma=SIGMA
+)
 
 
 def log_values(low: float, high: float, n: int) -> tuple[float, ...]:
@@ -77,12 +81,7 @@ PRESETS: dict[str, TheoryConfig] = {
     ),
     # The general case: random (not aligned) init, minibatch SGD vs near-full-batch GD vs Adam, 3 seeds.
     "general": dataclasses.replace(
-        BASE,
-        method="series",
-        init="gaussian",
-        init_std=1e-3,
-        noise_scale="absolute",
-        noise_sigma=SIGMA,
+        SERIES,
         pretrain_lr=0.05,
         label_noise=0.1,
         budgets=(50, 100, 200, 400, 800, 1600, 3200, 6400),
@@ -91,12 +90,7 @@ PRESETS: dict[str, TheoryConfig] = {
         grid=(("optimizer", ("sgd", "adam")), ("batch_size", (16, 512)), ("seed", (0, 1, 2))),
     ),
     "schedule": dataclasses.replace(
-        BASE,
-        method="series",
-        init="gaussian",
-        init_std=1e-3,
-        noise_scale="absolute",
-        noise_sigma=SIGMA,
+        SERIES,
         d_in=16,
         h=16,
         d_out=16,

@@ -204,20 +204,21 @@ class Run:
     start: Path | None = None
 
 
+def _cosine_run(config: PretrainConfig, name: str, saves: tuple[Target, ...], total: int) -> Run:
+    """A run of ``total`` updates on one warmup + cosine schedule, saving ``saves`` on the way."""
+    schedule = dict(peak=config.lr, warmup_steps=warmup_steps(config, total), total_steps=total)
+    lr_at = functools.partial(learning_rate, **schedule)
+    return Run(name, total, saves, lr_at, {"kind": "linear warmup, cosine decay to 0 at total_steps", **schedule})
+
+
 def _runs(config: PretrainConfig, targets: list[Target], pending: list[Target], out_dir: Path) -> list[Run]:
     """The runs that train the pending checkpoints: one per budget (``separate``), one run (``single``),
     or a constant-lr trunk and one decay branch per budget (``wsd``)."""
     peak = config.lr
-    if config.mode in ("separate", "single"):
-        groups = [(f"step{t.step}", [t], t.step) for t in pending] if config.mode == "separate" else []
-        groups = groups or [("single", pending, targets[-1].step)]
-        runs = []
-        for name, saves, total in groups:
-            schedule = dict(peak=peak, warmup_steps=warmup_steps(config, total), total_steps=total)
-            kind = "linear warmup, cosine decay to 0 at total_steps"
-            lr_at = functools.partial(learning_rate, **schedule)
-            runs.append(Run(name, total, tuple(saves), lr_at, {"kind": kind, **schedule}))
-        return runs
+    if config.mode == "separate":
+        return [_cosine_run(config, f"step{t.step}", (t,), t.step) for t in pending]
+    if config.mode == "single":
+        return [_cosine_run(config, "single", tuple(pending), targets[-1].step)]
     warm = warmup_steps(config, targets[0].step)  # one trunk for every branch: the smallest budget's warmup
     starts = {t.revision: max(warm, t.step - max(1, round(config.decay_fraction * t.step))) for t in targets}
     snapshot = {t.revision: out_dir / f".branch-{t.revision}.pt" for t in targets}

@@ -17,15 +17,20 @@ variant's named after it (``results/llm/series-quick``). ``cli.py`` wires this i
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib
+import sys
 from pathlib import Path
 
 import pandas as pd
 
-from experiments import llm_config, llm_finetune_cli, llm_perturb_cli, llm_presets, llm_pretrain_cli
-from experiments.arguments import Parser
+from experiments import llm_cluster, llm_config, llm_finetune_cli, llm_perturb_cli, llm_presets, llm_pretrain_cli
+from experiments.arguments import Parser, argument_type, whole
+from experiments.llm_cluster import CLUSTERS
 from experiments.llm_lifecycle import failures_while_running
 from experiments.llm_series import available_revisions
 from experiments.run import UsageError, variant_dir
+from llm_validation.parallel import worker_count
 from llm_validation.tokens import human_tokens
 
 # The run types: each module has CONFIG (its llm_config class), HELP, plan(cfg, out, quiet) (every
@@ -33,6 +38,8 @@ from llm_validation.tokens import human_tokens
 RUNS = {"pretrain": llm_pretrain_cli, "perturb": llm_perturb_cli, "finetune": llm_finetune_cli}
 BY_CONFIG = {module.CONFIG: module for module in RUNS.values()}
 LLM_COMMANDS = ("revisions", *RUNS)
+MAX_WORKERS = 256
+MAX_MINUTES = 60 * 24 * 30
 
 
 def add_parser(subparsers, parser_class: type[argparse.ArgumentParser] | None = None) -> argparse.ArgumentParser:
@@ -65,15 +72,29 @@ def add_run_arguments(p: argparse.ArgumentParser, kind: str, cls: type) -> None:
     p.add_argument("--out", type=Path, help="run directory, resumable (default: the preset's, results/llm/...)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
     llm_config.add_arguments(p, cls)
+    x = p.add_argument_group("execution (where the units run; the numbers do not depend on it)")
+    x.add_argument(
+        "--workers",
+        type=argument_type(whole("--workers", 1, MAX_WORKERS)),
+        help="processes for independent units (budgets, checkpoints, sweep cells), one torch thread each "
+        "unless --threads (default: the machine's cores, or $OVT_WORKERS)",
+    )
+    x.add_argument("--cluster", choices=CLUSTERS, help="submit the units as a submitit job array")
+    x.add_argument(
+        "--partition", type=argument_type(llm_config.nonempty("--partition")), help="--cluster slurm: the partition"
+    )
+    x.add_argument("--time", type=argument_type(whole("--time", 1, MAX_MINUTES)), help="--cluster: minutes per job")
+    x.add_argument("--gpus", type=argument_type(whole("--gpus", 0, 64)), help="--cluster: GPUs per job")
 
 
-def run_config(cfg: llm_config.RunConfig, out: Path, quiet: bool = False) -> pd.DataFrame:
+def run_config(cfg: llm_config.RunConfig, out: Path, quiet: bool = False, workers: int | None = None) -> pd.DataFrame:
     """Plan (bad input: UsageError / ValueError, nothing written) and execute one run of any type
-    into ``out`` (a failure while running: RunFailure); returns its table."""
+    into ``out`` (a failure while running: RunFailure), its units in ``workers`` processes (default:
+    the machine's cores); returns its table."""
     module = BY_CONFIG[type(cfg)]
     planned = module.plan(cfg, out, quiet)
     with failures_while_running():  # the run directory exists now: whatever fails is a failure
-        return module.execute(planned)
+        return module.execute(planned, workers)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -108,12 +129,74 @@ def _run_command(kind: str, args: argparse.Namespace) -> int:
             raise UsageError(f"ovt llm {kind}: --list takes no preset or overrides")
         print("\n".join(llm_presets.describe(kind, name) for name in llm_presets.PRESETS[kind]))
         return 0
-    plans = [module.plan(cfg, out, args.quiet) for cfg, out in configured(kind, args)]
-    for plan in plans:
-        with failures_while_running():  # the run directory exists now: whatever fails is a failure
-            table = module.execute(plan)
-        if not args.quiet:
-            print(module.report(plan, table))
+    cluster = _cluster(args)
+    runs = configured(kind, args)
+    plans = [module.plan(cfg, out, args.quiet) for cfg, out in runs]
+    if cluster is not None:
+        return _submit(module, runs, plans, cluster, args)
+    cells = worker_count(args.workers, len(plans))
+    with failures_while_running():  # the run directories exist now: whatever fails is a failure
+        if cells > 1:  # a sweep: its cells side by side, each in one process
+            tables = _cells_in_parallel(module, plans, cells, args.quiet)
+        else:
+            tables = (module.execute(plan, args.workers) for plan in plans)
+        for plan, table in zip(plans, tables):
+            if not args.quiet:
+                print(module.report(plan, table))
+    return 0
+
+
+def _cells_in_parallel(module, plans: list, workers: int, quiet: bool) -> list[pd.DataFrame]:
+    """Every planned run of a sweep in one of ``workers`` processes (their own progress off; one bar
+    here counts the cells)."""
+    from concurrent.futures import as_completed
+
+    from tqdm import tqdm
+
+    from llm_validation.parallel import process_pool
+
+    threads = {plan.threads or 1 for plan in plans}
+    with process_pool(workers, max(threads)) as pool, tqdm(total=len(plans), unit="run", disable=quiet) as bar:
+        futures = {pool.submit(_execute_cell, module.__name__, plan): i for i, plan in enumerate(plans)}
+        tables = [None] * len(plans)
+        for future in as_completed(futures):
+            tables[futures[future]] = future.result()
+            bar.update()
+    return tables
+
+
+def _execute_cell(module_name: str, plan) -> pd.DataFrame:
+    module = importlib.import_module(module_name)
+    return module.execute(dataclasses.replace(plan, quiet=True), 1)
+
+
+def _cluster(args: argparse.Namespace) -> llm_cluster.Cluster | None:
+    """The ``--cluster`` options; UsageError for a Slurm option without Slurm."""
+    given = {name: getattr(args, name) for name in ("partition", "time", "gpus") if getattr(args, name) is not None}
+    if args.cluster is None:
+        if given:
+            raise UsageError(f"--{next(iter(given))} is an option of --cluster; give --cluster slurm|local|debug")
+        return None
+    if args.workers is not None:
+        raise UsageError("--workers and --cluster exclude each other: a job array runs one unit a job")
+    if "partition" in given and args.cluster != "slurm":
+        raise UsageError(f"--partition is a Slurm option; --cluster {args.cluster} has none")
+    return llm_cluster.Cluster(args.cluster, **given)
+
+
+def _submit(module, runs, plans, cluster: llm_cluster.Cluster, args) -> int:
+    """Every run's pending units as a job array; ``local`` and ``debug`` wait for them and merge."""
+    command = "ovt " + " ".join(a for a in sys.argv[1:] if a) if sys.argv[1:] else "the same command"
+    with failures_while_running():
+        submitted = [(plan, llm_cluster.submit(module, cfg, plan, cluster)) for (cfg, _), plan in zip(runs, plans)]
+        for plan, jobs in submitted:
+            if cluster.name == "slurm":
+                llm_cluster.announce(jobs, plan.out, command)
+                continue
+            llm_cluster.wait(jobs, plan.out)
+            table = module.execute(plan, 1)  # every unit stored: the table is written, nothing computed
+            if not args.quiet:
+                print(module.report(plan, table))
     return 0
 
 

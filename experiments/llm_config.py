@@ -139,7 +139,7 @@ def exclusive(cfg, a: str, b: str) -> None:
         raise UsageError(f"{a} and {b} exclude each other; give one of them")
 
 
-def _text(flag: str) -> Callable[[str], str]:
+def nonempty(flag: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if not text.strip():
             raise UsageError(f"{said(flag, text, True)} is empty")
@@ -176,10 +176,10 @@ READERS: dict[str, Callable[[str], Callable[[str], Any]]] = {
     "decay_fraction": lambda flag: real(flag, above=0, most=0.9),
     "vocab_size": lambda flag: whole(flag, 1, MAX_VOCAB),
     "max_train_chars": lambda flag: whole(flag, 1),
-    "model": _text,
+    "model": nonempty,
     "revisions": _names,
     "tokens": lambda flag: lambda text: tuple(token_counts(text, flag)),
-    "eval_text": _text,
+    "eval_text": nonempty,
     "seq_len": lambda flag: whole(flag, 2),
     "batch_size": lambda flag: whole(flag, 1, MAX_BATCH),
     "max_blocks": lambda flag: whole(flag, 1, MAX_BLOCKS),
@@ -190,14 +190,14 @@ READERS: dict[str, Callable[[str], Callable[[str], Any]]] = {
     "seeds": lambda flag: whole(flag, 1, MAX_SEEDS),
     "scale": lambda flag: choice(flag, SCALES),
     "noise_device": lambda flag: choice(flag, NOISE_DEVICES),
-    "data": _text,
+    "data": nonempty,
     "format": lambda flag: choice(flag, FORMATS),
     "lrs": lambda flag: lambda text: tuple(numbers(flag, text, above=0)),
     "steps": lambda flag: whole(flag, 1, MAX_STEPS),
     "reg": lambda flag: real(flag, least=0),
     "heldout_fraction": lambda flag: real(flag, above=0, below=1),
-    "heldout_data": _text,
-    "mc_data": _text,
+    "heldout_data": nonempty,
+    "mc_data": nonempty,
     "warmup_steps": lambda flag: whole(flag, 0, MAX_STEPS),
     "seed": lambda flag: whole(flag, 0, MAX_SEED),
 }

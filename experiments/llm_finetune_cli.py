@@ -55,6 +55,7 @@ checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import math
 from pathlib import Path
@@ -69,6 +70,7 @@ from experiments.llm_lifecycle import (
     RunFailure,
     finish_run,
     manifest_head,
+    pending_units,
     quiet_transformers,
     run_checkpoints,
     start,
@@ -316,35 +318,56 @@ def checkpoint_rows(plan: FinetunePlan, revision, base: dict[str, float], points
     )
 
 
-def execute(plan: FinetunePlan) -> pd.DataFrame:
-    """Fine-tune every planned checkpoint not yet stored under ``plan.out``; write the final table
-    (the stored checkpoints' rows, then the inflection rows) and return it."""
+def measure(plan: FinetunePlan, index: int, revision, progress) -> tuple[pd.DataFrame, object, dict]:
+    """One checkpoint loaded, measured before fine-tuning, then fine-tuned at every lr of the grid
+    (``llm_lifecycle.run_checkpoints``)."""
     import torch
-    from accelerate import Accelerator
 
     from llm_validation.checkpoints import load_checkpoint
     from llm_validation.finetune import lr_grid, tuned_lr
 
-    manifest = start(plan)
-
-    def measure(index, revision, progress):
-        model, tokenizer = load_checkpoint(plan.source, revision.name, torch.float32, plan.device)
-        base = _base_metrics(plan, model, tokenizer)
+    model, tokenizer = load_checkpoint(plan.source, revision.name, torch.float32, plan.device)
+    base = _base_metrics(plan, model, tokenizer)
+    progress.update()
+    points = []
+    for lr in plan.lrs:  # one lr a call, for the progress bar; each starts from the checkpoint
+        grid = (model, plan.train, plan.heldout, plan.blocks, plan.finetune, [lr])
+        points += lr_grid(*grid, tokenizer=tokenizer, mc_items=plan.mc_items, accelerator=_accelerator(plan.device))
         progress.update()
-        points = []
-        for lr in plan.lrs:  # one lr a call, for the progress bar; each starts from the checkpoint
-            grid = (model, plan.train, plan.heldout, plan.blocks, plan.finetune, [lr])
-            points += lr_grid(*grid, tokenizer=tokenizer, mc_items=plan.mc_items, accelerator=accelerator)
-            progress.update()
-        notes = {"tuned_lr": tuned_lr(points), "diverged_lrs": [p.lr for p in points if p.diverged]}
-        return checkpoint_rows(plan, revision, base, points), model, notes
+    notes = {"tuned_lr": tuned_lr(points), "diverged_lrs": [p.lr for p in points if p.diverged]}
+    return checkpoint_rows(plan, revision, base, points), model, notes
 
+
+@functools.cache
+def _accelerator(device: str):
+    """One ``Accelerator`` a process (the lr grid reuses it), refused where accelerate places the run
+    on another device than asked."""
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=device == "cpu")
+    if accelerator.device.type != device:
+        raise RunFailure(f"--device {device}: accelerate placed the run on {accelerator.device}")
+    return accelerator
+
+
+prepare_units = pending_units  # a cluster array: the run started, its pending checkpoints
+
+
+def execute(plan: FinetunePlan, workers: int | None = 1) -> pd.DataFrame:
+    """Fine-tune every planned checkpoint not yet stored under ``plan.out`` (in ``workers``
+    processes); write the final table (the stored checkpoints' rows, then the inflection rows) and
+    return it."""
+    manifest = start(plan)
     with marks_failure(plan.out), torch_threads(plan.threads), quiet_transformers(plan.quiet):
-        accelerator = Accelerator(cpu=plan.device == "cpu")  # one for every run; the lr grid reuses it
-        if accelerator.device.type != plan.device:
-            raise RunFailure(f"--device {plan.device}: accelerate placed the run on {accelerator.device}")
-        run_checkpoints(plan, manifest, "finetune", "run", 1 + len(plan.lrs), measure)
+        _accelerator(plan.device)
+        run_checkpoints(plan, manifest, "finetune", "run", 1 + len(plan.lrs), measure, workers)
         return finish_run(plan.out, len(plan.revisions), manifest, finetune_inflection_rows)
+
+
+def execute_unit(plan: FinetunePlan, index: int) -> None:
+    """One checkpoint of the run, stored beside the others: a cluster job's share (``llm_cluster``)."""
+    with torch_threads(plan.threads), quiet_transformers(True):
+        run_checkpoints(plan, None, "finetune", "run", 1, measure, 1, only=[index])
 
 
 def summary(table: pd.DataFrame) -> str:

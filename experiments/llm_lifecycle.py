@@ -12,8 +12,10 @@ run (never a complete one).
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import sys
+from concurrent.futures import as_completed
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -139,39 +141,125 @@ def manifest_head(plan, command: str, revision_extra: dict | None = None, eval_e
     }
 
 
-def run_checkpoints(plan: SeriesPlan, manifest: dict, name: str, unit: str, per_checkpoint: int, measure) -> None:
-    """Every planned checkpoint not yet stored under ``plan.out``, in turn (one model in memory):
-    ``measure(index, revision, progress) -> (rows, model, notes)`` loads and measures it, advancing
-    the progress bar by ``per_checkpoint`` units; its rows become the checkpoint's chunk and ``notes``
-    join its manifest entry, with the hub commit it resolved to. A checkpoint that fails to load or
-    measure (ValueError) is a failure while running, naming what is stored."""
+def pending_units(plan: SeriesPlan) -> list[int]:
+    """Start the run (``start``) and return the indices of its checkpoints not yet stored: the jobs of
+    a cluster array (``llm_cluster``)."""
+    start(plan)
+    stored = store.stored_chunks(plan.out)
+    return [i for i in range(len(plan.revisions)) if i not in stored]
+
+
+def run_checkpoints(
+    plan: SeriesPlan,
+    manifest: dict | None,
+    name: str,
+    unit: str,
+    per_checkpoint: int,
+    measure,
+    workers: int | None = 1,
+    only: list[int] | None = None,
+) -> None:
+    """Every planned checkpoint not yet stored under ``plan.out`` (or just those of ``only``):
+    ``measure(plan, index, revision, progress) -> (rows, model, notes)`` loads and measures one,
+    advancing ``progress`` by ``per_checkpoint`` units; its rows become the checkpoint's chunk and
+    ``notes`` join its manifest entry, with the hub commit it resolved to (``store_checkpoint``).
+
+    In this process one model is in memory at a time; with ``workers`` > 1 (None: the machine's
+    cores) that many processes of ``plan.threads`` (default 1) threads each measure checkpoints
+    side by side and this one stores them as they come. ``manifest`` None: a cluster job's share,
+    which writes its chunks and leaves the manifest to the run (``finish_run`` gathers the notes). A
+    checkpoint that fails to load or measure (ValueError) is a failure while running, naming what is
+    stored."""
     from tqdm import tqdm
 
-    todo = [(i, r) for i, r in enumerate(plan.revisions) if i not in store.stored_chunks(plan.out)]
+    from llm_validation.parallel import process_pool, worker_count
+
+    stored = store.stored_chunks(plan.out)
+    todo = [(i, r) for i, r in enumerate(plan.revisions) if i not in stored and (only is None or i in only)]
+    processes = worker_count(workers, len(todo))
     bar = dict(desc=f"{name} {plan.setup}", unit=unit, disable=plan.quiet, file=sys.stderr)
     with tqdm(total=len(todo) * per_checkpoint, **bar) as progress:
-        for index, revision in todo:
-            progress.set_postfix_str(revision.name)
+        if processes == 1:
+            for index, revision in todo:
+                progress.set_postfix_str(revision.name)
+                with _failure_names(plan, revision):
+                    rows, notes = measured(measure, plan, index, revision, progress)
+                store_checkpoint(plan, manifest, index, rows, notes)
+            return
+        with process_pool(processes, plan.threads or 1) as pool:
+            futures = {pool.submit(measured, measure, plan, i, r): (i, r) for i, r in todo}
             try:
-                rows, model, notes = measure(index, revision, progress)
-            except ValueError as error:  # bad checkpoint files found mid-run: a failure, not bad input
-                raise RunFailure(
-                    f"{plan.model}@{revision.name}: {error}; {len(store.stored_chunks(plan.out))} "
-                    f"checkpoint(s) stored in {plan.out}; rerun to resume"
-                ) from error
-            store.write_table(store.chunk_path(plan.out, index), rows)
-            entry = manifest["revisions"][index]
-            entry["commit"] = entry.get("commit") or revision_commit(plan, revision.name, model)
-            entry.update(notes)
-            store.write_json(plan.out / store.MANIFEST, manifest)
-            del model  # before the next checkpoint loads
+                for future in as_completed(futures):
+                    index, revision = futures[future]
+                    with _failure_names(plan, revision):
+                        rows, notes = future.result()
+                    store_checkpoint(plan, manifest, index, rows, notes)
+                    progress.update(per_checkpoint)
+            except BaseException:
+                pool.shutdown(cancel_futures=True)  # what has not started yet never will
+                raise
+
+
+def measured(measure, plan: SeriesPlan, index: int, revision, progress=None) -> tuple[pd.DataFrame, dict]:
+    """``measure`` one checkpoint (in this process or a worker): its rows and its notes, with the hub
+    commit it resolved to."""
+    rows, model, notes = measure(plan, index, revision, progress or _NoProgress())
+    return rows, {**notes, "commit": revision_commit(plan, revision.name, model)}
+
+
+class _NoProgress:
+    """The progress bar of a checkpoint measured in a worker process (the caller counts it)."""
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _failure_names(plan: SeriesPlan, revision):
+    try:
+        yield
+    except ValueError as error:  # bad checkpoint files found mid-run: a failure, not bad input
+        raise RunFailure(
+            f"{plan.model}@{revision.name}: {error}; {len(store.stored_chunks(plan.out))} "
+            f"checkpoint(s) stored in {plan.out}; rerun to resume"
+        ) from error
+
+
+def notes_path(out: Path, index: int) -> Path:
+    """``chunks/NNNNN.json``: what a checkpoint's measurement noted, beside its rows."""
+    return store.chunk_path(out, index).with_suffix(".json")
+
+
+def store_checkpoint(plan: SeriesPlan, manifest: dict | None, index: int, rows: pd.DataFrame, notes: dict) -> None:
+    """A measured checkpoint, stored: its notes, then its rows (whose chunk marks it done), then, in
+    the process that runs the whole command, its manifest entry."""
+    store.write_json(notes_path(plan.out, index), notes)
+    store.write_table(store.chunk_path(plan.out, index), rows)
+    if manifest is not None:
+        _note(manifest, index, notes)
+        store.write_json(plan.out / store.MANIFEST, manifest)
+
+
+def _note(manifest: dict, index: int, notes: dict) -> None:
+    """Join a checkpoint's notes to its manifest entry; ``run`` notes are about the whole run (top level)."""
+    notes = dict(notes)
+    manifest.update(notes.pop("run", {}))
+    entry = manifest["revisions"][index]
+    entry["commit"] = entry.get("commit") or notes.pop("commit", None)
+    notes.pop("commit", None)
+    entry.update(notes)
 
 
 def finish_run(out: Path, n_checkpoints: int, manifest: dict, derive) -> pd.DataFrame:
     """Write ``metrics.parquet`` = every checkpoint's stored chunk plus ``derive(chunks)``, and mark the
-    manifest complete. Derived rows come from the stored chunks alone, so a resumed run ends with the
-    same table as an uninterrupted one."""
+    manifest complete, every checkpoint's notes joined (also those a worker or a cluster job stored).
+    Derived rows come from the stored chunks alone, so a resumed run ends with the same table as an
+    uninterrupted one."""
 
+    for index in range(n_checkpoints):
+        path = notes_path(out, index)
+        if path.is_file():
+            _note(manifest, index, json.loads(path.read_text()))
     table = pd.concat([pd.read_parquet(store.chunk_path(out, i)) for i in range(n_checkpoints)], ignore_index=True)
     return complete_run(out, manifest, pd.concat([table, derive(table)], ignore_index=True))
 

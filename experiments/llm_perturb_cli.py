@@ -42,6 +42,7 @@ from experiments.llm_config import PerturbRun
 from experiments.llm_lifecycle import (
     finish_run,
     manifest_head,
+    pending_units,
     quiet_transformers,
     run_checkpoints,
     start,
@@ -184,25 +185,36 @@ def evaluate_checkpoint(plan: Plan, revision, model, progress=None) -> tuple[pd.
     return _rows(plan, revision, results), perturbation.sigmas
 
 
-def execute(plan: Plan) -> pd.DataFrame:
-    """Evaluate every planned checkpoint not yet stored under ``plan.out``; write the final table."""
+def measure(plan: Plan, index: int, revision, progress) -> tuple[pd.DataFrame, object, dict]:
+    """One checkpoint loaded and evaluated (``llm_lifecycle.run_checkpoints``); the first one's
+    sigmas are the run's record of the noise scale."""
     import torch
 
     from llm_validation.checkpoints import load_checkpoint
 
-    manifest = start(plan)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[plan.dtype]
+    model, _ = load_checkpoint(plan.source, revision.name, dtype, plan.device)
+    rows, sigmas = evaluate_checkpoint(plan, revision, model, progress)
+    notes = {"run": {"sigma": _sigma_summary(plan, revision.name, sigmas)}} if index == 0 else {}
+    return rows, model, notes
 
-    def measure(index, revision, progress):
-        model, _ = load_checkpoint(plan.source, revision.name, dtype, plan.device)
-        rows, sigmas = evaluate_checkpoint(plan, revision, model, progress)
-        if manifest.get("sigma") is None and index == 0:  # the sigmas of the first checkpoint, recorded
-            manifest["sigma"] = _sigma_summary(plan, revision.name, sigmas)
-        return rows, model, {}
 
+prepare_units = pending_units  # a cluster array: the run started, its pending checkpoints
+
+
+def execute(plan: Plan, workers: int | None = 1) -> pd.DataFrame:
+    """Evaluate every planned checkpoint not yet stored under ``plan.out`` (in ``workers`` processes);
+    write the final table."""
+    manifest = start(plan)
     with marks_failure(plan.out), torch_threads(plan.threads), quiet_transformers(plan.quiet):
-        run_checkpoints(plan, manifest, "perturb", "eval", 1 + len(plan.gammas) * plan.seeds, measure)
+        run_checkpoints(plan, manifest, "perturb", "eval", 1 + len(plan.gammas) * plan.seeds, measure, workers)
         return finish_run(plan.out, len(plan.revisions), manifest, perturb_inflection_rows)
+
+
+def execute_unit(plan: Plan, index: int) -> None:
+    """One checkpoint of the run, stored beside the others: a cluster job's share (``llm_cluster``)."""
+    with torch_threads(plan.threads), quiet_transformers(True):
+        run_checkpoints(plan, None, "perturb", "eval", 1, measure, 1, only=[index])
 
 
 def summary(table: pd.DataFrame) -> str:

@@ -263,9 +263,43 @@ def _rows(plan: PretrainPlan, revision, result) -> pd.DataFrame:
     )
 
 
-def execute(plan: PretrainPlan) -> pd.DataFrame:
-    """Train the planned series into ``plan.out`` (resuming), then store the perplexity of every
-    checkpoint in it on ``heldout.txt``; returns the table written to ``metrics.parquet``.
+def prepare(plan: PretrainPlan) -> tuple[dict, dict]:
+    """The run started: an unfinished series of another config cleared, the manifest written
+    (status running); returns (the previous manifest or {}, the new one)."""
+    out = plan.out
+    if _check_series(out, plan.config) == "replace":
+        _clear_series(out)  # said even when quiet, as experiments.run.begin_run does: files are removed
+        print(f"ovt: replacing the unfinished series of another config in {out}", file=sys.stderr)
+    previous = store.read_manifest(out) if (out / store.MANIFEST).is_file() else {}
+    return previous, _begin(plan, previous)
+
+
+def prepare_units(plan: PretrainPlan) -> list[str | None]:
+    """Start the run and return what still trains, each part independently of the others (a cluster
+    array's jobs): the unsaved budgets of a ``separate`` series, else the whole series (``None``)
+    unless it is done. The series' tokenizer is trained first, once."""
+    from llm_validation.checkpoints import is_saved
+    from llm_validation.pretrain import prepare_series
+
+    prepare(plan)
+    with marks_failure(plan.out):
+        prepare_series(plan.config, plan.out)
+    pending = [t.revision for t in plan.config.targets() if not is_saved(plan.out, t.revision)]
+    return pending if plan.config.mode == "separate" or not pending else [None]
+
+
+def execute_unit(plan: PretrainPlan, unit: str | None) -> None:
+    """Train one budget of a ``separate`` series (or, ``None``, the whole series): a cluster job."""
+    from llm_validation.pretrain import pretrain
+
+    with quiet_transformers(True):
+        pretrain(plan.config, plan.out, progress=False, threads=plan.threads, only=None if unit is None else [unit])
+
+
+def execute(plan: PretrainPlan, workers: int | None = 1) -> pd.DataFrame:
+    """Train the planned series into ``plan.out`` (resuming; runs that do not depend on each other in
+    ``workers`` processes), then store the perplexity of every checkpoint in it on ``heldout.txt``;
+    returns the table written to ``metrics.parquet``.
 
     Checkpoints already evaluated on the same token set (manifest ``config.eval``) keep their rows;
     the table is rewritten after each new one, so an interrupted evaluation resumes too.
@@ -275,17 +309,16 @@ def execute(plan: PretrainPlan) -> pd.DataFrame:
 
     from llm_validation.checkpoints import list_revisions, load_checkpoint
     from llm_validation.evaluate import load_token_blocks, perplexity
+    from llm_validation.parallel import worker_count
     from llm_validation.pretrain import pretrain
 
     out, metrics = plan.out, plan.out / store.METRICS
-    if _check_series(out, plan.config) == "replace":
-        _clear_series(out)  # said even when quiet, as experiments.run.begin_run does: files are removed
-        print(f"ovt: replacing the unfinished series of another config in {out}", file=sys.stderr)
-    previous = store.read_manifest(out) if (out / store.MANIFEST).is_file() else {}
-    manifest = _begin(plan, previous)
+    previous, manifest = prepare(plan)
+    processes = worker_count(workers, len(plan.config.budgets))
+    manifest["workers"] = processes
     with marks_failure(out), torch_threads(plan.threads), quiet_transformers(plan.quiet):
         try:
-            pretrain(plan.config, out, progress=not plan.quiet, threads=plan.threads)
+            pretrain(plan.config, out, progress=not plan.quiet, threads=plan.threads, workers=processes)
             heldout = _write_heldout(plan)
             blocks = load_token_blocks(
                 heldout, AutoTokenizer.from_pretrained(out / "tokenizer"), plan.config.seq_len, plan.max_blocks

@@ -35,7 +35,8 @@ import hashlib
 import math
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from concurrent.futures import FIRST_COMPLETED, wait
 from pathlib import Path
 
 import numpy as np
@@ -47,10 +48,12 @@ from transformers import PreTrainedTokenizerFast
 from llm_validation import checkpoints
 from llm_validation.corpora import corpus_source, load_corpus
 from llm_validation.models import build_model, count_parameters, olmo_config
+from llm_validation.parallel import process_pool
 from llm_validation.pretrain_config import PretrainConfig, Target, config_record
 from llm_validation.tokenizer import train_bpe_tokenizer
 
 LOSS_CURVE_POINTS = 256
+TRUNK = "wsd-trunk"  # the run name of a WSD series' constant-lr trunk
 
 
 def learning_rate(t: int, *, peak: float, warmup_steps: int, total_steps: int) -> float:
@@ -151,6 +154,8 @@ def pretrain(
     resume_every: int = 1000,
     max_steps_this_call: int | None = None,
     threads: int | None = None,
+    workers: int = 1,
+    only: Collection[str] | None = None,
 ) -> list[Path]:
     """Train the series ``config`` into ``out_dir``; returns the finished checkpoint folders.
 
@@ -160,32 +165,70 @@ def pretrain(
     ``threads`` sets torch's intra-op threads for the call: models this small gain little from a
     second thread, and on a busy machine OpenMP spin-waiting makes two threads several times slower
     than one. Bitwise reproducibility holds for a fixed thread count (recorded per checkpoint).
+
+    ``workers`` > 1 trains the runs that do not depend on each other in that many processes of
+    ``threads`` (default 1) threads each (``_train_parallel``), with the same checkpoints as one
+    process with as many threads. ``only`` trains just those budgets (revision names) of a
+    ``separate`` series: one job of a cluster array (``units``).
     """
     if resume_every < 1 or (max_steps_this_call is not None and max_steps_this_call < 0):
         raise ValueError(f"resume_every={resume_every} must be >= 1 and max_steps_this_call={max_steps_this_call} >= 0")
+    if workers < 1 or (workers > 1 and max_steps_this_call is not None):
+        raise ValueError(f"workers={workers} must be >= 1, and 1 where max_steps_this_call is given")
+    if only is not None and config.mode != "separate":
+        raise ValueError(
+            f"only={sorted(only)}: a {config.mode} series is one unit; only a separate one trains by budget"
+        )
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        return _pretrain(config, Path(out_dir), progress, resume_every, max_steps_this_call)
+        parallel = (workers, threads or 1)
+        return _pretrain(config, Path(out_dir), progress, resume_every, max_steps_this_call, parallel, only)
     finally:
         torch.set_num_threads(previous_threads)
 
 
+def units(config: PretrainConfig) -> list[str]:
+    """The parts of a series that train independently of each other: every budget of a ``separate``
+    series (its revision name, for ``only``), else the one series (``[]``: no ``only`` to give)."""
+    return [t.revision for t in config.targets()] if config.mode == "separate" else []
+
+
+def prepare_series(config: PretrainConfig, out_dir: str | os.PathLike) -> TrainingData:
+    """Claim ``out_dir`` for the series and store its tokenizer (trained once): what every run of the
+    series reads first, done before its runs are spread over processes or cluster jobs."""
+    out_dir = Path(out_dir)
+    checkpoints.claim_series(out_dir, config, _versions())
+    return _series_data(config, out_dir)
+
+
 def _pretrain(
-    config: PretrainConfig, out_dir: Path, progress: bool, resume_every: int, max_steps_this_call: int | None
+    config: PretrainConfig,
+    out_dir: Path,
+    progress: bool,
+    resume_every: int,
+    max_steps_this_call: int | None,
+    parallel: tuple[int, int],
+    only: Collection[str] | None,
 ) -> list[Path]:
     checkpoints.claim_series(out_dir, config, _versions())
     targets = config.targets()
-    pending = [target for target in targets if not checkpoints.is_saved(out_dir, target.revision)]
+    pending = [
+        t for t in targets if not checkpoints.is_saved(out_dir, t.revision) and (only is None or t.revision in only)
+    ]
     if pending:
         data = _series_data(config, out_dir)
         allowance = math.inf if max_steps_this_call is None else max_steps_this_call
         runs = _runs(config, targets, pending, out_dir)
-        for run in runs:
-            allowance = _train(config, data, out_dir, run, allowance, resume_every, progress)
-            if allowance <= 0:
-                break
+        workers, threads = parallel
+        if workers > 1 and len(runs) > 1:
+            _train_parallel(config, out_dir, runs, min(workers, len(runs)), threads, resume_every, progress)
+        else:
+            for run in runs:
+                allowance = _train(config, data, out_dir, run, allowance, resume_every, progress)
+                if allowance <= 0:
+                    break
     return [out_dir / t.revision for t in targets if checkpoints.is_saved(out_dir, t.revision)]
 
 
@@ -232,7 +275,7 @@ def _runs(config: PretrainConfig, targets: list[Target], pending: list[Target], 
         total = max(starts[t.revision] for t in missing)  # the trunk: constant after warmup up to the last branch
         lr_at = functools.partial(wsd_learning_rate, peak=peak, warmup_steps=warm, decay_start=total, total_steps=total)
         snaps = tuple((starts[t.revision], snapshot[t.revision]) for t in missing)
-        runs.append(Run("wsd-trunk", total, (), lr_at, {"kind": "WSD trunk"}, snaps))
+        runs.append(Run(TRUNK, total, (), lr_at, {"kind": "WSD trunk"}, snaps))
     for t in pending:
         schedule = dict(peak=peak, warmup_steps=warm, decay_start=starts[t.revision], total_steps=t.step)
         kind = "linear warmup, constant (trunk), linear decay to 0 over the last decay_fraction of the budget (WSD)"
@@ -240,6 +283,65 @@ def _runs(config: PretrainConfig, targets: list[Target], pending: list[Target], 
         lr_at = functools.partial(wsd_learning_rate, **schedule)
         runs.append(Run(f"wsd-{t.revision}", t.step, (t,), lr_at, record, start=snapshot[t.revision]))
     return runs
+
+
+def _train_parallel(
+    config: PretrainConfig,
+    out_dir: Path,
+    runs: list[Run],
+    workers: int,
+    threads: int,
+    resume_every: int,
+    progress: bool,
+) -> None:
+    """Every run of ``runs`` in ``workers`` processes, each run as soon as its start state exists.
+
+    Runs of a ``separate`` series are independent. A WSD trunk goes in segments that end at its
+    snapshot steps (``_train(until=...)``), so that each branch starts while the trunk goes on:
+    the wall time approaches the trunk's plus the last branch. Every segment resumes from the state
+    the last one saved, which gives the weights of an uninterrupted run bit for bit.
+    """
+    trunk = next((run for run in runs if run.name == TRUNK), None)
+    stops = sorted({step for step, _ in trunk.snapshots} | {trunk.total_steps}) if trunk else []
+    waiting = [run for run in runs if run is not trunk]
+    bar = tqdm(
+        total=len(runs), unit="run", desc=f"{config.preset} {config.mode}", disable=not progress, file=sys.stderr
+    )
+    with process_pool(workers, threads) as pool, bar:
+        running = {}
+        if trunk:
+            running[pool.submit(_train_unit, config, out_dir, trunk, resume_every, stops[0])] = (trunk, stops[0])
+        while waiting or running:
+            ready = [run for run in waiting if _can_start(run, out_dir)]
+            for run in ready:
+                waiting.remove(run)
+                running[pool.submit(_train_unit, config, out_dir, run, resume_every, None)] = (run, None)
+            if not running:
+                raise RuntimeError(f"{out_dir}: runs {[r.name for r in waiting]} wait for start states no run makes")
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                run, until = running.pop(future)
+                future.result()  # a worker's exception is raised here
+                if run is trunk and until < trunk.total_steps:
+                    after = stops[stops.index(until) + 1]
+                    running[pool.submit(_train_unit, config, out_dir, trunk, resume_every, after)] = (trunk, after)
+                else:
+                    bar.update()
+
+
+def _can_start(run: Run, out_dir: Path) -> bool:
+    """A run starts from the initialisation, its own resume state, or a start state that exists."""
+    return run.start is None or run.start.exists() or (out_dir / f".resume-{run.name}.pt").exists()
+
+
+def _train_unit(config: PretrainConfig, out_dir: Path, run: Run, resume_every: int, until: int | None) -> None:
+    """``_train`` in a worker process, on the series' data (read once per process)."""
+    _train(config, _worker_data(config, str(out_dir)), out_dir, run, math.inf, resume_every, False, until)
+
+
+@functools.lru_cache(maxsize=1)
+def _worker_data(config: PretrainConfig, out_dir: str) -> TrainingData:
+    return prepare_data(config, checkpoints.saved_tokenizer(Path(out_dir)))
 
 
 def _series_data(config: PretrainConfig, out_dir: Path) -> TrainingData:
@@ -260,10 +362,13 @@ def _train(
     allowance: float,
     resume_every: int,
     progress: bool,
+    until: int | None = None,
 ) -> float:
     """One run (``Run``), saving its checkpoints and snapshots on the way; returns the unused allowance.
 
-    The resume state needs no scheduler: the learning rate is a function of the step.
+    ``until`` stops the run at that step with its resume state saved (a segment of a WSD trunk,
+    whose snapshot there starts a branch in another process); the next call continues it. The resume
+    state needs no scheduler: the learning rate is a function of the step.
     """
     model = build_model(olmo_config(config.preset, vocab_size=config.model_vocab_size), config.seed).train()
     optimizer = torch.optim.AdamW(
@@ -292,10 +397,11 @@ def _train(
         disable=not progress,
         file=sys.stderr,
     )
+    stop = run.total_steps if until is None else min(until, run.total_steps)
     with bar:
         if step in snapshots and not snapshots[step].exists():
             _save_resume(snapshots[step], model, optimizer, step, losses, config)
-        while step < run.total_steps:
+        while step < stop:
             if allowance <= 0:
                 _save_resume(resume_path, model, optimizer, step, losses, config)
                 return allowance
@@ -320,6 +426,10 @@ def _train(
                 checkpoints.save_checkpoint(out_dir, save_at[step].revision, model, data.tokenizer, record)
             if step % resume_every == 0 and step < run.total_steps:
                 _save_resume(resume_path, model, optimizer, step, losses, config)
+    if step < run.total_steps:  # the end of a segment: the next one resumes here
+        if step % resume_every:
+            _save_resume(resume_path, model, optimizer, step, losses, config)
+        return allowance
     resume_path.unlink(missing_ok=True)
     if run.start is not None:
         run.start.unlink(missing_ok=True)  # a finished branch needs its start state no more

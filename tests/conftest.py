@@ -1,4 +1,10 @@
+import os
+
 import pytest
+
+# Runs in this suite use one process unless a test asks for workers: a pool per small run would
+# cost more than it saves, and the suite itself may run beside other work on 2 cores.
+os.environ.setdefault("OVT_WORKERS", "1")
 
 
 @pytest.fixture(scope="module")

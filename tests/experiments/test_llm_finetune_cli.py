@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import shutil
 
 import numpy as np
@@ -305,7 +304,7 @@ def test_a_run_directory_of_another_config_is_refused_untouched(capsys, tmp_path
     )
     assert code == 2 and "another config" in err and err.count("\n") == 1
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
-    assert os.listdir(out / store.CHUNKS) == ["00000.parquet"]
+    assert store.stored_chunks(out) == {0}
 
 
 def test_defaults_every_checkpoint_of_a_folder_series_and_no_pull(capsys, tmp_path, folder_series, files):
@@ -354,7 +353,7 @@ def test_a_failed_run_is_marked_and_a_corrected_command_replaces_it(capsys, tmp_
     assert code == 1 and NAMES[-1] in err, err
     manifest = store.read_manifest(out)
     assert manifest["status"] == "failed" and NAMES[-1] in manifest["error"]
-    assert os.listdir(out / store.CHUNKS) == ["00000.parquet"] and not (out / store.METRICS).exists()
+    assert store.stored_chunks(out) == {0} and not (out / store.METRICS).exists()
     code, _, err = ovt(capsys, *finetune_args(root, *files, out, lrs=(1e-3,), which=("--revisions", NAMES[0])))
     assert code == 0 and "replacing the failed run" in err, err
     assert store.read_manifest(out)["status"] == "complete"

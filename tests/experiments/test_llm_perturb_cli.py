@@ -93,7 +93,8 @@ def test_perturb_writes_the_store_pairs_draws_and_restores(capsys, tmp_path, fol
     assert len(inflections) == 2 and set(inflections.seed) == {-1} and set(inflections.modification) == {"gaussian"}
     table = table[table.metric != "inflection"]
     assert len(table) == 3 * (1 + 2 * 2)
-    assert sorted(p.name for p in (out / store.CHUNKS).iterdir()) == ["00000.parquet", "00001.parquet", "00002.parquet"]
+    stored = sorted(p.name for p in (out / store.CHUNKS).iterdir())  # each checkpoint's rows and its notes
+    assert stored == [f"0000{i}.{kind}" for i in range(3) for kind in ("json", "parquet")]
     assert set(table.source) == {"llm"} and set(table.setup) == {root.name} and set(table.metric) == {"perplexity"}
     assert table[["lr", "steps", "reg"]].isna().all().all()
     assert dict(zip(table.checkpoint, table.pretrain_time)) == {
@@ -269,7 +270,7 @@ def test_a_run_directory_of_another_config_is_refused_untouched(capsys, tmp_path
     assert code == 2 and "another config" in err and err.count("\n") == 1
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert json.loads((out / store.MANIFEST).read_text())["gammas"] == [0.0]
-    assert os.listdir(out / store.CHUNKS) == ["00000.parquet"]
+    assert store.stored_chunks(out) == {0}
 
 
 def test_divergence_at_both_ends_of_large_gamma_is_recorded_never_a_crash(capsys, tmp_path, folder_series, eval_text):
@@ -343,7 +344,7 @@ def test_a_failed_run_is_marked_and_a_corrected_command_replaces_it(capsys, tmp_
     out = tmp_path / "run"
     code, _, err = ovt(capsys, *perturb_args(root, eval_text, out, gammas="1", seeds=1))
     assert code == 1 and "step40-tokens5K" in err, err
-    assert sorted(p.name for p in (out / store.CHUNKS).iterdir()) == ["00000.parquet", "00001.parquet"]
+    assert store.stored_chunks(out) == {0, 1}
     assert not (out / store.METRICS).exists()
     manifest = store.read_manifest(out)
     assert manifest["status"] == "failed" and "step40-tokens5K" in manifest["error"] and manifest["stopped"]

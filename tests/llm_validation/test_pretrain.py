@@ -237,3 +237,26 @@ def test_wsd_checkpoints_are_deterministic_and_survive_interruption(tmp_path):
         assert_same_weights(a, b)
         assert_same_weights(a, c)
     assert calls >= 7  # 37 updates, 5 a call: interrupted inside the trunk and inside branches
+
+
+@pytest.mark.parametrize("mode", ["separate", "wsd"])
+def test_two_workers_make_the_checkpoints_of_one_process(series, tmp_path, mode):
+    """Budgets of a separate series in two processes; a WSD trunk in segments whose snapshots start
+    the branches in the other process: the same weights as one process, one thread each."""
+    config = WSD if mode == "wsd" else CONFIG
+    one = series[1] if mode == "separate" else pretrain(config, tmp_path / "one", progress=False, threads=1)
+    two = pretrain(config, tmp_path / "two", progress=False, threads=1, workers=2)
+    for a, b in zip(one, two, strict=True):
+        assert_same_weights(a, b)
+    assert not list((tmp_path / "two").glob(".branch-*")) and not list((tmp_path / "two").glob(".resume-*"))
+
+
+def test_only_trains_the_named_budgets_of_a_separate_series(series, tmp_path):
+    from llm_validation.pretrain import units
+
+    assert units(CONFIG) == NAMES and units(WSD) == []
+    made = pretrain(CONFIG, tmp_path / "part", progress=False, only=[NAMES[1]])
+    assert [p.name for p in made] == [NAMES[1]]
+    assert_same_weights(made[0], series[1][1])
+    with pytest.raises(ValueError, match="a separate one trains by budget"):
+        pretrain(WSD, tmp_path / "w", progress=False, only=["x"])

@@ -1,0 +1,164 @@
+"""Units of LLM runs in worker processes and as submitit job arrays: the same table as one process.
+
+Every comparison is exact (``check_exact``): a unit computed in a worker with one torch thread is
+the unit computed here with one thread. Workers are spawned processes (~2 s each to import torch),
+so the runs are the smallest that still have several units.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from experiments import store
+from llm_validation.parallel import WORKERS_ENV, default_workers, worker_count
+from tests.experiments.conftest import ovt
+from tests.experiments.test_llm_finetune_cli import finetune_args
+from tests.experiments.test_llm_finetune_cli import files as files  # noqa: F401 (a fixture)
+from tests.experiments.test_llm_perturb_cli import eval_text as eval_text  # noqa: F401 (a fixture)
+from tests.experiments.test_llm_perturb_cli import perturb_args
+from tests.experiments.test_llm_pretrain_cli import pretrain_args
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "empty_offline_cache")
+ONE = ("--threads", "1")
+
+
+def table(out) -> pd.DataFrame:
+    return pd.read_parquet(out / store.METRICS)
+
+
+def same_tables(a, b) -> None:
+    pd.testing.assert_frame_equal(table(a), table(b), check_exact=True)
+
+
+def test_worker_count_defaults_to_the_environment_then_the_cores(monkeypatch):
+    monkeypatch.setenv(WORKERS_ENV, "3")
+    assert default_workers() == 3 and worker_count(None, 2) == 2 and worker_count(None, 10) == 3
+    assert worker_count(4, 10) == 4 and worker_count(4, 0) == 1
+    monkeypatch.delenv(WORKERS_ENV)
+    assert default_workers() == len(os.sched_getaffinity(0))
+    monkeypatch.setenv(WORKERS_ENV, "none")
+    with pytest.raises(ValueError, match="OVT_WORKERS='none' must be a whole number >= 1"):
+        default_workers()
+
+
+def test_two_workers_write_the_perturb_table_of_one(capsys, tmp_path, folder_series, eval_text):  # noqa: F811
+    root = folder_series[0]
+    for name, workers in (("one", "1"), ("two", "2")):
+        code, _, err = ovt(capsys, *perturb_args(root, eval_text, tmp_path / name, *ONE, "--workers", workers))
+        assert code == 0, err
+    same_tables(tmp_path / "one", tmp_path / "two")
+    one, two = (store.read_manifest(tmp_path / name) for name in ("one", "two"))
+    assert one["sigma"] == two["sigma"] and one["revisions"] == two["revisions"]
+
+
+def test_two_workers_write_the_finetune_table_of_one(capsys, tmp_path, folder_series, files):  # noqa: F811
+    for name, workers in (("one", "1"), ("two", "2")):
+        args = finetune_args(folder_series[0], *files, tmp_path / name, *ONE, "--workers", workers)
+        code, _, err = ovt(capsys, *args)
+        assert code == 0, err
+    same_tables(tmp_path / "one", tmp_path / "two")
+    tuned = [[r["tuned_lr"] for r in store.read_manifest(tmp_path / n)["revisions"]] for n in ("one", "two")]
+    assert tuned[0] == tuned[1] and all(lr is not None for lr in tuned[0])
+
+
+def test_a_seed_sweep_runs_its_cells_side_by_side(capsys, tmp_path):
+    for name, workers in (("one", "1"), ("two", "2")):
+        code, _, err = ovt(capsys, *pretrain_args(tmp_path / name, "1K,2K", "seed=0,1", "--workers", workers))
+        assert code == 0, err
+    for cell in ("seed=0", "seed=1"):
+        same_tables(tmp_path / "one" / cell, tmp_path / "two" / cell)
+    assert not table(tmp_path / "two" / "seed=0").value.equals(table(tmp_path / "two" / "seed=1").value)
+
+
+def _ovt_process(*argv) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", WORKERS_ENV: "2"}
+    command = [sys.executable, "-m", "experiments.cli", *map(str, argv)]
+    return subprocess.Popen(command, env=env, start_new_session=True, stderr=subprocess.DEVNULL)
+
+
+def _kill_when(proc: subprocess.Popen, done, timeout: float = 120.0) -> None:
+    """Kill the command and its workers (its process group) as soon as ``done()``, as a user's
+    Ctrl-C or a scheduler would; the test needs the kill to land mid-run."""
+    start = time.monotonic()
+    while not done():
+        assert proc.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() - start < timeout
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_a_killed_two_worker_perturb_run_resumes_to_the_uninterrupted_table(
+    capsys,
+    tmp_path,
+    folder_series,
+    eval_text,  # noqa: F811
+):
+    args = lambda out: perturb_args(folder_series[0], eval_text, out, *ONE, gammas="0.5,1,2", seeds=3)  # noqa: E731
+    killed = tmp_path / "killed"
+    proc = _ovt_process(*args(killed))
+    _kill_when(proc, lambda: len(store.stored_chunks(killed)) >= 1)
+    assert not (killed / store.METRICS).exists() and len(store.stored_chunks(killed)) < 3
+    assert store.read_manifest(killed)["status"] == "running"  # SIGKILL: no chance to say more
+    code, _, err = ovt(capsys, *args(killed), "--workers", "2")
+    assert code == 0, err
+    code, _, err = ovt(capsys, *args(tmp_path / "whole"), "--workers", "1")
+    assert code == 0, err
+    same_tables(killed, tmp_path / "whole")
+
+
+def test_a_killed_two_worker_series_resumes_to_the_uninterrupted_series(capsys, tmp_path):
+    killed, whole = tmp_path / "killed" / "series", tmp_path / "whole" / "series"  # the name is the setup
+    proc = _ovt_process(*pretrain_args(killed, "1K,2K,8K"))
+    _kill_when(proc, lambda: any(killed.glob("*/checkpoint.json")))
+    assert not (killed / "step63-tokens8064" / "checkpoint.json").exists()
+    for out in (killed, whole):  # started again in one process: it continues what the workers left
+        code, _, err = ovt(capsys, *pretrain_args(out, "1K,2K,8K", "--workers", "1"))
+        assert code == 0, err
+    same_tables(killed, whole)
+
+
+@pytest.mark.parametrize("cluster", ["debug", "local"])
+def test_a_job_array_writes_the_table_of_one_process(capsys, tmp_path, folder_series, eval_text, cluster):  # noqa: F811
+    """``debug`` runs the jobs here; ``local`` in subprocesses, as Slurm would on nodes."""
+    code, _, err = ovt(capsys, *perturb_args(folder_series[0], eval_text, tmp_path / "one", *ONE, "--workers", "1"))
+    assert code == 0, err
+    jobs = tmp_path / "jobs"
+    code, _, err = ovt(capsys, *perturb_args(folder_series[0], eval_text, jobs, *ONE, "--cluster", cluster))
+    assert code == 0, err
+    same_tables(tmp_path / "one", jobs)
+    assert len(list((jobs / "submitit").glob("*_result.pkl"))) == 3 or cluster == "debug"
+    manifest = store.read_manifest(jobs)
+    assert manifest["status"] == "complete" and manifest["sigma"] == store.read_manifest(tmp_path / "one")["sigma"]
+
+
+def test_a_separate_series_trains_one_budget_per_job(capsys, tmp_path):
+    one, jobs = tmp_path / "one" / "series", tmp_path / "jobs" / "series"  # the folder's name is the setup
+    code, _, err = ovt(capsys, *pretrain_args(one, "1K,2K", "--workers", "1"))
+    assert code == 0, err
+    code, _, err = ovt(capsys, *pretrain_args(jobs, "1K,2K", "--cluster", "debug"))
+    assert code == 0, err
+    same_tables(one, jobs)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (("--workers", "0"), "--workers 0 must be >= 1 and <= 256"),
+        (("--partition", "gpu"), "--partition is an option of --cluster"),
+        (("--cluster", "local", "--partition", "gpu"), "--partition is a Slurm option"),
+        (("--cluster", "debug", "--workers", "2"), "--workers and --cluster exclude each other"),
+        (("--cluster", "pbs"), "--cluster"),
+    ],
+)
+def test_bad_execution_options_exit_2_before_anything_is_written(capsys, tmp_path, extra, message):
+    code, _, err = ovt(capsys, *pretrain_args(tmp_path / "out", "1K", *extra))
+    assert code == 2 and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()

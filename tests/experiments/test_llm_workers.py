@@ -19,8 +19,8 @@ import pytest
 from experiments import store
 from llm_validation.parallel import WORKERS_ENV, default_workers, worker_count
 from tests.experiments.conftest import ovt
-from tests.experiments.test_llm_finetune_cli import finetune_args
 from tests.experiments.test_llm_finetune_cli import files as files  # noqa: F401 (a fixture)
+from tests.experiments.test_llm_finetune_cli import finetune_args
 from tests.experiments.test_llm_perturb_cli import eval_text as eval_text  # noqa: F401 (a fixture)
 from tests.experiments.test_llm_perturb_cli import perturb_args
 from tests.experiments.test_llm_pretrain_cli import pretrain_args

@@ -262,8 +262,7 @@ def _runs(config: PretrainConfig, targets: list[Target], pending: list[Target], 
         return [_cosine_run(config, f"step{t.step}", (t,), t.step) for t in pending]
     if config.mode == "single":
         return [_cosine_run(config, "single", tuple(pending), targets[-1].step)]
-    warm = warmup_steps(config, targets[0].step)  # one trunk for every branch: the smallest budget's warmup
-    starts = {t.revision: max(warm, t.step - max(1, round(config.decay_fraction * t.step))) for t in targets}
+    warm, starts = _branch_starts(config, targets)
     snapshot = {t.revision: out_dir / f".branch-{t.revision}.pt" for t in targets}
     missing = [
         t
@@ -303,7 +302,8 @@ def _train_parallel(
     """
     trunk = next((run for run in runs if run.name == TRUNK), None)
     stops = sorted({step for step, _ in trunk.snapshots} | {trunk.total_steps}) if trunk else []
-    waiting = [run for run in runs if run is not trunk]
+    # Longest first: the last run to start is a short one, so neither process idles long at the end.
+    waiting = sorted((run for run in runs if run is not trunk), key=lambda run: -run.total_steps)
     bar = tqdm(
         total=len(runs), unit="run", desc=f"{config.preset} {config.mode}", disable=not progress, file=sys.stderr
     )
@@ -342,6 +342,25 @@ def _train_unit(config: PretrainConfig, out_dir: Path, run: Run, resume_every: i
 @functools.lru_cache(maxsize=1)
 def _worker_data(config: PretrainConfig, out_dir: str) -> TrainingData:
     return prepare_data(config, checkpoints.saved_tokenizer(Path(out_dir)))
+
+
+def _branch_starts(config: PretrainConfig, targets: list[Target]) -> tuple[int, dict[str, int]]:
+    """A WSD series' warmup (the smallest budget's: one trunk serves every branch) and the step each
+    budget's branch leaves the trunk: B - max(1, round(decay_fraction x B)), not before the warmup's end."""
+    warm = warmup_steps(config, targets[0].step)
+    return warm, {t.revision: max(warm, t.step - max(1, round(config.decay_fraction * t.step))) for t in targets}
+
+
+def trained_steps(config: PretrainConfig) -> int:
+    """The updates a series makes from scratch: the sum of its budgets (``separate``), the largest
+    (``single``), or the trunk to the last branch's start plus every branch (``wsd``)."""
+    targets = config.targets()
+    if config.mode == "separate":
+        return sum(t.step for t in targets)
+    if config.mode == "single":
+        return targets[-1].step
+    _, starts = _branch_starts(config, targets)
+    return max(starts.values()) + sum(t.step - starts[t.revision] for t in targets)
 
 
 def _series_data(config: PretrainConfig, out_dir: Path) -> TrainingData:

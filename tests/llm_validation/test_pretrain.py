@@ -10,7 +10,14 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from llm_validation.checkpoints import format_revision, parse_revision
-from llm_validation.pretrain import PretrainConfig, batch_indices, learning_rate, pretrain, wsd_learning_rate
+from llm_validation.pretrain import (
+    PretrainConfig,
+    batch_indices,
+    learning_rate,
+    pretrain,
+    trained_steps,
+    wsd_learning_rate,
+)
 
 # 4 x 32 = 128 tokens a step: budgets of 1024 and 4096 tokens are 8- and 32-step runs.
 NAMES = [format_revision(8, 1024), format_revision(32, 4096)]
@@ -216,7 +223,8 @@ def test_a_wsd_series_trains_a_trunk_and_one_decay_branch_per_budget(tmp_path, m
     made = pretrain(WSD, tmp_path / "wsd", progress=False)
     # trunk to the last branch's start (32 - round(0.2 x 32) = 26), then branches of 2, 3, 6 updates:
     # 37 updates for checkpoints that separate runs make in 8 + 16 + 32 = 56.
-    assert len(updates) == 26 + 2 + 3 + 6
+    assert len(updates) == 26 + 2 + 3 + 6 == trained_steps(WSD)
+    assert trained_steps(dataclasses.replace(WSD, mode="separate")) == 56
     records = [json.loads((p / "checkpoint.json").read_text()) for p in made]
     assert [r["mode"] for r in records] == ["wsd"] * 3 and [r["tokens"] for r in records] == [1024, 2048, 4096]
     assert [r["schedule"]["decay_start"] for r in records] == [6, 13, 26]
@@ -260,3 +268,17 @@ def test_only_trains_the_named_budgets_of_a_separate_series(series, tmp_path):
     assert_same_weights(made[0], series[1][1])
     with pytest.raises(ValueError, match="a separate one trains by budget"):
         pretrain(WSD, tmp_path / "w", progress=False, only=["x"])
+
+
+@pytest.mark.parametrize("n_budgets", [6, 8, 10])
+def test_a_doubling_wsd_series_trains_at_most_1_3x_its_largest_budget(n_budgets):
+    """The trunk reaches the largest budget's branch start (0.8 B); the branches add 0.2 x (B + B/2 +
+    ...) < 0.4 B: ~1.2x the largest budget, where separate runs cost ~2x."""
+    budgets = tuple(4096 * 78 * 2**k for k in range(n_budgets))
+    config = PretrainConfig(preset="20k", budgets=budgets, seq_len=64, batch_size=64, mode="wsd")
+    largest = config.targets()[-1].step
+    assert trained_steps(config) / largest <= 1.3
+    assert trained_steps(config) / largest == pytest.approx(1.2, abs=0.01)
+    separate = trained_steps(dataclasses.replace(config, mode="separate"))  # 1 + 1/2 + ... = 2 - 2^(1-n)
+    assert separate / largest == pytest.approx(2 - 2 ** (1 - n_budgets), abs=0.002)
+    assert trained_steps(dataclasses.replace(config, mode="single")) == largest

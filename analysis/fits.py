@@ -453,3 +453,30 @@ def summary_rows(entries: list[dict]) -> list[dict]:
             }
         )
     return rows
+
+
+def predict_t_star(fam: Family, sizes, n_boot: int, seed: int) -> dict:
+    """A prediction made before its data are looked at: the decomposition fitted to ``fam`` alone (the
+    fit sizes; ``fam`` must not hold the ``sizes`` predicted), and T*(m) at each of ``sizes`` from the
+    closed form, with its 95% interval from ``n_boot`` replicates of the fit (``bootstrap``). The base
+    and excess fits use the whole T grid (``fam.mask`` where set)."""
+    held = [float(m) for m in np.atleast_1d(np.asarray(sizes, float))]
+    if set(held) & {float(m) for m in fam.sizes}:
+        raise ValueError(f"sizes {held} overlap the family's own {fam.sizes.tolist()}: not a prediction")
+    if fam.mask is None:
+        fam = dataclasses.replace(fam, mask=np.ones(fam.T.size, bool))
+    base_fit, base_good = ph.fit_base(fam.T[fam.mask], seed_mean(fam.base)[fam.mask])
+    sens_fit, sens_good = ph.fit_sensitivity(*sensitivity_points(fam, seed_mean(fam.excess()), fam.mask))
+    boot = bootstrap(fam, base_fit, sens_fit, {}, n_boot, seed)
+    D = _decomposition(base_fit, sens_fit)
+    replicates = _t_star(boot.base, boot.excess, held)
+    parts = (boot.draws["base"], boot.draws["excess"])
+    return {
+        "fit_sizes": fam.sizes.tolist(),
+        "parameters": dict(zip(("E", "A", "alpha", "C", "p", "beta"), map(float, (*base_fit, *sens_fit)))),
+        "goodness": {"base": dataclasses.asdict(base_good), "excess": dataclasses.asdict(sens_good)},
+        "predictions": [
+            {"size": m, "t_star": t_stat(float(D.t_star(m)), replicates[:, i], parts, log=True)}
+            for i, m in enumerate(held)
+        ],
+    }

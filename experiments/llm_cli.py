@@ -4,6 +4,7 @@
     ovt llm pretrain ...      (``llm_pretrain_cli``: a mini pre-training series and its base perplexity)
     ovt llm perturb ...       (``llm_perturb_cli``: perplexity under Gaussian noise on every checkpoint)
     ovt llm finetune ...      (``llm_finetune_cli``: an lr grid of fine-tuning on every checkpoint)
+    ovt llm curvature ...     (``llm_curvature_cli``: Hessian trace and top eigenvalue, small-noise excess)
 
 The three run commands read one shape: a typed config (``llm_config``) from ``--preset NAME``
 (``llm_presets``; ``--list`` shows them, ``--quick`` their quick variant), then the flags, then
@@ -17,27 +18,20 @@ variant's named after it (``results/llm/series-quick``). ``cli.py`` wires this i
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import importlib
 import sys
 from pathlib import Path
 
-import pandas as pd
-
-from experiments import llm_cluster, llm_config, llm_finetune_cli, llm_perturb_cli, llm_presets, llm_pretrain_cli
+from experiments import llm_cluster, llm_config, llm_presets, llm_study
 from experiments.arguments import Parser, argument_type, whole
 from experiments.llm_cluster import CLUSTERS
 from experiments.llm_lifecycle import failures_while_running
+from experiments.llm_runs import BY_CONFIG, RUNS, run_cells, run_config  # noqa: F401 (the run types' registry)
 from experiments.llm_series import available_revisions
 from experiments.run import UsageError, variant_dir
 from llm_validation.parallel import worker_count
 from llm_validation.tokens import human_tokens
 
-# The run types: each module has CONFIG (its llm_config class), HELP, plan(cfg, out, quiet) (every
-# check, nothing written), execute(plan) -> table, and report(plan, table).
-RUNS = {"pretrain": llm_pretrain_cli, "perturb": llm_perturb_cli, "finetune": llm_finetune_cli}
-BY_CONFIG = {module.CONFIG: module for module in RUNS.values()}
-LLM_COMMANDS = ("revisions", *RUNS)
+LLM_COMMANDS = ("revisions", *RUNS, "study")
 MAX_WORKERS = 256
 MAX_MINUTES = 60 * 24 * 30
 
@@ -59,6 +53,12 @@ def add_parser(subparsers, parser_class: type[argparse.ArgumentParser] | None = 
     r.add_argument("model", help="hub id (ORG/NAME; HF_HUB_OFFLINE=1 lists the local hub cache) or a folder series")
     for kind, module in RUNS.items():
         add_run_arguments(sub.add_parser(kind, help=module.HELP), kind, module.CONFIG)
+    s = sub.add_parser("study", help="the controlled study: every size, seed and measurement, then the claims")
+    s.add_argument("name", nargs="?", help="study preset (see --list)")
+    s.add_argument("--list", action="store_true", help="list the studies")
+    s.add_argument("--out", type=Path, help="study directory, resumable (default results/llm/NAME)")
+    add_workers(s)
+    s.add_argument("--quiet", action="store_true", help="no progress, no summary")
     return llm
 
 
@@ -72,13 +72,7 @@ def add_run_arguments(p: argparse.ArgumentParser, kind: str, cls: type) -> None:
     p.add_argument("--out", type=Path, help="run directory, resumable (default: the preset's, results/llm/...)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
     llm_config.add_arguments(p, cls)
-    x = p.add_argument_group("execution (where the units run; the numbers do not depend on it)")
-    x.add_argument(
-        "--workers",
-        type=argument_type(whole("--workers", 1, MAX_WORKERS)),
-        help="processes for independent units (budgets, checkpoints, sweep cells), one torch thread each "
-        "unless --threads (default: the machine's cores, or $OVT_WORKERS)",
-    )
+    x = add_workers(p)
     x.add_argument("--cluster", choices=CLUSTERS, help="submit the units as a submitit job array")
     x.add_argument(
         "--partition", type=argument_type(llm_config.nonempty("--partition")), help="--cluster slurm: the partition"
@@ -87,20 +81,24 @@ def add_run_arguments(p: argparse.ArgumentParser, kind: str, cls: type) -> None:
     x.add_argument("--gpus", type=argument_type(whole("--gpus", 0, 64)), help="--cluster: GPUs per job")
 
 
-def run_config(cfg: llm_config.RunConfig, out: Path, quiet: bool = False, workers: int | None = None) -> pd.DataFrame:
-    """Plan (bad input: UsageError / ValueError, nothing written) and execute one run of any type
-    into ``out`` (a failure while running: RunFailure), its units in ``workers`` processes (default:
-    the machine's cores); returns its table."""
-    module = BY_CONFIG[type(cfg)]
-    planned = module.plan(cfg, out, quiet)
-    with failures_while_running():  # the run directory exists now: whatever fails is a failure
-        return module.execute(planned, workers)
+def add_workers(p: argparse.ArgumentParser):
+    """The execution group with ``--workers``; returns the group."""
+    x = p.add_argument_group("execution (where the units run; the numbers do not depend on it)")
+    x.add_argument(
+        "--workers",
+        type=argument_type(whole("--workers", 1, MAX_WORKERS)),
+        help="processes for independent units (budgets, checkpoints, sweep cells), one torch thread each "
+        "unless --threads (default: the machine's cores, or $OVT_WORKERS)",
+    )
+    return x
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the parsed ``ovt llm ...`` command; UsageError / ValueError mean bad input (exit 2)."""
     if args.llm_command == "revisions":
         return _revisions(args)
+    if args.llm_command == "study":
+        return _study(args)
     return _run_command(args.llm_command, args)
 
 
@@ -137,37 +135,13 @@ def _run_command(kind: str, args: argparse.Namespace) -> int:
     cells = worker_count(args.workers, len(plans))
     with failures_while_running():  # the run directories exist now: whatever fails is a failure
         if cells > 1:  # a sweep: its cells side by side, each in one process
-            tables = _cells_in_parallel(module, plans, cells, args.quiet)
+            tables = run_cells([(module, plan) for plan in plans], cells, args.quiet)
         else:
             tables = (module.execute(plan, args.workers) for plan in plans)
         for plan, table in zip(plans, tables):
             if not args.quiet:
                 print(module.report(plan, table))
     return 0
-
-
-def _cells_in_parallel(module, plans: list, workers: int, quiet: bool) -> list[pd.DataFrame]:
-    """Every planned run of a sweep in one of ``workers`` processes (their own progress off; one bar
-    here counts the cells)."""
-    from concurrent.futures import as_completed
-
-    from tqdm import tqdm
-
-    from llm_validation.parallel import process_pool
-
-    threads = {plan.threads or 1 for plan in plans}
-    with process_pool(workers, max(threads)) as pool, tqdm(total=len(plans), unit="run", disable=quiet) as bar:
-        futures = {pool.submit(_execute_cell, module.__name__, plan): i for i, plan in enumerate(plans)}
-        tables = [None] * len(plans)
-        for future in as_completed(futures):
-            tables[futures[future]] = future.result()
-            bar.update()
-    return tables
-
-
-def _execute_cell(module_name: str, plan) -> pd.DataFrame:
-    module = importlib.import_module(module_name)
-    return module.execute(dataclasses.replace(plan, quiet=True), 1)
 
 
 def _cluster(args: argparse.Namespace) -> llm_cluster.Cluster | None:
@@ -197,6 +171,24 @@ def _submit(module, runs, plans, cluster: llm_cluster.Cluster, args) -> int:
             table = module.execute(plan, 1)  # every unit stored: the table is written, nothing computed
             if not args.quiet:
                 print(module.report(plan, table))
+    return 0
+
+
+def _study(args) -> int:
+    if args.list:
+        if args.name:
+            raise UsageError("ovt llm study: --list takes no study name")
+        print("\n".join(llm_study.describe(name) for name in llm_study.STUDIES))
+        return 0
+    if not args.name:
+        raise UsageError(f"ovt llm study: a study name is required; allowed: {', '.join(llm_study.STUDIES)}")
+    llm_study.get(args.name)
+    out = args.out or llm_presets.RESULTS / args.name
+    report = llm_study.run_study(args.name, out, args.workers, args.quiet)
+    if not args.quiet:
+        from experiments.llm_study_report import summary
+
+        print(summary(report))
     return 0
 
 

@@ -42,7 +42,7 @@ class Cluster:
 
 
 def submit(module, cfg, plan, cluster: Cluster) -> list:
-    """Start the planned run of ``module`` (an ``llm_cli.RUNS`` module) and submit one job per pending
+    """Start the planned run of ``module`` (an ``llm_runs.RUNS`` module) and submit one job per pending
     unit; returns the submitit jobs (``job.result()`` waits for one)."""
     import submitit
 

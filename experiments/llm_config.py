@@ -4,6 +4,7 @@
     PretrainRun   ``ovt llm pretrain``: a mini OLMo checkpoint series and its base perplexity
     PerturbRun    ``ovt llm perturb``: perplexity under Gaussian noise on every checkpoint
     FinetuneRun   ``ovt llm finetune``: an lr grid of fine-tuning on every checkpoint
+    CurvatureRun  ``ovt llm curvature``: Hessian trace and top eigenvalue, and the small-noise excess
 
 Every field has one reader (``READERS``): the flag and the override are parsed and bounded by the
 same function, so they refuse the same values in the same words (the flag named ``--seq-len``, the
@@ -41,6 +42,7 @@ MAX_STEPS = 1_000_000  # fine-tuning steps, warmup steps, and the steps of each 
 MAX_THREADS = 256
 MAX_SEED = 2**63 - 1
 MAX_VOCAB = 1_000_000
+MAX_PROBES = 100_000  # Hutchinson probes and power iterations
 
 
 def knob(default: Any, help: str) -> Any:
@@ -69,6 +71,7 @@ class PretrainRun:
     seed: int = knob(0, "initialisation and data order")
     vocab_size: int | None = knob(None, "BPE vocabulary (default: the size's)")
     max_train_chars: int | None = knob(None, "cap the training split at whole documents of this many characters")
+    max_epochs: float | None = knob(None, "refuse a largest budget of more passes than this over the training tokens")
     max_blocks: int | None = knob(None, "evaluate on the first N blocks of the held-out text (default all)")
     threads: int | None = knob(None, "torch threads (default: torch's own)")
 
@@ -131,7 +134,20 @@ class FinetuneRun(SeriesRun):
         exclusive(self, "heldout_fraction", "heldout_data")
 
 
-RunConfig = PretrainRun | PerturbRun | FinetuneRun
+@dataclasses.dataclass(frozen=True)
+class CurvatureRun(SeriesRun):
+    """Curvature of the held-out loss on every checkpoint, beside the small-noise excess it predicts."""
+
+    REQUIRED: ClassVar[tuple[str, ...]] = (*SeriesRun.REQUIRED, "gammas")
+
+    gammas: tuple[float, ...] | None = knob(None, "small noise scales at which the excess is measured directly")
+    draws: int = knob(8, "antithetic pairs of draws per gamma (draw k of perturb and its mirror image)")
+    probes: int = knob(32, "Hutchinson probes of the sigma-weighted Hessian trace")
+    iterations: int = knob(30, "power iterations for the top Hessian eigenvalue")
+    scale: str = knob("init", "sigma per tensor: init std (the paper's), tensor RMS, or 1")
+
+
+RunConfig = PretrainRun | PerturbRun | FinetuneRun | CurvatureRun
 
 
 def exclusive(cfg, a: str, b: str) -> None:
@@ -176,6 +192,7 @@ READERS: dict[str, Callable[[str], Callable[[str], Any]]] = {
     "decay_fraction": lambda flag: real(flag, above=0, most=0.9),
     "vocab_size": lambda flag: whole(flag, 1, MAX_VOCAB),
     "max_train_chars": lambda flag: whole(flag, 1),
+    "max_epochs": lambda flag: real(flag, above=0),
     "model": nonempty,
     "revisions": _names,
     "tokens": lambda flag: lambda text: tuple(token_counts(text, flag)),
@@ -200,6 +217,9 @@ READERS: dict[str, Callable[[str], Callable[[str], Any]]] = {
     "mc_data": nonempty,
     "warmup_steps": lambda flag: whole(flag, 0, MAX_STEPS),
     "seed": lambda flag: whole(flag, 0, MAX_SEED),
+    "draws": lambda flag: whole(flag, 1, MAX_SEEDS),
+    "probes": lambda flag: whole(flag, 1, MAX_PROBES),
+    "iterations": lambda flag: whole(flag, 1, MAX_PROBES),
 }
 CHOICES = {
     "size": tuple(MODEL_SIZES),

@@ -9,7 +9,7 @@
 
 The run is a ``llm_config.FinetuneRun``: every flag is also a field (``lrs=1e-3,3e-3``), a preset
 sets several (``llm_presets``), and a comma list on a scalar field sweeps it (``reg=0,0.1``: two
-runs). ``plan(cfg, out)`` checks it, ``execute(plan)`` runs it (``llm_cli.run_config(cfg, out)`` does both).
+runs). ``plan(cfg, out)`` checks it, ``execute(plan)`` runs it (``llm_runs.run_config(cfg, out)`` does both).
 
 For each checkpoint in turn (one model in memory), and from it at each lr (``finetune.lr_grid``
 restores the checkpoint's weights exactly between rates): ``--steps`` AdamW steps on ``--data``

@@ -8,7 +8,7 @@
 
 The run is a ``llm_config.PerturbRun``: every flag is also a field (``seeds=3``), a preset sets
 several (``llm_presets``), and a comma list on a scalar field sweeps it. ``plan(cfg, out)`` checks
-it, ``execute(plan)`` runs it (``llm_cli.run_config(cfg, out)`` does both).
+it, ``execute(plan)`` runs it (``llm_runs.run_config(cfg, out)`` does both).
 
 ``perturb`` evaluates, for each checkpoint in turn (one model in memory at a time), the held-out
 perplexity of the checkpoint itself (``modification='none'``, ``gamma`` NaN, ``seed`` 0) and of

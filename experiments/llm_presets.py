@@ -49,6 +49,7 @@ PRESETS: dict[str, dict[str, RunConfig]] = {
             model=str(SERIES), gammas=(0.5, 1.0, 2.0, 4.0), seeds=3, scale="init", batch_size=16, **EVAL
         ),
     },
+    "curvature": {},
     "finetune": {
         "validation": FinetuneRun(
             model=str(SERIES),

@@ -2,14 +2,16 @@
 
     ovt llm pretrain [--preset NAME [--quick]] [FIELD=VALUE ...] [--out DIR] [--quiet]
                      [--size tiny|smoke|20k|...] --budgets B1,B2,...
-                     [--corpus shakespeare|python|synthetic] [--mode separate|single|wsd] [--decay-fraction 0.2]
+                     [--corpus shakespeare|python|synthetic|sitepackages]
+                     [--mode separate|single|wsd] [--decay-fraction 0.2]
                      [--seq-len N] [--batch-size N] [--lr X] [--seed N] [--vocab-size N]
-                     [--max-train-chars N] [--max-blocks N] [--threads N]
+                     [--max-train-chars N] [--max-epochs X] [--max-blocks N]
+                     [--threads N] [--workers N] [--cluster slurm|local|debug]
 
 The run is a ``llm_config.PretrainRun``: every flag is also a field (``budgets=320K,1.3M``), a preset
 sets several (``llm_presets``: one per model size, and ``validation``), and a comma list on a scalar
 field sweeps it (``seed=0,1,2``: three series). ``plan(cfg, out)`` checks it, ``execute(plan)``
-runs it (``llm_cli.run_config(cfg, out)`` does both).
+runs it (``llm_runs.run_config(cfg, out)`` does both).
 
 Budgets are token counts (``320K,1.3M,10M``); each is trained for ``budget / (batch_size * seq_len)``
 steps rounded half up (``PretrainConfig``), and the checkpoint is named by the exact count.
@@ -122,6 +124,7 @@ def plan(cfg: PretrainRun, out: Path, quiet: bool = False) -> PretrainPlan:
         seed=cfg.seed,
         vocab_size=cfg.vocab_size,
         max_train_chars=cfg.max_train_chars,
+        max_epochs=cfg.max_epochs,
     )
     for budget in config.budgets:
         steps = budget_steps(budget, config.tokens_per_step)

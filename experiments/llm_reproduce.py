@@ -11,7 +11,7 @@ import dataclasses
 from pathlib import Path
 
 from experiments import llm_presets
-from experiments.llm_cli import run_config
+from experiments.llm_runs import run_config
 
 
 def run(out: Path, quick: bool = False, quiet: bool = False) -> list[Path]:

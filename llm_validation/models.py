@@ -31,6 +31,7 @@ class ModelPreset:
 PRESETS: dict[str, ModelPreset] = {
     "tiny": ModelPreset(32, 2, 4, 64, 320, 128),  # 30,720: unit tests
     "smoke": ModelPreset(32, 2, 4, 96, 512, 128),  # 43,008: seconds-long end-to-end runs
+    "5k": ModelPreset(12, 1, 2, 32, 258, 512),  # 4,824: a byte-level model 4.2x below 20k (the study's small size)
     "20k": ModelPreset(24, 2, 2, 56, 320, 512),  # 20,352
     "50k": ModelPreset(40, 2, 4, 96, 384, 512),  # 51,200
     "100k": ModelPreset(48, 3, 4, 112, 512, 512),  # 100,608

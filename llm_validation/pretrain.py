@@ -49,7 +49,7 @@ from llm_validation import checkpoints
 from llm_validation.corpora import corpus_source, load_corpus
 from llm_validation.models import build_model, count_parameters, olmo_config
 from llm_validation.parallel import process_pool
-from llm_validation.pretrain_config import PretrainConfig, Target, config_record
+from llm_validation.pretrain_config import PretrainConfig, Target, check_repetition, config_record
 from llm_validation.tokenizer import train_bpe_tokenizer
 
 LOSS_CURVE_POINTS = 256
@@ -219,6 +219,7 @@ def _pretrain(
     ]
     if pending:
         data = _series_data(config, out_dir)
+        check_repetition(config, data.description["train_tokens"])
         allowance = math.inf if max_steps_this_call is None else max_steps_this_call
         runs = _runs(config, targets, pending, out_dir)
         workers, threads = parallel

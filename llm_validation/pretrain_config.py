@@ -27,6 +27,9 @@ class PretrainConfig:
     A budget ``B`` is trained for ``B / (batch_size * seq_len)`` steps rounded half up; ``checkpoint.json``
     records the exact token count ``steps * batch_size * seq_len``. ``vocab_size`` defaults to the
     preset's; ``max_train_chars`` caps the training split (see ``corpora.load_corpus``).
+    ``max_epochs``: at most this many passes over the training tokens at the largest budget
+    (``check_repetition``, once the data are tokenised; data-constrained scaling finds up to ~4
+    passes close to fresh data). ``checkpoint.json`` records every checkpoint's ``epochs``.
     """
 
     preset: str = "smoke"
@@ -44,6 +47,7 @@ class PretrainConfig:
     seed: int = 0
     vocab_size: int | None = None
     max_train_chars: int | None = None
+    max_epochs: float | None = None  # refuse a largest budget of more passes over the training tokens
 
     def __post_init__(self):
         if self.preset not in PRESETS:
@@ -68,6 +72,8 @@ class PretrainConfig:
             raise ValueError(f"vocab_size={self.model_vocab_size} (preset {self.preset!r}) must be >= {MIN_VOCAB}")
         if self.max_train_chars is not None and self.max_train_chars <= 0:
             raise ValueError(f"max_train_chars={self.max_train_chars} must be positive")
+        if self.max_epochs is not None and not self.max_epochs > 0:
+            raise ValueError(f"max_epochs={self.max_epochs} must be > 0")
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
         object.__setattr__(self, "budgets", _check_budgets(self.budgets, self.tokens_per_step))
 
@@ -138,3 +144,18 @@ def _check_budgets(budgets: Iterable, tokens_per_step: int) -> tuple[int, ...]:
         if step_a == step_b:
             raise ValueError(f"budgets {a} and {b} both round to step {step_a} at {tokens_per_step} tokens per step")
     return tuple(checked)
+
+
+def check_repetition(config: PretrainConfig, train_tokens: int) -> float:
+    """Passes over the ``train_tokens`` training tokens at the largest budget; ValueError beyond
+    ``config.max_epochs``."""
+    from llm_validation.corpora import repetition
+
+    epochs = repetition(train_tokens, config.targets()[-1].tokens)
+    if config.max_epochs is not None and epochs > config.max_epochs:
+        raise ValueError(
+            f"budget {config.targets()[-1].tokens:,} tokens is {epochs:.2f} passes over the {train_tokens:,} training "
+            f"tokens of corpus={config.corpus!r}; at most max_epochs={config.max_epochs:g} are allowed "
+            "(a larger max_train_chars or a smaller budget)"
+        )
+    return epochs

@@ -282,3 +282,20 @@ def test_a_doubling_wsd_series_trains_at_most_1_3x_its_largest_budget(n_budgets)
     separate = trained_steps(dataclasses.replace(config, mode="separate"))  # 1 + 1/2 + ... = 2 - 2^(1-n)
     assert separate / largest == pytest.approx(2 - 2 ** (1 - n_budgets), abs=0.002)
     assert trained_steps(dataclasses.replace(config, mode="single")) == largest
+
+
+def test_the_repetition_of_the_largest_budget_is_recorded_and_enforced(tmp_path):
+    """``epochs`` = tokens / training tokens in every checkpoint.json; beyond ``max_epochs`` the series is
+    refused once its data are tokenised, before any update."""
+    made = pretrain(CONFIG, tmp_path / "ok", progress=False)
+    record = json.loads((made[-1] / "checkpoint.json").read_text())
+    train_tokens = record["data"]["train_tokens"]
+    assert record["epochs"] == pytest.approx(4096 / train_tokens)
+    limit = 0.9 * 4096 / train_tokens
+    with pytest.raises(ValueError, match=rf"passes over the {train_tokens:,} training tokens.*max_epochs"):
+        pretrain(dataclasses.replace(CONFIG, max_epochs=limit), tmp_path / "refused", progress=False)
+    assert not any((tmp_path / "refused").glob("step*"))
+    allowed = pretrain(
+        dataclasses.replace(CONFIG, max_epochs=1.1 * 4096 / train_tokens), tmp_path / "a", progress=False
+    )
+    assert len(allowed) == 2

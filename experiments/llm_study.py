@@ -1,0 +1,253 @@
+"""``ovt llm study NAME``: the controlled LLM study, the whole protocol from one command.
+
+    ovt llm study --list
+    ovt llm study study-quick [--out DIR] [--workers N] [--quiet]
+
+A study (``Study``; presets ``STUDIES``) pre-trains, at every model size and seed, a budget series
+on a corpus large enough that no training token is seen more than ``max_epochs`` times, then runs
+on every series the protocol's four measurements, each an ordinary run directory:
+
+    DIR/series/SIZE_seed=S            ``ovt llm pretrain`` (WSD: every checkpoint annealed)
+    DIR/perturb/SIZE_seed=S           ``ovt llm perturb``: ``draws`` paired draws per gamma
+    DIR/finetune/DATA/SIZE_seed=S     ``ovt llm finetune``: the lr grid on each fine-tuning dataset
+    DIR/finetune-reg/DATA/SIZE_seed=S the L2 pull: ``regs`` at ``reg_lr`` on the first dataset
+    DIR/curvature/SIZE_seed=S         ``ovt llm curvature``: Hessian trace, top eigenvalue, excess
+    DIR/eval.txt                      the held-out text every evaluation scores (the first held-out
+                                      documents of the corpus, ``eval_chars`` characters)
+
+and ends with the analysis (``llm_study_report``): predictions made on the fit sizes first, then the
+claims table. Every stage's runs go side by side in ``workers`` processes (longest first); every run
+resumes, so the same command after a kill continues where it stopped. ``DIR/study.json`` records
+the preset, its fields, each stage's wall time and the status.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+from experiments import store
+from experiments.llm_config import CurvatureRun, FinetuneRun, PerturbRun, PretrainRun
+from experiments.run import UsageError, check_writable, now
+
+STUDY_FILE = "study.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+    """Every choice of a study, fixed before its data exist (the preset is the pre-registration)."""
+
+    sizes: tuple[tuple[str, tuple[int, ...]], ...]  # (model size, token budgets), the costliest first
+    seeds: tuple[int, ...] = (0, 1, 2)
+    corpus: str = "sitepackages"
+    max_train_chars: int | None = 40_000_000
+    max_epochs: float = 4.0
+    mode: str = "wsd"
+    seq_len: int = 64
+    batch_size: int = 64
+    lr: float = 1e-2
+    eval_chars: int = 400_000
+    eval_blocks: int = 1024  # x (seq_len - 1) predicted tokens: 64,512 at seq_len 64
+    gammas: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
+    draws: int = 8
+    finetune_data: tuple[str, ...] = ("corpus:shakespeare", "corpus:synthetic")
+    lrs: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
+    steps: int = 100
+    finetune_batch: int = 16
+    regs: tuple[float, ...] = (0.1, 1.0)
+    reg_lr: float = 1e-2
+    curvature_gammas: tuple[float, ...] = (0.25, 0.5)
+    probes: int = 32
+    iterations: int = 20
+    curvature_blocks: int = 256
+    fit_gammas: int = 2  # the prediction step fits the largest gammas ...
+    fit_lrs: int = 2  # ... and the smallest lrs, and predicts T* of the others
+
+    def series_name(self, size: str, seed: int) -> str:
+        return f"{size}_seed={seed}"
+
+    def series(self) -> list[tuple[str, int, tuple[int, ...]]]:
+        """(size, seed, budgets) of every series, the costliest size first."""
+        return [(size, seed, budgets) for size, budgets in self.sizes for seed in self.seeds]
+
+
+STUDIES: dict[str, Study] = {
+    # The reference: both sizes past 2,000 tokens per parameter (5k: 4,824 parameters to 20.5M tokens,
+    # 4,250 tokens/param; 20k: 20,352 to 41M, 2,012), 64x in tokens, 3 seeds, WSD.
+    "study": Study(
+        sizes=(
+            ("20k", tuple(4096 * s for s in (156, 312, 625, 1250, 2500, 5000, 10000))),
+            ("5k", tuple(4096 * s for s in (78, 156, 312, 625, 1250, 2500, 5000))),
+        ),
+    ),
+    # make reproduce's: the same protocol at sizes a few minutes afford (8x in tokens, 2 seeds, fewer
+    # draws and lrs); its claims may be INCONCLUSIVE, and say so.
+    "study-quick": Study(
+        sizes=(
+            ("20k", tuple(4096 * s for s in (40, 80, 160, 320))),
+            ("5k", tuple(4096 * s for s in (40, 80, 160, 320))),
+        ),
+        seeds=(0, 1),
+        max_train_chars=2_000_000,
+        eval_chars=100_000,
+        eval_blocks=256,
+        gammas=(0.5, 1.0, 2.0, 4.0),
+        draws=4,
+        finetune_data=("corpus:shakespeare",),
+        lrs=(1e-3, 1e-2, 1e-1),
+        steps=30,
+        regs=(1.0,),
+        curvature_gammas=(0.5,),
+        probes=32,
+        iterations=10,
+        curvature_blocks=64,
+    ),
+}
+
+
+def get(name: str) -> Study:
+    if name not in STUDIES:
+        raise UsageError(f"study {name!r} is unknown; allowed: {', '.join(STUDIES)}")
+    return STUDIES[name]
+
+
+def describe(name: str) -> str:
+    study = STUDIES[name]
+    sizes = ", ".join(f"{size} {len(b)} budgets to {b[-1] / 1e6:.3g}M" for size, b in study.sizes)
+    return f"{name:12s} {sizes}; {len(study.seeds)} seeds; gammas {study.gammas} x {study.draws} draws"
+
+
+def pretrain_runs(study: Study, out: Path) -> list[tuple[PretrainRun, Path]]:
+    return [
+        (
+            PretrainRun(
+                size=size,
+                budgets=budgets,
+                corpus=study.corpus,
+                mode=study.mode,
+                seq_len=study.seq_len,
+                batch_size=study.batch_size,
+                lr=study.lr,
+                seed=seed,
+                max_train_chars=study.max_train_chars,
+                max_epochs=study.max_epochs,
+                max_blocks=study.eval_blocks,
+                threads=1,
+            ),
+            out / "series" / study.series_name(size, seed),
+        )
+        for size, seed, budgets in study.series()
+    ]
+
+
+def _on_series(study: Study, out: Path, size: str, seed: int, blocks: int) -> dict:
+    return dict(
+        model=str(out / "series" / study.series_name(size, seed)),
+        eval_text=str(out / "eval.txt"),
+        seq_len=study.seq_len,
+        max_blocks=blocks,
+        threads=1,
+    )
+
+
+def measurement_runs(study: Study, out: Path) -> list[tuple[object, Path]]:
+    """Every run over the series: perturb, the fine-tuning grids, the L2 pull, curvature."""
+    runs = []
+    for size, seed, _ in study.series():
+        name = study.series_name(size, seed)
+        on = _on_series(study, out, size, seed, study.eval_blocks)
+        runs.append((PerturbRun(**on, gammas=study.gammas, seeds=study.draws, batch_size=32), out / "perturb" / name))
+        for data in study.finetune_data:
+            tune = dict(data=data, format="text", steps=study.steps, batch_size=study.finetune_batch)
+            runs.append((FinetuneRun(**on, **tune, lrs=study.lrs), out / "finetune" / _data_name(data) / name))
+        for reg in study.regs:
+            tune = dict(data=study.finetune_data[0], format="text", steps=study.steps, batch_size=study.finetune_batch)
+            reg_out = out / "finetune-reg" / f"reg={reg:g}" / name
+            runs.append((FinetuneRun(**on, **tune, lrs=(study.reg_lr,), reg=reg), reg_out))
+        curvature = _on_series(study, out, size, seed, study.curvature_blocks)
+        runs.append(
+            (
+                CurvatureRun(
+                    **curvature,
+                    gammas=study.curvature_gammas,
+                    draws=study.draws,
+                    probes=study.probes,
+                    iterations=study.iterations,
+                    batch_size=32,
+                ),
+                out / "curvature" / name,
+            )
+        )
+    return runs
+
+
+def _data_name(data: str) -> str:
+    return data.split(":", 1)[-1] if data.startswith("corpus:") else Path(data).stem
+
+
+def write_eval_text(study: Study, out: Path) -> Path:
+    """``DIR/eval.txt``: the corpus' first held-out documents, ``eval_chars`` characters at least
+    (whole documents), joined by newlines; never training text (``corpora`` splits by document)."""
+    from llm_validation.corpora import load_corpus
+
+    path = out / "eval.txt"
+    if path.is_file():
+        return path
+    chosen, total = [], 0
+    for document in load_corpus(study.corpus, max_chars=study.max_train_chars).heldout:
+        chosen.append(document)
+        total += len(document)
+        if total >= study.eval_chars:
+            break
+    with store.atomic_path(path) as tmp:
+        tmp.write_text("\n".join(chosen), encoding="utf-8")
+    return path
+
+
+def run_study(name: str, out: Path, workers: int | None = None, quiet: bool = False) -> dict:
+    """Run (or resume) the study ``name`` into ``out``; returns its report (``llm_study_report``)."""
+    from experiments import llm_study_report
+    from experiments.llm_lifecycle import failures_while_running
+    from experiments.llm_runs import BY_CONFIG, run_cells
+    from llm_validation.parallel import worker_count
+
+    study = get(name)
+    out = Path(out)
+    check_writable(out)
+    path = out / STUDY_FILE
+    record = json.loads(path.read_text()) if path.is_file() else {}
+    if record and record.get("study") != name:
+        raise UsageError(f"--out {out} holds study {record.get('study')!r}; give a new folder for {name!r}")
+    out.mkdir(parents=True, exist_ok=True)
+    record = record or {"study": name, "config": dataclasses.asdict(study), "started": now(), "stages": {}}
+    record["status"] = "running"
+    store.write_json(path, record)
+
+    def stage(label: str, runs: list) -> None:
+        start = time.perf_counter()
+        if not quiet:
+            print(f"study {name}: {label} ({len(runs)} runs)", file=sys.stderr)
+        plans = [(BY_CONFIG[type(cfg)], BY_CONFIG[type(cfg)].plan(cfg, run_out, True)) for cfg, run_out in runs]
+        with failures_while_running():
+            processes = worker_count(workers, len(plans))
+            if processes > 1:
+                run_cells(plans, processes, quiet)
+            else:
+                for module, plan in plans:
+                    module.execute(plan, 1)
+        seconds = time.perf_counter() - start
+        record["stages"][label] = record["stages"].get(label, 0.0) + seconds
+        store.write_json(path, record)
+
+    stage("pre-training", pretrain_runs(study, out))
+    write_eval_text(study, out)
+    stage("measurements", measurement_runs(study, out))
+    start = time.perf_counter()
+    report = llm_study_report.write(study, name, out)
+    record["stages"]["analysis"] = time.perf_counter() - start
+    record.update(status="complete", finished=now(), wall_seconds=sum(record["stages"].values()))
+    store.write_json(path, record)
+    return report

@@ -1,0 +1,263 @@
+"""The analysis of an ``ovt llm study``: predictions first, then observations, then verdicts.
+
+1. **Predictions** (``predictions.json``, written before anything below is computed): per model size,
+   the theory's decomposition (``analysis.fits.predict_t_star``: L = E + A T^-alpha, excess
+   C m^p T^beta) is fitted on the ``fit_gammas`` largest gammas and, for fine-tuning on the first
+   dataset at reg 0, the ``fit_lrs`` smallest lrs only (``fit_rows`` keeps nothing else, and
+   ``predict`` refuses rows of another size), and predicts T* of every other gamma and lr with a 95%
+   interval over the pre-training series (resampled whole).
+2. **Observations**: per size and curve, T* of the mean over series (``analysis.inflection``; its kind
+   where there is none) and a Student-t interval over the series' own T* in log space.
+3. **Scores**: per predicted size, ln(predicted / observed) and whether the observation falls in the
+   predicted interval.
+4. **Claims** (``claims.json``, ``claims.md``): ``analysis.claims`` per size on the perturbation
+   table, the first dataset's fine-tuning grid with the L2-pull runs, and the curvature run (claim h:
+   the antithetic excess at the smallest curvature gamma against (gamma^2/2) x the Hessian trace);
+   claims d-f again for every other dataset.
+
+The pre-training seed of a row is ``series_seed``; draws are averaged within a series before a
+series-level statistic, so every interval rests on the series (3 in the reference study).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis import claims as verdicts
+from analysis.families import families
+from analysis.fits import predict_t_star
+from analysis.inflection import inflection, inflection_kind, vertex_minimum
+from experiments import store
+
+N_BOOT = 400
+SERIES = "series_seed"
+
+
+def load(out: Path, stage: str, study, size: str) -> pd.DataFrame:
+    """Every series' table of one stage folder (``perturb``, ``finetune/shakespeare``, ...) for one
+    size, with its ``size`` and ``series_seed``."""
+    frames = [
+        pd.read_parquet(out / stage / study.series_name(size, seed) / store.METRICS).assign(size=size, series_seed=seed)
+        for seed in study.seeds
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
+def _measured(rows: pd.DataFrame) -> pd.DataFrame:
+    return rows[(rows.checkpoint != "inflection") & (rows.metric == "perplexity")]
+
+
+def fit_rows(rows: pd.DataFrame, modification: str, fit: list[float]) -> pd.DataFrame:
+    """The rows a prediction may read: the unmodified curve and the modified curves at the fit sizes
+    (``gamma``, or ``lr`` of the fixed-lr rows), nothing else."""
+    rows = _measured(rows)
+    column = "gamma" if modification == "gaussian" else "lr"
+    modified = rows[(rows.modification == modification) & rows[column].isin(fit)]
+    if modification == "finetune":
+        modified = modified[modified.lr_policy == "fixed"]
+    return pd.concat([rows[rows.modification == "none"], modified], ignore_index=True)
+
+
+def _family(rows: pd.DataFrame, size: str):
+    """One family over the series: log perplexity averaged over draws within a series, the series
+    index as its seed (paired: the base and modified curves of a series share it)."""
+    rows = rows.assign(log=np.log(rows.value))
+    keys = ["modification", "gamma", "lr", "steps", "reg", SERIES, "pretrain_time"]
+    mean = rows.groupby(keys, dropna=False)["log"].mean().reset_index()
+    frame = store.block(
+        source="llm",
+        setup=size,
+        checkpoint=mean.pretrain_time.map(lambda t: f"T{t:.0f}").tolist(),
+        pretrain_time=mean.pretrain_time.tolist(),
+        modification=mean.modification.tolist(),
+        gamma=mean.gamma.tolist(),
+        lr=mean.lr.tolist(),
+        steps=mean.steps.tolist(),
+        reg=mean.reg.fillna(0.0).where(mean.modification == "finetune").tolist(),
+        seed=mean[SERIES].astype(int).tolist(),
+        metric="perplexity",
+        value=np.exp(mean.log).tolist(),
+    )
+    found, reasons = families(store.validate(frame), size, store.REQUIRED_COLUMNS)
+    if len(found) != 1:
+        raise ValueError(f"{size}: expected one family, found {len(found)} ({'; '.join(reasons)})")
+    return found[0]
+
+
+def predict(rows: pd.DataFrame, size: str, modification: str, fit: list[float], held: list[float], steps: float):
+    """Fit on ``rows`` (``fit_rows``: only the fit sizes) and predict T* at ``held``; refuses rows at
+    any other size, so the held-out curves cannot leak in."""
+    column = "gamma" if modification == "gaussian" else "lr"
+    given = set(rows.loc[rows.modification == modification, column])
+    if not given <= set(fit):
+        raise ValueError(f"predict was given {column} {sorted(given - set(fit))} outside the fit sizes {fit}")
+    scale = 1.0 if modification == "gaussian" else steps  # the family's size is lr x steps
+    result = predict_t_star(_family(rows, size), [h * scale for h in held], N_BOOT, seed=0)
+    for entry, value in zip(result["predictions"], held):
+        entry[column] = value
+    return result | {"fit": fit, "held_out": held, "rows_read": len(rows)}
+
+
+def observe(rows: pd.DataFrame, modification: str, column: str, value: float) -> dict:
+    """T* of one curve: the pooled (mean over series) curve's, its kind, and the series' own T* with a
+    Student-t interval in log space (where the pooled curve has an interior minimum)."""
+    from scipy import stats
+
+    rows = _measured(rows)
+    curve = rows[(rows.modification == modification) & (rows[column] == value)]
+    if modification == "finetune":
+        curve = curve[curve.lr_policy == "fixed"]
+    table = curve.assign(log=np.log(curve.value)).pivot_table(index=SERIES, columns="pretrain_time", values="log")
+    T, per_series = table.columns.to_numpy(float), table.to_numpy(float)
+    pooled = per_series.mean(0)
+    spread = per_series.std(0, ddof=1) / math.sqrt(len(per_series)) if len(per_series) > 1 else None
+    kind = str(inflection_kind(T, pooled, spread=spread))
+    entry = {column: value, "kind": kind, "t_star": float(inflection(T, pooled, spread=spread)), "n_series": len(table)}
+    own = np.log(np.asarray(vertex_minimum(T, per_series), float))
+    if kind == "interior" and np.isfinite(own).sum() >= 2:
+        own = own[np.isfinite(own)]
+        half = stats.t.ppf(0.975, own.size - 1) * own.std(ddof=1) / math.sqrt(own.size)
+        entry["interval"] = [math.exp(own.mean() - half), math.exp(own.mean() + half)]
+        entry["per_series"] = np.exp(own).tolist()
+    return entry
+
+
+def score(prediction: dict, observed: dict) -> dict:
+    """ln(predicted / observed) and whether the observation lies in the predicted interval."""
+    predicted = prediction["t_star"]
+    value, interval, seen = predicted["value"], predicted.get("interval"), observed["t_star"]
+    hit = None
+    if interval and math.isfinite(seen):
+        lo, hi = (-math.inf if interval[0] is None else interval[0]), (math.inf if interval[1] is None else interval[1])
+        hit = bool(lo <= seen <= hi)
+    error = math.log(value / seen) if value and math.isfinite(value) and math.isfinite(seen) and seen > 0 else None
+    return {"predicted": predicted, "observed": observed, "log_error": error, "in_interval": hit}
+
+
+def _excess_as_perturb(curvature: pd.DataFrame) -> pd.DataFrame:
+    """The curvature run's antithetic excess as a perturbation table (perplexity = exp(base NLL +
+    excess)), for claim (h) of ``analysis.claims``."""
+    base = curvature[curvature.metric == "hessian_trace"][["checkpoint", "pretrain_time", SERIES, "mean_nll"]]
+    pairs = curvature[curvature.metric == "delta_nll"].merge(base, on=["checkpoint", "pretrain_time", SERIES])
+    none = base.assign(modification="none", gamma=np.nan, seed=0, value=np.exp(base.mean_nll))
+    noisy = pairs.assign(value=np.exp(pairs.mean_nll_y + pairs.value))
+    columns = ["checkpoint", "pretrain_time", SERIES, "modification", "gamma", "seed", "value"]
+    return pd.concat([none[columns], noisy[columns]], ignore_index=True).assign(metric="perplexity")
+
+
+def size_claims(study, out: Path, size: str) -> list[dict]:
+    """Claims (a)-(h) for one size on its first dataset, then (d)-(f) on every other dataset."""
+    perturb = load(out, "perturb", study, size)
+    first = study.finetune_data[0]
+    grid = load(out, f"finetune/{_name(first)}", study, size)
+    regs = [load(out, f"finetune-reg/reg={r:g}", study, size) for r in study.regs]
+    curvature = load(out, "curvature", study, size)
+    traces = curvature[curvature.metric == "hessian_trace"].rename(columns={"value": "trace"})
+    found = verdicts.evaluate_claims(perturb, pd.concat([grid, *regs], ignore_index=True), series_column=SERIES)
+    h = verdicts.evaluate_claims(_excess_as_perturb(curvature), None, traces, series_column=SERIES)
+    found = [c for c in found if c["claim"] != "h"] + [c for c in h if c["claim"] == "h"]
+    entries = [c | {"size": size, "dataset": first if c["claim"] in "defg" else ""} for c in found]
+    for data in study.finetune_data[1:]:
+        other = verdicts.evaluate_claims(None, load(out, f"finetune/{_name(data)}", study, size), series_column=SERIES)
+        entries += [c | {"size": size, "dataset": data} for c in other if c["claim"] in "def"]
+    return entries
+
+
+def _name(data: str) -> str:
+    return data.split(":", 1)[-1]
+
+
+def write(study, name: str, out: Path) -> dict:
+    """Predictions (written first), observations and scores, claims; then the study figure."""
+    predictions = {}
+    for size, _ in study.sizes:
+        gammas, lrs = sorted(study.gammas), sorted(study.lrs)
+        fit_g, held_g = gammas[-study.fit_gammas :], gammas[: -study.fit_gammas]
+        fit_l, held_l = lrs[: study.fit_lrs], lrs[study.fit_lrs :]
+        perturb = load(out, "perturb", study, size)
+        grid = load(out, f"finetune/{_name(study.finetune_data[0])}", study, size)
+        predictions[size] = {
+            "gaussian": predict(fit_rows(perturb, "gaussian", fit_g), size, "gaussian", fit_g, held_g, 1.0),
+            "finetune": predict(fit_rows(grid, "finetune", fit_l), size, "finetune", fit_l, held_l, study.steps),
+        }
+    store.write_json(out / "predictions.json", {"study": name, "made_before_observing": True, "sizes": predictions})
+
+    observed, scores = {}, {}
+    for size, _ in study.sizes:
+        perturb = load(out, "perturb", study, size)
+        grid = load(out, f"finetune/{_name(study.finetune_data[0])}", study, size)
+        observed[size] = {
+            "gaussian": [observe(perturb, "gaussian", "gamma", g) for g in sorted(study.gammas)],
+            "finetune": [observe(grid, "finetune", "lr", lr) for lr in sorted(study.lrs)],
+        }
+        scores[size] = {
+            kind: [
+                score(p, next(o for o in observed[size][kind] if o[column] == p[column]))
+                for p in predictions[size][kind]["predictions"]
+            ]
+            for kind, column in (("gaussian", "gamma"), ("finetune", "lr"))
+        }
+    claims = [c for size, _ in study.sizes for c in size_claims(study, out, size)]
+    report = {"study": name, "config": dataclasses.asdict(study), "observed": observed, "scores": scores}
+    store.write_json(out / "claims.json", {**report, "claims": claims})
+    (out / "claims.md").write_text(render(study, name, claims, scores), encoding="utf-8")
+    from paper_figures import study as figure
+
+    figure.draw(out, out / "figures")
+    return report | {"claims": claims}
+
+
+def render(study, name: str, claims: list[dict], scores: dict) -> str:
+    """``claims.md``: one claims table per size and dataset, then the predictions scored."""
+    fits = {"gaussian": sorted(study.gammas)[-study.fit_gammas :], "finetune": sorted(study.lrs)[: study.fit_lrs]}
+    parts = [f"# Study `{name}`: verdicts on the paper's LLM claims\n"]
+    for size, _ in study.sizes:
+        mine = [c for c in claims if c["size"] == size]
+        for data in dict.fromkeys(c["dataset"] for c in mine if c["dataset"]):
+            rows = [c for c in mine if not c["dataset"] or c["dataset"] == data]
+            title = f"## {size}: fine-tuning on {data}" + ("" if data == study.finetune_data[0] else " (claims d-f)")
+            parts += [title + "\n", verdicts.render_markdown(sorted(rows, key=lambda c: c["claim"]))]
+        lines = [
+            "| curve | fit on | predicted T* [95%] | observed T* [95%] | ln(pred/obs) | in interval |",
+            "|---|---|---|---|---|---|",
+        ]
+        for kind, column in (("gaussian", "gamma"), ("finetune", "lr")):
+            for s in scores[size][kind]:
+                p, o = s["predicted"], s["observed"]
+                interval = o.get("interval")
+                seen = f"{_fmt(o['t_star'])}" + (
+                    f" [{_fmt(interval[0])}, {_fmt(interval[1])}]" if interval else f" ({o['kind']})"
+                )
+                pi = p.get("interval")
+                pred = _fmt(p["value"]) + (f" [{_fmt(pi[0])}, {_fmt(pi[1])}]" if pi else "")
+                err = "-" if s["log_error"] is None else f"{s['log_error']:+.2f}"
+                fit = ", ".join(f"{v:g}" for v in fits[kind])
+                lines.append(
+                    f"| {kind} {column}={o[column]:g} | {fit} | {pred} | {seen} | {err} | {s['in_interval']} |"
+                )
+        parts += [f"## {size}: predicted T* (fitted on the other sizes first) vs observed\n", "\n".join(lines) + "\n"]
+    return "\n".join(parts)
+
+
+def _fmt(x) -> str:
+    return "open" if x is None or not math.isfinite(x) else f"{x / 1e6:.3g}M"
+
+
+def summary(report: dict) -> str:
+    """What ``ovt llm study`` prints: each claim's verdict per size."""
+    lines = [f"study {report['study']}:"]
+    for c in report["claims"]:
+        interval = "-" if c["interval"] is None else "[" + ", ".join(verdicts._number(v) for v in c["interval"]) + "]"
+        value = verdicts._number(c["value"])
+        lines.append(f"  {c['size']:4s} ({c['claim']}) {c['verdict']:12s} {value} {interval} {c['dataset']}")
+    return "\n".join(lines)
+
+
+def read(out: Path) -> dict:
+    return json.loads((out / "claims.json").read_text())

@@ -1,0 +1,137 @@
+"""``ovt llm study``: the whole protocol from one command at tiny size, its prediction step blind to the
+sizes it predicts, and its files."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pandas as pd
+import pytest
+
+from experiments import llm_study, llm_study_report, store
+from experiments.llm_study import Study
+from tests.experiments.conftest import ovt
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "empty_offline_cache")
+
+# 4 x 32 = 128 tokens a step: 8 ... 64 steps of the tiny model on the synthetic language.
+TINY = Study(
+    sizes=(("tiny", (1024, 2048, 4096, 8192)),),
+    seeds=(0, 1),
+    corpus="synthetic",
+    max_train_chars=60_000,
+    seq_len=32,
+    batch_size=4,
+    lr=3e-3,
+    eval_chars=12_000,
+    eval_blocks=24,
+    gammas=(0.5, 1.0, 2.0, 4.0),
+    draws=2,
+    finetune_data=("corpus:shakespeare",),
+    lrs=(1e-3, 3e-3, 1e-2),
+    steps=4,
+    finetune_batch=4,
+    regs=(1.0,),
+    reg_lr=3e-3,
+    curvature_gammas=(0.5,),
+    probes=4,
+    iterations=3,
+    curvature_blocks=4,
+)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """The tiny study run once through the command line; treat as read-only."""
+    out = tmp_path_factory.mktemp("study") / "tiny"
+    llm_study.STUDIES["tiny-test"] = TINY  # registered for the module's tests, as a preset would be
+    try:
+        from experiments import cli
+
+        assert cli.main(["llm", "study", "tiny-test", "--out", str(out), "--quiet", "--workers", "1"]) == 0
+        yield out
+    finally:
+        llm_study.STUDIES.pop("tiny-test", None)
+
+
+def test_the_study_writes_every_run_then_predictions_claims_and_figure(study):
+    record = json.loads((study / llm_study.STUDY_FILE).read_text())
+    assert record["status"] == "complete" and set(record["stages"]) == {"pre-training", "measurements", "analysis"}
+    for stage in ("series", "perturb", "finetune/shakespeare", "finetune-reg/reg=1", "curvature"):
+        for seed in (0, 1):
+            assert store.read_manifest(study / stage / f"tiny_seed={seed}")["status"] == "complete", stage
+    claims = json.loads((study / "claims.json").read_text())["claims"]
+    assert [c["claim"] for c in claims] == list("abcdefgh")
+    assert all(c["verdict"] in ("PASS", "FAIL", "INCONCLUSIVE") and c["rule"] for c in claims)
+    assert all(c["n_series"] in (0, 2) for c in claims)  # two series: intervals over series
+    text = (study / "claims.md").read_text()
+    assert "| claim | statement |" in text and "predicted T*" in text
+    assert (study / "figures" / "study.png").stat().st_size > 10_000
+
+
+def test_the_series_repeat_no_token_more_than_max_epochs(study):
+    for seed in (0, 1):
+        series = study / "series" / f"tiny_seed={seed}"
+        epochs = [json.loads(p.read_text())["epochs"] for p in series.glob("*/checkpoint.json")]
+        assert len(epochs) == 4 and max(epochs) <= TINY.max_epochs
+
+
+def test_predictions_are_made_on_the_fit_sizes_and_never_read_the_others(study):
+    predictions = json.loads((study / "predictions.json").read_text())["sizes"]["tiny"]
+    assert predictions["gaussian"]["fit"] == [2.0, 4.0] and predictions["gaussian"]["held_out"] == [0.5, 1.0]
+    assert predictions["finetune"]["fit"] == [1e-3, 3e-3] and predictions["finetune"]["held_out"] == [1e-2]
+    perturb = llm_study_report.load(study, "perturb", TINY, "tiny")
+    rows = llm_study_report.fit_rows(perturb, "gaussian", [2.0, 4.0])
+    assert set(rows.gamma.dropna()) == {2.0, 4.0} and set(rows.modification) == {"none", "gaussian"}
+    assert predictions["gaussian"]["rows_read"] == len(rows)
+    with pytest.raises(ValueError, match=r"gamma \[0.5, 1.0\] outside the fit sizes"):
+        llm_study_report.predict(perturb, "tiny", "gaussian", [2.0, 4.0], [0.5, 1.0], 1.0)
+    # The prediction is a function of the rows it is given: the held-out curves changed, it is the same.
+    tampered = perturb.copy()
+    tampered.loc[tampered.gamma.isin([0.5, 1.0]), "value"] *= 10
+    again = llm_study_report.predict(
+        llm_study_report.fit_rows(tampered, "gaussian", [2.0, 4.0]), "tiny", "gaussian", [2.0, 4.0], [0.5, 1.0], 1.0
+    )
+    assert again["predictions"] == predictions["gaussian"]["predictions"]
+
+
+def test_a_rerun_resumes_and_ends_with_the_same_claims(capsys, study, tmp_path):
+    before = (study / "claims.json").read_text()
+    tables = {p: pd.read_parquet(p) for p in study.glob("perturb/*/metrics.parquet")}
+    code, _, err = ovt(capsys, "llm", "study", "tiny-test", "--out", study, "--quiet", "--workers", "1")
+    assert code == 0, err
+    assert (study / "claims.json").read_text() == before
+    for path, table in tables.items():
+        pd.testing.assert_frame_equal(pd.read_parquet(path), table)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["llm", "study", "nope"], "study 'nope' is unknown; allowed: study, study-quick"),
+        (["llm", "study"], "a study name is required"),
+        (["llm", "study", "study", "--workers", "0"], "--workers 0 must be >= 1"),
+    ],
+)
+def test_bad_study_input_exits_2(capsys, tmp_path, argv, message):
+    code, _, err = ovt(capsys, *argv, "--out", tmp_path / "s")
+    assert code == 2 and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "s").exists()
+
+
+def test_every_study_preset_meets_the_regime_it_claims():
+    """The reference: >= 64x in tokens, >= 2,000 tokens per parameter at the smaller size, sizes >= 4x
+    apart, >= 3 seeds, >= 64K held-out tokens, >= 8 draws, lr grid >= 30x; the quick one is smaller."""
+    from llm_validation.models import build_model, count_parameters, olmo_config
+
+    reference = llm_study.STUDIES["study"]
+    params = {size: count_parameters(build_model(olmo_config(size))) for size, _ in reference.sizes}
+    (large, large_budgets), (small, small_budgets) = reference.sizes
+    assert params[large] >= 4 * params[small]
+    assert small_budgets[-1] / params[small] >= 2000 and large_budgets[-1] / params[large] >= 2000
+    assert all(b[-1] / b[0] >= 64 for _, b in reference.sizes) and len(reference.seeds) >= 3
+    assert reference.eval_blocks * (reference.seq_len - 1) >= 64_000 and reference.draws >= 8
+    assert max(reference.lrs) / min(reference.lrs) >= 30 and len(reference.finetune_data) >= 2
+    quick = llm_study.STUDIES["study-quick"]
+    assert dataclasses.replace(quick, sizes=reference.sizes) != reference

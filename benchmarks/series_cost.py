@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import torch
+import transformers
 
 from llm_validation.checkpoints import is_saved, load_checkpoint
 from llm_validation.corpora import load_corpus
@@ -86,6 +87,7 @@ def main() -> None:
     parser.add_argument("--eval-blocks", type=int, default=1024, help="held-out blocks of 64 tokens")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    transformers.utils.logging.disable_progress_bar()  # one "Loading weights" bar per checkpoint read
     config = series(args.budgets, int(args.largest))
     revisions = [t.revision for t in config.targets()]
     largest = config.targets()[-1].step

@@ -73,6 +73,7 @@ class PretrainRun:
     max_train_chars: int | None = knob(None, "cap the training split at whole documents of this many characters")
     max_epochs: float | None = knob(None, "refuse a largest budget of more passes than this over the training tokens")
     max_blocks: int | None = knob(None, "evaluate on the first N blocks of the held-out text (default all)")
+    eval_text: str | None = knob(None, "score the checkpoints on this text (default: the corpus' held-out split)")
     threads: int | None = knob(None, "torch threads (default: torch's own)")
 
 

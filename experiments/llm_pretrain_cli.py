@@ -31,7 +31,9 @@ DIR is at once a checkpoint series and a result store:
 - the series (``llm_validation.pretrain``): ``series.json``, ``tokenizer/``, one ``save_pretrained``
   folder per budget named ``step{N}-tokens{M}`` with its ``checkpoint.json``;
 - ``heldout.txt``: the corpus' held-out documents joined by newlines, the eval text to give
-  ``ovt llm perturb`` and ``ovt llm finetune`` as ``--eval-text DIR/heldout.txt``;
+  ``ovt llm perturb`` and ``ovt llm finetune`` as ``--eval-text DIR/heldout.txt``, and the text the
+  series' own perplexity is scored on, unless ``--eval-text`` names another (a study's shared one;
+  then it is not written);
 - ``manifest.json`` and ``metrics.parquet``: per checkpoint of the series, the perplexity of that
   text (``modification='none'``, ``metric='perplexity'``, ``pretrain_time`` = tokens, ``checkpoint``
   = revision name), packed into ``seq_len`` blocks as the series was trained (the first
@@ -71,6 +73,7 @@ from experiments.run import (
     git_commit,
     marks_failure,
     now,
+    path_from_run,
     versions,
 )
 from llm_validation.pretrain_config import (
@@ -97,6 +100,7 @@ class PretrainPlan:
     config: PretrainConfig
     out: Path
     max_blocks: int | None
+    eval_text: Path | None  # None: the corpus' held-out split (``heldout.txt``)
     threads: int | None
     quiet: bool
     run_config: dict  # the typed config as given (``llm_config.record``)
@@ -134,7 +138,12 @@ def plan(cfg: PretrainRun, out: Path, quiet: bool = False) -> PretrainPlan:
                 f"tokens (batch_size x seq_len); at most {MAX_STEPS:,} steps per budget are allowed"
             )
     _check_series(out, config)
-    return PretrainPlan(config, out, cfg.max_blocks, cfg.threads, quiet, record(cfg, out))
+    eval_text = None
+    if cfg.eval_text is not None:
+        eval_text = Path(cfg.eval_text).expanduser()
+        if not eval_text.is_file():
+            raise UsageError(f"eval_text={cfg.eval_text!r} is not a file; give a held-out text or leave it unset")
+    return PretrainPlan(config, out, cfg.max_blocks, eval_text, cfg.threads, quiet, record(cfg, out))
 
 
 def _check_series(out: Path, config) -> str:
@@ -235,7 +244,7 @@ def _write_heldout(plan: PretrainPlan) -> Path:
 def _eval_record(plan: PretrainPlan, blocks, heldout: Path) -> dict:
     n_blocks, seq_len = blocks.shape
     return {
-        "path": HELDOUT,
+        "path": path_from_run(heldout, plan.out),
         "sha256": hashlib.sha256(heldout.read_bytes()).hexdigest(),
         "seq_len": int(seq_len),
         "n_blocks": int(n_blocks),
@@ -322,7 +331,7 @@ def execute(plan: PretrainPlan, workers: int | None = 1) -> pd.DataFrame:
     with marks_failure(out), torch_threads(plan.threads), quiet_transformers(plan.quiet):
         try:
             pretrain(plan.config, out, progress=not plan.quiet, threads=plan.threads, workers=processes)
-            heldout = _write_heldout(plan)
+            heldout = _write_heldout(plan) if plan.eval_text is None else plan.eval_text
             blocks = load_token_blocks(
                 heldout, AutoTokenizer.from_pretrained(out / "tokenizer"), plan.config.seq_len, plan.max_blocks
             )
@@ -359,6 +368,7 @@ def report(plan: PretrainPlan, table: pd.DataFrame) -> str:
     frame = pd.DataFrame(
         {"checkpoint": table.checkpoint, "tokens": table.pretrain_time.map(human_tokens), "perplexity": table.value}
     )
-    return f"{len(table)} checkpoint(s) in {plan.out}; eval text {plan.out / HELDOUT}\n" + frame.to_string(
+    text = plan.eval_text or plan.out / HELDOUT
+    return f"{len(table)} checkpoint(s) in {plan.out}; eval text {text}\n" + frame.to_string(
         index=False, float_format=lambda v: f"{v:.4g}"
     )

@@ -135,6 +135,7 @@ def pretrain_runs(study: Study, out: Path) -> list[tuple[PretrainRun, Path]]:
                 max_train_chars=study.max_train_chars,
                 max_epochs=study.max_epochs,
                 max_blocks=study.eval_blocks,
+                eval_text=str(out / "eval.txt"),
                 threads=1,
             ),
             out / "series" / study.series_name(size, seed),
@@ -242,8 +243,8 @@ def run_study(name: str, out: Path, workers: int | None = None, quiet: bool = Fa
         record["stages"][label] = record["stages"].get(label, 0.0) + seconds
         store.write_json(path, record)
 
-    stage("pre-training", pretrain_runs(study, out))
     write_eval_text(study, out)
+    stage("pre-training", pretrain_runs(study, out))
     stage("measurements", measurement_runs(study, out))
     start = time.perf_counter()
     report = llm_study_report.write(study, name, out)

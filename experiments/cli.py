@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from experiments import compare, llm_cli, llm_reproduce, presets, store
+from experiments import compare, llm_cli, llm_reproduce, llm_study, presets, store
 from experiments.arguments import Parser, integer
 from experiments.config import apply_overrides
 from experiments.run import UsageError, check_writable, run_theory, variant_dir
@@ -131,6 +131,8 @@ def _reproduce(args) -> int:
         if not args.theory_only:
             for run_dir in llm_reproduce.run(args.out / "llm", args.quick, args.quiet):
                 drawn.append(pool.submit(draw_run, run_dir, figures))
+            if not args.quick:  # the controlled study at quick size: its runs, predictions, claims, figure
+                llm_study.run_study("study-quick", args.out / "study-quick", quiet=args.quiet)
         for future in drawn:
             for path in future.result():
                 if not args.quiet:

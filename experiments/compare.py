@@ -246,7 +246,7 @@ def compare(
         "summary": summary_rows(entries),
     }
     store.write_json(out / "fits.json", fits)
-    paths = [out / "fits.json"]
+    paths = [out / "fits.json", *write_claims(_runs(results), out)]
     try:
         for entry in entries:
             paths += figures.draw(entry, out, _file_name(entry["name"]))
@@ -257,6 +257,36 @@ def compare(
     if not quiet:
         print(summary(fits["summary"]), file=sys.stderr)
     return paths
+
+
+LLM_TABLES = {"llm perturb": "perturb", "llm finetune": "finetune"}
+
+
+def write_claims(runs: list[Path], out: Path) -> list[Path]:
+    """``claims.json`` and ``claims.md``: ``analysis.claims``' verdicts for every LLM model (``setup``)
+    with a perturbation or fine-tuning store among ``runs`` (its fine-tuning stores joined: an L2-pull
+    sweep's runs give claim g); nothing when there is none. One pre-training series per model, so
+    the intervals rest on the noise draws (and are INCONCLUSIVE with one draw), as each claim says."""
+    from analysis.claims import evaluate_claims, render_markdown
+
+    tables: dict[str, dict[str, list[pd.DataFrame]]] = {}
+    for run in runs:
+        kind = LLM_TABLES.get(store.read_manifest(run).get("command"))
+        if kind:
+            table = pd.read_parquet(run / store.METRICS)
+            for setup, rows in table.groupby("setup"):
+                tables.setdefault(str(setup), {}).setdefault(kind, []).append(rows)
+    if not tables:
+        return []
+    claims, text = [], ["# Verdicts on the paper's LLM claims (`ovt compare`)\n"]
+    for setup, kinds in sorted(tables.items()):
+        joined = {kind: pd.concat(frames, ignore_index=True) for kind, frames in kinds.items()}
+        found = evaluate_claims(joined.get("perturb"), joined.get("finetune"))
+        claims += [c | {"setup": setup} for c in found]
+        text += [f"## {setup}\n", render_markdown(found)]
+    store.write_json(out / "claims.json", {"command": "ovt compare", "created": now(), "claims": claims})
+    (out / "claims.md").write_text("\n".join(text), encoding="utf-8")
+    return [out / "claims.json", out / "claims.md"]
 
 
 def _file_name(name: str) -> str:

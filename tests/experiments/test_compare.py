@@ -152,3 +152,20 @@ def test_bad_arguments_exit_2(capsys, tmp_path):
         code, _, err = ovt(capsys, "compare", *argv)
         assert code == 2 and err.count("\n") == 1 and needle in err, err
     assert not (run / "compare").exists()
+
+
+def test_compare_writes_the_verdicts_of_every_llm_model(tmp_path):
+    """``claims.json`` / ``claims.md`` from the committed CPU reference stores: one model ("series"),
+    one pre-training series, three draws; sensitivity rises at every gamma with rank correlation 1."""
+    from pathlib import Path
+
+    reference = Path(__file__).resolve().parents[2] / "paper_figures" / "reference" / "llm"
+    paths = compare.write_claims(store.find_runs(reference), tmp_path)
+    assert [p.name for p in paths] == ["claims.json", "claims.md"]
+    claims = json.loads((tmp_path / "claims.json").read_text())["claims"]
+    assert [c["claim"] for c in claims] == list("abcdefgh") and {c["setup"] for c in claims} == {"series"}
+    by = {c["claim"]: c for c in claims}
+    assert by["a"]["value"] == pytest.approx(1.0) and by["a"]["n_series"] == 1 and by["a"]["n_draws"] == 3
+    assert by["h"]["verdict"] == "INCONCLUSIVE" and by["h"]["rule"].startswith("no data")
+    assert "| a |" in (tmp_path / "claims.md").read_text()
+    assert compare.write_claims([], tmp_path / "none") == []

@@ -30,6 +30,7 @@ import pandas as pd
 from experiments import store
 from experiments.llm_config import CurvatureRun
 from experiments.llm_lifecycle import (
+    execute_checkpoint,
     finish_run,
     manifest_head,
     pending_units,
@@ -129,11 +130,9 @@ def measure(plan: Plan, index: int, revision, progress) -> tuple[pd.DataFrame, o
                 minus = perplexity(model, plan.blocks, plan.batch_size).mean_nll
             excess.append((gamma, k, (plus + minus) / 2 - base))
         progress.update()
+    at = dict(source="llm", setup=plan.setup, checkpoint=revision.name, pretrain_time=float(revision.tokens))
     curvature = store.block(
-        source="llm",
-        setup=plan.setup,
-        checkpoint=revision.name,
-        pretrain_time=float(revision.tokens),
+        **at,
         modification="none",
         seed=0,
         metric=list(CURVATURE_METRICS),
@@ -141,10 +140,7 @@ def measure(plan: Plan, index: int, revision, progress) -> tuple[pd.DataFrame, o
         mean_nll=base,
     )
     pairs = store.block(
-        source="llm",
-        setup=plan.setup,
-        checkpoint=revision.name,
-        pretrain_time=float(revision.tokens),
+        **at,
         modification="gaussian",
         gamma=[g for g, _, _ in excess],
         seed=[k for _, k, _ in excess],
@@ -172,8 +168,7 @@ def execute(plan: Plan, workers: int | None = 1) -> pd.DataFrame:
 
 def execute_unit(plan: Plan, index: int) -> None:
     """One checkpoint, stored beside the others: a cluster job's share (``llm_cluster``)."""
-    with torch_threads(plan.threads), quiet_transformers(True):
-        run_checkpoints(plan, None, "curvature", "step", 1, measure, 1, only=[index])
+    execute_checkpoint(plan, index, "curvature", measure)
 
 
 def summary(table: pd.DataFrame) -> str:

@@ -68,6 +68,7 @@ from experiments.derived import finetune_inflection_rows
 from experiments.llm_config import FinetuneRun
 from experiments.llm_lifecycle import (
     RunFailure,
+    execute_checkpoint,
     finish_run,
     manifest_head,
     pending_units,
@@ -365,9 +366,8 @@ def execute(plan: FinetunePlan, workers: int | None = 1) -> pd.DataFrame:
 
 
 def execute_unit(plan: FinetunePlan, index: int) -> None:
-    """One checkpoint of the run, stored beside the others: a cluster job's share (``llm_cluster``)."""
-    with torch_threads(plan.threads), quiet_transformers(True):
-        run_checkpoints(plan, None, "finetune", "run", 1, measure, 1, only=[index])
+    """One checkpoint, stored beside the others: a cluster job's share (``llm_cluster``)."""
+    execute_checkpoint(plan, index, "finetune", measure)
 
 
 def summary(table: pd.DataFrame) -> str:

@@ -200,6 +200,13 @@ def run_checkpoints(
                 raise
 
 
+def execute_checkpoint(plan: SeriesPlan, index: int, name: str, measure) -> None:
+    """One checkpoint of a run, measured and stored beside the others (no manifest write): a cluster
+    job's share (``llm_cluster``)."""
+    with torch_threads(plan.threads), quiet_transformers(True):
+        run_checkpoints(plan, None, name, "checkpoint", 1, measure, 1, only=[index])
+
+
 def measured(measure, plan: SeriesPlan, index: int, revision, progress=None) -> tuple[pd.DataFrame, dict]:
     """``measure`` one checkpoint (in this process or a worker): its rows and its notes, with the hub
     commit it resolved to."""

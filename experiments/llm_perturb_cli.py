@@ -40,6 +40,7 @@ from experiments import store
 from experiments.derived import perturb_inflection_rows
 from experiments.llm_config import PerturbRun
 from experiments.llm_lifecycle import (
+    execute_checkpoint,
     finish_run,
     manifest_head,
     pending_units,
@@ -212,9 +213,8 @@ def execute(plan: Plan, workers: int | None = 1) -> pd.DataFrame:
 
 
 def execute_unit(plan: Plan, index: int) -> None:
-    """One checkpoint of the run, stored beside the others: a cluster job's share (``llm_cluster``)."""
-    with torch_threads(plan.threads), quiet_transformers(True):
-        run_checkpoints(plan, None, "perturb", "eval", 1, measure, 1, only=[index])
+    """One checkpoint, stored beside the others: a cluster job's share (``llm_cluster``)."""
+    execute_checkpoint(plan, index, "perturb", measure)
 
 
 def summary(table: pd.DataFrame) -> str:

@@ -43,6 +43,7 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/llm_perturb.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/pretrain_speed.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/finetune_speed.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/series_cost.py
 
 clean:
 	rm -rf $(VENV) results

@@ -118,7 +118,8 @@ def observe(rows: pd.DataFrame, modification: str, column: str, value: float) ->
     pooled = per_series.mean(0)
     spread = per_series.std(0, ddof=1) / math.sqrt(len(per_series)) if len(per_series) > 1 else None
     kind = str(inflection_kind(T, pooled, spread=spread))
-    entry = {column: value, "kind": kind, "t_star": float(inflection(T, pooled, spread=spread)), "n_series": len(table)}
+    t_star = float(inflection(T, pooled, spread=spread))
+    entry = {column: value, "kind": kind, "t_star": t_star, "n_series": len(table), "T_range": [T[0], T[-1]]}
     own = np.log(np.asarray(vertex_minimum(T, per_series), float))
     if kind == "interior" and np.isfinite(own).sum() >= 2:
         own = own[np.isfinite(own)]
@@ -129,15 +130,26 @@ def observe(rows: pd.DataFrame, modification: str, column: str, value: float) ->
 
 
 def score(prediction: dict, observed: dict) -> dict:
-    """ln(predicted / observed) and whether the observation lies in the predicted interval."""
+    """ln(predicted / observed) and the verdict on the prediction: ``hit`` (the observed T* in the
+    predicted interval), ``miss`` (outside it; or no minimum in the range where the whole interval
+    lies inside it: ``above`` with the interval's top below the last checkpoint, ``below`` with its
+    bottom above the first), ``consistent`` (no minimum in the range, and the interval reaches
+    beyond it on that side), or ``no T* observed`` (a flat curve: nothing to compare)."""
     predicted = prediction["t_star"]
-    value, interval, seen = predicted["value"], predicted.get("interval"), observed["t_star"]
-    hit = None
-    if interval and math.isfinite(seen):
-        lo, hi = (-math.inf if interval[0] is None else interval[0]), (math.inf if interval[1] is None else interval[1])
-        hit = bool(lo <= seen <= hi)
+    value, seen, kind = predicted["value"], observed["t_star"], observed["kind"]
+    lo, hi = predicted.get("interval") or (None, None)
+    lo, hi = (-math.inf if lo is None else lo), (math.inf if hi is None else hi)
+    first, last = observed["T_range"]
+    if math.isfinite(seen):
+        verdict = "hit" if lo <= seen <= hi else "miss"
+    elif kind == "above":
+        verdict = "miss" if hi < last else "consistent"
+    elif kind == "below":
+        verdict = "miss" if lo > first else "consistent"
+    else:
+        verdict = f"no T* observed ({kind})"
     error = math.log(value / seen) if value and math.isfinite(value) and math.isfinite(seen) and seen > 0 else None
-    return {"predicted": predicted, "observed": observed, "log_error": error, "in_interval": hit}
+    return {"predicted": predicted, "observed": observed, "log_error": error, "verdict": verdict}
 
 
 def _excess_as_perturb(curvature: pd.DataFrame) -> pd.DataFrame:
@@ -220,11 +232,12 @@ def render(study, name: str, claims: list[dict], scores: dict) -> str:
     for size, _ in study.sizes:
         mine = [c for c in claims if c["size"] == size]
         for data in dict.fromkeys(c["dataset"] for c in mine if c["dataset"]):
-            rows = [c for c in mine if not c["dataset"] or c["dataset"] == data]
+            primary = data == study.finetune_data[0]
+            rows = [c for c in mine if c["dataset"] == data or (primary and not c["dataset"])]
             title = f"## {size}: fine-tuning on {data}" + ("" if data == study.finetune_data[0] else " (claims d-f)")
             parts += [title + "\n", verdicts.render_markdown(sorted(rows, key=lambda c: c["claim"]))]
         lines = [
-            "| curve | fit on | predicted T* [95%] | observed T* [95%] | ln(pred/obs) | in interval |",
+            "| curve | fitted on | predicted T* [95%] | observed T* [95%] | ln(pred/obs) | prediction |",
             "|---|---|---|---|---|---|",
         ]
         for kind, column in (("gaussian", "gamma"), ("finetune", "lr")):
@@ -238,10 +251,9 @@ def render(study, name: str, claims: list[dict], scores: dict) -> str:
                 pred = _fmt(p["value"]) + (f" [{_fmt(pi[0])}, {_fmt(pi[1])}]" if pi else "")
                 err = "-" if s["log_error"] is None else f"{s['log_error']:+.2f}"
                 fit = ", ".join(f"{v:g}" for v in fits[kind])
-                lines.append(
-                    f"| {kind} {column}={o[column]:g} | {fit} | {pred} | {seen} | {err} | {s['in_interval']} |"
-                )
-        parts += [f"## {size}: predicted T* (fitted on the other sizes first) vs observed\n", "\n".join(lines) + "\n"]
+                lines.append(f"| {kind} {column}={o[column]:g} | {fit} | {pred} | {seen} | {err} | {s['verdict']} |")
+        title = f"## {size}: T* predicted from the fit sizes alone (written first), then observed\n"
+        parts += [title, "\n".join(lines) + "\n"]
     return "\n".join(parts)
 
 

@@ -229,6 +229,11 @@ def render(study, name: str, claims: list[dict], scores: dict) -> str:
     """``claims.md``: one claims table per size and dataset, then the predictions scored."""
     fits = {"gaussian": sorted(study.gammas)[-study.fit_gammas :], "finetune": sorted(study.lrs)[: study.fit_lrs]}
     parts = [f"# Study `{name}`: verdicts on the paper's LLM claims\n"]
+    if name.endswith("-quick"):
+        parts.append(
+            "A quick study: 8x in tokens, 2 series and few draws, far below the regime the claims are about, "
+            "so INCONCLUSIVE verdicts are expected here; the reference study (`study`) decides them.\n"
+        )
     for size, _ in study.sizes:
         mine = [c for c in claims if c["size"] == size]
         for data in dict.fromkeys(c["dataset"] for c in mine if c["dataset"]):

@@ -108,7 +108,7 @@ def test_load_takes_a_path_or_a_list_and_gives_one_schema(capsys, tmp_path):
 
 
 def test_figures_of_the_reference_stores_skip_the_series_and_name_every_file(capsys, tmp_path):
-    code, out, err = ovt(capsys, "figures", "--results", REFERENCE, "--out", tmp_path)
+    code, out, err = ovt(capsys, "figures", "--results", REFERENCE / "llm", "--out", tmp_path)
     assert code == 0
     names = sorted(Path(line).name for line in out.split())
     assert names == ["llm_finetune.pdf", "llm_finetune.png", "llm_perturb.pdf", "llm_perturb.png"]

@@ -24,6 +24,7 @@ Results: a table on stdout and ``results/benchmarks/series_cost.json``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 import time
@@ -100,7 +101,7 @@ def main() -> None:
         root = Path(tmp)
         for mode, workers in DESIGNS:
             name = f"{mode} x{workers}"
-            rows[name] = train(PretrainConfig(**{**config.__dict__, "mode": mode}), root / f"{mode}-{workers}", workers)
+            rows[name] = train(dataclasses.replace(config, mode=mode), root / f"{mode}-{workers}", workers)
             rows[name]["tokens_vs_largest"] = rows[name]["updates"] / largest
             print(f"  {name:11s} {rows[name]['wall_s']:8.1f} s  {rows[name]['tokens_per_s']:9,.0f} tok/s", flush=True)
         identical = {

@@ -28,7 +28,6 @@ from experiments.llm_lifecycle import failures_while_running
 from experiments.llm_runs import BY_CONFIG, RUNS, run_cells, run_config  # noqa: F401 (the run types' registry)
 from experiments.llm_series import available_revisions
 from experiments.run import UsageError, variant_dir
-from llm_validation.parallel import worker_count
 from llm_validation.tokens import human_tokens
 
 LLM_COMMANDS = ("revisions", *RUNS, "study")
@@ -132,15 +131,11 @@ def _run_command(kind: str, args: argparse.Namespace) -> int:
     plans = [module.plan(cfg, out, args.quiet) for cfg, out in runs]
     if cluster is not None:
         return _submit(module, runs, plans, cluster, args)
-    cells = worker_count(args.workers, len(plans))
     with failures_while_running():  # the run directories exist now: whatever fails is a failure
-        if cells > 1:  # a sweep: its cells side by side, each in one process
-            tables = run_cells([(module, plan) for plan in plans], cells, args.quiet)
-        else:
-            tables = (module.execute(plan, args.workers) for plan in plans)
-        for plan, table in zip(plans, tables):
-            if not args.quiet:
-                print(module.report(plan, table))
+        tables = run_cells([(module, plan) for plan in plans], args.workers, args.quiet)  # a sweep's cells side by side
+    for plan, table in zip(plans, tables):
+        if not args.quiet:
+            print(module.report(plan, table))
     return 0
 
 

@@ -38,19 +38,24 @@ def run_config(cfg: llm_config.RunConfig, out: Path, quiet: bool = False, worker
         return module.execute(planned, workers)
 
 
-def run_cells(runs: list[tuple[object, object]], workers: int, quiet: bool) -> list[pd.DataFrame]:
-    """Every planned run of ``runs`` ((module, plan) pairs, of one type or several) side by side in
-    ``workers`` processes, one run a process at a time, in the order given (put the longest first);
-    their own progress off, one bar here counts them. Returns their tables in the order given."""
+def run_cells(runs: list[tuple[object, object]], workers: int | None, quiet: bool) -> list[pd.DataFrame]:
+    """Every planned run of ``runs`` ((module, plan) pairs, of one type or several); returns their
+    tables in the order given. With ``worker_count(workers, len(runs))`` processes > 1 they go side by
+    side, one run a process at a time, in the order given (put the longest first), their own progress
+    off and one bar here counting them; else one after another here, each with ``workers`` for its
+    own units (a single run's budgets or checkpoints)."""
     from concurrent.futures import as_completed
 
     from tqdm import tqdm
 
-    from llm_validation.parallel import process_pool
+    from llm_validation.parallel import process_pool, worker_count
 
+    processes = worker_count(workers, len(runs))
+    if processes == 1:
+        return [module.execute(plan, workers) for module, plan in runs]
     threads = max(plan.threads or 1 for _, plan in runs)
     bar = tqdm(total=len(runs), unit="run", disable=quiet, file=sys.stderr)
-    with process_pool(workers, threads) as pool, bar:
+    with process_pool(processes, threads) as pool, bar:
         futures = {pool.submit(_execute, module.__name__, plan): i for i, (module, plan) in enumerate(runs)}
         tables = [None] * len(runs)
         try:

@@ -69,6 +69,10 @@ class Study:
     def series_name(self, size: str, seed: int) -> str:
         return f"{size}_seed={seed}"
 
+    def finetune_stage(self, data: str) -> str:
+        """The stage folder of the fine-tuning runs on ``data``: ``finetune/shakespeare``."""
+        return "finetune/" + (data.split(":", 1)[-1] if data.startswith("corpus:") else Path(data).stem)
+
     def series(self) -> list[tuple[str, int, tuple[int, ...]]]:
         """(size, seed, budgets) of every series, the costliest size first."""
         return [(size, seed, budgets) for size, budgets in self.sizes for seed in self.seeds]
@@ -163,7 +167,7 @@ def measurement_runs(study: Study, out: Path) -> list[tuple[object, Path]]:
         runs.append((PerturbRun(**on, gammas=study.gammas, seeds=study.draws, batch_size=32), out / "perturb" / name))
         for data in study.finetune_data:
             tune = dict(data=data, format="text", steps=study.steps, batch_size=study.finetune_batch)
-            runs.append((FinetuneRun(**on, **tune, lrs=study.lrs), out / "finetune" / _data_name(data) / name))
+            runs.append((FinetuneRun(**on, **tune, lrs=study.lrs), out / study.finetune_stage(data) / name))
         for reg in study.regs:
             tune = dict(data=study.finetune_data[0], format="text", steps=study.steps, batch_size=study.finetune_batch)
             reg_out = out / "finetune-reg" / f"reg={reg:g}" / name
@@ -183,10 +187,6 @@ def measurement_runs(study: Study, out: Path) -> list[tuple[object, Path]]:
             )
         )
     return runs
-
-
-def _data_name(data: str) -> str:
-    return data.split(":", 1)[-1] if data.startswith("corpus:") else Path(data).stem
 
 
 def write_eval_text(study: Study, out: Path) -> Path:
@@ -213,7 +213,6 @@ def run_study(name: str, out: Path, workers: int | None = None, quiet: bool = Fa
     from experiments import llm_study_report
     from experiments.llm_lifecycle import failures_while_running
     from experiments.llm_runs import BY_CONFIG, run_cells
-    from llm_validation.parallel import worker_count
 
     study = get(name)
     out = Path(out)
@@ -233,12 +232,7 @@ def run_study(name: str, out: Path, workers: int | None = None, quiet: bool = Fa
             print(f"study {name}: {label} ({len(runs)} runs)", file=sys.stderr)
         plans = [(BY_CONFIG[type(cfg)], BY_CONFIG[type(cfg)].plan(cfg, run_out, True)) for cfg, run_out in runs]
         with failures_while_running():
-            processes = worker_count(workers, len(plans))
-            if processes > 1:
-                run_cells(plans, processes, quiet)
-            else:
-                for module, plan in plans:
-                    module.execute(plan, 1)
+            run_cells(plans, workers, quiet)
         seconds = time.perf_counter() - start
         record["stages"][label] = record["stages"].get(label, 0.0) + seconds
         store.write_json(path, record)

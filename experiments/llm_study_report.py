@@ -155,58 +155,61 @@ def score(prediction: dict, observed: dict) -> dict:
 def _excess_as_perturb(curvature: pd.DataFrame) -> pd.DataFrame:
     """The curvature run's antithetic excess as a perturbation table (perplexity = exp(base NLL +
     excess)), for claim (h) of ``analysis.claims``."""
-    base = curvature[curvature.metric == "hessian_trace"][["checkpoint", "pretrain_time", SERIES, "mean_nll"]]
-    pairs = curvature[curvature.metric == "delta_nll"].merge(base, on=["checkpoint", "pretrain_time", SERIES])
-    none = base.assign(modification="none", gamma=np.nan, seed=0, value=np.exp(base.mean_nll))
-    noisy = pairs.assign(value=np.exp(pairs.mean_nll_y + pairs.value))
-    columns = ["checkpoint", "pretrain_time", SERIES, "modification", "gamma", "seed", "value"]
+    keys = ["checkpoint", "pretrain_time", SERIES]
+    base = curvature[curvature.metric == "hessian_trace"][keys + ["mean_nll"]].rename(columns={"mean_nll": "base"})
+    pairs = curvature[curvature.metric == "delta_nll"][keys + ["gamma", "seed", "value"]].merge(base, on=keys)
+    none = base.assign(modification="none", gamma=np.nan, seed=0, value=np.exp(base.base))
+    noisy = pairs.assign(modification="gaussian", value=np.exp(pairs.base + pairs.value))
+    columns = keys + ["modification", "gamma", "seed", "value"]
     return pd.concat([none[columns], noisy[columns]], ignore_index=True).assign(metric="perplexity")
 
 
-def size_claims(study, out: Path, size: str) -> list[dict]:
+def tables(study, out: Path, size: str) -> dict[str, pd.DataFrame]:
+    """Every stage's table of one size, read once: ``perturb``, ``curvature``, the L2-pull runs joined
+    (``reg``), and one per fine-tuning dataset (keyed by the dataset)."""
+    found = {stage: load(out, stage, study, size) for stage in ("perturb", "curvature")}
+    found["reg"] = pd.concat([load(out, f"finetune-reg/reg={r:g}", study, size) for r in study.regs], ignore_index=True)
+    for data in study.finetune_data:
+        found[data] = load(out, study.finetune_stage(data), study, size)
+    return found
+
+
+def size_claims(study, size: str, found: dict[str, pd.DataFrame]) -> list[dict]:
     """Claims (a)-(h) for one size on its first dataset, then (d)-(f) on every other dataset."""
-    perturb = load(out, "perturb", study, size)
-    first = study.finetune_data[0]
-    grid = load(out, f"finetune/{_name(first)}", study, size)
-    regs = [load(out, f"finetune-reg/reg={r:g}", study, size) for r in study.regs]
-    curvature = load(out, "curvature", study, size)
+    first, curvature = study.finetune_data[0], found["curvature"]
     traces = curvature[curvature.metric == "hessian_trace"].rename(columns={"value": "trace"})
-    found = verdicts.evaluate_claims(perturb, pd.concat([grid, *regs], ignore_index=True), series_column=SERIES)
+    grid = pd.concat([found[first], found["reg"]], ignore_index=True)
+    claims = verdicts.evaluate_claims(found["perturb"], grid, series_column=SERIES)
     h = verdicts.evaluate_claims(_excess_as_perturb(curvature), None, traces, series_column=SERIES)
-    found = [c for c in found if c["claim"] != "h"] + [c for c in h if c["claim"] == "h"]
-    entries = [c | {"size": size, "dataset": first if c["claim"] in "defg" else ""} for c in found]
+    claims = [c for c in claims if c["claim"] != "h"] + [c for c in h if c["claim"] == "h"]
+    entries = [c | {"size": size, "dataset": first if c["claim"] in "defg" else ""} for c in claims]
     for data in study.finetune_data[1:]:
-        other = verdicts.evaluate_claims(None, load(out, f"finetune/{_name(data)}", study, size), series_column=SERIES)
+        other = verdicts.evaluate_claims(None, found[data], series_column=SERIES)
         entries += [c | {"size": size, "dataset": data} for c in other if c["claim"] in "def"]
     return entries
 
 
-def _name(data: str) -> str:
-    return data.split(":", 1)[-1]
-
-
 def write(study, name: str, out: Path) -> dict:
     """Predictions (written first), observations and scores, claims; then the study figure."""
-    predictions = {}
-    for size, _ in study.sizes:
-        gammas, lrs = sorted(study.gammas), sorted(study.lrs)
-        fit_g, held_g = gammas[-study.fit_gammas :], gammas[: -study.fit_gammas]
-        fit_l, held_l = lrs[: study.fit_lrs], lrs[study.fit_lrs :]
-        perturb = load(out, "perturb", study, size)
-        grid = load(out, f"finetune/{_name(study.finetune_data[0])}", study, size)
-        predictions[size] = {
-            "gaussian": predict(fit_rows(perturb, "gaussian", fit_g), size, "gaussian", fit_g, held_g, 1.0),
-            "finetune": predict(fit_rows(grid, "finetune", fit_l), size, "finetune", fit_l, held_l, study.steps),
+    found = {size: tables(study, out, size) for size, _ in study.sizes}
+    gammas, lrs = sorted(study.gammas), sorted(study.lrs)
+    fit_g, held_g = gammas[-study.fit_gammas :], gammas[: -study.fit_gammas]
+    fit_l, held_l = lrs[: study.fit_lrs], lrs[study.fit_lrs :]
+    first = study.finetune_data[0]
+    predictions = {
+        size: {
+            "gaussian": predict(fit_rows(f["perturb"], "gaussian", fit_g), size, "gaussian", fit_g, held_g, 1.0),
+            "finetune": predict(fit_rows(f[first], "finetune", fit_l), size, "finetune", fit_l, held_l, study.steps),
         }
+        for size, f in found.items()
+    }
     store.write_json(out / "predictions.json", {"study": name, "made_before_observing": True, "sizes": predictions})
 
     observed, scores = {}, {}
-    for size, _ in study.sizes:
-        perturb = load(out, "perturb", study, size)
-        grid = load(out, f"finetune/{_name(study.finetune_data[0])}", study, size)
+    for size, f in found.items():
         observed[size] = {
-            "gaussian": [observe(perturb, "gaussian", "gamma", g) for g in sorted(study.gammas)],
-            "finetune": [observe(grid, "finetune", "lr", lr) for lr in sorted(study.lrs)],
+            "gaussian": [observe(f["perturb"], "gaussian", "gamma", g) for g in gammas],
+            "finetune": [observe(f[first], "finetune", "lr", lr) for lr in lrs],
         }
         scores[size] = {
             kind: [
@@ -215,7 +218,7 @@ def write(study, name: str, out: Path) -> dict:
             ]
             for kind, column in (("gaussian", "gamma"), ("finetune", "lr"))
         }
-    claims = [c for size, _ in study.sizes for c in size_claims(study, out, size)]
+    claims = [c for size, f in found.items() for c in size_claims(study, size, f)]
     report = {"study": name, "config": dataclasses.asdict(study), "observed": observed, "scores": scores}
     store.write_json(out / "claims.json", {**report, "claims": claims})
     (out / "claims.md").write_text(render(study, name, claims, scores), encoding="utf-8")

@@ -183,8 +183,9 @@ def pretrain(
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        parallel = (workers, threads or 1)
-        return _pretrain(config, Path(out_dir), progress, resume_every, max_steps_this_call, parallel, only)
+        return _pretrain(
+            config, Path(out_dir), progress, resume_every, max_steps_this_call, workers, threads or 1, only
+        )
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -209,7 +210,8 @@ def _pretrain(
     progress: bool,
     resume_every: int,
     max_steps_this_call: int | None,
-    parallel: tuple[int, int],
+    workers: int,
+    threads: int,  # each worker's, where workers > 1
     only: Collection[str] | None,
 ) -> list[Path]:
     checkpoints.claim_series(out_dir, config, _versions())
@@ -222,7 +224,6 @@ def _pretrain(
         check_repetition(config, data.description["train_tokens"])
         allowance = math.inf if max_steps_this_call is None else max_steps_this_call
         runs = _runs(config, targets, pending, out_dir)
-        workers, threads = parallel
         if workers > 1 and len(runs) > 1:
             _train_parallel(config, out_dir, runs, min(workers, len(runs)), threads, resume_every, progress)
         else:

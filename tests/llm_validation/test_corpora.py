@@ -12,6 +12,7 @@ import pytest
 from llm_validation.corpora import (
     DECONTAMINATE_CHARS,
     HELDOUT_FRACTION,
+    SITEPACKAGES_DISTRIBUTIONS,
     SyntheticLanguage,
     corpus_source,
     is_generated,
@@ -152,14 +153,14 @@ def site(tmp_path):
 
 
 def test_sitepackages_counts_each_content_once_under_its_first_name(site):
-    documents = sitepackages_documents([site])
+    documents = sitepackages_documents([site], None)
     assert len(set(documents.values())) == len(documents) == 41
     assert "other/mod00.py" in documents and "pkg/mod00.py" not in documents and "pkg/copy.py" not in documents
     assert "pkg/mod01.py" not in documents and "\r" not in documents["other/crlf.py"]
 
 
 def test_sitepackages_leaves_out_tests_vendored_generated_huge_and_non_utf8(site):
-    names = set(sitepackages_documents([site]))
+    names = set(sitepackages_documents([site], None))
     kept = {"other/mod00.py", "other/crlf.py", "_pytest/runner.py"}
     assert names == {f"pkg/mod{i:02d}.py" for i in range(2, 40)} | kept
     for name in (
@@ -185,27 +186,37 @@ def test_sitepackages_leaves_out_tests_vendored_generated_huge_and_non_utf8(site
 def test_sitepackages_order_is_by_content_hash_whatever_the_location(tmp_path):
     first = write_packages(tmp_path / "a" / "site-packages")
     second = write_packages(tmp_path / "elsewhere", order=-1)  # written in the opposite order
-    documents = sitepackages_documents([first])
+    documents = sitepackages_documents([first], None)
     hashes = [hashlib.sha256(text.encode()).hexdigest() for text in documents.values()]
     assert hashes == sorted(hashes)
-    assert list(sitepackages_documents([second]).items()) == list(documents.items())
-    assert sitepackages_source([second]) == sitepackages_source([first])
+    assert list(sitepackages_documents([second], None).items()) == list(documents.items())
+    assert sitepackages_source([second], None) == sitepackages_source([first], None)
 
 
 def test_sitepackages_source_pins_the_texts_without_machine_paths(site):
-    source = sitepackages_source([site])
-    documents = sitepackages_documents([site])
+    source = sitepackages_source([site], None)
+    documents = sitepackages_documents([site], None)
     expected = hashlib.sha256(b"".join(sorted(hashlib.sha256(t.encode()).digest() for t in documents.values())))
     assert source["sha256"] == expected.hexdigest()
     assert source["documents"] == 41 and source["chars"] == sum(map(len, documents.values()))
     assert source["packages"] == {"pkg": "1.0"}  # vendorlib owns only a vendored file
     assert str(site) not in json.dumps(source) and str(site.parent) not in json.dumps(source)
     (site / "pkg" / "mod05.py").write_text("changed = True\n")
-    assert sitepackages_source([site]) == source  # cached within the process
+    assert sitepackages_source([site], None) == source  # cached within the process
+
+
+def test_sitepackages_keeps_only_the_files_the_named_distributions_record(site):
+    # pkg's RECORD lists mod00, its byte copy (first name in sorted order) and a test file; names as PEP 503
+    assert list(sitepackages_documents([site], ["PKG"])) == ["pkg/copy.py"]
+    source = sitepackages_source([site], ["pkg"])
+    assert source["documents"] == 1 and source["packages"] == {"pkg": "1.0"} and source["distributions"] == ["pkg"]
+    assert sitepackages_source([site], ["vendorlib"])["documents"] == 0  # it owns only a vendored file
+    with pytest.raises(ValueError, match="needs numpy installed"):
+        sitepackages_documents([site], ["pkg", "numpy"])
 
 
 def test_sitepackages_split_shares_no_document_and_no_licence_line(site):
-    documents = sitepackages_documents([site])
+    documents = sitepackages_documents([site], None)
     train, heldout = split_documents(documents, HELDOUT_FRACTION)
     assert_disjoint(documents, train, heldout)
     assert sum(LICENCE in text for text in train) == len(train) - 1  # all but _pytest/runner.py
@@ -234,3 +245,5 @@ def test_real_sitepackages_corpus_is_large_disjoint_and_pinned():
     text = json.dumps(source)
     assert not any(str(root) in text for root in sitepackages_roots()) and sys.prefix not in text
     assert source["packages"]["torch"].startswith("2.") and source["documents"] == len(documents)
+    # only the pinned runtime distributions: dev tools and optional extras leave the corpus alone
+    assert {name.lower().replace("_", "-") for name in source["packages"]} <= set(SITEPACKAGES_DISTRIBUTIONS)

@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 OUT     ?= results
 
-.PHONY: reproduce reproduce-quick test lint test-slow bench install clean
+.PHONY: reproduce reproduce-quick test lint test-slow bench explore install clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -41,9 +41,16 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/theory_speed.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/llm_perturb.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/jax_perturb.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/pretrain_speed.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/finetune_speed.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/series_cost.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/pythia_cpu.py
+	$(BIN)/python benchmarks/explore_speed.py
+
+# The explorer (notebooks/explore.py) in a browser tab.
+explore: $(STAMP)
+	$(BIN)/marimo run notebooks/explore.py
 
 clean:
 	rm -rf $(VENV) results

@@ -1,6 +1,6 @@
 """``ovt llm ...``: the LLM command group (docs/ARCHITECTURE.md, "CLI contract").
 
-    ovt llm revisions MODEL   (this module: revision, step, tokens of a hub id, offline cache or folder)
+    ovt llm revisions MODEL   (this module: revision, step, tokens, tokens/param of a hub id, offline cache or folder)
     ovt llm pretrain ...      (``llm_pretrain_cli``: a mini pre-training series and its base perplexity)
     ovt llm perturb ...       (``llm_perturb_cli``: perplexity under Gaussian noise on every checkpoint)
     ovt llm finetune ...      (``llm_finetune_cli``: an lr grid of fine-tuning on every checkpoint)
@@ -26,7 +26,7 @@ from experiments.arguments import Parser, argument_type, whole
 from experiments.llm_cluster import CLUSTERS
 from experiments.llm_lifecycle import failures_while_running
 from experiments.llm_runs import BY_CONFIG, RUNS, run_cells, run_config  # noqa: F401 (the run types' registry)
-from experiments.llm_series import available_revisions
+from experiments.llm_series import available_revisions, model_folder
 from experiments.run import UsageError, variant_dir
 from llm_validation.tokens import human_tokens
 
@@ -188,12 +188,25 @@ def _study(args) -> int:
 
 
 def _revisions(args) -> int:
-    _, revisions = available_revisions(args.model)
+    """The table of revisions, with tokens per parameter (the count of the last revision's config,
+    built on the meta device), then one line naming the parameter count and the family."""
+    from llm_validation.checkpoints import parameter_count
+    from llm_validation.suites import SUITES
+
+    is_folder, revisions = available_revisions(args.model)
+    n_params = parameter_count(model_folder(args.model) if is_folder else args.model, revisions[-1].name)
     staged = any(r.stage for r in revisions)
-    header = ("revision", "step", "tokens") + (("stage",) if staged else ())
-    rows = [(r.name, str(r.step), human_tokens(r.tokens)) + ((r.stage or "",) if staged else ()) for r in revisions]
+    header = ("revision", "step", "tokens", "tokens/param") + (("stage",) if staged else ())
+    rows = [
+        (r.name, str(r.step), human_tokens(r.tokens), human_tokens(r.tokens / n_params))
+        + ((r.stage or "",) if staged else ())
+        for r in revisions
+    ]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:  # names left-aligned, numbers right-aligned
-        cells = (c.ljust(w) if i in (0, 3) else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+        cells = (c.ljust(w) if i in (0, 4) else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
         print("  ".join(cells).rstrip())
+    suite = SUITES.get(args.model)
+    family = f"; suite family {suite.family}" if suite else ""
+    print(f"{len(revisions)} revisions; {n_params:,} parameters (config of {revisions[-1].name}){family}")
     return 0

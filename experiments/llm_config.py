@@ -30,7 +30,8 @@ from llm_validation.models import PRESETS as MODEL_SIZES
 from llm_validation.pretrain_config import MODES
 
 DTYPES = ("float32", "bfloat16")
-DEVICES = ("cpu", "cuda")
+DEVICES = ("cpu", "cuda", "tpu")  # tpu: ``perturb --backend jax`` only (``llm_series.check_device``)
+BACKENDS = ("torch", "jax")  # perturb: the torch half, or ``llm_validation.jax_backend``
 SCALES = ("init", "relative", "absolute")
 NOISE_DEVICES = ("cpu", "param")
 FORMATS = ("hh", "messages", "text", "mc")  # llm_validation.finetune_data.FORMATS, without importing torch
@@ -95,7 +96,7 @@ class SeriesRun:
     max_blocks: int | None = knob(None, "use the first N blocks of the eval text (default all)")
     threads: int | None = knob(None, "torch threads (default: torch's own; 1 is fastest for small models)")
     dtype: str = knob("float32", "float32, or bfloat16 (fine-tuning: mixed precision, float32 master weights)")
-    device: str = knob("cpu", "cpu or cuda")
+    device: str = knob("cpu", "cpu or cuda (tpu: perturb --backend jax only)")
 
     def __post_init__(self):
         exclusive(self, "revisions", "tokens")
@@ -111,6 +112,7 @@ class PerturbRun(SeriesRun):
     seeds: int | None = knob(None, "draws per gamma, seeds 0..K-1")
     scale: str = knob("init", "sigma per tensor: init std (the paper's), tensor RMS, or 1")
     noise_device: str = knob("cpu", "where noise is drawn: cpu (same numbers anywhere) or param (the weights' device)")
+    backend: str = knob("torch", "torch (transformers), or jax (flax.nnx OLMo-1, draws vmapped and sharded)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,6 +210,7 @@ READERS: dict[str, Callable[[str], Callable[[str], Any]]] = {
     "seeds": lambda flag: whole(flag, 1, MAX_SEEDS),
     "scale": lambda flag: choice(flag, SCALES),
     "noise_device": lambda flag: choice(flag, NOISE_DEVICES),
+    "backend": lambda flag: choice(flag, BACKENDS),
     "data": nonempty,
     "format": lambda flag: choice(flag, FORMATS),
     "lrs": lambda flag: lambda text: tuple(numbers(flag, text, above=0)),
@@ -230,6 +233,7 @@ CHOICES = {
     "device": DEVICES,
     "scale": SCALES,
     "noise_device": NOISE_DEVICES,
+    "backend": BACKENDS,
     "format": FORMATS,
 }
 

@@ -4,7 +4,7 @@
                     --model M [--revisions R1,R2 | --tokens 1e9,2.3T] --eval-text FILE
                     --gammas G1,G2 --seeds K [--scale init|relative|absolute]
                     [--seq-len 128] [--batch-size 8] [--max-blocks N] [--threads N]
-                    [--dtype float32|bfloat16] [--device cpu|cuda]
+                    [--dtype float32|bfloat16] [--device cpu|cuda|tpu] [--backend torch|jax]
 
 The run is a ``llm_config.PerturbRun``: every flag is also a field (``seeds=3``), a preset sets
 several (``llm_presets``), and a comma list on a scalar field sweeps it. ``plan(cfg, out)`` checks
@@ -25,6 +25,11 @@ or ``--tokens``, every checkpoint of the series (a hub id needs one of them); ``
 own count (``--threads 1`` is fastest for small models on a busy machine). A ``--tokens`` value
 whose nearest checkpoint is more than 2x away is reported in one warning line on stderr.
 
+``--backend jax`` measures the same checkpoints with ``llm_validation.jax_backend`` (OLMo-1 in
+flax.nnx; ``llm_perturb_jax``): the same store, its draws keyed by (seed, tensor name) the same way
+but with JAX's random numbers, so its values match torch's in distribution, not draw by draw. The
+manifest records the backend, the devices and the dtype; ``--device tpu`` is the JAX backend's alone.
+
 Bounds and checks: ``llm_series``; the run lifecycle: ``llm_lifecycle``.
 """
 
@@ -36,7 +41,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from experiments import store
+from experiments import llm_perturb_jax, store
 from experiments.derived import perturb_inflection_rows
 from experiments.llm_config import PerturbRun
 from experiments.llm_lifecycle import (
@@ -52,6 +57,7 @@ from experiments.llm_lifecycle import (
 )
 from experiments.llm_series import SeriesPlan, check_device, light_checks, plan_checkpoints
 from experiments.run import marks_failure, out_decision
+from llm_validation.suites import OLMO1, perturbation_record
 from llm_validation.tokens import human_tokens
 
 if TYPE_CHECKING:  # annotations only: torch loads when a run starts, after its input is checked
@@ -72,6 +78,7 @@ class Plan(SeriesPlan):
     noise_device: str
     batch_size: int
     dtype: str
+    backend: str = "torch"
 
     def config(self) -> dict:
         """What the numbers depend on: a run directory holds one config, and a rerun of it resumes."""
@@ -90,6 +97,8 @@ class Plan(SeriesPlan):
         }
         if self.noise_device != "cpu":  # the default is left out, so older run directories still resume
             config["noise_device"] = self.noise_device
+        if self.backend != "torch":  # likewise
+            config["backend"] = self.backend
         return config
 
     def identity(self) -> dict:
@@ -105,7 +114,10 @@ def plan(cfg: PerturbRun, out: Path, quiet: bool = False) -> Plan:
     the fields that need no torch first."""
 
     light_checks(cfg, out)
-    check_device(cfg.device)
+    if cfg.backend == "jax":
+        llm_perturb_jax.check(cfg)
+    else:
+        check_device(cfg.device)
     planned = Plan(
         **plan_checkpoints(cfg, out, quiet),
         gammas=list(cfg.gammas),
@@ -114,6 +126,7 @@ def plan(cfg: PerturbRun, out: Path, quiet: bool = False) -> Plan:
         noise_device=cfg.noise_device,
         batch_size=cfg.batch_size,
         dtype=cfg.dtype,
+        backend=cfg.backend,
     )
     out_decision(planned.out, planned.identity())  # a run of another config: refused unless it may be replaced
     return planned
@@ -143,12 +156,17 @@ def _new_manifest(plan: Plan) -> dict:
         "batch_size": plan.batch_size,
         "dtype": plan.dtype,
         "device": plan.device,
+        **(llm_perturb_jax.manifest_fields(plan.device) if plan.backend == "jax" else _torch_fields(plan.device)),
         "scale": plan.scale,
         "gammas": plan.gammas,
         "n_seeds": plan.seeds,
         "threads": plan.threads,
         "sigma": None,  # draws are seeds 0..n_seeds-1
     }
+
+
+def _torch_fields(device: str) -> dict:
+    return {"backend": "torch", "devices": [device]}
 
 
 def _rows(plan: Plan, revision: Revision, results: list[tuple[str, float, int, Perplexity]]) -> pd.DataFrame:
@@ -188,7 +206,13 @@ def evaluate_checkpoint(plan: Plan, revision, model, progress=None) -> tuple[pd.
 
 def measure(plan: Plan, index: int, revision, progress) -> tuple[pd.DataFrame, object, dict]:
     """One checkpoint loaded and evaluated (``llm_lifecycle.run_checkpoints``); the first one's
-    sigmas are the run's record of the noise scale."""
+    sigmas are the run's record of the noise scale (and, on the JAX backend, of its device mesh)."""
+    if plan.backend == "jax":
+        results, sigmas, mesh = llm_perturb_jax.evaluate_checkpoint(plan, revision, progress)
+        # The JAX backend is OLMo-1's: its tensors take that family's rule, recorded as torch's are.
+        sigma = _sigma_summary(plan, revision.name, sigmas) | perturbation_record(OLMO1, list(sigmas), plan.scale)
+        run = {"sigma": sigma, "jax": mesh}
+        return _rows(plan, revision, results), None, {"run": run} if index == 0 else {}
     import torch
 
     from llm_validation.checkpoints import load_checkpoint
@@ -196,7 +220,10 @@ def measure(plan: Plan, index: int, revision, progress) -> tuple[pd.DataFrame, o
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[plan.dtype]
     model, _ = load_checkpoint(plan.source, revision.name, dtype, plan.device)
     rows, sigmas = evaluate_checkpoint(plan, revision, model, progress)
-    notes = {"run": {"sigma": _sigma_summary(plan, revision.name, sigmas)}} if index == 0 else {}
+    from llm_validation.perturb import perturbation_rule  # the family's per-tensor rule, for the manifest
+
+    sigma = _sigma_summary(plan, revision.name, sigmas) | perturbation_rule(model, plan.scale)
+    notes = {"run": {"sigma": sigma}} if index == 0 else {}
     return rows, model, notes
 
 
@@ -205,7 +232,8 @@ prepare_units = pending_units  # a cluster array: the run started, its pending c
 
 def execute(plan: Plan, workers: int | None = 1) -> pd.DataFrame:
     """Evaluate every planned checkpoint not yet stored under ``plan.out`` (in ``workers`` processes);
-    write the final table."""
+    write the final table. The JAX backend runs in this process (its devices are its parallelism)."""
+    workers = 1 if plan.backend == "jax" else workers
     manifest = start(plan)
     with marks_failure(plan.out), torch_threads(plan.threads), quiet_transformers(plan.quiet):
         run_checkpoints(plan, manifest, "perturb", "eval", 1 + len(plan.gammas) * plan.seeds, measure, workers)

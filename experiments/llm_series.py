@@ -97,7 +97,9 @@ def light_checks(cfg: SeriesRun, out: Path) -> None:
 
 
 def check_device(device: str) -> None:
-    """``device cuda`` needs a CUDA device here."""
+    """``device cuda`` needs a CUDA device here; ``device tpu`` is the JAX backend's alone."""
+    if device == "tpu":  # torch-xla on the registries does not match the pinned torch
+        raise UsageError("device=tpu runs only with ovt llm perturb --backend jax; allowed here: cpu, cuda")
     import torch
 
     if device == "cuda" and not torch.cuda.is_available():

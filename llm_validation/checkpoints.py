@@ -6,9 +6,15 @@ name). Revision names carry the pre-training position; the supported families ar
 
 - ``step{N}-tokens{M}{K|M|B|T}`` (no unit below 1000 tokens): OLMo-1B-hf, OLMo-1B-0724-hf, and the
   local series written here;
-- ``stage1-step{N}-tokens{M}B`` and ``stage2-ingredient{K}-step{N}-tokens{M}B``: OLMo-2-1124-7B
-  (stage-2 token counts restart at zero: compare revisions within one stage only);
-- ``ckpt_{NNN}``: LLM360 Amber, 360 checkpoints over ~1.26T tokens.
+- ``stage1-step{N}-tokens{M}B`` and ``stage2-ingredient{K}-step{N}-tokens{M}B``: OLMo-2 (stage-2
+  token counts restart at zero: compare revisions within one stage only; in an OLMo-2 suite an
+  unprefixed ``step{N}-tokens{M}B``, as some early 7B branches are named, is stage 1);
+- ``ckpt_{NNN}``: LLM360 Amber, 360 checkpoints over ~1.26T tokens;
+- ``step{N}``: Pythia, tokens = N x 2,097,152;
+- ``step-{N}``: SmolLM2 intermediate checkpoints, tokens = N x the suite's batch in tokens.
+
+The last two carry no token count: it comes from the suite registry (``suites``), so
+``parse_revision`` takes the model. Revisions are listed, never built from a pattern.
 
 A local series folder is written and read here (``pretrain`` trains into it):
 
@@ -38,8 +44,9 @@ import torch
 import transformers
 from huggingface_hub import constants, list_repo_refs
 from safetensors import SafetensorError
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from llm_validation import suites
 from llm_validation.pretrain_config import CHECKPOINT_FILE, SERIES_FILE, PretrainConfig, changed_fields, config_record
 from llm_validation.tokens import UNITS
 
@@ -54,9 +61,10 @@ _STEP_TOKENS = re.compile(
     r"(?:(?P<stage>stage1|stage2-ingredient\d+)-)?step(?P<step>\d+)-tokens(?P<count>\d+)(?P<unit>[KMBT]?)"
 )
 _AMBER = re.compile(r"ckpt_(?P<index>\d{3})")
+_STEP_ONLY = re.compile(r"step(?P<dash>-?)(?P<step>\d+)")  # Pythia step{N}, SmolLM2 step-{N}
 ALLOWED_FORMS = (
     "step{N}-tokens{M}{K|M|B|T}, stage1-step{N}-tokens{M}B, "
-    "stage2-ingredient{K}-step{N}-tokens{M}B, ckpt_{NNN} (000-359)"
+    "stage2-ingredient{K}-step{N}-tokens{M}B, ckpt_{NNN} (000-359), step{N} (Pythia), step-{N} (SmolLM2)"
 )
 
 
@@ -92,46 +100,35 @@ def format_revision(step: int, tokens: int) -> str:
     return f"step{int(step)}-tokens{int(count)}{unit}"
 
 
-def parse_revision(name: str) -> Revision:
-    """The step, token count and stage a revision name states; ValueError for any other name."""
+def parse_revision(name: str, model: str | os.PathLike | None = None) -> Revision:
+    """The step, token count and stage a revision name states; ValueError for any other name.
+
+    ``model`` (a hub id or folder) supplies what the name leaves out: tokens per step for ``step{N}``
+    and ``step-{N}`` (``suites.tokens_per_step``), and stage 1 for an unprefixed name in an OLMo-2 suite.
+    """
     if match := _STEP_TOKENS.fullmatch(name):
         unit = match["unit"]
         tokens = int(match["count"]) * (UNITS[unit] if unit else 1)
-        return Revision(name, int(match["step"]), tokens, match["stage"])
+        return Revision(name, int(match["step"]), tokens, match["stage"] or suites.stage_of(_repo(model)))
     if (match := _AMBER.fullmatch(name)) and int(match["index"]) < AMBER_CHECKPOINTS:
         index = int(match["index"])
         return Revision(name, index, (index + 1) * AMBER_TOKENS_PER_CHECKPOINT)
+    if match := _STEP_ONLY.fullmatch(name):
+        step = int(match["step"])
+        return Revision(name, step, step * suites.tokens_per_step(_repo(model), "step" + match["dash"]))
     raise ValueError(f"revision={name!r} is not a checkpoint name; allowed: {ALLOWED_FORMS}")
+
+
+def _repo(model: str | os.PathLike | None) -> str | None:
+    return None if model is None or isinstance(model, Path) else str(model)
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be listed or loaded as asked (bad input: the CLI exits with 2)."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Series:
-    """A known public checkpoint series.
-
-    ``init_std`` is the config's ``initializer_range``: the std the perturbation's ``init`` scale
-    uses. ``stage`` is the stage whose revisions form the pre-training curve (token counts restart
-    in later stages). Values come from model cards; they are unverified until a real hub is reached.
-    """
-
-    repo: str
-    tokens_per_step: int | None
-    init_std: float
-    stage: str | None = None
-
-
-SERIES: dict[str, Series] = {
-    s.repo: s
-    for s in (
-        Series("allenai/OLMo-1B-hf", 2048 * 2048, 0.02),  # seq 2048 x batch 2048 = 4,194,304
-        Series("allenai/OLMo-1B-0724-hf", 4096 * 1024, 0.02),  # card: step1000-tokens4B
-        Series("allenai/OLMo-2-1124-7B", 4096 * 1024, 0.02, stage="stage1"),
-        Series("LLM360/Amber", None, 0.02),  # tokens from the checkpoint index, see AMBER_*
-    )
-}
+# The known public series by hub id (``suites.Suite``: tokens per step, stage, init std, size).
+SERIES = suites.SUITES
 
 
 def nearest_revisions(available: Iterable[Revision], tokens_list: Iterable[float]) -> list[Revision]:
@@ -162,7 +159,8 @@ def list_revisions(model: str | os.PathLike) -> list[Revision]:
         folders = [folder for folder in Path(model).iterdir() if folder.is_dir() and _is_revision(folder.name)]
         revisions = [_local_revision(folder) for folder in folders]
     else:
-        revisions = [parse_revision(name) for name in _hub_branches(str(model)) if _is_revision(name)]
+        names = [name for name in _hub_branches(str(model)) if _is_revision(name)]
+        revisions = [parse_revision(name, str(model)) for name in names]
     return sorted(revisions, key=lambda r: (r.stage or "", r.tokens, r.step))
 
 
@@ -172,8 +170,11 @@ def load_checkpoint(
     """Model (in eval mode, on ``device``) and tokenizer of one revision of a folder series or hub repo.
 
     Raises ``CheckpointError`` when the revision is absent (naming the nearest available ones), when
-    files are corrupt, and when loading reports missing, mismatched or newly initialised weights:
-    transformers would otherwise return a randomly initialised model that looks like a checkpoint.
+    files are corrupt, when loading reports missing, mismatched or newly initialised weights
+    (transformers would otherwise return a randomly initialised model that looks like a checkpoint),
+    when the file holds weights the model does not use (another architecture, renamed tensors: the
+    weights transformers itself knows to skip, such as Pythia's causal-mask buffers, are not
+    reported), and when a listed suite loads as another class than its family's.
     """
     _require_revision(model, revision)
     if Path(model).is_dir():
@@ -194,12 +195,36 @@ def load_checkpoint(
             f"checkpoint {model}@{revision} is incomplete: weights missing or mismatched "
             f"(would be newly initialised): {', '.join(broken) or info['error_msgs']}"
         )
+    if info["unexpected_keys"]:
+        raise CheckpointError(
+            f"checkpoint {model}@{revision} holds weights {type(loaded).__name__} does not use "
+            f"(another architecture?): {', '.join(sorted(info['unexpected_keys']))}"
+        )
+    suite = SERIES.get(str(model))
+    expected = suites.FAMILIES[suite.family].model_class if suite else type(loaded).__name__
+    if type(loaded).__name__ != expected:
+        raise CheckpointError(
+            f"checkpoint {model}@{revision} loads as {type(loaded).__name__}; the {suite.family} suite is {expected}"
+        )
     return loaded.to(device).eval(), tokenizer
+
+
+def parameter_count(model: str | os.PathLike, revision: str) -> int:
+    """Unique parameters (a tied embedding once) of the model one revision's config.json builds,
+    counted on the meta device: no weights are read or allocated."""
+    source, kwargs = (str(Path(model) / revision), {}) if Path(model).is_dir() else (str(model), {"revision": revision})
+    try:
+        config = AutoConfig.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"the config.json of {model}@{revision} could not be read: {error}") from error
+    with torch.device("meta"):
+        built = AutoModelForCausalLM.from_config(config)
+    return sum(p.numel() for p in {id(p): p for p in built.parameters()}.values())
 
 
 def _is_revision(name: str) -> bool:
     try:
-        parse_revision(name)
+        parse_revision(name)  # the form alone decides; the model only fills in counts
     except ValueError:
         return False
     return True
@@ -249,7 +274,7 @@ def _require_revision(model: str | os.PathLike, revision: str) -> None:
         return
     available = list_revisions(model)
     if _is_revision(revision) and available:
-        nearest = _by_distance(available, parse_revision(revision).tokens)[:3]
+        nearest = _by_distance(available, parse_revision(revision, model).tokens)[:3]
         hint = f"nearest available: {', '.join(r.name for r in nearest)}"
     else:
         hint = f"available: {', '.join(r.name for r in available[:5]) or 'none'} ({len(available)} in all)"

@@ -16,11 +16,8 @@ fine-tuning at large lr).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
-import math
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,28 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-MAX_LOSS = math.log(sys.float_info.max)  # ~709.78: the largest mean NLL with a finite perplexity
-
-
-def perplexity_of(mean_nll: float) -> float:
-    """exp(mean_nll); ``inf`` beyond ``MAX_LOSS`` (NaN stays NaN)."""
-    return math.inf if mean_nll > MAX_LOSS else math.exp(mean_nll)
-
-
-@dataclasses.dataclass(frozen=True)
-class Perplexity:
-    perplexity: float
-    mean_nll: float
-    n_tokens: int
-    batch_size: int
-    seq_len: int
-    dtype: str
-    device: str
-
-    @property
-    def diverged(self) -> bool:
-        """The loss is NaN or its perplexity overflows (``MAX_LOSS``)."""
-        return not math.isfinite(self.perplexity)
+from llm_validation.perplexity import MAX_LOSS, Perplexity, perplexity_of  # noqa: F401 (re-exported)
 
 
 def read_texts(path: str | os.PathLike) -> list[str]:

@@ -14,7 +14,14 @@ declared init scheme of transformers models (``PreTrainedModel._init_weights``) 
 N(0, initializer_range^2) and everything else is a constant (biases 0, norm weights 1), i.e. has
 zero init variance, so norms and biases are left unchanged in every scale mode (OLMo-1's layer
 norms carry no parameters at all). A tied embedding is one tensor and is perturbed once, under its
-first name (``model.embed_tokens.weight``).
+first name (``model.embed_tokens.weight``); an untied output layer (Pythia's ``embed_out``, OLMo-2's
+and Amber's ``lm_head``) is a tensor of its own with its own sigma.
+
+``scale='init'`` follows the model's family (``suites``): OLMo-1 models (and any model of no known
+type) take ``config.initializer_range`` for every tensor, exactly as before families existed; a
+Pythia, OLMo-2, SmolLM2 or Amber checkpoint takes its published per-tensor std
+(``suites.family_of`` by hub id, else ``config.model_type``). ``perturbation_rule`` is the record of
+that choice the run manifest keeps.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ from collections.abc import Iterator
 
 import torch
 from torch import nn
+
+from llm_validation import suites
 
 SCALES = ("init", "relative", "absolute")
 
@@ -42,10 +51,14 @@ def perturbed_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
 def noise_scales(model: nn.Module, scale: str = "init") -> dict[str, float]:
     """sigma_p for each perturbed parameter.
 
-    ``init``: the init std, ``model.config.initializer_range``; ``relative``: the tensor's RMS,
-    sqrt(mean(theta_p^2)); ``absolute``: 1, so gamma is the noise std itself.
+    ``init``: the init std, ``model.config.initializer_range`` (OLMo-1, unknown types) or the
+    family's per-tensor std (``suites``); ``relative``: the tensor's RMS, sqrt(mean(theta_p^2));
+    ``absolute``: 1, so gamma is the noise std itself.
     """
     params = perturbed_parameters(model)
+    family = _family(model)
+    if scale == "init" and family is not None and family is not suites.OLMO1:
+        return {name: float(suites.tensor_init(family, name).std(model.config)) for name in params}
     if scale == "init":
         std = getattr(getattr(model, "config", None), "initializer_range", None)
         if std is None:
@@ -56,6 +69,16 @@ def noise_scales(model: nn.Module, scale: str = "init") -> dict[str, float]:
     if scale == "absolute":
         return {name: 1.0 for name in params}
     raise ValueError(f"scale={scale!r} is unknown; allowed: {', '.join(SCALES)}")
+
+
+def _family(model: nn.Module) -> suites.Family | None:
+    config = getattr(model, "config", None)
+    return None if config is None else suites.family_of(config, getattr(model, "name_or_path", None))
+
+
+def perturbation_rule(model: nn.Module, scale: str) -> dict:
+    """What the manifest records about sigma (``suites.perturbation_record`` of this model's tensors)."""
+    return suites.perturbation_record(_family(model) or suites.OLMO1, list(perturbed_parameters(model)), scale)
 
 
 NOISE_CHUNK = 1 << 16  # elements per generator: a draw holds at most 256 KiB of noise at a time

@@ -136,6 +136,8 @@ LLM = [
     (["llm", "perturb", "--model", "{SERIES}", "--eval-text", "{TEXT}", "--tokens", "1e400", "--gammas", "1", "--seeds", "1", "--out", "{OUT}"], "1e400"),
     (["llm", "perturb", "--model", "{SERIES}", "--eval-text", "{TEXT}", "--tokens", "abc", "--gammas", "1", "--seeds", "1", "--out", "{OUT}"], "'abc' is not a token count"),
     (["llm", "perturb", "--model", "{SERIES}", "--eval-text", "{TEXT}", "--revisions", "step99-tokens9K", "--gammas", "1", "--seeds", "1", "--out", "{OUT}"], "step99-tokens9K"),
+    (["llm", "perturb", "--model", "{SERIES}", "--eval-text", "{TEXT}", "--revisions", "step512", "--gammas", "1", "--seeds", "1", "--out", "{OUT}"], "revision='step512' is not available"),
+    (["llm", "perturb", "--model", "{SERIES}", "--eval-text", "{TEXT}", "--revisions", "step-12x", "--gammas", "1", "--seeds", "1", "--out", "{OUT}"], "revision='step-12x' is not a checkpoint name"),
     (["llm", "perturb", "--model", "{SERIES}", "--eval-text", "{TEXT}", "--gammas", "1", "--seeds", "1", "--device", "cuda", "--out", "{OUT}"], "device=cuda"),
     (["llm", "perturb", "--model", "{SERIES}", "--eval-text", "{TEXT}", "--gammas", "1", "--seeds", "1", "--scale", "bogus", "--out", "{OUT}"], "'bogus'"),
     (["llm", "perturb", "--model", "{SERIES}", "--eval-text", "{TEXT}", "--gammas", "1", "--seeds", "1", "--threads", "0", "--out", "{OUT}"], "--threads 0"),
@@ -155,9 +157,17 @@ LLM = [
     (["llm", "finetune", "--model", "{SERIES}", "--data", "{TEXT}", "--format", "text", "--lrs", "1e-3", "--steps", "2", "--seq-len", "100000", "--eval-text", "{TEXT}", "--out", "{OUT}"], "100000"),
 ]
 
+# perturb --backend jax: every perturb case above, and the backend's own.
+LLM_JAX = [(argv + ["--backend", "jax"], needle) for argv, needle in LLM if argv[1] == "perturb"] + [
+    (["llm", "perturb", "--model", "{SERIES}", "--eval-text", "{TEXT}", "--gammas", "1", "--seeds", "1", "--backend", "bogus", "--out", "{OUT}"], "'bogus'"),
+    (["llm", "perturb", "--model", "{SERIES}", "--eval-text", "{TEXT}", "--gammas", "1", "--seeds", "1", "--device", "tpu", "--out", "{OUT}"], "device=tpu runs only with ovt llm perturb --backend jax"),
+    (["llm", "perturb", "--model", "{SERIES}", "--eval-text", "{TEXT}", "--gammas", "1", "--seeds", "1", "--device", "tpu", "--backend", "jax", "--out", "{OUT}"], "device=tpu: JAX sees no tpu device"),
+    (["llm", "perturb", "--model", "{SERIES}", "--eval-text", "{TEXT}", "--gammas", "1", "--seeds", "1", "--noise-device", "param", "--backend", "jax", "--out", "{OUT}"], "noise_device=param is a torch option"),
+]
+
 # fmt: on
 
-CASES = THEORY + FIGURES + COMPARE + REPRODUCE + LLM
+CASES = THEORY + FIGURES + COMPARE + REPRODUCE + LLM + LLM_JAX
 
 
 def _store(run, manifest, frame=None, raw: bytes | None = None):

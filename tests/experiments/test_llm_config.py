@@ -40,7 +40,7 @@ def test_a_flag_and_its_override_build_the_same_config():
         (["--seq-len", "abc"], "--seq-len 'abc' is not an integer", "seq_len=abc", "seq_len='abc' is not an integer"),
         (["--gammas", "1,inf"], "--gammas 'inf' must be a finite", "gammas=1,inf", "gammas='inf' must be a finite"),
         (["--tokens", "x"], "--tokens 'x' is not a token count", "tokens=x", "tokens='x' is not a token count"),
-        (["--device", "tpu"], "invalid choice: 'tpu'", "device=tpu", "device='tpu' is not allowed; choose one of"),
+        (["--device", "xpu"], "invalid choice: 'xpu'", "device=xpu", "device='xpu' is not allowed; choose one of"),
     ],
 )
 def test_a_flag_and_its_override_are_read_by_one_reader(flag, by_flag, field, by_field):

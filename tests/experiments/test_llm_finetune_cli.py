@@ -20,6 +20,7 @@ from llm_validation.finetune import FinetuneConfig, lr_grid
 from llm_validation.finetune_data import CORPUS_CHARS, corpus_text, load_examples
 from tests.experiments.conftest import ovt
 from tests.llm_validation.conftest import tiny_corpus
+from tests.llm_validation.test_suites import AMBER, OLMO2, PYTHIA, REVISIONS, SMOLLM2, suite_cache, suite_hub  # noqa: F401
 from theory.measure import inflection
 
 NAMES = ["step10-tokens1K", "step20-tokens2K", "step40-tokens5K"]
@@ -223,6 +224,36 @@ def test_multiple_choice_data_adds_accuracy_rows(capsys, tmp_path, folder_series
     assert len(accuracy) == 2 * (1 + len(LRS) + 1)  # base, each lr, tuned
     assert accuracy.value.between(0, 1).all()
     assert store.read_manifest(out)["mc"]["n_items"] == 12
+
+
+@pytest.mark.parametrize("repo", [PYTHIA, OLMO2, SMOLLM2, AMBER])
+def test_every_suite_family_fine_tunes_and_is_scored_after(capsys, tmp_path, suite_cache, files, repo):
+    """One checkpoint of each family's offline hub cache through ``--mc-data``: the base rows are the
+    built-in scorer's numbers on the checkpoint, the fine-tuned ones differ from them."""
+    from llm_validation.finetune_data import read_multiple_choice
+    from llm_validation.multiple_choice import score_multiple_choice
+
+    rows = [
+        {"query": f"the number {i} is", "choices": ["small", "a very large value"], "label": i % 2} for i in range(8)
+    ]
+    mc = tmp_path / "mc.jsonl"
+    mc.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    revision, out = REVISIONS[repo][-1], tmp_path / "run"
+    argv = finetune_args(
+        repo, mc, files[1], out, "--mc-data", mc, fmt="mc", which=("--revisions", revision), lrs=(3e-3,)
+    )
+    code, _, err = ovt(capsys, *argv)
+    assert code == 0, err
+    table = pd.read_parquet(out / store.METRICS)
+    rows = table[table.checkpoint == revision].set_index(["modification", "lr_policy", "metric"]).value
+    model, tokenizer = checkpoints.load_checkpoint(repo, revision)
+    scores = score_multiple_choice(model, tokenizer, read_multiple_choice(mc), batch_size=EVAL_BATCH_SIZE)
+    assert (rows["none", "", "accuracy"], rows["none", "", "accuracy_norm"]) == (scores.accuracy, scores.accuracy_norm)
+    assert rows["finetune", "fixed", "perplexity"] != rows["none", "", "perplexity"]
+    assert 0 <= rows["finetune", "fixed", "accuracy"] <= 1
+    assert table[table.checkpoint == revision].pretrain_time.unique().tolist() == [
+        float(checkpoints.parse_revision(revision, repo).tokens)
+    ]
 
 
 def _bad_cases():

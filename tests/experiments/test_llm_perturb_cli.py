@@ -192,7 +192,7 @@ def _bad_cases():
         (args(__model="nonexistent-org/none"), "nonexistent-org/none"),
         (args(__model="notamodel"), "model='notamodel'"),
         (args(__model="./no/such/folder"), "./no/such/folder"),
-        (args(__tokens=None, __revisions="step10"), "revision='step10' is not a checkpoint name"),
+        (args(__tokens=None, __revisions="step10x"), "revision='step10x' is not a checkpoint name"),
         (args(__tokens=None, __revisions="step15-tokens1500"), "nearest available: step10-tokens1K"),
         (args(__tokens="lots"), "--tokens 'lots'"),
         (args(__tokens="1e400"), "--tokens '1e400' must be a finite number"),

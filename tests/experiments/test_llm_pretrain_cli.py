@@ -59,7 +59,9 @@ def weights(folder):
 def test_the_series_is_listed_and_stores_the_heldout_perplexity_of_every_checkpoint(capsys, series):
     code, out, err = ovt(capsys, "llm", "revisions", series)
     assert code == 0, err
-    assert [line.split()[0] for line in out.splitlines()[1:]] == NAMES
+    lines = out.splitlines()
+    assert [line.split()[0] for line in lines[1:-1]] == NAMES
+    assert lines[-1].startswith(f"{len(NAMES)} revisions; ")  # the footer: count, parameters, family
 
     table = pd.read_parquet(series / store.METRICS)
     assert list(table.columns[:12]) == list(store.REQUIRED_COLUMNS)

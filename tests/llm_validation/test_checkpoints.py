@@ -74,7 +74,8 @@ def test_format_rounds_down_to_three_digits_when_no_unit_divides(tokens):
 
 
 @pytest.mark.parametrize(
-    "name", ["main", "ckpt_360", "ckpt_1", "step-tokens1B", "step1-tokens1X", "stage3-step1-tokens1B"]
+    "name",
+    ["main", "ckpt_360", "ckpt_1", "step-tokens1B", "step1-tokens1X", "stage3-step1-tokens1B", "step--1", "step"],
 )
 def test_malformed_revision_names_value_and_forms(name):
     with pytest.raises(ValueError, match=f"revision={name!r}.*allowed: step"):
@@ -102,9 +103,20 @@ def test_nearest_revisions_per_request_ties_to_fewer_tokens():
 
 def test_registry_of_known_series():
     assert SERIES["allenai/OLMo-1B-hf"].tokens_per_step == 4_194_304
-    assert SERIES["allenai/OLMo-2-1124-7B"].stage == "stage1"
-    assert {s.init_std for s in SERIES.values()} == {0.02}
-    assert set(SERIES) >= {"allenai/OLMo-1B-0724-hf", "LLM360/Amber"}
+    assert SERIES["allenai/OLMo-2-1124-7B"].stage == "stage1" and SERIES["allenai/OLMo-2-0425-1B"].stage == "stage1"
+    assert SERIES["EleutherAI/pythia-70m"].tokens_per_step == 2_097_152
+    assert SERIES["HuggingFaceTB/SmolLM2-135M-intermediate-checkpoints"].init_std == pytest.approx(1 / 24)
+    assert {s.init_std for s in SERIES.values() if s.family != "smollm2"} == {0.02}
+    assert set(SERIES) >= {"allenai/OLMo-1B-0724-hf", "LLM360/Amber", "EleutherAI/pythia-14m"}
+
+
+@pytest.mark.parametrize("name", ["step0", "step143000", "step-240000"])
+def test_step_only_names_take_tokens_from_the_suite(name):
+    """Pythia and SmolLM2 names carry no token count: without a model, the family's first size's batch."""
+    step = int(name.removeprefix("step").removeprefix("-"))
+    per_step = 1_048_576 if "-" in name else 2_097_152
+    assert parse_revision(name) == Revision(name, step, step * per_step)
+    assert parse_revision(name, "HuggingFaceTB/SmolLM2-135M-intermediate-checkpoints").tokens == step * 1_048_576
 
 
 def test_list_folder_series_exact_tokens_from_metadata(folder_series):

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-import types
-
 import pytest
 import torch
 
 from llm_validation.finetune_data import MCItem
-from llm_validation.multiple_choice import lm_eval_scores, score_multiple_choice
+from llm_validation.multiple_choice import score_multiple_choice
 
 from .conftest import make_model
 from .test_finetune_data import tokenizer  # noqa: F401 (fixture)
@@ -66,39 +63,3 @@ def test_scoring_is_deterministic_and_leaves_the_model_alone(tokenizer):
     assert all(torch.equal(before[name], t) for name, t in model.state_dict().items()) and not model.training
     # Length normalisation makes a difference on these questions for this model, so both are exercised.
     assert first.accuracy != first.accuracy_norm
-
-
-def test_lm_eval_scores_hands_the_model_itself_to_the_harness(tokenizer, monkeypatch):
-    """lm-evaluation-harness is not installed here: a stand-in module records what the adapter hands
-    it (the in-memory model, not a path; the tasks, shots and batch size) and what it records back."""
-    calls = {}
-
-    class HFLM:
-        def __init__(self, pretrained, tokenizer, batch_size):
-            calls["lm"] = (pretrained, tokenizer, batch_size)
-
-    def simple_evaluate(model, tasks, num_fewshot, batch_size):
-        calls["evaluate"] = (model, tasks, num_fewshot, batch_size)
-        return {"results": {"arc_easy": {"acc,none": 0.25}}}
-
-    harness = types.ModuleType("lm_eval")
-    harness.simple_evaluate = simple_evaluate
-    models, huggingface = types.ModuleType("lm_eval.models"), types.ModuleType("lm_eval.models.huggingface")
-    huggingface.HFLM = HFLM
-    for name, module in {
-        "lm_eval": harness,
-        "lm_eval.models": models,
-        "lm_eval.models.huggingface": huggingface,
-    }.items():
-        monkeypatch.setitem(sys.modules, name, module)
-    model = make_model(tokenizer).to(torch.bfloat16)
-    out = lm_eval_scores(model, tokenizer, ("arc_easy",), batch_size=4, num_fewshot=0)
-    assert calls["lm"] == (model, tokenizer, 4)
-    assert isinstance(calls["evaluate"][0], HFLM) and calls["evaluate"][1:] == (["arc_easy"], 0, 4)
-    assert out == {"results": {"arc_easy": {"acc,none": 0.25}}, "batch_size": 4, "num_fewshot": 0, "dtype": "bfloat16"}
-
-
-def test_lm_eval_scores_without_the_harness_says_how_to_install_it(tokenizer, monkeypatch):
-    monkeypatch.setitem(sys.modules, "lm_eval", None)  # import lm_eval -> ImportError
-    with pytest.raises(ImportError, match="pip install lm-eval"):
-        lm_eval_scores(make_model(tokenizer), tokenizer, ("arc_easy",), batch_size=1, num_fewshot=0)

@@ -60,7 +60,13 @@ def evaluate_checkpoint(plan, revision, progress) -> tuple[list, dict, dict]:
     """(results [(modification, gamma, seed, Perplexity)], sigmas, mesh notes) of one checkpoint."""
     import jax.numpy as jnp
 
-    from llm_validation.jax_backend.evaluate import DrawEvaluator, draw_bytes, make_mesh, memory_budget
+    from llm_validation.jax_backend.evaluate import (
+        DrawEvaluator,
+        draw_bytes,
+        logit_bytes,
+        make_mesh,
+        memory_budget,
+    )
     from llm_validation.jax_backend.model import OlmoForCausalLM
     from llm_validation.jax_backend.spec import read_spec
     from llm_validation.jax_backend.weights import checkpoint_folder, load_weights
@@ -70,8 +76,8 @@ def evaluate_checkpoint(plan, revision, progress) -> tuple[list, dict, dict]:
     weights = load_weights(folder, spec, {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[plan.dtype])
     devices = jax_devices(plan.device)
     seq_len = plan.blocks.shape[1]
-    logit_bytes = 3 * 4 * plan.batch_size * seq_len * spec.vocab_size
-    shards = batch_shards(len(devices), draw_bytes(weights), logit_bytes, memory_budget(devices[0]))
+    logits = logit_bytes(plan.batch_size, seq_len, spec.vocab_size)
+    shards = batch_shards(len(devices), draw_bytes(weights), logits, memory_budget(devices[0]))
     mesh = make_mesh(devices, shards)
     evaluator = DrawEvaluator(
         OlmoForCausalLM(spec, weights), spec, plan.blocks.numpy(), plan.batch_size, plan.scale, mesh

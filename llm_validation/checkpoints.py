@@ -47,6 +47,7 @@ from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from llm_validation import suites
+from llm_validation.models import count_parameters
 from llm_validation.pretrain_config import CHECKPOINT_FILE, SERIES_FILE, PretrainConfig, changed_fields, config_record
 from llm_validation.tokens import UNITS
 
@@ -218,8 +219,7 @@ def parameter_count(model: str | os.PathLike, revision: str) -> int:
     except (OSError, ValueError) as error:
         raise CheckpointError(f"the config.json of {model}@{revision} could not be read: {error}") from error
     with torch.device("meta"):
-        built = AutoModelForCausalLM.from_config(config)
-    return sum(p.numel() for p in {id(p): p for p in built.parameters()}.values())
+        return count_parameters(AutoModelForCausalLM.from_config(config))
 
 
 def _is_revision(name: str) -> bool:

@@ -56,14 +56,9 @@ def noise_scales(model: nn.Module, scale: str = "init") -> dict[str, float]:
     ``absolute``: 1, so gamma is the noise std itself.
     """
     params = perturbed_parameters(model)
-    family = _family(model)
-    if scale == "init" and family is not None and family is not suites.OLMO1:
-        return {name: float(suites.tensor_init(family, name).std(model.config)) for name in params}
     if scale == "init":
-        std = getattr(getattr(model, "config", None), "initializer_range", None)
-        if std is None:
-            raise ValueError("scale='init' needs model.config.initializer_range (the declared init std)")
-        return {name: float(std) for name in params}
+        family, config = _family(model) or suites.OLMO1, getattr(model, "config", None)
+        return {name: float(suites.tensor_init(family, name).std(config)) for name in params}
     if scale == "relative":
         return {name: p.detach().float().pow(2).mean().sqrt().item() for name, p in params.items()}
     if scale == "absolute":
@@ -72,6 +67,8 @@ def noise_scales(model: nn.Module, scale: str = "init") -> dict[str, float]:
 
 
 def _family(model: nn.Module) -> suites.Family | None:
+    """The model's family (``suites.family_of``); None for a model of no known type or without a config,
+    which then takes OLMo-1's rule (every weight at ``config.initializer_range``)."""
     config = getattr(model, "config", None)
     return None if config is None else suites.family_of(config, getattr(model, "name_or_path", None))
 

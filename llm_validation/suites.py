@@ -101,7 +101,7 @@ def nanotron_row_init(config) -> float:
     return _initializer_range(config) / math.sqrt(2 * _layers(config))
 
 
-_ANY_WEIGHT = (TensorInit(r"\.weight$", "initializer_range", _initializer_range),)
+_ANY_WEIGHT = (TensorInit(r"(^|\.)weight$", "initializer_range", _initializer_range),)
 
 OLMO1 = Family(
     name="olmo1",

@@ -40,6 +40,12 @@ def draw_bytes(params: dict[str, jax.Array]) -> int:
     return sum(p.size * (p.dtype.itemsize + 4) for p in params.values())
 
 
+def logit_bytes(batch: int, seq_len: int, vocab_size: int) -> int:
+    """Device memory of one draw's logits on a batch: three float32 [batch, seq_len, vocab] arrays
+    (the logits, their log-softmax and XLA's temporaries)."""
+    return 3 * 4 * batch * seq_len * vocab_size
+
+
 def memory_budget(device: jax.Device) -> float:
     """The bytes one chunk may take on ``device``: a share of its limit, or ``CPU_CHUNK_BYTES``."""
     stats = device.memory_stats() or {}
@@ -118,8 +124,8 @@ class DrawEvaluator:
 
     def _fitting_draws(self, params, spec: OlmoSpec) -> int:
         """Draws per device whose stacked weights and float32 logits fit its share of memory."""
-        logit_bytes = 3 * 4 * self.padded_batch * self.blocks.shape[1] * spec.vocab_size // self.n_batch_devices
-        per_device = max(1, int(memory_budget(self.mesh.devices.flat[0]) // (draw_bytes(params) + logit_bytes)))
+        logits = logit_bytes(self.padded_batch, self.blocks.shape[1], spec.vocab_size) // self.n_batch_devices
+        per_device = max(1, int(memory_budget(self.mesh.devices.flat[0]) // (draw_bytes(params) + logits)))
         return per_device * self.n_draw_devices
 
     def _batches(self):

@@ -16,7 +16,6 @@ import os
 from pathlib import Path
 
 import jax.numpy as jnp
-import numpy as np
 from safetensors import SafetensorError, safe_open
 
 from llm_validation.jax_backend.model import parameter_shapes
@@ -60,43 +59,26 @@ def _shard_files(folder: Path) -> list[Path]:
     raise WeightsError(f"{folder} has no {WEIGHTS} or {INDEX}{hint}")
 
 
-def read_safetensors(path: Path) -> dict[str, np.ndarray]:
-    """Every tensor of one file as a NumPy array (bfloat16 as ml_dtypes' bfloat16, which NumPy lacks)."""
-    tensors = {}
+def read_safetensors(path: Path) -> dict[str, jnp.ndarray]:
+    """Every tensor of one file as a JAX array (safetensors' flax reader: bfloat16 included)."""
     try:
-        with safe_open(path, framework="numpy") as file:
-            for name in file.keys():
-                if file.get_slice(name).get_dtype() == "BF16":
-                    tensors[name] = _bfloat16(path, name)
-                else:
-                    tensors[name] = file.get_tensor(name)
+        with safe_open(path, framework="flax") as file:
+            return {name: file.get_tensor(name) for name in file.keys()}
     except (SafetensorError, OSError, ValueError) as error:
         raise WeightsError(f"{path} could not be read: {error}") from None
-    return tensors
-
-
-def _bfloat16(path: Path, name: str) -> np.ndarray:
-    """One BF16 tensor, read from the file's own layout (8-byte header size, JSON header, raw data):
-    safetensors' NumPy reader has no bfloat16 type."""
-    with open(path, "rb") as file:
-        size = int.from_bytes(file.read(8), "little")
-        entry = json.loads(file.read(size))[name]
-        start, stop = entry["data_offsets"]
-        file.seek(8 + size + start)
-        data = file.read(stop - start)
-    return np.frombuffer(data, dtype=jnp.bfloat16).reshape(entry["shape"])
 
 
 def load_weights(folder: Path, spec: OlmoSpec, dtype) -> dict[str, jnp.ndarray]:
     """{checkpoint name: array in ``dtype``} of every tensor ``spec`` needs; ``WeightsError`` naming any
     missing, unexpected or misshapen tensor."""
-    tensors: dict[str, np.ndarray] = {}
+    tensors: dict[str, jnp.ndarray] = {}
     for path in _shard_files(folder):
         tensors.update(read_safetensors(path))
     shapes = parameter_shapes(spec)
     if spec.tie_word_embeddings and "lm_head.weight" in tensors:
         head = tensors.pop("lm_head.weight")
-        if not np.array_equal(head, tensors.get("model.embed_tokens.weight")):
+        embedding = tensors.get("model.embed_tokens.weight")
+        if embedding is None or not bool(jnp.array_equal(head, embedding)):
             raise WeightsError(f"{folder}: tie_word_embeddings is true but lm_head.weight differs from the embedding")
     missing = sorted(set(shapes) - set(tensors))
     unexpected = sorted(set(tensors) - set(shapes))
@@ -108,4 +90,4 @@ def load_weights(folder: Path, spec: OlmoSpec, dtype) -> dict[str, jnp.ndarray]:
             if names
         ]
         raise WeightsError(f"{folder} does not match its config.json: {'; '.join(parts)}")
-    return {name: jnp.asarray(tensors[name]).astype(dtype) for name in shapes}
+    return {name: tensors[name].astype(dtype) for name in shapes}

@@ -23,7 +23,7 @@ from analysis.tuned import tuned_choice
 from experiments.store import OPTIONAL_COLUMNS
 
 MEAN_OVER_SEEDS = -1  # the seed of a row that summarises all draws, not one
-MEASURED = ("diverged", "steps_done", "mean_nll", "n_tokens", "train_steps")  # what a summary row does not carry
+MEASURED = ("diverged", "steps_done", "mean_nll", "n_tokens", "train_steps", "step")  # what a summary row does not carry
 KIND = "t_star_kind"  # the store column of an inflection row's kind ("" on every other row)
 
 
@@ -117,7 +117,8 @@ def finetune_inflection_rows(frame: pd.DataFrame) -> pd.DataFrame:
     has lr NaN: the lr varies along the curve)."""
     curves = frame[(frame.modification == "finetune") & (frame.metric == "perplexity")]
     curves = curves.assign(lr=curves.lr.where(curves.lr_policy == "fixed"))
-    return inflection_rows(curves, ["lr_policy", "lr"])
+    fields = {"seed": MEAN_OVER_SEEDS} if curves.seed.nunique() > 1 else {}  # repeats: T* of the mean
+    return inflection_rows(curves, ["lr_policy", "lr"], **fields)
 
 
 def tuned_rows(frame: pd.DataFrame, curve_metric: str = "pretrain_loss", dtype=np.float32) -> pd.DataFrame:

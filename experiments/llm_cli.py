@@ -56,6 +56,12 @@ def add_parser(subparsers, parser_class: type[argparse.ArgumentParser] | None = 
     s.add_argument("name", nargs="?", help="study preset (see --list)")
     s.add_argument("--list", action="store_true", help="list the studies")
     s.add_argument("--out", type=Path, help="study directory, resumable (default results/llm/NAME)")
+    s.add_argument(
+        "--until",
+        choices=llm_study.STAGES,
+        default=llm_study.STAGES[-1],
+        help="stop after this stage (pre-training: the series alone; the same command without it goes on)",
+    )
     add_workers(s)
     s.add_argument("--quiet", action="store_true", help="no progress, no summary")
     return llm
@@ -179,7 +185,11 @@ def _study(args) -> int:
         raise UsageError(f"ovt llm study: a study name is required; allowed: {', '.join(llm_study.STUDIES)}")
     llm_study.get(args.name)
     out = args.out or llm_presets.RESULTS / args.name
-    report = llm_study.run_study(args.name, out, args.workers, args.quiet)
+    report = llm_study.run_study(args.name, out, args.workers, args.quiet, until=args.until)
+    if report is None:
+        if not args.quiet:
+            print(f"study {args.name}: stopped after {args.until} -> {out}")
+        return 0
     if not args.quiet:
         from experiments.llm_study_report import summary
 

@@ -131,6 +131,7 @@ class FinetuneRun(SeriesRun):
     mc_data: str | None = knob(None, "multiple-choice JSONL to score (accuracy, accuracy_norm)")
     warmup_steps: int = knob(0, "linear warmup steps")
     seed: int = knob(0, "batch order")
+    repeats: int = knob(1, "runs per (checkpoint, lr): batch orders seed..seed+repeats-1, the same at every checkpoint")
 
     def __post_init__(self):
         super().__post_init__()
@@ -221,6 +222,7 @@ READERS: dict[str, Callable[[str], Callable[[str], Any]]] = {
     "mc_data": nonempty,
     "warmup_steps": lambda flag: whole(flag, 0, MAX_STEPS),
     "seed": lambda flag: whole(flag, 0, MAX_SEED),
+    "repeats": lambda flag: whole(flag, 1, MAX_SEEDS),
     "draws": lambda flag: whole(flag, 1, MAX_SEEDS),
     "probes": lambda flag: whole(flag, 1, MAX_PROBES),
     "iterations": lambda flag: whole(flag, 1, MAX_PROBES),

@@ -65,7 +65,7 @@ import pandas as pd
 
 from experiments import store
 from experiments.derived import finetune_inflection_rows
-from experiments.llm_config import FinetuneRun
+from experiments.llm_config import MAX_SEED, FinetuneRun
 from experiments.llm_lifecycle import (
     RunFailure,
     execute_checkpoint,
@@ -105,6 +105,11 @@ class FinetunePlan(SeriesPlan):
     heldout: Examples
     mc: dict | None  # {"path", "sha256", "n_items"}
     mc_items: list | None
+    repeats: int = 1  # batch orders seed .. seed + repeats - 1 at every (checkpoint, lr)
+
+    @property
+    def seeds(self) -> range:
+        return range(self.finetune.seed, self.finetune.seed + self.repeats)
 
     def config(self) -> dict:
         """What the numbers depend on: a run directory holds one config, and a rerun of it resumes."""
@@ -122,6 +127,7 @@ class FinetunePlan(SeriesPlan):
             "seq_len": int(self.blocks.shape[1]),
             "warmup_steps": self.finetune.warmup_steps,
             "seed": self.finetune.seed,
+            "repeats": self.repeats,
             "dtype": self.finetune.dtype,
             "device": self.device,
             "eval_sha256": self.eval_sha256,
@@ -173,6 +179,10 @@ def plan(cfg: FinetuneRun, out: Path, quiet: bool = False) -> FinetunePlan:
 
     fraction = HELDOUT_FRACTION if cfg.heldout_fraction is None else cfg.heldout_fraction
     light_checks(cfg, out)
+    if cfg.steps is not None and cfg.warmup_steps > cfg.steps:
+        raise UsageError(f"warmup_steps={cfg.warmup_steps} exceeds steps={cfg.steps}; allowed: 0..steps")
+    if cfg.seed + cfg.repeats - 1 > MAX_SEED:
+        raise UsageError(f"seed={cfg.seed} with repeats={cfg.repeats} passes {MAX_SEED}; allowed: seed + repeats - 1 <= it")
     _check_file("data", cfg.data, folder_ok=cfg.format == "text")
     _check_file("heldout_data", cfg.heldout_data, folder_ok=cfg.format == "text")
     _check_file("mc_data", cfg.mc_data)
@@ -225,6 +235,7 @@ def plan(cfg: FinetuneRun, out: Path, quiet: bool = False) -> FinetunePlan:
         if mc_items is None
         else {"path": path_from_run(cfg.mc_data, out), "sha256": _sha256(cfg.mc_data), "n_items": len(mc_items)},
         mc_items=mc_items,
+        repeats=cfg.repeats,
     )
     out_decision(planned.out, planned.identity())  # a run of another config: refused unless it may be replaced
     return planned
@@ -250,6 +261,7 @@ def _new_manifest(plan: FinetunePlan) -> dict:
         "dtype": plan.finetune.dtype,
         "device": plan.device,
         "seed": plan.finetune.seed,
+        "repeats": plan.repeats,
         "threads": plan.threads,
         "optimizer": "AdamW (fused where available), constant lr after warmup, grad clip 1.0",
     }
@@ -272,7 +284,8 @@ def _base_metrics(plan: FinetunePlan, model, tokenizer) -> dict[str, float]:
 
 
 def checkpoint_rows(plan: FinetunePlan, revision, base: dict[str, float], points: list) -> pd.DataFrame:
-    """The rows of one checkpoint: base, every lr (``lr_policy='fixed'``) and the tuned lr's copy."""
+    """The rows of one checkpoint: base, every (lr, seed) (``lr_policy='fixed'``) with its training
+    loss at every step (metric ``step_loss``, column ``step``), and per seed the tuned lr's copy."""
     from llm_validation.finetune import tuned_lr
 
     nan = math.nan
@@ -284,11 +297,12 @@ def checkpoint_rows(plan: FinetunePlan, revision, base: dict[str, float], points
             lr_policy="",
             diverged=not math.isfinite(value),
             steps_done=0.0,
+            seed=plan.finetune.seed,
         )
         for metric, value in base.items()
     ]
 
-    def block(point, lr_policy: str, lr: float) -> list[dict]:
+    def block(point, lr_policy: str, lr: float, seed: int) -> list[dict]:
         return [
             dict(
                 modification="finetune",
@@ -300,28 +314,34 @@ def checkpoint_rows(plan: FinetunePlan, revision, base: dict[str, float], points
                 lr_policy=lr_policy,
                 diverged=point.diverged if point else True,
                 steps_done=float(point.steps_done) if point else nan,
+                seed=seed,
             )
             for metric in plan.metrics
         ]
 
     for point in points:
-        records += block(point, "fixed", point.lr)
-    best = tuned_lr(points)
-    records += block(next((p for p in points if p.lr == best), None), "tuned", best)
-    columns = pd.DataFrame.from_records(records)  # base rows leave lr, steps, reg NaN
+        records += block(point, "fixed", point.lr, point.seed)
+        records += [
+            block(point, "fixed", point.lr, point.seed)[0] | dict(metric="step_loss", value=loss, step=float(step))
+            for step, loss in enumerate(point.losses)
+        ]
+    for seed in plan.seeds:
+        mine = [p for p in points if p.seed == seed]
+        best = tuned_lr(mine)
+        records += block(next((p for p in mine if p.lr == best), None), "tuned", best, seed)
+    columns = pd.DataFrame.from_records(records)  # base rows leave lr, steps, reg NaN; only step rows a step
     return store.block(
         source="llm",
         setup=plan.setup,
         checkpoint=revision.name,
         pretrain_time=float(revision.tokens),
-        seed=plan.finetune.seed,
         **{name: columns[name].tolist() for name in columns},
     )
 
 
 def measure(plan: FinetunePlan, index: int, revision, progress) -> tuple[pd.DataFrame, object, dict]:
-    """One checkpoint loaded, measured before fine-tuning, then fine-tuned at every lr of the grid
-    (``llm_lifecycle.run_checkpoints``)."""
+    """One checkpoint loaded, measured before fine-tuning, then fine-tuned at every lr of the grid in
+    every batch order (``llm_lifecycle.run_checkpoints``)."""
     import torch
 
     from llm_validation.checkpoints import load_checkpoint
@@ -331,11 +351,14 @@ def measure(plan: FinetunePlan, index: int, revision, progress) -> tuple[pd.Data
     base = _base_metrics(plan, model, tokenizer)
     progress.update()
     points = []
-    for lr in plan.lrs:  # one lr a call, for the progress bar; each starts from the checkpoint
-        grid = (model, plan.train, plan.heldout, plan.blocks, plan.finetune, [lr])
-        points += lr_grid(*grid, tokenizer=tokenizer, mc_items=plan.mc_items, accelerator=_accelerator(plan.device))
-        progress.update()
-    notes = {"tuned_lr": tuned_lr(points), "diverged_lrs": [p.lr for p in points if p.diverged]}
+    for seed in plan.seeds:
+        config = dataclasses.replace(plan.finetune, seed=seed)
+        for lr in plan.lrs:  # one lr a call, for the progress bar; each starts from the checkpoint
+            grid = (model, plan.train, plan.heldout, plan.blocks, config, [lr])
+            points += lr_grid(*grid, tokenizer=tokenizer, mc_items=plan.mc_items, accelerator=_accelerator(plan.device))
+            progress.update()
+    first = [p for p in points if p.seed == plan.finetune.seed]
+    notes = {"tuned_lr": tuned_lr(first), "diverged_lrs": sorted({p.lr for p in points if p.diverged})}
     return checkpoint_rows(plan, revision, base, points), model, notes
 
 
@@ -361,7 +384,7 @@ def execute(plan: FinetunePlan, workers: int | None = 1) -> pd.DataFrame:
     manifest = start(plan)
     with marks_failure(plan.out), torch_threads(plan.threads), quiet_transformers(plan.quiet):
         _accelerator(plan.device)
-        run_checkpoints(plan, manifest, "finetune", "run", 1 + len(plan.lrs), measure, workers)
+        run_checkpoints(plan, manifest, "finetune", "run", 1 + len(plan.lrs) * plan.repeats, measure, workers)
         return finish_run(plan.out, len(plan.revisions), manifest, finetune_inflection_rows)
 
 
@@ -376,12 +399,13 @@ def summary(table: pd.DataFrame) -> str:
     rows = table[table.checkpoint != "inflection"]
     ppl = rows[rows.metric == "perplexity"]
     base = ppl[ppl.modification == "none"].set_index("checkpoint")["value"].rename("ppl before")
-    fixed = ppl[ppl.lr_policy == "fixed"].pivot(index="checkpoint", columns="lr", values="value")
+    fixed = ppl[ppl.lr_policy == "fixed"].pivot_table(index="checkpoint", columns="lr", values="value")
     fixed.columns = [f"ppl lr={lr:g}" for lr in fixed.columns]
     tuned = rows[rows.lr_policy == "tuned"]
     tuned_lr = tuned.groupby("checkpoint")["lr"].first().rename("tuned lr")
-    tuned_ppl = tuned[tuned.metric == "perplexity"].set_index("checkpoint")["value"].rename("ppl tuned")
-    tuned_loss = tuned[tuned.metric == "finetune_loss"].set_index("checkpoint")["value"].rename("ft loss tuned")
+    # Means over the batch orders; the tuned lr shown is the first order's.
+    tuned_ppl = tuned[tuned.metric == "perplexity"].groupby("checkpoint")["value"].mean().rename("ppl tuned")
+    tuned_loss = tuned[tuned.metric == "finetune_loss"].groupby("checkpoint")["value"].mean().rename("ft loss tuned")
     position = rows.groupby("checkpoint")["pretrain_time"].first().sort_values()
     frame = pd.concat(
         [position.map(human_tokens).rename("tokens"), base, fixed, tuned_lr, tuned_ppl, tuned_loss], axis=1

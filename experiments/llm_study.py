@@ -34,6 +34,7 @@ from experiments.llm_config import CurvatureRun, FinetuneRun, PerturbRun, Pretra
 from experiments.run import UsageError, check_writable, now
 
 STUDY_FILE = "study.json"
+STAGES = ("pre-training", "measurements", "analysis")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +57,8 @@ class Study:
     finetune_data: tuple[str, ...] = ("corpus:shakespeare", "corpus:synthetic")
     lrs: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
     steps: int = 100
+    warmup_steps: int = 0  # linear warmup of every fine-tuning run
+    finetune_repeats: int = 1  # batch orders per (checkpoint, lr, dataset), the same at every checkpoint
     finetune_batch: int = 16
     regs: tuple[float, ...] = (0.1, 1.0)
     reg_lr: float = 1e-2
@@ -79,13 +82,21 @@ class Study:
 
 
 STUDIES: dict[str, Study] = {
-    # The reference: both sizes past 2,000 tokens per parameter (5k: 4,824 parameters to 20.5M tokens,
-    # 4,250 tokens/param; 20k: 20,352 to 41M, 2,012), 64x in tokens, 3 seeds, WSD.
+    # The reference: 9 doubling budgets per size (256x in tokens), 20k to 163.8M tokens (8,050 tokens
+    # per parameter), 5k to 81.9M (16,980); the whole pinned corpus trains (max_epochs caps the passes).
+    # Fine-tuning in the paper's regime: lrs at and below the pre-training peak, with warmup.
     "study": Study(
         sizes=(
-            ("20k", tuple(4096 * s for s in (156, 312, 625, 1250, 2500, 5000, 10000))),
-            ("5k", tuple(4096 * s for s in (78, 156, 312, 625, 1250, 2500, 5000))),
+            ("20k", tuple(4096 * s for s in (156, 312, 625, 1250, 2500, 5000, 10000, 20000, 40000))),
+            ("5k", tuple(4096 * s for s in (78, 156, 312, 625, 1250, 2500, 5000, 10000, 20000))),
         ),
+        seeds=(0, 1, 2, 3, 4, 5),
+        max_train_chars=None,
+        lrs=(1e-4, 3e-4, 1e-3, 3e-3),
+        steps=400,
+        warmup_steps=40,
+        finetune_repeats=2,
+        reg_lr=1e-3,
     ),
     # make reproduce's: the same protocol at sizes a few minutes afford (8x in tokens, 2 seeds, fewer
     # draws and lrs); its claims may be INCONCLUSIVE, and say so.
@@ -158,6 +169,18 @@ def _on_series(study: Study, out: Path, size: str, seed: int, blocks: int) -> di
     )
 
 
+def _tuning(study: Study, data: str) -> dict:
+    """The fine-tuning fields every run of a study shares."""
+    return dict(
+        data=data,
+        format="text",
+        steps=study.steps,
+        warmup_steps=study.warmup_steps,
+        repeats=study.finetune_repeats,
+        batch_size=study.finetune_batch,
+    )
+
+
 def measurement_runs(study: Study, out: Path) -> list[tuple[object, Path]]:
     """Every run over the series: perturb, the fine-tuning grids, the L2 pull, curvature."""
     runs = []
@@ -166,10 +189,10 @@ def measurement_runs(study: Study, out: Path) -> list[tuple[object, Path]]:
         on = _on_series(study, out, size, seed, study.eval_blocks)
         runs.append((PerturbRun(**on, gammas=study.gammas, seeds=study.draws, batch_size=32), out / "perturb" / name))
         for data in study.finetune_data:
-            tune = dict(data=data, format="text", steps=study.steps, batch_size=study.finetune_batch)
+            tune = _tuning(study, data)
             runs.append((FinetuneRun(**on, **tune, lrs=study.lrs), out / study.finetune_stage(data) / name))
         for reg in study.regs:
-            tune = dict(data=study.finetune_data[0], format="text", steps=study.steps, batch_size=study.finetune_batch)
+            tune = _tuning(study, study.finetune_data[0])
             reg_out = out / "finetune-reg" / f"reg={reg:g}" / name
             runs.append((FinetuneRun(**on, **tune, lrs=(study.reg_lr,), reg=reg), reg_out))
         curvature = _on_series(study, out, size, seed, study.curvature_blocks)
@@ -208,8 +231,13 @@ def write_eval_text(study: Study, out: Path) -> Path:
     return path
 
 
-def run_study(name: str, out: Path, workers: int | None = None, quiet: bool = False) -> dict:
-    """Run (or resume) the study ``name`` into ``out``; returns its report (``llm_study_report``)."""
+def run_study(
+    name: str, out: Path, workers: int | None = None, quiet: bool = False, until: str = STAGES[-1]
+) -> dict | None:
+    """Run (or resume) the study ``name`` into ``out``; returns its report (``llm_study_report``), or
+    None when ``until`` stops it after an earlier stage (status ``stopped``, resumed by the next call)."""
+    if until not in STAGES:
+        raise ValueError(f"until={until!r} is unknown; allowed: {', '.join(STAGES)}")
     from experiments import llm_study_report
     from experiments.llm_lifecycle import failures_while_running
     from experiments.llm_runs import BY_CONFIG, run_cells
@@ -238,8 +266,12 @@ def run_study(name: str, out: Path, workers: int | None = None, quiet: bool = Fa
         store.write_json(path, record)
 
     write_eval_text(study, out)
-    stage("pre-training", pretrain_runs(study, out))
-    stage("measurements", measurement_runs(study, out))
+    for label, runs in (("pre-training", pretrain_runs), ("measurements", measurement_runs)):
+        stage(label, runs(study, out))
+        if until == label:
+            record["status"] = "stopped"
+            store.write_json(path, record)
+            return None
     start = time.perf_counter()
     report = llm_study_report.write(study, name, out)
     record["stages"]["analysis"] = time.perf_counter() - start

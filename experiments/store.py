@@ -45,6 +45,7 @@ OPTIONAL_COLUMNS = {
     "mean_nll": ("float64", np.nan),
     "n_tokens": ("float64", np.nan),
     "train_steps": ("float64", np.nan),
+    "step": ("float64", np.nan),
 }
 SOURCES = ("theory", "llm")
 MODIFICATIONS = ("none", "gaussian", "finetune")

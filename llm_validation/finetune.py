@@ -104,6 +104,8 @@ class FinetuneResult:
 class GridPoint:
     """One learning rate on one checkpoint: in-task and forgetting metrics after fine-tuning.
 
+    ``seed``: the run's batch order; ``losses``: the training loss of every step
+    (``FinetuneResult.losses``, the in-task curve that shows whether the run has flattened);
     ``finetune_loss``: token-mean loss on held-out fine-tuning examples (in-task); ``perplexity``:
     held-out pre-training perplexity (forgetting); ``accuracy`` / ``accuracy_norm``: multiple-choice
     accuracy, NaN without questions. Every metric is NaN for a diverged run: one whose training
@@ -119,6 +121,8 @@ class GridPoint:
     perplexity: float
     accuracy: float
     accuracy_norm: float
+    seed: int = 0
+    losses: tuple[float, ...] = ()
 
 
 def batch_order(n_examples: int, batch_size: int, steps: int, seed: int) -> Iterator[torch.Tensor]:
@@ -272,7 +276,7 @@ def lr_grid(
 
 
 def _measure(model, run: FinetuneResult, lr, heldout, pretrain_blocks, config, tokenizer, mc_items) -> GridPoint:
-    diverged = GridPoint(lr, True, run.steps_done, *[math.nan] * 5)
+    diverged = GridPoint(lr, True, run.steps_done, *[math.nan] * 5, seed=config.seed, losses=run.losses)
     if run.diverged:
         return diverged
     finetune_loss = masked_loss(model, heldout, config.eval_batch_size)
@@ -292,6 +296,8 @@ def _measure(model, run: FinetuneResult, lr, heldout, pretrain_blocks, config, t
         perplexity=forgetting.perplexity,
         accuracy=accuracy,
         accuracy_norm=accuracy_norm,
+        seed=config.seed,
+        losses=run.losses,
     )
 
 

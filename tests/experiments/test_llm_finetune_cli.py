@@ -73,14 +73,15 @@ def run(tmp_path_factory, folder_series, files):
 
 def test_rows_schema_and_base_rows_are_the_checkpoints_own(run, folder_series, files):
     table = pd.read_parquet(run / store.METRICS)
-    assert list(table.columns) == REQUIRED + ["lr_policy", "diverged", "steps_done", "t_star_kind"]
+    assert list(table.columns) == REQUIRED + ["lr_policy", "diverged", "steps_done", "step", "t_star_kind"]
     kinds = table.t_star_kind.where(table.checkpoint == "inflection", "-")
     assert set(kinds[table.checkpoint != "inflection"]) == {"-"} and set(
         table.t_star_kind[table.checkpoint != "inflection"]
     ) <= {""}
     assert set(kinds[table.checkpoint == "inflection"]) <= {"interior", "flat", "below", "above", "none"}
-    # Per checkpoint: 2 base metrics + 2 lrs x 3 metrics + the tuned lr's 3; then one T* per lr and tuned.
-    assert len(table) == 3 * (2 + 2 * 3 + 3) + 3
+    # Per checkpoint: 2 base metrics + 2 lrs x (3 metrics + 3 step losses) + the tuned lr's 3; then one
+    # T* per lr and tuned.
+    assert len(table) == 3 * (2 + 2 * (3 + 3) + 3) + 3
     assert set(table.source) == {"llm"} and set(table.setup) == {folder_series[0].name} and set(table.seed) == {5}
     rows = table[table.checkpoint != "inflection"]
     assert list(dict.fromkeys(rows.checkpoint)) == NAMES
@@ -90,7 +91,8 @@ def test_rows_schema_and_base_rows_are_the_checkpoints_own(run, folder_series, f
     ft = rows[rows.modification == "finetune"]
     assert set(ft.steps) == {3.0} and set(ft.reg) == {0.1} and not ft.diverged.any() and set(ft.steps_done) == {3.0}
     assert set(ft[ft.lr_policy == "fixed"].lr) == set(LRS)
-    assert set(ft.metric) == {"perplexity", "finetune_loss", "train_loss"} and np.isfinite(ft.value).all()
+    assert set(ft.metric) == {"perplexity", "finetune_loss", "train_loss", "step_loss"} and np.isfinite(ft.value).all()
+    assert ft.step.notna().eq(ft.metric == "step_loss").all()
 
     model, tokenizer = checkpoints.load_checkpoint(folder_series[0], NAMES[0])
     blocks = load_token_blocks(files[1], tokenizer, 32)
@@ -101,17 +103,22 @@ def test_rows_schema_and_base_rows_are_the_checkpoints_own(run, folder_series, f
     train, heldout = examples.split(round(0.1 * len(examples)))
     config = FinetuneConfig(steps=3, batch_size=4, reg=0.1, seed=5)
     [point] = lr_grid(model, train, heldout, blocks, config, [LRS[0]])
-    direct = ft[(ft.checkpoint == NAMES[0]) & (ft.lr == LRS[0]) & (ft.lr_policy == "fixed")].set_index("metric").value
-    assert (direct["perplexity"], direct["finetune_loss"], direct["train_loss"]) == (
+    direct = ft[(ft.checkpoint == NAMES[0]) & (ft.lr == LRS[0]) & (ft.lr_policy == "fixed")]
+    values = direct[direct.metric != "step_loss"].set_index("metric").value
+    assert (values["perplexity"], values["finetune_loss"], values["train_loss"]) == (
         point.perplexity,
         point.finetune_loss,
         point.train_loss,
     )
+    # The training loss of every step, in order: the in-task curve of the run.
+    steps = direct[direct.metric == "step_loss"].sort_values("step")
+    assert steps.step.tolist() == [0.0, 1.0, 2.0] and tuple(steps.value) == point.losses
 
 
 def test_tuned_rows_take_the_lr_of_lowest_heldout_finetune_loss(run):
     table = pd.read_parquet(run / store.METRICS)
     rows = table[table.checkpoint != "inflection"]
+    rows = rows[rows.metric != "step_loss"]  # the tuned copy carries the measurements, not the step curve
     fixed, tuned = rows[rows.lr_policy == "fixed"], rows[rows.lr_policy == "tuned"]
     manifest = store.read_manifest(run)
     for name in NAMES:
@@ -176,6 +183,10 @@ def test_a_diverging_lr_is_recorded_with_nan_values(capsys, tmp_path, folder_ser
     assert code == 0, err
     table = pd.read_parquet(out / store.METRICS)
     ft = table[(table.modification == "finetune") & (table.checkpoint != "inflection")]
+    # The step curve keeps the losses up to the offending one (the first finite, the second not usable).
+    steps, ft = ft[ft.metric == "step_loss"], ft[ft.metric != "step_loss"]
+    assert steps.diverged.all() and set(steps.step) == {0.0, 1.0} and np.isfinite(steps[steps.step == 0].value).all()
+    assert not (steps[steps.step == 1].value <= 709.8).any()
     assert ft.diverged.all() and ft.value.isna().all()
     assert (ft[ft.lr_policy == "fixed"].steps_done == 1).all()  # stopped at the first diverged loss
     assert ft[ft.lr_policy == "tuned"][["lr", "steps_done"]].isna().all().all()  # every lr diverged: none tuned
@@ -205,6 +216,42 @@ def test_deterministic_and_resumes_after_the_stored_checkpoints(
     assert len(grids) == 2 * len(LRS)
     pd.testing.assert_frame_equal(pd.read_parquet(again / store.METRICS), first)
     assert len(store.read_manifest(again)["resumed"]) == 1
+
+
+def test_repeats_are_paired_batch_orders_deterministic_and_resumed_bit_for_bit(
+    capsys, tmp_path, run, folder_series, files, monkeypatch
+):
+    """--repeats 2 with warmup: seeds 5 and 6 at every (checkpoint, lr); seed 5's rows are the
+    one-order run's; each order's tuned lr is its own; a kill after one checkpoint resumes to the table."""
+    out = tmp_path / "repeats"
+    argv = finetune_args(folder_series[0], *files, out, "--repeats", 2, "--warmup-steps", 2)
+    code, _, err = ovt(capsys, *argv)
+    assert code == 0, err
+    table = pd.read_parquet(out / store.METRICS)
+    ft = table[(table.modification == "finetune") & (table.checkpoint != "inflection")]
+    assert set(ft.seed) == {5, 6}
+    for policy in ("fixed", "tuned"):
+        counts = ft[(ft.lr_policy == policy) & (ft.metric == "perplexity")].groupby(["checkpoint", "seed"]).size()
+        assert set(counts) == {len(LRS) if policy == "fixed" else 1} and len(counts) == 3 * 2
+    # Another order of batches gives other numbers; warmup changes seed 5's numbers from the plain run's.
+    plain = pd.read_parquet(run / store.METRICS)
+    key = ["checkpoint", "lr", "metric", "step"]
+    mine = ft[(ft.lr_policy == "fixed") & (ft.seed == 5)].set_index(key).value.sort_index()
+    other = ft[(ft.lr_policy == "fixed") & (ft.seed == 6)].set_index(key).value.sort_index()
+    assert not np.allclose(mine.to_numpy(), other.to_numpy())
+    theirs = plain[(plain.lr_policy == "fixed") & (plain.checkpoint != "inflection")].set_index(key).value.sort_index()
+    assert not np.allclose(mine.to_numpy(), theirs.to_numpy())
+    assert (table[table.checkpoint == "inflection"].seed == -1).all()  # T* of the mean over orders
+
+    for index in (1, 2):
+        store.chunk_path(out, index).unlink()
+    (out / store.METRICS).unlink()
+    grids, original = [], finetune.lr_grid
+    monkeypatch.setattr(finetune, "lr_grid", lambda *a, **k: grids.append(1) or original(*a, **k))
+    code, _, err = ovt(capsys, *argv)
+    assert code == 0, err
+    assert len(grids) == 2 * 2 * len(LRS)
+    pd.testing.assert_frame_equal(pd.read_parquet(out / store.METRICS), table)
 
 
 def test_multiple_choice_data_adds_accuracy_rows(capsys, tmp_path, folder_series, files):
@@ -285,6 +332,9 @@ def _bad_cases():
         (args(__batch_size="0"), "--batch-size 0 must be >= 1"),
         (args(__threads="1000"), "--threads 1000 must be >= 1 and <= 256"),
         (args() + ["--warmup-steps", "-1"], "--warmup-steps -1 must be >= 0"),
+        (args() + ["--warmup-steps", "5"], "warmup_steps=5 exceeds steps=3"),
+        (args() + ["--repeats", "0"], "--repeats 0 must be >= 1"),
+        (args(__seed=str(2**63 - 1)) + ["--repeats", "2"], "passes 9223372036854775807"),
         (args(__eval_text="MISSING"), "missing.txt does not exist"),
         (args(__eval_text="BINARY"), "binary.txt is not UTF-8 text"),
         (args(__data="BINARY"), "binary.txt: not UTF-8 text"),

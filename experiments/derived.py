@@ -23,7 +23,8 @@ from analysis.tuned import tuned_choice
 from experiments.store import OPTIONAL_COLUMNS
 
 MEAN_OVER_SEEDS = -1  # the seed of a row that summarises all draws, not one
-MEASURED = ("diverged", "steps_done", "mean_nll", "n_tokens", "train_steps", "step")  # what a summary row does not carry
+# What a summary row does not carry.
+MEASURED = ("diverged", "steps_done", "mean_nll", "n_tokens", "train_steps", "step")
 KIND = "t_star_kind"  # the store column of an inflection row's kind ("" on every other row)
 
 

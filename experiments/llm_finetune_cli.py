@@ -182,7 +182,8 @@ def plan(cfg: FinetuneRun, out: Path, quiet: bool = False) -> FinetunePlan:
     if cfg.steps is not None and cfg.warmup_steps > cfg.steps:
         raise UsageError(f"warmup_steps={cfg.warmup_steps} exceeds steps={cfg.steps}; allowed: 0..steps")
     if cfg.seed + cfg.repeats - 1 > MAX_SEED:
-        raise UsageError(f"seed={cfg.seed} with repeats={cfg.repeats} passes {MAX_SEED}; allowed: seed + repeats - 1 <= it")
+        allowed = f"seed + repeats - 1 <= {MAX_SEED}"
+        raise UsageError(f"seed={cfg.seed} with repeats={cfg.repeats} passes {MAX_SEED}; allowed: {allowed}")
     _check_file("data", cfg.data, folder_ok=cfg.format == "text")
     _check_file("heldout_data", cfg.heldout_data, folder_ok=cfg.format == "text")
     _check_file("mc_data", cfg.mc_data)

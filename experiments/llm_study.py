@@ -98,6 +98,30 @@ STUDIES: dict[str, Study] = {
         finetune_repeats=2,
         reg_lr=1e-3,
     ),
+    # The pilot that sized the reference's fine-tuning (``analysis.power``; ``ovt llm study pilot --until
+    # measurements``): 2 series per size of the reference's design, 5 budgets to 20.5M tokens, the
+    # candidate lr grid up to the peak, 400 steps with 40 of warmup, 2 batch orders; Shakespeare only,
+    # and the other measurements at their smallest.
+    "pilot": Study(
+        sizes=(
+            ("20k", tuple(4096 * s for s in (312, 625, 1250, 2500, 5000))),
+            ("5k", tuple(4096 * s for s in (312, 625, 1250, 2500, 5000))),
+        ),
+        seeds=(100, 101),
+        max_train_chars=None,
+        gammas=(1.0,),
+        draws=2,
+        finetune_data=("corpus:shakespeare",),
+        lrs=(1e-4, 1e-3, 3e-3, 1e-2),
+        steps=400,
+        warmup_steps=40,
+        finetune_repeats=2,
+        regs=(),
+        curvature_gammas=(0.25,),
+        probes=2,
+        iterations=2,
+        curvature_blocks=8,
+    ),
     # make reproduce's: the same protocol at sizes a few minutes afford (8x in tokens, 2 seeds, fewer
     # draws and lrs); its claims may be INCONCLUSIVE, and say so.
     "study-quick": Study(

@@ -43,6 +43,8 @@ Statistics (checkpoints i = 0 .. n-1):
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 
 import numpy as np
@@ -53,12 +55,16 @@ from analysis.inflection import inflection, inflection_kind, vertex_minimum
 from analysis.intervals import LEVEL, Draws, t_stat
 
 N_BOOT = 1000  # bootstrap replicates over the draws of a single series (seeded: deterministic)
+ALPHA = (1 - LEVEL) / 2  # one side of a 95% interval: the level of each one-sided test
+EXACT_RANKS = 9  # Spearman's null distribution enumerated up to this many checkpoints (9! permutations)
+N_NULL = 200_000  # seeded random permutations beyond it
 H_GAMMAS = 1  # claim (h) uses this many of the smallest gammas
 HESSIAN_BAND = (0.8, 1.25)  # claim (h)'s region for measured / predicted
 ABOVE, BELOW = (0.0, math.inf), (-math.inf, 0.0)
 
 STATEMENTS = {
     "a": "Sensitivity to Gaussian parameter noise grows monotonically with pre-training tokens",
+    "a'": "Sensitivity to fine-tuning grows with pre-training tokens (forgetting F(T) rises with T)",
     "b": "The perturbed pre-training loss is U-shaped in tokens (an interior T*) at some gamma",
     "c": "The perturbed-loss T* is earlier for larger gamma",
     "d": "Fine-tuning at a fixed lr gives a U-shaped pre-training loss",
@@ -70,6 +76,7 @@ STATEMENTS = {
 _U = "fall L(T_first) - L(T_i*) and rise L(T_last) - L(T_i*), i* = interior argmin, L = log ppl"
 STATISTICS = {
     "a": "Spearman rho(T, Delta(T)), Delta = mean over draws of log ppl perturbed - log ppl unperturbed",
+    "a'": "Spearman rho(T, F(T)), F = mean over fine-tuning orders of log ppl after fine-tuning - log ppl before",
     "b": f"{_U} perturbed",
     "c": "log T*(next larger gamma) - log T*(gamma)",
     "d": f"{_U} after fine-tuning",
@@ -79,18 +86,29 @@ STATISTICS = {
     "h": "measured / predicted Delta NLL, predicted = (gamma^2/2) x noise-weighted Hessian trace",
 }
 _EVERY = "every part must PASS (FAIL if any part FAILs, else INCONCLUSIVE)"
-_SOME = "PASS if some {0} PASSes, FAIL if every {0} FAILs, else INCONCLUSIVE"
-_SIDES = "a {0} PASSes if the 95% intervals of its fall and its rise both lie above 0, FAILs if either lies below 0"
+_SOME = (
+    "PASS if some {0} PASSes, FAIL if every {0} FAILs, else INCONCLUSIVE; Bonferroni over the k {0}s: each "
+    "interval at level 1 - 0.05/k"
+)
+_SIDES = "a {0} PASSes if the intervals of its fall and its rise both lie above 0, FAILs if either lies below 0"
+_RANKS = (
+    "at each {0}, the mean over series of Spearman's rho tested against its exact null distribution (every "
+    "ordering of the checkpoints equally likely, independent series): PASS if P(mean rho >= observed) < "
+    "0.025, FAIL if P(mean rho <= observed) < 0.025, else INCONCLUSIVE; {1}"
+)
 RULES = {
-    "a": f"at each gamma, PASS if the 95% interval of rho lies above 0, FAIL if below; {_EVERY}",
+    "a": _RANKS.format("gamma", _EVERY),
+    "a'": _RANKS.format("fixed lr", _EVERY),
     "b": f"{_SIDES.format('gamma')}; {_SOME.format('gamma')}",
     "c": "for consecutive gammas with an interior pooled T*, PASS if the 95% interval of the log T* step lies "
     f"below 0, FAIL if above; {_EVERY}",
     "d": f"{_SIDES.format('fixed lr')}; {_SOME.format('fixed lr')}",
     "e": "for consecutive fixed lrs with an interior pooled T*, PASS if the 95% interval of the log T* step lies "
     f"below 0, FAIL if above; {_EVERY}",
-    "f": "PASS if the 95% intervals of the tuned rise (not removed) and of the reduction (reduced) both lie above "
-    "0, FAIL if either lies below 0, else INCONCLUSIVE",
+    "f": "the lr tuned per checkpoint and batch order for the lowest loss on held-out examples of the "
+    "fine-tuning task; runs at or above the uniform guess (log V) left out; PASS if the 95% intervals of the "
+    "tuned rise (not removed) and of the reduction (reduced) both lie above 0, FAIL if either lies below 0, "
+    "else INCONCLUSIVE",
     "g": "for each (lr, reg > 0) whose reg = 0 curve has an interior pooled T*, PASS if the 95% interval of the "
     f"log T* shift lies above 0, FAIL if below; {_EVERY}",
     "h": f"PASS if the 95% interval of the ratio lies inside ({HESSIAN_BAND[0]}, {HESSIAN_BAND[1]}), FAIL if it "
@@ -158,7 +176,7 @@ def _others(curve):
         return np.where(count - finite > 0, (total - np.where(finite, curve, 0.0)) / (count - finite), np.nan)
 
 
-def _estimate(parts, stat, select=None, log=False) -> dict:
+def _estimate(parts, stat, select=None, log=False, level=LEVEL) -> dict:
     """value, 95% interval, method, n_series, n_draws of ``stat(key, *curves)`` (vectorised over
     leading axes) of the curves of ``parts`` (each [series, draw, time]), as the module docstring says.
     ``select(*curves)`` gives ``key`` (the indices the statistic is taken at) from other data than the
@@ -175,15 +193,15 @@ def _estimate(parts, stat, select=None, log=False) -> dict:
         entry = {"n_series": int(v.size), "n_draws": n_draws}
         if v.size < 2:
             return entry | {"value": math.nan, "interval": None, "method": f"none ({v.size} of {per.size} series)"}
-        mean, half = float(v.mean()), float(stats.t.ppf(0.5 + LEVEL / 2, v.size - 1) * v.std(ddof=1) / v.size**0.5)
+        mean, half = float(v.mean()), float(stats.t.ppf(0.5 + level / 2, v.size - 1) * v.std(ddof=1) / v.size**0.5)
         lo, hi = mean - half, mean + half
         if log:
             mean, lo, hi = math.exp(mean), math.exp(lo), math.exp(min(hi, 700.0))
         left = f"; {per.size - v.size} series without a finite statistic left out" if v.size < per.size else ""
         chosen = "; indices chosen on the other series' mean" if select else ""
         method = (
-            f"Student-t over {v.size} pre-training series (dof {v.size - 1}{', log space' if log else ''}), "
-            f"each series' statistic from its mean over {n_draws} draws{chosen}{left}"
+            f"Student-t over {v.size} pre-training series (dof {v.size - 1}{', log space' if log else ''}"
+            f"{_level(level)}), each series' statistic from its mean over {n_draws} draws{chosen}{left}"
         )
         return entry | {"value": mean, "interval": [lo, hi], "method": method}
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -196,10 +214,10 @@ def _estimate(parts, stat, select=None, log=False) -> dict:
     resampled = [_mean(p[0][index], 1) for p in parts]
     with np.errstate(invalid="ignore", divide="ignore"):
         replicates = np.asarray(stat(select(*resampled) if select else None, *resampled), float)
-    s = t_stat(value, replicates, [Draws("draws", "seeds", n_draws)], log=log)
+    s = t_stat(value, replicates, [Draws("draws", "seeds", n_draws)], log=log, level=level)
     method = (
         f"one pre-training series: paired bootstrap over its {n_draws} draws (same draws at every checkpoint "
-        f"and curve, {N_BOOT} replicates), Student-t dof {n_draws - 1} via analysis.intervals.t_stat "
+        f"and curve, {N_BOOT} replicates), Student-t dof {n_draws - 1}{_level(level)} via analysis.intervals.t_stat "
         f"({s['method']}); conditional on the series' own checkpoints"
     )
     return entry | {"interval": s["interval"], "method": method}
@@ -213,10 +231,14 @@ def _pooled(T, part) -> tuple[np.ndarray, str, float]:
     return curve, str(inflection_kind(T, curve, spread=spread)), float(inflection(T, curve, spread=spread))
 
 
-def _part(label, parts, stat, region, select=None, log=False, **extra) -> dict:
+def _level(level: float) -> str:
+    return "" if level == LEVEL else f", level {level:.4g}"
+
+
+def _part(label, parts, stat, region, select=None, log=False, level=LEVEL, **extra) -> dict:
     """``_estimate`` with its verdict for ``region`` and its margin: how far inside the region the
     interval lies (negative: across or outside an edge; -inf: no interval)."""
-    entry = _estimate(parts, stat, select, log)
+    entry = _estimate(parts, stat, select, log, level) | {"level": level}
     lo, hi = entry["interval"] or (None, None)
     lo, hi = -math.inf if lo is None else lo, math.inf if hi is None else hi
     edges = [lo - region[0]] * math.isfinite(region[0]) + [region[1] - hi] * math.isfinite(region[1])
@@ -247,15 +269,83 @@ def _combine(cid: str, parts: list[dict], mode: str, reason: str) -> dict:
     return _claim(cid, _decide(parts, mode)) if parts else _no_data(cid, reason)
 
 
-def _spearman(T):
-    x = stats.rankdata(T) - (T.size + 1) / 2
+@functools.cache
+def _null_d(n: int) -> tuple[np.ndarray, str]:
+    """(P(D = 2j) for j = 0 .. n(n^2 - 1)/6, how it was found): D = sum_i (i - pi(i))^2 over the
+    orderings pi of n checkpoints, all equally likely (Spearman's rho = 1 - 6 D / (n (n^2 - 1)); D is
+    always even). Exact up to ``EXACT_RANKS`` checkpoints, else from ``N_NULL`` seeded permutations."""
+    i = np.arange(n)
+    if n <= EXACT_RANKS:
+        orders, how = np.array(list(itertools.permutations(range(n))), dtype=np.int16), f"exact ({n}! orderings)"
+    else:
+        orders = np.argsort(np.random.default_rng(0).random((N_NULL, n)), axis=1)
+        how = f"from {N_NULL:,} seeded random orderings"
+    half = ((orders - i) ** 2).sum(1) // 2
+    return np.bincount(half, minlength=n * (n * n - 1) // 6 + 1) / len(orders), how
 
-    def rho(_, y):
-        r = stats.rankdata(y, axis=-1, nan_policy="propagate")
-        r = r - r.mean(-1, keepdims=True)
-        return (r @ x) / np.sqrt((r**2).sum(-1) * (x**2).sum())
 
-    return rho
+def rank_test(T, curves) -> dict:
+    """Spearman's rho of each curve of ``curves`` [series, time] against T, and the exact probability
+    of their mean under the null (every ordering of each series' values equally likely, series
+    independent): ``p_up`` = P(mean rho >= observed), ``p_down`` = P(mean rho <= observed). Series
+    with a missing point are left out. The null of the mean is the S-fold convolution of D's.
+
+    >>> r = rank_test([1, 2, 4, 8], [[1.0, 2.0, 3.0, 4.0]] * 3)  # rho = 1 in 3 of 3 series
+    >>> r["value"], r["p_up"] == (1 / 24) ** 3, r["p_down"]
+    (1.0, True, 1.0)
+    """
+    T, curves = np.asarray(T, float), np.atleast_2d(np.asarray(curves, float))
+    n = T.size
+    kept = curves[np.isfinite(curves).all(1)]
+    if len(kept) == 0 or n < 3:
+        return {"value": math.nan, "p_up": math.nan, "p_down": math.nan, "n_series": 0, "how": "none", "rho": []}
+    d = ((stats.rankdata(kept, axis=1) - stats.rankdata(T)) ** 2).sum(1)  # average ranks for ties
+    rho = 1 - 6 * d / (n * (n * n - 1))
+    single, how = _null_d(n)
+    total = np.array([1.0])
+    for _ in range(len(kept)):
+        total = np.convolve(total, single)
+    observed = d.sum() / 2
+    support = np.arange(total.size)
+    p_up = float(total[support <= observed + 1e-9].sum())
+    p_down = float(total[support >= observed - 1e-9].sum())
+    return {
+        "value": float(rho.mean()),
+        "p_up": min(p_up, 1.0),
+        "p_down": min(p_down, 1.0),
+        "n_series": len(kept),
+        "how": how,
+        "rho": rho.tolist(),
+    }
+
+
+def _rank_part(label: str, T, cube) -> dict:
+    """A rank part of (a) / (a'): ``rank_test`` of each series' curve (its mean over draws), PASS
+    where rho > 0 is significant at ``ALPHA``, FAIL where rho < 0 is; margin: log10(ALPHA / p_up)."""
+    n_draws = int(np.isfinite(cube).any(axis=2).sum(axis=1).min())
+    r = rank_test(T, _mean(cube, 1))
+    if r["n_series"] == 0:
+        verdict_, margin = "INCONCLUSIVE", -math.inf
+    else:
+        verdict_ = "PASS" if r["p_up"] < ALPHA else "FAIL" if r["p_down"] < ALPHA else "INCONCLUSIVE"
+        margin = math.log10(ALPHA / max(r["p_up"], 1e-300))
+    method = (
+        f"Spearman's rho per series (of its mean over {n_draws} draws), the mean over {r['n_series']} series "
+        f"against its null distribution, {r['how']}"
+    )
+    return {
+        "at": label,
+        "value": r["value"],
+        "interval": None,
+        "p_value": r["p_up"],
+        "p_down": r["p_down"],
+        "per_series": r["rho"],
+        "method": method,
+        "n_series": r["n_series"],
+        "n_draws": n_draws,
+        "verdict": verdict_,
+        "margin": margin,
+    }
 
 
 def _log_t_star_step(T):
@@ -285,12 +375,13 @@ def _u_claim(cid, T, cubes, name) -> dict:
     ({size: cube}): "every" side at a size, "some" size."""
     fall = lambda i, y: y[..., 0] - _at(y, i)  # noqa: E731
     rise = lambda i, y: y[..., -1] - _at(y, i)  # noqa: E731
-    sizes = []
+    sizes, level = [], 1 - (1 - LEVEL) / max(len(cubes), 1)  # Bonferroni over the sizes of a "some" claim
     for size, cube in cubes.items():
         curve, kind, t_star = _pooled(T, cube)
         t_min = float(T[_interior_min(curve)])
+        extra = dict(t_min=t_min, t_star=t_star, kind=kind, level=level)
         sides = [
-            _part(f"{name}={size:g}, {side}", [cube], stat, ABOVE, _interior_min, t_min=t_min, t_star=t_star, kind=kind)
+            _part(f"{name}={size:g}, {side}", [cube], stat, ABOVE, _interior_min, **extra)
             for side, stat in (("fall", fall), ("rise", rise))
         ]
         sizes.append(_decide(sides, "every"))
@@ -324,19 +415,20 @@ def _perturb_claims(perturb, traces, series_column) -> list[dict]:
         reason = "the perturbation table needs >= 3 checkpoints, an unperturbed curve and a gamma"
         return [_no_data(c, reason) for c in "abch"]
     cubes = {g: grid.cube((mod == "gaussian") & (gamma == g)) for g in gammas}
-    rho = _spearman(grid.T)
-    a = [_part(f"gamma={g:g}", [cubes[g] - base], rho, ABOVE) for g in gammas]
+    a = [_rank_part(f"gamma={g:g}", grid.T, cubes[g] - base) for g in gammas]
     return [
         _combine("a", a, "every", "no gamma"),
         _u_claim("b", grid.T, cubes, "gamma"),
         _order_claim("c", grid.T, cubes, "gamma"),
-        _hessian_claim(grid, base, cubes, traces, series_column),
+        *_hessian_claims(grid, base, cubes, traces, series_column),
     ]
 
 
-def _hessian_claim(grid, base, cubes, traces, series_column) -> dict:
+def _hessian_claims(grid, base, cubes, traces, series_column) -> list[dict]:
+    """(h) at the ``H_GAMMAS`` smallest gammas, with the band of gammas where the quadratic identity
+    holds, then one row ``h:gamma=G`` per gamma of the table (the same rule at that gamma alone)."""
     if traces is None or len(traces) == 0:
-        return _no_data("h", "no Hessian-trace table")
+        return [_no_data("h", "no Hessian-trace table")]
     column = "trace" if "trace" in traces else "value"
     times = traces["pretrain_time"] if "pretrain_time" in traces else traces["checkpoint"].map(grid.time_of)
     t = pd.Index(grid.T).get_indexer(times.astype(float))
@@ -348,39 +440,64 @@ def _hessian_claim(grid, base, cubes, traces, series_column) -> dict:
         W[:, t[t >= 0]] = traces[column].to_numpy(float)[t >= 0]
     known = np.isfinite(W)
     if not known.any():
-        return _no_data("h", "no trace at a checkpoint of the perturbation table")
-    gammas = sorted(cubes)[:H_GAMMAS]
+        return [_no_data("h", "no trace at a checkpoint of the perturbation table")]
 
-    def ratio(_, *deltas):
-        measured = sum(np.where(known, d, 0.0).sum(-1) for d in deltas)
-        predicted = sum(g**2 / 2 * np.where(known, W, 0.0).sum(-1) for g in gammas)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(predicted > 0, measured / predicted, np.nan)
+    def part(gammas):
+        def ratio(_, *deltas):
+            measured = sum(np.where(known, d, 0.0).sum(-1) for d in deltas)
+            predicted = sum(g**2 / 2 * np.where(known, W, 0.0).sum(-1) for g in gammas)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return np.where(predicted > 0, measured / predicted, np.nan)
 
-    label = "gamma=" + ",".join(f"{g:g}" for g in gammas)
-    entry = _part(label, [cubes[g] - base for g in gammas], ratio, HESSIAN_BAND, log=True)
-    entry["method"] += "; the traces held fixed"
-    return _claim("h", entry)
+        label = "gamma=" + ",".join(f"{g:g}" for g in gammas)
+        entry = _part(label, [cubes[g] - base for g in gammas], ratio, HESSIAN_BAND, log=True)
+        entry["method"] += "; the traces held fixed"
+        return entry
+
+    rows = [_claim("h", part([g])) | {"claim": f"h:gamma={g:g}", "gamma": g} for g in sorted(cubes)]
+    head = _claim("h", part(sorted(cubes)[:H_GAMMAS]))
+    holds = [r["gamma"] for r in rows if r["verdict"] == "PASS"]
+    breaks = [r["gamma"] for r in rows if r["verdict"] == "FAIL"]
+    head["band"] = {
+        "holds_at": holds,
+        "breaks_at": breaks,
+        "text": (
+            f"PASS at gamma {', '.join(f'{g:g}' for g in holds) or 'none'}; "
+            f"FAIL at gamma {', '.join(f'{g:g}' for g in breaks) or 'none'}"
+        ),
+    }
+    return [head, *rows]
 
 
-def _finetune_claims(finetune, series_column) -> list[dict]:
-    rows = _measured(finetune)
-    rows = rows[rows["modification"] == "finetune"]
+def _finetune_claims(finetune, series_column, uniform_loss=None) -> list[dict]:
+    measured = _measured(finetune)
+    rows = measured[measured["modification"] == "finetune"]
     if rows["steps"].nunique() > 1:
         rows = rows[rows["steps"] == rows["steps"].mode().iloc[0]]
-    rows = rows.reset_index(drop=True)
+    rows = pd.concat([measured[measured["modification"] == "none"], rows], ignore_index=True)
     grid = _Grid(rows, series_column)
     policy = rows["lr_policy"].to_numpy() if "lr_policy" in rows else np.full(len(rows), "fixed")
+    policy = np.where(rows["modification"].to_numpy() == "none", "", policy)
     reg, lr = rows["reg"].fillna(0.0).to_numpy(float), rows["lr"].to_numpy(float)
     fixed = policy == "fixed"
     if grid.T.size < 3 or not fixed.any():
-        return [_no_data(c, "the fine-tuning table needs >= 3 checkpoints and fixed-lr rows") for c in "defg"]
+        return [_no_data(c, "the fine-tuning table needs >= 3 checkpoints and fixed-lr rows") for c in ("a'", *"defg")]
     base_reg = 0.0 if (reg[fixed] == 0).any() else float(reg[fixed].min())
     at = fixed & (reg == base_reg)
     cubes = {float(x): grid.cube(at & (lr == x)) for x in sorted(set(lr[at]))}
-    claims = [_u_claim("d", grid.T, cubes, "lr"), _order_claim("e", grid.T, cubes, "lr")]
+    before = rows["modification"].to_numpy() == "none"
+    if before.any():
+        base = _mean(grid.cube(before), 1)[:, None, :]
+        forgetting = [_rank_part(f"lr={x:g}", grid.T, cube - base) for x, cube in cubes.items()]
+        claims = [_combine("a'", forgetting, "every", "no fixed lr")]
+    else:
+        claims = [_no_data("a'", "no rows of the checkpoints before fine-tuning (modification 'none')")]
+    claims += [_u_claim("d", grid.T, cubes, "lr"), _order_claim("e", grid.T, cubes, "lr")]
     tuned = (policy == "tuned") & (reg == base_reg)
-    claims.append(_tuned_claim(grid.T, grid.cube(tuned), cubes) if tuned.any() else _no_data("f", NO_TUNED))
+    if tuned.any():
+        claims.append(_tuned_claim(grid.T, grid.cube(tuned), cubes, uniform_loss))
+    else:
+        claims.append(_no_data("f", NO_TUNED))
     regs = sorted({(float(x), float(r)) for x, r in zip(lr[fixed], reg[fixed]) if r > 0})
     if not regs or base_reg != 0.0:
         return [*claims, _no_data("g", f"no fine-tuning rows with reg {'> 0' if not regs else '= 0 to compare with'}")]
@@ -397,10 +514,16 @@ def _finetune_claims(finetune, series_column) -> list[dict]:
 NO_TUNED = "no tuned-lr rows (lr_policy 'tuned')"
 
 
-def _tuned_claim(T, tuned, fixed: dict) -> dict:
+def _tuned_claim(T, tuned, fixed: dict, uniform_loss=None) -> dict:
     """(f): the tuned curve's rise (> 0: not removed) and the mean fixed-lr rise minus it (> 0:
-    reduced); "every". ``fixed`` is never empty here (d's lrs)."""
+    reduced; the mean over the lrs with a rise); "every". ``fixed`` is never empty here (d's lrs).
+    Runs whose log perplexity is at or above ``uniform_loss`` (log V: no better than a uniform guess)
+    are left out: a curve that has forgotten everything cannot rise."""
     cubes = [tuned, *fixed.values()]
+    left_out = []
+    if uniform_loss is not None:
+        left_out = [f"{x:g}" for x, cube in fixed.items() if (cube >= uniform_loss).any()]
+        cubes = [np.where(c >= uniform_loss, np.nan, c) for c in cubes]
 
     def ends(*curves):  # each curve's argmin before its last point
         return [_argmin(y, 0, y.shape[-1] - 1) for y in curves]
@@ -410,13 +533,14 @@ def _tuned_claim(T, tuned, fixed: dict) -> dict:
 
     def reduction(key, *curves):
         r = rises(key, *curves)
-        return sum(r[1:]) / len(r[1:]) - r[0]
+        return _mean(np.stack(r[1:]), 0) - r[0]
 
     kind = _pooled(T, tuned)[1]
     lrs = ",".join(f"{x:g}" for x in fixed)
+    extra = {"tuned_kind": kind, "uniform_left_out": left_out}
     parts = [
-        _part("tuned rise", cubes, lambda *a: rises(*a)[0], ABOVE, ends, tuned_kind=kind),
-        _part(f"reduction vs lr={lrs}", cubes, reduction, ABOVE, ends, tuned_kind=kind),
+        _part("tuned rise", cubes, lambda *a: rises(*a)[0], ABOVE, ends, **extra),
+        _part(f"reduction vs lr={lrs}", cubes, reduction, ABOVE, ends, **extra),
     ]
     return _claim("f", _decide(parts, "every"))
 
@@ -427,6 +551,7 @@ def evaluate_claims(
     traces: pd.DataFrame | None = None,
     *,
     series_column: str = "series_seed",
+    uniform_loss: float | None = None,
 ) -> list[dict]:
     """The verdicts on claims (a)-(h), in order (module docstring). ``traces``: a table of the
     noise-weighted Hessian trace W (column ``trace``, else ``value``) per ``checkpoint`` (or
@@ -437,26 +562,40 @@ def evaluate_claims(
     else:
         claims = _perturb_claims(perturb, traces, series_column)
     if finetune is None or len(finetune) == 0:
-        claims += [_no_data(c, "no fine-tuning table") for c in "defg"]
+        claims += [_no_data(c, "no fine-tuning table") for c in ("a'", *"defg")]
     else:
-        claims += _finetune_claims(finetune, series_column)
-    return sorted(claims, key=lambda c: c["claim"])
+        claims += _finetune_claims(finetune, series_column, uniform_loss)
+    return sorted(claims, key=claim_order)
+
+
+def claim_order(claim: dict) -> tuple:
+    """Claims in the order a, a', b, ..., h, then h's per-gamma rows by gamma."""
+    return claim["claim"].split(":")[0], claim.get("gamma", -math.inf)
 
 
 def _number(x) -> str:
     return "open" if x is None or not math.isfinite(x) else f"{x:.4g}"
 
 
+def interval_text(claim: dict) -> str:
+    """``[lo, hi]`` of an interval, ``p = ...`` of a rank test, ``-`` for neither."""
+    if claim.get("p_value") is not None and math.isfinite(claim["p_value"]):
+        return f"p = {claim['p_value']:.2g}"
+    if claim["interval"] is None:
+        return "-"
+    return f"[{_number(claim['interval'][0])}, {_number(claim['interval'][1])}]"
+
+
 def render_markdown(claims: list[dict]) -> str:
-    """A Markdown table of ``claims``: claim, statement, statistic, value (at which part), 95% interval,
-    n (series x draws), verdict, rule."""
+    """A Markdown table of ``claims``: claim, statement, statistic, value (at which part), 95% interval
+    (or a rank test's p), n (series x draws), verdict, rule."""
     lines = [
-        "| claim | statement | statistic | value | 95% interval | n | verdict | rule |",
+        "| claim | statement | statistic | value | 95% interval or p | n | verdict | rule |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for c in claims:
         value = "-" if not math.isfinite(c["value"]) else _number(c["value"]) + (f" ({c['at']})" if c["at"] else "")
-        interval = "-" if c["interval"] is None else f"[{_number(c['interval'][0])}, {_number(c['interval'][1])}]"
+        interval = interval_text(c)
         n = f"{c['n_series']} series x {c['n_draws']} draws"
         cells = [c["claim"], c["statement"], c["statistic"], value, interval, n, f"**{c['verdict']}**", c["rule"]]
         lines.append("| " + " | ".join(str(x).replace("|", "\\|") for x in cells) + " |")

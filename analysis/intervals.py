@@ -101,14 +101,17 @@ def _num(v) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def t_stat(value, replicates, parts: Sequence[Draws], *, log: bool = False, lower: float | None = None) -> dict:
+def t_stat(
+    value, replicates, parts: Sequence[Draws], *, log: bool = False, lower: float | None = None, level: float = LEVEL
+) -> dict:
     """``{"value", "interval", "method", "n_draws", ...}`` of one quantity from its bootstrap replicates.
 
     ``parts``: the parts it depends on. ``log``: a positive scale, done in log space. Replicates
     without a value (NaN) are left out, and none is claimed where they are more than ``MAX_MISSING``
     of them; infinite ones (+inf: a T* that never comes, or after the last checkpoint; 0 in log
     space: before the first) are left out of the s.e., and more than ``MAX_MISSING`` of them on one
-    side leave that end open (null). ``lower``: a bound of the fitted parameter (E >= 0).
+    side leave that end open (null). ``lower``: a bound of the fitted parameter (E >= 0). ``level``: the
+    interval's coverage (a multiplicity correction asks for more than ``LEVEL``).
 
     >>> base, excess = Draws("base", "fixed", 1, "deterministic curve"), Draws("excess", "seeds", 3)
     >>> t_stat(2.0, [1.0, 2.0, 3.0], [base])["method"]
@@ -141,7 +144,7 @@ def t_stat(value, replicates, parts: Sequence[Draws], *, log: bool = False, lowe
         return {**entry, "method": f"none ({missing + above + below} of {x.size} replicates without a finite value)"}
     seeds = [d.n for d in varying if d.mode == "seeds"]
     scale = math.sqrt(min(seeds) / (min(seeds) - 1)) if seeds else 1.0
-    half = float(stats.t.ppf(0.5 + LEVEL / 2, binding.dof)) * scale * float(np.std(finite, ddof=1))
+    half = float(stats.t.ppf(0.5 + level / 2, binding.dof)) * scale * float(np.std(finite, ddof=1))
     lo, hi = v - half, v + half
     if log:
         lo, hi = math.exp(lo), math.exp(min(hi, 700.0))

@@ -168,25 +168,39 @@ def tables(study, out: Path, size: str) -> dict[str, pd.DataFrame]:
     """Every stage's table of one size, read once: ``perturb``, ``curvature``, the L2-pull runs joined
     (``reg``), and one per fine-tuning dataset (keyed by the dataset)."""
     found = {stage: load(out, stage, study, size) for stage in ("perturb", "curvature")}
-    found["reg"] = pd.concat([load(out, f"finetune-reg/reg={r:g}", study, size) for r in study.regs], ignore_index=True)
+    regs = [load(out, f"finetune-reg/reg={r:g}", study, size) for r in study.regs]
+    found["reg"] = pd.concat(regs, ignore_index=True) if regs else pd.DataFrame()
     for data in study.finetune_data:
         found[data] = load(out, study.finetune_stage(data), study, size)
     return found
 
 
+FINETUNE_CLAIMS = ("a'", "d", "e", "f", "g")
+
+
+def uniform_loss(size: str) -> float:
+    """log V of a model size: the log perplexity of a uniform guess over its vocabulary."""
+    from llm_validation.models import PRESETS
+
+    return math.log(PRESETS[size].vocab_size)
+
+
 def size_claims(study, size: str, found: dict[str, pd.DataFrame]) -> list[dict]:
-    """Claims (a)-(h) for one size on its first dataset, then (d)-(f) on every other dataset."""
+    """Claims (a)-(h) for one size on its first dataset (h at the smallest curvature gamma from the
+    antithetic excess, then one row per perturbation gamma), then (a') and (d)-(f) on every other
+    dataset."""
     first, curvature = study.finetune_data[0], found["curvature"]
     traces = curvature[curvature.metric == "hessian_trace"].rename(columns={"value": "trace"})
-    grid = pd.concat([found[first], found["reg"]], ignore_index=True)
-    claims = verdicts.evaluate_claims(found["perturb"], grid, series_column=SERIES)
+    grid = pd.concat([found[first], *([found["reg"]] if len(found["reg"]) else [])], ignore_index=True)
+    ceiling = uniform_loss(size)
+    claims = verdicts.evaluate_claims(found["perturb"], grid, traces, series_column=SERIES, uniform_loss=ceiling)
     h = verdicts.evaluate_claims(_excess_as_perturb(curvature), None, traces, series_column=SERIES)
     claims = [c for c in claims if c["claim"] != "h"] + [c for c in h if c["claim"] == "h"]
-    entries = [c | {"size": size, "dataset": first if c["claim"] in "defg" else ""} for c in claims]
+    entries = [c | {"size": size, "dataset": first if c["claim"] in FINETUNE_CLAIMS else ""} for c in claims]
     for data in study.finetune_data[1:]:
-        other = verdicts.evaluate_claims(None, found[data], series_column=SERIES)
-        entries += [c | {"size": size, "dataset": data} for c in other if c["claim"] in "def"]
-    return entries
+        other = verdicts.evaluate_claims(None, found[data], series_column=SERIES, uniform_loss=ceiling)
+        entries += [c | {"size": size, "dataset": data} for c in other if c["claim"] in ("a'", "d", "e", "f")]
+    return sorted(entries, key=verdicts.claim_order)
 
 
 def write(study, name: str, out: Path) -> dict:

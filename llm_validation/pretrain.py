@@ -100,6 +100,9 @@ class TrainingData:
     description: dict
 
 
+TOKENIZE_BATCH = 64  # documents tokenised at once
+
+
 def prepare_data(config: PretrainConfig, tokenizer: PreTrainedTokenizerFast | None = None) -> TrainingData:
     """Load the training split, train the tokenizer on it (unless given), tokenise and pack.
 
@@ -110,8 +113,15 @@ def prepare_data(config: PretrainConfig, tokenizer: PreTrainedTokenizerFast | No
     if tokenizer is None:
         tokenizer = train_bpe_tokenizer(train, config.model_vocab_size)
     eos = [tokenizer.eos_token_id]
-    ids = tokenizer(train, add_special_tokens=False)["input_ids"]
-    stream = np.concatenate([np.asarray(doc + eos, dtype=np.int64) for doc in ids])
+    # Documents a batch at a time: the tokenizer returns Python lists (~36 bytes a token), which for the
+    # whole 110M-character corpus at once would hold gigabytes; the arrays hold 8 bytes a token.
+    stream = np.concatenate(
+        [
+            np.asarray(doc + eos, dtype=np.int64)
+            for start in range(0, len(train), TOKENIZE_BATCH)
+            for doc in tokenizer(train[start : start + TOKENIZE_BATCH], add_special_tokens=False)["input_ids"]
+        ]
+    )
     n_sequences = len(stream) // config.seq_len
     if n_sequences < 1:
         raise ValueError(f"corpus={config.corpus!r} gives {len(stream)} tokens, fewer than seq_len={config.seq_len}")

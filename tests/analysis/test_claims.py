@@ -140,13 +140,22 @@ def built():
 
 def test_every_claim_passes_on_curves_built_to_satisfy_it(built):
     perturb, finetune, good = built
-    assert {c: good[c]["verdict"] for c in "abcdefgh"} == dict.fromkeys("abcdefgh", "PASS")
+    ids = ["a", "a'", *"bcdefgh"]
+    assert {c: good[c]["verdict"] for c in ids} == dict.fromkeys(ids, "PASS")
     for c in good.values():
-        assert c["n_series"] == 3 and c["interval"][0] <= c["value"] <= c["interval"][1]
-        assert "Student-t over 3 pre-training series" in c["method"] and c["rule"] == cl.RULES[c["claim"]]
-    # (a) every series' excess rises at every checkpoint: rho = 1 exactly, at every gamma.
-    assert good["a"]["value"] == 1.0 and good["a"]["interval"] == [1.0, 1.0] and good["a"]["n_draws"] == 8
+        assert c["n_series"] == 3 and c["rule"] == cl.RULES[c["claim"].split(":")[0]]
+        if c["claim"] in ("a", "a'"):
+            continue
+        assert c["interval"][0] <= c["value"] <= c["interval"][1]
+        assert "Student-t over 3 pre-training series" in c["method"]
+    # (a) every series' excess rises at every checkpoint: rho = 1 exactly, at every gamma, with the
+    # exact probability of rho = 1 in 3 of 3 series under the null: (1 / 8!)^3.
+    assert good["a"]["value"] == 1.0 and good["a"]["interval"] is None and good["a"]["n_draws"] == 8
+    assert good["a"]["p_value"] == pytest.approx(math.factorial(8) ** -3, rel=1e-9)
     assert [p["at"] for p in good["a"]["parts"]] == ["gamma=1.5", "gamma=2", "gamma=3"]
+    # (a') forgetting F = h x^0.5 rises at every lr: rho = 1 in every series.
+    assert good["a'"]["value"] == 1.0 and [p["at"] for p in good["a'"]["parts"]] == [f"lr={x:g}" for x in LRS]
+    assert good["a'"]["per_series"] == [1.0, 1.0, 1.0]
     # (b) at each gamma the fall to and the rise from the interior minimum (x = 64, 32, 8) are the
     # constructed curves'; the strongest gamma (3) reports its weaker side (the fall).
     b = good["b"]
@@ -257,9 +266,14 @@ def test_noise_that_swamps_the_effect_is_inconclusive():
         )
     )
     noisy["h"] = by_id(cl.evaluate_claims(perturb_table(scale_noise=0.6), None, traces()))["h"]
-    for claim, edge in zip("abcdefgh", [0, 0, 0, 0, 0, 0, 0, cl.HESSIAN_BAND[0]]):
+    for claim, edge in zip("bcdefgh", [0, 0, 0, 0, 0, 0, cl.HESSIAN_BAND[0]]):
         lo, hi = noisy[claim]["interval"]
         assert noisy[claim]["verdict"] == "INCONCLUSIVE" and lo < edge < hi, claim
+    # The rank claims: neither direction significant.
+    for claim in ("a", "a'"):
+        assert (
+            noisy[claim]["verdict"] == "INCONCLUSIVE" and min(noisy[claim]["p_value"], noisy[claim]["p_down"]) > 0.025
+        )
     assert noisy["h"]["value"] == pytest.approx(1.0, abs=0.3) and noisy["h"]["interval"][1] > 1.25
 
 
@@ -267,10 +281,12 @@ def test_one_series_uses_a_paired_bootstrap_over_its_draws():
     perturb, finetune = perturb_table(series=1), finetune_table(series=1, seeds=4)
     one = by_id(cl.evaluate_claims(perturb, finetune, traces()))
     assert {c: one[c]["verdict"] for c in "abcdefh"} == dict.fromkeys("abcdefh", "PASS")
-    for c in "abcdefh":
+    for c in "bcdefh":
         assert one[c]["n_series"] == 1 and "paired bootstrap over its" in one[c]["method"]
-    assert one["a"]["n_draws"] == 8 and one["d"]["n_draws"] == 4 and "dof 7" in one["a"]["method"]
-    assert one["a"]["value"] == 1.0 and one["a"]["interval"] == [1.0, 1.0]
+    assert one["b"]["n_draws"] == 8 and one["d"]["n_draws"] == 4 and "dof 7" in one["b"]["method"]
+    # One series' rho = 1 of 8 checkpoints: p = 1 / 8!, exact.
+    assert one["a"]["value"] == 1.0 and one["a"]["p_value"] == pytest.approx(1 / math.factorial(8))
+    assert "mean over 1 series" in one["a"]["method"] and "exact (8! orderings)" in one["a"]["method"]
     fall, rise_ = sides(clean(perturb, **GAUSS, gamma=1.5))
     values = [p["value"] for p in one["b"]["parts"][0]["parts"]]
     assert values == [pytest.approx(fall, abs=2e-3), pytest.approx(rise_, abs=2e-3)]
@@ -282,7 +298,7 @@ def test_one_series_uses_a_paired_bootstrap_over_its_draws():
 
 def test_missing_data_is_inconclusive_with_a_no_data_rule():
     none = cl.evaluate_claims(None, None)
-    assert [c["claim"] for c in none] == list("abcdefgh")
+    assert [c["claim"] for c in none] == ["a", "a'", *"bcdefgh"]
     assert all(c["verdict"] == "INCONCLUSIVE" and c["rule"].startswith("no data") for c in none)
     found = by_id(cl.evaluate_claims(perturb_table(series=2, draws=3), finetune_table(tuned=None)))
     assert found["g"]["rule"] == "no data: no fine-tuning rows with reg > 0"
@@ -303,9 +319,11 @@ def test_render_markdown_is_one_row_per_claim(built):
     good = built[2]
     text = cl.render_markdown(list(good.values()) + cl.evaluate_claims(None, None)[:1])
     lines = text.strip().splitlines()
-    assert lines[0].startswith("| claim | statement | statistic | value | 95% interval | n | verdict | rule |")
-    assert len(lines) == 2 + 9 and lines[2].startswith("| a | Sensitivity")
-    assert "| 1 (gamma=1.5) | [1, 1] | 3 series x 8 draws | **PASS** |" in lines[2] and "\\|" not in text
+    assert lines[0].startswith("| claim | statement | statistic | value | 95% interval or p | n | verdict | rule |")
+    # a, a', b-h, then h at each of the 3 gammas, then the no-data row.
+    assert len(lines) == 2 + 9 + 3 + 1 and lines[2].startswith("| a | Sensitivity")
+    assert "| 1 (gamma=1.5) | p = 1.5e-14 | 3 series x 8 draws | **PASS** |" in lines[2] and "\\|" not in text
+    assert [line.split(" | ")[0] for line in lines[11:14]] == ["| h:gamma=1.5", "| h:gamma=2", "| h:gamma=3"]
     assert "| - | - | 0 series x 0 draws | **INCONCLUSIVE** | no data: no perturbation table |" in lines[-1]
 
 
@@ -324,3 +342,103 @@ def test_traces_per_series_and_a_diverged_draw():
     perturb.loc[row & (perturb.pretrain_time == T[-1]), ["value", "diverged"]] = [np.inf, True]
     found = by_id(cl.evaluate_claims(perturb, None, traces()))
     assert [found[c]["verdict"] for c in "abch"] == ["PASS"] * 4 and found["a"]["n_draws"] == 8
+
+
+def test_forgetting_that_falls_with_pretraining_fails_a_prime():
+    """F(T) = -h x^0.5 (each later checkpoint forgets less): rho = -1 in every series, FAIL at every lr."""
+    table = finetune_table(h={lr: -hh for lr, hh in LRS.items()})
+    found = by_id(cl.evaluate_claims(None, table))["a'"]
+    assert found["verdict"] == "FAIL" and found["value"] == -1.0
+    assert found["p_down"] == pytest.approx(math.factorial(8) ** -3, rel=1e-9) and found["p_value"] == 1.0
+    assert [p["verdict"] for p in found["parts"]] == ["FAIL"] * 3
+    # Without the checkpoints' own rows there is no F to rank.
+    before = table[table.modification != "none"]
+    assert by_id(cl.evaluate_claims(None, before))["a'"]["rule"].startswith("no data: no rows of the checkpoints")
+
+
+def test_rank_test_is_exact_against_enumeration_and_monte_carlo_beyond():
+    """P(mean rho >= r) for 2 series of 5 checkpoints by brute force over all 120^2 orderings."""
+    import itertools
+
+    T5 = np.arange(5.0)
+    rho = []
+    for perm in itertools.permutations(range(5)):
+        rho.append(1 - 6 * sum((i - p) ** 2 for i, p in enumerate(perm)) / (5 * 24))
+    rho = np.array(rho)
+    means = (rho[:, None] + rho[None, :]) / 2
+    curves = np.array([[0.0, 2.0, 1.0, 3.0, 4.0], [1.0, 0.0, 2.0, 4.0, 3.0]])
+    found = cl.rank_test(T5, curves)
+    observed = found["value"]
+    assert found["p_up"] == pytest.approx((means >= observed - 1e-12).mean(), rel=1e-12)
+    assert found["p_down"] == pytest.approx((means <= observed + 1e-12).mean(), rel=1e-12)
+    # Beyond EXACT_RANKS checkpoints, the null comes from seeded permutations: P(rho = 1) ~ 0.
+    T12 = np.arange(12.0)
+    many = cl.rank_test(T12, np.sort(np.random.default_rng(0).random((2, 12)), axis=1))
+    assert many["value"] == 1.0 and many["p_up"] < 1e-6 and "seeded random orderings" in many["how"]
+
+
+def test_bonferroni_turns_a_marginal_some_gamma_pass_inconclusive():
+    """Gamma 1's U rises by 0.07, 0.10, 0.13 over 3 series (t = 5.8 on 2 dof): above t(0.975) = 4.30,
+    so it PASSes alone; beside a second gamma (a falling curve, FAIL), each interval is at level
+    1 - 0.05/2 (t(0.9875) = 6.2), and the same data are INCONCLUSIVE."""
+    X5 = np.array([1.0, 2.0, 4.0, 8.0, 16.0])
+    names = [f"step{i}-tokens{int(x)}M" for i, x in enumerate(X5)]
+
+    def series(s, gamma, curve):
+        return block(
+            source="llm",
+            setup="u",
+            checkpoint=names,
+            pretrain_time=1e6 * X5,
+            metric="perplexity",
+            modification="gaussian" if gamma else "none",
+            gamma=gamma or np.nan,
+            seed=0,
+            value=np.exp(curve),
+            series_seed=s,
+        )
+
+    rises = (0.07, 0.10, 0.13)
+    frames = [series(s, None, np.zeros(5)) for s in range(3)]
+    u = [series(s, 1.0, np.array([1.0, 0.5, 0.0, 0.05, r])) for s, r in enumerate(rises)]
+    alone = by_id(cl.evaluate_claims(validate(pd.concat(frames + u)), None))["b"]
+    assert alone["verdict"] == "PASS" and alone["at"] == "gamma=1, rise" and alone["level"] == 0.95
+    assert alone["value"] == pytest.approx(0.1)
+    falling = [series(s, 2.0, np.array([4.0, 3.0, 2.0, 1.0, 0.0]) + 0.01 * s) for s in range(3)]
+    both = by_id(cl.evaluate_claims(validate(pd.concat(frames + u + falling)), None))["b"]
+    assert both["verdict"] == "INCONCLUSIVE" and [p["verdict"] for p in both["parts"]] == ["INCONCLUSIVE", "FAIL"]
+    assert both["parts"][0]["parts"][1]["level"] == 0.975 and "level 0.975" in both["method"]
+    assert "Bonferroni" in both["rule"]
+
+
+def test_hessian_claim_at_every_gamma_finds_where_the_quadratic_identity_breaks():
+    """An excess that saturates at gamma^2 = 4 (2.25 and 4 hold exactly; at gamma 3 it is 4/9 of the
+    quadratic prediction): h PASSes at the smallest gamma, its rows PASS at 1.5 and 2 and FAIL at 3."""
+    table = perturb_table(lambda g, x: min(g**2, 4.0) * C * x**0.5, scale_noise=0.01)
+    found = cl.evaluate_claims(table, None, traces())
+    head = by_id(found)["h"]
+    rows = [c for c in found if c["claim"].startswith("h:")]
+    assert head["verdict"] == "PASS" and head["at"] == "gamma=1.5"
+    assert [(r["claim"], r["verdict"]) for r in rows] == [
+        ("h:gamma=1.5", "PASS"),
+        ("h:gamma=2", "PASS"),
+        ("h:gamma=3", "FAIL"),
+    ]
+    assert rows[2]["value"] == pytest.approx(4 / 9, rel=0.02)
+    assert head["band"]["holds_at"] == [1.5, 2.0] and head["band"]["breaks_at"] == [3.0]
+
+
+def test_tuned_claim_leaves_out_runs_at_the_uniform_guess():
+    """A fourth lr whose curve sits at log V = 5.5 from the third checkpoint on: without the rule it
+    dominates the reduction; with it, that lr is left out and the reduction is the other three's."""
+    h = {**LRS, 1e-2: 0.0}
+    table = finetune_table(h=h)
+    runaway = (table.lr == 1e-2) & (table.metric == "perplexity") & (table.pretrain_time >= T[2])
+    table.loc[runaway, "value"] = np.exp(5.5)
+    plain = by_id(cl.evaluate_claims(None, table))["f"]
+    ruled = by_id(cl.evaluate_claims(None, table, uniform_loss=5.5))["f"]
+    assert ruled["parts"][1]["uniform_left_out"] == ["0.01"] and plain["parts"][1]["uniform_left_out"] == []
+    fixed = [clean(table, **FIXED, lr=lr) for lr in LRS]
+    expected = np.mean([rise(y) for y in fixed]) - rise(clean(table, **TUNED))
+    assert ruled["parts"][1]["value"] == pytest.approx(expected, abs=2e-3)
+    assert plain["parts"][1]["value"] != pytest.approx(expected, abs=2e-3)

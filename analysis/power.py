@@ -1,0 +1,158 @@
+"""Sample sizes from a pilot: how many pre-training series (n) and fine-tuning orders (m) a claim needs.
+
+A series-level statistic of claim (d) (the fall L(T_0) - L(T_i*) or the rise L(T_last) - L(T_i*) of
+the post-fine-tuning log perplexity L, ``analysis.claims``) is computed on each series' curve averaged
+over its m batch orders, so with independent series and orders
+
+    Var(stat_s) = sigma_s^2 + sigma_o^2 / m,
+
+sigma_s^2 the variance between pre-training series (of the statistic of the order-mean curve as m
+grows), sigma_o^2 the variance between batch orders within a series. The claim's 95% interval over
+n series has the expected half-width
+
+    h(n, m) = t(0.975, n - 1) * sqrt((sigma_s^2 + sigma_o^2 / m) / n).                      (1)
+
+A pilot of n0 series x m0 orders gives the components two ways (``components``):
+
+- **direct** (one-way ANOVA on the statistic): x_{s,k} the statistic of order k of series s at the
+  index chosen on the pooled curve; sigma_o^2 = mean_s var_k x_{s,k} (dof n0 (m0 - 1)), and
+  sigma_s^2 = max(var_s mean_k x_{s,k} - sigma_o^2 / m0, 0) (dof n0 - 1: one with two pilot series);
+- **residual** (uses every checkpoint): each series' order-mean curve is fitted by a quadratic in
+  log T; its residual variance r^2 (dof n_T - 3 per series) less the per-point order variance
+  v_o / m0 is the series-level noise of one checkpoint, and a fall or rise is a difference of two
+  checkpoints: sigma_s^2 = 2 max(r^2 - v_o / m0, 0), sigma_o^2 = 2 v_o.
+
+``plan`` takes the larger of the two for each component (the pilot is small; the larger is the
+cautious choice) and returns the cheapest (n, m) whose h(n, m) meets the target for every statistic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+from scipy import stats
+
+LEVEL = 0.95
+
+
+def half_width(sigma_s2: float, sigma_o2: float, n: int, m: int, level: float = LEVEL) -> float:
+    """Eq. (1): the expected half-width of a Student-t interval over ``n`` series of ``m`` orders each.
+
+    >>> round(half_width(0.0004, 0.0002, 6, 2), 4)
+    0.0235
+    """
+    if n < 2 or m < 1:
+        raise ValueError(f"n={n} and m={m}: need n >= 2 series and m >= 1 orders")
+    return float(stats.t.ppf(0.5 + level / 2, n - 1) * math.sqrt((sigma_s2 + sigma_o2 / m) / n))
+
+
+def _fall_rise(curves: np.ndarray, i: int) -> np.ndarray:
+    """[..., 2]: fall y_0 - y_i and rise y_last - y_i of every curve (last axis: time)."""
+    return np.stack([curves[..., 0] - curves[..., i], curves[..., -1] - curves[..., i]], axis=-1)
+
+
+def components(T: np.ndarray, L: np.ndarray) -> dict:
+    """The variance components of the fall and the rise (module docstring) from a pilot cube
+    ``L[series, order, time]`` of log perplexities after fine-tuning at one lr, over checkpoints at
+    tokens ``T`` (ascending, at least 4; at least 2 series and 2 orders, all finite).
+
+    Returns {"fall": {...}, "rise": {...}} with, for each, ``direct`` and ``residual`` estimates of
+    ``sigma_s2`` and ``sigma_o2`` and the dof they rest on, and ``i_star``: the interior index of the
+    pooled minimum the statistic is taken at.
+    """
+    T, L = np.asarray(T, float), np.asarray(L, float)
+    if L.ndim != 3 or L.shape[2] != T.size:
+        raise ValueError(f"L has shape {L.shape}; expected [series, order, {T.size} times]")
+    n0, m0, n_t = L.shape
+    if n0 < 2 or m0 < 2 or n_t < 4:
+        raise ValueError(f"L has {n0} series x {m0} orders x {n_t} times; need >= 2 x >= 2 x >= 4")
+    if not np.isfinite(L).all() or not np.isfinite(T).all():
+        raise ValueError("L and T must be finite (leave diverged runs out of a pilot)")
+    pooled = L.mean((0, 1))
+    i_star = 1 + int(np.argmin(pooled[1:-1]))
+    x = _fall_rise(L, i_star)  # [series, order, 2]
+    order_var = x.var(1, ddof=1).mean(0)  # [2]
+    series_var = x.mean(1).var(0, ddof=1)
+    direct_s = np.maximum(series_var - order_var / m0, 0.0)
+
+    design = np.vander(np.log(T), 3)  # a quadratic in log T
+    mean_curves = L.mean(1)  # [series, time]
+    coef, *_ = np.linalg.lstsq(design, mean_curves.T, rcond=None)
+    residual = mean_curves.T - design @ coef
+    r2 = float((residual**2).sum() / (n0 * (n_t - 3)))
+    v_o = float(L.var(1, ddof=1).mean())  # per point, between orders
+    residual_s, residual_o = 2 * max(r2 - v_o / m0, 0.0), 2 * v_o
+    out = {}
+    for j, side in enumerate(("fall", "rise")):
+        out[side] = {
+            "i_star": i_star,
+            "value": float(x[..., j].mean()),
+            "direct": {
+                "sigma_s2": float(direct_s[j]),
+                "sigma_o2": float(order_var[j]),
+                "dof_s": n0 - 1,
+                "dof_o": n0 * (m0 - 1),
+            },
+            "residual": {
+                "sigma_s2": residual_s,
+                "sigma_o2": residual_o,
+                "dof_s": n0 * (n_t - 3),
+                "dof_o": n0 * n_t * (m0 - 1),
+            },
+        }
+    return out
+
+
+def cautious(entry: dict) -> tuple[float, float]:
+    """(sigma_s2, sigma_o2): the larger of the direct and residual estimates of each."""
+    return (
+        max(entry["direct"]["sigma_s2"], entry["residual"]["sigma_s2"]),
+        max(entry["direct"]["sigma_o2"], entry["residual"]["sigma_o2"]),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Cost:
+    """Core-seconds of one pre-training series (``series``) and of one batch order of every
+    fine-tuning run on a series (``order``)."""
+
+    series: float
+    order: float
+
+
+def plan(
+    variances: dict[str, tuple[float, float]],
+    costs: dict[str, Cost],
+    target: float,
+    n_min: int = 2,
+    m_min: int = 1,
+    n_max: int = 64,
+    m_max: int = 16,
+) -> dict:
+    """The cheapest (n, m), the same at every size, whose expected half-width (eq. 1) is at most
+    ``target`` for every statistic.
+
+    ``variances``: {"SIZE/STATISTIC": (sigma_s2, sigma_o2)}; ``costs``: {"SIZE": Cost}; a statistic's
+    size is the part of its key before the first "/". Returns {"n", "m", "cost", "half_widths": {key:
+    h}, "met": bool}; where no (n, m) within the bounds meets the target, the one with the smallest
+    worst half-width (``met`` False).
+    """
+    if target <= 0:
+        raise ValueError(f"target={target} must be > 0")
+    sizes = {key.split("/", 1)[0] for key in variances}
+    if missing := sizes - set(costs):
+        raise ValueError(f"no cost for size(s) {sorted(missing)}")
+    best, fallback = None, None
+    for n in range(max(n_min, 2), n_max + 1):
+        for m in range(max(m_min, 1), m_max + 1):
+            widths = {key: half_width(s2, o2, n, m) for key, (s2, o2) in variances.items()}
+            cost = sum(n * (c.series + m * c.order) for size, c in costs.items() if size in sizes)
+            entry = {"n": n, "m": m, "cost": cost, "half_widths": widths}
+            worst = max(widths.values())
+            if worst <= target and (best is None or cost < best["cost"]):
+                best = entry
+            if fallback is None or worst < max(fallback["half_widths"].values()):
+                fallback = entry
+    return (best | {"met": True}) if best else (fallback | {"met": False})

@@ -473,6 +473,7 @@ def predict_t_star(fam: Family, sizes, n_boot: int, seed: int) -> dict:
     parts = (boot.draws["base"], boot.draws["excess"])
     return {
         "fit_sizes": fam.sizes.tolist(),
+        "fitted_t_star": [float(D.t_star(m)) for m in fam.sizes],  # in-sample, for the model error
         "parameters": dict(zip(("E", "A", "alpha", "C", "p", "beta"), map(float, (*base_fit, *sens_fit)))),
         "goodness": {"base": dataclasses.asdict(base_good), "excess": dataclasses.asdict(sens_good)},
         "predictions": [

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from analysis import claims as verdicts
 from analysis.families import families
@@ -99,16 +100,48 @@ def predict(rows: pd.DataFrame, size: str, modification: str, fit: list[float], 
         raise ValueError(f"predict was given {column} {sorted(given - set(fit))} outside the fit sizes {fit}")
     scale = 1.0 if modification == "gaussian" else steps  # the family's size is lr x steps
     result = predict_t_star(_family(rows, size), [h * scale for h in held], N_BOOT, seed=0)
+    error = model_error(rows, modification, column, fit, result["fitted_t_star"])
     for entry, value in zip(result["predictions"], held):
         entry[column] = value
-    return result | {"fit": fit, "held_out": held, "rows_read": len(rows)}
+        entry["t_star"] = widened(entry["t_star"], error["sd"])
+    return result | {"fit": fit, "held_out": held, "rows_read": len(rows), "model_error": error}
+
+
+def model_error(rows: pd.DataFrame, modification: str, column: str, fit: list[float], fitted: list[float]) -> dict:
+    """The decomposition's own error in ln T*: the root mean square of ln(fitted / observed) over the fit
+    sizes whose pooled curve has an interior minimum (in-sample: the fit saw these curves, so this is a
+    floor on the error; leaving one size out would leave too few to fit the size exponent p)."""
+    residuals = []
+    for value, t_fit in zip(fit, fitted):
+        seen = observe(rows, modification, column, value)
+        if seen["kind"] == "interior" and math.isfinite(t_fit) and t_fit > 0:
+            residuals.append(math.log(t_fit / seen["t_star"]))
+    sd = float(np.sqrt(np.mean(np.square(residuals)))) if residuals else None
+    how = f"in-sample RMS of ln(fitted / observed T*) over {len(residuals)} fit size(s) with an interior minimum"
+    return {"sd": sd, "residuals": residuals, "method": how if residuals else "none (no fit size has an interior T*)"}
+
+
+def widened(t_star: dict, sd: float | None) -> dict:
+    """The prediction interval with the model error added in quadrature in log space: half-width
+    sqrt(h^2 + (1.96 sd)^2) around ln T* (an open end stays open)."""
+    interval = t_star.get("interval")
+    if sd is None or not interval or t_star.get("value") is None:
+        return t_star
+    centre = math.log(t_star["value"])
+    lo, hi = interval
+    extra = (stats.norm.ppf(0.975) * sd) ** 2
+
+    def end(edge, sign):
+        if edge is None or edge <= 0:
+            return edge
+        return math.exp(centre + sign * math.sqrt((math.log(edge) - centre) ** 2 + extra))
+
+    return t_star | {"interval": [end(lo, -1), end(hi, 1)], "sampling_interval": interval, "model_sd": sd}
 
 
 def observe(rows: pd.DataFrame, modification: str, column: str, value: float) -> dict:
     """T* of one curve: the pooled (mean over series) curve's, its kind, and the series' own T* with a
     Student-t interval in log space (where the pooled curve has an interior minimum)."""
-    from scipy import stats
-
     rows = _measured(rows)
     curve = rows[(rows.modification == modification) & (rows[column] == value)]
     if modification == "finetune":
@@ -130,26 +163,71 @@ def observe(rows: pd.DataFrame, modification: str, column: str, value: float) ->
 
 
 def score(prediction: dict, observed: dict) -> dict:
-    """ln(predicted / observed) and the verdict on the prediction: ``hit`` (the observed T* in the
-    predicted interval), ``miss`` (outside it; or no minimum in the range where the whole interval
-    lies inside it: ``above`` with the interval's top below the last checkpoint, ``below`` with its
-    bottom above the first), ``consistent`` (no minimum in the range, and the interval reaches
-    beyond it on that side), or ``no T* observed`` (a flat curve: nothing to compare)."""
+    """The verdict on one prediction, from both intervals (in log T):
+
+    - ``hit``: the predicted and observed intervals overlap, and the observed one is informative
+      (narrower than the checkpoint range);
+    - ``miss``: the intervals are disjoint (no minimum in range counts as the interval beyond that
+      end of the range: (T_last, inf) for ``above``, (0, T_first) for ``below``);
+    - ``beyond range``: no minimum in range, and at least half of the predicted log-interval lies
+      beyond the range on that side;
+    - ``uninformative``: everything else (an observed interval as wide as the range, or none).
+
+    With ``log_error`` = ln(predicted / observed) where both are finite."""
     predicted = prediction["t_star"]
     value, seen, kind = predicted["value"], observed["t_star"], observed["kind"]
     lo, hi = predicted.get("interval") or (None, None)
-    lo, hi = (-math.inf if lo is None else lo), (math.inf if hi is None else hi)
+    lo, hi = (0.0 if lo is None else lo), (math.inf if hi is None else hi)
     first, last = observed["T_range"]
-    if math.isfinite(seen):
-        verdict = "hit" if lo <= seen <= hi else "miss"
-    elif kind == "above":
-        verdict = "miss" if hi < last else "consistent"
-    elif kind == "below":
-        verdict = "miss" if lo > first else "consistent"
+    shown = observed.get("interval")
+    if math.isfinite(seen) and shown:
+        o_lo, o_hi = shown
+        if hi < o_lo or o_hi < lo:
+            verdict = "miss"
+        elif math.log(o_hi / o_lo) < math.log(last / first):
+            verdict = "hit"
+        else:
+            verdict = "uninformative"
+    elif kind in ("above", "below"):
+        o_lo, o_hi = (last, math.inf) if kind == "above" else (0.0, first)
+        if hi < o_lo or o_hi < lo:
+            verdict = "miss"
+        else:
+            verdict = "beyond range" if _share_beyond(lo, hi, first, last, kind) >= 0.5 else "uninformative"
     else:
-        verdict = f"no T* observed ({kind})"
+        verdict = "uninformative"
     error = math.log(value / seen) if value and math.isfinite(value) and math.isfinite(seen) and seen > 0 else None
     return {"predicted": predicted, "observed": observed, "log_error": error, "verdict": verdict}
+
+
+def _share_beyond(lo: float, hi: float, first: float, last: float, side: str) -> float:
+    """The share of the log-interval [lo, hi] beyond ``last`` (side ``above``) or before ``first``
+    (``below``); an open end (0 or inf) lies wholly beyond on its side."""
+    if (side == "above" and math.isinf(hi)) or (side == "below" and lo <= 0):
+        return 1.0
+    if lo <= 0 or math.isinf(hi):  # open on the other side: none of it is measurable there
+        return 0.0
+    a, b = math.log(lo), math.log(hi)
+    edge = math.log(last) if side == "above" else math.log(first)
+    if b == a:
+        return float(a > edge) if side == "above" else float(a < edge)
+    outside = max(0.0, b - max(a, edge)) if side == "above" else max(0.0, min(b, edge) - a)
+    return outside / (b - a)
+
+
+def score_counts(scores: dict) -> dict:
+    """Per size and in all: how many predictions of each verdict, and the median |ln(pred / obs)| over
+    the curves where both are finite."""
+
+    def tally(entries):
+        counts = {v: 0 for v in ("hit", "miss", "beyond range", "uninformative")}
+        for e in entries:
+            counts[e["verdict"]] = counts.get(e["verdict"], 0) + 1
+        errors = [abs(e["log_error"]) for e in entries if e["log_error"] is not None]
+        return counts | {"median_abs_log_error": float(np.median(errors)) if errors else None, "n_errors": len(errors)}
+
+    per_size = {size: tally([e for kind in kinds.values() for e in kind]) for size, kinds in scores.items()}
+    return per_size | {"all": tally([e for kinds in scores.values() for kind in kinds.values() for e in kind])}
 
 
 def _excess_as_perturb(curvature: pd.DataFrame) -> pd.DataFrame:
@@ -195,7 +273,8 @@ def size_claims(study, size: str, found: dict[str, pd.DataFrame]) -> list[dict]:
     ceiling = uniform_loss(size)
     claims = verdicts.evaluate_claims(found["perturb"], grid, traces, series_column=SERIES, uniform_loss=ceiling)
     h = verdicts.evaluate_claims(_excess_as_perturb(curvature), None, traces, series_column=SERIES)
-    claims = [c for c in claims if c["claim"] != "h"] + [c for c in h if c["claim"] == "h"]
+    band = next((c.get("band") for c in claims if c["claim"] == "h"), None)  # over every perturbation gamma
+    claims = [c for c in claims if c["claim"] != "h"] + [c | {"band": band} for c in h if c["claim"] == "h"]
     entries = [c | {"size": size, "dataset": first if c["claim"] in FINETUNE_CLAIMS else ""} for c in claims]
     for data in study.finetune_data[1:]:
         other = verdicts.evaluate_claims(None, found[data], series_column=SERIES, uniform_loss=ceiling)
@@ -233,16 +312,23 @@ def write(study, name: str, out: Path) -> dict:
             for kind, column in (("gaussian", "gamma"), ("finetune", "lr"))
         }
     claims = [c for size, f in found.items() for c in size_claims(study, size, f)]
-    report = {"study": name, "config": dataclasses.asdict(study), "observed": observed, "scores": scores}
+    counts = score_counts(scores)
+    report = {
+        "study": name,
+        "config": dataclasses.asdict(study),
+        "observed": observed,
+        "scores": scores,
+        "prediction_counts": counts,
+    }
     store.write_json(out / "claims.json", {**report, "claims": claims})
-    (out / "claims.md").write_text(render(study, name, claims, scores), encoding="utf-8")
+    (out / "claims.md").write_text(render(study, name, claims, scores, counts), encoding="utf-8")
     from paper_figures import study as figure
 
     figure.draw(out, out / "figures")
     return report | {"claims": claims}
 
 
-def render(study, name: str, claims: list[dict], scores: dict) -> str:
+def render(study, name: str, claims: list[dict], scores: dict, counts: dict) -> str:
     """``claims.md``: one claims table per size and dataset, then the predictions scored."""
     fits = {"gaussian": sorted(study.gammas)[-study.fit_gammas :], "finetune": sorted(study.lrs)[: study.fit_lrs]}
     parts = [f"# Study `{name}`: verdicts on the paper's LLM claims\n"]
@@ -256,8 +342,11 @@ def render(study, name: str, claims: list[dict], scores: dict) -> str:
         for data in dict.fromkeys(c["dataset"] for c in mine if c["dataset"]):
             primary = data == study.finetune_data[0]
             rows = [c for c in mine if c["dataset"] == data or (primary and not c["dataset"])]
-            title = f"## {size}: fine-tuning on {data}" + ("" if data == study.finetune_data[0] else " (claims d-f)")
-            parts += [title + "\n", verdicts.render_markdown(sorted(rows, key=lambda c: c["claim"]))]
+            title = f"## {size}: fine-tuning on {data}" + ("" if primary else " (claims a', d-f)")
+            parts += [title + "\n", verdicts.render_markdown(sorted(rows, key=verdicts.claim_order))]
+            band = next((c.get("band") for c in rows if c["claim"] == "h" and c.get("band")), None)
+            if band:
+                parts.append(f"(h) by gamma, from the perturbation draws: {band['text']}.\n")
         lines = [
             "| curve | fitted on | predicted T* [95%] | observed T* [95%] | ln(pred/obs) | prediction |",
             "|---|---|---|---|---|---|",
@@ -275,8 +364,16 @@ def render(study, name: str, claims: list[dict], scores: dict) -> str:
                 fit = ", ".join(f"{v:g}" for v in fits[kind])
                 lines.append(f"| {kind} {column}={o[column]:g} | {fit} | {pred} | {seen} | {err} | {s['verdict']} |")
         title = f"## {size}: T* predicted from the fit sizes alone (written first), then observed\n"
-        parts += [title, "\n".join(lines) + "\n"]
+        parts += [title, "\n".join(lines) + "\n", _counts_line(counts[size]) + "\n"]
+    parts.append("## All sizes\n\n" + _counts_line(counts["all"]) + "\n")
     return "\n".join(parts)
+
+
+def _counts_line(tally: dict) -> str:
+    verdicts_ = ", ".join(f"{n} {v}" for v, n in tally.items() if v not in ("median_abs_log_error", "n_errors"))
+    median = tally["median_abs_log_error"]
+    error = "-" if median is None else f"{median:.2f} over {tally['n_errors']} curves"
+    return f"Predictions: {verdicts_}; median |ln(pred/obs)|: {error}."
 
 
 def _fmt(x) -> str:
@@ -287,7 +384,7 @@ def summary(report: dict) -> str:
     """What ``ovt llm study`` prints: each claim's verdict per size."""
     lines = [f"study {report['study']}:"]
     for c in report["claims"]:
-        interval = "-" if c["interval"] is None else "[" + ", ".join(verdicts._number(v) for v in c["interval"]) + "]"
+        interval = verdicts.interval_text(c)
         value = verdicts._number(c["value"])
         lines.append(f"  {c['size']:4s} ({c['claim']}) {c['verdict']:12s} {value} {interval} {c['dataset']}")
     return "\n".join(lines)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import pandas as pd
 import pytest
@@ -31,6 +32,8 @@ TINY = Study(
     finetune_data=("corpus:shakespeare",),
     lrs=(1e-3, 3e-3, 1e-2),
     steps=4,
+    warmup_steps=1,
+    finetune_repeats=2,
     finetune_batch=4,
     regs=(1.0,),
     reg_lr=3e-3,
@@ -62,7 +65,11 @@ def test_the_study_writes_every_run_then_predictions_claims_and_figure(study):
         for seed in (0, 1):
             assert store.read_manifest(study / stage / f"tiny_seed={seed}")["status"] == "complete", stage
     claims = json.loads((study / "claims.json").read_text())["claims"]
-    assert [c["claim"] for c in claims] == list("abcdefgh")
+    gammas = [f"h:gamma={g:g}" for g in TINY.gammas]
+    assert [c["claim"] for c in claims] == ["a", "a'", *"bcdefgh", *gammas]
+    finetune = pd.read_parquet(study / "finetune/shakespeare/tiny_seed=0" / store.METRICS)
+    measured = finetune[(finetune.modification == "finetune") & (finetune.checkpoint != "inflection")]
+    assert set(measured.seed) == {0, 1}  # two batch orders
     assert all(c["verdict"] in ("PASS", "FAIL", "INCONCLUSIVE") and c["rule"] for c in claims)
     assert all(c["n_series"] in (0, 2) for c in claims)  # two series: intervals over series
     text = (study / "claims.md").read_text()
@@ -109,7 +116,7 @@ def test_a_rerun_resumes_and_ends_with_the_same_claims(capsys, study, tmp_path):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["llm", "study", "nope"], "study 'nope' is unknown; allowed: study, study-quick"),
+        (["llm", "study", "nope"], "study 'nope' is unknown; allowed: study, pilot, study-quick"),
         (["llm", "study"], "a study name is required"),
         (["llm", "study", "study", "--workers", "0"], "--workers 0 must be >= 1"),
     ],
@@ -121,17 +128,93 @@ def test_bad_study_input_exits_2(capsys, tmp_path, argv, message):
 
 
 def test_every_study_preset_meets_the_regime_it_claims():
-    """The reference: >= 64x in tokens, >= 2,000 tokens per parameter at the smaller size, sizes >= 4x
-    apart, >= 3 seeds, >= 64K held-out tokens, >= 8 draws, lr grid >= 30x; the quick one is smaller."""
+    """The reference: >= 256x in tokens, >= 8,000 tokens per parameter at the larger size, sizes >= 4x
+    apart, >= 6 series, <= 4 passes, >= 64K held-out tokens, >= 8 draws; fine-tuning at lrs at and
+    below the pre-training peak with warmup, >= 2 batch orders; the quick one is smaller."""
     from llm_validation.models import build_model, count_parameters, olmo_config
 
     reference = llm_study.STUDIES["study"]
     params = {size: count_parameters(build_model(olmo_config(size))) for size, _ in reference.sizes}
     (large, large_budgets), (small, small_budgets) = reference.sizes
     assert params[large] >= 4 * params[small]
-    assert small_budgets[-1] / params[small] >= 2000 and large_budgets[-1] / params[large] >= 2000
-    assert all(b[-1] / b[0] >= 64 for _, b in reference.sizes) and len(reference.seeds) >= 3
+    assert large_budgets[-1] / params[large] >= 8000 and small_budgets[-1] / params[small] >= 8000
+    assert all(b[-1] / b[0] >= 256 for _, b in reference.sizes) and len(reference.seeds) >= 6
+    assert reference.max_epochs <= 4
     assert reference.eval_blocks * (reference.seq_len - 1) >= 64_000 and reference.draws >= 8
-    assert max(reference.lrs) / min(reference.lrs) >= 30 and len(reference.finetune_data) >= 2
+    assert max(reference.lrs) <= reference.lr and reference.reg_lr <= reference.lr and len(reference.lrs) >= 3
+    assert reference.warmup_steps > 0 and reference.finetune_repeats >= 2 and len(reference.finetune_data) >= 2
     quick = llm_study.STUDIES["study-quick"]
     assert dataclasses.replace(quick, sizes=reference.sizes) != reference
+
+
+def test_until_stops_after_a_stage_and_the_same_command_goes_on(capsys, tmp_path):
+    """--until pre-training: the series alone, status stopped; without it, the rest follows."""
+    small = dataclasses.replace(TINY, seeds=(0,), sizes=(("tiny", (1024, 2048, 4096)),), regs=())
+    llm_study.STUDIES["tiny-until"] = small
+    try:
+        out = tmp_path / "until"
+        code, printed, err = ovt(capsys, "llm", "study", "tiny-until", "--out", out, "--until", "pre-training")
+        assert code == 0, err
+        record = json.loads((out / llm_study.STUDY_FILE).read_text())
+        assert record["status"] == "stopped" and set(record["stages"]) == {"pre-training"}
+        assert (out / "series" / "tiny_seed=0").is_dir() and not (out / "perturb").exists()
+        assert f"stopped after pre-training -> {out}" in printed
+        code, _, err = ovt(capsys, "llm", "study", "tiny-until", "--out", out, "--until", "measurements", "--quiet")
+        assert code == 0, err
+        assert store.read_manifest(out / "perturb" / "tiny_seed=0")["status"] == "complete"
+        assert not (out / "claims.json").exists()
+    finally:
+        llm_study.STUDIES.pop("tiny-until", None)
+
+
+def _observed(kind="interior", t_star=4e6, interval=(2e6, 8e6)):
+    entry = {"kind": kind, "t_star": t_star, "T_range": [1e6, 64e6]}
+    return entry | ({"interval": list(interval)} if interval else {})
+
+
+@pytest.mark.parametrize(
+    "predicted, observed, verdict",
+    [
+        ((5e6, 3e6, 9e6), _observed(), "hit"),  # overlapping, observed 4x inside a 64x range
+        ((5e6, 3e6, 9e6), _observed(interval=(0.5e6, 100e6)), "uninformative"),  # observed as wide as the range
+        ((20e6, 10e6, 40e6), _observed(), "miss"),  # disjoint
+        ((100e6, 40e6, 250e6), _observed("above", float("nan"), None), "beyond range"),  # 77% of the log-interval
+        ((50e6, 10e6, 80e6), _observed("above", float("nan"), None), "uninformative"),  # 18% beyond
+        ((20e6, 10e6, 40e6), _observed("above", float("nan"), None), "miss"),  # wholly inside: disjoint
+        ((0.5e6, None, 2e6), _observed("below", float("nan"), None), "beyond range"),  # open below
+        ((20e6, 10e6, 40e6), _observed("flat", float("nan"), None), "uninformative"),
+    ],
+)
+def test_predictions_are_scored_on_both_intervals(predicted, observed, verdict):
+    value, lo, hi = predicted
+    scored = llm_study_report.score({"t_star": {"value": value, "interval": [lo, hi]}}, observed)
+    assert scored["verdict"] == verdict
+    if observed["kind"] == "interior":
+        assert scored["log_error"] == pytest.approx(math.log(value / observed["t_star"]))
+
+
+def test_prediction_counts_and_the_median_absolute_log_error():
+    entries = [
+        {"verdict": "hit", "log_error": 0.1},
+        {"verdict": "miss", "log_error": -1.0},
+        {"verdict": "beyond range", "log_error": None},
+        {"verdict": "hit", "log_error": 0.3},
+    ]
+    counts = llm_study_report.score_counts({"20k": {"gaussian": entries[:2], "finetune": entries[2:]}})
+    assert counts["20k"] == counts["all"]
+    assert counts["all"] | {} == {
+        "hit": 2,
+        "miss": 1,
+        "beyond range": 1,
+        "uninformative": 0,
+        "median_abs_log_error": pytest.approx(0.3),
+        "n_errors": 3,
+    }
+
+
+def test_model_error_widens_the_prediction_interval_in_quadrature():
+    t_star = {"value": 4e6, "interval": [2e6, 8e6]}
+    wide = llm_study_report.widened(t_star, 0.5)
+    half = math.sqrt(math.log(2) ** 2 + (1.959963984540054 * 0.5) ** 2)
+    assert wide["interval"] == [pytest.approx(4e6 * math.exp(-half)), pytest.approx(4e6 * math.exp(half))]
+    assert wide["sampling_interval"] == [2e6, 8e6] and llm_study_report.widened(t_star, None) == t_star

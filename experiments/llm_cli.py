@@ -191,9 +191,9 @@ def _study(args) -> int:
             print(f"study {args.name}: stopped after {args.until} -> {out}")
         return 0
     if not args.quiet:
-        from experiments.llm_study_report import summary
+        from experiments import llm_study_power, llm_study_report
 
-        print(summary(report))
+        print(llm_study_power.summary(report["power"]) if "power" in report else llm_study_report.summary(report))
     return 0
 
 

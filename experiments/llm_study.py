@@ -68,6 +68,7 @@ class Study:
     curvature_blocks: int = 256
     fit_gammas: int = 2  # the prediction step fits the largest gammas ...
     fit_lrs: int = 2  # ... and the smallest lrs, and predicts T* of the others
+    pilot_for: str | None = None  # a pilot of this study: its analysis is the power analysis
 
     def series_name(self, size: str, seed: int) -> str:
         return f"{size}_seed={seed}"
@@ -121,6 +122,7 @@ STUDIES: dict[str, Study] = {
         probes=2,
         iterations=2,
         curvature_blocks=8,
+        pilot_for="study",
     ),
     # make reproduce's: the same protocol at sizes a few minutes afford (8x in tokens, 2 seeds, fewer
     # draws and lrs); its claims may be INCONCLUSIVE, and say so.
@@ -275,6 +277,10 @@ def run_study(
         raise UsageError(f"--out {out} holds study {record.get('study')!r}; give a new folder for {name!r}")
     out.mkdir(parents=True, exist_ok=True)
     record = record or {"study": name, "config": dataclasses.asdict(study), "started": now(), "stages": {}}
+    if any(s.pilot_for == name for s in STUDIES.values()):
+        from experiments import llm_study_power
+
+        record["power"] = {"pilot": llm_study_power.reference_record(), "used": llm_study_power.used(study)}
     record["status"] = "running"
     store.write_json(path, record)
 
@@ -297,7 +303,12 @@ def run_study(
             store.write_json(path, record)
             return None
     start = time.perf_counter()
-    report = llm_study_report.write(study, name, out)
+    if study.pilot_for:
+        from experiments import llm_study_power
+
+        report = {"study": name, "power": llm_study_power.write(out, study, get(study.pilot_for))}
+    else:
+        report = llm_study_report.write(study, name, out)
     record["stages"]["analysis"] = time.perf_counter() - start
     record.update(status="complete", finished=now(), wall_seconds=sum(record["stages"].values()))
     store.write_json(path, record)

@@ -218,3 +218,29 @@ def test_model_error_widens_the_prediction_interval_in_quadrature():
     half = math.sqrt(math.log(2) ** 2 + (1.959963984540054 * 0.5) ** 2)
     assert wide["interval"] == [pytest.approx(4e6 * math.exp(-half)), pytest.approx(4e6 * math.exp(half))]
     assert wide["sampling_interval"] == [2e6, 8e6] and llm_study_report.widened(t_star, None) == t_star
+
+
+def test_a_pilot_measures_the_variance_components_and_plans_its_target(study, tmp_path):
+    """The tiny study read as the pilot of itself: per lr the components of (d)'s fall and rise from
+    the series x order cube, the flattening of the step losses, costs from the manifests, and the plan
+    at the smallest lr; the target's study.json would carry it beside what it runs."""
+    import numpy as np
+
+    from analysis import power
+    from experiments import llm_study_power
+
+    pilot = dataclasses.replace(TINY, pilot_for="tiny-test")
+    record = llm_study_power.write(study, pilot, TINY)
+    assert json.loads((study / llm_study_power.POWER_FILE).read_text()) == json.loads(json.dumps(record))
+    table = llm_study_report.load(study, "finetune/shakespeare", TINY, "tiny")
+    for lr in TINY.lrs:
+        T, L = llm_study_power.cube(table, lr)
+        assert L.shape == (2, 2, 4) and np.isfinite(L).all()
+        assert record["measured"]["components"][f"tiny/lr={lr:g}"] == power.components(T, L)
+        assert record["measured"]["flattening"][f"tiny/lr={lr:g}"]["steps"] == TINY.steps
+    target = record["for"]
+    assert target["lr"] == min(TINY.lrs) and set(target["variances"]) == {"tiny/fall", "tiny/rise"}
+    assert target["plan"]["n"] >= 6 and target["plan"]["m"] >= 2 and target["costs_core_seconds"]["tiny"]["series"] > 0
+    assert target["preset"]["n"] == 2 and target["preset"]["m"] == 2
+    assert llm_study_power.used(TINY) == {"n": 2, "m": 2, "lrs": list(TINY.lrs), "warmup_steps": 1, "steps": 4}
+    assert "power: n = " in llm_study_power.summary(record)

@@ -4,7 +4,7 @@
                      --model M [--revisions R1,R2 | --tokens 1e9,2.3T] --data FILE --format hh|messages|text|mc
                      --lrs L1,L2 --steps N [--reg 0] --eval-text FILE
                      [--batch-size 8] [--seq-len 128] [--heldout-fraction 0.1 | --heldout-data FILE]
-                     [--mc-data FILE] [--warmup-steps 0] [--seed 0] [--max-blocks N]
+                     [--mc-data FILE] [--warmup-steps 0] [--seed 0] [--repeats 1] [--max-blocks N]
                      [--dtype float32|bfloat16] [--device cpu|cuda] [--threads N]
 
 The run is a ``llm_config.FinetuneRun``: every flag is also a field (``lrs=1e-3,3e-3``), a preset
@@ -13,23 +13,27 @@ runs). ``plan(cfg, out)`` checks it, ``execute(plan)`` runs it (``llm_runs.run_c
 
 For each checkpoint in turn (one model in memory), and from it at each lr (``finetune.lr_grid``
 restores the checkpoint's weights exactly between rates): ``--steps`` AdamW steps on ``--data``
-(``--batch-size`` examples of ``--seq-len`` tokens, the L2 pull ``--reg`` toward the checkpoint,
-batch order seeded by ``--seed``). Rows (long form, docs/ARCHITECTURE.md "Result store"):
+(``--batch-size`` examples of ``--seq-len`` tokens, linear warmup over ``--warmup-steps``, the L2
+pull ``--reg`` toward the checkpoint, batch order seeded by ``--seed``), once per batch order
+``--seed`` .. ``--seed + --repeats - 1`` (the same orders at every checkpoint: paired repeats).
+Rows (long form, docs/ARCHITECTURE.md "Result store"; ``seed`` is the run's batch order):
 
 - ``modification='none'``: the checkpoint before fine-tuning, metrics ``perplexity`` (the
   ``--eval-text`` token set, as perturb builds it) and ``finetune_loss`` (token-mean loss on the
   held-out fine-tuning examples), and ``accuracy`` / ``accuracy_norm`` with ``--mc-data``;
-- ``modification='finetune'``, ``lr_policy='fixed'``, one block per lr: ``perplexity`` (forgetting),
-  ``finetune_loss`` (in-task), ``train_loss`` (the last step's batch loss), and the accuracies with
-  ``--mc-data``. A run that diverges (a non-finite gradient, or a loss that is NaN or above
+- ``modification='finetune'``, ``lr_policy='fixed'``, one block per (lr, order): ``perplexity``
+  (forgetting), ``finetune_loss`` (in-task), ``train_loss`` (the last step's batch loss), the
+  accuracies with ``--mc-data``, and ``step_loss`` at every step (column ``step``: the in-task
+  training curve, kept up to the offending loss of a diverged run). A run that diverges (a non-finite gradient, or a loss that is NaN or above
   ``evaluate.MAX_LOSS`` ~ 709.8, where its perplexity overflows; during training or on the held-out
   sets after it) is recorded, never a crash: ``diverged`` True, every value NaN, ``steps_done`` the
   updates made;
-- ``lr_policy='tuned'``: per checkpoint the block of the lr with the lowest held-out
+- ``lr_policy='tuned'``: per checkpoint and order the block of the lr with the lowest held-out
   ``finetune_loss`` (``finetune.tuned_lr``; diverged runs never win; all NaN if every lr diverged);
 - ``checkpoint='inflection'``, ``metric='inflection'``, ``pretrain_time`` NaN: per fixed lr and for
   the tuned curve, T* of the post-fine-tuning perplexity over tokens (``analysis.inflection``,
-  the theory's helper; NaN when the minimum is at an end, or with fewer than three checkpoints).
+  the theory's helper, of the mean over orders: ``seed`` -1 with several; NaN when the minimum is at
+  an end, or with fewer than three checkpoints).
 
 ``lr``, ``steps``, ``reg`` are NaN on the base rows (and ``lr`` on the tuned inflection); ``seed``
 is ``--seed`` throughout. Fine-tuning data are tokenised once with the first checkpoint's tokenizer;

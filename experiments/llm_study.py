@@ -125,7 +125,7 @@ STUDIES: dict[str, Study] = {
         pilot_for="study",
     ),
     # make reproduce's: the same protocol at sizes a few minutes afford (8x in tokens, 2 seeds, fewer
-    # draws and lrs); its claims may be INCONCLUSIVE, and say so.
+    # draws and lrs, shorter fine-tuning in 2 orders); its claims may be INCONCLUSIVE, and say so.
     "study-quick": Study(
         sizes=(
             ("20k", tuple(4096 * s for s in (40, 80, 160, 320))),
@@ -138,9 +138,12 @@ STUDIES: dict[str, Study] = {
         gammas=(0.5, 1.0, 2.0, 4.0),
         draws=4,
         finetune_data=("corpus:shakespeare",),
-        lrs=(1e-3, 1e-2, 1e-1),
-        steps=30,
+        lrs=(1e-3, 3e-3, 1e-2),
+        steps=40,
+        warmup_steps=4,
+        finetune_repeats=2,
         regs=(1.0,),
+        reg_lr=3e-3,
         curvature_gammas=(0.5,),
         probes=32,
         iterations=10,

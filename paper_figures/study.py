@@ -6,7 +6,9 @@
 (c) T* against gamma and against lr: observed (filled, 95% interval over series) and predicted from
     the fit sizes alone (hollow, 95% interval; ``predictions.json``), the fit sizes ringed;
 (d) the measured small-noise excess (antithetic pairs, every checkpoint and series) against its
-    second-order prediction (gamma^2 / 2) x the noise-weighted Hessian trace, with the line y = x.
+    second-order prediction (gamma^2 / 2) x the noise-weighted Hessian trace, with the line y = x;
+(e) forgetting F(T) = log perplexity after fine-tuning - before (claim a'), per fixed lr: the mean
+    over series of each series' mean over batch orders, with its standard error over series.
 
 Reads only the study's files: ``claims.json``, ``predictions.json`` and the run stores.
 """
@@ -74,9 +76,9 @@ def draw(out: Path | str, figures: Path | str) -> list[Path]:
     sizes = [size for size, _ in config["sizes"]]
     first = config["finetune_data"][0].split(":", 1)[-1]
     with matplotlib.rc_context(style.RC):
-        fig = Figure(figsize=(style.WIDTH * 1.4, 2.8 * len(sizes)), layout="constrained")
+        fig = Figure(figsize=(style.WIDTH * 1.75, 2.8 * len(sizes)), layout="constrained")
         FigureCanvasAgg(fig)
-        axes = fig.subplots(len(sizes), 4, squeeze=False)
+        axes = fig.subplots(len(sizes), 5, squeeze=False)
         for row, size in zip(axes, sizes):
             perturb = _stage(out, "perturb", config, size)
             perturb = perturb[perturb.metric == "perplexity"]
@@ -106,7 +108,14 @@ def draw(out: Path | str, figures: Path | str) -> list[Path]:
             )
             row[3].plot(lim, lim, "k--", lw=0.8)
             row[3].set(xlabel=r"$(\gamma^2/2)\,\mathrm{tr}_\sigma H$", ylabel="measured excess NLL")
-            for ax in row[:2]:
+            before = tuned[(tuned.metric == "perplexity") & (tuned.modification == "none")]
+            base = np.log(before.set_index(["series", "pretrain_time"]).value.groupby(level=[0, 1]).mean())
+            key = pd.MultiIndex.from_frame(fixed[["series", "pretrain_time"]])
+            forgetting = fixed.assign(value=np.exp(np.log(fixed.value.to_numpy()) - base.reindex(key).to_numpy()))
+            _series_curves(row[4], forgetting, "lr", lambda lr: f"lr={lr:g}")
+            tokens_axis(row[4], "forgetting F(T): log ppl after - before")
+            for ax in (row[0], row[1], row[4]):
                 ax.legend(fontsize=6)
-        fig.suptitle(f"study {report['study']}: noise, fine-tuning, T* predicted vs observed, curvature", fontsize=9)
+        title = f"study {report['study']}: noise, fine-tuning, T* predicted vs observed, curvature, forgetting"
+        fig.suptitle(title, fontsize=9)
         return style.save(fig, figures, "study")

@@ -279,40 +279,62 @@ def run_study(
     if record and record.get("study") != name:
         raise UsageError(f"--out {out} holds study {record.get('study')!r}; give a new folder for {name!r}")
     out.mkdir(parents=True, exist_ok=True)
-    record = record or {"study": name, "config": dataclasses.asdict(study), "started": now(), "stages": {}}
+    if record:
+        record.setdefault("resumed", []).append(now())
+    record = record or {"study": name, "started": now(), "stages": {}}
+    record["config"] = dataclasses.asdict(study)  # the preset as it runs (its runs check their own configs)
     if any(s.pilot_for == name for s in STUDIES.values()):
         from experiments import llm_study_power
 
         record["power"] = {"pilot": llm_study_power.reference_record(), "used": llm_study_power.used(study)}
-    record["status"] = "running"
+    record.update(status="running")
+    record.pop("error", None)
     store.write_json(path, record)
 
-    def stage(label: str, runs: list) -> None:
+    def stage(label: str, work) -> None:
         start = time.perf_counter()
-        if not quiet:
-            print(f"study {name}: {label} ({len(runs)} runs)", file=sys.stderr)
-        plans = [(BY_CONFIG[type(cfg)], BY_CONFIG[type(cfg)].plan(cfg, run_out, True)) for cfg, run_out in runs]
-        with failures_while_running():
-            run_cells(plans, workers, quiet)
-        seconds = time.perf_counter() - start
-        record["stages"][label] = record["stages"].get(label, 0.0) + seconds
-        store.write_json(path, record)
-
-    write_eval_text(study, out)
-    for label, runs in (("pre-training", pretrain_runs), ("measurements", measurement_runs)):
-        stage(label, runs(study, out))
-        if until == label:
-            record["status"] = "stopped"
+        try:
+            work()
+        finally:  # an interrupted stage's time counts too: the wall time is the study's cost
+            record["stages"][label] = record["stages"].get(label, 0.0) + time.perf_counter() - start
             store.write_json(path, record)
-            return None
-    start = time.perf_counter()
-    if study.pilot_for:
-        from experiments import llm_study_power
 
-        report = {"study": name, "power": llm_study_power.write(out, study, get(study.pilot_for))}
-    else:
-        report = llm_study_report.write(study, name, out)
-    record["stages"]["analysis"] = time.perf_counter() - start
+    def runs_of(label: str, runs: list):
+        def work() -> None:
+            if not quiet:
+                print(f"study {name}: {label} ({len(runs)} runs)", file=sys.stderr)
+            plans = [(BY_CONFIG[type(cfg)], BY_CONFIG[type(cfg)].plan(cfg, run_out, True)) for cfg, run_out in runs]
+            with failures_while_running():
+                run_cells(plans, workers, quiet)
+
+        return work
+
+    report: dict = {}
+
+    def analyse() -> None:
+        if study.pilot_for:
+            from experiments import llm_study_power
+
+            report.update(study=name, power=llm_study_power.write(out, study, get(study.pilot_for)))
+        else:
+            report.update(llm_study_report.write(study, name, out))
+
+    try:
+        write_eval_text(study, out)
+        for label, runs in (("pre-training", pretrain_runs), ("measurements", measurement_runs)):
+            stage(label, runs_of(label, runs(study, out)))
+            if until == label:
+                record["status"] = "stopped"
+                store.write_json(path, record)
+                return None
+        stage("analysis", analyse)
+    except BaseException as error:
+        interrupted = isinstance(error, KeyboardInterrupt)
+        record.update(status="interrupted" if interrupted else "failed", stopped=now())
+        if not interrupted:
+            record["error"] = f"{type(error).__name__}: {error}"
+        store.write_json(path, record)
+        raise
     record.update(status="complete", finished=now(), wall_seconds=sum(record["stages"].values()))
     store.write_json(path, record)
     return report

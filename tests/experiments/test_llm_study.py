@@ -244,3 +244,22 @@ def test_a_pilot_measures_the_variance_components_and_plans_its_target(study, tm
     assert target["preset"]["n"] == 2 and target["preset"]["m"] == 2
     assert llm_study_power.used(TINY) == {"n": 2, "m": 2, "lrs": list(TINY.lrs), "warmup_steps": 1, "steps": 4}
     assert "power: n = " in llm_study_power.summary(record)
+
+
+@pytest.mark.parametrize(
+    "error, status", [(OSError(28, "No space left on device"), "failed"), (KeyboardInterrupt(), "interrupted")]
+)
+def test_every_way_a_study_ends_leaves_its_status_true(capsys, tmp_path, monkeypatch, error, status):
+    """A failure or an interrupt inside a study marks study.json (with the error), exits 1 or 130
+    with one line, and the next call starts as running again."""
+
+    def broken(*_):
+        raise error
+
+    monkeypatch.setattr(llm_study, "write_eval_text", broken)
+    out = tmp_path / "broken"
+    code, _, err = ovt(capsys, "llm", "study", "study-quick", "--out", out, "--quiet")
+    assert code == (1 if status == "failed" else 130) and err.count("\n") == 1, err
+    record = json.loads((out / llm_study.STUDY_FILE).read_text())
+    assert record["status"] == status and "stopped" in record
+    assert ("No space left on device" in record["error"]) if status == "failed" else "error" not in record

@@ -100,6 +100,10 @@ def add_workers(p: argparse.ArgumentParser):
 
 def run(args: argparse.Namespace) -> int:
     """Run the parsed ``ovt llm ...`` command; UsageError / ValueError mean bad input (exit 2)."""
+    if getattr(args, "workers", None) is None and hasattr(args, "workers"):
+        from llm_validation.parallel import default_workers
+
+        default_workers()  # $OVT_WORKERS is input too: refused here, before anything is written
     if args.llm_command == "revisions":
         return _revisions(args)
     if args.llm_command == "study":

@@ -259,3 +259,40 @@ def test_the_battery_is_large_enough():
     assert len(CASES) >= 60
     assert {argv[0] for argv, _ in CASES} == {"theory", "figures", "compare", "reproduce", "llm", "frobnicate"}
     assert {argv[1] for argv, _ in LLM} >= {"revisions", "pretrain", "perturb", "finetune"}
+
+
+# Environment variables are input too: (variables, argv, needle).
+ENVIRONMENT = [
+    ({"OVT_WORKERS": value}, argv, f"OVT_WORKERS='{value}' must be a whole number >= 1")
+    for value in ("abc", "0", "-3")
+    for argv in (
+        ["llm", "pretrain", "--preset", "tiny", "--budgets", "1K", "--out", "{OUT}"],
+        [
+            "llm",
+            "perturb",
+            "--model",
+            "{SERIES}",
+            "--eval-text",
+            "{TEXT}",
+            "--gammas",
+            "1",
+            "--seeds",
+            "1",
+            "--out",
+            "{OUT}",
+        ],
+        ["llm", "study", "study-quick", "--out", "{OUT}"],
+    )
+]
+
+
+@pytest.mark.parametrize("variables, argv, needle", ENVIRONMENT, ids=[f"{v} {a[1]}" for v, a, _ in ENVIRONMENT])
+def test_bad_environment_meets_the_contract(variables, argv, needle, places, tmp_path, capsys, monkeypatch):
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    out = tmp_path / "out"
+    argv = [a.format(**{**{k: str(v) for k, v in places.items()}, "OUT": str(out)}) for a in argv]
+    code = cli.main(argv)
+    captured = capsys.readouterr()
+    assert code == 2 and captured.err.count("\n") == 1 and needle in captured.err, captured.err
+    assert not out.exists(), "bad input wrote something"

@@ -34,7 +34,11 @@ def read_texts(path: str | os.PathLike) -> list[str]:
 
     ValueError naming the file when it does not exist, is not UTF-8 text or holds no text."""
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise ValueError(f"eval file {path} is a folder; give a .txt or .jsonl file")
+    if path.exists() and not path.is_file():
+        raise ValueError(f"eval file {path} is not a regular file (a pipe or a device); give a .txt or .jsonl file")
+    if not path.exists():
         raise ValueError(f"eval file {path} does not exist")
     try:
         content = path.read_text(encoding="utf-8")
@@ -43,18 +47,30 @@ def read_texts(path: str | os.PathLike) -> list[str]:
             f"eval file {path} is not UTF-8 text (byte {error.start}); give a .txt or .jsonl file"
         ) from None
     if path.suffix == ".jsonl":
-        lines = [line for line in content.splitlines() if line.strip()]
-        try:
-            texts = [json.loads(line)["text"] for line in lines]
-        except (ValueError, KeyError, TypeError) as error:
-            message = f"eval file {path}: every line must be a JSON object with a 'text' field ({error})"
-            raise ValueError(message) from error
+        texts = []
+        for number, line in enumerate(content.splitlines(), start=1):
+            if line.strip():
+                texts.append(_jsonl_text(path, number, line))
     else:
         texts = [content]
     texts = [text for text in texts if text.strip()]
     if not texts:
         raise ValueError(f"eval file {path} holds no text")
     return texts
+
+
+def _jsonl_text(path: Path, number: int, line: str) -> str:
+    """The ``text`` string of line ``number`` of a JSONL eval file; ValueError naming file and line."""
+    try:
+        record = json.loads(line)
+    except ValueError as error:
+        raise ValueError(f"eval file {path}: line {number} is not JSON ({error})") from None
+    if not isinstance(record, dict) or "text" not in record:
+        raise ValueError(f"eval file {path}: line {number} is not a JSON object with a 'text' field")
+    if not isinstance(record["text"], str):
+        found = "null" if record["text"] is None else type(record["text"]).__name__
+        raise ValueError(f"eval file {path}: line {number}: 'text' is {found}; it must be a string")
+    return record["text"]
 
 
 def pack_tokens(documents: list[list[int]], seq_len: int, separator: int | None) -> torch.Tensor:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pandas as pd
 import pytest
@@ -132,6 +133,11 @@ LLM = [
     (["llm", "perturb", "--model", "{SERIES}", "--eval-text", "{TEXT}", "--gammas", "1", "--seeds", "1", "--seq-len", "100000", "--out", "{OUT}"], "100000"),
     (["llm", "perturb", "--model", "{SERIES}", "--eval-text", "{TEXT}", "--gammas", "1", "--seeds", "1", "--batch-size", "0", "--out", "{OUT}"], "--batch-size 0"),
     (["llm", "perturb", "--model", "{SERIES}", "--eval-text", "{MISSING}", "--gammas", "1", "--seeds", "1", "--out", "{OUT}"], "does not exist"),
+    (["llm", "perturb", "--model", "{SERIES}", "--eval-text", "{NUMBER_JSONL}", "--gammas", "1", "--seeds", "1", "--out", "{OUT}"], "number.jsonl: line 2: 'text' is int; it must be a string"),
+    (["llm", "perturb", "--model", "{SERIES}", "--eval-text", "{NULL_JSONL}", "--gammas", "1", "--seeds", "1", "--out", "{OUT}"], "null.jsonl: line 3: 'text' is null"),
+    (["llm", "perturb", "--model", "{SERIES}", "--eval-text", "{BROKEN_JSONL}", "--gammas", "1", "--seeds", "1", "--out", "{OUT}"], "broken.jsonl: line 2 is not JSON"),
+    (["llm", "perturb", "--model", "{SERIES}", "--eval-text", "{EMPTY_DIR}", "--gammas", "1", "--seeds", "1", "--out", "{OUT}"], "empty is a folder"),
+    (["llm", "perturb", "--model", "{SERIES}", "--eval-text", "{FIFO}", "--gammas", "1", "--seeds", "1", "--out", "{OUT}"], "fifo is not a regular file"),
     (["llm", "perturb", "--model", "{SERIES}", "--eval-text", "{BINARY}", "--gammas", "1", "--seeds", "1", "--out", "{OUT}"], "binary.bin"),
     (["llm", "perturb", "--model", "{SERIES}", "--eval-text", "{TEXT}", "--tokens", "1e400", "--gammas", "1", "--seeds", "1", "--out", "{OUT}"], "1e400"),
     (["llm", "perturb", "--model", "{SERIES}", "--eval-text", "{TEXT}", "--tokens", "abc", "--gammas", "1", "--seeds", "1", "--out", "{OUT}"], "'abc' is not a token count"),
@@ -206,6 +212,10 @@ def places(tmp_path_factory):
     (root / "binary.bin").write_bytes(bytes(range(256)) * 8)
     (root / "file").write_text("x")
     (root / "empty").mkdir()
+    (root / "number.jsonl").write_text('{"text": "fine words here"}\n{"text": 7}\n')
+    (root / "null.jsonl").write_text('{"text": "fine words here"}\n\n{"text": null}\n')
+    (root / "broken.jsonl").write_text('{"text": "fine words here"}\n{"text": "unterminated\n')
+    os.mkfifo(root / "fifo")
     gaussian = {"preset": "gaussian", "source": "theory", "status": "complete"}
     return {
         "SERIES": series,
@@ -213,6 +223,10 @@ def places(tmp_path_factory):
         "BINARY": root / "binary.bin",
         "FILE": root / "file",
         "EMPTY_DIR": root / "empty",
+        "NUMBER_JSONL": root / "number.jsonl",
+        "NULL_JSONL": root / "null.jsonl",
+        "BROKEN_JSONL": root / "broken.jsonl",
+        "FIFO": root / "fifo",
         "MISSING": root / "missing",
         "BAD_JSON_RUN": _store(root / "bad_json", "{preset: gaussian", _rows([1.0, 2.0])),
         "LIST_JSON_RUN": _store(root / "list_json", "[1, 2]", _rows([1.0, 2.0])),

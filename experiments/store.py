@@ -203,10 +203,32 @@ def run_kind(run_dir: Path | str) -> str:
     return kind.replace(" ", "_")
 
 
-def run_names(runs: list[Path]) -> list[str]:
-    """One file-safe name per run: its kind, with the directory name added where two runs share a kind."""
+def run_names(runs: list[Path], roots: list[Path] | None = None) -> list[str]:
+    """One file-safe name per run, never two alike: its kind, where it is the only run of its kind;
+    else the kind and the run's path below the root it was found under (``roots``; default its
+    parent), folders joined by ``_`` (``llm_finetune-finetune_shakespeare_20k_seed=0``); a name still
+    shared (the same path below two roots) gets ``-2``, ``-3``, ... in order."""
     kinds = [run_kind(r) for r in runs]
-    return [k if kinds.count(k) == 1 else f"{k}-{Path(r).name}" for k, r in zip(kinds, runs)]
+    names = []
+    for kind, run in zip(kinds, runs):
+        if kinds.count(kind) == 1:
+            names.append(kind)
+            continue
+        run = Path(run).resolve()
+        below = [run.relative_to(Path(r).resolve()) for r in roots or [] if run.is_relative_to(Path(r).resolve())]
+        below = [p for p in below if p.parts]
+        relative = min(below, key=lambda p: len(p.parts)) if below else Path(run.name)
+        names.append(f"{kind}-" + "_".join(relative.parts))
+    seen: dict[str, int] = {}
+    unique = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        unique.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
+    return [_file_safe(name) for name in unique]
+
+
+def _file_safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "._=,+-" else "_" for c in name)
 
 
 def find_runs(root: Path | str) -> list[Path]:

@@ -64,3 +64,32 @@ def test_load_merges_theory_and_llm_runs(tmp_path):
     runs = store.find_runs(tmp_path)
     frame = store.load(runs)
     assert sorted(frame.source.unique()) == ["llm", "theory"] and len(frame) == 6
+
+
+def _run(path, command):
+    path.mkdir(parents=True)
+    store.write_json(path / store.MANIFEST, {"command": command, "source": "llm"})
+    return path
+
+
+def test_run_names_are_unique_and_say_where_each_run_lies(tmp_path):
+    """Two fine-tuning runs named alike in different folders (a study's dataset and L2-pull stages),
+    one perturb run, and the same relative path below two roots: no two names alike."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    runs = [
+        _run(a / "finetune" / "shakespeare" / "20k_seed=0", "llm finetune"),
+        _run(a / "finetune-reg" / "reg=1" / "20k_seed=0", "llm finetune"),
+        _run(a / "perturb" / "20k_seed=0", "llm perturb"),
+        _run(b / "finetune" / "shakespeare" / "20k_seed=0", "llm finetune"),
+    ]
+    names = store.run_names(runs, [a, b])
+    assert names == [
+        "llm_finetune-finetune_shakespeare_20k_seed=0",
+        "llm_finetune-finetune-reg_reg=1_20k_seed=0",
+        "llm_perturb",
+        "llm_finetune-finetune_shakespeare_20k_seed=0-2",
+    ]
+    assert len(set(names)) == len(names)
+    # Without roots, the directory name, as before; a run that is its own root too.
+    assert store.run_names(runs[:2]) == ["llm_finetune-20k_seed=0", "llm_finetune-20k_seed=0-2"]
+    assert store.run_names(runs[:2], [runs[0]]) == ["llm_finetune-20k_seed=0", "llm_finetune-20k_seed=0-2"]

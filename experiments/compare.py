@@ -180,7 +180,7 @@ def plan(results: list[Path], out: Path | None, window=None) -> tuple[list[Famil
     check_writable(out)
     found, skipped = [], []
     try:
-        names = store.run_names(runs)
+        names = store.run_names(runs, [Path(r) for r in results])
     except ValueError as error:
         raise UsageError(f"--results: {error}") from None
     for run_dir, name in zip(runs, names):

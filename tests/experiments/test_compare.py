@@ -163,7 +163,7 @@ def test_compare_writes_the_verdicts_of_every_llm_model(tmp_path):
     paths = compare.write_claims(store.find_runs(reference), tmp_path)
     assert [p.name for p in paths] == ["claims.json", "claims.md"]
     claims = json.loads((tmp_path / "claims.json").read_text())["claims"]
-    assert [c["claim"] for c in claims] == list("abcdefgh") and {c["setup"] for c in claims} == {"series"}
+    assert [c["claim"] for c in claims] == ["a", "a'", *"bcdefgh"] and {c["setup"] for c in claims} == {"series"}
     by = {c["claim"]: c for c in claims}
     assert by["a"]["value"] == pytest.approx(1.0) and by["a"]["n_series"] == 1 and by["a"]["n_draws"] == 3
     assert by["h"]["verdict"] == "INCONCLUSIVE" and by["h"]["rule"].startswith("no data")

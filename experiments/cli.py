@@ -13,7 +13,7 @@ from pathlib import Path
 
 from experiments import compare, llm_cli, llm_reproduce, llm_study, presets, store
 from experiments.arguments import Parser, integer
-from experiments.config import apply_overrides
+from experiments.config import apply_overrides, read_overrides
 from experiments.run import UsageError, check_writable, run_theory, variant_dir
 
 
@@ -56,14 +56,7 @@ def _theory(args) -> int:
         return 0
     if not args.preset:
         raise UsageError(f"ovt theory: a preset is required; allowed: {', '.join(presets.PRESETS)}")
-    cfg = presets.get(args.preset, args.quick)
-    overrides = {}
-    for item in args.overrides:
-        if "=" not in item:
-            raise UsageError(f"override {item!r} must look like FIELD=VALUE")
-        key, value = item.split("=", 1)
-        overrides[key.strip()] = value
-    cfg = apply_overrides(cfg, overrides)
+    cfg = apply_overrides(presets.get(args.preset, args.quick), read_overrides(args.overrides))
     out = args.out or default_theory_out(args.preset, args.quick, args.overrides)
     table = run_theory(cfg, args.preset, out, args.quiet, args.chunk)
     if table is not None and not args.quiet:

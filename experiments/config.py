@@ -2,6 +2,8 @@
 
 A config holds scalar values; ``grid`` names the fields to sweep and their values, so any field can
 be swept and any field can be overridden from the command line (``field=value``; tuples as ``a,b,c``).
+Every value is checked when a config is made (``check``), whether it came from a preset, an override
+text or Python: its type, finite and within float32 (the dtype the theory computes in), its range.
 """
 
 from __future__ import annotations
@@ -9,9 +11,12 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import numbers
 import os
 import typing
 from typing import Any
+
+import numpy as np
 
 METHODS = ("closed_form", "flow", "series")
 FINETUNE_TASKS = ("reversed", "permuted", "same", "rotated", "correlated")
@@ -146,15 +151,23 @@ UPPER = {
 MAX_BUDGETS, MAX_BUDGET_STEPS = 64, 1_000_000  # a series' checkpoints, and the optimizer steps of its largest
 MAX_CELLS = 100_000  # cells of one sweep
 MAX_ODE_STEPS = 10_000_000  # t_max / dt_max where time is integrated (flow, depth != 2)
+SEEDS = ("seed", "task_seed")  # seeds become PRNG keys: 0 .. 2**32 - 1 give distinct keys, x64 or not
+MAX_SEED = 2**32 - 1
+# Every float field is computed in float32: 0, or a magnitude from its smallest normal number to its largest.
+FLOAT32_TINY, FLOAT32_MAX = float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max)
 MEMORY_FRACTION = 0.5  # refuse a run whose estimated peak exceeds this share of the machine's memory
 
 
 def check(cfg: TheoryConfig) -> None:
     """Raise ValueError naming the first bad field and what is allowed (grid values included)."""
     variants = [cfg] if not cfg.grid else []  # every grid value once (not the product)
+    if not isinstance(cfg.grid, tuple) or not all(isinstance(g, tuple) and len(g) == 2 for g in cfg.grid):
+        raise ValueError(f"grid={cfg.grid!r} must be a tuple of (field, (value, ...)) pairs")
     for name, values in cfg.grid:
         if name not in FIELDS or name == "grid":
             raise ValueError(f"grid field {name!r} is unknown; allowed: {', '.join(sorted(FIELDS))}")
+        if not isinstance(values, tuple):
+            raise ValueError(f"grid field {name!r} has values {values!r}; allowed: a tuple of values")
         if not values:
             raise ValueError(f"grid field {name!r} has no values")
         for v in values:
@@ -169,10 +182,8 @@ def check(cfg: TheoryConfig) -> None:
 
 def _check_cell(c: TheoryConfig) -> None:
     for name in FIELDS:
-        value = getattr(c, name)
-        for v in value if isinstance(value, tuple) and name != "grid" else (value,):
-            if isinstance(v, float) and not math.isfinite(v):
-                raise ValueError(f"{name}={v!r} must be a finite number")
+        if name != "grid":
+            _check_value(name, getattr(c, name))
     for name, allowed in CHOICES.items():
         if getattr(c, name) not in allowed:
             raise ValueError(f"{name}={getattr(c, name)!r} is not allowed; choose one of: {', '.join(allowed)}")
@@ -199,6 +210,9 @@ def _check_cell(c: TheoryConfig) -> None:
     for name, most in UPPER.items():
         if getattr(c, name) > most:
             raise ValueError(f"{name}={getattr(c, name)!r} is too large; allowed: <= {most:,}")
+    for name in SEEDS:
+        if not 0 <= getattr(c, name) <= MAX_SEED:
+            raise ValueError(f"{name}={getattr(c, name)!r} must lie in [0, {MAX_SEED}] (a PRNG key's seed)")
     _check_spectrum(c)
     if c.method == "series":
         _check_budgets(c.budgets)
@@ -272,6 +286,64 @@ def _machine_memory() -> int | None:
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(TheoryConfig)}
 _HINTS = typing.get_type_hints(TheoryConfig)
+_KINDS = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+
+
+def _is(kind, v) -> bool:
+    """Whether ``v`` is a value of a field of type ``kind`` (an int is a number; a bool is no number)."""
+    if kind is bool or kind is str:
+        return isinstance(v, kind)
+    number = numbers.Integral if kind is int else numbers.Real
+    return isinstance(v, number) and not isinstance(v, (bool, np.bool_))
+
+
+def _check_value(field: str, value, name: str | None = None) -> None:
+    """Refuses a value of another type than ``field``'s (a tuple field: a tuple of them), a float that
+    is not finite, and a nonzero float outside float32's range (it would overflow or flush to zero).
+    Messages call the value ``name`` (default: the field's name)."""
+    hint, name = _HINTS[field], name or field
+    kind = typing.get_args(hint)[0] if typing.get_origin(hint) is tuple else hint
+    if typing.get_origin(hint) is tuple and not isinstance(value, tuple):
+        raise ValueError(f"{name}={value!r} must be a tuple of values, each {_KINDS[kind]}")
+    for v in value if typing.get_origin(hint) is tuple else (value,):
+        if not _is(kind, v):
+            raise ValueError(f"{name}={v!r} must be {_KINDS[kind]}")
+        if kind is float and not math.isfinite(v):
+            raise ValueError(f"{name}={v!r} must be a finite number")
+        if kind is float and v != 0 and not FLOAT32_TINY <= abs(v) <= FLOAT32_MAX:
+            raise ValueError(
+                f"{name}={v!r} is outside the range of float32, the dtype the theory computes in: allowed 0 or "
+                f"{FLOAT32_TINY:.4g} <= |{name}| <= {FLOAT32_MAX:.4g}"
+            )
+
+
+def coerce(field: str, value, name: str | None = None):
+    """``value`` as ``field``'s type: a whole float (16.0) for an int field as that int, any real number
+    for a float field as a float; refused (ValueError naming ``name``, default the field, and the value)
+    where ``check`` would refuse its type, and a fractional number (16.7) for an int field."""
+    hint = _HINTS[field]
+    if hint is int and _is(float, value) and math.isfinite(value) and float(value).is_integer():
+        value = int(value)
+    _check_value(field, value, name)
+    return hint(value) if hint in (int, float, str, bool) else value
+
+
+def read_overrides(items: list[str]) -> dict[str, str]:
+    """``FIELD=VALUE`` texts as {field: text}; refuses an item without ``=`` and a field given twice
+    (a comma list sweeps a field: ``gamma=0.3,0.5``)."""
+    overrides: dict[str, str] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        name = name.strip()
+        if not sep:
+            raise ValueError(f"override {item!r} must look like FIELD=VALUE")
+        if name in overrides:
+            raise ValueError(
+                f"{name} is given twice ({name}={overrides[name]} and {name}={text}); give it once "
+                f"(a comma list sweeps it: {name}=a,b)"
+            )
+        overrides[name] = text
+    return overrides
 
 
 def parse_value(name: str, text: str):
@@ -319,13 +391,17 @@ def _scalar(kind, text: str):
 
 
 def apply_overrides(cfg: TheoryConfig, overrides: dict[str, str]) -> TheoryConfig:
-    """Override fields; a swept field given a comma list replaces the grid's values, a scalar pins it."""
+    """Override fields; a swept field given a comma list replaces the grid's values (repeats dropped),
+    a scalar pins it. Refuses a comma list with no values (``gamma=,``)."""
     grid = dict(cfg.grid)
     fixed = {}
     for name, text in overrides.items():
         hint = _HINTS.get(name)
         if hint is not None and typing.get_origin(hint) is not tuple and "," in text:
-            grid[name] = tuple(parse_value(name, t) for t in text.split(",") if t.strip())
+            values = tuple(dict.fromkeys(parse_value(name, t) for t in text.split(",") if t.strip()))
+            if not values:
+                raise ValueError(f"{name}={text!r} lists no values; a sweep needs at least one ({name}=a,b)")
+            grid[name] = values
             continue
         fixed[name] = parse_value(name, text)
         grid.pop(name, None)

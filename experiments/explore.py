@@ -27,9 +27,11 @@ does (``compare.fit_family``; no bootstrap: the point fit), giving the map T = k
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import gc
+import os
 from pathlib import Path
 
 import jax
@@ -41,7 +43,7 @@ from analysis.families import fittable
 from analysis.inflection import vertex_minimum
 from analysis.landscape import local_minima
 from experiments import compare, presets, store, theory_run
-from experiments.config import TheoryConfig, cells
+from experiments.config import TheoryConfig, cells, coerce
 from theory import _random, closed_form, measure, network, perturbation, prediction, protocol, tasks
 
 BASE = presets.BASE
@@ -85,28 +87,27 @@ class Setup:
     theta: float = BASE.theta
     rho: float = BASE.rho
 
-    def config(self) -> TheoryConfig:
-        """The same point as a ``TheoryConfig`` (widths D, the presets' time grid); ValueError naming a
-        bad value (``config.check``)."""
+    def __post_init__(self):
+        """Refuses what ``config`` refuses, naming the knob: a value of another type (rank=16.7,
+        gamma=None, a string), a non-finite one or one outside float32, a value out of its range, a
+        task the explorer does not show. A whole float for rank, depth or steps becomes its int, any
+        real number for the other numeric knobs a float."""
         if self.task not in TASKS:
             raise ValueError(f"task={self.task!r} is not allowed; choose one of: {', '.join(TASKS)}")
-        return dataclasses.replace(
-            BASE,
-            alpha=float(self.alpha),
-            rank=int(self.rank),
-            s1=float(self.s1),
-            u0=float(self.u0),
-            depth=int(self.depth),
-            gamma=float(self.gamma),
-            init_std=float(self.sigma),
-            lr=float(self.lr),
-            steps=int(self.steps),
-            reg=float(self.lam),
-            finetune_task=self.task,
-            theta=float(self.theta),
-            rho=float(self.rho),
-            method="closed_form" if self.task in ALIGNED else "flow",
-        )
+        with _knob_names():
+            for knob, field in KNOBS.items():
+                object.__setattr__(self, knob, coerce(field, getattr(self, knob), knob))
+        self.config()
+
+    def config(self) -> TheoryConfig:
+        """The same point as a ``TheoryConfig`` (widths D, the presets' time grid); ValueError naming a
+        bad knob (``config.check``)."""
+        with _knob_names():
+            return dataclasses.replace(
+                BASE,
+                **{field: getattr(self, knob) for knob, field in KNOBS.items()},
+                method="closed_form" if self.task in ALIGNED else "flow",
+            )
 
     @classmethod
     def from_config(cls, cfg: TheoryConfig) -> Setup | None:
@@ -135,6 +136,28 @@ class Setup:
             cfg.theta,
             cfg.rho,
         )
+
+
+# The ``TheoryConfig`` field each knob of a ``Setup`` sets.
+KNOBS = {
+    **{knob: knob for knob in ("alpha", "rank", "s1", "u0", "depth", "gamma", "lr", "steps", "theta", "rho")},
+    "sigma": "init_std",
+    "lam": "reg",
+    "task": "finetune_task",
+}
+
+
+@contextlib.contextmanager
+def _knob_names():
+    """Re-raise a ``config`` ValueError, which names config fields, with the ``Setup``'s knob names."""
+    try:
+        yield
+    except ValueError as error:
+        message = str(error)
+        for knob, field in KNOBS.items():
+            if knob != field:
+                message = message.replace(f"{field}=", f"{knob}=").replace(f"|{field}|", f"|{knob}|")
+        raise ValueError(message) from None
 
 
 DEFAULT = Setup()
@@ -337,7 +360,10 @@ def _landscape(name: str, values, T, loss, predicted=None) -> Landscape:
 
 
 def explore(setup: Setup = DEFAULT) -> Result:
-    """Every number the explorer shows for ``setup`` (module docstring); ValueError naming a bad knob."""
+    """Every number the explorer shows for ``setup`` (module docstring); ValueError naming a bad knob,
+    or ``setup`` when it is not a ``Setup``."""
+    if not isinstance(setup, Setup):
+        raise ValueError(f"setup={setup!r} must be an explore.Setup")
     cfg = setup.config()
     T = theory_run.t_grid(cfg)
     dtype = jnp.result_type(float)
@@ -416,7 +442,13 @@ class Overlay:
         return {f["name"]: f["linear_model"]["params"]["kappa"] for f in self.fits}
 
     def stored_t_star(self, setup: Setup, modification: str) -> float | None:
-        """The stored T* of ``setup``'s cell for ``modification`` (gaussian, finetune); None if absent."""
+        """The stored T* of ``setup``'s cell for ``modification`` (gaussian, finetune); None if absent.
+        Refuses a ``setup`` that is not a ``Setup`` and another ``modification``."""
+        if not isinstance(setup, Setup):
+            raise ValueError(f"setup={setup!r} must be an explore.Setup")
+        allowed = [m for m, _ in theory_run.INFLECTIONS]
+        if modification not in allowed:
+            raise ValueError(f"modification={modification!r} is not allowed; choose one of: {', '.join(allowed)}")
         rows = self.stored[(self.stored.setup == setup) & (self.stored.modification == modification)]
         return float(rows.t_star.iloc[0]) if len(rows) else None
 
@@ -468,7 +500,9 @@ def _stored_rows(run: Path, frame: pd.DataFrame) -> list[dict]:
 def store_overlay(path: Path | str) -> Overlay:
     """Load every run under ``path`` (``experiments.store``), fit each family as ``ovt compare`` does
     (point fit, ``n_boot`` 0), and collect theory runs' stored T*. ValueError naming the path when it
-    holds no run."""
+    holds no run, or ``path`` when it is not a path."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise ValueError(f"path={path!r} must be a path (str or pathlib.Path) to a result store")
     runs = store.find_runs(path) if Path(path).exists() else []
     if not runs:
         raise ValueError(f"store {path} holds no run directory (manifest.json + metrics.parquet)")

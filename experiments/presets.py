@@ -7,6 +7,7 @@ noise scale sigma_k = 1/sqrt(32) (the std a 1/sqrt(fan-in) Gaussian init would h
 from __future__ import annotations
 
 import dataclasses
+import textwrap
 
 import numpy as np
 
@@ -133,8 +134,35 @@ def get(name: str, quick: bool = False) -> TheoryConfig:
 
 
 def describe(name: str) -> str:
+    """The ``--list`` entry of a preset: its name and sweep, written as the override that sets it
+    (``gamma=0.15,0.3``; a long log grid as its ends and count), then the fields it sets beside the
+    default setup ``BASE``, then its quick variant's changes; every field once."""
     cfg = PRESETS[name]
-    grid = "; ".join(
-        f"{k} in {list(v)}" if len(v) <= 8 else f"{k} in {len(v)} values {v[0]}..{v[-1]}" for k, v in cfg.grid
-    )
-    return f"{name:15s} method={cfg.method:11s} depth={cfg.depth} {grid}"
+    swept = dict(cfg.grid)
+    sets = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in swept and f.name != "grid"}
+    sets = {k: v for k, v in sets.items() if v != getattr(BASE, k)}
+    lines = [f"{name:16s}sweeps {_fields(swept, sweep=True)}"]
+    if sets:
+        lines.append(f"{'':16s}sets {_fields(sets)}")
+    if name in QUICK:
+        quick = {k: v for k, v in QUICK[name].items() if k != "grid"}
+        quick.update(dict(QUICK[name].get("grid", ())))
+        lines.append(f"{'':16s}--quick: {_fields(quick, sweep=True)}")
+    return "\n".join(textwrap.fill(line, 100, subsequent_indent=" " * 20, break_on_hyphens=False) for line in lines)
+
+
+def _fields(fields: dict, sweep: bool = False) -> str:
+    """``field=value`` pairs as an override writes them (tuples as comma lists); a sweep of more than
+    8 values as its ends and count."""
+    shown = []
+    for k, v in fields.items():
+        values = v if isinstance(v, tuple) else (v,)
+        text = ",".join(_value(x) for x in values)
+        if sweep and len(values) > 8:
+            text = f"{_value(values[0])}..{_value(values[-1])} ({len(values)} values)"
+        shown.append(f"{k}={text}")
+    return " ".join(shown)
+
+
+def _value(v) -> str:
+    return f"{v:.6g}" if isinstance(v, float) else str(v).lower() if isinstance(v, bool) else str(v)

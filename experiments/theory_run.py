@@ -248,8 +248,9 @@ def run_chunk(chunk: Chunk, setup: str, grid_fields: tuple[str, ...], mesh=None)
     # Chunks never mix lam = 0 with lam > 0 (see ``plan``); lam = 0 stays a Python zero.
     traced = tuple(n for n in TRACED if n != "reg" or chunk.cells[0].reg != 0)
     dtype = jnp.result_type(float)
+    # Seeds are uint32, the range of a PRNG key's seed (``config.MAX_SEED``): each gives its own key.
     values = tuple(
-        jnp.asarray([getattr(c, n) for c in chunk.cells], jnp.int32 if n == "seed" else dtype) for n in traced
+        jnp.asarray([getattr(c, n) for c in chunk.cells], jnp.uint32 if n == "seed" else dtype) for n in traced
     )
     if mesh is not None:
         sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("cells"))

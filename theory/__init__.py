@@ -7,5 +7,6 @@ optax optimisers over ``lax.scan``), ``perturbation`` (Gaussian noise, exact and
 ``protocol`` (the whole pre-train -> modify -> measure pipeline over a grid of pre-training times) and
 ``linear_model`` (the linear model fitted to a measured base curve; the power-law decomposition is
 ``analysis.phenomenology``).
-No module does file or terminal I/O.
+No module does file or terminal I/O. Every public function checks its arguments where they are concrete
+(``_checks``): a bad one raises one ValueError naming it; jitted and vmapped calls pass through.
 """

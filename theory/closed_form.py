@@ -21,8 +21,12 @@ def logistic_strength(target, u_start, t):
     Written as u(t) = u_start / (exp(-2bt) + u_start * g), g = (1 - exp(-2bt)) / b (g = 2t at b = 0),
     which is s / (1 + (s/u0 - 1) exp(-2st)) multiplied through by u0/s: nothing overflows at large t,
     u(t) -> b as t -> infinity, and b = 0 (a mode fine-tuning switches off) decays as u/(1 + 2ut).
+    Refuses target, u_start or t < 0, and shapes that do not broadcast together.
     """
-    b, u, t = jnp.broadcast_arrays(*(jnp.asarray(x, dtype=jnp.result_type(float)) for x in (target, u_start, t)))
+    named = {"target": target, "u_start": u_start, "t": t}
+    named = {name: _checks.non_negative(name, x) for name, x in named.items()}
+    _checks.broadcast(**named)
+    b, u, t = jnp.broadcast_arrays(*(jnp.asarray(x, dtype=jnp.result_type(float)) for x in named.values()))
     decay = jnp.exp(-2.0 * b * t)
     safe_b = jnp.where(b > 0, b, 1.0)
     g = jnp.where(b > 0, -jnp.expm1(-2.0 * b * t) / safe_b, 2.0 * t)
@@ -32,35 +36,43 @@ def logistic_strength(target, u_start, t):
 def mode_strength(s, u0, t):
     """u(t) = s / (1 + (s/u0 - 1) exp(-2 s t)): depth-2 mode strength under gradient flow on task A.
 
-    Broadcasts over s, u0, t; exact and finite for every t >= 0, s > 0, u0 > 0.
+    Broadcasts over s, u0, t; exact and finite for every t >= 0, s > 0, u0 > 0 (and refuses others,
+    and shapes that do not broadcast together).
 
     >>> float(mode_strength(1.0, 1e-12, 1e6))
     1.0
     """
-    _checks.positive("s", s)
-    _checks.positive("u0", u0)
-    _checks.non_negative("t", t)
+    s, u0, t = _checks.positive("s", s), _checks.positive("u0", u0), _checks.non_negative("t", t)
+    _checks.broadcast(s=s, u0=u0, t=t)
     return logistic_strength(s, u0, t)
 
 
 def learning_time(s, u0):
-    """t_i = ln(s_i/u0) / (2 s_i): when mode i reaches half its target (exact for the logistic law)."""
+    """t_i = ln(s_i/u0 - 1) / (2 s_i): when mode i reaches half its target (exact for the logistic law;
+    negative when u0 > s_i/2, NaN when u0 >= s_i: such a mode never crosses half its target). Refuses
+    s <= 0, u0 <= 0 and shapes that do not broadcast together."""
+    s, u0 = _checks.positive("s", s), _checks.positive("u0", u0)
+    _checks.broadcast(s=s, u0=u0)
     return jnp.log(jnp.asarray(s) / u0 - 1.0) / (2.0 * jnp.asarray(s))
 
 
 def loss_from_strengths(target, u):
-    """L = 1/2 sum_i (target_i - u_i)^2 over the last axis (aligned modes; off-mode terms are zero)."""
+    """L = 1/2 sum_i (target_i - u_i)^2 over the last axis (aligned modes; off-mode terms are zero).
+    Refuses non-finite values and shapes that do not broadcast together."""
+    target, u = _checks.floats("target", target), _checks.floats("u", u)
+    _checks.broadcast(target=target, u=u)
     return 0.5 * jnp.sum((jnp.asarray(target) - u) ** 2, axis=-1)
 
 
 def finetune_strength(b, u_T, tau):
     """u_ft = b / (1 + (b/u(T) - 1) exp(-2 b tau)): aligned fine-tuning for time tau = lr * steps, lambda = 0.
 
-    A learned mode (large u(T)) moves fast; an unlearned one (u ~ u0) barely moves.
+    A learned mode (large u(T)) moves fast; an unlearned one (u ~ u0) barely moves. Refuses b, u_T or
+    tau < 0, and shapes that do not broadcast together.
     """
-    _checks.non_negative("b", b)
-    _checks.non_negative("tau", tau)
-    return logistic_strength(b, u_T, tau)
+    named = {name: _checks.non_negative(name, x) for name, x in (("b", b), ("u_T", u_T), ("tau", tau))}
+    _checks.broadcast(**named)
+    return logistic_strength(*named.values())
 
 
 def mode_flow(a_start, target, t_grid, depth: int = 2, lam=0.0, a_ref=None, dt_max: float = 0.02, rate=1.0):
@@ -73,12 +85,20 @@ def mode_flow(a_start, target, t_grid, depth: int = 2, lam=0.0, a_ref=None, dt_m
     du/dt = L u^(2 - 2/L) (b - u). Runge-Kutta 4 with steps of at most ``dt_max``.
     ``rate`` (broadcast against a) multiplies the right-hand side: integrating to t = 1 at rate tau
     is integrating to tau, which lets every mode or T carry its own fine-tuning time.
-    Returns u = a^L at every time in ``t_grid`` (shape t_grid.shape + a_start.shape).
+    Returns u = a^L at every time in ``t_grid`` (shape t_grid.shape + a_start.shape). Refuses a_start
+    < 0, a ``target`` or ``a_ref`` that is not finite or does not broadcast with a_start, depth < 1,
+    lam < 0, rate < 0, and what ``ode.rk4_solve`` refuses (t_grid, dt_max).
     """
-    _checks.positive_int("depth", depth)
+    depth = _checks.positive_int("depth", depth)
+    a_start, target = _checks.non_negative("a_start", a_start), _checks.floats("target", target)
+    _checks.broadcast(a_start=a_start, target=target)
     a_start, target = jnp.broadcast_arrays(jnp.asarray(a_start, dtype=jnp.result_type(float)), jnp.asarray(target))
+    if a_ref is not None:
+        a_ref = _checks.floats("a_ref", a_ref)
+        _checks.broadcast(a_ref=a_ref, a_start=a_start)
     a_ref = a_start if a_ref is None else jnp.broadcast_to(jnp.asarray(a_ref, a_start.dtype), a_start.shape)
-    lam = jnp.asarray(lam, a_start.dtype)
+    lam = jnp.asarray(_checks.non_negative("lam", lam), a_start.dtype)
+    rate = _checks.non_negative("rate", rate)
 
     def rhs(a):
         return rate * (a ** (depth - 1) * (target - a**depth) - lam * (a - a_ref))

@@ -3,6 +3,8 @@
 Flow or GD on  L_B(W) + lambda/2 * sum_k ||W_k - W_k(T)||_F^2  for fine-tuning time tau = lr * steps.
 "Fixed learning rate" means the same lr and steps for every T; "tuned" picks, per T, the lr of a grid
 that minimises L_B after fine-tuning; a shrinking schedule makes lr a decreasing function of T.
+``sample_loss`` (``network``'s) is the empirical loss on n samples, 1/(2n) sum_j ||M x_j - y_j||^2: its
+expectation over x ~ N(0, I) and noiseless y = B x is the population L_B = 1/2 ||M - B||_F^2.
 """
 
 from __future__ import annotations
@@ -14,21 +16,19 @@ import optax
 
 from analysis.tuned import tuned_choice as _tuned_choice
 from theory import _checks
-from theory.network import Params, task_loss
-
-
-def sample_loss(Ws: Params, X: jax.Array, Y: jax.Array):
-    """The empirical loss on n samples, 1/(2n) sum_j ||M x_j - y_j||^2 (rows of X, Y); its expectation
-    over x ~ N(0, I) and noiseless y = B x is the population L_B = 1/2 ||M - B||_F^2."""
-    M = Ws[0]
-    for W in Ws[1:]:
-        M = W @ M
-    return 0.5 * jnp.mean(jnp.sum((X @ M.T - Y) ** 2, axis=-1))
+from theory.network import Params, sample_loss, task_loss
 
 
 def regularized_objective(B: jax.Array, W_ref: Params, lam, data: tuple[jax.Array, jax.Array] | None = None):
     """W -> L_B(W) + lam/2 sum_k ||W_k - W_ref_k||^2 (the L2 pull toward the pre-trained weights);
-    with ``data`` = (X, Y), the empirical loss on those samples replaces the population L_B."""
+    with ``data`` = (X, Y), the empirical loss on those samples replaces the population L_B. Refuses a
+    ``B`` that is not a finite matrix, ``W_ref`` that ``_checks.weights`` refuses, lam < 0 and a
+    ``data`` that is not a pair (X, Y)."""
+    B = _checks.floats("B", B, ndim=2)
+    W_ref = _checks.weights("W_ref", W_ref)
+    lam = _checks.non_negative("lam", lam, ndim=0)
+    if data is not None and not (isinstance(data, (tuple, list)) and len(data) == 2):
+        raise ValueError(f"data must be a pair (X, Y) of samples, got {type(data).__name__}")
 
     def objective(Ws):
         pull = sum(jnp.sum((W - R) ** 2) for W, R in zip(Ws, W_ref))
@@ -43,10 +43,11 @@ def finetune_gd(
 ) -> Params:
     """``steps`` of full-batch gradient descent at ``lr`` on the regularised objective (tau = lr * steps):
     on the population L_B, or with ``data`` = (X, Y) on the empirical loss of n samples of B (the
-    finite-sample fine-tuning whose held-out loss, the population L_B, can rise with lr x steps)."""
-    _checks.positive("lr", lr)
-    _checks.positive_int("steps", steps)
-    _checks.non_negative("lam", lam)
+    finite-sample fine-tuning whose held-out loss, the population L_B, can rise with lr x steps).
+    Refuses lr <= 0, steps < 1, and what ``regularized_objective`` refuses."""
+    lr = _checks.positive("lr", lr, ndim=0)
+    steps = _checks.positive_int("steps", steps)
+    W_T = _checks.weights("W_T", W_T)
     grad = jax.grad(regularized_objective(B, W_T, lam, data))
     opt = optax.sgd(lr)
 
@@ -60,10 +61,12 @@ def finetune_gd(
 
 
 def shrinking_lr(lr0, T, T_ref, power):
-    """lr(T) = lr0 * (1 + T/T_ref)^(-power): a fine-tuning rate that shrinks with pre-training time."""
-    _checks.positive("lr0", lr0)
-    _checks.positive("T_ref", T_ref)
-    _checks.non_negative("power", power)
+    """lr(T) = lr0 * (1 + T/T_ref)^(-power): a fine-tuning rate that shrinks with pre-training time.
+    Refuses lr0 <= 0, T < 0, T_ref <= 0 and power < 0."""
+    lr0 = _checks.positive("lr0", lr0)
+    T = _checks.non_negative("T", T)
+    T_ref = _checks.positive("T_ref", T_ref)
+    power = _checks.non_negative("power", power)
     return lr0 * (1.0 + jnp.asarray(T) / T_ref) ** (-power)
 
 
@@ -73,7 +76,11 @@ def tuned_choice(finetune_losses, axis: int = 0):
     Non-finite losses (diverged runs) never win; ties go to the first index, so with the lrs in
     ascending order the smallest of the best lrs is chosen. A NumPy array is answered in NumPy
     (``analysis.tuned``, exact on stored float64 tables), anything else in jax.numpy (traceable).
+    Refuses non-numbers, an empty array and an ``axis`` it does not have (NaN and inf are allowed).
     """
+    losses = _checks.numeric("finetune_losses", finetune_losses)
+    if not -np.ndim(losses) <= axis < np.ndim(losses):
+        raise ValueError(f"axis={axis!r} is not an axis of finetune_losses (shape {np.shape(losses)})")
     if isinstance(finetune_losses, np.ndarray):
         return _tuned_choice(finetune_losses, axis)
     finite = jnp.where(jnp.isfinite(finetune_losses), finetune_losses, jnp.inf)

@@ -1,4 +1,4 @@
-"""The linear model fitted to a measured base curve (issue 7; used by ``ovt compare``).
+"""The linear model fitted to a measured base curve (used by ``ovt compare``).
 
 The linear model is the aligned balanced depth-2 network of ``protocol.closed_form_curves`` with a
 power-law spectrum s_i = s1 i^(-alpha_s) (i = 1..rank), square widths d = rank and noise std
@@ -21,7 +21,7 @@ import numpy as np
 from scipy import optimize
 
 from analysis.phenomenology import Goodness, goodness
-from theory import protocol, tasks
+from theory import _checks, protocol, tasks
 
 MODIFICATIONS = ("gaussian", "finetune")
 N_STARTS = 6
@@ -41,6 +41,14 @@ class LinearModel:
     rank: int
     at_bounds: tuple[str, ...] = ()  # parameters the fit left on a bound of its box: not identified
 
+    def __post_init__(self):
+        """Refuses s1, u0 or kappa <= 0, alpha_s or E < 0, and a rank that is not an integer >= 1."""
+        for name in ("s1", "u0", "kappa"):
+            _checks.positive(name, getattr(self, name), ndim=0)
+        for name in ("alpha_s", "E"):
+            _checks.non_negative(name, getattr(self, name), ndim=0)
+        _checks.positive_int("rank", self.rank)
+
     @property
     def q(self) -> np.ndarray:
         """The fitted coordinates (log kappa, alpha_s, log s1, log u0/s1, E)."""
@@ -48,7 +56,11 @@ class LinearModel:
 
     def curves(self, T, modification: str = "gaussian", sizes=(0.0,)):
         """(E + L_A(kappa T), excess under each theory size): the clean loss on the empirical axis T and
-        one excess curve per entry of ``sizes`` (the theory's gamma, or its fine-tuning time tau)."""
+        one excess curve per entry of ``sizes`` (the theory's gamma, or its fine-tuning time tau).
+        Refuses a ``T`` that is not times >= 0, an unknown ``modification`` and sizes < 0."""
+        _checks.one_of("modification", modification, MODIFICATIONS)
+        _checks.non_negative("T", T, ndim=(0, 1))  # checked only: T and sizes are padded in float64
+        _checks.non_negative("sizes", sizes, ndim=(0, 1))
         T_pad, n = _padded(T)
         sizes_pad, k = _padded(sizes)
         loss, excess = _batched(self.rank, modification)(jnp.asarray(self.q), T_pad, sizes_pad)
@@ -113,8 +125,11 @@ def fit_linear_model(T, L, rank: int = 32) -> tuple[LinearModel, Goodness]:
     Bounded least squares (alpha_s in [0.05, 4], u0/s1 in [1e-12, 0.1], E in [0, min L]) from the
     ``N_STARTS`` best of a grid of log-spaced starts: alpha_s in {0.5, 1, 2}, u0/s1 in {1e-6, 1e-3},
     E in {0, min L / 2}, s1 from the loss drop, kappa placing the first mode's learning time at the
-    first or the middle T.
+    first or the middle T. Refuses T and L that are not 1-d arrays of one length with T > 0 (and what
+    follows), and a rank that is not an integer >= 1.
     """
+    _checks.same_shape("T", _checks.positive("T", T, ndim=1), "L", _checks.floats("L", L, ndim=1))
+    rank = _checks.positive_int("rank", rank)
     T, L = np.asarray(T, float), np.asarray(L, float)
     if np.unique(T).size < 3 or np.any(L <= 0):
         raise ValueError(f"a linear-model fit needs >= 3 distinct T and L > 0; got T={np.unique(T).tolist()}")

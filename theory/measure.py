@@ -24,6 +24,8 @@ from theory.network import Params
 
 
 def _flat_hvp(loss_fn: Callable[[Params], jax.Array], Ws: Params):
+    _checks.function("loss_fn", loss_fn)
+    Ws = _checks.weights("Ws", Ws)
     flat, unravel = ravel_pytree(Ws)
     grad = jax.grad(lambda x: loss_fn(unravel(x)))
     return flat, lambda v: jax.jvp(grad, (flat,), (v,))[1]
@@ -33,9 +35,12 @@ def sharpness(loss_fn, Ws: Params, key: jax.Array, n_iter: int = 100) -> jax.Arr
     """lambda_max(Hessian of loss_fn at Ws) by ``n_iter`` steps of power iteration on HVPs.
 
     Power iteration finds the eigenvalue of largest modulus; near a minimum of L_A the Hessian is
-    positive semi-definite there, so this is the top eigenvalue (the sharpness).
+    positive semi-definite there, so this is the top eigenvalue (the sharpness). Refuses a ``loss_fn``
+    that cannot be called, ``Ws`` that ``_checks.weights`` refuses, a ``key`` that is not a PRNG key,
+    and n_iter < 1.
     """
-    _checks.positive_int("n_iter", n_iter)
+    n_iter = _checks.positive_int("n_iter", n_iter)
+    _checks.prng_key("key", key)
     flat, hvp = _flat_hvp(loss_fn, Ws)
     v = _random.normal(key, flat.shape, flat.dtype)
 
@@ -51,20 +56,26 @@ def hessian_trace(loss_fn, Ws: Params, key: jax.Array | None = None, n_probes: i
     """tr(H): exact as sum_j e_j^T H e_j (one vmapped HVP per weight) when ``n_probes`` = 0, else
     Hutchinson's unbiased estimate mean_k z_k^T H z_k with Rademacher z_k.
 
-    For depth 2, tr H(L_A) = d_in ||W_2||_F^2 + d_out ||W_1||_F^2 exactly, whatever the task.
+    For depth 2, tr H(L_A) = d_in ||W_2||_F^2 + d_out ||W_1||_F^2 exactly, whatever the task. Refuses
+    what ``sharpness`` refuses, n_probes < 0, and no ``key`` when n_probes > 0.
     """
+    n_probes = _checks.integer("n_probes", n_probes, least=0)
     flat, hvp = _flat_hvp(loss_fn, Ws)
     if n_probes == 0:
         basis = jnp.eye(flat.size, dtype=flat.dtype)
         return jnp.sum(jax.vmap(lambda e: e @ hvp(e))(basis))
-    _checks.positive_int("n_probes", n_probes)
     _checks.key_given(key, "Hutchinson's estimator (n_probes > 0) draws Rademacher probes")
     z = jax.random.rademacher(key, (n_probes, flat.size), flat.dtype)
     return jnp.mean(jax.vmap(lambda v: v @ hvp(v))(z))
 
 
 def _numpy_inputs(T, values):
-    """Concrete NumPy copies of ``T`` and ``values`` and the float dtype JAX gives them."""
+    """Concrete NumPy copies of ``T`` and ``values`` and the float dtype JAX gives them. Refuses a ``T``
+    that is not a 1-d array of finite times > 0 in ascending order, and ``values`` that are not numbers
+    with at least one axis (NaN and inf pass: a diverged run)."""
+    _checks.ordered("T", _checks.positive("T", T, ndim=1))
+    if np.ndim(_checks.numeric("values", values)) == 0:
+        raise ValueError("values must have at least one axis (the T grid's)")
     T, values = np.asarray(jnp.asarray(T)), np.asarray(jnp.asarray(values))
     dtype = np.result_type(T, values)
     if not np.issubdtype(dtype, np.floating):

@@ -16,9 +16,14 @@ from theory import _checks
 def rk4_solve(rhs, y0, t_grid, dt_max: float):
     """y(t) for every t in ``t_grid`` (non-decreasing, from t = 0) with dy/dt = rhs(y), y(0) = y0.
 
-    Returns a pytree like ``y0`` with a leading axis of len(t_grid).
+    Returns a pytree like ``y0`` with a leading axis of len(t_grid). Refuses an ``rhs`` that cannot be
+    called, a ``t_grid`` that is not a non-empty 1-d array of times >= 0 in ascending order, and
+    dt_max <= 0.
     """
-    _checks.positive("dt_max", dt_max)
+    _checks.function("rhs", rhs)
+    t_grid = _checks.non_negative("t_grid", t_grid, ndim=1)
+    _checks.ordered("t_grid", t_grid)
+    dt_max = _checks.positive("dt_max", dt_max, ndim=0)
 
     def axpy(a, x, y):
         return jax.tree.map(lambda xi, yi: yi + a * xi, x, y)

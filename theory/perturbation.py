@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from theory import _checks, _random
 from theory.network import Params, task_loss
@@ -25,14 +26,12 @@ def gaussian_excess(W1, W2, gamma, sigma1, sigma2):
                 + gamma^4 sigma_1^2 sigma_2^2 d_out h d_in ).
 
     Exact: the cross terms with the residual have zero mean. Independent of the task A. The depth-2
-    case of ``excess``.
+    case of ``excess``. Refuses W1, W2 that are not finite matrices or whose shapes do not chain, and
+    gamma, sigma1 or sigma2 < 0.
     """
-    W1, W2 = jnp.asarray(W1), jnp.asarray(W2)
-    if W1.ndim != 2 or W2.ndim != 2 or W2.shape[1] != W1.shape[0]:
+    W1, W2 = _checks.floats("W1", W1, ndim=2), _checks.floats("W2", W2, ndim=2)
+    if W2.shape[1] != W1.shape[0]:
         raise ValueError(f"W1 (h x d_in) and W2 (d_out x h) shapes do not chain: W1 {W1.shape}, W2 {W2.shape}")
-    _checks.non_negative("gamma", gamma)
-    _checks.non_negative("sigma1", sigma1)
-    _checks.non_negative("sigma2", sigma2)
     h, d_in = W1.shape
     d_out = W2.shape[0]
     return excess_from_norms(jnp.sum(W1**2), jnp.sum(W2**2), gamma, sigma1, sigma2, d_in, h, d_out)
@@ -42,8 +41,13 @@ def excess_from_norms(norm1_sq, norm2_sq, gamma, sigma1, sigma2, d_in, h, d_out)
     """The exact depth-2 excess from the layer norms ||W_1||_F^2, ||W_2||_F^2 (see ``gaussian_excess``).
 
     Along an aligned balanced trajectory ||W_1||^2 = ||W_2||^2 = sum_i u_i(T), so the excess grows
-    monotonically with pre-training time: progressive sensitivity.
+    monotonically with pre-training time: progressive sensitivity. Refuses norms, gamma or sigmas < 0,
+    widths that are not integers >= 1, and shapes that do not broadcast together.
     """
+    norm1_sq, norm2_sq = _checks.non_negative("norm1_sq", norm1_sq), _checks.non_negative("norm2_sq", norm2_sq)
+    gamma, sigma1, sigma2, d_in, d_out = _noise(gamma, sigma1, sigma2, d_in, d_out)
+    h = _checks.positive_int("h", h)
+    _checks.broadcast(norm1_sq=norm1_sq, norm2_sq=norm2_sq, gamma=gamma, sigma1=sigma1, sigma2=sigma2)
     g2 = jnp.asarray(gamma) ** 2
     return 0.5 * (
         g2 * sigma2**2 * d_out * norm1_sq
@@ -54,17 +58,29 @@ def excess_from_norms(norm1_sq, norm2_sq, gamma, sigma1, sigma2, d_in, h, d_out)
 
 def harm_threshold(gamma, sigma1, sigma2, d_in, d_out):
     """Learning mode i lowers the clean loss by ~s_i^2/2 and raises the excess by ~c gamma^2 s_i with
-    c = (d_out sigma_2^2 + d_in sigma_1^2)/2, so it hurts the perturbed loss iff s_i < 2 c gamma^2."""
+    c = (d_out sigma_2^2 + d_in sigma_1^2)/2, so it hurts the perturbed loss iff s_i < 2 c gamma^2.
+    Refuses gamma, sigma1 or sigma2 < 0 and widths that are not integers >= 1."""
+    gamma, sigma1, sigma2, d_in, d_out = _noise(gamma, sigma1, sigma2, d_in, d_out)
     return (d_out * sigma2**2 + d_in * sigma1**2) * jnp.asarray(gamma) ** 2
 
 
-def _check_sigmas(Ws: Sequence[jax.Array], gamma, sigmas) -> None:
-    _checks.non_negative("gamma", gamma)
+def _noise(gamma, sigma1, sigma2, d_in, d_out):
+    """The noise of a depth-2 formula, checked: gamma, sigma1, sigma2 >= 0, d_in, d_out integers >= 1."""
+    noise = [_checks.non_negative(n, v) for n, v in (("gamma", gamma), ("sigma1", sigma1), ("sigma2", sigma2))]
+    return (*noise, _checks.positive_int("d_in", d_in), _checks.positive_int("d_out", d_out))
+
+
+def _network_noise(Ws: Sequence[jax.Array], gamma, sigmas):
+    """(Ws, gamma, sigmas) checked: weights that chain (``_checks.weights``), gamma >= 0 (a scalar), and
+    one sigma >= 0 per layer."""
+    Ws = _checks.weights("Ws", Ws)
+    gamma = _checks.non_negative("gamma", gamma, ndim=0)
+    if not isinstance(sigmas, (tuple, list)) and np.ndim(sigmas) != 1:
+        raise ValueError(f"sigmas must be one noise std per layer (a tuple), got {type(sigmas).__name__}")
     if len(sigmas) != len(Ws):
         raise ValueError(f"sigmas has {len(sigmas)} entries but the network has {len(Ws)} layers")
-    for W_prev, W in zip(Ws[:-1], Ws[1:]):
-        if W.shape[-1] != W_prev.shape[-2]:
-            raise ValueError(f"Ws shapes do not chain: {[tuple(W.shape) for W in Ws]}")
+    sigmas = tuple(_checks.non_negative(f"sigmas[{k}]", s, ndim=0) for k, s in enumerate(sigmas))
+    return Ws, gamma, sigmas
 
 
 def excess(Ws: Sequence[jax.Array], gamma, sigmas) -> jax.Array:
@@ -83,9 +99,10 @@ def excess(Ws: Sequence[jax.Array], gamma, sigmas) -> jax.Array:
 
     and the excess is 1/2 tr(D_L): no cancellation against ||M||^2, O(L) matrix products, and
     independent of the task A. Depth 1: 1/2 gamma^2 sigma^2 d_in d_out; depth 2: ``gaussian_excess``.
-    Pure JAX (``jit`` / ``vmap`` apply); ``sigmas`` holds one std per layer.
+    Pure JAX (``jit`` / ``vmap`` apply); ``sigmas`` holds one std per layer. Refuses what
+    ``_network_noise`` refuses (integer weights are cast to float, not gamma to an integer).
     """
-    _check_sigmas(Ws, gamma, sigmas)
+    Ws, gamma, sigmas = _network_noise(Ws, gamma, sigmas)
     g2 = jnp.asarray(gamma, Ws[0].dtype) ** 2
     d_in = Ws[0].shape[-1]
     M = jnp.eye(d_in, dtype=Ws[0].dtype)
@@ -98,7 +115,8 @@ def excess(Ws: Sequence[jax.Array], gamma, sigmas) -> jax.Array:
 
 
 def expected_loss(Ws: Sequence[jax.Array], A: jax.Array, gamma, sigmas) -> jax.Array:
-    """E[L_A(W~)] exactly, any depth: L_A(W) + ``excess`` (= 1/2 (tr Sigma_L - 2 <M, A> + ||A||_F^2))."""
+    """E[L_A(W~)] exactly, any depth: L_A(W) + ``excess`` (= 1/2 (tr Sigma_L - 2 <M, A> + ||A||_F^2)).
+    Refuses what ``network.task_loss`` and ``excess`` refuse."""
     return task_loss(Ws, A) + excess(Ws, gamma, sigmas)
 
 
@@ -111,7 +129,7 @@ def _excess_by_subsets(Ws: Sequence[jax.Array], gamma, sigmas) -> jax.Array:
     gamma^2 sigma_k^2 over k in S and of ||C_j||_F^2 over the clean blocks C_j between them (an
     empty block is an identity, ||I_d||_F^2 = d). The excess is 1/2 of the sum: 2^L - 1 terms.
     """
-    _check_sigmas(Ws, gamma, sigmas)
+    Ws, gamma, sigmas = _network_noise(Ws, gamma, sigmas)
     L = len(Ws)
     g2 = jnp.asarray(gamma, Ws[0].dtype) ** 2
     dims = [Ws[0].shape[-1]] + [W.shape[0] for W in Ws]
@@ -139,14 +157,20 @@ def _excess_by_subsets(Ws: Sequence[jax.Array], gamma, sigmas) -> jax.Array:
 
 
 def perturb(key: jax.Array, Ws: Params, gamma, sigmas) -> Params:
-    """One draw W_k + gamma * sigma_k * E_k (``sigmas``: one std per layer; init-relative or absolute)."""
+    """One draw W_k + gamma * sigma_k * E_k (``sigmas``: one std per layer; init-relative or absolute).
+    Refuses a ``key`` that is not a PRNG key and what ``_network_noise`` refuses."""
+    _checks.prng_key("key", key)
+    Ws, gamma, sigmas = _network_noise(Ws, gamma, sigmas)
     keys = jax.random.split(key, len(Ws))
     return tuple(W + gamma * s * _random.normal(k, W.shape, W.dtype) for W, s, k in zip(Ws, sigmas, keys))
 
 
 def monte_carlo_loss(key: jax.Array, Ws: Params, A: jax.Array, gamma, sigmas, n_draws: int):
-    """Mean and standard error of L_A over ``n_draws`` perturbed copies (vmapped draws; any depth)."""
-    _checks.positive_int("n_draws", n_draws)
-    _check_sigmas(Ws, gamma, sigmas)
+    """Mean and standard error of L_A over ``n_draws`` perturbed copies (vmapped draws; any depth).
+    Refuses what ``perturb`` and ``network.task_loss`` refuse, and n_draws < 1."""
+    n_draws = _checks.positive_int("n_draws", n_draws)
+    _checks.prng_key("key", key)
+    Ws, gamma, sigmas = _network_noise(Ws, gamma, sigmas)
+    task_loss(Ws, A)  # refuses an A of another shape before the draws
     losses = jax.vmap(lambda k: task_loss(perturb(k, Ws, gamma, sigmas), A))(jax.random.split(key, n_draws))
     return losses.mean(), losses.std() / jnp.sqrt(n_draws)

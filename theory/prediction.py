@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from theory import _checks
 from theory.closed_form import learning_time
 from theory.perturbation import harm_threshold
 
@@ -35,9 +36,12 @@ from theory.perturbation import harm_threshold
 def gaussian_t_star(s, u0, gamma, sigma1, sigma2, d_in: int, d_out: int):
     """T*_pred: the half-time of the slowest-learned mode whose s_i >= 2 c gamma^2 (module docstring).
 
-    ``s``: the task's singular values (one axis, any order); the result has ``gamma``'s shape.
+    ``s``: the task's singular values (one axis, any order); the result has ``gamma``'s shape. Refuses
+    an ``s`` that is not a non-empty 1-d array of values > 0, a non-scalar u0 or one <= 0, and what
+    ``perturbation.harm_threshold`` refuses (gamma, sigma1, sigma2 < 0; widths not integers >= 1).
     """
-    s = jnp.asarray(s)
+    s = jnp.asarray(_checks.positive("s", s, ndim=1))
+    u0 = _checks.positive("u0", u0, ndim=0)
     beneficial = s >= harm_threshold(jnp.asarray(gamma), sigma1, sigma2, d_in, d_out)[..., None]
     times = jnp.where(beneficial, learning_time(s, u0), -jnp.inf)
     last = jnp.max(times, axis=-1)  # the slowest beneficial mode: smallest beneficial s

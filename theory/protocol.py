@@ -14,8 +14,9 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from theory import closed_form, perturbation
+from theory import _checks, closed_form, perturbation
 from theory.finetune import finetune_gd
 from theory.network import Params, init_aligned_balanced, layer_norms_sq, task_loss
 
@@ -98,10 +99,27 @@ def closed_form_curves(
     pass them (they once fed a Monte-Carlo estimate at depth != 2) and are ignored.
     Fine-tuning for tau = lr * steps: the logistic law from u(T) toward b when lam = 0 and depth = 2,
     else the per-mode ODE with the L2 pull lam toward the pre-trained weights.
+
+    Refuses an ``s`` that is not a non-empty 1-d array of values > 0, a ``b`` of another shape or with
+    values < 0, a ``T`` that is not a 1-d array of times >= 0, more modes than min(d_in, h, d_out),
+    and what the laws refuse (u0 <= 0; gamma, sigmas, tau or lam < 0; widths, depth < 1; dt_max <= 0).
     """
-    s = jnp.asarray(s)
+    s = jnp.asarray(_checks.positive("s", s, ndim=1))
+    b = _checks.non_negative("b", b, ndim=1)
+    _checks.same_shape("b", b, "s", s)
     b = jnp.asarray(b, s.dtype)
-    T = jnp.asarray(T, s.dtype)
+    T = jnp.asarray(_checks.non_negative("T", T, ndim=1), s.dtype)
+    d_in, h, d_out, depth = (
+        _checks.positive_int(n, v) for n, v in (("d_in", d_in), ("h", h), ("d_out", d_out), ("depth", depth))
+    )
+    if s.shape[0] > min(d_in, h, d_out):
+        raise ValueError(f"s has {s.shape[0]} modes; allowed: <= min(d_in, h, d_out)={min(d_in, h, d_out)}")
+    u0 = _checks.positive("u0", u0)
+    _checks.broadcast(u0=u0, s=s)
+    tau = _checks.non_negative("tau", tau)
+    _checks.broadcast(tau=tau, T_by_mode=np.empty((T.shape[0], s.shape[0])))
+    _checks.non_negative("lam", lam, ndim=0)
+    dt_max = _checks.positive("dt_max", dt_max, ndim=0)
     if depth == 2:
         u = closed_form.mode_strength(s, u0, T[:, None])
     else:
@@ -152,7 +170,19 @@ def simulated_curves(
     scalar, or one rate per T) on L_B + lam/2 ||W - W(T)||^2, or with ``finetune_data`` = (X, Y) on
     the empirical loss of those samples of B; the stored L_B after fine-tuning is then the held-out
     (population) loss.
+
+    Refuses ``Ws_T`` that ``_checks.weights`` refuses (with the leading T axis), A and B that are not
+    finite matrices of the network's shape, an ``lr`` that is not > 0 or neither a scalar nor one per
+    T, and what ``perturbation.excess`` and ``finetune.finetune_gd`` refuse.
     """
+    Ws_T = _checks.weights("Ws_T", Ws_T, batch_axes=1)
+    shape = (Ws_T[-1].shape[-2], Ws_T[0].shape[-1])
+    A, B = _checks.floats("A", A, ndim=2), _checks.floats("B", B, ndim=2)
+    _checks.shaped("A", A, shape, "d_out x d_in of the network")
+    _checks.shaped("B", B, shape, "d_out x d_in of the network")
+    lr = _checks.positive("lr", lr, ndim=(0, 1))
+    _checks.broadcast(lr=lr, T=np.empty(Ws_T[0].shape[:1]))
+    steps = _checks.positive_int("steps", steps)
     lr_T = jnp.broadcast_to(jnp.asarray(lr, Ws_T[0].dtype), Ws_T[0].shape[:1])  # scalar, or one lr per T
 
     def at(Ws, lr):

@@ -28,9 +28,12 @@ def gradient_flow(loss_fn: LossFn, Ws0: Params, t_grid, dt_max: float = 0.01) ->
     """dW/dt = -grad L(W), integrated by Runge-Kutta 4 with steps of at most ``dt_max``.
 
     Returns the parameters at every time of ``t_grid`` (a leading axis of len(t_grid) on each layer).
+    Refuses a ``loss_fn`` that cannot be called, ``Ws0`` that ``_checks.weights`` refuses, and what
+    ``ode.rk4_solve`` refuses (t_grid, dt_max).
     """
-    t_grid = jnp.asarray(t_grid, Ws0[0].dtype)
-    _checks.non_negative("t_grid", t_grid)
+    _checks.function("loss_fn", loss_fn)
+    Ws0 = _checks.weights("Ws0", Ws0)
+    t_grid = jnp.asarray(_checks.non_negative("t_grid", t_grid, ndim=1), Ws0[0].dtype)
     grad = jax.grad(loss_fn)
     return rk4_solve(lambda W: jax.tree.map(jnp.negative, grad(W)), Ws0, t_grid, dt_max)
 
@@ -43,10 +46,14 @@ def schedule(kind: str, peak_lr, budget, warmup=0, decay_fraction: float = 0.2) 
     wsd:      warmup, stable at peak, then linear decay to zero over the last ``decay_fraction`` of budget.
     After ``budget`` steps lr = 0 for every kind, so a run padded to a longer scan is exactly the run
     of length ``budget``: this is how budgets of different lengths share one vmapped scan.
-    ``budget`` and ``warmup`` may be traced (vmapped over a series of budgets).
+    ``budget`` and ``warmup`` may be traced (vmapped over a series of budgets). Refuses an unknown
+    ``kind``, peak_lr <= 0, budget <= 0, warmup < 0 and a decay_fraction outside [0, 1].
     """
     _checks.one_of("schedule", kind, SCHEDULES)
-    _checks.positive("lr", peak_lr)
+    peak_lr = _checks.positive("lr", peak_lr, ndim=0)
+    budget = _checks.positive("budget", budget, ndim=0)
+    warmup = _checks.non_negative("warmup", warmup, ndim=0)
+    decay_fraction = _checks.floats("decay_fraction", decay_fraction, ndim=0, least=0, most=1)
 
     def lr(count):
         t = jnp.asarray(count, jnp.result_type(float))
@@ -68,8 +75,14 @@ def schedule(kind: str, peak_lr, budget, warmup=0, decay_fraction: float = 0.2) 
 def optimizer(
     name: str, learning_rate, momentum: float = 0.9, weight_decay: float = 0.0
 ) -> optax.GradientTransformation:
-    """The optax optimiser ``name`` (sgd, momentum, adam, adamw) at a float or schedule learning rate."""
+    """The optax optimiser ``name`` (sgd, momentum, adam, adamw) at a float or schedule learning rate.
+    Refuses an unknown ``name``, a learning_rate that is neither a function nor a number > 0, a
+    momentum outside [0, 1] and weight_decay < 0."""
     _checks.one_of("optimizer", name, OPTIMIZERS)
+    if not callable(learning_rate):
+        learning_rate = _checks.positive("learning_rate", learning_rate, ndim=0)
+    momentum = _checks.floats("momentum", momentum, ndim=0, least=0, most=1)
+    weight_decay = _checks.non_negative("weight_decay", weight_decay, ndim=0)
     if name == "sgd":
         opt = optax.sgd(learning_rate)
     elif name == "momentum":
@@ -110,9 +123,17 @@ def train(
 
     The result has a leading axis of n_steps // record_every snapshots (after steps record_every,
     2 record_every, ...). ``key`` seeds the batches; an objective that draws (minibatch) requires it.
+    Refuses an ``objective`` that is not an ``Objective``, ``Ws0`` that ``_checks.weights`` refuses, an
+    ``opt`` that is not an optax transformation, n_steps or record_every < 1 and a ``key`` that is
+    neither None nor a PRNG key.
     """
-    _checks.positive_int("n_steps", n_steps)
-    _checks.positive_int("record_every", record_every)
+    _checks.instance("objective", objective, Objective)
+    Ws0 = _checks.weights("Ws0", Ws0)
+    _checks.instance("opt", opt, optax.GradientTransformation)
+    n_steps = _checks.positive_int("n_steps", n_steps)
+    record_every = _checks.positive_int("record_every", record_every)
+    if key is not None:
+        _checks.prng_key("key", key)
     if n_steps % record_every:
         raise ValueError(f"n_steps={n_steps} must be a multiple of record_every={record_every}")
     grad = jax.grad(objective.loss)
@@ -134,14 +155,18 @@ def train(
 
 
 def population_objective(A: jax.Array) -> Objective:
-    """Full-batch (population) loss 1/2 ||M(W) - A||_F^2; no data."""
+    """Full-batch (population) loss 1/2 ||M(W) - A||_F^2; no data. Refuses an ``A`` that is not a
+    finite matrix."""
+    A = _checks.floats("A", A, ndim=2)
     return Objective(lambda W, _batch: task_loss(W, A), lambda _key, n_steps: jnp.zeros((n_steps,), A.dtype))
 
 
 def minibatch_objective(A: jax.Array, batch_size: int, label_noise: float = 0.0) -> Objective:
-    """Online SGD: a fresh batch x ~ N(0, I), y = A x + noise each step; unbiased for the population loss."""
-    _checks.positive_int("batch_size", batch_size)
-    _checks.non_negative("label_noise", label_noise)
+    """Online SGD: a fresh batch x ~ N(0, I), y = A x + noise each step; unbiased for the population loss.
+    Refuses an ``A`` that is not a finite matrix, batch_size < 1 and label_noise < 0."""
+    A = _checks.floats("A", A, ndim=2)
+    batch_size = _checks.positive_int("batch_size", batch_size)
+    label_noise = _checks.non_negative("label_noise", label_noise, ndim=0)
 
     def sample(key, n_steps):
         _checks.key_given(key, "a minibatch objective draws a fresh batch every step")
@@ -171,14 +196,17 @@ def budget_series(
     mode="single": one run whose schedule reaches zero at the largest budget, snapshots at each budget
     (how public checkpoints are made: intermediate ones are not annealed).
     Returns parameters with a leading axis over budgets. Same ``key`` in both modes: same batches
-    (a minibatch objective requires one).
+    (a minibatch objective requires one). Refuses an unknown ``mode``, ``budgets`` that are not step
+    counts >= 1 in ascending order, a warmup_fraction outside [0, 1], and what ``train``,
+    ``schedule`` and ``optimizer`` refuse.
     """
     _checks.one_of("mode", mode, ("separate", "single"))
-    budgets = [int(b) for b in budgets]
-    if not budgets or any(b <= 0 for b in budgets):
-        raise ValueError(f"budgets={budgets} must be positive step counts")
+    if isinstance(budgets, (str, bytes)) or not hasattr(budgets, "__iter__") or not list(budgets):
+        raise ValueError(f"budgets={budgets!r} must be a non-empty list of positive step counts")
+    budgets = [_checks.positive_int(f"budgets[{k}]", b) for k, b in enumerate(budgets)]
     if budgets != sorted(budgets):
         raise ValueError(f"budgets={budgets} must be sorted ascending")
+    _checks.floats("warmup_fraction", warmup_fraction, ndim=0, least=0, most=1)
     n = budgets[-1]
     step_gcd = math.gcd(*budgets)
     index = jnp.asarray([b // step_gcd - 1 for b in budgets])

@@ -18,42 +18,39 @@ from theory import _checks, _random
 
 
 def power_law_spectrum(n: int, s1: float = 1.0, alpha: float = 1.0) -> jax.Array:
-    """s_i = s_1 * i^(-alpha), i = 1..n (descending for alpha >= 0)."""
-    _checks.positive_int("n", n)
-    _checks.positive("s1", s1)
-    _checks.non_negative("alpha", alpha)
+    """s_i = s_1 * i^(-alpha), i = 1..n (descending for alpha >= 0). Refuses n < 1, s1 <= 0, alpha < 0."""
+    n = _checks.positive_int("n", n)
+    s1 = _checks.positive("s1", s1, ndim=0)
+    alpha = _checks.non_negative("alpha", alpha, ndim=0)
     return s1 * jnp.arange(1, n + 1, dtype=jnp.result_type(float)) ** (-alpha)
 
 
 def exponential_spectrum(n: int, s1: float = 1.0, rate: float = 0.1) -> jax.Array:
-    """s_i = s_1 * exp(-rate * (i - 1)), i = 1..n."""
-    _checks.positive_int("n", n)
-    _checks.positive("s1", s1)
-    _checks.non_negative("rate", rate)
+    """s_i = s_1 * exp(-rate * (i - 1)), i = 1..n. Refuses n < 1, s1 <= 0, rate < 0."""
+    n = _checks.positive_int("n", n)
+    s1 = _checks.positive("s1", s1, ndim=0)
+    rate = _checks.non_negative("rate", rate, ndim=0)
     return s1 * jnp.exp(-rate * jnp.arange(n, dtype=jnp.result_type(float)))
 
 
 def explicit_spectrum(values) -> jax.Array:
-    """A user-given spectrum; must be positive and sorted in descending order."""
-    s = jnp.asarray(values, dtype=jnp.result_type(float))
-    if s.ndim != 1 or s.size == 0:
-        raise ValueError(f"values must be a non-empty 1-d list, got shape {s.shape}")
-    _checks.positive("values", s)
-    _checks.sorted_descending("values", s)
-    return s
+    """A user-given spectrum: a non-empty 1-d list of values > 0, sorted in descending order."""
+    s = _checks.positive("values", values, ndim=1)
+    _checks.ordered("values", s, descending=True)
+    return jnp.asarray(s)
 
 
 def reversed_spectrum(s: jax.Array) -> jax.Array:
-    """b = s[::-1]: the strongest pre-training mode becomes the weakest fine-tuning mode."""
-    return jnp.asarray(s)[::-1]
+    """b = s[::-1]: the strongest pre-training mode becomes the weakest fine-tuning mode. Refuses an
+    ``s`` that is not a non-empty 1-d array of values >= 0."""
+    return jnp.asarray(_checks.non_negative("s", s, ndim=1))[::-1]
 
 
 def permuted_spectrum(s: jax.Array, permutation) -> jax.Array:
-    """b_i = s_{pi(i)} for a permutation pi of range(len(s))."""
-    perm = jnp.asarray(permutation)
-    if sorted(map(int, perm.tolist())) != list(range(len(s))):
-        raise ValueError(f"permutation={list(map(int, perm.tolist()))} must be a permutation of 0..{len(s) - 1}")
-    return jnp.asarray(s)[perm]
+    """b_i = s_{pi(i)} for a permutation pi of range(len(s)). Refuses an ``s`` that is not a non-empty
+    1-d array of values >= 0, and a ``permutation`` that is not one of 0..len(s)-1 (integers)."""
+    s = jnp.asarray(_checks.non_negative("s", s, ndim=1))
+    return s[jnp.asarray(_checks.permutation("permutation", permutation, s.shape[0]))]
 
 
 @jax.tree_util.register_dataclass
@@ -79,7 +76,10 @@ class Task:
 
 
 def random_orthonormal(key: jax.Array, n: int, r: int) -> jax.Array:
-    """n x r matrix with orthonormal columns, Haar-distributed (QR of a Gaussian with sign fix)."""
+    """n x r matrix with orthonormal columns, Haar-distributed (QR of a Gaussian with sign fix).
+    Refuses a ``key`` that is not a PRNG key, n or r < 1, and r > n."""
+    _checks.prng_key("key", key)
+    n, r = _checks.positive_int("n", n), _checks.positive_int("r", r)
     if r > n:
         raise ValueError(f"r={r} orthonormal columns need n >= r, got n={n}")
     q, rr = jnp.linalg.qr(_random.normal(key, (n, r)))
@@ -87,10 +87,11 @@ def random_orthonormal(key: jax.Array, n: int, r: int) -> jax.Array:
 
 
 def teacher(key: jax.Array, s: jax.Array, d_out: int, d_in: int) -> Task:
-    """A = U diag(s) V^T with Haar-random singular vectors; rank r = len(s) <= min(d_out, d_in)."""
-    _checks.positive_int("d_out", d_out)
-    _checks.positive_int("d_in", d_in)
-    s = jnp.asarray(s)
+    """A = U diag(s) V^T with Haar-random singular vectors; rank r = len(s) <= min(d_out, d_in).
+    Refuses an ``s`` that is not a non-empty 1-d array of values >= 0, widths < 1 and len(s) beyond them."""
+    _checks.prng_key("key", key)
+    d_out, d_in = _checks.positive_int("d_out", d_out), _checks.positive_int("d_in", d_in)
+    s = jnp.asarray(_checks.non_negative("s", s, ndim=1))
     if s.shape[0] > min(d_out, d_in):
         raise ValueError(f"len(s)={s.shape[0]} exceeds min(d_out, d_in)={min(d_out, d_in)}")
     ku, kv = jax.random.split(key)
@@ -98,9 +99,11 @@ def teacher(key: jax.Array, s: jax.Array, d_out: int, d_in: int) -> Task:
 
 
 def with_spectrum(task: Task, b: jax.Array) -> Task:
-    """Family 1: B = U diag(b) V^T, the same singular vectors as A and another spectrum."""
+    """Family 1: B = U diag(b) V^T, the same singular vectors as A and another spectrum. Refuses a
+    ``task`` that is not a ``Task`` and a ``b`` of another shape than task.s or with values < 0."""
+    _checks.instance("task", task, Task)
+    b = _checks.non_negative("b", b, ndim=1)
     _checks.same_shape("b", b, "task.s", task.s)
-    _checks.non_negative("b", b)
     return dataclasses.replace(task, s=jnp.asarray(b, task.s.dtype))
 
 
@@ -116,7 +119,14 @@ def _rotate(key: jax.Array, Q: jax.Array, theta) -> jax.Array:
 
 
 def rotated(task: Task, theta, key: jax.Array, b: jax.Array | None = None) -> Task:
-    """Family 2: singular subspaces of B rotated from those of A by principal angle theta (0: aligned)."""
+    """Family 2: singular subspaces of B rotated from those of A by principal angle theta (0: aligned).
+    Refuses a ``task`` that is not a ``Task``, a non-finite or non-scalar ``theta``, a ``key`` that is
+    not a PRNG key, and a ``b`` that ``with_spectrum`` refuses."""
+    _checks.instance("task", task, Task)
+    theta = _checks.floats("theta", theta, ndim=0)
+    _checks.prng_key("key", key)
+    if b is not None:
+        b = with_spectrum(task, b).s
     # fold_in: a stream unlike teacher()'s split, so passing the teacher's key still gives fresh directions.
     ku, kv = jax.random.split(jax.random.fold_in(key, 1))
     s = task.s if b is None else jnp.asarray(b, task.s.dtype)
@@ -124,15 +134,22 @@ def rotated(task: Task, theta, key: jax.Array, b: jax.Array | None = None) -> Ta
 
 
 def correlated_matrix(task: Task, rho, key: jax.Array) -> jax.Array:
-    """Family 3: B = sqrt(1 - rho^2) A_perp + rho A, A_perp a teacher with A's spectrum and random vectors."""
+    """Family 3: B = sqrt(1 - rho^2) A_perp + rho A, A_perp a teacher with A's spectrum and random vectors.
+    Refuses a ``task`` that is not a ``Task``, a ``rho`` outside [-1, 1] and a ``key`` that is not a PRNG key."""
+    _checks.instance("task", task, Task)
+    rho = _checks.floats("rho", rho, ndim=0, least=-1, most=1)
+    _checks.prng_key("key", key)
     perp = teacher(jax.random.fold_in(key, 2), task.s, task.d_out, task.d_in)
     return jnp.sqrt(1.0 - rho**2) * perp.matrix + rho * task.matrix
 
 
 def sample_dataset(key: jax.Array, A: jax.Array, n: int, label_noise: float = 0.0):
-    """Finite-sample variant: X (n x d_in) ~ N(0, I), Y = X A^T + label_noise * N(0, I)."""
-    _checks.positive_int("n", n)
-    _checks.non_negative("label_noise", label_noise)
+    """Finite-sample variant: X (n x d_in) ~ N(0, I), Y = X A^T + label_noise * N(0, I). Refuses a
+    ``key`` that is not a PRNG key, an ``A`` that is not a finite matrix, n < 1 and label_noise < 0."""
+    _checks.prng_key("key", key)
+    A = _checks.floats("A", A, ndim=2)
+    n = _checks.positive_int("n", n)
+    label_noise = _checks.non_negative("label_noise", label_noise, ndim=0)
     kx, ke = jax.random.split(key)
     X = _random.normal(kx, (n, A.shape[1]), A.dtype)
     return X, X @ A.T + label_noise * _random.normal(ke, (n, A.shape[0]), A.dtype)

@@ -22,8 +22,10 @@ A pilot of n0 series x m0 orders gives the components two ways (``components``):
   v_o / m0 is the series-level noise of one checkpoint, and a fall or rise is a difference of two
   checkpoints: sigma_s^2 = 2 max(r^2 - v_o / m0, 0), sigma_o^2 = 2 v_o.
 
-``plan`` takes the larger of the two for each component (the pilot is small; the larger is the
-cautious choice) and returns the cheapest (n, m) whose h(n, m) meets the target for every statistic.
+``pooled`` combines the two estimates of each component weighted by their dof (a one-dof ANOVA
+alone would let one lucky or unlucky pair of series decide the study's size); ``plan`` returns, for
+a number of orders m shared by every size, the smallest n of each size whose h(n, m) meets the target
+for all of that size's statistics, and the m whose total cost is least.
 """
 
 from __future__ import annotations
@@ -105,12 +107,15 @@ def components(T: np.ndarray, L: np.ndarray) -> dict:
     return out
 
 
-def cautious(entry: dict) -> tuple[float, float]:
-    """(sigma_s2, sigma_o2): the larger of the direct and residual estimates of each."""
-    return (
-        max(entry["direct"]["sigma_s2"], entry["residual"]["sigma_s2"]),
-        max(entry["direct"]["sigma_o2"], entry["residual"]["sigma_o2"]),
-    )
+def pooled(entry: dict) -> tuple[float, float]:
+    """(sigma_s2, sigma_o2): the direct and residual estimates of each component averaged with their
+    dof as weights."""
+    found = []
+    for component, dof in (("sigma_s2", "dof_s"), ("sigma_o2", "dof_o")):
+        weights = [entry[how][dof] for how in ("direct", "residual")]
+        values = [entry[how][component] for how in ("direct", "residual")]
+        found.append(float(np.dot(weights, values) / sum(weights)))
+    return found[0], found[1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,28 +136,33 @@ def plan(
     n_max: int = 64,
     m_max: int = 16,
 ) -> dict:
-    """The cheapest (n, m), the same at every size, whose expected half-width (eq. 1) is at most
-    ``target`` for every statistic.
+    """Per size the smallest n, and one m for all sizes, whose expected half-widths (eq. 1) are at most
+    ``target`` for every statistic of that size; of the m that do, the cheapest.
 
-    ``variances``: {"SIZE/STATISTIC": (sigma_s2, sigma_o2)}; ``costs``: {"SIZE": Cost}; a statistic's
-    size is the part of its key before the first "/". Returns {"n", "m", "cost", "half_widths": {key:
-    h}, "met": bool}; where no (n, m) within the bounds meets the target, the one with the smallest
-    worst half-width (``met`` False).
+    ``variances``: {"SIZE/STATISTIC": (sigma_s2, sigma_o2)}; ``costs``: {"SIZE": Cost}. Returns {"n":
+    {size: n}, "m", "cost", "half_widths": {key: h}, "met": bool}; where a size cannot meet the target
+    within ``n_max``, its n is the one with the smallest worst half-width and ``met`` is False.
     """
     if target <= 0:
         raise ValueError(f"target={target} must be > 0")
-    sizes = {key.split("/", 1)[0] for key in variances}
-    if missing := sizes - set(costs):
+    sizes = list(dict.fromkeys(key.split("/", 1)[0] for key in variances))
+    if missing := set(sizes) - set(costs):
         raise ValueError(f"no cost for size(s) {sorted(missing)}")
-    best, fallback = None, None
-    for n in range(max(n_min, 2), n_max + 1):
-        for m in range(max(m_min, 1), m_max + 1):
-            widths = {key: half_width(s2, o2, n, m) for key, (s2, o2) in variances.items()}
-            cost = sum(n * (c.series + m * c.order) for size, c in costs.items() if size in sizes)
-            entry = {"n": n, "m": m, "cost": cost, "half_widths": widths}
-            worst = max(widths.values())
-            if worst <= target and (best is None or cost < best["cost"]):
-                best = entry
-            if fallback is None or worst < max(fallback["half_widths"].values()):
-                fallback = entry
-    return (best | {"met": True}) if best else (fallback | {"met": False})
+    best = None
+    for m in range(max(m_min, 1), m_max + 1):
+        chosen, met = {}, True
+        for size in sizes:
+            mine = {k: v for k, v in variances.items() if k.split("/", 1)[0] == size}
+
+            def worst(n):
+                return max(half_width(s2, o2, n, m) for s2, o2 in mine.values())  # noqa: B023
+
+            fits = [n for n in range(max(n_min, 2), n_max + 1) if worst(n) <= target]
+            chosen[size] = fits[0] if fits else min(range(max(n_min, 2), n_max + 1), key=worst)
+            met = met and bool(fits)
+        cost = sum(chosen[size] * (costs[size].series + m * costs[size].order) for size in sizes)
+        widths = {k: half_width(s2, o2, chosen[k.split("/", 1)[0]], m) for k, (s2, o2) in variances.items()}
+        entry = {"n": chosen, "m": m, "cost": cost, "half_widths": widths, "met": met}
+        if best is None or (met, -cost) > (best["met"], -best["cost"]):
+            best = entry
+    return best

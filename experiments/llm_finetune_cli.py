@@ -24,10 +24,10 @@ Rows (long form, docs/ARCHITECTURE.md "Result store"; ``seed`` is the run's batc
 - ``modification='finetune'``, ``lr_policy='fixed'``, one block per (lr, order): ``perplexity``
   (forgetting), ``finetune_loss`` (in-task), ``train_loss`` (the last step's batch loss), the
   accuracies with ``--mc-data``, and ``step_loss`` at every step (column ``step``: the in-task
-  training curve, kept up to the offending loss of a diverged run). A run that diverges (a non-finite gradient, or a loss that is NaN or above
-  ``evaluate.MAX_LOSS`` ~ 709.8, where its perplexity overflows; during training or on the held-out
-  sets after it) is recorded, never a crash: ``diverged`` True, every value NaN, ``steps_done`` the
-  updates made;
+  training curve, kept up to the offending loss of a diverged run). A run that diverges (a
+  non-finite gradient, or a loss that is NaN or above ``evaluate.MAX_LOSS`` ~ 709.8, where its
+  perplexity overflows; during training or on the held-out sets after it) is recorded, never a
+  crash: ``diverged`` True, every value NaN, ``steps_done`` the updates made;
 - ``lr_policy='tuned'``: per checkpoint and order the block of the lr with the lowest held-out
   ``finetune_loss`` (``finetune.tuned_lr``; diverged runs never win; all NaN if every lr diverged);
 - ``checkpoint='inflection'``, ``metric='inflection'``, ``pretrain_time`` NaN: per fixed lr and for

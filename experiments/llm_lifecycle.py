@@ -120,7 +120,7 @@ def manifest_head(plan, command: str, revision_extra: dict | None = None, eval_e
         "setup": plan.setup,
         "run_config": plan.run_config,
         "config": plan.config(),
-        "model": plan.model,
+        "model": plan.recorded_source,  # a folder relative to the run directory: no machine path
         "model_source": plan.recorded_source,
         "model_kind": "folder" if plan.is_folder else "hub",
         "revisions": revision_entries(plan, **(revision_extra or {})),

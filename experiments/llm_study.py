@@ -42,7 +42,8 @@ class Study:
     """Every choice of a study, fixed before its data exist (the preset is the pre-registration)."""
 
     sizes: tuple[tuple[str, tuple[int, ...]], ...]  # (model size, token budgets), the costliest first
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = (0, 1, 2)  # pre-training series of every size ...
+    size_seeds: tuple[tuple[str, tuple[int, ...]], ...] = ()  # ... but these sizes' (the power analysis' n)
     corpus: str = "sitepackages"
     max_train_chars: int | None = 40_000_000
     max_epochs: float = 4.0
@@ -77,21 +78,29 @@ class Study:
         """The stage folder of the fine-tuning runs on ``data``: ``finetune/shakespeare``."""
         return "finetune/" + (data.split(":", 1)[-1] if data.startswith("corpus:") else Path(data).stem)
 
+    def seeds_of(self, size: str) -> tuple[int, ...]:
+        """The pre-training seeds of ``size``: its own where ``size_seeds`` names it, else ``seeds``."""
+        return dict(self.size_seeds).get(size, self.seeds)
+
     def series(self) -> list[tuple[str, int, tuple[int, ...]]]:
         """(size, seed, budgets) of every series, the costliest size first."""
-        return [(size, seed, budgets) for size, budgets in self.sizes for seed in self.seeds]
+        return [(size, seed, budgets) for size, budgets in self.sizes for seed in self.seeds_of(size)]
 
 
 STUDIES: dict[str, Study] = {
     # The reference: 9 doubling budgets per size (256x in tokens), 20k to 163.8M tokens (8,050 tokens
     # per parameter), 5k to 81.9M (16,980); the whole pinned corpus trains (max_epochs caps the passes).
-    # Fine-tuning in the paper's regime: lrs at and below the pre-training peak, with warmup.
+    # Fine-tuning in the paper's regime: lrs at and below the pre-training peak, with warmup. The
+    # series and orders are the pilot's plan (paper_figures/reference/pilot/power.json): 6 series of
+    # 20k and 12 of the noisier, cheaper 5k, 2 orders; Shakespeare alone, to stay near 6 hours.
     "study": Study(
         sizes=(
             ("20k", tuple(4096 * s for s in (156, 312, 625, 1250, 2500, 5000, 10000, 20000, 40000))),
             ("5k", tuple(4096 * s for s in (78, 156, 312, 625, 1250, 2500, 5000, 10000, 20000))),
         ),
-        seeds=(0, 1, 2, 3, 4, 5),
+        seeds=tuple(range(6)),
+        size_seeds=(("5k", tuple(range(12))),),
+        finetune_data=("corpus:shakespeare",),
         max_train_chars=None,
         lrs=(1e-4, 3e-4, 1e-3, 3e-3),
         steps=400,
@@ -161,7 +170,8 @@ def get(name: str) -> Study:
 def describe(name: str) -> str:
     study = STUDIES[name]
     sizes = ", ".join(f"{size} {len(b)} budgets to {b[-1] / 1e6:.3g}M" for size, b in study.sizes)
-    return f"{name:12s} {sizes}; {len(study.seeds)} seeds; gammas {study.gammas} x {study.draws} draws"
+    seeds = ", ".join(f"{size} {len(study.seeds_of(size))}" for size, _ in study.sizes)
+    return f"{name:12s} {sizes}; series: {seeds}; gammas {study.gammas} x {study.draws} draws"
 
 
 def pretrain_runs(study: Study, out: Path) -> list[tuple[PretrainRun, Path]]:

@@ -10,11 +10,12 @@ target's design, fine-tuned on the candidate grid in two batch orders. Its analy
   before (mean over runs, and its drop per 100 steps), so the run length is shown to suffice;
 - ``forgetting``: per size and lr, the mean post-fine-tuning log perplexity at the first and last
   checkpoint beside the uniform guess log V (a grid that forgets everything cannot show a U);
-- ``costs``: core-seconds per pre-training token and per fine-tuning step, from the pilot's own
-  manifests, per size;
-- ``plan``: for the target study, the cheapest (n, m) whose expected 95% half-width of (d)'s fall and
-  rise at the smallest lr is at most ``TARGET`` nats at every size (``analysis.power.plan``), with
-  the target's cost in core-hours at that (n, m) and at the preset's own.
+- ``costs``: core-seconds per pre-training token and per fine-tuning step of each size, timed in
+  this process on one thread (``measure_costs``), and the data preparation of a series
+  (``PREP_SECONDS``);
+- ``plan``: for the target study, per size the smallest n, and one m, whose expected 95% half-width
+  of (d)'s fall and rise at the smallest lr is at most ``TARGET`` nats (``analysis.power.plan`` on the
+  dof-pooled components), with the target's cost in core-hours at that plan and at the preset's own.
 
 The target study copies ``power.json`` (committed under ``paper_figures/reference/pilot/``) into its
 ``study.json`` beside the n and m it uses, so the record says what the pilot asked for and what ran.
@@ -25,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -35,13 +35,57 @@ from analysis import power
 from experiments import store
 
 TARGET = 0.03  # nats: the 95% half-width of claim (d)'s fall and rise at the smallest lr
+# Training a BPE tokenizer on the 110M-character training split and tokenising it, once per series: the
+# pilot's series folders show 3-4 minutes between series.json and the first checkpoint's data.
+PREP_SECONDS = 240.0
+MEASUREMENT_SECONDS = 45.0  # perturb and curvature per checkpoint (40 draws x 64K tokens, 32 probes)
+TIMED_STEPS = 20
 POWER_FILE = "power.json"
 REFERENCE = Path(__file__).resolve().parent.parent / "paper_figures" / "reference" / "pilot" / POWER_FILE
 
 
-def _seconds(manifest: dict) -> float:
-    start, end = (datetime.fromisoformat(manifest[k]) for k in ("started", "finished"))
-    return (end - start).total_seconds()
+def measure_costs(sizes: list[str], seq_len: int, batch: int, finetune_batch: int) -> dict:
+    """Seconds per pre-training token and per fine-tuning step of each size on one torch thread: the
+    mean of ``TIMED_STEPS`` AdamW steps after 3 warm-up steps (random tokens; the cost does not
+    depend on them), the fine-tuning steps through ``finetune.finetune`` as the study runs them."""
+    import time
+
+    import torch
+
+    from llm_validation.finetune import FinetuneConfig, finetune
+    from llm_validation.finetune_data import Examples
+    from llm_validation.models import build_model, olmo_config
+
+    found = {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for size in sizes:
+            model = build_model(olmo_config(size)).train()
+            optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+            ids = torch.randint(
+                0, model.config.vocab_size, (batch, seq_len), generator=torch.Generator().manual_seed(0)
+            )
+            for step in range(3 + TIMED_STEPS):
+                if step == 3:
+                    start = time.perf_counter()
+                model(input_ids=ids, labels=ids).loss.backward()
+                optimizer.step()
+                optimizer.zero_grad()
+            per_token = (time.perf_counter() - start) / (TIMED_STEPS * batch * seq_len)
+            rows = ids.repeat(4, 1)
+            examples = Examples(rows, rows.clone(), torch.ones_like(rows))
+            start = time.perf_counter()
+            finetune(model, examples, FinetuneConfig(lr=1e-4, steps=TIMED_STEPS, batch_size=finetune_batch))
+            found[size] = {
+                "pretrain_seconds_per_token": per_token,
+                "finetune_seconds_per_step": (time.perf_counter() - start) / TIMED_STEPS,
+                "prep_seconds": PREP_SECONDS,
+                "measurement_seconds_per_checkpoint": MEASUREMENT_SECONDS,
+            }
+    finally:
+        torch.set_num_threads(threads)
+    return found
 
 
 def cube(table: pd.DataFrame, lr: float, series_column: str = "series_seed") -> tuple[np.ndarray, np.ndarray]:
@@ -82,8 +126,8 @@ def measure_pilot(out: Path, pilot, uniform: dict[str, float]) -> dict:
     from experiments.llm_study_report import load
 
     data = pilot.finetune_data[0]
-    components, flat, forgetting, costs = {}, {}, {}, {}
-    for size, budgets in pilot.sizes:
+    components, flat, forgetting = {}, {}, {}
+    for size, _ in pilot.sizes:
         table = load(out, pilot.finetune_stage(data), pilot, size)
         for lr in pilot.lrs:
             T, L = cube(table, lr)
@@ -95,52 +139,49 @@ def measure_pilot(out: Path, pilot, uniform: dict[str, float]) -> dict:
                 "last": float(L[..., -1].mean()),
                 "uniform": uniform[size],
             }
-        series = [store.read_manifest(out / "series" / pilot.series_name(size, s)) for s in pilot.seeds]
-        runs = [store.read_manifest(out / pilot.finetune_stage(data) / pilot.series_name(size, s)) for s in pilot.seeds]
-        trained = 1.2 * budgets[-1]  # a WSD series trains 1.2x its largest budget (pretrain.trained_steps)
-        steps = len(budgets) * len(pilot.lrs) * pilot.finetune_repeats * pilot.steps
-        costs[size] = {
-            "pretrain_seconds_per_token": float(np.mean([_seconds(m) for m in series]) / trained),
-            "finetune_seconds_per_step": float(np.mean([_seconds(m) for m in runs]) / steps),
-            "note": "wall seconds of one process per series, data preparation included, from the manifests",
-        }
+    sizes = [size for size, _ in pilot.sizes]
+    costs = measure_costs(sizes, pilot.seq_len, pilot.batch_size, pilot.finetune_batch)
     return {"components": components, "flattening": flat, "forgetting": forgetting, "costs": costs}
 
 
 def study_costs(study, costs: dict) -> dict[str, power.Cost]:
-    """Core-seconds of one series and of one batch order on it, per size, for ``study``'s grid."""
+    """Core-seconds of one series (pre-training, its data, perturb and curvature) and of one batch
+    order of its fine-tuning runs, per size, for ``study``'s budgets and grid."""
     found = {}
     for size, budgets in study.sizes:
         c = costs[size]
         runs = len(study.lrs) * len(study.finetune_data) + len(study.regs)  # fine-tuning runs per checkpoint
+        trained = 1.2 * budgets[-1]  # a WSD series trains 1.2x its largest budget (pretrain.trained_steps)
         found[size] = power.Cost(
-            series=1.2 * budgets[-1] * c["pretrain_seconds_per_token"],
+            series=trained * c["pretrain_seconds_per_token"]
+            + c["prep_seconds"]
+            + len(budgets) * c["measurement_seconds_per_checkpoint"],
             order=len(budgets) * runs * study.steps * c["finetune_seconds_per_step"],
         )
     return found
 
 
 def plan_study(measured: dict, study) -> dict:
-    """The (n, m) the pilot asks of ``study``: variances at the smallest lr (the cautious estimator of
-    each component), costs, the plan, and the cost at the study's own n and m."""
+    """The (n, m) the pilot asks of ``study``: the dof-pooled variances at the smallest lr, costs, the
+    plan, and the half-widths and cost at the study's own n and m."""
     lr = min(study.lrs)
     variances = {
-        f"{size}/{side}": power.cautious(measured["components"][f"{size}/lr={lr:g}"][side])
+        f"{size}/{side}": power.pooled(measured["components"][f"{size}/lr={lr:g}"][side])
         for size, _ in study.sizes
         for side in ("fall", "rise")
     }
     costs = study_costs(study, measured["costs"])
     chosen = power.plan(variances, costs, TARGET, n_min=6, m_min=2)
-    n, m = len(study.seeds), study.finetune_repeats
-    own = {key: power.half_width(s2, o2, n, m) for key, (s2, o2) in variances.items()}
-    hours = sum(n * (c.series + m * c.order) for c in costs.values()) / 3600
+    n, m = {size: len(study.seeds_of(size)) for size, _ in study.sizes}, study.finetune_repeats
+    own = {key: power.half_width(s2, o2, n[key.split("/", 1)[0]], m) for key, (s2, o2) in variances.items()}
+    hours = sum(n[size] * (c.series + m * c.order) for size, c in costs.items()) / 3600
     return {
         "lr": lr,
         "target": TARGET,
         "variances": {k: {"sigma_s2": v[0], "sigma_o2": v[1]} for k, v in variances.items()},
         "costs_core_seconds": {k: {"series": c.series, "order": c.order} for k, c in costs.items()},
         "plan": chosen | {"core_hours": chosen["cost"] / 3600},
-        "preset": {"n": n, "m": m, "half_widths": own, "core_hours": hours},
+        "preset": {"n": n, "m": m, "half_widths": own, "core_hours": hours, "wall_hours_on_2_cores": hours / 2},
     }
 
 
@@ -162,7 +203,7 @@ def write(out: Path, pilot, target) -> dict:
 def used(study) -> dict:
     """What a study runs of what its pilot chose: n, m, the lr grid, warmup and steps."""
     return {
-        "n": len(study.seeds),
+        "n": {size: len(study.seeds_of(size)) for size, _ in study.sizes},
         "m": study.finetune_repeats,
         "lrs": list(study.lrs),
         "warmup_steps": study.warmup_steps,
@@ -176,24 +217,26 @@ def reference_record() -> dict | None:
 
 
 def summary(record: dict) -> str:
-    """What a pilot prints: the plan, then per size and lr the components and how flat the runs end."""
+    """What a pilot prints: the plan and the preset's half-widths, then per size and lr the pooled
+    components and how much the runs still learn at the end."""
     target = record["for"]
-    plan = target["plan"]
+    plan, preset = target["plan"], target["preset"]
+    shown = ", ".join(f"{size} {n}" for size, n in plan["n"].items())
+    own = ", ".join(f"{size} {n}" for size, n in preset["n"].items())
     lines = [
-        f"power: n = {plan['n']} series x m = {plan['m']} orders meets {target['target']} nats at lr "
-        f"{target['lr']:g}: {plan['met']} ({plan['core_hours']:.1f} core-hours); the preset's "
-        f"n = {target['preset']['n']}, m = {target['preset']['m']}: {target['preset']['core_hours']:.1f} core-hours",
+        f"power at lr {target['lr']:g}, target {target['target']} nats: n = {shown} series x m = {plan['m']} "
+        f"orders, met: {plan['met']} ({plan['core_hours']:.1f} core-hours); the preset's n = {own}, "
+        f"m = {preset['m']}: {preset['core_hours']:.1f} core-hours",
     ]
-    for key, half in target["preset"]["half_widths"].items():
+    for key, half in preset["half_widths"].items():
         lines.append(f"  preset half-width {key}: {half:.4f}")
     for key, sides in record["measured"]["components"].items():
         flat = record["measured"]["flattening"][key]
         parts = [
-            f"{side} sigma_s {math.sqrt(power.cautious(sides[side])[0]):.4f} "
-            f"sigma_o {math.sqrt(power.cautious(sides[side])[1]):.4f}"
+            f"{side} sigma_s {math.sqrt(power.pooled(sides[side])[0]):.4f} "
+            f"sigma_o {math.sqrt(power.pooled(sides[side])[1]):.4f}"
             for side in ("fall", "rise")
         ]
-        lines.append(
-            f"  {key}: {'; '.join(parts)}; loss drop per 100 steps at the end {flat['drop_per_100_steps']:.4f}"
-        )
+        drop = flat["drop_per_100_steps"]
+        lines.append(f"  {key}: {'; '.join(parts)}; loss drop per 100 steps at the end {drop:.4f}")
     return "\n".join(lines)

@@ -45,7 +45,7 @@ def load(out: Path, stage: str, study, size: str) -> pd.DataFrame:
     size, with its ``size`` and ``series_seed``."""
     frames = [
         pd.read_parquet(out / stage / study.series_name(size, seed) / store.METRICS).assign(size=size, series_seed=seed)
-        for seed in study.seeds
+        for seed in study.seeds_of(size)
     ]
     return pd.concat(frames, ignore_index=True)
 

@@ -31,7 +31,7 @@ from paper_figures.llm_perturb import tokens_axis
 def _stage(out: Path, stage: str, config: dict, size: str) -> pd.DataFrame:
     frames = [
         pd.read_parquet(out / stage / f"{size}_seed={seed}" / store.METRICS).assign(series=seed)
-        for seed in config["seeds"]
+        for seed in dict(map(tuple, config.get("size_seeds") or [])).get(size, config["seeds"])
     ]
     rows = pd.concat(frames, ignore_index=True)
     return rows[(rows.checkpoint != "inflection")]

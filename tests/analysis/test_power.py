@@ -57,18 +57,29 @@ def test_eq1_predicts_the_spread_of_simulated_studies():
     assert widths.mean() == pytest.approx(expected, rel=0.03)
 
 
-def test_plan_is_the_cheapest_that_meets_the_target_and_says_when_none_does():
-    variances = {"20k/rise": (2e-4, 8e-4), "5k/rise": (4e-4, 2e-4)}
+def test_plan_gives_each_size_its_smallest_n_and_the_cheapest_shared_m():
+    variances = {"20k/rise": (2e-4, 8e-4), "5k/rise": (1.6e-3, 2e-4)}
     costs = {"20k": power.Cost(series=1800, order=1200), "5k": power.Cost(series=500, order=700)}
     chosen = power.plan(variances, costs, target=0.03, n_min=6, m_min=2)
     assert chosen["met"] and max(chosen["half_widths"].values()) <= 0.03
-    for n in range(6, chosen["n"] + 3):
-        for m in range(2, 8):
-            widths = [power.half_width(s2, o2, n, m) for s2, o2 in variances.values()]
-            cost = n * (1800 + m * 1200) + n * (500 + m * 700)
-            assert max(widths) > 0.03 or cost >= chosen["cost"]
+    n, m = chosen["n"], chosen["m"]
+    assert n["5k"] > n["20k"]  # the noisier size needs more series
+    for size, (s2, o2) in (("20k", variances["20k/rise"]), ("5k", variances["5k/rise"])):
+        assert power.half_width(s2, o2, n[size], m) <= 0.03
+        assert n[size] == 6 or power.half_width(s2, o2, n[size] - 1, m) > 0.03  # the smallest that meets it
+    for other in range(2, 8):  # no other shared m is cheaper
+        again = power.plan(variances, costs, target=0.03, n_min=6, m_min=other, m_max=other)
+        assert not again["met"] or again["cost"] >= chosen["cost"]
     impossible = power.plan(variances, costs, target=1e-4, n_max=8, m_max=3)
-    assert not impossible["met"] and (impossible["n"], impossible["m"]) == (8, 3)
+    assert not impossible["met"] and impossible["n"] == {"20k": 8, "5k": 8}
+
+
+def test_pooled_weights_the_two_estimates_by_their_dof():
+    entry = {
+        "direct": {"sigma_s2": 4.0, "sigma_o2": 1.0, "dof_s": 1, "dof_o": 2},
+        "residual": {"sigma_s2": 1.0, "sigma_o2": 2.0, "dof_s": 4, "dof_o": 8},
+    }
+    assert power.pooled(entry) == (pytest.approx(8 / 5), pytest.approx(18 / 10))
 
 
 @pytest.mark.parametrize(

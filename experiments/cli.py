@@ -7,8 +7,11 @@ Exit codes: 0 success; 2 bad input (one line naming the value and what is allowe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from experiments import compare, llm_cli, llm_reproduce, llm_study, presets, store
@@ -150,7 +153,35 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is (a scheduler's kill, ``timeout``, ``kill PID``), so that a
+    run ends as an interrupt does: its status "interrupted", one line, resumable."""
+
+
+def _terminated(signum, frame):
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """SIGTERM raises ``Terminated`` in the main thread for the call's duration (elsewhere, or where
+    signals cannot be set, the default stays)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
+    with _sigterm_interrupts():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         args = _parse(argv)
         return {
@@ -164,9 +195,10 @@ def main(argv: list[str] | None = None) -> int:
         # Config checks raise ValueError before anything is written; both are bad input.
         print(f"ovt: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("ovt: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        how = "terminated (SIGTERM)" if isinstance(interrupt, Terminated) else "interrupted"
+        print(f"ovt: {how}; rerun the same command to resume", file=sys.stderr)
+        return 143 if isinstance(interrupt, Terminated) else 130
     except Exception as err:  # a failure while running: one line, the traceback only on request
         if os.environ.get("OVT_TRACEBACK"):
             raise

@@ -219,3 +219,40 @@ def test_cluster_jobs_write_chunks_that_merge(tmp_path):
     merged = pd.read_parquet(tmp_path / store.METRICS)
     direct = run_theory(cfg, "gaussian", tmp_path / "direct", quiet=True)
     pd.testing.assert_frame_equal(merged, direct)
+
+
+def _cli_command(out, slow):
+    """``ovt theory smoke`` over four gammas, one cell a chunk, each chunk slowed by ``slow`` seconds."""
+    code = (
+        "import sys, time\n"
+        "from experiments import cli, theory_run\n"
+        "original = theory_run.run_chunk\n"
+        f"def slow(*a, **k):\n    time.sleep({slow})\n    return original(*a, **k)\n"
+        "theory_run.run_chunk = slow\n"
+        "argv = ['theory', 'smoke', 'gamma=0.3,0.5,1,2', 'chunk_size=1', '--quiet']\n"
+        f"sys.exit(cli.main(argv + ['--out', {str(out)!r}]))\n"
+    )
+    return [sys.executable, "-c", code]
+
+
+def test_sigterm_midway_marks_the_run_interrupted_and_it_resumes(tmp_path):
+    """SIGTERM (a scheduler's kill) ends a theory run as Ctrl-C does: exit 143, one stderr line,
+    status "interrupted"; the same command resumes to the uninterrupted table."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+    env = dict(os.environ, PYTHONPATH=root)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_cli_command(killed, 1.5), env=env, cwd=root, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(store.stored_chunks(killed)) < 1:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and err.strip().splitlines() == [
+        "ovt: terminated (SIGTERM); rerun the same command to resume"
+    ], err
+    assert store.read_manifest(killed)["status"] == "interrupted" and not (killed / store.METRICS).exists()
+    subprocess.run(_cli_command(killed, 0), env=env, cwd=root, check=True)
+    clean = tmp_path / "clean"
+    subprocess.run(_cli_command(clean, 0), env=env, cwd=root, check=True)
+    pd.testing.assert_frame_equal(pd.read_parquet(killed / store.METRICS), pd.read_parquet(clean / store.METRICS))
+    assert store.read_manifest(killed)["status"] == "complete"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import math
 import operator
+from pathlib import Path
 
 from experiments.run import UsageError
 from llm_validation.tokens import parse_tokens
@@ -66,6 +67,18 @@ def argument_type(parse):
             raise argparse.ArgumentTypeError(str(error)) from None
 
     return convert
+
+
+def directory(flag: str):
+    """An argparse ``type`` for a directory flag: the path, refusing an empty one (which would name the
+    current directory and write a run there)."""
+
+    def parse(text: str) -> Path:
+        if not text.strip():
+            raise UsageError(f"{flag} is empty; give a directory")
+        return Path(text)
+
+    return argument_type(parse)
 
 
 def whole(flag: str, least: int | None = None, most: int | None = None):

@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 
 from experiments import compare, llm_cli, llm_reproduce, llm_study, presets, store
-from experiments.arguments import Parser, integer
+from experiments.arguments import Parser, directory, integer
 from experiments.config import apply_overrides, read_overrides
 from experiments.run import UsageError, check_writable, run_theory, variant_dir
 
@@ -28,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("preset", nargs="?", help="preset name (see --list)")
     t.add_argument("overrides", nargs="*", metavar="FIELD=VALUE", help="override any config field (lists: a,b,c)")
     t.add_argument("--list", action="store_true", help="list the presets")
-    t.add_argument("--out", type=Path, help="run directory (default results/theory/PRESET)")
+    t.add_argument("--out", type=directory("--out"), help="run directory (default results/theory/PRESET)")
     t.add_argument("--quick", action="store_true", help="the preset's quick variant")
     t.add_argument(
         "--chunk", type=integer("--chunk", 0), action="append", help="run only this chunk (cluster jobs); repeatable"
@@ -36,15 +36,21 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true")
 
     f = sub.add_parser("figures", help="draw the figures of result stores")
-    f.add_argument("--results", type=Path, nargs="+", default=[Path("results")], help="run directories or roots")
-    f.add_argument("--out", type=Path, help="figure directory (default RESULTS/figures)")
+    f.add_argument(
+        "--results",
+        type=directory("--results"),
+        nargs="+",
+        action="extend",
+        help="run directories or roots (repeat the flag or list several; default results)",
+    )
+    f.add_argument("--out", type=directory("--out"), help="figure directory (default RESULTS/figures)")
 
     llm_cli.add_parser(sub)
     compare.add_parser(sub, Parser)
 
     r = sub.add_parser("reproduce", help="the main job: every theory figure (and the CPU LLM validation)")
     r.add_argument("--quick", action="store_true")
-    r.add_argument("--out", type=Path, default=Path("results"))
+    r.add_argument("--out", type=directory("--out"), default=Path("results"))
     r.add_argument("--theory-only", action="store_true", help="skip the CPU-scale LLM validation")
     r.add_argument("--quiet", action="store_true")
     return p
@@ -79,6 +85,7 @@ def _figures(args) -> int:
     only when nothing at all can be drawn: then the one line says why, and nothing is written."""
     from paper_figures import draw_run, why_not_drawable
 
+    args.results = list(dict.fromkeys(args.results or [Path("results")]))
     runs = []
     for path in args.results:
         if not path.exists():
@@ -99,8 +106,8 @@ def _figures(args) -> int:
         raise UsageError(f"nothing to draw: {skipped[0]}{more}")
     for reason in skipped:
         print(f"ovt figures: skipped {reason}", file=sys.stderr)
-    # Two runs of one kind would write the same file: then each is named after its directory too.
-    for run, name in zip(drawable, store.run_names(drawable)):
+    # Two runs of one kind would write the same file: then each is named after its path below --results.
+    for run, name in zip(drawable, store.run_names(drawable, args.results)):
         for path in draw_run(run, out, name):
             print(path)
     return 0

@@ -69,7 +69,7 @@ from analysis import fits as fitting
 from analysis.families import WINDOW_RULE, Family, fit_window
 from analysis.fits import summary_rows
 from experiments import store
-from experiments.arguments import integer
+from experiments.arguments import directory, integer
 from experiments.run import UsageError, check_writable, git_commit, now, versions
 from experiments.store import REQUIRED_COLUMNS
 
@@ -90,8 +90,10 @@ def add_parser(subparsers, parser_class: type[argparse.ArgumentParser] | None = 
     wires every command alike; ``compare`` has no nested subcommands to give it to."""
     del parser_class
     p = subparsers.add_parser("compare", help="fit the linear theory to result stores; predict T*; overlay figures")
-    p.add_argument("--results", type=Path, nargs="+", required=True, help="run directories or roots holding them")
-    p.add_argument("--out", type=Path, help="output directory for fits.json and figures (default RESULTS/compare)")
+    results = dict(type=directory("--results"), nargs="+", action="extend", required=True)
+    p.add_argument("--results", **results, help="run directories or roots holding them (repeat or list several)")
+    out = "output directory for fits.json and figures (default RESULTS/compare)"
+    p.add_argument("--out", type=directory("--out"), help=out)
     p.add_argument(
         "--bootstrap",
         type=integer("--bootstrap", 0, MAX_BOOTSTRAP),

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from experiments import llm_cluster, llm_config, llm_presets, llm_study
-from experiments.arguments import Parser, argument_type, whole
+from experiments.arguments import Parser, argument_type, directory, whole
 from experiments.llm_cluster import CLUSTERS
 from experiments.llm_lifecycle import failures_while_running
 from experiments.llm_runs import BY_CONFIG, RUNS, run_cells, run_config  # noqa: F401 (the run types' registry)
@@ -55,7 +55,7 @@ def add_parser(subparsers, parser_class: type[argparse.ArgumentParser] | None = 
     s = sub.add_parser("study", help="the controlled study: every size, seed and measurement, then the claims")
     s.add_argument("name", nargs="?", help="study preset (see --list)")
     s.add_argument("--list", action="store_true", help="list the studies")
-    s.add_argument("--out", type=Path, help="study directory, resumable (default results/llm/NAME)")
+    s.add_argument("--out", type=directory("--out"), help="study directory, resumable (default results/llm/NAME)")
     s.add_argument(
         "--until",
         choices=llm_study.STAGES,
@@ -74,7 +74,8 @@ def add_run_arguments(p: argparse.ArgumentParser, kind: str, cls: type) -> None:
     p.add_argument("--preset", choices=list(llm_presets.PRESETS[kind]), help="a named config (see --list)")
     p.add_argument("--list", action="store_true", help="list the presets")
     p.add_argument("--quick", action="store_true", help="the preset's quick variant")
-    p.add_argument("--out", type=Path, help="run directory, resumable (default: the preset's, results/llm/...)")
+    out = "run directory, resumable (default: the preset's, results/llm/...)"
+    p.add_argument("--out", type=directory("--out"), help=out)
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
     llm_config.add_arguments(p, cls)
     x = add_workers(p)

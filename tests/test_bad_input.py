@@ -103,6 +103,12 @@ COMPARE = [
 
 REPRODUCE = [
     (["reproduce", "--out", "{FILE}"], "is a file"),
+    (["reproduce", "--out", ""], "--out is empty; give a directory"),
+    (["theory", "smoke", "--out", " "], "--out is empty; give a directory"),
+    (["figures", "--results", ""], "--results is empty; give a directory"),
+    (["compare", "--results", "{ALL_NAN_RUN}", "--out", ""], "--out is empty; give a directory"),
+    (["llm", "pretrain", "--preset", "tiny", "--budgets", "1K", "--out", ""], "--out is empty; give a directory"),
+    (["llm", "study", "study-quick", "--out", ""], "--out is empty; give a directory"),
     (["reproduce", "--frobnicate"], "unrecognized arguments: --frobnicate"),
 ]
 

@@ -33,3 +33,30 @@ def test_theory_run_and_figures(capsys, tmp_path):
     assert code == 0
     pngs = list((tmp_path / "figs").glob("*.png"))
     assert pngs and all(p.stat().st_size > 0 for p in pngs)
+
+
+def test_figures_from_two_roots_write_every_store_once(capsys, tmp_path):
+    """--results A --results B reads both roots; two runs of one kind at the same place below each get
+    two files, and no path is written twice in one call."""
+    for root in ("a", "b"):
+        for name in ("x", "y"):
+            out = tmp_path / root / name / "smoke"
+            assert run(capsys, "theory", "smoke", "n_t=7", "--out", str(out), "--quiet")[0] == 0
+    code, stdout, _ = run(
+        capsys,
+        "figures",
+        "--results",
+        str(tmp_path / "a"),
+        "--results",
+        str(tmp_path / "b"),
+        "--out",
+        str(tmp_path / "figs"),
+    )
+    written = stdout.split()
+    assert code == 0 and len(written) == len(set(written)) == 4 * 2  # 4 stores x (png, pdf)
+    assert sorted(p.name for p in (tmp_path / "figs").glob("*.png")) == [
+        "smoke-x_smoke-2.png",
+        "smoke-x_smoke.png",
+        "smoke-y_smoke-2.png",
+        "smoke-y_smoke.png",
+    ]

@@ -283,6 +283,8 @@ def configure(base: RunConfig, flags: dict[str, Any], overrides: list[str]) -> t
         read = READERS[name](f"{name}=")
         if "," in text and not is_list(cls, name):
             sweep[name] = tuple(unique(read(part.strip()) for part in text.split(",") if part.strip()))
+            if not sweep[name]:
+                raise UsageError(f"{name}={text!r} lists no values; a sweep needs at least one")
         else:
             fixed[name] = read(text)
     try:

@@ -109,6 +109,8 @@ REPRODUCE = [
     (["compare", "--results", "{ALL_NAN_RUN}", "--out", ""], "--out is empty; give a directory"),
     (["llm", "pretrain", "--preset", "tiny", "--budgets", "1K", "--out", ""], "--out is empty; give a directory"),
     (["llm", "study", "study-quick", "--out", ""], "--out is empty; give a directory"),
+    (["llm", "pretrain", "--preset", "tiny", "--budgets", "1K", "seed=,", "--out", "{OUT}"], "seed=',' lists no values"),
+    (["llm", "perturb", "--model", "{SERIES}", "--eval-text", "{TEXT}", "--gammas", "1", "seeds=, ,", "--out", "{OUT}"], "seeds=', ,' lists no values"),
     (["reproduce", "--frobnicate"], "unrecognized arguments: --frobnicate"),
 ]
 

@@ -195,4 +195,8 @@ def _():
 
 
 if __name__ == "__main__":
-    app.run()
+    # Headless (``python notebooks/explore.py``): every cell runs, then the T* lines of the default view
+    # and of the hypothesis cell print.
+    _, defs = app.run()
+    print(defs["figures"].t_star_text(defs["result"]))
+    print("hypothesis:", defs["figures"].t_star_text(defs["hypothesis"]))

@@ -180,3 +180,18 @@ def test_blitted_screen_is_the_figure_drawn_whole():
 def test_bad_setups_name_the_value(knobs, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         explore.explore(dataclasses.replace(explore.DEFAULT, **knobs))
+
+
+def test_the_notebook_run_as_a_script_prints_the_t_star_lines_the_readme_quotes():
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "notebooks" / "explore.py")], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert lines[0].startswith("T* perturbed L_A = ") and lines[1].startswith("hypothesis: T* perturbed L_A = ")
+    readme = (ROOT / "README.md").read_text()
+    quoted = readme.split('"T* perturbed L_A = ', 1)[1].split(")", 1)[0]
+    assert lines[0].startswith("T* perturbed L_A = " + quoted)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import signal
 import sys
 import threading
@@ -148,10 +149,28 @@ def _reproduce(args) -> int:
     return 0
 
 
+def _negative_values(argv: list[str]) -> list[str]:
+    """``--flag -5K`` as ``--flag=-5K``: argparse takes a value that starts with "-" for an option (unless
+    it is a plain number), and would say "expected one argument" without naming the value; joined, the
+    flag's reader sees it and names it."""
+    joined, skip = [], False
+    for i, item in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        following = argv[i + 1] if i + 1 < len(argv) else ""
+        if item.startswith("--") and "=" not in item and re.fullmatch(r"-\.?\d.*", following):
+            joined.append(f"{item}={following}")
+            skip = True
+        else:
+            joined.append(item)
+    return joined
+
+
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     """Parse the command line; ``ovt theory`` and the ``ovt llm`` runs take FIELD=VALUE overrides
     anywhere on it, also after options."""
-    args, extras = _parser().parse_known_args(argv)
+    args, extras = _parser().parse_known_args(_negative_values(sys.argv[1:] if argv is None else list(argv)))
     if hasattr(args, "overrides"):  # ovt theory, ovt llm pretrain|perturb|finetune
         args.overrides += [item for item in extras if not item.startswith("-")]
         extras = [item for item in extras if item.startswith("-")]

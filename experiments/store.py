@@ -152,9 +152,19 @@ def read_manifest(run_dir: Path) -> dict:
         raise ValueError(f"{path} is not valid JSON ({error}); delete the run directory or choose another") from None
     if not isinstance(manifest, dict):
         raise ValueError(
-            f"{path} holds a JSON {type(manifest).__name__}, not an object; delete the run directory or choose another"
+            f"{path} holds {json_kind(manifest)}, not a JSON object; delete the run directory or choose another"
         )
     return manifest
+
+
+def json_kind(value) -> str:
+    """What a JSON value is, in JSON's words: ``a list``, ``a string``, ``null``, ..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    names = {list: "a list", str: "a string", int: "a number", float: "a number", dict: "an object"}
+    return names.get(type(value), type(value).__name__)
 
 
 def read_table(run_dir: Path | str) -> pd.DataFrame:

@@ -69,7 +69,7 @@ THEORY = [
     (["theory", "smoke", "--out", "{FILE}"], "is a file"),
     (["theory", "smoke", "--out", "{FILE}/run"], "is not writable"),
     (["theory", "smoke", "--out", "{BAD_JSON_RUN}"], "manifest.json is not valid JSON"),
-    (["theory", "smoke", "--out", "{LIST_JSON_RUN}"], "manifest.json holds a JSON list"),
+    (["theory", "smoke", "--out", "{LIST_JSON_RUN}"], "manifest.json holds a list, not a JSON object"),
     (["theory", "smoke", "--out", "{COMPLETE_OTHER_RUN}"], "holds a complete run of another config"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
 ]
@@ -78,7 +78,7 @@ FIGURES = [
     (["figures", "--results", "{MISSING}"], "does not exist"),
     (["figures", "--results", "{EMPTY_DIR}"], "holds no run directory"),
     (["figures", "--results", "{BAD_JSON_RUN}"], "manifest.json is not valid JSON"),
-    (["figures", "--results", "{LIST_JSON_RUN}"], "manifest.json holds a JSON list"),
+    (["figures", "--results", "{LIST_JSON_RUN}"], "manifest.json holds a list, not a JSON object"),
     (["figures", "--results", "{MISSING_COLUMNS_RUN}"], "lack required columns"),
     (["figures", "--results", "{ZERO_ROW_RUN}"], "holds no finite value to draw (0 rows)"),
     (["figures", "--results", "{ALL_NAN_RUN}"], "holds no finite value to draw"),
@@ -109,6 +109,10 @@ REPRODUCE = [
     (["compare", "--results", "{ALL_NAN_RUN}", "--out", ""], "--out is empty; give a directory"),
     (["llm", "pretrain", "--preset", "tiny", "--budgets", "1K", "--out", ""], "--out is empty; give a directory"),
     (["llm", "study", "study-quick", "--out", ""], "--out is empty; give a directory"),
+    (["llm", "study", "study-quick", "--out", "{BROKEN_STUDY}"], "study.json is not valid JSON"),
+    (["llm", "study", "study-quick", "--out", "{NULL_STUDY}"], "study.json holds null, not a JSON object"),
+    (["llm", "pretrain", "--preset", "tiny", "--budgets", "-5K", "--out", "{OUT}"], "--budgets '-5K' is not a token count"),
+    (["llm", "pretrain", "--preset", "tiny", "--budgets", "1K", "--lr", "-0.5", "--out", "{OUT}"], "--lr -0.5 must be > 0"),
     (["llm", "pretrain", "--preset", "tiny", "--budgets", "1K", "seed=,", "--out", "{OUT}"], "seed=',' lists no values"),
     (["llm", "perturb", "--model", "{SERIES}", "--eval-text", "{TEXT}", "--gammas", "1", "seeds=, ,", "--out", "{OUT}"], "seeds=', ,' lists no values"),
     (["reproduce", "--frobnicate"], "unrecognized arguments: --frobnicate"),
@@ -224,6 +228,10 @@ def places(tmp_path_factory):
     (root / "null.jsonl").write_text('{"text": "fine words here"}\n\n{"text": null}\n')
     (root / "broken.jsonl").write_text('{"text": "fine words here"}\n{"text": "unterminated\n')
     os.mkfifo(root / "fifo")
+    (root / "broken_study").mkdir()
+    (root / "broken_study" / "study.json").write_text("{study: ")
+    (root / "null_study").mkdir()
+    (root / "null_study" / "study.json").write_text("null")
     gaussian = {"preset": "gaussian", "source": "theory", "status": "complete"}
     return {
         "SERIES": series,
@@ -235,6 +243,8 @@ def places(tmp_path_factory):
         "NULL_JSONL": root / "null.jsonl",
         "BROKEN_JSONL": root / "broken.jsonl",
         "FIFO": root / "fifo",
+        "BROKEN_STUDY": root / "broken_study",
+        "NULL_STUDY": root / "null_study",
         "MISSING": root / "missing",
         "BAD_JSON_RUN": _store(root / "bad_json", "{preset: gaussian", _rows([1.0, 2.0])),
         "LIST_JSON_RUN": _store(root / "list_json", "[1, 2]", _rows([1.0, 2.0])),

@@ -257,7 +257,7 @@ def compare(
     except ValueError as error:  # the inputs were accepted: a figure that fails is a failure (exit 1)
         raise CompareFailure(f"drawing the figures into {out}: {error}") from error
     if not quiet:
-        print(summary(fits["summary"]), file=sys.stderr)
+        print(summary(fits["summary"]))  # the summary is the result: stdout, as every command's
     return paths
 
 

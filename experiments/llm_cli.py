@@ -198,7 +198,10 @@ def _study(args) -> int:
     if not args.quiet:
         from experiments import llm_study_power, llm_study_report
 
-        print(llm_study_power.summary(report["power"]) if "power" in report else llm_study_report.summary(report))
+        if "power" in report:
+            print(llm_study_power.summary(report["power"]) + f"\n-> {out / llm_study_power.POWER_FILE}")
+        else:
+            print(llm_study_report.summary(report, out))
     return 0
 
 

@@ -380,13 +380,18 @@ def _fmt(x) -> str:
     return "open" if x is None or not math.isfinite(x) else f"{x / 1e6:.3g}M"
 
 
-def summary(report: dict) -> str:
-    """What ``ovt llm study`` prints: each claim's verdict per size."""
+def summary(report: dict, out: Path | None = None) -> str:
+    """What ``ovt llm study`` prints: each claim's verdict per size (value and interval, or "no data"
+    and why), then where the files went."""
     lines = [f"study {report['study']}:"]
     for c in report["claims"]:
-        interval = verdicts.interval_text(c)
-        value = verdicts._number(c["value"])
-        lines.append(f"  {c['size']:4s} ({c['claim']}) {c['verdict']:12s} {value} {interval} {c['dataset']}")
+        if math.isfinite(c["value"]):
+            shown = f"{verdicts._number(c['value'])} {verdicts.interval_text(c)} ({c['at']})"
+        else:
+            shown = c["rule"] if c["rule"].startswith("no data") else "no value"
+        lines.append(f"  {c['size']:4s} ({c['claim']}) {c['verdict']:12s} {shown} {c['dataset']}".rstrip())
+    if out is not None:
+        lines.append(f"-> {out}: claims.md, claims.json, predictions.json, figures/study.png")
     return "\n".join(lines)
 
 

@@ -269,3 +269,34 @@ def test_every_way_a_study_ends_leaves_its_status_true(capsys, tmp_path, monkeyp
     record = json.loads((out / llm_study.STUDY_FILE).read_text())
     assert record["status"] == status and "stopped" in record
     assert ("No space left on device" in record["error"]) if status == "failed" else "error" not in record
+
+
+def test_the_study_summary_says_no_data_and_where_its_files_went(tmp_path):
+    claims = [
+        {
+            "size": "20k",
+            "claim": "a",
+            "verdict": "PASS",
+            "value": 1.0,
+            "interval": None,
+            "p_value": 1e-9,
+            "at": "gamma=1",
+            "rule": "...",
+            "dataset": "",
+        },
+        {
+            "size": "20k",
+            "claim": "e",
+            "verdict": "INCONCLUSIVE",
+            "value": float("nan"),
+            "interval": None,
+            "at": "",
+            "rule": "no data: fewer than two lrs with an interior pooled T*",
+            "dataset": "corpus:shakespeare",
+        },
+    ]
+    text = llm_study_report.summary({"study": "s", "claims": claims}, tmp_path)
+    lines = text.splitlines()
+    assert lines[1] == "  20k  (a) PASS         1 p = 1e-09 (gamma=1)"
+    assert lines[2].endswith("no data: fewer than two lrs with an interior pooled T* corpus:shakespeare")
+    assert "open" not in text and lines[-1].startswith(f"-> {tmp_path}: claims.md")

@@ -94,7 +94,7 @@ def add_workers(p: argparse.ArgumentParser):
         "--workers",
         type=argument_type(whole("--workers", 1, MAX_WORKERS)),
         help="processes for independent units (budgets, checkpoints, sweep cells), one torch thread each "
-        "unless --threads (default: the machine's cores, or $OVT_WORKERS)",
+        "unless --threads, the same numbers for any count (default: the machine's cores, or $OVT_WORKERS)",
     )
     return x
 

@@ -75,7 +75,7 @@ class PretrainRun:
     max_epochs: float | None = knob(None, "refuse a largest budget of more passes than this over the training tokens")
     max_blocks: int | None = knob(None, "evaluate on the first N blocks of the held-out text (default all)")
     eval_text: str | None = knob(None, "score the checkpoints on this text (default: the corpus' held-out split)")
-    threads: int | None = knob(None, "torch threads (default: torch's own)")
+    threads: int | None = knob(None, "torch threads per process (default 1; another count changes the last bits)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +94,7 @@ class SeriesRun:
     seq_len: int = knob(128, "tokens per block (at most each checkpoint's max_position_embeddings)")
     batch_size: int = knob(8, "blocks or examples per step")
     max_blocks: int | None = knob(None, "use the first N blocks of the eval text (default all)")
-    threads: int | None = knob(None, "torch threads (default: torch's own; 1 is fastest for small models)")
+    threads: int | None = knob(None, "torch threads per process (default 1; another count changes the last bits)")
     dtype: str = knob("float32", "float32, or bfloat16 (fine-tuning: mixed precision, float32 master weights)")
     device: str = knob("cpu", "cpu or cuda (tpu: perturb --backend jax only)")
 

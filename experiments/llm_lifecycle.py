@@ -69,12 +69,12 @@ def quiet_transformers(quiet: bool):
 
 @contextlib.contextmanager
 def torch_threads(threads: int | None):
-    """torch's intra-op threads set to ``threads`` for the block (None: unchanged)."""
+    """torch's intra-op threads set to ``threads`` for the block (None: 1, what every worker process
+    has, so a run's numbers do not depend on ``--workers``)."""
     import torch
 
     previous = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads or 1)
     try:
         yield
     finally:

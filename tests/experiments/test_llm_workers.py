@@ -169,3 +169,46 @@ def test_bad_execution_options_exit_2_before_anything_is_written(capsys, tmp_pat
     code, _, err = ovt(capsys, *pretrain_args(tmp_path / "out", "1K", *extra))
     assert code == 2 and message in err and err.count("\n") == 1, err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("extra", [("--workers", "1"), ("--workers", "2"), ("--workers", "1", "--threads", "1")])
+def test_the_numbers_do_not_depend_on_workers_or_a_machine_default(capsys, tmp_path, extra):
+    """With torch's own default at 2 threads (a 2-core machine), one process without --threads trains
+    the same checkpoints as two workers and as --threads 1: every process has one thread unless told."""
+    import torch
+
+    from tests.experiments.test_llm_pretrain_cli import SERIES
+
+    # The test series without its --threads, at a batch large enough for torch to split work.
+    unthreaded = [a for a in SERIES if a not in ("--threads", "1", "--batch-size", "4", "--seq-len", "32")]
+
+    def args(out, *more):
+        return (
+            "llm",
+            "pretrain",
+            "--budgets",
+            "32K,64K",
+            "--batch-size",
+            "64",
+            "--seq-len",
+            "64",
+            *unthreaded,
+            *more,
+            "--out",
+            out,
+        )
+
+    reference = tmp_path / "reference" / "series"
+    code, _, err = ovt(capsys, *args(reference, *ONE, "--workers", "1"))
+    assert code == 0, err
+    out = tmp_path / "run" / "series"
+    torch.set_num_threads(2)
+    try:
+        code, _, err = ovt(capsys, *args(out, *extra))
+    finally:
+        torch.set_num_threads(1)
+    assert code == 0, err
+    same_tables(reference, out)
+    for revision in (p.name for p in reference.iterdir() if p.name.startswith("step")):
+        a = (reference / revision / "model.safetensors").read_bytes()
+        assert a == (out / revision / "model.safetensors").read_bytes(), revision

@@ -45,9 +45,23 @@ def _set_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def process_pool(workers: int, threads: int = 1) -> ProcessPoolExecutor:
+class WorkerPool(ProcessPoolExecutor):
+    """A process pool whose workers are terminated, not awaited, when its block ends in an exception
+    (a failed unit, Ctrl-C, SIGTERM): the caller discards what they would compute, and a worker left
+    running would outlive its parent. Workers write their files atomically, so a killed one leaves
+    nothing half-written."""
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            for process in list((self._processes or {}).values()):
+                process.terminate()
+            self.shutdown(wait=False, cancel_futures=True)
+        return super().__exit__(exc_type, exc, tb)
+
+
+def process_pool(workers: int, threads: int = 1) -> WorkerPool:
     """``workers`` spawned processes with ``threads`` torch threads each."""
-    return ProcessPoolExecutor(
+    return WorkerPool(
         max_workers=workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_set_threads,

@@ -212,3 +212,37 @@ def test_the_numbers_do_not_depend_on_workers_or_a_machine_default(capsys, tmp_p
     for revision in (p.name for p in reference.iterdir() if p.name.startswith("step")):
         a = (reference / revision / "model.safetensors").read_bytes()
         assert a == (out / revision / "model.safetensors").read_bytes(), revision
+
+
+def test_sigterm_to_a_two_worker_run_stops_its_workers_and_marks_it_interrupted(
+    capsys,
+    tmp_path,
+    folder_series,
+    eval_text,  # noqa: F811
+):
+    """SIGTERM to the command alone (a scheduler's kill): exit 143, status interrupted, no worker left
+    running in its process group; the same command resumes to the uninterrupted table."""
+    args = lambda out: perturb_args(folder_series[0], eval_text, out, *ONE, gammas="0.5,1,2", seeds=3)  # noqa: E731
+    killed = tmp_path / "killed"
+    proc = _ovt_process(*args(killed))
+    start = time.monotonic()
+    while not store.stored_chunks(killed):
+        assert proc.poll() is None and time.monotonic() - start < 120
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 143
+    assert store.read_manifest(killed)["status"] == "interrupted"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # terminated workers take a moment to be reaped
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("a worker outlived its parent")
+    code, _, err = ovt(capsys, *args(killed), "--workers", "2")
+    assert code == 0, err
+    code, _, err = ovt(capsys, *args(tmp_path / "whole"), "--workers", "1")
+    assert code == 0, err
+    same_tables(killed, tmp_path / "whole")

@@ -378,6 +378,10 @@ def _scalar(kind, text: str):
             return False
         raise ValueError(text)
     if kind is int:
+        try:
+            return int(text)  # exact, however large (a float would round 2**53 + 1)
+        except ValueError:
+            pass
         value = float(text)
         if not math.isfinite(value):
             raise _NotFinite(text)

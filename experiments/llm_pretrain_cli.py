@@ -66,8 +66,10 @@ from experiments import store
 from experiments.llm_config import MAX_STEPS, PretrainRun, record, require
 from experiments.llm_lifecycle import RunFailure, quiet_transformers, torch_threads
 from experiments.run import (
+    LOCK,
     UsageError,
     check_writable,
+    claim,
     clear_run,
     complete_run,
     git_commit,
@@ -152,7 +154,7 @@ def _check_series(out: Path, config) -> str:
     series, where ``_replaceable``); UsageError for anything else."""
     path = out / SERIES_FILE
     if not path.is_file():
-        if not out.is_dir() or not any(out.iterdir()):
+        if not out.is_dir() or not any(p.name != LOCK for p in out.iterdir()):  # our own lock: still empty
             return "new"
         if _replaceable(out):
             return "replace"
@@ -279,6 +281,7 @@ def prepare(plan: PretrainPlan) -> tuple[dict, dict]:
     """The run started: an unfinished series of another config cleared, the manifest written
     (status running); returns (the previous manifest or {}, the new one)."""
     out = plan.out
+    claim(out)
     if _check_series(out, plan.config) == "replace":
         _clear_series(out)  # said even when quiet, as experiments.run.begin_run does: files are removed
         print(f"ovt: replacing the unfinished series of another config in {out}", file=sys.stderr)

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from experiments import store
 from experiments.llm_config import CurvatureRun, FinetuneRun, PerturbRun, PretrainRun
-from experiments.run import UsageError, check_writable, now
+from experiments.run import UsageError, check_writable, claim, now, release
 
 STUDY_FILE = "study.json"
 STAGES = ("pre-training", "measurements", "analysis")
@@ -299,7 +299,7 @@ def run_study(
     record = _read_record(path) if path.is_file() else {}
     if record and record.get("study") != name:
         raise UsageError(f"--out {out} holds study {record.get('study')!r}; give a new folder for {name!r}")
-    out.mkdir(parents=True, exist_ok=True)
+    claim(out)  # the study's folder for this process (its runs lock their own)
     if record:
         record.setdefault("resumed", []).append(now())
     record = record or {"study": name, "started": now(), "stages": {}}
@@ -356,6 +356,8 @@ def run_study(
             record["error"] = f"{type(error).__name__}: {error}"
         store.write_json(path, record)
         raise
+    finally:
+        release(out)
     record.update(status="complete", finished=now(), wall_seconds=sum(record["stages"].values()))
     store.write_json(path, record)
     return report

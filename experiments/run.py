@@ -111,12 +111,70 @@ def clear_run(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
 
 
-def begin_run(out: Path, identity: dict, fresh) -> dict:
+LOCK = ".ovt-lock"  # in a run directory while a command works in it: {"pid", "host", "started"}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def claim(out: Path) -> None:
+    """Lock the run directory ``out`` for this process before its first write: a lock held by another
+    live process on this machine (or by one on another machine, which cannot be asked) is refused with
+    a UsageError naming it; one left by a process that no longer runs is taken over, said on stderr;
+    this process' own is kept. ``release`` removes it."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path, host = out / LOCK, platform.node()
+    while True:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                holder = json.loads(path.read_text())
+                pid, their_host = int(holder["pid"]), str(holder["host"])
+            except (OSError, ValueError, KeyError, TypeError):
+                holder, pid, their_host = {}, -1, host  # unreadable: a writer killed mid-write
+            if their_host == host and pid == os.getpid():
+                return
+            if their_host != host or _alive(pid):
+                since = holder.get("started", "an unknown time")
+                raise UsageError(
+                    f"--out {out} is in use by process {pid} on {their_host} since {since}; wait for it to end "
+                    f"or give another --out (a lock left by a crash: remove {path})"
+                ) from None
+            print(f"ovt: taking over {out} from process {pid}, which no longer runs", file=sys.stderr)
+            path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as handle:
+            json.dump({"pid": os.getpid(), "host": host, "started": now()}, handle)
+        return
+
+
+def release(out: Path) -> None:
+    """Remove this process' lock on ``out`` (``claim``), if it holds one."""
+    path = Path(out) / LOCK
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        holder = json.loads(path.read_text())
+        if int(holder["pid"]) == os.getpid() and holder["host"] == platform.node():
+            path.unlink()
+
+
+def begin_run(out: Path, identity: dict, fresh, lock: bool = True) -> dict:
     """The run's manifest, marked running and written: the stored one on a resume (noted under
     ``resumed``), else ``fresh()`` (after clearing a replaced run, said on stderr even when quiet:
-    results are being removed)."""
+    results are being removed). ``lock``: ``claim`` the directory first (a cluster job's share does not;
+    its chunks are its own)."""
     out = Path(out)
     decision = out_decision(out, identity)
+    if lock:
+        claim(out)
     if decision == "resume":
         manifest = store.read_manifest(out)
         manifest.setdefault("resumed", []).append(now())
@@ -138,6 +196,7 @@ def complete_run(out: Path, manifest: dict, table: pd.DataFrame) -> pd.DataFrame
     store.write_table(Path(out) / store.METRICS, table)
     manifest.update(status="complete", finished=now(), n_rows=len(table))
     store.write_json(Path(out) / store.MANIFEST, manifest)
+    release(out)
     return table
 
 
@@ -156,6 +215,7 @@ def marks_failure(out: Path):
                 if not interrupted:
                     manifest["error"] = f"{type(error).__name__}: {error}"
                 store.write_json(path, manifest)
+        release(out)
         raise
 
 
@@ -230,7 +290,7 @@ def run_theory(
             "status": "running",
         }
 
-    manifest = begin_run(out, identity, fresh)
+    manifest = begin_run(out, identity, fresh, lock=only_chunks is None)
     manifest.update(n_cells=len(cells(cfg)), n_chunks=len(chunks), chunk_size=len(chunks[0].cells))
     store.write_json(manifest_path, manifest)
     with marks_failure(out):

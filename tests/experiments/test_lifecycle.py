@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from experiments import store, theory_run
-from experiments.run import UsageError, out_decision
+from experiments.run import LOCK, UsageError, out_decision
 from tests.experiments.conftest import ovt
 
 REFERENCE = Path(__file__).resolve().parents[2] / "paper_figures" / "reference"
@@ -34,7 +34,7 @@ def test_a_failed_run_is_marked_and_the_same_command_resumes_it(capsys, tmp_path
     assert code == 1 and "simulated failure in chunk 1" in err and err.count("\n") == 1
     manifest = store.read_manifest(out)
     assert manifest["status"] == "failed" and "RuntimeError: simulated failure" in manifest["error"]
-    assert store.stored_chunks(out) == {0}
+    assert store.stored_chunks(out) == {0} and not (out / LOCK).exists()  # a failed run releases its lock
     monkeypatch.undo()
     assert ovt(capsys, *SMOKE, "--out", out)[0] == 0
     manifest = store.read_manifest(out)
@@ -143,3 +143,43 @@ def test_compare_says_which_families_it_skipped_and_why(capsys, tmp_path):
     )
     assert code == 0, err
     assert "ovt compare: skipped llm_pretrain: no modification rows" in err
+
+
+def _lock(out: Path, pid: int, host: str | None = None) -> None:
+    import platform
+
+    out.mkdir(parents=True, exist_ok=True)
+    record = {"pid": pid, "host": host or platform.node(), "started": "2026-12-04T20:00:00+00:00"}
+    (out / LOCK).write_text(json.dumps(record))
+
+
+def test_a_run_directory_in_use_by_a_live_process_is_refused_untouched(capsys, tmp_path):
+    """A second command on the same --out while the first works: exit 2 naming the first's process and
+    host, nothing written; on another machine's lock (which cannot be asked) the same."""
+    import subprocess
+    import sys
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        for host in (None, "elsewhere"):
+            out = tmp_path / (host or "here")
+            _lock(out, sleeper.pid, host)
+            before = sorted(p.name for p in out.iterdir())
+            code, _, err = ovt(capsys, *SMOKE, "--out", str(out))
+            assert code == 2 and f"is in use by process {sleeper.pid} on {host or ''}" in err, err
+            assert err.count("\n") == 1 and sorted(p.name for p in out.iterdir()) == before
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_a_lock_left_by_a_dead_process_is_taken_over_and_a_finished_run_leaves_none(capsys, tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    out = tmp_path / "run"
+    _lock(out, int(dead.stdout))
+    code, _, err = ovt(capsys, *SMOKE, "--out", str(out))
+    assert code == 0 and f"taking over {out} from process {int(dead.stdout)}, which no longer runs" in err
+    assert not (out / LOCK).exists() and store.read_manifest(out)["status"] == "complete"

@@ -300,3 +300,46 @@ def test_the_study_summary_says_no_data_and_where_its_files_went(tmp_path):
     assert lines[1] == "  20k  (a) PASS         1 p = 1e-09 (gamma=1)"
     assert lines[2].endswith("no data: fewer than two lrs with an interior pooled T* corpus:shakespeare")
     assert "open" not in text and lines[-1].startswith(f"-> {tmp_path}: claims.md")
+
+
+def test_sigterm_during_a_study_marks_it_interrupted_and_the_same_command_resumes(tmp_path):
+    """A study killed by SIGTERM mid-way (a scheduler's kill): exit 143, one line, study.json
+    interrupted with the stage's time counted, its lock released; the same command then ends with the
+    tables of a study never interrupted."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    small = dataclasses.replace(TINY, seeds=(0,), sizes=(("tiny", (1024, 2048, 4096)),), regs=())
+    code = (
+        "import sys\n"
+        "from experiments import cli, llm_study\n"
+        f"llm_study.STUDIES['tiny-term'] = llm_study.{small!r}\n"
+        "argv = ['llm', 'study', 'tiny-term', '--quiet', '--workers', '1', '--until', 'measurements']\n"
+        "sys.exit(cli.main(argv + ['--out', sys.argv[1]]))\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(root)}
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(killed)], env=env, cwd=root, stderr=subprocess.PIPE, text=True
+    )
+    start = time.monotonic()
+    while not any(killed.glob("perturb/*/chunks/*.parquet")):
+        assert proc.poll() is None and time.monotonic() - start < 240
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and err.strip().splitlines()[-1].startswith("ovt: terminated (SIGTERM)"), err
+    record = json.loads((killed / llm_study.STUDY_FILE).read_text())
+    assert record["status"] == "interrupted" and record["stages"]["measurements"] > 0
+    assert not (killed / ".ovt-lock").exists()
+    for out in (killed, whole):
+        done = subprocess.run([sys.executable, "-c", code, str(out)], env=env, cwd=root, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    for stage in ("perturb", "finetune/shakespeare", "curvature"):
+        tables = [pd.read_parquet(out / stage / "tiny_seed=0" / store.METRICS) for out in (killed, whole)]
+        pd.testing.assert_frame_equal(*tables, check_exact=True)

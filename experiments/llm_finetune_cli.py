@@ -325,10 +325,10 @@ def checkpoint_rows(plan: FinetunePlan, revision, base: dict[str, float], points
         ]
 
     for point in points:
-        records += block(point, "fixed", point.lr, point.seed)
+        fixed = block(point, "fixed", point.lr, point.seed)
+        records += fixed
         records += [
-            block(point, "fixed", point.lr, point.seed)[0] | dict(metric="step_loss", value=loss, step=float(step))
-            for step, loss in enumerate(point.losses)
+            fixed[0] | dict(metric="step_loss", value=loss, step=float(step)) for step, loss in enumerate(point.losses)
         ]
     for seed in plan.seeds:
         mine = [p for p in points if p.seed == seed]

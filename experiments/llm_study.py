@@ -24,7 +24,6 @@ the preset, its fields, each stage's wall time and the status.
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
@@ -270,17 +269,6 @@ def write_eval_text(study: Study, out: Path) -> Path:
     return path
 
 
-def _read_record(path: Path) -> dict:
-    """``study.json``; UsageError naming it when it is not a JSON object."""
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UsageError(f"{path} is not valid JSON ({error}); delete it or give another --out") from None
-    if not isinstance(record, dict):
-        raise UsageError(f"{path} holds {store.json_kind(record)}, not a JSON object; delete it or give another --out")
-    return record
-
-
 def run_study(
     name: str, out: Path, workers: int | None = None, quiet: bool = False, until: str = STAGES[-1]
 ) -> dict | None:
@@ -296,7 +284,7 @@ def run_study(
     out = Path(out)
     check_writable(out)
     path = out / STUDY_FILE
-    record = _read_record(path) if path.is_file() else {}
+    record = store.read_object(path, "delete it or give another --out") if path.is_file() else {}
     if record and record.get("study") != name:
         raise UsageError(f"--out {out} holds study {record.get('study')!r}; give a new folder for {name!r}")
     claim(out)  # the study's folder for this process (its runs lock their own)

@@ -147,11 +147,17 @@ def measure_pilot(out: Path, pilot, uniform: dict[str, float]) -> dict:
 def study_costs(study, costs: dict) -> dict[str, power.Cost]:
     """Core-seconds of one series (pre-training, its data, perturb and curvature) and of one batch
     order of its fine-tuning runs, per size, for ``study``'s budgets and grid."""
+    from llm_validation.pretrain import trained_steps
+    from llm_validation.pretrain_config import PretrainConfig
+
     found = {}
     for size, budgets in study.sizes:
         c = costs[size]
         runs = len(study.lrs) * len(study.finetune_data) + len(study.regs)  # fine-tuning runs per checkpoint
-        trained = 1.2 * budgets[-1]  # a WSD series trains 1.2x its largest budget (pretrain.trained_steps)
+        series = PretrainConfig(
+            preset=size, budgets=budgets, mode=study.mode, seq_len=study.seq_len, batch_size=study.batch_size
+        )
+        trained = trained_steps(series) * series.tokens_per_step
         found[size] = power.Cost(
             series=trained * c["pretrain_seconds_per_token"]
             + c["prep_seconds"]

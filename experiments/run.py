@@ -22,6 +22,7 @@ import pandas as pd
 
 from experiments import store
 from experiments.config import TheoryConfig, cells, to_dict
+from experiments.store import safe_name
 
 
 class UsageError(ValueError):
@@ -63,11 +64,6 @@ def path_from_run(path: Path | str, out: Path | str) -> str:
     """``path`` relative to the run directory ``out``: what a manifest records, so that a results tree
     can move (or be committed) without naming the machine it was made on."""
     return os.path.relpath(Path(path).resolve(), Path(out).resolve())
-
-
-def safe_name(name: str) -> str:
-    """A directory name from ``name``: characters other than letters, digits and ``._=,+-`` become ``_``."""
-    return "".join(c if c.isalnum() or c in "._=,+-" else "_" for c in name)
 
 
 def variant_dir(base: Path, quick: bool, overrides: list[str]) -> Path:

@@ -145,16 +145,18 @@ def read_chunks(run_dir: Path) -> pd.DataFrame:
 
 def read_manifest(run_dir: Path) -> dict:
     """The run's manifest; ValueError naming the file when it is not a JSON object."""
-    path = Path(run_dir) / MANIFEST
+    return read_object(Path(run_dir) / MANIFEST, "delete the run directory or choose another")
+
+
+def read_object(path: Path, remedy: str) -> dict:
+    """The JSON object in ``path``; ValueError naming the file, what it holds instead and ``remedy``."""
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        found = json.loads(Path(path).read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON ({error}); delete the run directory or choose another") from None
-    if not isinstance(manifest, dict):
-        raise ValueError(
-            f"{path} holds {json_kind(manifest)}, not a JSON object; delete the run directory or choose another"
-        )
-    return manifest
+        raise ValueError(f"{path} is not valid JSON ({error}); {remedy}") from None
+    if not isinstance(found, dict):
+        raise ValueError(f"{path} holds {json_kind(found)}, not a JSON object; {remedy}")
+    return found
 
 
 def json_kind(value) -> str:
@@ -234,10 +236,11 @@ def run_names(runs: list[Path], roots: list[Path] | None = None) -> list[str]:
     for name in names:
         seen[name] = seen.get(name, 0) + 1
         unique.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
-    return [_file_safe(name) for name in unique]
+    return [safe_name(name) for name in unique]
 
 
-def _file_safe(name: str) -> str:
+def safe_name(name: str) -> str:
+    """A file or directory name from ``name``: characters other than letters, digits and ``._=,+-`` become ``_``."""
     return "".join(c if c.isalnum() or c in "._=,+-" else "_" for c in name)
 
 

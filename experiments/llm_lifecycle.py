@@ -188,16 +188,12 @@ def run_checkpoints(
             return
         with process_pool(processes, plan.threads or 1) as pool:
             futures = {pool.submit(measured, measure, plan, i, r): (i, r) for i, r in todo}
-            try:
-                for future in as_completed(futures):
-                    index, revision = futures[future]
-                    with _failure_names(plan, revision):
-                        rows, notes = future.result()
-                    store_checkpoint(plan, manifest, index, rows, notes)
-                    progress.update(per_checkpoint)
-            except BaseException:
-                pool.shutdown(cancel_futures=True)  # what has not started yet never will
-                raise
+            for future in as_completed(futures):  # an exception here: the pool stops its workers (WorkerPool)
+                index, revision = futures[future]
+                with _failure_names(plan, revision):
+                    rows, notes = future.result()
+                store_checkpoint(plan, manifest, index, rows, notes)
+                progress.update(per_checkpoint)
 
 
 def execute_checkpoint(plan: SeriesPlan, index: int, name: str, measure) -> None:

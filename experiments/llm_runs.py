@@ -58,13 +58,9 @@ def run_cells(runs: list[tuple[object, object]], workers: int | None, quiet: boo
     with process_pool(processes, threads) as pool, bar:
         futures = {pool.submit(_execute, module.__name__, plan): i for i, (module, plan) in enumerate(runs)}
         tables = [None] * len(runs)
-        try:
-            for future in as_completed(futures):
-                tables[futures[future]] = future.result()
-                bar.update()
-        except BaseException:
-            pool.shutdown(cancel_futures=True)
-            raise
+        for future in as_completed(futures):  # an exception here: the pool stops its workers (WorkerPool)
+            tables[futures[future]] = future.result()
+            bar.update()
     return tables
 
 

@@ -30,12 +30,17 @@ def _checked(T, values, rtol, dtype):
     dtype = np.dtype(dtype)
     if dtype.kind != "f":
         raise ValueError(f"dtype={dtype} must be a floating dtype")
-    T = np.asarray(T, dtype)
-    values = np.asarray(values, dtype)
+    try:
+        T, values = np.asarray(T, dtype), np.asarray(values, dtype)
+    except (TypeError, ValueError):
+        raise ValueError(f"T={T!r} and values={values!r} must be arrays of numbers") from None
     if T.ndim != 1 or values.ndim == 0 or T.shape[0] != values.shape[-1]:
         raise ValueError(f"T has shape {T.shape}; values must end in an axis of the same length, got {values.shape}")
     if T.shape[0] < 3:
         raise ValueError(f"T has {T.shape[0]} points; an inflection needs at least 3")
+    if not (np.all(np.isfinite(T)) and np.all(T > 0) and np.all(np.diff(T) > 0)):
+        # the curve is read in log T: a time <= 0, NaN or out of order has no place on that axis
+        raise ValueError(f"T={T.tolist()} must be finite, > 0 and strictly increasing")
     if not np.all(np.asarray(rtol) >= 0):
         raise ValueError(f"rtol={rtol!r} must be >= 0")
     return T, values, dtype

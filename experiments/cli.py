@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
 import re
 import signal
@@ -202,7 +203,16 @@ def _sigterm_interrupts():
         signal.signal(signal.SIGTERM, previous)
 
 
+# Workers terminated mid-unit (a failure, Ctrl-C, SIGTERM) cannot unregister the semaphores they
+# made (tqdm's lock); the resource tracker unlinks them at exit, as it is built to, and would print a
+# warning about them that is not the one line an ending prints. The tracker takes its warning filters
+# from this process's when it starts (on the first semaphore), so this is set before any.
+_QUIET_TRACKER = "ignore::UserWarning:multiprocessing.resource_tracker"
+
+
 def main(argv: list[str] | None = None) -> int:
+    if _QUIET_TRACKER not in sys.warnoptions:
+        sys.warnoptions.append(_QUIET_TRACKER)
     with _sigterm_interrupts():
         return _main(argv)
 
@@ -228,7 +238,10 @@ def _main(argv: list[str] | None) -> int:
     except Exception as err:  # a failure while running: one line, the traceback only on request
         if os.environ.get("OVT_TRACEBACK"):
             raise
-        print(f"ovt: failed: {type(err).__name__}: {err} (set OVT_TRACEBACK=1 for the traceback)", file=sys.stderr)
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            print(f"ovt: failed: {err}; free space and rerun the same command to resume", file=sys.stderr)
+        else:
+            print(f"ovt: failed: {type(err).__name__}: {err} (set OVT_TRACEBACK=1 for the traceback)", file=sys.stderr)
         return 1
 
 

@@ -186,7 +186,7 @@ def run_checkpoints(
                     rows, notes = measured(measure, plan, index, revision, progress)
                 store_checkpoint(plan, manifest, index, rows, notes)
             return
-        with process_pool(processes, plan.threads or 1) as pool:
+        with process_pool(processes, plan.threads or 1, plan.quiet) as pool:
             futures = {pool.submit(measured, measure, plan, i, r): (i, r) for i, r in todo}
             for future in as_completed(futures):  # an exception here: the pool stops its workers (WorkerPool)
                 index, revision = futures[future]

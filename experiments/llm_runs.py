@@ -55,7 +55,7 @@ def run_cells(runs: list[tuple[object, object]], workers: int | None, quiet: boo
         return [module.execute(plan, workers) for module, plan in runs]
     threads = max(plan.threads or 1 for _, plan in runs)
     bar = tqdm(total=len(runs), unit="run", disable=quiet, file=sys.stderr)
-    with process_pool(processes, threads) as pool, bar:
+    with process_pool(processes, threads, quiet) as pool, bar:
         futures = {pool.submit(_execute, module.__name__, plan): i for i, (module, plan) in enumerate(runs)}
         tables = [None] * len(runs)
         for future in as_completed(futures):  # an exception here: the pool stops its workers (WorkerPool)

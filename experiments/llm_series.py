@@ -82,6 +82,17 @@ class SeriesPlan:
 
         return path_from_run(self.source, self.out) if self.is_folder else self.source
 
+    def __getstate__(self) -> dict:
+        # A plan goes to worker processes by pickle: its token ids travel as bytes, not as a torch
+        # tensor shared through a file descriptor that a worker terminated before fetching it leaves
+        # the parent's serving thread to report as a reset connection.
+        return {**self.__dict__, "blocks": self.blocks.numpy()}
+
+    def __setstate__(self, state: dict) -> None:
+        import torch
+
+        self.__dict__.update(state, blocks=torch.from_numpy(state["blocks"]))
+
 
 def light_checks(cfg: SeriesRun, out: Path) -> None:
     """The checks of a run over a series that need no torch (made before importing it): the required

@@ -342,7 +342,7 @@ def run_study(
         record.update(status="interrupted" if interrupted else "failed", stopped=now())
         if not interrupted:
             record["error"] = f"{type(error).__name__}: {error}"
-        store.write_json(path, record)
+        store.write_status(path, record)
         raise
     finally:
         release(out)

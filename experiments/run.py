@@ -182,7 +182,12 @@ def begin_run(out: Path, identity: dict, fresh, lock: bool = True) -> dict:
             clear_run(out)
             print(f"ovt: replacing the {previous} run of another config in {out}", file=sys.stderr)
         manifest = fresh()
-    store.write_json(out / store.MANIFEST, manifest)
+    try:
+        store.write_json(out / store.MANIFEST, manifest)
+    except BaseException:  # a full disk before the run began: the stored status still holds
+        if lock:
+            release(out)
+        raise
     return manifest
 
 
@@ -210,7 +215,7 @@ def marks_failure(out: Path):
                 manifest.update(status="interrupted" if interrupted else "failed", stopped=now())
                 if not interrupted:
                     manifest["error"] = f"{type(error).__name__}: {error}"
-                store.write_json(path, manifest)
+                store.write_status(path, manifest)
         release(out)
         raise
 
@@ -286,10 +291,10 @@ def run_theory(
             "status": "running",
         }
 
-    manifest = begin_run(out, identity, fresh, lock=only_chunks is None)
-    manifest.update(n_cells=len(cells(cfg)), n_chunks=len(chunks), chunk_size=len(chunks[0].cells))
-    store.write_json(manifest_path, manifest)
     with marks_failure(out):
+        manifest = begin_run(out, identity, fresh, lock=only_chunks is None)
+        manifest.update(n_cells=len(cells(cfg)), n_chunks=len(chunks), chunk_size=len(chunks[0].cells))
+        store.write_json(manifest_path, manifest)
         return _compute(cfg, preset, out, manifest, chunks, mesh, quiet, only_chunks)
 
 

@@ -9,15 +9,16 @@ the new one, never half of one.
 
 from __future__ import annotations
 
-import contextlib
+import errno
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from llm_validation.atomic import replaced as atomic_path
 
 REQUIRED_COLUMNS = {
     "source": "string",
@@ -52,29 +53,32 @@ MODIFICATIONS = ("none", "gaussian", "finetune")
 MANIFEST = "manifest.json"
 METRICS = "metrics.parquet"
 CHUNKS = "chunks"
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-@contextlib.contextmanager
-def atomic_path(path: Path):
-    """Yield a temporary path beside ``path``; on success rename it over ``path`` (atomic on POSIX)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the result should read like any new file
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def write_json(path: Path, payload: dict) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=_json_default) + "\n")
+        tmp.write_text(_json_text(payload))
+
+
+def write_status(path: Path, payload: dict) -> None:
+    """Write a run's status record; on a full disk, where no temporary file fits, in place.
+
+    The rename of ``write_json`` needs a second copy's worth of free space; a record that says why
+    a run stopped is worth more than the atomicity of that one write, and its few hundred added
+    bytes fit in the blocks the old record already holds.
+    """
+    try:
+        write_json(path, payload)
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT) or not Path(path).is_file():
+            raise
+        with open(path, "r+") as handle:
+            handle.write(_json_text(payload))
+            handle.truncate()
+
+
+def _json_text(payload: dict) -> str:
+    return json.dumps(payload, indent=2, sort_keys=True, default=_json_default) + "\n"
 
 
 def _json_default(x):

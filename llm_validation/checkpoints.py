@@ -35,7 +35,6 @@ import dataclasses
 import json
 import os
 import re
-import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -47,6 +46,7 @@ from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from llm_validation import suites
+from llm_validation.atomic import replaced
 from llm_validation.models import count_parameters
 from llm_validation.pretrain_config import CHECKPOINT_FILE, SERIES_FILE, PretrainConfig, changed_fields, config_record
 from llm_validation.tokens import UNITS
@@ -258,10 +258,8 @@ def _hub_branches(repo: str) -> list[str]:
         if not listing.is_file():
             raise CheckpointError(f"cannot list the revisions of {repo}: {error}") from error
         return json.loads(listing.read_text())
-    listing.parent.mkdir(parents=True, exist_ok=True)
-    temporary = listing.with_suffix(".tmp")
-    temporary.write_text(json.dumps(sorted(names)))
-    temporary.replace(listing)  # atomic: a concurrent reader never sees half a listing
+    with replaced(listing) as temporary:  # a concurrent reader never sees half a listing
+        temporary.write_text(json.dumps(sorted(names)))
     return names
 
 
@@ -312,21 +310,17 @@ def saved_tokenizer(out_dir: Path) -> PreTrainedTokenizerBase | None:
 
 
 def save_tokenizer(out_dir: Path, tokenizer: PreTrainedTokenizerBase) -> None:
-    tmp = out_dir / f".tmp-{TOKENIZER_FOLDER}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tokenizer.save_pretrained(tmp)
-    os.replace(tmp, out_dir / TOKENIZER_FOLDER)
+    with replaced(out_dir / TOKENIZER_FOLDER, folder=True) as tmp:
+        tokenizer.save_pretrained(tmp)
 
 
 def save_checkpoint(out_dir: Path, revision: str, model, tokenizer, record: dict) -> None:
     """One checkpoint folder: weights, tokenizer and ``record`` as ``checkpoint.json``."""
-    tmp = out_dir / f".tmp-{revision}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    with _transformers_bars_off():
-        model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    write_json(tmp / CHECKPOINT_FILE, record)
-    os.replace(tmp, out_dir / revision)
+    with replaced(out_dir / revision, folder=True) as tmp:
+        with _transformers_bars_off():
+            model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / CHECKPOINT_FILE, record)
 
 
 @contextlib.contextmanager
@@ -342,6 +336,5 @@ def _transformers_bars_off():
 
 
 def write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
+    with replaced(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2) + "\n")

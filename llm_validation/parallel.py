@@ -39,10 +39,14 @@ def worker_count(workers: int | None, units: int) -> int:
     return max(1, min(workers or default_workers(), units))
 
 
-def _set_threads(threads: int) -> None:
+def _start_worker(threads: int, quiet: bool) -> None:
     import torch
 
     torch.set_num_threads(threads)
+    if quiet:  # transformers' own bars (loading weights) are the parent's to show or not
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
 
 
 class WorkerPool(ProcessPoolExecutor):
@@ -59,11 +63,12 @@ class WorkerPool(ProcessPoolExecutor):
         return super().__exit__(exc_type, exc, tb)
 
 
-def process_pool(workers: int, threads: int = 1) -> WorkerPool:
-    """``workers`` spawned processes with ``threads`` torch threads each."""
+def process_pool(workers: int, threads: int = 1, quiet: bool = False) -> WorkerPool:
+    """``workers`` spawned processes with ``threads`` torch threads each; ``quiet``: no progress bars
+    of their own."""
     return WorkerPool(
         max_workers=workers,
         mp_context=multiprocessing.get_context("spawn"),
-        initializer=_set_threads,
-        initargs=(threads,),
+        initializer=_start_worker,
+        initargs=(threads, quiet),
     )

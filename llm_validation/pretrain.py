@@ -46,6 +46,7 @@ from tqdm import tqdm
 from transformers import PreTrainedTokenizerFast
 
 from llm_validation import checkpoints
+from llm_validation.atomic import replaced
 from llm_validation.corpora import corpus_source, load_corpus
 from llm_validation.models import build_model, count_parameters, olmo_config
 from llm_validation.parallel import process_pool
@@ -319,7 +320,7 @@ def _train_parallel(
     bar = tqdm(
         total=len(runs), unit="run", desc=f"{config.preset} {config.mode}", disable=not progress, file=sys.stderr
     )
-    with process_pool(workers, threads) as pool, bar:
+    with process_pool(workers, threads, not progress) as pool, bar:
         running = {}
         if trunk:
             running[pool.submit(_train_unit, config, out_dir, trunk, resume_every, stops[0])] = (trunk, stops[0])
@@ -477,9 +478,8 @@ def _save_resume(path: Path, model, optimizer, step: int, losses: list[float], c
         "sequences_read": step * config.batch_size,
         "losses": losses,
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with replaced(path) as tmp:
+        torch.save(state, tmp)
 
 
 def _checkpoint_record(

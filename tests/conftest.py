@@ -18,3 +18,18 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# Property-based tests: the same examples on every run and machine (derandomize: the seed is fixed by
+# the test's source), a bounded count so the suite keeps its time, no example database on disk.
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile(
+    "ovt",
+    derandomize=True,
+    max_examples=40,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.load_profile("ovt")

@@ -51,6 +51,8 @@ def _numbers(name: str, value) -> np.ndarray:
     try:
         v = np.asarray(value)
         if v.dtype == object:  # Python ints beyond int64, Fractions, ...
+            if any(x is None or isinstance(x, (str, bytes)) for x in v.flat):  # astype would parse "1"
+                raise ValueError(refuse)
             v = v.astype(np.float64)
     except OverflowError:
         raise ValueError(f"{name}={_clip(value)} is beyond float64's range") from None

@@ -33,7 +33,10 @@ def test_bad_grids_are_refused():
     with pytest.raises(ValueError, match="at least 3"):
         inflection(np.ones(2), np.ones(2))
     with pytest.raises(ValueError, match="rtol"):
-        inflection(np.ones(3), np.ones(3), rtol=-1.0)
+        inflection(np.arange(1.0, 4.0), np.ones(3), rtol=-1.0)
+    for T in ([1.0, 1.0, 2.0], [1.0, 0.0, 2.0], [0.0, 1.0, 2.0], [1.0, np.nan, 3.0]):
+        with pytest.raises(ValueError, match="strictly increasing"):
+            inflection(np.array(T), np.ones(3))
 
 
 def test_the_analysis_package_imports_no_jax_and_no_torch():

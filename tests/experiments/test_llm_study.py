@@ -302,16 +302,19 @@ def test_the_study_summary_says_no_data_and_where_its_files_went(tmp_path):
     assert "open" not in text and lines[-1].startswith(f"-> {tmp_path}: claims.md")
 
 
-def test_sigterm_during_a_study_marks_it_interrupted_and_the_same_command_resumes(tmp_path):
-    """A study killed by SIGTERM mid-way (a scheduler's kill): exit 143, one line, study.json
-    interrupted with the stage's time counted, its lock released; the same command then ends with the
-    tables of a study never interrupted."""
+def test_a_study_ended_by_a_full_disk_sigterm_and_sigint_resumes_to_the_uninterrupted_tables(tmp_path):
+    """A study ended three ways in turn: a full disk while pre-training (exit 1, one line naming the
+    file, study.json and the series' manifest "failed"), SIGTERM in the perturbation stage (a
+    scheduler's kill: 143) and SIGINT while fine-tuning (Ctrl-C: 130), each "interrupted" with the
+    stage's time counted and the lock released; the same command then ends with the tables of a study
+    never interrupted."""
     import os
     import signal
     import subprocess
     import sys
-    import time
     from pathlib import Path
+
+    from tests.exits import ENDINGS, interrupt_when, small_disk
 
     root = Path(__file__).resolve().parents[2]
     small = dataclasses.replace(TINY, seeds=(0,), sizes=(("tiny", (1024, 2048, 4096)),), regs=())
@@ -323,23 +326,30 @@ def test_sigterm_during_a_study_marks_it_interrupted_and_the_same_command_resume
         "sys.exit(cli.main(argv + ['--out', sys.argv[1]]))\n"
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(root)}
-    killed, whole = tmp_path / "killed", tmp_path / "whole"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, str(killed)], env=env, cwd=root, stderr=subprocess.PIPE, text=True
-    )
-    start = time.monotonic()
-    while not any(killed.glob("perturb/*/chunks/*.parquet")):
-        assert proc.poll() is None and time.monotonic() - start < 240
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143 and err.strip().splitlines()[-1].startswith("ovt: terminated (SIGTERM)"), err
-    record = json.loads((killed / llm_study.STUDY_FILE).read_text())
-    assert record["status"] == "interrupted" and record["stages"]["measurements"] > 0
-    assert not (killed / ".ovt-lock").exists()
-    for out in (killed, whole):
-        done = subprocess.run([sys.executable, "-c", code, str(out)], env=env, cwd=root, capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr
-    for stage in ("perturb", "finetune/shakespeare", "curvature"):
-        tables = [pd.read_parquet(out / stage / "tiny_seed=0" / store.METRICS) for out in (killed, whole)]
-        pd.testing.assert_frame_equal(*tables, check_exact=True)
+    command = lambda out: [sys.executable, "-c", code, str(out)]  # noqa: E731
+    with small_disk(tmp_path / "disk", kib=64) as disk:
+        out = disk.path / "study"
+        full = subprocess.run(command(out), env=env, cwd=root, capture_output=True, text=True)
+        lines = full.stderr.strip().splitlines()
+        assert full.returncode == 1 and len(lines) == 1 and "No space left on device" in lines[0], full.stderr
+        assert str(out / "series" / "tiny_seed=0") in lines[0]
+        record = json.loads((out / llm_study.STUDY_FILE).read_text())
+        assert record["status"] == "failed" and "No space left on device" in record["error"]
+        assert store.read_manifest(out / "series" / "tiny_seed=0")["status"] == "failed"
+        assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]  # no temporary left behind
+        disk.grow(16384)
+        stages = {signal.SIGTERM: "perturb/*/chunks/*.parquet", signal.SIGINT: "finetune/*/*/chunks/*.parquet"}
+        for sig, pattern in stages.items():
+            proc = subprocess.Popen(command(out), env=env, cwd=root, stderr=subprocess.PIPE, text=True)
+            lines = interrupt_when(proc, lambda pattern=pattern: any(out.glob(pattern)), sig)
+            assert lines == [ENDINGS[sig][1]], lines
+            record = json.loads((out / llm_study.STUDY_FILE).read_text())
+            assert record["status"] == "interrupted" and record["stages"]["measurements"] > 0
+            assert not (out / ".ovt-lock").exists()
+        whole = tmp_path / "whole"
+        for run in (out, whole):
+            done = subprocess.run(command(run), env=env, cwd=root, capture_output=True, text=True)
+            assert done.returncode == 0, done.stderr
+        for stage in ("perturb", "finetune/shakespeare", "curvature"):
+            tables = [pd.read_parquet(run / stage / "tiny_seed=0" / store.METRICS) for run in (out, whole)]
+            pd.testing.assert_frame_equal(*tables, check_exact=True)

@@ -18,6 +18,7 @@ import pytest
 
 from experiments import store
 from llm_validation.parallel import WORKERS_ENV, default_workers, worker_count
+from tests.exits import ENDINGS, a_chunk_more, interrupt_when, small_disk
 from tests.experiments.conftest import ovt
 from tests.experiments.test_llm_finetune_cli import files as files  # noqa: F401 (a fixture)
 from tests.experiments.test_llm_finetune_cli import finetune_args
@@ -77,10 +78,10 @@ def test_a_seed_sweep_runs_its_cells_side_by_side(capsys, tmp_path):
     assert not table(tmp_path / "two" / "seed=0").value.equals(table(tmp_path / "two" / "seed=1").value)
 
 
-def _ovt_process(*argv) -> subprocess.Popen:
+def _ovt_process(*argv, stderr=subprocess.DEVNULL) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", WORKERS_ENV: "2"}
     command = [sys.executable, "-m", "experiments.cli", *map(str, argv)]
-    return subprocess.Popen(command, env=env, start_new_session=True, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(command, env=env, start_new_session=True, stderr=stderr, text=True)
 
 
 def _kill_when(proc: subprocess.Popen, done, timeout: float = 120.0) -> None:
@@ -214,35 +215,48 @@ def test_the_numbers_do_not_depend_on_workers_or_a_machine_default(capsys, tmp_p
         assert a == (out / revision / "model.safetensors").read_bytes(), revision
 
 
-def test_sigterm_to_a_two_worker_run_stops_its_workers_and_marks_it_interrupted(
+def test_a_two_worker_run_ended_by_a_full_disk_sigterm_and_sigint_resumes_to_the_uninterrupted_table(
     capsys,
     tmp_path,
     folder_series,
     eval_text,  # noqa: F811
 ):
-    """SIGTERM to the command alone (a scheduler's kill): exit 143, status interrupted, no worker left
-    running in its process group; the same command resumes to the uninterrupted table."""
-    args = lambda out: perturb_args(folder_series[0], eval_text, out, *ONE, gammas="0.5,1,2", seeds=3)  # noqa: E731
-    killed = tmp_path / "killed"
-    proc = _ovt_process(*args(killed))
-    start = time.monotonic()
-    while not store.stored_chunks(killed):
-        assert proc.poll() is None and time.monotonic() - start < 120
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 143
-    assert store.read_manifest(killed)["status"] == "interrupted"
+    """A two-worker run ended three ways in turn: a full disk (exit 1, one line naming the file,
+    "failed"), SIGTERM to the command alone (a scheduler's kill: 143) and SIGINT (Ctrl-C: 130), each
+    "interrupted" with no worker left running in its process group; the same command then resumes to
+    the uninterrupted table."""
+    args = lambda out: perturb_args(folder_series[0], eval_text, out, *ONE, "--quiet", gammas="0.5,1,2", seeds=3)  # noqa: E731
+    with small_disk(tmp_path / "disk", kib=8) as disk:
+        out = disk.path / "run"
+        full = subprocess.run(
+            [sys.executable, "-m", "experiments.cli", *map(str, args(out))],
+            env={**os.environ, "HF_HUB_OFFLINE": "1", WORKERS_ENV: "2"},
+            capture_output=True,
+            text=True,
+        )
+        lines = full.stderr.strip().splitlines()
+        assert full.returncode == 1 and len(lines) == 1 and "No space left on device" in lines[0], full.stderr
+        assert str(out) in lines[0] and store.read_manifest(out)["status"] == "failed"
+        disk.grow(8192)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            proc = _ovt_process(*args(out), stderr=subprocess.PIPE)
+            assert interrupt_when(proc, a_chunk_more(out), sig) == [ENDINGS[sig][1]]
+            assert store.read_manifest(out)["status"] == "interrupted"
+            _no_process_left(proc)
+        code, _, err = ovt(capsys, *args(out), "--workers", "2")
+        assert code == 0, err
+        code, _, err = ovt(capsys, *args(tmp_path / "whole"), "--workers", "1")
+        assert code == 0, err
+        same_tables(out, tmp_path / "whole")
+
+
+def _no_process_left(proc: subprocess.Popen) -> None:
+    """Workers terminated by their parent take a moment to be reaped; then the group is empty."""
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:  # terminated workers take a moment to be reaped
+    while time.monotonic() < deadline:
         try:
             os.killpg(proc.pid, 0)
         except ProcessLookupError:
-            break
+            return
         time.sleep(0.1)
-    else:
-        raise AssertionError("a worker outlived its parent")
-    code, _, err = ovt(capsys, *args(killed), "--workers", "2")
-    assert code == 0, err
-    code, _, err = ovt(capsys, *args(tmp_path / "whole"), "--workers", "1")
-    assert code == 0, err
-    same_tables(killed, tmp_path / "whole")
+    raise AssertionError("a worker outlived its parent")

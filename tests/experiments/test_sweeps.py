@@ -11,6 +11,7 @@ import pytest
 from analysis.inflection import KINDS
 from experiments import config, derived, presets, store, theory_run
 from experiments.run import UsageError, run_theory
+from tests.exits import ENDINGS, a_chunk_more, interrupt_when, small_disk
 
 from .conftest import smoke_sized
 
@@ -235,24 +236,28 @@ def _cli_command(out, slow):
     return [sys.executable, "-c", code]
 
 
-def test_sigterm_midway_marks_the_run_interrupted_and_it_resumes(tmp_path):
-    """SIGTERM (a scheduler's kill) ends a theory run as Ctrl-C does: exit 143, one stderr line,
-    status "interrupted"; the same command resumes to the uninterrupted table."""
+def test_a_full_disk_sigterm_and_sigint_each_leave_a_true_status_and_the_run_resumes(tmp_path):
+    """A theory run ended three ways in turn: on a full disk (exit 1, one line naming the file,
+    status "failed"), by SIGTERM (a scheduler's kill: 143, "interrupted") and by SIGINT (Ctrl-C: 130,
+    "interrupted"); after each, the same command goes on, and it ends with the uninterrupted table."""
     root = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
     env = dict(os.environ, PYTHONPATH=root)
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen(_cli_command(killed, 1.5), env=env, cwd=root, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and len(store.stored_chunks(killed)) < 1:
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143 and err.strip().splitlines() == [
-        "ovt: terminated (SIGTERM); rerun the same command to resume"
-    ], err
-    assert store.read_manifest(killed)["status"] == "interrupted" and not (killed / store.METRICS).exists()
-    subprocess.run(_cli_command(killed, 0), env=env, cwd=root, check=True)
-    clean = tmp_path / "clean"
-    subprocess.run(_cli_command(clean, 0), env=env, cwd=root, check=True)
-    pd.testing.assert_frame_equal(pd.read_parquet(killed / store.METRICS), pd.read_parquet(clean / store.METRICS))
-    assert store.read_manifest(killed)["status"] == "complete"
+    with small_disk(tmp_path / "disk", kib=8) as disk:
+        out = disk.path / "run"
+        full = subprocess.run(_cli_command(out, 0), env=env, cwd=root, capture_output=True, text=True)
+        lines = full.stderr.strip().splitlines()
+        assert full.returncode == 1 and len(lines) == 1, full.stderr
+        assert "No space left on device" in lines[0] and str(out) in lines[0], lines
+        manifest = store.read_manifest(out)
+        assert manifest["status"] == "failed" and "No space left on device" in manifest["error"]
+        disk.grow(4096)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            proc = subprocess.Popen(_cli_command(out, 1.5), env=env, cwd=root, stderr=subprocess.PIPE, text=True)
+            assert interrupt_when(proc, a_chunk_more(out), sig) == [ENDINGS[sig][1]]
+            assert store.read_manifest(out)["status"] == "interrupted" and not (out / store.METRICS).exists()
+        assert len(store.stored_chunks(out)) < 4
+        subprocess.run(_cli_command(out, 0), env=env, cwd=root, check=True)
+        clean = tmp_path / "clean"
+        subprocess.run(_cli_command(clean, 0), env=env, cwd=root, check=True)
+        pd.testing.assert_frame_equal(pd.read_parquet(out / store.METRICS), pd.read_parquet(clean / store.METRICS))
+        assert store.read_manifest(out)["status"] == "complete"

@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first and pinned: an unpinned resolve would pull a multi-GB CUDA build.
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[llm,dev,explore,lmeval]'
+	$(BIN)/python -m pip install -q -e '.[llm,dev,explore,lmeval,docs]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 OUT     ?= results
 
-.PHONY: reproduce reproduce-quick test lint test-slow bench explore install clean
+.PHONY: reproduce reproduce-quick test lint test-slow bench explore docs install clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -28,6 +28,7 @@ test: $(STAMP) lint
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow" tests README.md --doctest-glob=README.md
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q --doctest-modules theory analysis
 	HF_HUB_OFFLINE=1 JAX_ENABLE_X64=1 $(BIN)/python -m pytest -q -m "not slow" tests/theory
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -q
 
 # Style and layers: ruff (lint + format) and the import-linter contracts in pyproject.toml.
 lint: $(STAMP)
@@ -51,6 +52,10 @@ bench: $(STAMP)
 # The explorer (notebooks/explore.py) in a browser tab.
 explore: $(STAMP)
 	$(BIN)/marimo run notebooks/explore.py
+
+# The documentation site (mkdocs.yml) in $(OUT)/site; open $(OUT)/site/index.html.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir $(OUT)/site
 
 clean:
 	rm -rf $(VENV) results

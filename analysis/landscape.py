@@ -8,6 +8,8 @@ more than ``PROMINENCE`` times the curve's range (max - min): rounding noise on 
 does. Each counted minimum is refined by the vertex of the parabola through it and its neighbours in
 log T, as ``inflection`` refines the global one.
 
+Examples
+--------
 >>> T = np.logspace(0, 2, 9)
 >>> [round(t, 1) for t, _ in local_minima(T, np.array([5.0, 3, 4, 6, 4, 2, 3, 5, 7]))]
 [2.0, 19.6]

@@ -22,6 +22,20 @@ def logistic_strength(target, u_start, t):
     which is s / (1 + (s/u0 - 1) exp(-2st)) multiplied through by u0/s: nothing overflows at large t,
     u(t) -> b as t -> infinity, and b = 0 (a mode fine-tuning switches off) decays as u/(1 + 2ut).
     Refuses target, u_start or t < 0, and shapes that do not broadcast together.
+
+    Parameters
+    ----------
+    target : float or array
+        b, the strength the mode heads for (>= 0; a singular value of the task).
+    u_start : float or array
+        u(0), the strength at the start (>= 0).
+    t : float or array
+        Flow time (>= 0): learning rate x steps of the gradient descent this flow stands for.
+
+    Returns
+    -------
+    array
+        u(t), in the broadcast shape of the three inputs.
     """
     named = {"target": target, "u_start": u_start, "t": t}
     named = {name: _checks.non_negative(name, x) for name, x in named.items()}
@@ -39,6 +53,22 @@ def mode_strength(s, u0, t):
     Broadcasts over s, u0, t; exact and finite for every t >= 0, s > 0, u0 > 0 (and refuses others,
     and shapes that do not broadcast together).
 
+    Parameters
+    ----------
+    s : float or array
+        Singular value of task A along the mode (> 0), shape ``(..., r)`` for r modes.
+    u0 : float or array
+        Initial end-to-end strength of every mode (> 0).
+    t : float or array
+        Pre-training flow time (>= 0).
+
+    Returns
+    -------
+    array
+        u(t), in the broadcast shape of s, u0 and t.
+
+    Examples
+    --------
     >>> float(mode_strength(1.0, 1e-12, 1e6))
     1.0
     """
@@ -50,7 +80,20 @@ def mode_strength(s, u0, t):
 def learning_time(s, u0):
     """t_i = ln(s_i/u0 - 1) / (2 s_i): when mode i reaches half its target (exact for the logistic law;
     negative when u0 > s_i/2, NaN when u0 >= s_i: such a mode never crosses half its target). Refuses
-    s <= 0, u0 <= 0 and shapes that do not broadcast together."""
+    s <= 0, u0 <= 0 and shapes that do not broadcast together.
+
+    Parameters
+    ----------
+    s : float or array
+        Singular values s_i of the task (> 0).
+    u0 : float or array
+        Initial strength of every mode (> 0).
+
+    Returns
+    -------
+    array
+        t_i in flow time, in the broadcast shape of s and u0.
+    """
     s, u0 = _checks.positive("s", s), _checks.positive("u0", u0)
     _checks.broadcast(s=s, u0=u0)
     return jnp.log(jnp.asarray(s) / u0 - 1.0) / (2.0 * jnp.asarray(s))
@@ -58,7 +101,20 @@ def learning_time(s, u0):
 
 def loss_from_strengths(target, u):
     """L = 1/2 sum_i (target_i - u_i)^2 over the last axis (aligned modes; off-mode terms are zero).
-    Refuses non-finite values and shapes that do not broadcast together."""
+    Refuses non-finite values and shapes that do not broadcast together.
+
+    Parameters
+    ----------
+    target : array, shape (..., r)
+        The task's strength per mode (its singular values).
+    u : array, shape (..., r)
+        The network's strength per mode.
+
+    Returns
+    -------
+    array, shape (...)
+        The loss, summed over the r modes.
+    """
     target, u = _checks.floats("target", target), _checks.floats("u", u)
     _checks.broadcast(target=target, u=u)
     return 0.5 * jnp.sum((jnp.asarray(target) - u) ** 2, axis=-1)
@@ -69,6 +125,20 @@ def finetune_strength(b, u_T, tau):
 
     A learned mode (large u(T)) moves fast; an unlearned one (u ~ u0) barely moves. Refuses b, u_T or
     tau < 0, and shapes that do not broadcast together.
+
+    Parameters
+    ----------
+    b : float or array
+        Singular value of task B along the mode (>= 0).
+    u_T : float or array
+        Strength after pre-training to time T (>= 0): where fine-tuning starts.
+    tau : float or array
+        Fine-tuning flow time lr x steps (>= 0).
+
+    Returns
+    -------
+    array
+        u_ft, in the broadcast shape of b, u_T and tau.
     """
     named = {name: _checks.non_negative(name, x) for name, x in (("b", b), ("u_T", u_T), ("tau", tau))}
     _checks.broadcast(**named)
@@ -88,6 +158,30 @@ def mode_flow(a_start, target, t_grid, depth: int = 2, lam=0.0, a_ref=None, dt_m
     Returns u = a^L at every time in ``t_grid`` (shape t_grid.shape + a_start.shape). Refuses a_start
     < 0, a ``target`` or ``a_ref`` that is not finite or does not broadcast with a_start, depth < 1,
     lam < 0, rate < 0, and what ``ode.rk4_solve`` refuses (t_grid, dt_max).
+
+    Parameters
+    ----------
+    a_start : array
+        Per-layer amplitude a(0) of each mode (>= 0), any shape (one entry per mode, per T, ...).
+    target : float or array
+        b, the task's strength per mode, broadcast against ``a_start``.
+    t_grid : array, shape (n_t,)
+        Flow times at which u is returned, ascending from 0.
+    depth : int
+        L, the number of layers (>= 1).
+    lam : float
+        Strength of the L2 pull toward ``a_ref`` (>= 0; 0 = no pull).
+    a_ref : float or array, optional
+        Per-layer amplitude the pull acts toward, broadcast against ``a_start``; defaults to ``a_start``.
+    dt_max : float
+        Largest RK4 step in flow time (> 0).
+    rate : float or array
+        Multiplier of the right-hand side (>= 0), broadcast against ``a_start``.
+
+    Returns
+    -------
+    array, shape t_grid.shape + a_start.shape
+        u = a^L at every time of ``t_grid``.
     """
     depth = _checks.positive_int("depth", depth)
     a_start, target = _checks.non_negative("a_start", a_start), _checks.floats("target", target)

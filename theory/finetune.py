@@ -23,7 +23,25 @@ def regularized_objective(B: jax.Array, W_ref: Params, lam, data: tuple[jax.Arra
     """W -> L_B(W) + lam/2 sum_k ||W_k - W_ref_k||^2 (the L2 pull toward the pre-trained weights);
     with ``data`` = (X, Y), the empirical loss on those samples replaces the population L_B. Refuses a
     ``B`` that is not a finite matrix, ``W_ref`` that ``_checks.weights`` refuses, lam < 0 and a
-    ``data`` that is not a pair (X, Y)."""
+    ``data`` that is not a pair (X, Y).
+
+    Parameters
+    ----------
+    B : array, shape (d_out, d_in)
+        The fine-tuning task's teacher matrix.
+    W_ref : tuple of arrays
+        The pre-trained weights (W_1, ..., W_L), W_k of shape (width_k, width_{k-1}): the anchor of
+        the pull.
+    lam : float
+        Strength of the L2 pull (>= 0).
+    data : tuple (X, Y), optional
+        n samples of B, X of shape (n, d_in) and Y of shape (n, d_out); None for the population loss.
+
+    Returns
+    -------
+    callable
+        W -> the scalar objective, for weights shaped like ``W_ref``.
+    """
     B = _checks.floats("B", B, ndim=2)
     W_ref = _checks.weights("W_ref", W_ref)
     lam = _checks.non_negative("lam", lam, ndim=0)
@@ -44,7 +62,28 @@ def finetune_gd(
     """``steps`` of full-batch gradient descent at ``lr`` on the regularised objective (tau = lr * steps):
     on the population L_B, or with ``data`` = (X, Y) on the empirical loss of n samples of B (the
     finite-sample fine-tuning whose held-out loss, the population L_B, can rise with lr x steps).
-    Refuses lr <= 0, steps < 1, and what ``regularized_objective`` refuses."""
+    Refuses lr <= 0, steps < 1, and what ``regularized_objective`` refuses.
+
+    Parameters
+    ----------
+    W_T : tuple of arrays
+        The pre-trained weights (W_1, ..., W_L) at time T, W_k of shape (width_k, width_{k-1}).
+    B : array, shape (d_out, d_in)
+        The fine-tuning task's teacher matrix.
+    lr : float
+        Learning rate (> 0).
+    steps : int
+        Number of gradient steps (>= 1).
+    lam : float
+        Strength of the L2 pull toward ``W_T`` (>= 0).
+    data : tuple (X, Y), optional
+        n samples of B, X of shape (n, d_in) and Y of shape (n, d_out); None for the population loss.
+
+    Returns
+    -------
+    tuple of arrays
+        The fine-tuned weights, shaped like ``W_T``.
+    """
     lr = _checks.positive("lr", lr, ndim=0)
     steps = _checks.positive_int("steps", steps)
     W_T = _checks.weights("W_T", W_T)
@@ -62,7 +101,24 @@ def finetune_gd(
 
 def shrinking_lr(lr0, T, T_ref, power):
     """lr(T) = lr0 * (1 + T/T_ref)^(-power): a fine-tuning rate that shrinks with pre-training time.
-    Refuses lr0 <= 0, T < 0, T_ref <= 0 and power < 0."""
+    Refuses lr0 <= 0, T < 0, T_ref <= 0 and power < 0.
+
+    Parameters
+    ----------
+    lr0 : float
+        The rate at T = 0 (> 0).
+    T : float or array
+        Pre-training flow time (>= 0).
+    T_ref : float
+        The flow time over which the rate shrinks (> 0).
+    power : float
+        The exponent of the shrink (>= 0; 0 = a fixed rate).
+
+    Returns
+    -------
+    array
+        lr(T), in T's shape.
+    """
     lr0 = _checks.positive("lr0", lr0)
     T = _checks.non_negative("T", T)
     T_ref = _checks.positive("T_ref", T_ref)
@@ -77,6 +133,18 @@ def tuned_choice(finetune_losses, axis: int = 0):
     ascending order the smallest of the best lrs is chosen. A NumPy array is answered in NumPy
     (``analysis.tuned``, exact on stored float64 tables), anything else in jax.numpy (traceable).
     Refuses non-numbers, an empty array and an ``axis`` it does not have (NaN and inf are allowed).
+
+    Parameters
+    ----------
+    finetune_losses : array
+        L_B after fine-tuning, one entry per lr along ``axis`` (lrs ascending), any other axes.
+    axis : int
+        The lr axis.
+
+    Returns
+    -------
+    array of int
+        The index of the chosen lr, with ``axis`` removed.
     """
     losses = _checks.numeric("finetune_losses", finetune_losses)
     if not -np.ndim(losses) <= axis < np.ndim(losses):

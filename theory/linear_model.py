@@ -127,6 +127,20 @@ def fit_linear_model(T, L, rank: int = 32) -> tuple[LinearModel, Goodness]:
     E in {0, min L / 2}, s1 from the loss drop, kappa placing the first mode's learning time at the
     first or the middle T. Refuses T and L that are not 1-d arrays of one length with T > 0 (and what
     follows), and a rank that is not an integer >= 1.
+
+    Parameters
+    ----------
+    T : array, shape (n,)
+        Pre-training amount of each point (> 0): tokens for an LLM, flow time for a theory curve.
+    L : array, shape (n,)
+        The base (unmodified) loss at each T, in nats for an LLM.
+    rank : int
+        Number of modes r of the fitted spectrum (>= 1).
+
+    Returns
+    -------
+    (LinearModel, Goodness)
+        The fitted parameters, and the fit's goodness in log space.
     """
     _checks.same_shape("T", _checks.positive("T", T, ndim=1), "L", _checks.floats("L", L, ndim=1))
     rank = _checks.positive_int("rank", rank)

@@ -38,6 +38,22 @@ def sharpness(loss_fn, Ws: Params, key: jax.Array, n_iter: int = 100) -> jax.Arr
     positive semi-definite there, so this is the top eigenvalue (the sharpness). Refuses a ``loss_fn``
     that cannot be called, ``Ws`` that ``_checks.weights`` refuses, a ``key`` that is not a PRNG key,
     and n_iter < 1.
+
+    Parameters
+    ----------
+    loss_fn : callable
+        Weights -> scalar loss.
+    Ws : tuple of arrays
+        The weights (W_1, ..., W_L) at which the Hessian is taken.
+    key : PRNG key
+        Seeds the starting vector of the iteration.
+    n_iter : int
+        Number of power-iteration steps (>= 1).
+
+    Returns
+    -------
+    scalar array
+        The top Hessian eigenvalue, in loss units per squared weight.
     """
     n_iter = _checks.positive_int("n_iter", n_iter)
     _checks.prng_key("key", key)
@@ -58,6 +74,22 @@ def hessian_trace(loss_fn, Ws: Params, key: jax.Array | None = None, n_probes: i
 
     For depth 2, tr H(L_A) = d_in ||W_2||_F^2 + d_out ||W_1||_F^2 exactly, whatever the task. Refuses
     what ``sharpness`` refuses, n_probes < 0, and no ``key`` when n_probes > 0.
+
+    Parameters
+    ----------
+    loss_fn : callable
+        Weights -> scalar loss.
+    Ws : tuple of arrays
+        The weights (W_1, ..., W_L) at which the Hessian is taken.
+    key : PRNG key, optional
+        Seeds the Rademacher probes; required when ``n_probes`` > 0.
+    n_probes : int
+        0 for the exact trace, else the number of Hutchinson probes.
+
+    Returns
+    -------
+    scalar array
+        tr(H).
     """
     n_probes = _checks.integer("n_probes", n_probes, least=0)
     flat, hvp = _flat_hvp(loss_fn, Ws)
@@ -93,7 +125,23 @@ def inflection(T, values, rtol: float = RTOL, **tolerances) -> jax.Array:
     gives a batch of T*.
 
     ``analysis.inflection`` computes it, in NumPy on concrete arrays (not under jit), in the float
-    dtype JAX gives the inputs (float32 unless x64 is enabled), as this function always has.
+    dtype JAX gives the inputs (float32 unless x64 is enabled).
+
+    Parameters
+    ----------
+    T : array, shape (n_t,)
+        The pre-training grid (> 0, ascending): flow time or tokens.
+    values : array, shape (..., n_t)
+        The curves over T (a loss, perturbed or after fine-tuning).
+    rtol : float
+        The rise after the minimum, relative to the minimum, below which a curve has no inflection.
+    **tolerances
+        ``rise_fraction`` and ``spread``, passed to ``analysis.inflection.inflection``.
+
+    Returns
+    -------
+    array, shape (...)
+        T* per curve, in T's units; NaN where there is none in range.
     """
     T, values, dtype = _numpy_inputs(T, values)
     return jnp.asarray(_inflection(T, values, rtol, dtype=dtype, **tolerances))
@@ -101,6 +149,23 @@ def inflection(T, values, rtol: float = RTOL, **tolerances) -> jax.Array:
 
 def inflection_kind(T, values, rtol: float = RTOL, **tolerances) -> np.ndarray:
     """What each curve's minimum is (``analysis.inflection.KINDS``: "interior", "flat", "below",
-    "above", "none"), judged as ``inflection`` judges it, in the same dtype; a NumPy string array."""
+    "above", "none"), judged as ``inflection`` judges it, in the same dtype; a NumPy string array.
+
+    Parameters
+    ----------
+    T : array, shape (n_t,)
+        The pre-training grid (> 0, ascending).
+    values : array, shape (..., n_t)
+        The curves over T.
+    rtol : float
+        As in ``inflection``.
+    **tolerances
+        As in ``inflection``.
+
+    Returns
+    -------
+    numpy array of str, shape (...)
+        The kind of each curve's minimum.
+    """
     T, values, dtype = _numpy_inputs(T, values)
     return _inflection_kind(T, values, rtol, dtype=dtype, **tolerances)

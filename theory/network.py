@@ -19,7 +19,20 @@ Params = tuple[jax.Array, ...]
 
 def widths(d_in: int, h: int, d_out: int, depth: int = 2) -> tuple[int, ...]:
     """(d_in, h, ..., h, d_out) with depth - 1 hidden layers of width h (depth 1: (d_in, d_out)).
-    Refuses any of them that is not an integer >= 1."""
+    Refuses any of them that is not an integer >= 1.
+
+    Parameters
+    ----------
+    d_in, h, d_out : int
+        Input, hidden and output widths (>= 1).
+    depth : int
+        Number of layers L (>= 1).
+
+    Returns
+    -------
+    tuple of int
+        The L + 1 widths, input first.
+    """
     d_in, h, d_out, depth = (
         _checks.positive_int(n, v) for n, v in (("d_in", d_in), ("h", h), ("d_out", d_out), ("depth", depth))
     )
@@ -27,7 +40,18 @@ def widths(d_in: int, h: int, d_out: int, depth: int = 2) -> tuple[int, ...]:
 
 
 def end_to_end(Ws: Sequence[jax.Array]) -> jax.Array:
-    """M = W_L ... W_1. Refuses ``Ws`` that ``_checks.weights`` refuses (not finite matrices that chain)."""
+    """M = W_L ... W_1. Refuses ``Ws`` that ``_checks.weights`` refuses (not finite matrices that chain).
+
+    Parameters
+    ----------
+    Ws : sequence of arrays
+        (W_1, ..., W_L), W_k of shape (width_k, width_{k-1}).
+
+    Returns
+    -------
+    array, shape (d_out, d_in)
+        M, the network's end-to-end map.
+    """
     Ws = _checks.weights("Ws", Ws)
     M = Ws[0]
     for W in Ws[1:]:
@@ -37,14 +61,42 @@ def end_to_end(Ws: Sequence[jax.Array]) -> jax.Array:
 
 def task_loss(Ws: Sequence[jax.Array], A: jax.Array) -> jax.Array:
     """Population loss under whitened inputs: L(W) = 1/2 ||M(W) - A||_F^2. Refuses ``Ws`` as
-    ``end_to_end`` does and an ``A`` that is not a finite matrix of M's shape."""
+    ``end_to_end`` does and an ``A`` that is not a finite matrix of M's shape.
+
+    Parameters
+    ----------
+    Ws : sequence of arrays
+        (W_1, ..., W_L), W_k of shape (width_k, width_{k-1}).
+    A : array, shape (d_out, d_in)
+        The teacher matrix.
+
+    Returns
+    -------
+    scalar array
+        L(W).
+    """
     M = end_to_end(Ws)
     return 0.5 * jnp.sum((M - _target("A", A, M)) ** 2)
 
 
 def sample_loss(Ws: Sequence[jax.Array], X: jax.Array, Y: jax.Array) -> jax.Array:
     """Empirical loss 1/(2n) sum_j ||M x_j - y_j||^2 (equals task_loss in expectation, + noise).
-    Refuses ``Ws`` as ``end_to_end`` does, and an X (n x d_in) or Y (n x d_out) of other shapes."""
+    Refuses ``Ws`` as ``end_to_end`` does, and an X (n x d_in) or Y (n x d_out) of other shapes.
+
+    Parameters
+    ----------
+    Ws : sequence of arrays
+        (W_1, ..., W_L), W_k of shape (width_k, width_{k-1}).
+    X : array, shape (n, d_in)
+        Inputs, one sample a row.
+    Y : array, shape (n, d_out)
+        Targets, one sample a row.
+
+    Returns
+    -------
+    scalar array
+        The mean squared error over the n samples, halved.
+    """
     M = end_to_end(Ws)
     X, Y = _samples(X, Y, M)
     return 0.5 * jnp.mean(jnp.sum((X @ M.T - Y) ** 2, axis=-1))
@@ -72,6 +124,20 @@ def init_gaussian(key: jax.Array, widths: Sequence[int], sigmas) -> Params:
     sigma_k << 1 puts the network in the incremental ("rich") regime. Refuses a ``key`` that is not a
     PRNG key, ``widths`` that are not two or more integers >= 1, and ``sigmas`` that are not > 0 or
     neither one value nor one per layer.
+
+    Parameters
+    ----------
+    key : PRNG key
+        Seeds the draw.
+    widths : sequence of int
+        (d_in, h, ..., d_out), as ``widths`` returns.
+    sigmas : float or sequence of float
+        Entry std (> 0): one for every layer, or one per layer.
+
+    Returns
+    -------
+    tuple of arrays
+        (W_1, ..., W_L), W_k of shape (widths[k], widths[k-1]).
     """
     _checks.prng_key("key", key)
     if not isinstance(widths, (tuple, list)) or len(widths) < 2:
@@ -93,6 +159,26 @@ def init_aligned_balanced(U: jax.Array, V: jax.Array, u0, h: int, depth: int = 2
     exp(delta * (k - (L+1)/2)) (product unchanged); delta != 0 makes W_2^T W_2 - W_1 W_1^T != 0.
     Refuses U, V that are not finite matrices with the same number r of columns, h < r, depth < 1, a
     ``u0`` that is not > 0 or neither one value nor one per mode, and a non-finite ``imbalance``.
+
+    Parameters
+    ----------
+    U : array, shape (d_out, r)
+        The teacher's left singular vectors (orthonormal columns).
+    V : array, shape (d_in, r)
+        The teacher's right singular vectors (orthonormal columns).
+    u0 : float or array, shape (r,)
+        Initial end-to-end strength (> 0): one for every mode, or one per mode.
+    h : int
+        Hidden width (>= r).
+    depth : int
+        Number of layers L (>= 1).
+    imbalance : float
+        delta, the log-scale tilt across layers (0 = balanced).
+
+    Returns
+    -------
+    tuple of arrays
+        (W_1, ..., W_L): W_1 of shape (h, d_in), hidden layers (h, h), W_L of shape (d_out, h).
     """
     U, V = _checks.floats("U", U, ndim=2), _checks.floats("V", V, ndim=2)
     _checks.shaped("V", V, (V.shape[0], U.shape[1]), "d_in x r, r the columns of U")
@@ -116,14 +202,40 @@ def init_aligned_balanced(U: jax.Array, V: jax.Array, u0, h: int, depth: int = 2
 
 
 def layer_norms_sq(Ws: Sequence[jax.Array]) -> jax.Array:
-    """||W_k||_F^2 for each layer. Refuses ``Ws`` as ``end_to_end`` does."""
+    """||W_k||_F^2 for each layer. Refuses ``Ws`` as ``end_to_end`` does.
+
+    Parameters
+    ----------
+    Ws : sequence of arrays
+        (W_1, ..., W_L).
+
+    Returns
+    -------
+    array, shape (L,)
+        The squared Frobenius norm of each layer.
+    """
     Ws = _checks.weights("Ws", Ws)
     return jnp.stack([jnp.sum(W**2) for W in Ws])
 
 
 def mode_strengths(Ws: Sequence[jax.Array], U: jax.Array, V: jax.Array) -> jax.Array:
     """u_i = U_i^T M V_i: the end-to-end strength along each teacher mode (equals sigma_i(M) when aligned).
-    Refuses ``Ws`` as ``end_to_end`` does, and U (d_out x r), V (d_in x r) of other shapes."""
+    Refuses ``Ws`` as ``end_to_end`` does, and U (d_out x r), V (d_in x r) of other shapes.
+
+    Parameters
+    ----------
+    Ws : sequence of arrays
+        (W_1, ..., W_L), chaining from d_in to d_out.
+    U : array, shape (d_out, r)
+        The teacher's left singular vectors.
+    V : array, shape (d_in, r)
+        The teacher's right singular vectors.
+
+    Returns
+    -------
+    array, shape (r,)
+        u_i for each mode.
+    """
     M = end_to_end(Ws)
     U, V = _checks.floats("U", U, ndim=2), _checks.floats("V", V, ndim=2)
     _checks.shaped("U", U, (M.shape[0], U.shape[1]), "d_out x r")

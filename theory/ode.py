@@ -19,6 +19,22 @@ def rk4_solve(rhs, y0, t_grid, dt_max: float):
     Returns a pytree like ``y0`` with a leading axis of len(t_grid). Refuses an ``rhs`` that cannot be
     called, a ``t_grid`` that is not a non-empty 1-d array of times >= 0 in ascending order, and
     dt_max <= 0.
+
+    Parameters
+    ----------
+    rhs : callable
+        y -> dy/dt, on pytrees shaped like ``y0`` (autonomous: no time argument).
+    y0 : pytree of arrays
+        The state at t = 0.
+    t_grid : array, shape (n_t,)
+        The times at which y is returned (>= 0, ascending).
+    dt_max : float
+        Largest step (> 0); each interval of ``t_grid`` is cut into equal steps no longer than it.
+
+    Returns
+    -------
+    pytree of arrays
+        y at every time, each leaf with a leading axis of n_t.
     """
     _checks.function("rhs", rhs)
     t_grid = _checks.non_negative("t_grid", t_grid, ndim=1)

@@ -28,6 +28,22 @@ def gaussian_excess(W1, W2, gamma, sigma1, sigma2):
     Exact: the cross terms with the residual have zero mean. Independent of the task A. The depth-2
     case of ``excess``. Refuses W1, W2 that are not finite matrices or whose shapes do not chain, and
     gamma, sigma1 or sigma2 < 0.
+
+    Parameters
+    ----------
+    W1 : array, shape (h, d_in)
+        First layer.
+    W2 : array, shape (d_out, h)
+        Second layer.
+    gamma : float or array
+        Noise size, in units of the per-layer std (>= 0).
+    sigma1, sigma2 : float or array
+        Std of each entry's noise on W1 and W2 at gamma = 1 (>= 0), e.g. the init std 1/sqrt(fan-in).
+
+    Returns
+    -------
+    array
+        The expected excess loss, in gamma's shape.
     """
     W1, W2 = _checks.floats("W1", W1, ndim=2), _checks.floats("W2", W2, ndim=2)
     if W2.shape[1] != W1.shape[0]:
@@ -43,6 +59,22 @@ def excess_from_norms(norm1_sq, norm2_sq, gamma, sigma1, sigma2, d_in, h, d_out)
     Along an aligned balanced trajectory ||W_1||^2 = ||W_2||^2 = sum_i u_i(T), so the excess grows
     monotonically with pre-training time: progressive sensitivity. Refuses norms, gamma or sigmas < 0,
     widths that are not integers >= 1, and shapes that do not broadcast together.
+
+    Parameters
+    ----------
+    norm1_sq, norm2_sq : float or array
+        ||W_1||_F^2 and ||W_2||_F^2 (>= 0), e.g. one per T.
+    gamma : float or array
+        Noise size, in units of the per-layer std (>= 0).
+    sigma1, sigma2 : float or array
+        Per-entry noise std of each layer at gamma = 1 (>= 0).
+    d_in, h, d_out : int
+        The network's widths (>= 1).
+
+    Returns
+    -------
+    array
+        The expected excess loss, in the broadcast shape of the inputs.
     """
     norm1_sq, norm2_sq = _checks.non_negative("norm1_sq", norm1_sq), _checks.non_negative("norm2_sq", norm2_sq)
     gamma, sigma1, sigma2, d_in, d_out = _noise(gamma, sigma1, sigma2, d_in, d_out)
@@ -59,7 +91,22 @@ def excess_from_norms(norm1_sq, norm2_sq, gamma, sigma1, sigma2, d_in, h, d_out)
 def harm_threshold(gamma, sigma1, sigma2, d_in, d_out):
     """Learning mode i lowers the clean loss by ~s_i^2/2 and raises the excess by ~c gamma^2 s_i with
     c = (d_out sigma_2^2 + d_in sigma_1^2)/2, so it hurts the perturbed loss iff s_i < 2 c gamma^2.
-    Refuses gamma, sigma1 or sigma2 < 0 and widths that are not integers >= 1."""
+    Refuses gamma, sigma1 or sigma2 < 0 and widths that are not integers >= 1.
+
+    Parameters
+    ----------
+    gamma : float or array
+        Noise size, in units of the per-layer std (>= 0).
+    sigma1, sigma2 : float or array
+        Per-entry noise std of each layer at gamma = 1 (>= 0).
+    d_in, d_out : int
+        Input and output widths (>= 1).
+
+    Returns
+    -------
+    array
+        2 c gamma^2: modes with a singular value below it are net-harmful. In gamma's shape.
+    """
     gamma, sigma1, sigma2, d_in, d_out = _noise(gamma, sigma1, sigma2, d_in, d_out)
     return (d_out * sigma2**2 + d_in * sigma1**2) * jnp.asarray(gamma) ** 2
 
@@ -101,6 +148,20 @@ def excess(Ws: Sequence[jax.Array], gamma, sigmas) -> jax.Array:
     independent of the task A. Depth 1: 1/2 gamma^2 sigma^2 d_in d_out; depth 2: ``gaussian_excess``.
     Pure JAX (``jit`` / ``vmap`` apply); ``sigmas`` holds one std per layer. Refuses what
     ``_network_noise`` refuses (integer weights are cast to float, not gamma to an integer).
+
+    Parameters
+    ----------
+    Ws : sequence of arrays
+        (W_1, ..., W_L), W_k of shape (width_k, width_{k-1}).
+    gamma : float or array
+        Noise size, in units of the per-layer std (>= 0).
+    sigmas : sequence of float
+        Per-entry noise std of each layer at gamma = 1 (>= 0), one per layer.
+
+    Returns
+    -------
+    scalar array
+        The expected excess loss.
     """
     Ws, gamma, sigmas = _network_noise(Ws, gamma, sigmas)
     g2 = jnp.asarray(gamma, Ws[0].dtype) ** 2
@@ -116,7 +177,24 @@ def excess(Ws: Sequence[jax.Array], gamma, sigmas) -> jax.Array:
 
 def expected_loss(Ws: Sequence[jax.Array], A: jax.Array, gamma, sigmas) -> jax.Array:
     """E[L_A(W~)] exactly, any depth: L_A(W) + ``excess`` (= 1/2 (tr Sigma_L - 2 <M, A> + ||A||_F^2)).
-    Refuses what ``network.task_loss`` and ``excess`` refuse."""
+    Refuses what ``network.task_loss`` and ``excess`` refuse.
+
+    Parameters
+    ----------
+    Ws : sequence of arrays
+        (W_1, ..., W_L), W_k of shape (width_k, width_{k-1}).
+    A : array, shape (d_out, d_in)
+        The teacher matrix.
+    gamma : float or array
+        Noise size, in units of the per-layer std (>= 0).
+    sigmas : sequence of float
+        Per-entry noise std of each layer at gamma = 1 (>= 0), one per layer.
+
+    Returns
+    -------
+    scalar array
+        E[L_A] under the noise.
+    """
     return task_loss(Ws, A) + excess(Ws, gamma, sigmas)
 
 
@@ -158,7 +236,24 @@ def _excess_by_subsets(Ws: Sequence[jax.Array], gamma, sigmas) -> jax.Array:
 
 def perturb(key: jax.Array, Ws: Params, gamma, sigmas) -> Params:
     """One draw W_k + gamma * sigma_k * E_k (``sigmas``: one std per layer; init-relative or absolute).
-    Refuses a ``key`` that is not a PRNG key and what ``_network_noise`` refuses."""
+    Refuses a ``key`` that is not a PRNG key and what ``_network_noise`` refuses.
+
+    Parameters
+    ----------
+    key : PRNG key
+        Seeds the draw.
+    Ws : tuple of arrays
+        (W_1, ..., W_L).
+    gamma : float or array
+        Noise size, in units of the per-layer std (>= 0).
+    sigmas : sequence of float
+        Per-entry noise std of each layer at gamma = 1 (>= 0), one per layer.
+
+    Returns
+    -------
+    tuple of arrays
+        The perturbed weights, shaped like ``Ws``.
+    """
     _checks.prng_key("key", key)
     Ws, gamma, sigmas = _network_noise(Ws, gamma, sigmas)
     keys = jax.random.split(key, len(Ws))
@@ -167,7 +262,28 @@ def perturb(key: jax.Array, Ws: Params, gamma, sigmas) -> Params:
 
 def monte_carlo_loss(key: jax.Array, Ws: Params, A: jax.Array, gamma, sigmas, n_draws: int):
     """Mean and standard error of L_A over ``n_draws`` perturbed copies (vmapped draws; any depth).
-    Refuses what ``perturb`` and ``network.task_loss`` refuse, and n_draws < 1."""
+    Refuses what ``perturb`` and ``network.task_loss`` refuse, and n_draws < 1.
+
+    Parameters
+    ----------
+    key : PRNG key
+        Seeds the draws.
+    Ws : tuple of arrays
+        (W_1, ..., W_L).
+    A : array, shape (d_out, d_in)
+        The teacher matrix.
+    gamma : float or array
+        Noise size, in units of the per-layer std (>= 0).
+    sigmas : sequence of float
+        Per-entry noise std of each layer at gamma = 1 (>= 0), one per layer.
+    n_draws : int
+        Number of perturbed copies (>= 1).
+
+    Returns
+    -------
+    (scalar array, scalar array)
+        The mean of L_A over the draws and its standard error.
+    """
     n_draws = _checks.positive_int("n_draws", n_draws)
     _checks.prng_key("key", key)
     Ws, gamma, sigmas = _network_noise(Ws, gamma, sigmas)

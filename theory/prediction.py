@@ -39,6 +39,24 @@ def gaussian_t_star(s, u0, gamma, sigma1, sigma2, d_in: int, d_out: int):
     ``s``: the task's singular values (one axis, any order); the result has ``gamma``'s shape. Refuses
     an ``s`` that is not a non-empty 1-d array of values > 0, a non-scalar u0 or one <= 0, and what
     ``perturbation.harm_threshold`` refuses (gamma, sigma1, sigma2 < 0; widths not integers >= 1).
+
+    Parameters
+    ----------
+    s : array, shape (r,)
+        The task's singular values (> 0).
+    u0 : float
+        Initial strength of every mode (> 0).
+    gamma : float or array
+        Noise size, in units of the per-layer std (>= 0).
+    sigma1, sigma2 : float
+        Per-entry noise std of the first and second layer at gamma = 1 (>= 0).
+    d_in, d_out : int
+        Input and output widths (>= 1).
+
+    Returns
+    -------
+    array
+        T*_pred in flow time, in gamma's shape: NaN when no mode is beneficial, +inf when every mode is.
     """
     s = jnp.asarray(_checks.positive("s", s, ndim=1))
     u0 = _checks.positive("u0", u0, ndim=0)

@@ -96,13 +96,45 @@ def closed_form_curves(
     Gaussian (noise std gamma * sigma_1 on W_1, gamma * sigma_2 on every later layer): the exact
     excess, from ||W_1||^2 = ||W_2||^2 = sum_i u_i(T) at depth 2, else ``perturbation.excess`` on
     the embedded network. Nothing is drawn: ``key`` and ``n_draws`` are accepted for callers that
-    pass them (they once fed a Monte-Carlo estimate at depth != 2) and are ignored.
+    pass them and are ignored.
     Fine-tuning for tau = lr * steps: the logistic law from u(T) toward b when lam = 0 and depth = 2,
     else the per-mode ODE with the L2 pull lam toward the pre-trained weights.
 
     Refuses an ``s`` that is not a non-empty 1-d array of values > 0, a ``b`` of another shape or with
     values < 0, a ``T`` that is not a 1-d array of times >= 0, more modes than min(d_in, h, d_out),
     and what the laws refuse (u0 <= 0; gamma, sigmas, tau or lam < 0; widths, depth < 1; dt_max <= 0).
+
+    Parameters
+    ----------
+    s : array, shape (r,)
+        Singular values of the pre-training task A (> 0).
+    b : array, shape (r,)
+        Singular values of the fine-tuning task B along the same modes (>= 0).
+    u0 : float
+        Initial strength of every mode (> 0).
+    T : array, shape (n_t,)
+        Pre-training flow times (>= 0).
+    gamma : float
+        Noise size, in units of the per-layer std (>= 0).
+    sigma1, sigma2 : float
+        Per-entry noise std of the first layer and of every later layer at gamma = 1 (>= 0).
+    d_in, h, d_out : int
+        The network's widths (>= r each).
+    tau : float
+        Fine-tuning flow time lr x steps (>= 0).
+    lam : float
+        Strength of the L2 pull toward the pre-trained weights during fine-tuning (>= 0).
+    depth : int
+        Number of layers L (>= 1).
+    key, n_draws
+        Ignored.
+    dt_max : float
+        Largest RK4 step of the per-mode ODE (> 0).
+
+    Returns
+    -------
+    Curves
+        Every curve of the protocol on ``T``.
     """
     s = jnp.asarray(_checks.positive("s", s, ndim=1))
     b = _checks.non_negative("b", b, ndim=1)
@@ -165,8 +197,7 @@ def simulated_curves(
     """All curves from a stored trajectory ``Ws_T`` (each layer with a leading axis over T).
 
     Gaussian: the exact excess (``perturbation.excess``) at every depth, noise std gamma * sigma_k
-    on layer k; ``key`` and ``n_draws`` are accepted for callers that pass them (they once fed a
-    Monte-Carlo estimate at depth != 2) and are ignored. Fine-tuning: ``steps`` of GD at ``lr`` (a
+    on layer k; ``key`` and ``n_draws`` are accepted for callers that pass them and are ignored. Fine-tuning: ``steps`` of GD at ``lr`` (a
     scalar, or one rate per T) on L_B + lam/2 ||W - W(T)||^2, or with ``finetune_data`` = (X, Y) on
     the empirical loss of those samples of B; the stored L_B after fine-tuning is then the held-out
     (population) loss.
@@ -174,6 +205,34 @@ def simulated_curves(
     Refuses ``Ws_T`` that ``_checks.weights`` refuses (with the leading T axis), A and B that are not
     finite matrices of the network's shape, an ``lr`` that is not > 0 or neither a scalar nor one per
     T, and what ``perturbation.excess`` and ``finetune.finetune_gd`` refuse.
+
+    Parameters
+    ----------
+    Ws_T : tuple of arrays
+        The trajectory: layer k of shape (n_t, width_k, width_{k-1}), one slice per pre-training time.
+    A : array, shape (d_out, d_in)
+        The pre-training teacher.
+    B : array, shape (d_out, d_in)
+        The fine-tuning teacher.
+    gamma : float
+        Noise size, in units of the per-layer std (>= 0).
+    sigmas : sequence of float
+        Per-entry noise std of each layer at gamma = 1 (>= 0), one per layer.
+    lr : float or array, shape (n_t,)
+        Fine-tuning learning rate (> 0).
+    steps : int
+        Fine-tuning gradient steps (>= 1).
+    lam : float
+        Strength of the L2 pull toward W(T) (>= 0).
+    key, n_draws
+        Ignored.
+    finetune_data : tuple (X, Y), optional
+        n samples of B, X of shape (n, d_in) and Y of shape (n, d_out); None for the population loss.
+
+    Returns
+    -------
+    Curves
+        Every curve of the protocol, one value per slice of ``Ws_T``.
     """
     Ws_T = _checks.weights("Ws_T", Ws_T, batch_axes=1)
     shape = (Ws_T[-1].shape[-2], Ws_T[0].shape[-1])

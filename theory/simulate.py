@@ -30,6 +30,22 @@ def gradient_flow(loss_fn: LossFn, Ws0: Params, t_grid, dt_max: float = 0.01) ->
     Returns the parameters at every time of ``t_grid`` (a leading axis of len(t_grid) on each layer).
     Refuses a ``loss_fn`` that cannot be called, ``Ws0`` that ``_checks.weights`` refuses, and what
     ``ode.rk4_solve`` refuses (t_grid, dt_max).
+
+    Parameters
+    ----------
+    loss_fn : callable
+        Weights -> scalar loss.
+    Ws0 : tuple of arrays
+        The weights at t = 0.
+    t_grid : array, shape (n_t,)
+        The flow times at which W is returned (>= 0, ascending).
+    dt_max : float
+        Largest RK4 step (> 0).
+
+    Returns
+    -------
+    tuple of arrays
+        Each layer with a leading axis of n_t.
     """
     _checks.function("loss_fn", loss_fn)
     Ws0 = _checks.weights("Ws0", Ws0)
@@ -48,6 +64,24 @@ def schedule(kind: str, peak_lr, budget, warmup=0, decay_fraction: float = 0.2) 
     of length ``budget``: this is how budgets of different lengths share one vmapped scan.
     ``budget`` and ``warmup`` may be traced (vmapped over a series of budgets). Refuses an unknown
     ``kind``, peak_lr <= 0, budget <= 0, warmup < 0 and a decay_fraction outside [0, 1].
+
+    Parameters
+    ----------
+    kind : str
+        "constant", "cosine" or "wsd".
+    peak_lr : float
+        The largest rate (> 0).
+    budget : int or traced int
+        The step at which the rate reaches zero (> 0).
+    warmup : int or traced int
+        Steps of linear warmup (>= 0).
+    decay_fraction : float
+        The share of ``budget`` over which "wsd" decays, in [0, 1].
+
+    Returns
+    -------
+    optax.Schedule
+        Step count -> learning rate.
     """
     _checks.one_of("schedule", kind, SCHEDULES)
     peak_lr = _checks.positive("lr", peak_lr, ndim=0)
@@ -77,7 +111,23 @@ def optimizer(
 ) -> optax.GradientTransformation:
     """The optax optimiser ``name`` (sgd, momentum, adam, adamw) at a float or schedule learning rate.
     Refuses an unknown ``name``, a learning_rate that is neither a function nor a number > 0, a
-    momentum outside [0, 1] and weight_decay < 0."""
+    momentum outside [0, 1] and weight_decay < 0.
+
+    Parameters
+    ----------
+    name : str
+        "sgd", "momentum", "adam" or "adamw".
+    learning_rate : float or optax.Schedule
+        A rate (> 0) or a step -> rate function.
+    momentum : float
+        Momentum of "momentum", in [0, 1].
+    weight_decay : float
+        Decoupled weight decay of "adamw" (>= 0).
+
+    Returns
+    -------
+    optax.GradientTransformation
+    """
     _checks.one_of("optimizer", name, OPTIMIZERS)
     if not callable(learning_rate):
         learning_rate = _checks.positive("learning_rate", learning_rate, ndim=0)
@@ -126,6 +176,26 @@ def train(
     Refuses an ``objective`` that is not an ``Objective``, ``Ws0`` that ``_checks.weights`` refuses, an
     ``opt`` that is not an optax transformation, n_steps or record_every < 1 and a ``key`` that is
     neither None nor a PRNG key.
+
+    Parameters
+    ----------
+    objective : Objective
+        The loss and whether it draws batches.
+    Ws0 : tuple of arrays
+        The weights at step 0.
+    opt : optax.GradientTransformation
+        The optimiser, with its schedule.
+    n_steps : int
+        Steps to run (>= 1).
+    record_every : int
+        Steps between two snapshots (>= 1).
+    key : PRNG key, optional
+        Seeds the batches; required by a minibatch objective.
+
+    Returns
+    -------
+    tuple of arrays
+        Each layer with a leading axis of n_steps // record_every.
     """
     _checks.instance("objective", objective, Objective)
     Ws0 = _checks.weights("Ws0", Ws0)
@@ -156,14 +226,38 @@ def train(
 
 def population_objective(A: jax.Array) -> Objective:
     """Full-batch (population) loss 1/2 ||M(W) - A||_F^2; no data. Refuses an ``A`` that is not a
-    finite matrix."""
+    finite matrix.
+
+    Parameters
+    ----------
+    A : array, shape (d_out, d_in)
+        The teacher matrix.
+
+    Returns
+    -------
+    Objective
+    """
     A = _checks.floats("A", A, ndim=2)
     return Objective(lambda W, _batch: task_loss(W, A), lambda _key, n_steps: jnp.zeros((n_steps,), A.dtype))
 
 
 def minibatch_objective(A: jax.Array, batch_size: int, label_noise: float = 0.0) -> Objective:
     """Online SGD: a fresh batch x ~ N(0, I), y = A x + noise each step; unbiased for the population loss.
-    Refuses an ``A`` that is not a finite matrix, batch_size < 1 and label_noise < 0."""
+    Refuses an ``A`` that is not a finite matrix, batch_size < 1 and label_noise < 0.
+
+    Parameters
+    ----------
+    A : array, shape (d_out, d_in)
+        The teacher matrix.
+    batch_size : int
+        Samples per step (>= 1).
+    label_noise : float
+        Std of the Gaussian noise added to each target entry (>= 0).
+
+    Returns
+    -------
+    Objective
+    """
     A = _checks.floats("A", A, ndim=2)
     batch_size = _checks.positive_int("batch_size", batch_size)
     label_noise = _checks.non_negative("label_noise", label_noise, ndim=0)
@@ -199,6 +293,32 @@ def budget_series(
     (a minibatch objective requires one). Refuses an unknown ``mode``, ``budgets`` that are not step
     counts >= 1 in ascending order, a warmup_fraction outside [0, 1], and what ``train``,
     ``schedule`` and ``optimizer`` refuse.
+
+    Parameters
+    ----------
+    objective : Objective
+        The loss and whether it draws batches.
+    Ws0 : tuple of arrays
+        The weights at step 0, shared by every budget.
+    budgets : sequence of int
+        Step budgets (>= 1, ascending).
+    mode : str
+        "separate" or "single".
+    opt_name : str
+        The optimiser, as ``optimizer`` names it.
+    peak_lr : float
+        The schedule's largest rate (> 0).
+    kind : str
+        The schedule, as ``schedule`` names it.
+    warmup_fraction : float
+        Warmup steps as a share of each budget, in [0, 1].
+    key : PRNG key, optional
+        Seeds the batches; required by a minibatch objective.
+
+    Returns
+    -------
+    tuple of arrays
+        Each layer with a leading axis of len(budgets).
     """
     _checks.one_of("mode", mode, ("separate", "single"))
     if isinstance(budgets, (str, bytes)) or not hasattr(budgets, "__iter__") or not list(budgets):

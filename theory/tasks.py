@@ -18,7 +18,21 @@ from theory import _checks, _random
 
 
 def power_law_spectrum(n: int, s1: float = 1.0, alpha: float = 1.0) -> jax.Array:
-    """s_i = s_1 * i^(-alpha), i = 1..n (descending for alpha >= 0). Refuses n < 1, s1 <= 0, alpha < 0."""
+    """s_i = s_1 * i^(-alpha), i = 1..n (descending for alpha >= 0). Refuses n < 1, s1 <= 0, alpha < 0.
+
+    Parameters
+    ----------
+    n : int
+        Number of modes (>= 1).
+    s1 : float
+        The largest singular value (> 0).
+    alpha : float
+        The decay exponent (>= 0).
+
+    Returns
+    -------
+    array, shape (n,)
+    """
     n = _checks.positive_int("n", n)
     s1 = _checks.positive("s1", s1, ndim=0)
     alpha = _checks.non_negative("alpha", alpha, ndim=0)
@@ -26,7 +40,21 @@ def power_law_spectrum(n: int, s1: float = 1.0, alpha: float = 1.0) -> jax.Array
 
 
 def exponential_spectrum(n: int, s1: float = 1.0, rate: float = 0.1) -> jax.Array:
-    """s_i = s_1 * exp(-rate * (i - 1)), i = 1..n. Refuses n < 1, s1 <= 0, rate < 0."""
+    """s_i = s_1 * exp(-rate * (i - 1)), i = 1..n. Refuses n < 1, s1 <= 0, rate < 0.
+
+    Parameters
+    ----------
+    n : int
+        Number of modes (>= 1).
+    s1 : float
+        The largest singular value (> 0).
+    rate : float
+        The decay rate per mode (>= 0).
+
+    Returns
+    -------
+    array, shape (n,)
+    """
     n = _checks.positive_int("n", n)
     s1 = _checks.positive("s1", s1, ndim=0)
     rate = _checks.non_negative("rate", rate, ndim=0)
@@ -34,7 +62,17 @@ def exponential_spectrum(n: int, s1: float = 1.0, rate: float = 0.1) -> jax.Arra
 
 
 def explicit_spectrum(values) -> jax.Array:
-    """A user-given spectrum: a non-empty 1-d list of values > 0, sorted in descending order."""
+    """A user-given spectrum: a non-empty 1-d list of values > 0, sorted in descending order.
+
+    Parameters
+    ----------
+    values : sequence of float
+        The singular values (> 0, descending).
+
+    Returns
+    -------
+    array, shape (len(values),)
+    """
     s = _checks.positive("values", values, ndim=1)
     _checks.ordered("values", s, descending=True)
     return jnp.asarray(s)
@@ -42,13 +80,35 @@ def explicit_spectrum(values) -> jax.Array:
 
 def reversed_spectrum(s: jax.Array) -> jax.Array:
     """b = s[::-1]: the strongest pre-training mode becomes the weakest fine-tuning mode. Refuses an
-    ``s`` that is not a non-empty 1-d array of values >= 0."""
+    ``s`` that is not a non-empty 1-d array of values >= 0.
+
+    Parameters
+    ----------
+    s : array, shape (r,)
+        Singular values of the pre-training task (>= 0).
+
+    Returns
+    -------
+    array, shape (r,)
+    """
     return jnp.asarray(_checks.non_negative("s", s, ndim=1))[::-1]
 
 
 def permuted_spectrum(s: jax.Array, permutation) -> jax.Array:
     """b_i = s_{pi(i)} for a permutation pi of range(len(s)). Refuses an ``s`` that is not a non-empty
-    1-d array of values >= 0, and a ``permutation`` that is not one of 0..len(s)-1 (integers)."""
+    1-d array of values >= 0, and a ``permutation`` that is not one of 0..len(s)-1 (integers).
+
+    Parameters
+    ----------
+    s : array, shape (r,)
+        Singular values of the pre-training task (>= 0).
+    permutation : sequence of int
+        pi, a permutation of 0 .. r - 1.
+
+    Returns
+    -------
+    array, shape (r,)
+    """
     s = jnp.asarray(_checks.non_negative("s", s, ndim=1))
     return s[jnp.asarray(_checks.permutation("permutation", permutation, s.shape[0]))]
 
@@ -77,7 +137,21 @@ class Task:
 
 def random_orthonormal(key: jax.Array, n: int, r: int) -> jax.Array:
     """n x r matrix with orthonormal columns, Haar-distributed (QR of a Gaussian with sign fix).
-    Refuses a ``key`` that is not a PRNG key, n or r < 1, and r > n."""
+    Refuses a ``key`` that is not a PRNG key, n or r < 1, and r > n.
+
+    Parameters
+    ----------
+    key : PRNG key
+        Seeds the draw.
+    n : int
+        Rows (>= 1).
+    r : int
+        Columns (1 <= r <= n).
+
+    Returns
+    -------
+    array, shape (n, r)
+    """
     _checks.prng_key("key", key)
     n, r = _checks.positive_int("n", n), _checks.positive_int("r", r)
     if r > n:
@@ -88,7 +162,22 @@ def random_orthonormal(key: jax.Array, n: int, r: int) -> jax.Array:
 
 def teacher(key: jax.Array, s: jax.Array, d_out: int, d_in: int) -> Task:
     """A = U diag(s) V^T with Haar-random singular vectors; rank r = len(s) <= min(d_out, d_in).
-    Refuses an ``s`` that is not a non-empty 1-d array of values >= 0, widths < 1 and len(s) beyond them."""
+    Refuses an ``s`` that is not a non-empty 1-d array of values >= 0, widths < 1 and len(s) beyond them.
+
+    Parameters
+    ----------
+    key : PRNG key
+        Seeds the singular vectors.
+    s : array, shape (r,)
+        Singular values of the pre-training task (>= 0).
+    d_out, d_in : int
+        Output and input widths (>= len(s)).
+
+    Returns
+    -------
+    Task
+        The matrix with its singular values and vectors.
+    """
     _checks.prng_key("key", key)
     d_out, d_in = _checks.positive_int("d_out", d_out), _checks.positive_int("d_in", d_in)
     s = jnp.asarray(_checks.non_negative("s", s, ndim=1))
@@ -100,7 +189,19 @@ def teacher(key: jax.Array, s: jax.Array, d_out: int, d_in: int) -> Task:
 
 def with_spectrum(task: Task, b: jax.Array) -> Task:
     """Family 1: B = U diag(b) V^T, the same singular vectors as A and another spectrum. Refuses a
-    ``task`` that is not a ``Task`` and a ``b`` of another shape than task.s or with values < 0."""
+    ``task`` that is not a ``Task`` and a ``b`` of another shape than task.s or with values < 0.
+
+    Parameters
+    ----------
+    task : Task
+        The pre-training task A.
+    b : array, shape (r,)
+        B's singular values (>= 0).
+
+    Returns
+    -------
+    Task
+    """
     _checks.instance("task", task, Task)
     b = _checks.non_negative("b", b, ndim=1)
     _checks.same_shape("b", b, "task.s", task.s)
@@ -121,7 +222,23 @@ def _rotate(key: jax.Array, Q: jax.Array, theta) -> jax.Array:
 def rotated(task: Task, theta, key: jax.Array, b: jax.Array | None = None) -> Task:
     """Family 2: singular subspaces of B rotated from those of A by principal angle theta (0: aligned).
     Refuses a ``task`` that is not a ``Task``, a non-finite or non-scalar ``theta``, a ``key`` that is
-    not a PRNG key, and a ``b`` that ``with_spectrum`` refuses."""
+    not a PRNG key, and a ``b`` that ``with_spectrum`` refuses.
+
+    Parameters
+    ----------
+    task : Task
+        The pre-training task A.
+    theta : float
+        Principal angle between A's and B's singular subspaces, in radians.
+    key : PRNG key
+        Seeds the rotation's direction.
+    b : array, shape (r,), optional
+        B's singular values (>= 0); A's when None.
+
+    Returns
+    -------
+    Task
+    """
     _checks.instance("task", task, Task)
     theta = _checks.floats("theta", theta, ndim=0)
     _checks.prng_key("key", key)
@@ -135,7 +252,22 @@ def rotated(task: Task, theta, key: jax.Array, b: jax.Array | None = None) -> Ta
 
 def correlated_matrix(task: Task, rho, key: jax.Array) -> jax.Array:
     """Family 3: B = sqrt(1 - rho^2) A_perp + rho A, A_perp a teacher with A's spectrum and random vectors.
-    Refuses a ``task`` that is not a ``Task``, a ``rho`` outside [-1, 1] and a ``key`` that is not a PRNG key."""
+    Refuses a ``task`` that is not a ``Task``, a ``rho`` outside [-1, 1] and a ``key`` that is not a PRNG key.
+
+    Parameters
+    ----------
+    task : Task
+        The pre-training task A.
+    rho : float
+        The weight of A in B, in [-1, 1] (1: B = A).
+    key : PRNG key
+        Seeds A_perp's singular vectors.
+
+    Returns
+    -------
+    array, shape (d_out, d_in)
+        B.
+    """
     _checks.instance("task", task, Task)
     rho = _checks.floats("rho", rho, ndim=0, least=-1, most=1)
     _checks.prng_key("key", key)
@@ -145,7 +277,24 @@ def correlated_matrix(task: Task, rho, key: jax.Array) -> jax.Array:
 
 def sample_dataset(key: jax.Array, A: jax.Array, n: int, label_noise: float = 0.0):
     """Finite-sample variant: X (n x d_in) ~ N(0, I), Y = X A^T + label_noise * N(0, I). Refuses a
-    ``key`` that is not a PRNG key, an ``A`` that is not a finite matrix, n < 1 and label_noise < 0."""
+    ``key`` that is not a PRNG key, an ``A`` that is not a finite matrix, n < 1 and label_noise < 0.
+
+    Parameters
+    ----------
+    key : PRNG key
+        Seeds the draw.
+    A : array, shape (d_out, d_in)
+        The teacher matrix.
+    n : int
+        Number of samples (>= 1).
+    label_noise : float
+        Std of the Gaussian noise on each target entry (>= 0).
+
+    Returns
+    -------
+    (array, array)
+        X of shape (n, d_in) and Y of shape (n, d_out).
+    """
     _checks.prng_key("key", key)
     A = _checks.floats("A", A, ndim=2)
     n = _checks.positive_int("n", n)

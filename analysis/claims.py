@@ -120,6 +120,22 @@ def verdict(interval, region) -> str:
     """PASS / FAIL / INCONCLUSIVE of an interval [lo, hi] (None or a None end: unbounded) for the
     open region (a, b).
 
+    Parameters
+    ----------
+    interval : sequence [lo, hi] or None
+        The statistic's 95% interval; None, or a None end, for an unbounded side.
+    region : tuple (a, b)
+        The open region a claim asks the statistic to lie in (``ABOVE``, ``BELOW`` or a band); None
+        for an unbounded end.
+
+    Returns
+    -------
+    str
+        "PASS" when the interval lies inside the region, "FAIL" when it lies outside, else
+        "INCONCLUSIVE".
+
+    Examples
+    --------
     >>> verdict([0.1, 0.5], ABOVE), verdict([-0.4, -0.1], ABOVE), verdict([-0.1, 0.5], ABOVE), verdict(None, ABOVE)
     ('PASS', 'FAIL', 'INCONCLUSIVE', 'INCONCLUSIVE')
     """
@@ -290,6 +306,21 @@ def rank_test(T, curves) -> dict:
     independent): ``p_up`` = P(mean rho >= observed), ``p_down`` = P(mean rho <= observed). Series
     with a missing point are left out. The null of the mean is the S-fold convolution of D's.
 
+    Parameters
+    ----------
+    T : array, shape (n_t,)
+        The pre-training grid (> 0, ascending): flow time for theory curves, tokens for LLM curves.
+    curves : array, shape (n_series, n_t)
+        One curve per pre-training series (e.g. the excess under noise, in nats).
+
+    Returns
+    -------
+    dict
+        ``value`` (the mean rho over series), ``p_up``, ``p_down``, the per-series rhos and the number
+        of series used.
+
+    Examples
+    --------
     >>> r = rank_test([1, 2, 4, 8], [[1.0, 2.0, 3.0, 4.0]] * 3)  # rho = 1 in 3 of 3 series
     >>> r["value"], round(r["p_up"] * 24**3, 12), round(r["p_down"], 12)
     (1.0, 1.0, 1.0)
@@ -556,7 +587,28 @@ def evaluate_claims(
     """The verdicts on claims (a)-(h), in order (module docstring). ``traces``: a table of the
     noise-weighted Hessian trace W (column ``trace``, else ``value``) per ``checkpoint`` (or
     ``pretrain_time``) and, where it has the column, per series ``series_column`` (else the same W
-    for every series). A missing table makes its claims INCONCLUSIVE with a "no data" rule."""
+    for every series). A missing table makes its claims INCONCLUSIVE with a "no data" rule.
+
+    Parameters
+    ----------
+    perturb : DataFrame or None
+        The perturbation table of one model's series (result-store rows of ``ovt llm perturb``).
+    finetune : DataFrame or None
+        The fine-tuning table of the same series (rows of ``ovt llm finetune``).
+    traces : DataFrame or None
+        The noise-weighted Hessian trace per checkpoint (and series), as described above.
+    series_column : str
+        The column that names the pre-training series of a row.
+    uniform_loss : float or None
+        log V, the loss of a uniform guess over the vocabulary, in nats; runs at or above it are left
+        out of claim (f). None keeps every run.
+
+    Returns
+    -------
+    list of dict
+        One entry per claim (and per part where a claim has parts): statement, statistic, value,
+        interval or p, n, verdict and rule.
+    """
     if perturb is None or len(perturb) == 0:
         claims = [_no_data(c, "no perturbation table") for c in "abch"]
     else:
@@ -569,7 +621,18 @@ def evaluate_claims(
 
 
 def claim_order(claim: dict) -> tuple:
-    """Claims in the order a, a', b, ..., h, then h's per-gamma rows by gamma."""
+    """Claims in the order a, a', b, ..., h, then h's per-gamma rows by gamma.
+
+    Parameters
+    ----------
+    claim : dict
+        One entry of ``evaluate_claims``.
+
+    Returns
+    -------
+    tuple
+        The sort key.
+    """
     return claim["claim"].split(":")[0], claim.get("gamma", -math.inf)
 
 
@@ -578,7 +641,17 @@ def _number(x) -> str:
 
 
 def interval_text(claim: dict) -> str:
-    """``[lo, hi]`` of an interval, ``p = ...`` of a rank test, ``-`` for neither."""
+    """``[lo, hi]`` of an interval, ``p = ...`` of a rank test, ``-`` for neither.
+
+    Parameters
+    ----------
+    claim : dict
+        One entry of ``evaluate_claims``.
+
+    Returns
+    -------
+    str
+    """
     if claim.get("p_value") is not None and math.isfinite(claim["p_value"]):
         return f"p = {claim['p_value']:.2g}"
     if claim["interval"] is None:
@@ -588,7 +661,18 @@ def interval_text(claim: dict) -> str:
 
 def render_markdown(claims: list[dict]) -> str:
     """A Markdown table of ``claims``: claim, statement, statistic, value (at which part), 95% interval
-    (or a rank test's p), n (series x draws), verdict, rule."""
+    (or a rank test's p), n (series x draws), verdict, rule.
+
+    Parameters
+    ----------
+    claims : list of dict
+        The entries of ``evaluate_claims``.
+
+    Returns
+    -------
+    str
+        The table, one row per entry.
+    """
     lines = [
         "| claim | statement | statistic | value | 95% interval or p | n | verdict | rule |",
         "|---|---|---|---|---|---|---|---|",

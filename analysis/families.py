@@ -80,7 +80,19 @@ def _loss_rows(frame: pd.DataFrame, source: str) -> pd.DataFrame:
 
 
 def context_columns(frame: pd.DataFrame, schema: Collection[str]) -> list[str]:
-    """The swept fields of ``frame``: its columns outside the store's ``schema`` and the bookkeeping."""
+    """The swept fields of ``frame``: its columns outside the store's ``schema`` and the bookkeeping.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        Result-store rows (``experiments.store.load``'s schema).
+    schema : collection of str
+        The store's required columns.
+
+    Returns
+    -------
+    list of str
+    """
     return [c for c in frame.columns if c not in schema and c not in BOOKKEEPING]
 
 
@@ -102,7 +114,22 @@ def _seed_matrix(rows: pd.DataFrame, T: np.ndarray, seeds: list) -> np.ndarray:
 
 def families(frame: pd.DataFrame, run_name: str, schema: Collection[str]) -> tuple[list[Family], list[str]]:
     """The fittable families of one run's frame, and why the rest cannot be fitted. ``schema``: the
-    store's required columns (every other column, bar the bookkeeping, is a swept field)."""
+    store's required columns (every other column, bar the bookkeeping, is a swept field).
+
+    Parameters
+    ----------
+    frame : DataFrame
+        The rows of one run directory.
+    run_name : str
+        The run's name, used in the families' names.
+    schema : collection of str
+        The store's required columns.
+
+    Returns
+    -------
+    (list of Family, list of str)
+        The families, and one line per family that cannot be fitted, saying why.
+    """
     source = str(frame.source.iloc[0]) if len(frame) else "theory"
     if source not in LOSS_METRIC:
         return [], [f"{run_name}: source={source!r} is not one of {list(LOSS_METRIC)}"]
@@ -156,7 +183,21 @@ def families(frame: pd.DataFrame, run_name: str, schema: Collection[str]) -> tup
 
 
 def fit_window(T: np.ndarray, base: np.ndarray, window: tuple[float, float] | None) -> np.ndarray:
-    """Mask of the checkpoints the fits use (see the module docstring for the rule)."""
+    """Mask of the checkpoints the fits use (see the module docstring for the rule).
+
+    Parameters
+    ----------
+    T : array, shape (n_t,)
+        The pre-training grid (> 0, ascending): flow time for theory curves, tokens for LLM curves.
+    base : array, shape (n_t,)
+        The mean base (unmodified) loss at each T.
+    window : (float, float) or None
+        (T_min, T_max) in T's units; None for the automatic rule.
+
+    Returns
+    -------
+    array of bool, shape (n_t,)
+    """
     if window is not None:
         return (T >= window[0]) & (T <= window[1])
     plateau = np.abs(base - base[0]) <= PLATEAU * base[0]
@@ -168,7 +209,16 @@ def fit_window(T: np.ndarray, base: np.ndarray, window: tuple[float, float] | No
 
 
 def seed_mean(values: np.ndarray) -> np.ndarray:
-    """Mean over the last axis (seeds) of the finite entries; NaN where there is none (a diverged run)."""
+    """Mean over the last axis (seeds) of the finite entries; NaN where there is none (a diverged run).
+
+    Parameters
+    ----------
+    values : array, shape (..., n_seeds)
+
+    Returns
+    -------
+    array, shape (...)
+    """
     finite = np.isfinite(values)
     total = np.where(finite, values, 0.0).sum(axis=-1)
     n = finite.sum(axis=-1)
@@ -176,7 +226,16 @@ def seed_mean(values: np.ndarray) -> np.ndarray:
 
 
 def standard_error(values: np.ndarray) -> np.ndarray:
-    """Standard error over the last axis (finite entries only); NaN where fewer than 2."""
+    """Standard error over the last axis (finite entries only); NaN where fewer than 2.
+
+    Parameters
+    ----------
+    values : array, shape (..., n_seeds)
+
+    Returns
+    -------
+    array, shape (...)
+    """
     finite = np.isfinite(values)
     n = finite.sum(axis=-1)
     x = np.where(finite, values, 0.0)
@@ -186,7 +245,24 @@ def standard_error(values: np.ndarray) -> np.ndarray:
 
 
 def sensitivity_points(fam: Family, S: np.ndarray, mask: np.ndarray, leave_out: int | None = None):
-    """(T, m, S) of the windowed mean excess, without size index ``leave_out``."""
+    """(T, m, S) of the windowed mean excess, without size index ``leave_out``.
+
+    Parameters
+    ----------
+    fam : Family
+        The family (sizes m, grid T).
+    S : array, shape (n_sizes, n_t)
+        The mean excess of each size over the base curve.
+    mask : array of bool, shape (n_t,)
+        The fit window.
+    leave_out : int or None
+        The index of a size to leave out (a held-out fit), or None.
+
+    Returns
+    -------
+    (array, array, array)
+        T, m and S of every point used, flattened.
+    """
     keep = [i for i in range(fam.sizes.size) if i != leave_out]
     T = np.broadcast_to(fam.T[mask], (len(keep), mask.sum()))
     m = np.broadcast_to(fam.sizes[keep, None], T.shape)
@@ -194,7 +270,19 @@ def sensitivity_points(fam: Family, S: np.ndarray, mask: np.ndarray, leave_out: 
 
 
 def fittable(fam: Family, window) -> str | None:
-    """Set the family's fit window; None when it can be fitted, else why not."""
+    """Set the family's fit window; None when it can be fitted, else why not.
+
+    Parameters
+    ----------
+    fam : Family
+        The family; its ``mask`` is set here.
+    window : (float, float) or None
+        As in ``fit_window``.
+
+    Returns
+    -------
+    str or None
+    """
     fam.mask = fit_window(fam.T, seed_mean(fam.base), window)
     if fam.mask.sum() < 3:
         return f"{fam.name}: the fit window keeps {int(fam.mask.sum())} checkpoint(s); a fit needs at least 3"

@@ -141,7 +141,28 @@ class Bootstrap:
 
 
 def bootstrap(fam: Family, base_fit, sens_fit, fold_fits: dict, n_boot: int, seed: int) -> Bootstrap:
-    """``n_boot`` replicates of the family, each part resampled as its ``Draws`` says (module docstring)."""
+    """``n_boot`` replicates of the family, each part resampled as its ``Draws`` says (module docstring).
+
+    Parameters
+    ----------
+    fam : Family
+        The family to fit (its window set by ``families.fittable``).
+    base_fit : callable
+        Fits the base curve of one replicate.
+    sens_fit : callable
+        Fits the sensitivity of one replicate.
+    fold_fits : dict
+        Size index -> a callable refitting the replicate without that size (held-out predictions).
+    n_boot : int
+        Bootstrap replicates (>= 0; 0 claims no interval).
+    seed : int
+        Seeds the resampling.
+
+    Returns
+    -------
+    Bootstrap
+        The replicates' parameters and T*.
+    """
     rng = np.random.default_rng(seed)
     mask = fam.mask
     n_base, n_mod = fam.base.shape[1], fam.modified.shape[2]
@@ -202,7 +223,22 @@ def bootstrap(fam: Family, base_fit, sens_fit, fold_fits: dict, n_boot: int, see
 
 def fit_decomposition(fam: Family, n_boot: int, seed: int) -> dict:
     """The decomposition's part of a family's entry (its window set by ``families.fittable``): the
-    bootstrap settings, the six parameters, in-sample and held-out T*, each with its interval."""
+    bootstrap settings, the six parameters, in-sample and held-out T*, each with its interval.
+
+    Parameters
+    ----------
+    fam : Family
+        The family to fit (its window set by ``families.fittable``).
+    n_boot : int
+        Bootstrap replicates (>= 0; 0 claims no interval).
+    seed : int
+        Seeds the resampling.
+
+    Returns
+    -------
+    dict
+        JSON-able.
+    """
     return _fit_decomposition(fam, n_boot, seed)[0]
 
 
@@ -275,7 +311,26 @@ def _fit_decomposition(fam: Family, n_boot: int, seed: int):
 
 def fit_family(fam: Family, n_boot: int, seed: int, window, fit_linear_model: Callable) -> dict:
     """Every fit of one family (its window set by ``families.fittable``), as its fits.json entry.
-    ``fit_linear_model(T, L)`` -> (model, Goodness) fits the linear model to the windowed base curve."""
+    ``fit_linear_model(T, L)`` -> (model, Goodness) fits the linear model to the windowed base curve.
+
+    Parameters
+    ----------
+    fam : Family
+        The family to fit (its window set by ``families.fittable``).
+    n_boot : int
+        Bootstrap replicates (>= 0; 0 claims no interval).
+    seed : int
+        Seeds the resampling.
+    window : (float, float) or None
+        The fit window in T's units, or None for the automatic rule.
+    fit_linear_model : callable
+        (T, L) -> (model, Goodness), e.g. ``theory.linear_model.fit_linear_model``.
+
+    Returns
+    -------
+    dict
+        JSON-able: the family's ``fits.json`` entry.
+    """
 
     mask = fam.mask
     n_used = int(mask.sum())
@@ -436,7 +491,17 @@ def _observed(fam, base_mean, mod_mean, S_all) -> dict:
 
 
 def summary_rows(entries: list[dict]) -> list[dict]:
-    """One row per family: the exponents, and the two goodness-of-prediction numbers."""
+    """One row per family: the exponents, and the two goodness-of-prediction numbers.
+
+    Parameters
+    ----------
+    entries : list of dict
+        Entries of ``fit_family``.
+
+    Returns
+    -------
+    list of dict
+    """
     rows = []
     for e in entries:
         d, held, lin = e["decomposition"], e["held_out"], e["linear_model"]
@@ -459,7 +524,24 @@ def predict_t_star(fam: Family, sizes, n_boot: int, seed: int) -> dict:
     """A prediction made before its data are looked at: the decomposition fitted to ``fam`` alone (the
     fit sizes; ``fam`` must not hold the ``sizes`` predicted), and T*(m) at each of ``sizes`` from the
     closed form, with its 95% interval from ``n_boot`` replicates of the fit (``bootstrap``). The base
-    and excess fits use the whole T grid (``fam.mask`` where set)."""
+    and excess fits use the whole T grid (``fam.mask`` where set).
+
+    Parameters
+    ----------
+    fam : Family
+        The fit sizes' family.
+    sizes : sequence of float
+        Modification sizes m to predict T* at (gamma, or lr x steps).
+    n_boot : int
+        Bootstrap replicates (>= 0; 0 claims no interval).
+    seed : int
+        Seeds the resampling.
+
+    Returns
+    -------
+    dict
+        JSON-able: the fitted parameters and, per size, the predicted T* (in T's units) and its interval.
+    """
     held = [float(m) for m in np.atleast_1d(np.asarray(sizes, float))]
     if set(held) & {float(m) for m in fam.sizes}:
         raise ValueError(f"sizes {held} overlap the family's own {fam.sizes.tolist()}: not a prediction")

@@ -74,6 +74,22 @@ def vertex_minimum(T, values, dtype=np.float32) -> np.ndarray:
     estimate of a minimum, with no judgement of whether it is an inflection. NaN where no value is
     finite. Works on the last axis.
 
+    Parameters
+    ----------
+    T : array, shape (n_t,)
+        The pre-training grid (> 0, ascending): flow time for theory curves, tokens for LLM curves.
+    values : array, shape (..., n_t)
+        The curves over T (a loss after a modification); NaN marks a missing point.
+    dtype : numpy dtype
+        The float type of the computation.
+
+    Returns
+    -------
+    array, shape (...)
+        The refined argmin, in T's units.
+
+    Examples
+    --------
     >>> round(float(vertex_minimum(np.array([1.0, 10.0, 100.0]), np.array([2.0, 1.0, 1.5]))), 2)
     14.68
     """
@@ -129,6 +145,27 @@ def inflection_kind(
     ``RTOL``: 1e-5 at the default rtol, 0 at rtol = 0) and ``spread`` at the minimum (broadcast
     against ``values``; NaN or None: not known), else "flat". Computed in ``dtype``, as ``inflection``.
 
+    Parameters
+    ----------
+    T : array, shape (n_t,)
+        The pre-training grid (> 0, ascending): flow time for theory curves, tokens for LLM curves.
+    values : array, shape (..., n_t)
+        The curves over T (a loss after a modification); NaN marks a missing point.
+    rtol : float
+        The rise relative to |minimum| below which a curve is flat.
+    dtype : numpy dtype
+        The float type of the computation.
+    rise_fraction : float or None
+        The rise relative to the curve's range below which a curve is flat.
+    spread : float or array, shape (...), or None
+        The noise of each curve (spread over seeds or s.e. over draws), in the curve's units.
+
+    Returns
+    -------
+    numpy array of str, shape (...)
+
+    Examples
+    --------
     >>> T = np.array([1.0, 10.0, 100.0, 1000.0])
     >>> inflection_kind(T, np.array([[3.0, 1.0, 2.0, 2.5], [1.0, 2.0, 3.0, 4.0], [4.0, 3.0, 2.0, 1.0]])).tolist()
     ['interior', 'below', 'above']
@@ -155,6 +192,22 @@ def inflection(
     the second by a few float32 ulps (a flat start) from turning into an interior T*. float64 on
     request (``theory.measure.inflection`` passes float64 under JAX's x64 mode).
 
+    Parameters
+    ----------
+    T : array, shape (n_t,)
+        The pre-training grid (> 0, ascending): flow time for theory curves, tokens for LLM curves.
+    values : array, shape (..., n_t)
+        The curves over T (a loss after a modification); NaN marks a missing point.
+    rtol, dtype, rise_fraction, spread
+        As in ``inflection_kind``.
+
+    Returns
+    -------
+    array, shape (...)
+        T* per curve, in T's units; NaN where there is none in range.
+
+    Examples
+    --------
     >>> T = np.array([1.0, 10.0, 100.0])
     >>> round(float(inflection(T, np.array([2.0, 1.0, 2.0]))), 3)
     10.0

@@ -76,7 +76,23 @@ def _one_curve(part: str, source: str, draws_elsewhere: bool, n_points: int) -> 
 
 
 def base_draws(source: str, n_base: int, n_mod: int, n_points: int) -> Draws:
-    """The base curve: its seeds, or (one seed) as ``_one_curve``; ``n_points`` its windowed points."""
+    """The base curve: its seeds, or (one seed) as ``_one_curve``; ``n_points`` its windowed points.
+
+    Parameters
+    ----------
+    source : str
+        Where the replicates come from, as the store says (theory or LLM).
+    n_base : int
+        Seeds (draws) of the base curve.
+    n_mod : int
+        Seeds (draws) of the modified curves.
+    n_points : int
+        Windowed points of the base curve.
+
+    Returns
+    -------
+    Draws
+    """
     if n_base > 1:
         return Draws("base", "seeds", n_base)
     return _one_curve("base", source, n_mod > 1, n_points)
@@ -84,14 +100,46 @@ def base_draws(source: str, n_base: int, n_mod: int, n_points: int) -> Draws:
 
 def excess_draws(source: str, n_base: int, n_mod: int, paired: bool, n_points: int) -> Draws:
     """The excess: the modified seeds (with the base seeds, resampled apart where not paired: the fewer
-    count), or (one modified seed) as ``_one_curve``; ``n_points`` its positive windowed points."""
+    count), or (one modified seed) as ``_one_curve``; ``n_points`` its positive windowed points.
+
+    Parameters
+    ----------
+    source : str
+        Where the replicates come from, as the store says (theory or LLM).
+    n_base : int
+        Seeds (draws) of the base curve.
+    n_mod : int
+        Seeds (draws) of the modified curves.
+    paired : bool
+        Whether base and modified seeds are the same draws.
+    n_points : int
+        Positive windowed points of the excess.
+
+    Returns
+    -------
+    Draws
+    """
     if n_mod > 1:
         return Draws("excess", "seeds", n_mod if paired or n_base == 1 else min(n_mod, n_base))
     return _one_curve("excess", source, n_base > 1, n_points)
 
 
 def modified_draws(source: str, n_base: int, n_mod: int) -> Draws:
-    """The mean modified curves (observed T*): their seeds, else fixed."""
+    """The mean modified curves (observed T*): their seeds, else fixed.
+
+    Parameters
+    ----------
+    source : str
+        Where the replicates come from, as the store says (theory or LLM).
+    n_base : int
+        Seeds (draws) of the base curve.
+    n_mod : int
+        Seeds (draws) of the modified curves.
+
+    Returns
+    -------
+    Draws
+    """
     return Draws("modified", "seeds", n_mod) if n_mod > 1 else _fixed("modified", source, n_base > 1)
 
 
@@ -113,6 +161,28 @@ def t_stat(
     side leave that end open (null). ``lower``: a bound of the fitted parameter (E >= 0). ``level``: the
     interval's coverage (a multiplicity correction asks for more than ``LEVEL``).
 
+    Parameters
+    ----------
+    value : float
+        The quantity fitted on the data.
+    replicates : array, shape (n_boot,)
+        Its value on each bootstrap replicate.
+    parts : sequence of Draws
+        How each part it depends on was resampled.
+    log : bool
+        Whether the quantity is a positive scale (interval in log space).
+    lower : float or None
+        A bound of the fitted parameter.
+    level : float
+        The coverage, in (0, 1).
+
+    Returns
+    -------
+    dict
+        JSON-able.
+
+    Examples
+    --------
     >>> base, excess = Draws("base", "fixed", 1, "deterministic curve"), Draws("excess", "seeds", 3)
     >>> t_stat(2.0, [1.0, 2.0, 3.0], [base])["method"]
     'none (deterministic curve)'

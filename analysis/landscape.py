@@ -26,7 +26,22 @@ PROMINENCE = 1e-3  # of the curve's range: below this a dip is noise, not a mini
 
 def local_minima(T, values, prominence: float = PROMINENCE) -> list[tuple[float, float]]:
     """(T, value) of every interior local minimum of one curve whose prominence exceeds
-    ``prominence`` x (max - min), in increasing T; T refined by a parabola in log T."""
+    ``prominence`` x (max - min), in increasing T; T refined by a parabola in log T.
+
+    Parameters
+    ----------
+    T : array, shape (n_t,)
+        The pre-training grid (> 0, ascending): flow time for theory curves, tokens for LLM curves.
+    values : array, shape (n_t,)
+        One curve over T.
+    prominence : float
+        The least prominence counted, relative to the curve's range.
+
+    Returns
+    -------
+    list of (float, float)
+        (T, value) per minimum, T in T's units.
+    """
     T, y = np.asarray(T, float), np.asarray(values, float)
     if T.ndim != 1 or y.shape != T.shape or T.size < 3:
         raise ValueError(f"T and values must be one curve of >= 3 points; got shapes {T.shape}, {y.shape}")

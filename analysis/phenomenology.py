@@ -58,6 +58,22 @@ def inflection_time(m, A, alpha, C, p, beta):
 
     Infinite where the sensitivity does not grow (beta <= 0 or C <= 0): then L + S only falls.
 
+    Parameters
+    ----------
+    m : float or array
+        The modification size (gamma, or lr x steps).
+    A, alpha : float
+        Scale and exponent of the base curve's decay (alpha > 0).
+    C, p, beta : float
+        Scale, size exponent and time exponent of the sensitivity.
+
+    Returns
+    -------
+    array
+        T*(m), in the units of T the fit used; +inf where the sensitivity does not grow.
+
+    Examples
+    --------
     >>> round(float(inflection_time(1.0, A=1.0, alpha=1.0, C=1.0, p=2.0, beta=1.0)), 6)
     1.0
     """
@@ -78,6 +94,20 @@ class Goodness:
 
 
 def goodness(log_observed, log_predicted) -> Goodness:
+    """Root-mean-square error and R^2 of a fit in log space.
+
+    Parameters
+    ----------
+    log_observed : array, shape (n,)
+        The observed values' logs.
+    log_predicted : array, shape (n,)
+        The fitted values' logs.
+
+    Returns
+    -------
+    Goodness
+        ``rmse_log``, ``r2_log`` (NaN for a constant curve) and ``n``.
+    """
     y, f = np.asarray(log_observed, float), np.asarray(log_predicted, float)
     ss_res = float(np.sum((y - f) ** 2))
     ss_tot = float(np.sum((y - y.mean()) ** 2))
@@ -90,6 +120,19 @@ def fit_base(T, L, start: tuple[float, float, float] | None = None) -> tuple[tup
     Needs >= 3 distinct T. Starts from ``start`` alone, else from a small grid of (E, alpha) and keeps
     the lowest cost. T is scaled by its geometric mean inside, so A is well conditioned; A is returned
     in the units of T.
+
+    Parameters
+    ----------
+    T : array, shape (n,)
+        Pre-training amounts (> 0): flow time or tokens.
+    L : array, shape (n,)
+        The base loss at each T (> 0), in nats for an LLM.
+    start : (E, A, alpha) or None
+        A starting point for the least squares.
+
+    Returns
+    -------
+    ((float, float, float), Goodness)
     """
     T, L = np.asarray(T, float), np.asarray(L, float)
     if np.unique(T).size < 3 or np.any(L <= 0) or np.any(T <= 0):
@@ -129,6 +172,19 @@ def fit_sensitivity(T, m, S) -> tuple[tuple[float, float, float], Goodness]:
     """(C, p, beta) of S = C m^p T^beta by ordinary least squares on log S over points with S > 0.
 
     Needs >= 2 distinct m and >= 2 distinct T among them (else p or beta is not identified).
+
+    Parameters
+    ----------
+    T : array, shape (n,)
+        Pre-training amount of each point (> 0).
+    m : array, shape (n,)
+        Modification size of each point (> 0).
+    S : array, shape (n,)
+        The excess of the modified loss over the base loss at each point.
+
+    Returns
+    -------
+    ((float, float, float), Goodness)
     """
     T, m, S = (np.asarray(v, float).ravel() for v in (T, m, S))
     keep = (S > 0) & np.isfinite(S)
@@ -148,6 +204,24 @@ def fit_reference(model, modification: str, T, size: float, S) -> float:
 
     A grid of 97 values of ref * size (1e-6 .. 1e6, eighth decades), then a bounded refinement
     around the best.
+
+    Parameters
+    ----------
+    model : linear model
+        A fitted model with ``curves(T, modification, sizes)``.
+    modification : str
+        "gaussian" or "finetune".
+    T : array, shape (n,)
+        Pre-training amounts (> 0), in the units the model was fitted in.
+    size : float
+        The measured modification size (gamma, or lr x steps).
+    S : array, shape (n,)
+        The measured excess at each T.
+
+    Returns
+    -------
+    float
+        The reference scale.
     """
     T, S = np.asarray(T, float), np.asarray(S, float)
     keep = S > 0

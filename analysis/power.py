@@ -42,6 +42,26 @@ LEVEL = 0.95
 def half_width(sigma_s2: float, sigma_o2: float, n: int, m: int, level: float = LEVEL) -> float:
     """Eq. (1): the expected half-width of a Student-t interval over ``n`` series of ``m`` orders each.
 
+    Parameters
+    ----------
+    sigma_s2 : float
+        Variance between pre-training series, in squared nats.
+    sigma_o2 : float
+        Variance between batch orders, in squared nats.
+    n : int
+        Series (>= 2).
+    m : int
+        Batch orders per series (>= 1).
+    level : float
+        The interval's coverage, in (0, 1).
+
+    Returns
+    -------
+    float
+        The half-width, in nats.
+
+    Examples
+    --------
     >>> round(half_width(0.0004, 0.0002, 6, 2), 4)
     0.0235
     """
@@ -63,6 +83,17 @@ def components(T: np.ndarray, L: np.ndarray) -> dict:
     Returns {"fall": {...}, "rise": {...}} with, for each, ``direct`` and ``residual`` estimates of
     ``sigma_s2`` and ``sigma_o2`` and the dof they rest on, and ``i_star``: the interior index of the
     pooled minimum the statistic is taken at.
+
+    Parameters
+    ----------
+    T : array, shape (n_t,)
+        Tokens of the checkpoints (ascending, n_t >= 4).
+    L : array, shape (n_series, n_orders, n_t)
+        Log perplexities after fine-tuning, in nats.
+
+    Returns
+    -------
+    dict
     """
     T, L = np.asarray(T, float), np.asarray(L, float)
     if L.ndim != 3 or L.shape[2] != T.size:
@@ -109,7 +140,18 @@ def components(T: np.ndarray, L: np.ndarray) -> dict:
 
 def pooled(entry: dict) -> tuple[float, float]:
     """(sigma_s2, sigma_o2): the direct and residual estimates of each component averaged with their
-    dof as weights."""
+    dof as weights.
+
+    Parameters
+    ----------
+    entry : dict
+        One of ``components``' "fall" or "rise".
+
+    Returns
+    -------
+    (float, float)
+        In squared nats.
+    """
     found = []
     for component, dof in (("sigma_s2", "dof_s"), ("sigma_o2", "dof_o")):
         weights = [entry[how][dof] for how in ("direct", "residual")]
@@ -142,6 +184,23 @@ def plan(
     ``variances``: {"SIZE/STATISTIC": (sigma_s2, sigma_o2)}; ``costs``: {"SIZE": Cost}. Returns {"n":
     {size: n}, "m", "cost", "half_widths": {key: h}, "met": bool}; where a size cannot meet the target
     within ``n_max``, its n is the one with the smallest worst half-width and ``met`` is False.
+
+    Parameters
+    ----------
+    variances : dict
+        "SIZE/STATISTIC" -> (sigma_s2, sigma_o2), in squared nats.
+    costs : dict
+        "SIZE" -> Cost, the core-seconds of one series and one order.
+    target : float
+        The largest half-width allowed, in nats.
+    n_min, n_max : int
+        The range of series per size searched.
+    m_min, m_max : int
+        The range of batch orders searched.
+
+    Returns
+    -------
+    dict
     """
     if target <= 0:
         raise ValueError(f"target={target} must be > 0")

@@ -197,10 +197,10 @@ def simulated_curves(
     """All curves from a stored trajectory ``Ws_T`` (each layer with a leading axis over T).
 
     Gaussian: the exact excess (``perturbation.excess``) at every depth, noise std gamma * sigma_k
-    on layer k; ``key`` and ``n_draws`` are accepted for callers that pass them and are ignored. Fine-tuning: ``steps`` of GD at ``lr`` (a
-    scalar, or one rate per T) on L_B + lam/2 ||W - W(T)||^2, or with ``finetune_data`` = (X, Y) on
-    the empirical loss of those samples of B; the stored L_B after fine-tuning is then the held-out
-    (population) loss.
+    on layer k; ``key`` and ``n_draws`` are accepted for callers that pass them and are ignored.
+    Fine-tuning: ``steps`` of GD at ``lr`` (a scalar, or one rate per T) on L_B + lam/2 ||W - W(T)||^2,
+    or with ``finetune_data`` = (X, Y) on the empirical loss of those samples of B; the stored L_B
+    after fine-tuning is then the held-out (population) loss.
 
     Refuses ``Ws_T`` that ``_checks.weights`` refuses (with the leading T axis), A and B that are not
     finite matrices of the network's shape, an ``lr`` that is not > 0 or neither a scalar nor one per

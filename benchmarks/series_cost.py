@@ -38,7 +38,7 @@ from llm_validation.corpora import load_corpus
 from llm_validation.evaluate import load_token_blocks, perplexity
 from llm_validation.models import count_parameters
 from llm_validation.pretrain import PretrainConfig, pretrain, trained_steps
-from llm_validation.tokens import human_tokens, parse_tokens
+from rundir.tokens import human_tokens, parse_tokens
 
 TOKENS_PER_STEP = 64 * 64
 DESIGNS = [("separate", 1), ("separate", 2), ("wsd", 1), ("wsd", 2)]

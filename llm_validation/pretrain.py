@@ -46,12 +46,12 @@ from tqdm import tqdm
 from transformers import PreTrainedTokenizerFast
 
 from llm_validation import checkpoints
-from llm_validation.atomic import replaced
 from llm_validation.corpora import corpus_source, load_corpus
 from llm_validation.models import build_model, count_parameters, olmo_config
 from llm_validation.parallel import process_pool
 from llm_validation.pretrain_config import PretrainConfig, Target, check_repetition, config_record
 from llm_validation.tokenizer import train_bpe_tokenizer
+from rundir.atomic import replaced
 
 LOSS_CURVE_POINTS = 256
 TRUNK = "wsd-trunk"  # the run name of a WSD series' constant-lr trunk

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments import store
+from rundir import store
 
 # The one stderr line each way of ending prints (experiments/cli.py), with its exit code.
 ENDINGS = {

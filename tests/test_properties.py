@@ -17,9 +17,11 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from analysis.inflection import vertex_minimum
-from experiments import config, llm_config, presets, store
-from experiments.config import FLOAT32_MAX, FLOAT32_TINY
+from experiments.llm import config as llm_config
+from experiments.sweep import config, presets
+from experiments.sweep.config import FLOAT32_MAX, FLOAT32_TINY
 from llm_validation.evaluate import read_texts
+from rundir import store
 from theory import perturbation
 
 THEORY_FIELDS = sorted(name for name in config.FIELDS if name != "grid")

@@ -10,8 +10,10 @@ import math
 import pandas as pd
 import pytest
 
-from experiments import llm_study, llm_study_report, store
-from experiments.llm_study import Study
+from experiments.llm import study as llm_study
+from experiments.llm import study_report as llm_study_report
+from experiments.llm.study import Study
+from rundir import store
 from tests.experiments.conftest import ovt
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread", "empty_offline_cache")
@@ -231,7 +233,7 @@ def test_a_pilot_measures_the_variance_components_and_plans_its_target(study, tm
     import numpy as np
 
     from analysis import power
-    from experiments import llm_study_power
+    from experiments.llm import study_power as llm_study_power
 
     pilot = dataclasses.replace(TINY, pilot_for="tiny-test")
     record = llm_study_power.write(study, pilot, TINY)
@@ -320,7 +322,7 @@ def test_a_study_ended_by_a_full_disk_sigterm_and_sigint_resumes_to_the_uninterr
     small = dataclasses.replace(TINY, seeds=(0,), sizes=(("tiny", (1024, 2048, 4096)),), regs=())
     code = (
         "import sys\n"
-        "from experiments import cli, llm_study\n"
+        "from experiments import cli\nfrom experiments.llm import study as llm_study\n"
         f"llm_study.STUDIES['tiny-term'] = llm_study.{small!r}\n"
         "argv = ['llm', 'study', 'tiny-term', '--quiet', '--workers', '1', '--until', 'measurements']\n"
         "sys.exit(cli.main(argv + ['--out', sys.argv[1]]))\n"

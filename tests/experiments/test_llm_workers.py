@@ -16,8 +16,8 @@ import time
 import pandas as pd
 import pytest
 
-from experiments import store
 from llm_validation.parallel import WORKERS_ENV, default_workers, worker_count
+from rundir import store
 from tests.exits import ENDINGS, a_chunk_more, interrupt_when, small_disk
 from tests.experiments.conftest import ovt
 from tests.experiments.test_llm_finetune_cli import files as files  # noqa: F401 (a fixture)

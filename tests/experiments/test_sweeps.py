@@ -9,8 +9,11 @@ import pandas as pd
 import pytest
 
 from analysis.inflection import KINDS
-from experiments import config, derived, presets, store, theory_run
-from experiments.run import UsageError, run_theory
+from experiments.sweep import compute as theory_run
+from experiments.sweep import config, presets
+from experiments.sweep.runner import run_theory
+from rundir import derived, store
+from rundir.lifecycle import UsageError
 from tests.exits import ENDINGS, a_chunk_more, interrupt_when, small_disk
 
 from .conftest import smoke_sized
@@ -162,8 +165,8 @@ def test_a_store_written_before_the_kinds_loads_with_empty_kinds(tmp_path):
 def _sweep_command(out, slow):
     code = (
         "import dataclasses, time\n"
-        "from experiments import theory_run\n"
-        "from experiments.run import run_theory\n"
+        "from experiments.sweep import compute as theory_run\n"
+        "from experiments.sweep.runner import run_theory\n"
         "from tests.experiments.conftest import smoke_sized\n"
         "cfg = dataclasses.replace(smoke_sized('finetune'), chunk_size=1, grid=(('lr', (0.01, 0.02, 0.04, 0.08)),))\n"
         "original = theory_run.run_chunk\n"
@@ -198,7 +201,7 @@ def test_cell_axis_shards_over_two_devices(tmp_path):
     code = (
         "import jax\n"
         "assert jax.device_count() == 2\n"
-        "from experiments.run import run_theory\n"
+        "from experiments.sweep.runner import run_theory\n"
         "from tests.experiments.conftest import smoke_sized\n"
         f"run_theory(smoke_sized('gaussian'), 'gaussian', {str(tmp_path / 'two')!r}, quiet=True)\n"
     )
@@ -212,7 +215,7 @@ def test_cell_axis_shards_over_two_devices(tmp_path):
 def test_cluster_jobs_write_chunks_that_merge(tmp_path):
     import dataclasses
 
-    from experiments import cluster
+    from experiments.sweep import cluster
 
     cfg = dataclasses.replace(smoke_sized("gaussian"), chunk_size=1)
     jobs = cluster.submit(cfg, "gaussian", tmp_path, cluster="debug")
@@ -226,7 +229,7 @@ def _cli_command(out, slow):
     """``ovt theory smoke`` over four gammas, one cell a chunk, each chunk slowed by ``slow`` seconds."""
     code = (
         "import sys, time\n"
-        "from experiments import cli, theory_run\n"
+        "from experiments import cli\nfrom experiments.sweep import compute as theory_run\n"
         "original = theory_run.run_chunk\n"
         f"def slow(*a, **k):\n    time.sleep({slow})\n    return original(*a, **k)\n"
         "theory_run.run_chunk = slow\n"

@@ -14,7 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from experiments import config, explore, presets
+from experiments import explore
+from experiments.sweep import config, presets
 
 from .conftest import ovt
 

@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments import config, presets
-from experiments.run import run_theory
+from experiments.sweep import config, presets
+from experiments.sweep.runner import run_theory
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from llm_validation.checkpoints import format_revision, parse_revision
 from llm_validation.pretrain import (
     PretrainConfig,
     batch_indices,
@@ -18,6 +17,7 @@ from llm_validation.pretrain import (
     trained_steps,
     wsd_learning_rate,
 )
+from llm_validation.revisions import format_revision, parse_revision
 
 # 4 x 32 = 128 tokens a step: budgets of 1024 and 4096 tokens are 8- and 32-step runs.
 NAMES = [format_revision(8, 1024), format_revision(32, 4096)]

@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 
 from analysis.inflection import vertex_minimum
-from experiments import derived
-from experiments.config import TheoryConfig, cells
+from experiments.sweep.config import TheoryConfig, cells
+from rundir import derived
 from theory import finetune, measure, network, protocol, simulate, tasks
 
 TRACED = ("gamma", "lr", "reg", "seed", "theta", "rho", "u0")
@@ -272,9 +272,29 @@ def run_chunk(chunk: Chunk, setup: str, grid_fields: tuple[str, ...], mesh=None)
     return pd.concat(frames, ignore_index=True)
 
 
+PREDICTION = "t_star_predicted"  # checkpoint and metric of the row holding the predicted Gaussian T*
+
+
+def gaussian_prediction(cell: TheoryConfig) -> float | None:
+    """The last-beneficial-mode prediction of the Gaussian T* (``theory.prediction.gaussian_t_star``),
+    made from the cell's config alone, where it applies: the aligned depth-2 closed form with a
+    power-law spectrum (s_i = s1 i^-alpha, noise std gamma * sigma on both layers, sigma the init std
+    or ``noise_sigma``). None elsewhere; NaN where no mode helps."""
+    if not (
+        cell.method == "closed_form" and cell.depth == 2 and cell.init == "aligned" and cell.spectrum == "power_law"
+    ):
+        return None
+    from theory.prediction import gaussian_t_star
+
+    s = tasks.power_law_spectrum(cell.rank, cell.s1, cell.alpha)
+    sigma = cell.init_std if cell.noise_scale == "init" else cell.noise_sigma
+    return float(gaussian_t_star(s, cell.u0, cell.gamma, sigma, sigma, cell.d_in, cell.d_out))
+
+
 def _rows(cell: TheoryConfig, setup: str, T: np.ndarray, out: dict, grid_fields, inflection: dict) -> pd.DataFrame:
     """The cell's rows: every curve of ``Curves.by_modification`` on the grid, and one ``inflection``
-    row per entry of ``inflection`` ({modification: (T*, kind)}, from ``inflections``)."""
+    row per entry of ``inflection`` ({modification: (T*, kind)}, from ``inflections``), and the
+    predicted Gaussian T* (``PREDICTION``) where ``gaussian_prediction`` applies."""
     curves: protocol.Curves = out["curves"]
     # A fixed lr is stored exactly as configured (not as its float32 image), so rows match by value.
     lr_T = np.asarray(out["lr"], float) if cell.lr_policy == "shrinking" else np.full(len(T), cell.lr)
@@ -314,6 +334,25 @@ def _rows(cell: TheoryConfig, setup: str, T: np.ndarray, out: dict, grid_fields,
                     "value": [t_star],
                     "lr_policy": [cell.lr_policy if is_ft else ""],
                     derived.KIND: [kind],
+                }
+            )
+        )
+    predicted = gaussian_prediction(cell) if "gaussian" in inflection else None
+    if predicted is not None:
+        blocks.append(
+            pd.DataFrame(
+                {
+                    "checkpoint": [PREDICTION],
+                    "pretrain_time": [np.nan],
+                    "modification": ["gaussian"],
+                    "gamma": [cell.gamma],
+                    "lr": [np.nan],
+                    "steps": [np.nan],
+                    "reg": [np.nan],
+                    "metric": [PREDICTION],
+                    "value": [predicted],
+                    "lr_policy": [""],
+                    derived.KIND: [""],
                 }
             )
         )

@@ -147,8 +147,8 @@ def measure_pilot(out: Path, pilot, uniform: dict[str, float]) -> dict:
 def study_costs(study, costs: dict) -> dict[str, power.Cost]:
     """Core-seconds of one series (pre-training, its data, perturb and curvature) and of one batch
     order of its fine-tuning runs, per size, for ``study``'s budgets and grid."""
-    from llm_validation.pretrain import trained_steps
     from llm_validation.pretrain_config import PretrainConfig
+    from llm_validation.series_runs import trained_steps
 
     found = {}
     for size, budgets in study.sizes:

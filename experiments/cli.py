@@ -22,7 +22,7 @@ from experiments.llm import cli as llm_cli
 from experiments.llm import reproduce as llm_reproduce
 from experiments.llm import study as llm_study
 from experiments.sweep import presets
-from experiments.sweep.config import apply_overrides, read_overrides
+from experiments.sweep.overrides import apply_overrides, read_overrides
 from experiments.sweep.runner import run_theory
 from rundir import store
 from rundir.lifecycle import UsageError, check_writable, variant_dir

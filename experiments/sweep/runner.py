@@ -45,14 +45,14 @@ def run_theory(
     """
     import jax
 
-    from experiments.sweep import compute as theory_run
+    from experiments.sweep import compute
 
     out = Path(out)
     check_writable(out)
     manifest_path = out / store.MANIFEST
     identity = {"preset": preset, "config": to_dict(cfg)}
     mesh, n_devices = _device_mesh()
-    chunks = theory_run.plan(cfg, n_devices)
+    chunks = compute.plan(cfg, n_devices)
     check_chunks(only_chunks, len(chunks))
     out_decision(out, identity)  # refuse before anything is written
 
@@ -87,23 +87,24 @@ def check_chunks(only_chunks: list[int] | None, n_chunks: int) -> None:
 def _compute(cfg, preset, out, manifest, chunks, mesh, quiet, only_chunks):
     from tqdm import tqdm
 
-    from experiments.sweep import compute as theory_run
+    from experiments.sweep import compute
+    from experiments.sweep.rows import finalize
 
     manifest_path = out / store.MANIFEST
     grid_fields = tuple(n for n, _ in cfg.grid)
     done = store.stored_chunks(out)
     todo = [c for c in chunks if c.index not in done and (only_chunks is None or c.index in only_chunks)]
     for chunk in tqdm(todo, desc=f"theory {preset}", unit="chunk", disable=quiet, file=sys.stderr):
-        rows = theory_run.run_chunk(chunk, preset, grid_fields, mesh)
+        rows = compute.run_chunk(chunk, preset, grid_fields, mesh)
         store.write_table(store.chunk_path(out, chunk.index), rows)
     if len(store.stored_chunks(out)) < len(chunks):
         manifest.update(status="partial")  # a cluster job's share is done; the others finish the table
         store.write_json(manifest_path, manifest)
         return None
-    return complete_run(out, manifest, theory_run.finalize(store.read_chunks(out), cfg))
+    return complete_run(out, manifest, finalize(store.read_chunks(out), cfg))
 
 
 def chunk_count(cfg: TheoryConfig) -> int:
-    from experiments.sweep import compute as theory_run
+    from experiments.sweep import compute
 
-    return len(theory_run.plan(cfg))
+    return len(compute.plan(cfg))

@@ -1,3 +1,4 @@
+import dataclasses
 import os
 import signal
 import subprocess
@@ -10,7 +11,7 @@ import pytest
 
 from analysis.inflection import KINDS
 from experiments.sweep import compute as theory_run
-from experiments.sweep import config, presets
+from experiments.sweep import config, presets, rows
 from experiments.sweep.runner import run_theory
 from rundir import derived, store
 from rundir.lifecycle import UsageError
@@ -25,20 +26,21 @@ def test_every_preset_runs_at_smoke_size(tmp_path, name):
     table = run_theory(cfg, name, tmp_path, quiet=True)
     assert set(store.REQUIRED_COLUMNS) <= set(table.columns)
     assert {"none", "gaussian", "finetune"} <= set(table.modification)
-    curves = table[table.checkpoint != "inflection"]
+    curves = table[~table.checkpoint.isin(["inflection", rows.PREDICTION])]
     assert np.isfinite(curves.value).all()
+    predicted = table[table.checkpoint == rows.PREDICTION]  # +inf where every mode helps at that gamma
+    applies = [c for c in config.cells(cfg) if rows.gaussian_prediction(c) is not None]
+    assert set(predicted.value) == {rows.gaussian_prediction(c) for c in applies} and (predicted.value > 0).all()
     n_t = len(cfg.budgets) if cfg.method == "series" else cfg.n_t
     sizes = curves[curves.lr_policy != "tuned"].groupby(["modification", "metric"]).size()
     assert (sizes % n_t == 0).all(), sizes  # whole curves only
     # One fine-tuned curve per cell that differs in anything but gamma (gamma does not touch fine-tuning).
-    import dataclasses
-
     distinct = {dataclasses.replace(c, gamma=0.0) for c in config.cells(cfg)}
     assert sizes["finetune", "pretrain_loss"] == len(distinct) * n_t
     # Every inflection row says what its minimum is; T* is finite exactly on the interior ones.
-    rows = table[table.checkpoint == "inflection"]
-    assert set(rows.t_star_kind) <= set(KINDS) and (curves.t_star_kind == "").all()
-    assert (np.isfinite(rows.value) == (rows.t_star_kind == "interior")).all()
+    inflections = table[table.checkpoint == "inflection"]
+    assert set(inflections.t_star_kind) <= set(KINDS) and (curves.t_star_kind == "").all()
+    assert (np.isfinite(inflections.value) == (inflections.t_star_kind == "interior")).all()
 
 
 def test_same_seed_gives_identical_tables(tmp_path, smoke_config):

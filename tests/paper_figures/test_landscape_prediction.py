@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import paper_figures
-from experiments.sweep import compute, config, presets
+from experiments.sweep import config, presets, rows
 from experiments.sweep.runner import run_theory
 from paper_figures import landscape
 from rundir import store
@@ -14,11 +14,11 @@ from rundir import store
 
 def test_the_prediction_is_made_from_the_config_and_only_where_it_applies():
     cell = dataclasses.replace(presets.get("landscape_gamma"), grid=())
-    pred = [compute.gaussian_prediction(dataclasses.replace(cell, gamma=g)) for g in (0.3, 0.6)]
+    pred = [rows.gaussian_prediction(dataclasses.replace(cell, gamma=g)) for g in (0.3, 0.6)]
     np.testing.assert_allclose(pred, [30.52, 6.908], rtol=1e-3)  # tests/theory/test_prediction.py's numbers
-    assert compute.gaussian_prediction(dataclasses.replace(cell, depth=3)) is None
-    assert compute.gaussian_prediction(dataclasses.replace(cell, method="flow")) is None
-    steeper = compute.gaussian_prediction(dataclasses.replace(cell, gamma=0.3, alpha=2.0))
+    assert rows.gaussian_prediction(dataclasses.replace(cell, depth=3)) is None
+    assert rows.gaussian_prediction(dataclasses.replace(cell, method="flow")) is None
+    steeper = rows.gaussian_prediction(dataclasses.replace(cell, gamma=0.3, alpha=2.0))
     assert steeper != pred[0]  # alpha changes the spectrum, so the last beneficial mode
 
 
@@ -29,7 +29,7 @@ def test_the_figure_draws_the_stored_prediction(tmp_path):
     frame = store.load(tmp_path / "run")
     for alpha in (0.8, 1.6):
         expected = [
-            compute.gaussian_prediction(dataclasses.replace(small, grid=(), alpha=alpha, gamma=g)) for g in (0.3, 0.6)
+            rows.gaussian_prediction(dataclasses.replace(small, grid=(), alpha=alpha, gamma=g)) for g in (0.3, 0.6)
         ]
         np.testing.assert_array_equal(landscape.predicted(frame, np.array([0.3, 0.6]), alpha), expected)
     assert landscape.predicted(frame[frame.checkpoint != landscape.PREDICTION], np.array([0.3])) is None

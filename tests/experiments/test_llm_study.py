@@ -316,7 +316,7 @@ def test_a_study_ended_by_a_full_disk_sigterm_and_sigint_resumes_to_the_uninterr
     import sys
     from pathlib import Path
 
-    from tests.exits import ENDINGS, interrupt_when, small_disk
+    from tests.exits import ENDINGS, interrupt_when, small_disk, start
 
     root = Path(__file__).resolve().parents[2]
     small = dataclasses.replace(TINY, seeds=(0,), sizes=(("tiny", (1024, 2048, 4096)),), regs=())
@@ -342,7 +342,7 @@ def test_a_study_ended_by_a_full_disk_sigterm_and_sigint_resumes_to_the_uninterr
         disk.grow(16384)
         stages = {signal.SIGTERM: "perturb/*/chunks/*.parquet", signal.SIGINT: "finetune/*/*/chunks/*.parquet"}
         for sig, pattern in stages.items():
-            proc = subprocess.Popen(command(out), env=env, cwd=root, stderr=subprocess.PIPE, text=True)
+            proc = start(command(out), env=env, cwd=root, stderr=subprocess.PIPE, text=True)
             lines = interrupt_when(proc, lambda pattern=pattern: any(out.glob(pattern)), sig)
             assert lines == [ENDINGS[sig][1]], lines
             record = json.loads((out / llm_study.STUDY_FILE).read_text())

@@ -15,7 +15,7 @@ from experiments.sweep import config, presets, rows
 from experiments.sweep.runner import run_theory
 from rundir import derived, store
 from rundir.lifecycle import UsageError
-from tests.exits import ENDINGS, a_chunk_more, interrupt_when, small_disk
+from tests.exits import ENDINGS, a_chunk_more, interrupt_when, small_disk, start
 
 from .conftest import smoke_sized
 
@@ -257,7 +257,7 @@ def test_a_full_disk_sigterm_and_sigint_each_leave_a_true_status_and_the_run_res
         assert manifest["status"] == "failed" and "No space left on device" in manifest["error"]
         disk.grow(4096)
         for sig in (signal.SIGTERM, signal.SIGINT):
-            proc = subprocess.Popen(_cli_command(out, 1.5), env=env, cwd=root, stderr=subprocess.PIPE, text=True)
+            proc = start(_cli_command(out, 1.5), env=env, cwd=root, stderr=subprocess.PIPE, text=True)
             assert interrupt_when(proc, a_chunk_more(out), sig) == [ENDINGS[sig][1]]
             assert store.read_manifest(out)["status"] == "interrupted" and not (out / store.METRICS).exists()
         assert len(store.stored_chunks(out)) < 4

@@ -29,7 +29,8 @@ from typing import NamedTuple
 import torch
 
 from llm_validation.models import build_model, count_parameters, olmo_config
-from llm_validation.pretrain import PretrainConfig, batch_indices, prepare_data, pretrain
+from llm_validation.pretrain import PretrainConfig, pretrain
+from llm_validation.pretrain_data import batch_indices, prepare_data
 
 # (preset, batch_size, seq_len): the smallest named size at the batch shape it runs fastest at, then
 # the ~100k and ~1M sizes at the batch 8 x 128 the design notes measured.

@@ -12,7 +12,7 @@ from scratch, each into its own folder, with one torch thread per process:
 - ``wsd``, one process; ``wsd --workers 2``: the trunk in one process, each branch started in the
   other as soon as the trunk passes its start (again bit-identical, checked).
 
-Reported per design: updates and tokens trained (exact, ``pretrain.trained_steps``, and counted
+Reported per design: updates and tokens trained (exact, ``series_runs.trained_steps``, and counted
 from the run), their ratio to the largest budget, wall time and aggregate tokens/s; then, per budget,
 the held-out perplexity of the WSD checkpoint against the separate cosine run's, on the same
 ``--eval-blocks`` x 64 held-out tokens (the published finding: a ~20% linear cooldown matches cosine).
@@ -37,8 +37,9 @@ from llm_validation.checkpoints import is_saved, load_checkpoint
 from llm_validation.corpora import load_corpus
 from llm_validation.evaluate import load_token_blocks, perplexity
 from llm_validation.models import count_parameters
-from llm_validation.pretrain import PretrainConfig, pretrain, trained_steps
-from llm_validation.tokens import human_tokens, parse_tokens
+from llm_validation.pretrain import PretrainConfig, pretrain
+from llm_validation.series_runs import trained_steps
+from rundir.tokens import human_tokens, parse_tokens
 
 TOKENS_PER_STEP = 64 * 64
 DESIGNS = [("separate", 1), ("separate", 2), ("wsd", 1), ("wsd", 2)]

@@ -33,14 +33,8 @@ XLA CPU options can be passed through ``XLA_FLAGS`` (printed in the header).
 from __future__ import annotations
 
 import argparse
-import ctypes
-import glob
-import json
 import os
-import platform
-import re
 import statistics
-import subprocess
 import sys
 import time
 from functools import partial
@@ -53,153 +47,32 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
+from benchmarks.gd_problems import (
+    F32,
+    gd_problem,
+    jax_gd,
+    minibatch_run,
+    np_loss,
+    numpy_gd,
+    numpy_gd_per_cell,
+    numpy_minibatch,
+)
+from benchmarks.theory_profile import bench_d, bench_f
+from benchmarks.timing import (
+    cpu_model,
+    fmt_s,
+    interleaved,
+    median_time,
+    print_machine,
+    step_kernels,
+    timed,
+)
 from theory import closed_form, network, simulate, tasks  # noqa: E402
-
-F32 = jnp.float32
-
 
 # ----------------------------------------------------------------------------------------------- helpers
 
 
-def median_time(fn, repeats: int) -> tuple[float, list[float]]:
-    """Median wall time of ``fn()`` over ``repeats`` calls (fn must block until its result is ready)."""
-    times = [timed(fn)[0] for _ in range(repeats)]
-    return statistics.median(times), times
-
-
-def timed(fn) -> tuple[float, float]:
-    """(wall, CPU) seconds of one call of ``fn``; CPU time sums every thread of this process.
-
-    On a shared machine the wall time depends on how much of the cores other processes leave us;
-    GFLOP per CPU-second measures the kernels themselves and is far steadier.
-    """
-    c0, t0 = time.process_time(), time.perf_counter()
-    fn()
-    return time.perf_counter() - t0, time.process_time() - c0
-
-
-def fmt_s(t: float) -> str:
-    return f"{t * 1e3:.3g} ms" if t < 1 else f"{t:.3g} s"
-
-
-def openblas_runtime() -> str:
-    """Thread count and kernel of the OpenBLAS that NumPy's wheel bundles (best effort)."""
-    libdir = os.path.join(os.path.dirname(np.__file__) + ".libs")
-    for path in glob.glob(os.path.join(libdir, "*openblas*")):
-        try:
-            lib = ctypes.CDLL(path)
-            for prefix in ("scipy_openblas_", "openblas_"):
-                for suffix in ("64_", ""):
-                    threads = getattr(lib, f"{prefix}get_num_threads{suffix}", None)
-                    core = getattr(lib, f"{prefix}get_corename{suffix}", None)
-                    if threads is not None:
-                        name = "?"
-                        if core is not None:
-                            core.restype = ctypes.c_char_p
-                            name = core().decode()
-                        return f"{threads()} threads, kernel {name}"
-        except OSError:
-            continue
-    return "unknown"
-
-
-def cpu_model() -> str:
-    """The CPU's model name and its widest vector extension (the matmul kernels' ceiling depends on it)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            info = f.read()
-    except OSError:
-        return platform.processor() or "?"
-    name = re.search(r"^model name\s*:\s*(.+)$", info, re.M)
-    flags = set((re.search(r"^flags\s*:\s*(.+)$", info, re.M) or [None, ""])[1].split())
-    vector = next((v for v in ("avx512f", "avx2", "avx", "sse4_2") if v in flags), "?")
-    return f"{name[1].strip() if name else '?'} ({vector.replace('f', '') if vector == 'avx512f' else vector})"
-
-
-def print_machine() -> None:
-    cpu = cpu_model()
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
-    try:
-        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
-        blas = f"{blas.get('name')} {blas.get('version')}"
-    except Exception:  # numpy without the dict config
-        blas = "?"
-    import jaxlib
-
-    print("== machine ==")
-    print(f"cpu: {cpu}; nproc (affinity) = {affinity}, os.cpu_count = {os.cpu_count()}, load average = {load}")
-    print(
-        f"python {platform.python_version()}, jax {jax.__version__}, jaxlib {jaxlib.__version__}, "
-        f"numpy {np.__version__}, optax {optax.__version__}; jax devices: {jax.devices()}"
-    )
-    print(f"numpy BLAS: {blas} ({openblas_runtime()})")
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "XLA_FLAGS", "JAX_ENABLE_X64"):
-        print(f"  {var}={os.environ.get(var, '<unset>')}")
-    print()
-
-
-def step_kernels(compiled) -> str:
-    """Which kernels the compiled GD step uses (dots via YNNPACK / XNNPACK / oneDNN vs XLA's own dot)."""
-    try:
-        text = compiled.as_text()
-    except Exception:
-        return "n/a"
-    counts = {  # instruction definitions only (a fused computation's own ROOT dot is not counted again)
-        "YNNPACK fusions": len(re.findall(r"^\s*%\S*ynn\S* = .*? fusion\(", text, re.M)),
-        "XNNPACK fusions": len(re.findall(r"^\s*%\S*xnn\S* = .*? fusion\(", text, re.M)),
-        "oneDNN fusions": len(re.findall(r"^\s*%\S*onednn\S* = .*? fusion\(", text, re.M)),
-        "plain XLA dots (Eigen)": len(re.findall(r"^\s*%\S+ = \S+ dot\(", text, re.M)),
-    }
-    return ", ".join(f"{v} {k}" for k, v in counts.items() if v)
-
-
 # ----------------------------------------------------------------------------------- (a) and (b): GD
-
-
-def gd_problem(d: int, cells: int, sigma: float = 0.05):
-    """Teacher A (power-law spectrum, random singular vectors) and ``cells`` Gaussian inits, float32."""
-    A = tasks.teacher(jax.random.PRNGKey(0), tasks.power_law_spectrum(d), d, d).matrix.astype(F32)
-    keys = jax.random.split(jax.random.PRNGKey(1), cells)
-    W0 = jax.vmap(lambda k: network.init_gaussian(k, network.widths(d, d, d), sigma))(keys)
-    return A, tuple(w.astype(F32) for w in W0)
-
-
-def jax_gd(A, lr: float, n_steps: int):
-    """jit(vmap over cells of simulate.train), one snapshot at the end (record_every = n_steps)."""
-    objective = simulate.population_objective(A)
-    opt = optax.sgd(lr)
-    return jax.jit(jax.vmap(lambda W: simulate.train(objective, W, opt, n_steps, n_steps)))
-
-
-def numpy_gd(A: np.ndarray, W0, lr: float, n_steps: int):
-    """Plain NumPy: a Python loop over steps, batched matmuls over the cells (axis 0)."""
-    W1, W2 = np.array(W0[0]), np.array(W0[1])
-    for _ in range(n_steps):
-        R = W2 @ W1 - A  # (C, d_out, d_in) residual M - A
-        g2 = R @ W1.transpose(0, 2, 1)  # dL/dW2 = R W1^T
-        g1 = W2.transpose(0, 2, 1) @ R  # dL/dW1 = W2^T R
-        W1 -= lr * g1
-        W2 -= lr * g2
-    return W1, W2
-
-
-def numpy_gd_per_cell(A: np.ndarray, W0, lr: float, n_steps: int):
-    """Plain NumPy, one cell at a time (the naive variant)."""
-    W1s, W2s = np.array(W0[0]), np.array(W0[1])
-    for c in range(W1s.shape[0]):
-        W1, W2 = W1s[c], W2s[c]
-        for _ in range(n_steps):
-            R = W2 @ W1 - A
-            g2 = R @ W1.T
-            g1 = W2.T @ R
-            W1 -= lr * g1
-            W2 -= lr * g2
-    return W1s, W2s
-
-
-def np_loss(W1, W2, A):
-    return 0.5 * np.sum((W2 @ W1 - A) ** 2, axis=(1, 2))
 
 
 def bench_a(repeats: int, d: int = 64, cells: int = 32, n_steps: int = 2000, lr: float = 0.1) -> dict:
@@ -337,204 +210,11 @@ def bench_b(repeats: int, d: int = 256, cells: int = 32, n_steps: int = 10, lr: 
 
 # ------------------------------------------------------------------- (d) where one GD step's time goes
 
-THREAD_SETTINGS = {
-    # The machine's default: XLA's intra-op pool and OpenBLAS's threads over every core.
-    "all cores": {},
-    # One core: the child pinned to one CPU (XLA and OpenBLAS size their pools by it), one OpenBLAS
-    # thread, Eigen single-threaded; set before either library starts, hence a child process.
-    "one core": {"openblas_threads": 1, "xla_flags": "--xla_cpu_multi_thread_eigen=false", "pin": True},
-}
-
-
-def in_child(call: str, xla_flags: str = "", openblas_threads: int | None = None, pin: bool = False):
-    """``call`` (an expression on this module, returning JSON-able data) in a fresh Python with its own
-    XLA flags, OpenBLAS threads and CPU affinity (all fixed when the libraries start); returns
-    (its result, the XLA_FLAGS it ran under)."""
-    env = dict(os.environ)
-    if openblas_threads is not None:
-        env["OPENBLAS_NUM_THREADS"] = str(openblas_threads)
-    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {xla_flags}".strip()
-    pin_code = "os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); " if pin else ""
-    result = subprocess.run(
-        [sys.executable, "-c", f"import json, os; {pin_code}import theory_speed as b; print(json.dumps(b.{call}))"],
-        env=env,
-        cwd=os.path.dirname(os.path.abspath(__file__)),
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode:
-        raise RuntimeError(f"{call} under XLA_FLAGS={env['XLA_FLAGS']!r} failed:\n{result.stderr[-2000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1]), env["XLA_FLAGS"]
-
-
-def orthogonal_batch(key: jax.Array, cells: int, d: int) -> jax.Array:
-    """``cells`` random d x d orthogonal matrices: a chain of products with them neither grows nor decays,
-    so a scan of matmuls alone runs on normal floats (no denormal slow path) without an elementwise op."""
-    Q, _ = jnp.linalg.qr(jax.random.normal(key, (cells, d, d), F32))
-    return Q
-
-
-def scan_and_loop(jax_body, numpy_body, X, Xn, n_steps: int):
-    """Callables running ``x <- body(x)`` ``n_steps`` times from X: a compiled JAX scan, a NumPy loop."""
-    compiled = jax.jit(lambda x: jax.lax.scan(lambda c, _: (jax_body(c), None), x, None, length=n_steps)[0])
-    compiled = compiled.lower(X).compile()
-
-    def numpy_loop():
-        x = Xn.copy()
-        for _ in range(n_steps):
-            x = numpy_body(x)
-
-    return lambda: jax.block_until_ready(compiled(X)), numpy_loop
-
-
-def cpu_per_call(jax_fn, numpy_fn, repeats: int) -> tuple[float, float]:
-    """Median CPU seconds of ``jax_fn()`` and ``numpy_fn()`` (``interleaved``)."""
-    runs = interleaved({"jax": jax_fn, "numpy": numpy_fn}, repeats)
-    return runs["jax"][1], runs["numpy"][1]
-
-
-def profile_ops(d: int, cells: int, n_steps: int, repeats: int) -> list[dict]:
-    """Per-op CPU time of the pieces of one batched GD step, JAX (a scan of that op alone) vs NumPy (a loop).
-
-    The three GEMM forms of the step (M = W2 W1: NN; dW2 = R W1^T: NT; dW1 = W2^T R: TN) each as
-    x <- Q x (with Q orthogonal, so nothing else is computed); the update W <- W - lr g and the loss
-    1/2 ||R||^2 as elementwise work per step; and the whole step for reference.
-    """
-    Q = orthogonal_batch(jax.random.PRNGKey(4), cells, d)
-    X = orthogonal_batch(jax.random.PRNGKey(5), cells, d)
-    Qn, Xn = np.asarray(Q), np.asarray(X)
-    lr = np.float32(0.1)
-    swap = lambda x: jnp.swapaxes(x, -1, -2)  # noqa: E731
-    A, W0 = gd_problem(d, cells)
-    ops = [  # (name, GFLOP per step or None, JAX body x -> x, NumPy body x -> x)
-        ("GEMM M = W2 W1 (NN)", 2 * d**3 * cells / 1e9, lambda x: Q @ x, lambda x: Qn @ x),
-        ("GEMM dW2 = R W1^T (NT)", 2 * d**3 * cells / 1e9, lambda x: Q @ swap(x), lambda x: Qn @ x.transpose(0, 2, 1)),
-        ("GEMM dW1 = W2^T R (TN)", 2 * d**3 * cells / 1e9, lambda x: swap(Q) @ x, lambda x: Qn.transpose(0, 2, 1) @ x),
-        ("update W - lr g", None, lambda x: x - lr * Q, lambda x: x - lr * Qn),
-        (
-            "loss 1/2 ||R||^2 (+ R)",
-            None,
-            lambda x: x * (1 - 1e-9 * jnp.sum((x - Q) ** 2)),
-            lambda x: x * np.float32(1 - 1e-9 * np.sum((x - Qn) ** 2)),
-        ),
-    ]
-    rows = []
-    for name, gflop, jax_body, numpy_body in ops:
-        cj, cn = cpu_per_call(*scan_and_loop(jax_body, numpy_body, X, Xn, n_steps), repeats)
-        rows.append(dict(op=name, gflop=gflop, jax_us=cj / n_steps * 1e6, np_us=cn / n_steps * 1e6))
-    # The whole step, the same sizes: simulate.train vs the NumPy loop of (a).
-    compiled = jax_gd(A, float(lr), n_steps).lower(W0).compile()
-    A_np = np.asarray(A)
-    cj, cn = cpu_per_call(
-        lambda: jax.block_until_ready(compiled(W0)), lambda: numpy_gd(A_np, W0, float(lr), n_steps), repeats
-    )
-    rows.append(
-        dict(op="whole step", gflop=6 * d**3 * cells / 1e9, jax_us=cj / n_steps * 1e6, np_us=cn / n_steps * 1e6)
-    )
-    return rows
-
-
-def bench_d(repeats: int, d: int = 64, cells: int = 32, n_steps: int = 400) -> dict:
-    """Run ``profile_ops`` in a child process per thread setting (thread pools are fixed at start-up)."""
-    print(f"== (d) one GD step of (a) op by op, d = {d}, {cells} cells, CPU time per step (median of {repeats}) ==")
-    out = {}
-    for setting, env in THREAD_SETTINGS.items():
-        rows, flags = in_child(f"profile_ops({d}, {cells}, {n_steps}, {repeats})", **env)
-        out[setting] = rows
-        print(f"-- {setting} (XLA_FLAGS={flags or '<unset>'}) --")
-        print(
-            f"{'op':28s} {'JAX us':>9s} {'NumPy us':>9s} {'JAX GF/CPU-s':>13s} {'NumPy GF/CPU-s':>15s} "
-            f"{'NumPy/JAX':>10s}"
-        )
-        for r in rows:
-            gj = f"{r['gflop'] / r['jax_us'] * 1e6:.1f}" if r["gflop"] else "-"
-            gn = f"{r['gflop'] / r['np_us'] * 1e6:.1f}" if r["gflop"] else "-"
-            print(
-                f"{r['op']:28s} {r['jax_us']:9.1f} {r['np_us']:9.1f} {gj:>13s} {gn:>15s} "
-                f"{r['np_us'] / r['jax_us']:9.2f}x"
-            )
-    print()
-    return out
-
 
 # ---------------------------------------------------------- (f) XLA CPU options that choose the kernels
 
-KERNEL_OPTIONS = {
-    "XLA defaults (dots via YNNPACK where it takes them)": "",
-    "YNNPACK off (every dot via Eigen)": "--xla_cpu_experimental_ynn_fusion_type=",
-    "XNNPACK on": "--xla_cpu_use_xnnpack=true",
-    "oneDNN on": "--xla_cpu_use_onednn=true",
-}
-
-
-def step_cost(d: int, cells: int, n_steps: int, repeats: int) -> dict:
-    """The kernels of (a)'s compiled step and its median CPU time per step (this process's XLA options)."""
-    A, W0 = gd_problem(d, cells)
-    compiled = jax_gd(A, 0.1, n_steps).lower(W0).compile()
-    _, cpu, _ = interleaved({"jax": lambda: compiled(W0)}, repeats)["jax"]
-    return {"kernels": step_kernels(compiled), "us": cpu / n_steps * 1e6}
-
-
-def bench_f(repeats: int, d: int = 64, cells: int = 32, n_steps: int = 500) -> dict:
-    print(f"== (f) (a)'s step under the pinned jaxlib's kernel options, CPU time per step (median of {repeats}) ==")
-    out = {}
-    for name, flags in KERNEL_OPTIONS.items():
-        out[name], _ = in_child(f"step_cost({d}, {cells}, {n_steps}, {repeats})", xla_flags=flags)
-        print(f"{name:52s} {out[name]['us']:7.0f} us  ({out[name]['kernels']}; XLA_FLAGS={flags or '<none>'})")
-    print()
-    return out
-
 
 # ------------------------------------------------------- (e) the general-case presets' size: SGD and Adam
-
-
-def numpy_minibatch(W0, X, Y, opt: str, lr: float, b1=0.9, b2=0.999, eps=1e-8):
-    """Plain NumPy minibatch training of the 2-layer linear net, batched over cells (axis 0).
-
-    Loss 1/(2b) sum_j ||M x_j - y_j||^2 with M = W2 W1: E = X M^T - Y, G = E^T X / b = dL/dM,
-    dW2 = G W1^T, dW1 = W2^T G; SGD, or Adam as optax.adam (bias-corrected moments, eps outside the root).
-    """
-    W = [np.array(W0[0]), np.array(W0[1])]
-    m = [np.zeros_like(w) for w in W]
-    v = [np.zeros_like(w) for w in W]
-    b = X.shape[1]
-    for t in range(X.shape[0]):
-        M = W[1] @ W[0]
-        E = X[t] @ M.transpose(0, 2, 1) - Y[t]  # (cells, b, d_out)
-        G = E.transpose(0, 2, 1) @ X[t] / np.float32(b)
-        grads = [W[1].transpose(0, 2, 1) @ G, G @ W[0].transpose(0, 2, 1)]
-        for k in range(2):
-            if opt == "sgd":
-                W[k] -= np.float32(lr) * grads[k]
-            else:
-                m[k] = np.float32(b1) * m[k] + np.float32(1 - b1) * grads[k]
-                v[k] = np.float32(b2) * v[k] + np.float32(1 - b2) * grads[k] ** 2
-                m_hat = m[k] / np.float32(1 - b1 ** (t + 1))
-                v_hat = v[k] / np.float32(1 - b2 ** (t + 1))
-                W[k] -= np.float32(lr) * m_hat / (np.sqrt(v_hat) + np.float32(eps))
-    return W
-
-
-def minibatch_run(W, X, Y, tx, n_steps: int):
-    """``simulate.train`` on given batches (X, Y): the minibatch objective with its draws taken out."""
-    objective = simulate.Objective(lambda W, batch: network.sample_loss(W, *batch), lambda _key, _n: (X, Y))
-    return simulate.train(objective, W, tx, n_steps, n_steps)
-
-
-def interleaved(fns: dict, repeats: int) -> dict:
-    """``{name: (median wall s, median CPU s, last result)}``: each fn run once to warm up, then the
-    names in turn ``repeats`` times, so background load hits every one alike."""
-    results = {name: jax.block_until_ready(fn()) for name, fn in fns.items()}
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            c0, t0 = time.process_time(), time.perf_counter()
-            results[name] = jax.block_until_ready(fn())
-            times[name].append((time.perf_counter() - t0, time.process_time() - c0))
-    return {
-        name: (statistics.median(w for w, _ in t), statistics.median(c for _, c in t), results[name])
-        for name, t in times.items()
-    }
 
 
 def bench_e(repeats: int, d: int = 32, cells: int = 8, n_steps: int = 1000, batch: int = 512) -> dict:

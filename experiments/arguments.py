@@ -14,8 +14,8 @@ import math
 import operator
 from pathlib import Path
 
-from experiments.run import UsageError
-from llm_validation.tokens import parse_tokens
+from rundir.lifecycle import UsageError
+from rundir.tokens import parse_tokens
 
 MAX_VALUES = 100  # values in one comma list (a grid of gammas or lrs)
 MAX_TOKENS = 10**15  # token counts: 1000T, beyond any public pre-training run

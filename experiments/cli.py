@@ -16,10 +16,16 @@ import sys
 import threading
 from pathlib import Path
 
-from experiments import compare, llm_cli, llm_reproduce, llm_study, presets, store
+from experiments import compare
 from experiments.arguments import Parser, directory, integer
-from experiments.config import apply_overrides, read_overrides
-from experiments.run import UsageError, check_writable, run_theory, variant_dir
+from experiments.llm import cli as llm_cli
+from experiments.llm import reproduce as llm_reproduce
+from experiments.llm import study as llm_study
+from experiments.sweep import presets
+from experiments.sweep.overrides import apply_overrides, read_overrides
+from experiments.sweep.runner import run_theory
+from rundir import store
+from rundir.lifecycle import UsageError, check_writable, variant_dir
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -68,10 +68,10 @@ from analysis import families as fams
 from analysis import fits as fitting
 from analysis.families import WINDOW_RULE, Family, fit_window
 from analysis.fits import summary_rows
-from experiments import store
 from experiments.arguments import directory, integer
-from experiments.run import UsageError, check_writable, git_commit, now, versions
-from experiments.store import REQUIRED_COLUMNS
+from rundir import store
+from rundir.lifecycle import UsageError, check_writable, git_commit, now, versions
+from rundir.store import REQUIRED_COLUMNS
 
 __all__ = ["add_parser", "compare", "families", "fit_family", "fit_window", "plan", "run", "summary", "summary_rows"]
 

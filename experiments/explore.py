@@ -21,7 +21,7 @@ the GD path); the landscapes are vmapped in the same call, and the GD path build
 the closed form an interior minimum is refined on ``theory_run.REFINE_POINTS`` times inside its grid
 bracket, as ``ovt theory`` stores it, so the explorer's T* of a preset's setup is the stored T*.
 
-``store_overlay`` loads any result store (``experiments.store``) and fits each family as ``ovt compare``
+``store_overlay`` loads any result store (``rundir.store``) and fits each family as ``ovt compare``
 does (``compare.fit_family``; no bootstrap: the point fit), giving the map T = kappa x tokens.
 """
 
@@ -42,8 +42,11 @@ import pandas as pd
 from analysis.families import fittable
 from analysis.inflection import vertex_minimum
 from analysis.landscape import local_minima
-from experiments import compare, presets, store, theory_run
-from experiments.config import TheoryConfig, cells, coerce
+from experiments import compare
+from experiments.sweep import compute as theory_run
+from experiments.sweep import presets
+from experiments.sweep.config import TheoryConfig, cells, coerce
+from rundir import store
 from theory import _random, closed_form, measure, network, perturbation, prediction, protocol, tasks
 
 BASE = presets.BASE
@@ -498,7 +501,7 @@ def _stored_rows(run: Path, frame: pd.DataFrame) -> list[dict]:
 
 
 def store_overlay(path: Path | str) -> Overlay:
-    """Load every run under ``path`` (``experiments.store``), fit each family as ``ovt compare`` does
+    """Load every run under ``path`` (``rundir.store``), fit each family as ``ovt compare`` does
     (point fit, ``n_boot`` 0), and collect theory runs' stored T*. ValueError naming the path when it
     holds no run, or ``path`` when it is not a path."""
     if not isinstance(path, (str, os.PathLike)):

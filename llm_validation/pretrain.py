@@ -29,13 +29,11 @@ importable from here too.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import hashlib
 import math
 import os
 import sys
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from concurrent.futures import FIRST_COMPLETED, wait
 from pathlib import Path
 
@@ -43,118 +41,16 @@ import numpy as np
 import torch
 import transformers
 from tqdm import tqdm
-from transformers import PreTrainedTokenizerFast
 
 from llm_validation import checkpoints
-from llm_validation.atomic import replaced
-from llm_validation.corpora import corpus_source, load_corpus
 from llm_validation.models import build_model, count_parameters, olmo_config
 from llm_validation.parallel import process_pool
 from llm_validation.pretrain_config import PretrainConfig, Target, check_repetition, config_record
-from llm_validation.tokenizer import train_bpe_tokenizer
+from llm_validation.pretrain_data import TrainingData, batch_indices, prepare_data
+from llm_validation.series_runs import TRUNK, Run, _runs
+from rundir.atomic import replaced
 
 LOSS_CURVE_POINTS = 256
-TRUNK = "wsd-trunk"  # the run name of a WSD series' constant-lr trunk
-
-
-def learning_rate(t: int, *, peak: float, warmup_steps: int, total_steps: int) -> float:
-    """The rate of update ``t + 1`` after ``t`` updates; the schedule ends at ``lr(T) = 0`` exactly.
-
-        lr(t) = lr_peak * (t + 1) / t_w                                  for 0 <= t < t_w
-        lr(t) = lr_peak * 0.5 * (1 + cos(pi * (t - t_w) / (T - t_w)))   for t_w <= t <= T
-
-    Counting from the update about to be made keeps every one of the ``T`` updates useful: none is
-    spent at lr 0 (the first warmup step is ``lr_peak / t_w``), and the value after the last is 0.
-    """
-    if t < warmup_steps:
-        return peak * (t + 1) / warmup_steps
-    return peak * 0.5 * (1.0 + math.cos(math.pi * (t - warmup_steps) / (total_steps - warmup_steps)))
-
-
-def wsd_learning_rate(t: int, *, peak: float, warmup_steps: int, decay_start: int, total_steps: int) -> float:
-    """Warmup-stable-decay, counted as ``learning_rate`` counts (the rate of update ``t + 1``):
-
-        lr(t) = lr_peak * (t + 1) / t_w                      for 0 <= t < t_w
-        lr(t) = lr_peak                                      for t_w <= t < t_d      (the trunk)
-        lr(t) = lr_peak * (T - t) / (T - t_d)                for t_d <= t <= T       (a branch)
-
-    so every branch update is made at a rate > 0 and the value after the last one, lr(T), is 0.
-    """
-    if t < warmup_steps:
-        return peak * (t + 1) / warmup_steps
-    if t < decay_start:
-        return peak
-    return peak * (total_steps - t) / (total_steps - decay_start) if total_steps > decay_start else 0.0
-
-
-def warmup_steps(config: PretrainConfig, total_steps: int) -> int:
-    """``floor(warmup_fraction * T)``: always below ``T``, so the cosine phase is never empty."""
-    return int(config.warmup_fraction * total_steps)
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainingData:
-    """The series' tokenizer and its training stream packed into ``sequences`` (N x seq_len)."""
-
-    tokenizer: PreTrainedTokenizerFast
-    sequences: torch.Tensor
-    description: dict
-
-
-TOKENIZE_BATCH = 64  # documents tokenised at once
-
-
-def prepare_data(config: PretrainConfig, tokenizer: PreTrainedTokenizerFast | None = None) -> TrainingData:
-    """Load the training split, train the tokenizer on it (unless given), tokenise and pack.
-
-    Documents are joined in split order, each followed by EOS (token 0), and the stream is cut into
-    consecutive ``seq_len`` windows; the incomplete tail is dropped.
-    """
-    train, heldout = load_corpus(config.corpus, max_chars=config.max_train_chars)
-    if tokenizer is None:
-        tokenizer = train_bpe_tokenizer(train, config.model_vocab_size)
-    eos = [tokenizer.eos_token_id]
-    # Documents a batch at a time: the tokenizer returns Python lists (~36 bytes a token), which for the
-    # whole 110M-character corpus at once would hold gigabytes; the arrays hold 8 bytes a token.
-    stream = np.concatenate(
-        [
-            np.asarray(doc + eos, dtype=np.int64)
-            for start in range(0, len(train), TOKENIZE_BATCH)
-            for doc in tokenizer(train[start : start + TOKENIZE_BATCH], add_special_tokens=False)["input_ids"]
-        ]
-    )
-    n_sequences = len(stream) // config.seq_len
-    if n_sequences < 1:
-        raise ValueError(f"corpus={config.corpus!r} gives {len(stream)} tokens, fewer than seq_len={config.seq_len}")
-    sequences = torch.from_numpy(stream[: n_sequences * config.seq_len].reshape(n_sequences, config.seq_len))
-    digest = hashlib.sha256()
-    for text in train:
-        digest.update(text.encode() + b"\0")
-    description = {
-        **corpus_source(config.corpus),
-        "train_documents": len(train),
-        "train_chars": sum(map(len, train)),
-        "train_sha256": digest.hexdigest(),
-        "train_tokens": n_sequences * config.seq_len,
-        "heldout_documents": len(heldout),
-        "heldout_chars": sum(map(len, heldout)),
-    }
-    return TrainingData(tokenizer, sequences, description)
-
-
-@functools.lru_cache(maxsize=2)
-def _epoch_permutation(n_sequences: int, seed: int, epoch: int) -> np.ndarray:
-    return np.random.default_rng([seed, epoch]).permutation(n_sequences)
-
-
-def batch_indices(step: int, batch_size: int, n_sequences: int, seed: int) -> np.ndarray:
-    """Rows of the packed data for update ``step``: a fresh seeded permutation every epoch.
-
-    A function of the position alone, so a resumed run reads exactly what the uninterrupted one did.
-    """
-    positions = np.arange(step * batch_size, (step + 1) * batch_size)
-    epochs, offsets = np.divmod(positions, n_sequences)
-    return np.array([_epoch_permutation(n_sequences, seed, int(e))[o] for e, o in zip(epochs, offsets)])
 
 
 def pretrain(
@@ -245,58 +141,6 @@ def _pretrain(
     return [out_dir / t.revision for t in targets if checkpoints.is_saved(out_dir, t.revision)]
 
 
-@dataclasses.dataclass(frozen=True)
-class Run:
-    """One training run of a series: ``total_steps`` updates at ``lr_at(step)``, saving ``saves`` (checkpoints)
-    and ``snapshots`` (step -> path: a WSD branch's start state) on the way, from the series'
-    initialisation or, when given, from the snapshot ``start``."""
-
-    name: str
-    total_steps: int
-    saves: tuple[Target, ...]
-    lr_at: Callable[[int], float]
-    schedule: dict  # what checkpoint.json records of the schedule
-    snapshots: tuple[tuple[int, Path], ...] = ()
-    start: Path | None = None
-
-
-def _cosine_run(config: PretrainConfig, name: str, saves: tuple[Target, ...], total: int) -> Run:
-    """A run of ``total`` updates on one warmup + cosine schedule, saving ``saves`` on the way."""
-    schedule = dict(peak=config.lr, warmup_steps=warmup_steps(config, total), total_steps=total)
-    lr_at = functools.partial(learning_rate, **schedule)
-    return Run(name, total, saves, lr_at, {"kind": "linear warmup, cosine decay to 0 at total_steps", **schedule})
-
-
-def _runs(config: PretrainConfig, targets: list[Target], pending: list[Target], out_dir: Path) -> list[Run]:
-    """The runs that train the pending checkpoints: one per budget (``separate``), one run (``single``),
-    or a constant-lr trunk and one decay branch per budget (``wsd``)."""
-    peak = config.lr
-    if config.mode == "separate":
-        return [_cosine_run(config, f"step{t.step}", (t,), t.step) for t in pending]
-    if config.mode == "single":
-        return [_cosine_run(config, "single", tuple(pending), targets[-1].step)]
-    warm, starts = _branch_starts(config, targets)
-    snapshot = {t.revision: out_dir / f".branch-{t.revision}.pt" for t in targets}
-    missing = [
-        t
-        for t in pending
-        if not snapshot[t.revision].exists() and not (out_dir / f".resume-wsd-{t.revision}.pt").exists()
-    ]
-    runs = []
-    if missing:
-        total = max(starts[t.revision] for t in missing)  # the trunk: constant after warmup up to the last branch
-        lr_at = functools.partial(wsd_learning_rate, peak=peak, warmup_steps=warm, decay_start=total, total_steps=total)
-        snaps = tuple((starts[t.revision], snapshot[t.revision]) for t in missing)
-        runs.append(Run(TRUNK, total, (), lr_at, {"kind": "WSD trunk"}, snaps))
-    for t in pending:
-        schedule = dict(peak=peak, warmup_steps=warm, decay_start=starts[t.revision], total_steps=t.step)
-        kind = "linear warmup, constant (trunk), linear decay to 0 over the last decay_fraction of the budget (WSD)"
-        record = {"kind": kind, "decay_fraction": config.decay_fraction, **schedule}
-        lr_at = functools.partial(wsd_learning_rate, **schedule)
-        runs.append(Run(f"wsd-{t.revision}", t.step, (t,), lr_at, record, start=snapshot[t.revision]))
-    return runs
-
-
 def _train_parallel(
     config: PretrainConfig,
     out_dir: Path,
@@ -355,25 +199,6 @@ def _train_unit(config: PretrainConfig, out_dir: Path, run: Run, resume_every: i
 @functools.lru_cache(maxsize=1)
 def _worker_data(config: PretrainConfig, out_dir: str) -> TrainingData:
     return prepare_data(config, checkpoints.saved_tokenizer(Path(out_dir)))
-
-
-def _branch_starts(config: PretrainConfig, targets: list[Target]) -> tuple[int, dict[str, int]]:
-    """A WSD series' warmup (the smallest budget's: one trunk serves every branch) and the step each
-    budget's branch leaves the trunk: B - max(1, round(decay_fraction x B)), not before the warmup's end."""
-    warm = warmup_steps(config, targets[0].step)
-    return warm, {t.revision: max(warm, t.step - max(1, round(config.decay_fraction * t.step))) for t in targets}
-
-
-def trained_steps(config: PretrainConfig) -> int:
-    """The updates a series makes from scratch: the sum of its budgets (``separate``), the largest
-    (``single``), or the trunk to the last branch's start plus every branch (``wsd``)."""
-    targets = config.targets()
-    if config.mode == "separate":
-        return sum(t.step for t in targets)
-    if config.mode == "single":
-        return targets[-1].step
-    _, starts = _branch_starts(config, targets)
-    return max(starts.values()) + sum(t.step - starts[t.revision] for t in targets)
 
 
 def _series_data(config: PretrainConfig, out_dir: Path) -> TrainingData:

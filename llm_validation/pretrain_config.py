@@ -87,7 +87,7 @@ class PretrainConfig:
 
     def targets(self) -> list[Target]:
         """One checkpoint per budget: its step, exact token count and folder name."""
-        from llm_validation.checkpoints import format_revision  # torch: only when names are needed
+        from llm_validation.revisions import format_revision
 
         targets = []
         for budget in self.budgets:

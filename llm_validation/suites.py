@@ -3,7 +3,7 @@
 A *family* is one training codebase's way of naming checkpoints and initialising weights; a *suite*
 is one hub repository of it. Per family the registry states
 
-- the revision names (``checkpoints.parse_revision`` reads them; names are listed from the hub,
+- the revision names (``revisions.parse_revision`` reads them; names are listed from the hub,
   never built, because the published sets have gaps and two repos of one model round differently);
 - tokens per optimiser step, where the names carry no token count: tokens = step * tokens_per_step;
 - the transformers class its ``config.json`` loads as (``checkpoints.load_checkpoint`` checks it);

@@ -117,7 +117,7 @@ def _():
         ## Measured curves on the theory's axis
 
         Any result store (a run directory or a folder of them: ``results/``, ``paper_figures/reference/llm``)
-        is loaded with ``experiments.store.load`` and fitted as ``ovt compare`` fits it (point fit, no
+        is loaded with ``rundir.store.load`` and fitted as ``ovt compare`` fits it (point fit, no
         bootstrap): the linear model maps the store's time (tokens for an LLM) to flow time by
         T = kappa x tokens. For a theory store, the stored T* of the current setup's cell is shown
         beside the explorer's.

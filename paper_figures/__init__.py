@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from experiments import store
 from paper_figures import (
     depth,
     finetune,
@@ -27,6 +26,7 @@ from paper_figures import (
     shrinking,
     tuned_lr,
 )
+from rundir import store
 
 FIGURES = {
     "smoke": gaussian.draw,

@@ -14,8 +14,8 @@ import numpy as np
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, NullFormatter, NullLocator
 
-from llm_validation.tokens import human_tokens
 from paper_figures import llm_perturb, style
+from rundir.tokens import human_tokens
 
 MEASURED = dict(capsize=1.2, elinewidth=0.6, capthick=0.6, ms=2.2, marker="o", ls="none", zorder=3)
 FIT = dict(lw=1.1, zorder=2)

@@ -1,7 +1,7 @@
 """The T* landscape (presets ``landscape``: 64 lrs; ``landscape_gamma``: 64 gammas): the loss over
 (T, swept value) with the stored global T* and every local minimum (``analysis.landscape``); and
 ``landscape_alpha``: the Gaussian T* over (gamma, spectrum exponent alpha). Where the run is the
-aligned depth-2 closed form, the analytic prediction ``theory.prediction.gaussian_t_star`` (made from
+aligned depth-2 closed form, the analytic prediction it stored (``t_star_predicted`` rows, made from
 the run's config alone) is drawn beside the stored T* and its error reported.
 
 A five-value grid makes "T* earlier for larger lr" look like a law; on 64 values the post-fine-tuning
@@ -19,8 +19,6 @@ from matplotlib.ticker import NullFormatter
 
 from analysis.landscape import local_minima
 from paper_figures import style
-from theory.prediction import gaussian_t_star
-from theory.tasks import power_law_spectrum
 
 SWEEPS = {  # swept field -> (modification, what its curves are, rows' extra filter)
     "lr": ("finetune", r"$L_A$ after fine-tuning", {"lr_policy": "fixed"}),
@@ -43,20 +41,20 @@ def surface(frame: pd.DataFrame, by: str) -> tuple[np.ndarray, np.ndarray, np.nd
     return T, values, np.stack([curves[v][1] for v in values])
 
 
-def predicted(config: dict, gammas: np.ndarray, alpha: float | None = None) -> np.ndarray | None:
-    """T*_pred(gamma) for the run's config (``frame.attrs["config"]``), or None where the prediction
-    does not apply (not the aligned depth-2 closed form with a power-law spectrum)."""
-    applies = (
-        config.get("method") == "closed_form"
-        and config.get("depth") == 2
-        and config.get("init") == "aligned"
-        and config.get("spectrum") == "power_law"
-    )
-    if not applies:
+PREDICTION = "t_star_predicted"  # the run's own row of the predicted Gaussian T* (experiments.sweep.compute)
+
+
+def predicted(frame: pd.DataFrame, gammas: np.ndarray, alpha: float | None = None) -> np.ndarray | None:
+    """The stored predicted T*(gamma) at ``gammas`` (at spectrum exponent ``alpha`` where the store sweeps
+    it), or None where the run stored none (the prediction applies to the aligned depth-2 closed form
+    with a power-law spectrum only)."""
+    rows = frame[(frame.checkpoint == PREDICTION) & (frame.metric == PREDICTION)]
+    if alpha is not None and "alpha" in rows:
+        rows = rows[np.isclose(rows["alpha"].astype(float), alpha)]
+    if rows.empty:
         return None
-    s = power_law_spectrum(config["rank"], config["s1"], config["alpha"] if alpha is None else alpha)
-    sigma = config["init_std"] if config["noise_scale"] == "init" else config["noise_sigma"]
-    return np.asarray(gaussian_t_star(s, config["u0"], gammas, sigma, sigma, config["d_in"], config["d_out"]))
+    by_gamma = rows.groupby("gamma").value.first()
+    return np.array([by_gamma.get(g, np.nan) for g in gammas], float)
 
 
 def relative_error(pred: np.ndarray, stored: np.ndarray) -> np.ndarray:
@@ -85,7 +83,7 @@ def draw(frame: pd.DataFrame, out_dir: Path, name: str = "landscape") -> list[Pa
         ax_a.set(xscale="log", yscale="log", xlabel=style.TIME_LABEL, ylabel=symbol)
         style.title(ax_a, "a", f"{what} over (T, {symbol})", "every local minimum marked")
         ax_b.plot(values, global_t, "-", color="0.2", lw=1.0, label="global T* (stored)")
-        pred = predicted(frame.attrs.get("config", {}), values) if by == "gamma" else None
+        pred = predicted(frame, values) if by == "gamma" else None
         if pred is not None:
             error = relative_error(pred, global_t)
             ax_b.plot(
@@ -106,8 +104,7 @@ def draw_alpha(frame: pd.DataFrame, out_dir: Path, name: str = "landscape_alpha"
     rows = style.inflection_rows(frame, "gaussian")
     table = rows.pivot_table(index=style.keys(rows, "alpha"), columns=style.keys(rows, "gamma"), values="value")
     alphas, gammas, stored = table.index.to_numpy(float), table.columns.to_numpy(float), table.to_numpy(float)
-    config = frame.attrs.get("config", {})
-    pred = [predicted(config, gammas, alpha) for alpha in alphas]
+    pred = [predicted(frame, gammas, alpha) for alpha in alphas]
     error = np.stack([relative_error(p, t) for p, t in zip(pred, stored)]) if pred[0] is not None else None
     with style.panels(2) as (fig, (ax_a, ax_b)):
         mesh = ax_a.pcolormesh(gammas, alphas, stored, norm=LogNorm(), shading="auto")

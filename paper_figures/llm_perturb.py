@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from llm_validation.tokens import human_tokens
 from paper_figures import style
+from rundir.tokens import human_tokens
 
 TOKENS_LABEL = "pre-training tokens"
 BASE = dict(color="black", lw=1.0, zorder=4)

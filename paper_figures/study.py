@@ -24,7 +24,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from paper_figures import store, style  # the package's one store reader (experiments.store)
+from paper_figures import store, style  # the package's one store reader (rundir.store)
 from paper_figures.llm_perturb import tokens_axis
 
 

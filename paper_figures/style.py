@@ -44,7 +44,7 @@ RC = {
 }
 SYMBOLS = {"gamma": r"$\gamma$", "reg": r"$\lambda$", "theta": r"$\theta$", "shrink_power": r"$q$"}
 LOG_SPAN = 20.0  # max/min above which a panel's y axis goes logarithmic
-KIND = "t_star_kind"  # the store column of an inflection row's kind (experiments.store.OPTIONAL_COLUMNS)
+KIND = "t_star_kind"  # the store column of an inflection row's kind (rundir.store.OPTIONAL_COLUMNS)
 MARKED = ("interior", "")  # kinds whose T* is marked; "" = a store written before kinds (its T* is NaN or interior)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments import store
+from rundir import store
 
 # The one stderr line each way of ending prints (experiments/cli.py), with its exit code.
 ENDINGS = {
@@ -48,7 +48,18 @@ def small_disk(path: Path, kib: int):
         subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
-def interrupt_when(proc: subprocess.Popen, reached, sig: signal.Signals, timeout: float = 240.0) -> list[str]:
+def start(command: list[str], **kwargs) -> subprocess.Popen:
+    """``subprocess.Popen`` with SIGINT at its default in the child: a shell's background job
+    (``make test &``, ``nohup``) starts with SIGINT ignored, its children inherit that, and Python keeps
+    an ignored SIGINT ignored, so Ctrl-C could not reach the run under test."""
+    return subprocess.Popen(command, preexec_fn=_default_sigint, **kwargs)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def interrupt_when(proc: subprocess.Popen, reached, sig: signal.Signals, timeout: float = 900.0) -> list[str]:
     """Send ``sig`` to ``proc`` (the command alone, as a scheduler or a terminal does) as soon as
     ``reached()``; assert it exits with that signal's code; return its stderr lines."""
     start = time.monotonic()

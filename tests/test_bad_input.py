@@ -18,7 +18,8 @@ import os
 import pandas as pd
 import pytest
 
-from experiments import cli, store
+from experiments import cli
+from rundir import store
 
 from .llm_validation.conftest import make_tokenizer, write_folder_series
 

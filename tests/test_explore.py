@@ -18,9 +18,12 @@ import pytest
 
 pytest.importorskip("marimo")
 
-from experiments import explore, presets, store, theory_run  # noqa: E402
-from experiments.run import run_theory  # noqa: E402
+from experiments import explore
+from experiments.sweep import compute as theory_run
+from experiments.sweep import presets
+from experiments.sweep.runner import run_theory  # noqa: E402
 from paper_figures import explorer as figures  # noqa: E402
+from rundir import store  # noqa: E402
 from theory import _random, protocol, tasks  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

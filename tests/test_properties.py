@@ -17,9 +17,11 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from analysis.inflection import vertex_minimum
-from experiments import config, llm_config, presets, store
-from experiments.config import FLOAT32_MAX, FLOAT32_TINY
+from experiments.llm import config as llm_config
+from experiments.sweep import config, overrides, presets
+from experiments.sweep.config import FLOAT32_MAX, FLOAT32_TINY
 from llm_validation.evaluate import read_texts
+from rundir import store
 from theory import perturbation
 
 THEORY_FIELDS = sorted(name for name in config.FIELDS if name != "grid")
@@ -48,7 +50,7 @@ def test_a_theory_override_is_taken_exactly_or_refused_naming_its_field(name, te
     assume("," not in text)  # a comma list is a sweep: the next property
     base = presets.get("smoke")
     try:
-        cfg = config.apply_overrides(base, config.read_overrides([f"{name}={text}"]))
+        cfg = overrides.apply_overrides(base, overrides.read_overrides([f"{name}={text}"]))
     except Exception as error:  # noqa: BLE001 (the property is about which exceptions escape)
         assert _refused(error, name), f"{name}={text!r}: {type(error).__name__}: {error}"
         return
@@ -66,7 +68,7 @@ def test_a_theory_sweep_is_every_value_once_or_refused_naming_its_field(name, pa
     text = ",".join(parts)
     base = presets.get("smoke")
     try:
-        cfg = config.apply_overrides(base, config.read_overrides([f"{name}={text}"]))
+        cfg = overrides.apply_overrides(base, overrides.read_overrides([f"{name}={text}"]))
         config.cells(cfg)
     except Exception as error:  # noqa: BLE001
         assert _refused(error, name), f"{name}={text!r}: {type(error).__name__}: {error}"
@@ -77,7 +79,7 @@ def test_a_theory_sweep_is_every_value_once_or_refused_naming_its_field(name, pa
 @given(name=st.sampled_from(THEORY_FIELDS), a=numbers, b=numbers)
 def test_a_theory_field_given_twice_is_refused(name, a, b):
     with pytest.raises(ValueError, match=f"{name} is given twice"):
-        config.read_overrides([f"{name}={a}", f"{name}={b}"])
+        overrides.read_overrides([f"{name}={a}", f"{name}={b}"])
 
 
 @given(data=st.data())

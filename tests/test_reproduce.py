@@ -2,7 +2,8 @@
 
 import pytest
 
-from experiments import cli, store
+from experiments import cli
+from rundir import store
 
 
 @pytest.mark.slow

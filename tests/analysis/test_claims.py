@@ -19,8 +19,8 @@ import pytest
 
 from analysis import claims as cl
 from analysis.inflection import vertex_minimum
-from experiments.derived import finetune_inflection_rows, perturb_inflection_rows
-from experiments.store import block, validate
+from rundir.derived import finetune_inflection_rows, perturb_inflection_rows
+from rundir.store import block, validate
 
 X = 2.0 ** np.arange(8)
 T = 1e6 * X

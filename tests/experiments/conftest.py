@@ -2,7 +2,8 @@ import dataclasses
 
 import pytest
 
-from experiments import cli, presets
+from experiments import cli
+from experiments.sweep import presets
 
 # The LLM command tests run on the tiny checkpoint series the llm_validation tests build.
 from tests.llm_validation.conftest import empty_offline_cache, folder_series, hub_cache, tokenizer  # noqa: F401

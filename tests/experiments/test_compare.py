@@ -9,8 +9,10 @@ import pandas as pd
 import pytest
 
 from analysis.phenomenology import Decomposition
-from experiments import compare, presets, store
-from experiments.run import run_theory
+from experiments import compare
+from experiments.sweep import presets
+from experiments.sweep.runner import run_theory
+from rundir import store
 from tests.experiments.conftest import ovt
 
 TRUE = Decomposition(E=2.5, A=474.0, alpha=0.5, C=9.5e-5, p=2.0, beta=0.5)

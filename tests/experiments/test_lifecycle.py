@@ -8,8 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from experiments import store, theory_run
-from experiments.run import LOCK, UsageError, out_decision
+from experiments.sweep import compute as theory_run
+from rundir import store
+from rundir.lifecycle import LOCK, UsageError, out_decision
 from tests.experiments.conftest import ovt
 
 REFERENCE = Path(__file__).resolve().parents[2] / "paper_figures" / "reference"
@@ -82,8 +83,8 @@ def test_a_killed_run_with_no_result_is_replaced_but_one_with_results_is_kept(tm
 
 
 def test_an_interrupted_run_is_marked_interrupted(tmp_path, monkeypatch):
-    from experiments import presets
-    from experiments.run import run_theory
+    from experiments.sweep import presets
+    from experiments.sweep.runner import run_theory
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt

@@ -9,9 +9,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from experiments import cli, llm_cli, llm_config, llm_presets, llm_reproduce, store
-from experiments.llm_config import FinetuneRun, PerturbRun, PretrainRun
-from experiments.run import UsageError
+from experiments import cli
+from experiments.llm import cli as llm_cli
+from experiments.llm import config as llm_config
+from experiments.llm import presets as llm_presets
+from experiments.llm import reproduce as llm_reproduce
+from experiments.llm.config import FinetuneRun, PerturbRun, PretrainRun
+from rundir import store
+from rundir.lifecycle import UsageError
 from tests.llm_validation.conftest import tiny_corpus
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread", "empty_offline_cache")
@@ -138,7 +143,7 @@ def test_presets_are_valid_configs_of_their_type():
 
 
 def test_a_wsd_series_is_planned_with_its_decay_fraction(tmp_path):
-    from experiments import llm_pretrain_cli
+    from experiments.llm.kinds import pretrain as llm_pretrain_cli
 
     [(cfg, out)] = configured("pretrain", "--preset", "tiny", "--mode", "wsd", "decay_fraction=0.3", "budgets=1K,4K",
                               "--out", str(tmp_path / "s"))  # fmt: skip

@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 import torch
 
-from experiments import store
 from llm_validation.checkpoints import load_checkpoint
 from llm_validation.curvature import top_hessian_eigenvalue, weighted_hessian_trace
 from llm_validation.evaluate import load_token_blocks, perplexity
 from llm_validation.perturb import Perturbation
+from rundir import store
 from tests.experiments.conftest import ovt
 from tests.experiments.test_llm_perturb_cli import eval_text as eval_text  # noqa: F401 (a fixture)
 

@@ -12,12 +12,13 @@ import pandas as pd
 import pytest
 import torch
 
-from experiments import cli, derived, store
-from experiments.llm_finetune_cli import EVAL_BATCH_SIZE, _sha256
-from llm_validation import checkpoints, finetune
+from experiments import cli
+from experiments.llm.kinds.finetune import EVAL_BATCH_SIZE, _sha256
+from llm_validation import checkpoints, finetune, revisions
 from llm_validation.evaluate import load_token_blocks, perplexity
 from llm_validation.finetune import FinetuneConfig, lr_grid
 from llm_validation.finetune_data import CORPUS_CHARS, corpus_text, load_examples
+from rundir import derived, store
 from tests.experiments.conftest import ovt
 from tests.llm_validation.conftest import tiny_corpus
 from tests.llm_validation.test_suites import AMBER, OLMO2, PYTHIA, REVISIONS, SMOLLM2, suite_cache, suite_hub  # noqa: F401
@@ -299,7 +300,7 @@ def test_every_suite_family_fine_tunes_and_is_scored_after(capsys, tmp_path, sui
     assert rows["finetune", "fixed", "perplexity"] != rows["none", "", "perplexity"]
     assert 0 <= rows["finetune", "fixed", "accuracy"] <= 1
     assert table[table.checkpoint == revision].pretrain_time.unique().tolist() == [
-        float(checkpoints.parse_revision(revision, repo).tokens)
+        float(revisions.parse_revision(revision, repo).tokens)
     ]
 
 

@@ -15,10 +15,11 @@ import pandas as pd
 import pytest
 import torch
 
-from experiments import llm_perturb_cli, store
+from experiments.llm.kinds import perturb as llm_perturb_cli
 from llm_validation import checkpoints
 from llm_validation.evaluate import load_token_blocks, perplexity
 from llm_validation.perturb import perturbed
+from rundir import store
 from tests.experiments.conftest import ovt
 from tests.llm_validation.conftest import HUB_REPO, make_tokenizer, tiny_corpus
 

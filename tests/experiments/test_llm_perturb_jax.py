@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from experiments import store
+from rundir import store
 from tests.experiments.conftest import ovt
 from tests.llm_validation.conftest import tiny_corpus
 

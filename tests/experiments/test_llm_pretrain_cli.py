@@ -11,9 +11,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from experiments import cli, llm_pretrain_cli, store
+from experiments import cli
+from experiments.llm.kinds import pretrain as llm_pretrain_cli
 from llm_validation import checkpoints, evaluate, pretrain
 from llm_validation.evaluate import load_token_blocks, perplexity
+from rundir import store
 from tests.experiments.conftest import ovt
 
 # 4 x 32 = 128 tokens a step: 1K, 2K, 4K tokens are 8, 16 and 31 steps of a ~20k-parameter model.

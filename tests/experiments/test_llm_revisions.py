@@ -6,7 +6,7 @@ import pytest
 
 from llm_validation.checkpoints import load_checkpoint
 from llm_validation.models import count_parameters
-from llm_validation.tokens import human_tokens
+from rundir.tokens import human_tokens
 from tests.experiments.conftest import ovt
 from tests.llm_validation.test_suites import PYTHIA, REVISIONS, SMOLLM2, suite_cache, suite_hub  # noqa: F401
 

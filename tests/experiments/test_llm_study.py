@@ -10,8 +10,10 @@ import math
 import pandas as pd
 import pytest
 
-from experiments import llm_study, llm_study_report, store
-from experiments.llm_study import Study
+from experiments.llm import study as llm_study
+from experiments.llm import study_report as llm_study_report
+from experiments.llm.study import Study
+from rundir import store
 from tests.experiments.conftest import ovt
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread", "empty_offline_cache")
@@ -231,7 +233,7 @@ def test_a_pilot_measures_the_variance_components_and_plans_its_target(study, tm
     import numpy as np
 
     from analysis import power
-    from experiments import llm_study_power
+    from experiments.llm import study_power as llm_study_power
 
     pilot = dataclasses.replace(TINY, pilot_for="tiny-test")
     record = llm_study_power.write(study, pilot, TINY)
@@ -314,13 +316,13 @@ def test_a_study_ended_by_a_full_disk_sigterm_and_sigint_resumes_to_the_uninterr
     import sys
     from pathlib import Path
 
-    from tests.exits import ENDINGS, interrupt_when, small_disk
+    from tests.exits import ENDINGS, interrupt_when, small_disk, start
 
     root = Path(__file__).resolve().parents[2]
     small = dataclasses.replace(TINY, seeds=(0,), sizes=(("tiny", (1024, 2048, 4096)),), regs=())
     code = (
         "import sys\n"
-        "from experiments import cli, llm_study\n"
+        "from experiments import cli\nfrom experiments.llm import study as llm_study\n"
         f"llm_study.STUDIES['tiny-term'] = llm_study.{small!r}\n"
         "argv = ['llm', 'study', 'tiny-term', '--quiet', '--workers', '1', '--until', 'measurements']\n"
         "sys.exit(cli.main(argv + ['--out', sys.argv[1]]))\n"
@@ -340,7 +342,7 @@ def test_a_study_ended_by_a_full_disk_sigterm_and_sigint_resumes_to_the_uninterr
         disk.grow(16384)
         stages = {signal.SIGTERM: "perturb/*/chunks/*.parquet", signal.SIGINT: "finetune/*/*/chunks/*.parquet"}
         for sig, pattern in stages.items():
-            proc = subprocess.Popen(command(out), env=env, cwd=root, stderr=subprocess.PIPE, text=True)
+            proc = start(command(out), env=env, cwd=root, stderr=subprocess.PIPE, text=True)
             lines = interrupt_when(proc, lambda pattern=pattern: any(out.glob(pattern)), sig)
             assert lines == [ENDINGS[sig][1]], lines
             record = json.loads((out / llm_study.STUDY_FILE).read_text())

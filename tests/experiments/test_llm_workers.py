@@ -16,9 +16,9 @@ import time
 import pandas as pd
 import pytest
 
-from experiments import store
 from llm_validation.parallel import WORKERS_ENV, default_workers, worker_count
-from tests.exits import ENDINGS, a_chunk_more, interrupt_when, small_disk
+from rundir import store
+from tests.exits import ENDINGS, a_chunk_more, interrupt_when, small_disk, start
 from tests.experiments.conftest import ovt
 from tests.experiments.test_llm_finetune_cli import files as files  # noqa: F401 (a fixture)
 from tests.experiments.test_llm_finetune_cli import finetune_args
@@ -81,7 +81,7 @@ def test_a_seed_sweep_runs_its_cells_side_by_side(capsys, tmp_path):
 def _ovt_process(*argv, stderr=subprocess.DEVNULL) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", WORKERS_ENV: "2"}
     command = [sys.executable, "-m", "experiments.cli", *map(str, argv)]
-    return subprocess.Popen(command, env=env, start_new_session=True, stderr=stderr, text=True)
+    return start(command, env=env, start_new_session=True, stderr=stderr, text=True)
 
 
 def _kill_when(proc: subprocess.Popen, done, timeout: float = 120.0) -> None:

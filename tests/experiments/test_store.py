@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments import store
+from rundir import store
 
 
 def _rows(n=3, **extra):

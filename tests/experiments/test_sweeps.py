@@ -1,3 +1,4 @@
+import dataclasses
 import os
 import signal
 import subprocess
@@ -9,9 +10,12 @@ import pandas as pd
 import pytest
 
 from analysis.inflection import KINDS
-from experiments import config, derived, presets, store, theory_run
-from experiments.run import UsageError, run_theory
-from tests.exits import ENDINGS, a_chunk_more, interrupt_when, small_disk
+from experiments.sweep import compute as theory_run
+from experiments.sweep import config, presets, rows
+from experiments.sweep.runner import run_theory
+from rundir import derived, store
+from rundir.lifecycle import UsageError
+from tests.exits import ENDINGS, a_chunk_more, interrupt_when, small_disk, start
 
 from .conftest import smoke_sized
 
@@ -22,20 +26,21 @@ def test_every_preset_runs_at_smoke_size(tmp_path, name):
     table = run_theory(cfg, name, tmp_path, quiet=True)
     assert set(store.REQUIRED_COLUMNS) <= set(table.columns)
     assert {"none", "gaussian", "finetune"} <= set(table.modification)
-    curves = table[table.checkpoint != "inflection"]
+    curves = table[~table.checkpoint.isin(["inflection", rows.PREDICTION])]
     assert np.isfinite(curves.value).all()
+    predicted = table[table.checkpoint == rows.PREDICTION]  # +inf where every mode helps at that gamma
+    applies = [c for c in config.cells(cfg) if rows.gaussian_prediction(c) is not None]
+    assert set(predicted.value) == {rows.gaussian_prediction(c) for c in applies} and (predicted.value > 0).all()
     n_t = len(cfg.budgets) if cfg.method == "series" else cfg.n_t
     sizes = curves[curves.lr_policy != "tuned"].groupby(["modification", "metric"]).size()
     assert (sizes % n_t == 0).all(), sizes  # whole curves only
     # One fine-tuned curve per cell that differs in anything but gamma (gamma does not touch fine-tuning).
-    import dataclasses
-
     distinct = {dataclasses.replace(c, gamma=0.0) for c in config.cells(cfg)}
     assert sizes["finetune", "pretrain_loss"] == len(distinct) * n_t
     # Every inflection row says what its minimum is; T* is finite exactly on the interior ones.
-    rows = table[table.checkpoint == "inflection"]
-    assert set(rows.t_star_kind) <= set(KINDS) and (curves.t_star_kind == "").all()
-    assert (np.isfinite(rows.value) == (rows.t_star_kind == "interior")).all()
+    inflections = table[table.checkpoint == "inflection"]
+    assert set(inflections.t_star_kind) <= set(KINDS) and (curves.t_star_kind == "").all()
+    assert (np.isfinite(inflections.value) == (inflections.t_star_kind == "interior")).all()
 
 
 def test_same_seed_gives_identical_tables(tmp_path, smoke_config):
@@ -162,8 +167,8 @@ def test_a_store_written_before_the_kinds_loads_with_empty_kinds(tmp_path):
 def _sweep_command(out, slow):
     code = (
         "import dataclasses, time\n"
-        "from experiments import theory_run\n"
-        "from experiments.run import run_theory\n"
+        "from experiments.sweep import compute as theory_run\n"
+        "from experiments.sweep.runner import run_theory\n"
         "from tests.experiments.conftest import smoke_sized\n"
         "cfg = dataclasses.replace(smoke_sized('finetune'), chunk_size=1, grid=(('lr', (0.01, 0.02, 0.04, 0.08)),))\n"
         "original = theory_run.run_chunk\n"
@@ -198,7 +203,7 @@ def test_cell_axis_shards_over_two_devices(tmp_path):
     code = (
         "import jax\n"
         "assert jax.device_count() == 2\n"
-        "from experiments.run import run_theory\n"
+        "from experiments.sweep.runner import run_theory\n"
         "from tests.experiments.conftest import smoke_sized\n"
         f"run_theory(smoke_sized('gaussian'), 'gaussian', {str(tmp_path / 'two')!r}, quiet=True)\n"
     )
@@ -212,7 +217,7 @@ def test_cell_axis_shards_over_two_devices(tmp_path):
 def test_cluster_jobs_write_chunks_that_merge(tmp_path):
     import dataclasses
 
-    from experiments import cluster
+    from experiments.sweep import cluster
 
     cfg = dataclasses.replace(smoke_sized("gaussian"), chunk_size=1)
     jobs = cluster.submit(cfg, "gaussian", tmp_path, cluster="debug")
@@ -226,7 +231,7 @@ def _cli_command(out, slow):
     """``ovt theory smoke`` over four gammas, one cell a chunk, each chunk slowed by ``slow`` seconds."""
     code = (
         "import sys, time\n"
-        "from experiments import cli, theory_run\n"
+        "from experiments import cli\nfrom experiments.sweep import compute as theory_run\n"
         "original = theory_run.run_chunk\n"
         f"def slow(*a, **k):\n    time.sleep({slow})\n    return original(*a, **k)\n"
         "theory_run.run_chunk = slow\n"
@@ -252,7 +257,7 @@ def test_a_full_disk_sigterm_and_sigint_each_leave_a_true_status_and_the_run_res
         assert manifest["status"] == "failed" and "No space left on device" in manifest["error"]
         disk.grow(4096)
         for sig in (signal.SIGTERM, signal.SIGINT):
-            proc = subprocess.Popen(_cli_command(out, 1.5), env=env, cwd=root, stderr=subprocess.PIPE, text=True)
+            proc = start(_cli_command(out, 1.5), env=env, cwd=root, stderr=subprocess.PIPE, text=True)
             assert interrupt_when(proc, a_chunk_more(out), sig) == [ENDINGS[sig][1]]
             assert store.read_manifest(out)["status"] == "interrupted" and not (out / store.METRICS).exists()
         assert len(store.stored_chunks(out)) < 4

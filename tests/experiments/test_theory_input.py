@@ -14,7 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from experiments import config, explore, presets
+from experiments import explore
+from experiments.sweep import config, overrides, presets
 
 from .conftest import ovt
 
@@ -120,7 +121,7 @@ GOOD = st.floats(min_value=TINY, max_value=1e30) | st.just(0.0)
 def test_good_values_are_taken_exactly(values):
     """A value in float32's range round-trips through its text; a sweep keeps its first occurrences in order."""
     base = presets.get("smoke")
-    cfg = config.apply_overrides(base, {"gamma": repr(values[0]), "reg": ",".join(map(repr, values)) + ","})
+    cfg = overrides.apply_overrides(base, {"gamma": repr(values[0]), "reg": ",".join(map(repr, values)) + ","})
     assert cfg.gamma == values[0]
     assert dict(cfg.grid)["reg"] == tuple(dict.fromkeys(values))
 
@@ -128,7 +129,7 @@ def test_good_values_are_taken_exactly(values):
 @SETTINGS
 @given(seed=st.integers(0, config.MAX_SEED))
 def test_every_prng_seed_is_taken(seed):
-    assert config.apply_overrides(presets.get("smoke"), {"seed": str(seed), "task_seed": str(seed)}).seed == seed
+    assert overrides.apply_overrides(presets.get("smoke"), {"seed": str(seed), "task_seed": str(seed)}).seed == seed
 
 
 def test_the_largest_seed_runs_and_is_stored(capsys, tmp_path):
@@ -216,4 +217,4 @@ def test_the_preset_list_names_each_field_once(capsys):
         for field, values in cfg.grid:  # a sweep is shown as the override that sets it
             if len(values) <= 8:
                 shown = next(w for w in words if w.startswith(f"{field}=")).split("=", 1)[1]
-                assert tuple(config.parse_value(field, v) for v in shown.split(",")) == values
+                assert tuple(overrides.parse_value(field, v) for v in shown.split(",")) == values

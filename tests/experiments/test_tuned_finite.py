@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments import config, presets
-from experiments.run import run_theory
+from experiments.sweep import config, overrides, presets
+from experiments.sweep.runner import run_theory
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +36,6 @@ def test_l_a_still_rises_after_fine_tuning_at_the_tuned_lr(table):
 
 def test_finite_samples_need_a_simulated_path():
     with pytest.raises(ValueError, match="finetune_samples=64 needs method=flow or series"):
-        config.apply_overrides(presets.get("finetune"), {"finetune_samples": "64"})
+        overrides.apply_overrides(presets.get("finetune"), {"finetune_samples": "64"})
     assert isinstance(presets.get("tuned_finite", quick=True), config.TheoryConfig)
     assert pd.api.types.is_integer_dtype(pd.Series([presets.get("tuned_finite").finetune_samples]))

@@ -18,8 +18,8 @@ import huggingface_hub.constants
 import pytest
 from transformers import OlmoForCausalLM, PreTrainedTokenizerFast
 
-from llm_validation.checkpoints import format_revision
 from llm_validation.models import build_model, olmo_config
+from llm_validation.revisions import format_revision
 from llm_validation.tokenizer import train_bpe_tokenizer
 
 WORDS = (

@@ -3,7 +3,7 @@ import errno
 import pytest
 import torch
 
-from llm_validation.atomic import replaced
+from rundir.atomic import replaced
 from tests.exits import small_disk
 
 

@@ -5,17 +5,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from llm_validation.checkpoints import (
-    AMBER_CHECKPOINTS,
-    SERIES,
-    CheckpointError,
-    Revision,
-    format_revision,
-    list_revisions,
-    load_checkpoint,
-    nearest_revisions,
-    parse_revision,
-)
+from llm_validation.checkpoints import SERIES, CheckpointError, list_revisions, load_checkpoint, nearest_revisions
+from llm_validation.revisions import AMBER_CHECKPOINTS, Revision, format_revision, parse_revision
 
 from .conftest import HUB_REPO, SERIES_POINTS, make_model, tiny_corpus, use_offline_cache
 

@@ -12,20 +12,22 @@ import pytest
 from llm_validation.corpora import (
     DECONTAMINATE_CHARS,
     HELDOUT_FRACTION,
-    SITEPACKAGES_DISTRIBUTIONS,
     SyntheticLanguage,
     corpus_source,
-    is_generated,
     load_corpus,
     python_documents,
     repetition,
     shakespeare_documents,
+    split_documents,
+    synthetic_documents,
+)
+from llm_validation.sitepackages import (
+    SITEPACKAGES_DISTRIBUTIONS,
+    is_generated,
     sitepackages_documents,
     sitepackages_excluded,
     sitepackages_roots,
     sitepackages_source,
-    split_documents,
-    synthetic_documents,
 )
 
 

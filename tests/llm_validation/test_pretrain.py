@@ -9,15 +9,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from llm_validation.checkpoints import format_revision, parse_revision
-from llm_validation.pretrain import (
-    PretrainConfig,
-    batch_indices,
-    learning_rate,
-    pretrain,
-    trained_steps,
-    wsd_learning_rate,
-)
+from llm_validation.pretrain import PretrainConfig, pretrain
+from llm_validation.pretrain_data import batch_indices
+from llm_validation.revisions import format_revision, parse_revision
+from llm_validation.schedules import learning_rate, wsd_learning_rate
+from llm_validation.series_runs import trained_steps
 
 # 4 x 32 = 128 tokens a step: budgets of 1024 and 4096 tokens are 8- and 32-step runs.
 NAMES = [format_revision(8, 1024), format_revision(32, 4096)]

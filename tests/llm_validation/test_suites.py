@@ -19,9 +19,10 @@ from safetensors.torch import load_file, save_file
 from transformers import GPTNeoXConfig, LlamaConfig, Olmo2Config
 
 from llm_validation import suites
-from llm_validation.checkpoints import CheckpointError, list_revisions, load_checkpoint, parse_revision
+from llm_validation.checkpoints import CheckpointError, list_revisions, load_checkpoint
 from llm_validation.models import olmo_config
 from llm_validation.perturb import gaussian_noise, noise_scales, perturbation_rule, perturbed
+from llm_validation.revisions import parse_revision
 
 from .conftest import tiny_corpus, use_offline_cache, write_hub_cache
 
@@ -278,7 +279,8 @@ def test_an_unused_weight_or_another_architecture_fails_loudly(monkeypatch, tmp_
 def test_perturb_runs_on_every_family_and_records_the_rule(suite_cache, tmp_path, repo):
     import pandas as pd
 
-    from experiments import cli, store
+    from experiments import cli
+    from rundir import store
 
     eval_text = tmp_path / "eval.txt"
     eval_text.write_text("\n".join(tiny_corpus(30, seed=4)))

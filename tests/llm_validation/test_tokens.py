@@ -2,8 +2,9 @@
 
 import math
 
-from llm_validation import checkpoints, tokens
+from llm_validation import revisions
 from paper_figures import llm_perturb
+from rundir import tokens
 
 
 def test_parse_tokens_reads_the_forms_people_write():
@@ -14,8 +15,8 @@ def test_parse_tokens_reads_the_forms_people_write():
 
 def test_names_labels_and_the_cli_agree():
     for count in (1000, 320_000, 4_000_000_000, 3_094_000_000_000):
-        name = checkpoints.format_revision(7, count)
-        assert checkpoints.parse_revision(name).tokens == count
+        name = revisions.format_revision(7, count)
+        assert revisions.parse_revision(name).tokens == count
         assert tokens.parse_tokens(name.split("tokens")[1]) == count
         assert llm_perturb.tokens_tick(count) == tokens.human_tokens(count)
 

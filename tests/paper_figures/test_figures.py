@@ -9,8 +9,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 import paper_figures
-from experiments import store
 from paper_figures import style
+from rundir import store
 
 T = np.logspace(-1, 3, 9)
 T_STAR = 10.0
@@ -110,7 +110,7 @@ def test_each_figure_writes_png_and_pdf(preset, tmp_path):
 
 
 def test_every_preset_has_a_figure_and_smoke_is_gaussian():
-    from experiments import presets
+    from experiments.sweep import presets
 
     assert set(presets.PRESETS) <= set(paper_figures.FIGURES)
     assert paper_figures.FIGURES["smoke"] is paper_figures.FIGURES["gaussian"]

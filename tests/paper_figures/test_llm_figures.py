@@ -10,8 +10,8 @@ import pytest
 from matplotlib.figure import Figure
 
 import paper_figures
-from experiments import store
 from paper_figures import llm_finetune, llm_perturb, style
+from rundir import store
 
 TOKENS = np.array([0.0, *np.geomspace(4e5, 4e9, 9)])  # step 0, then 1 in 10^0.5 up to 4B tokens
 GAMMAS = (0.02, 0.05, 0.1)

@@ -1,5 +1,5 @@
 """The closed-form sweeps store T* to 0.1%: each interior minimum of the grid is refined on the same
-closed-form curve inside its bracket [T_{i-1}, T_{i+1}] (``experiments.theory_run.inflections``), and
+closed-form curve inside its bracket [T_{i-1}, T_{i+1}] (``experiments.sweep.compute.inflections``), and
 agrees with SciPy's bounded minimiser of that curve in float64."""
 
 import dataclasses
@@ -11,8 +11,9 @@ import pytest
 from scipy.optimize import minimize_scalar
 
 from analysis.inflection import vertex_minimum
-from experiments import config, presets, theory_run
-from experiments.run import run_theory
+from experiments.sweep import compute as theory_run
+from experiments.sweep import config, presets
+from experiments.sweep.runner import run_theory
 
 CURVE = dict(theory_run.INFLECTIONS)  # modification -> Curves field
 SWEPT = ("gamma", "lr", "reg")

@@ -48,7 +48,7 @@ every checkpoint (``llm_series``). Bounds (``llm_series``' module docstring): at
 
 Every input is checked before the run directory is created (exit 2, one line naming the value,
 nothing written; numbers and flags before torch is imported); a malformed or non-UTF-8 data file
-names the file (and row). The run directory follows ``experiments.run``'s lifecycle: a failure
+names the file (and row). The run directory follows ``rundir.lifecycle``'s lifecycle: a failure
 while running (exit 1) marks the manifest ``failed`` with the reason; finished checkpoints are kept
 under ``DIR/chunks/`` and the same command resumes after them, while another config replaces a
 failed run. A seed gives the same table every time (for a fixed thread count). The manifest
@@ -67,10 +67,8 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from experiments import store
-from experiments.derived import finetune_inflection_rows
-from experiments.llm_config import MAX_SEED, FinetuneRun
-from experiments.llm_lifecycle import (
+from experiments.llm.config import MAX_SEED, FinetuneRun
+from experiments.llm.lifecycle import (
     RunFailure,
     execute_checkpoint,
     finish_run,
@@ -82,9 +80,11 @@ from experiments.llm_lifecycle import (
     t_star_line,
     torch_threads,
 )
-from experiments.llm_series import SeriesPlan, check_device, light_checks, load_tokenizer, plan_checkpoints
-from experiments.run import UsageError, marks_failure, out_decision, path_from_run
-from llm_validation.tokens import human_tokens
+from experiments.llm.series import SeriesPlan, check_device, light_checks, load_tokenizer, plan_checkpoints
+from rundir import store
+from rundir.derived import finetune_inflection_rows
+from rundir.lifecycle import UsageError, marks_failure, out_decision, path_from_run
+from rundir.tokens import human_tokens
 
 if TYPE_CHECKING:  # annotations only: torch loads when a command runs, after its input is checked
     from llm_validation.finetune import FinetuneConfig
@@ -139,7 +139,7 @@ class FinetunePlan(SeriesPlan):
         }
 
     def identity(self) -> dict:
-        """The manifest fields a rerun must match to resume (``experiments.run.out_decision``)."""
+        """The manifest fields a rerun must match to resume (``rundir.lifecycle.out_decision``)."""
         return {"command": "llm finetune", "config": self.config()}
 
     def new_manifest(self) -> dict:

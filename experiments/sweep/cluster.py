@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from experiments.config import TheoryConfig
-from experiments.run import chunk_count, run_theory
+from experiments.sweep.config import TheoryConfig
+from experiments.sweep.runner import chunk_count, run_theory
 
 
 def _run_one(cfg: TheoryConfig, preset: str, out: str, index: int) -> int:

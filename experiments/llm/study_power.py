@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import power
-from experiments import store
+from rundir import store
 
 TARGET = 0.03  # nats: the 95% half-width of claim (d)'s fall and rise at the smallest lr
 # Training a BPE tokenizer on the 110M-character training split and tokenising it, once per series: the
@@ -123,7 +123,7 @@ def flattening(table: pd.DataFrame, lr: float) -> dict:
 
 def measure_pilot(out: Path, pilot, uniform: dict[str, float]) -> dict:
     """Components, flattening, forgetting and costs of a finished pilot under ``out`` (module docstring)."""
-    from experiments.llm_study_report import load
+    from experiments.llm.study_report import load
 
     data = pilot.finetune_data[0]
     components, flat, forgetting = {}, {}, {}
@@ -147,8 +147,8 @@ def measure_pilot(out: Path, pilot, uniform: dict[str, float]) -> dict:
 def study_costs(study, costs: dict) -> dict[str, power.Cost]:
     """Core-seconds of one series (pre-training, its data, perturb and curvature) and of one batch
     order of its fine-tuning runs, per size, for ``study``'s budgets and grid."""
-    from llm_validation.pretrain import trained_steps
     from llm_validation.pretrain_config import PretrainConfig
+    from llm_validation.series_runs import trained_steps
 
     found = {}
     for size, budgets in study.sizes:
@@ -193,7 +193,7 @@ def plan_study(measured: dict, study) -> dict:
 
 def write(out: Path, pilot, target) -> dict:
     """``DIR/power.json`` of a finished pilot for the study ``target``."""
-    from experiments.llm_study_report import uniform_loss
+    from experiments.llm.study_report import uniform_loss
 
     measured = measure_pilot(out, pilot, {size: uniform_loss(size) for size, _ in pilot.sizes})
     record = {

@@ -20,7 +20,7 @@ import pandas as pd
 
 from analysis.inflection import inflection, inflection_kind
 from analysis.tuned import tuned_choice
-from experiments.store import OPTIONAL_COLUMNS
+from rundir.store import OPTIONAL_COLUMNS
 
 MEAN_OVER_SEEDS = -1  # the seed of a row that summarises all draws, not one
 # What a summary row does not carry.

@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from experiments.arguments import argument_type, choice, numbers, real, said, token_counts, unique, whole
-from experiments.run import UsageError, path_from_run, safe_name
 from llm_validation.corpora import CORPORA
 from llm_validation.models import PRESETS as MODEL_SIZES
 from llm_validation.pretrain_config import MODES
+from rundir.lifecycle import UsageError, path_from_run
+from rundir.store import safe_name
 
 DTYPES = ("float32", "bfloat16")
 DEVICES = ("cpu", "cuda", "tpu")  # tpu: ``perturb --backend jax`` only (``llm_series.check_device``)

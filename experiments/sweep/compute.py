@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 
 from analysis.inflection import vertex_minimum
-from experiments import derived
-from experiments.config import TheoryConfig, cells
+from experiments.sweep.config import TheoryConfig, cells
+from experiments.sweep.rows import cell_rows, float_dtype
 from theory import finetune, measure, network, protocol, simulate, tasks
 
 TRACED = ("gamma", "lr", "reg", "seed", "theta", "rho", "u0")
@@ -210,11 +210,6 @@ def _compiled_local(static: TheoryConfig, traced: tuple[str, ...]):
     return jax.jit(jax.vmap(one))
 
 
-def _float():
-    """The NumPy float JAX computes in: every stored T* is judged in it (``measure.inflection``)."""
-    return np.float64 if jax.config.jax_enable_x64 else np.float32
-
-
 def inflections(static: TheoryConfig, traced, values, T: np.ndarray, curves: protocol.Curves, mesh=None):
     """(T*, kind) of every cell's ``INFLECTIONS`` curves, each of shape (cells, len(INFLECTIONS)).
 
@@ -229,7 +224,7 @@ def inflections(static: TheoryConfig, traced, values, T: np.ndarray, curves: pro
         return t_star, kind
     i = np.argmin(np.where(np.isfinite(y), y, np.inf), axis=-1)
     j = np.clip(i, 1, len(T) - 2)
-    dtype = _float()
+    dtype = float_dtype()
     local = np.exp(np.linspace(np.log(T[j - 1]), np.log(T[j + 1]), REFINE_POINTS, axis=-1)).astype(dtype)
     local_in = jnp.asarray(local)
     if mesh is not None:
@@ -259,7 +254,7 @@ def run_chunk(chunk: Chunk, setup: str, grid_fields: tuple[str, ...], mesh=None)
     T = t_grid(static)
     t_star, kind = inflections(static, traced, values, T, out["curves"], mesh)
     frames = [
-        _rows(
+        cell_rows(
             cell,
             setup,
             T,
@@ -270,108 +265,3 @@ def run_chunk(chunk: Chunk, setup: str, grid_fields: tuple[str, ...], mesh=None)
         for i, cell in enumerate(chunk.cells[: chunk.n_real])
     ]
     return pd.concat(frames, ignore_index=True)
-
-
-def _rows(cell: TheoryConfig, setup: str, T: np.ndarray, out: dict, grid_fields, inflection: dict) -> pd.DataFrame:
-    """The cell's rows: every curve of ``Curves.by_modification`` on the grid, and one ``inflection``
-    row per entry of ``inflection`` ({modification: (T*, kind)}, from ``inflections``)."""
-    curves: protocol.Curves = out["curves"]
-    # A fixed lr is stored exactly as configured (not as its float32 image), so rows match by value.
-    lr_T = np.asarray(out["lr"], float) if cell.lr_policy == "shrinking" else np.full(len(T), cell.lr)
-    blocks = []
-    for (modification, metric), y in curves.by_modification().items():
-        is_ft = modification == "finetune"
-        blocks.append(
-            pd.DataFrame(
-                {
-                    "checkpoint": [f"T={t:.6g}" for t in T],
-                    "pretrain_time": T,
-                    "modification": modification,
-                    "gamma": cell.gamma if modification == "gaussian" else np.nan,
-                    "lr": lr_T if is_ft else np.nan,
-                    "steps": float(cell.steps) if is_ft else np.nan,
-                    "reg": cell.reg if is_ft else np.nan,
-                    "metric": metric,
-                    "value": np.asarray(y, float),
-                    "lr_policy": cell.lr_policy if is_ft else "",
-                    derived.KIND: "",
-                }
-            )
-        )
-    for modification, (t_star, kind) in inflection.items():
-        is_ft = modification == "finetune"
-        blocks.append(
-            pd.DataFrame(
-                {
-                    "checkpoint": ["inflection"],
-                    "pretrain_time": [np.nan],
-                    "modification": [modification],
-                    "gamma": [cell.gamma if not is_ft else np.nan],
-                    "lr": [cell.lr if is_ft else np.nan],
-                    "steps": [float(cell.steps) if is_ft else np.nan],
-                    "reg": [cell.reg if is_ft else np.nan],
-                    "metric": ["inflection"],
-                    "value": [t_star],
-                    "lr_policy": [cell.lr_policy if is_ft else ""],
-                    derived.KIND: [kind],
-                }
-            )
-        )
-    frame = pd.concat(blocks, ignore_index=True)
-    frame.insert(0, "source", "theory")
-    frame.insert(1, "setup", setup)
-    frame["seed"] = cell.seed
-    for name in grid_fields:
-        if name not in ("gamma", "lr", "steps", "reg", "seed", "lr_policy"):
-            frame[name] = getattr(cell, name)
-    return frame
-
-
-def finalize(chunk_rows: pd.DataFrame, cfg: TheoryConfig) -> pd.DataFrame:
-    """Deduplicate rows shared by cells (the clean curves do not depend on gamma or lr), add derived
-    rows, and judge each seed's T* against the spread over seeds (``derived.judge_by_seed_spread``)."""
-    key = [c for c in chunk_rows.columns if c != "value"]
-    frame = chunk_rows.drop_duplicates(subset=key, keep="first").reset_index(drop=True)
-    # T* in the float JAX computes in, as the cells' own inflection rows (``measure.inflection``).
-    dtype = _float()
-    if cfg.tuned_lr:
-        frame = pd.concat([frame, derived.tuned_rows(frame, dtype=dtype)], ignore_index=True)
-        if cfg.method == "closed_form":
-            frame = refine_tuned(frame)
-    return derived.judge_by_seed_spread(frame, dtype=dtype)
-
-
-def _same(frame: pd.DataFrame, row: pd.Series, columns) -> pd.Series:
-    """Rows of ``frame`` equal to ``row`` in every one of ``columns`` (NaN equal to NaN)."""
-    keep = pd.Series(True, index=frame.index)
-    for c in columns:
-        keep &= frame[c].isna() if pd.isna(row[c]) else frame[c] == row[c]
-    return keep
-
-
-def refine_tuned(frame: pd.DataFrame) -> pd.DataFrame:
-    """The closed form's tuned-lr T* to the precision of the cells' own: where the tuned curve's lr is
-    one lr at the three grid times that bracket its argmin, the tuned curve is that lr's curve there,
-    so its T* is that fixed lr's refined T* (when it lies in the same bracket). Otherwise the grid
-    estimate ``derived.tuned_rows`` stored stays."""
-    inflection = frame.checkpoint == "inflection"
-    rows = frame[inflection & (frame.lr_policy == "tuned") & (frame[derived.KIND] == "interior")]
-    skip = {"checkpoint", "pretrain_time", "metric", "value", "lr", "lr_policy", derived.KIND}
-    identity = [c for c in frame.columns if c not in skip]
-    frame = frame.copy()
-    for index, row in rows.iterrows():
-        same = _same(frame, row, identity)
-        curve = frame[same & ~inflection & (frame.lr_policy == "tuned") & (frame.metric == "pretrain_loss")]
-        curve = curve.sort_values("pretrain_time")
-        T, y, lr = (curve[c].to_numpy(float) for c in ("pretrain_time", "value", "lr"))
-        i = int(np.argmin(np.where(np.isfinite(y), y, np.inf))) if len(y) else 0
-        if not 0 < i < len(y) - 1 or len(set(lr[i - 1 : i + 2])) != 1:
-            continue
-        fixed = frame[same & inflection & (frame.lr_policy == "fixed") & np.isclose(frame.lr, lr[i])]
-        if (
-            len(fixed) == 1
-            and fixed[derived.KIND].iloc[0] == "interior"
-            and T[i - 1] <= fixed.value.iloc[0] <= T[i + 1]
-        ):
-            frame.loc[index, "value"] = fixed.value.iloc[0]
-    return frame

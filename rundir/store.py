@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from llm_validation.atomic import replaced as atomic_path
+from rundir.atomic import replaced as atomic_path
 
 REQUIRED_COLUMNS = {
     "source": "string",

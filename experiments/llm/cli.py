@@ -21,14 +21,17 @@ import argparse
 import sys
 from pathlib import Path
 
-from experiments import llm_cluster, llm_config, llm_presets, llm_study
 from experiments.arguments import Parser, argument_type, directory, whole
-from experiments.llm_cluster import CLUSTERS
-from experiments.llm_lifecycle import failures_while_running
-from experiments.llm_runs import BY_CONFIG, RUNS, run_cells, run_config  # noqa: F401 (the run types' registry)
-from experiments.llm_series import available_revisions, model_folder
-from experiments.run import UsageError, variant_dir
-from llm_validation.tokens import human_tokens
+from experiments.llm import cluster as llm_cluster
+from experiments.llm import config as llm_config
+from experiments.llm import presets as llm_presets
+from experiments.llm import study as llm_study
+from experiments.llm.batch import BY_CONFIG, RUNS, run_cells, run_config  # noqa: F401 (the run types' registry)
+from experiments.llm.cluster import CLUSTERS
+from experiments.llm.lifecycle import failures_while_running
+from experiments.llm.series import available_revisions, model_folder
+from rundir.lifecycle import UsageError, variant_dir
+from rundir.tokens import human_tokens
 
 LLM_COMMANDS = ("revisions", *RUNS, "study")
 MAX_WORKERS = 256
@@ -196,7 +199,8 @@ def _study(args) -> int:
             print(f"study {args.name}: stopped after {args.until} -> {out}")
         return 0
     if not args.quiet:
-        from experiments import llm_study_power, llm_study_report
+        from experiments.llm import study_power as llm_study_power
+        from experiments.llm import study_report as llm_study_report
 
         if "power" in report:
             print(llm_study_power.summary(report["power"]) + f"\n-> {out / llm_study_power.POWER_FILE}")

@@ -16,8 +16,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from experiments import llm_config, llm_curvature_cli, llm_finetune_cli, llm_perturb_cli, llm_pretrain_cli
-from experiments.llm_lifecycle import failures_while_running
+from experiments.llm import config as llm_config
+from experiments.llm.kinds import curvature as llm_curvature_cli
+from experiments.llm.kinds import finetune as llm_finetune_cli
+from experiments.llm.kinds import perturb as llm_perturb_cli
+from experiments.llm.kinds import pretrain as llm_pretrain_cli
+from experiments.llm.lifecycle import failures_while_running
 
 RUNS = {
     "pretrain": llm_pretrain_cli,

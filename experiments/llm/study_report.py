@@ -34,7 +34,7 @@ from analysis import claims as verdicts
 from analysis.families import families
 from analysis.fits import predict_t_star
 from analysis.inflection import inflection, inflection_kind, vertex_minimum
-from experiments import store
+from rundir import store
 
 N_BOOT = 400
 SERIES = "series_seed"

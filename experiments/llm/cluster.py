@@ -8,7 +8,7 @@ stores only its unit: a checkpoint folder, or a chunk and its notes (``llm_lifec
 store's atomic writes; it never writes the manifest. Once every unit is stored, the same command
 without ``--cluster`` finds nothing left to compute and writes the table (perplexities of a series,
 derived rows, the notes joined to the manifest), as the theory sweeps' chunks merge
-(``experiments.cluster``). With ``--cluster local`` or ``debug`` (in-process, for tests) the
+(``experiments.sweep.cluster``). With ``--cluster local`` or ``debug`` (in-process, for tests) the
 submitter waits for its jobs and merges at once; with ``slurm`` it prints the job array and returns.
 No scheduler of our own: submitit talks to Slurm.
 """
@@ -20,7 +20,7 @@ import importlib
 import sys
 from pathlib import Path
 
-from experiments.llm_config import PATHS
+from experiments.llm.config import PATHS
 
 CLUSTERS = ("slurm", "local", "debug")
 
@@ -75,7 +75,7 @@ def _absolute(cfg):
 
 def wait(jobs: list, out: Path) -> None:
     """Every job's end; a job's failure is a failure of the run (what the others stored is kept)."""
-    from experiments.llm_lifecycle import RunFailure
+    from experiments.llm.lifecycle import RunFailure
 
     for job in jobs:
         try:

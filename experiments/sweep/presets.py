@@ -11,7 +11,7 @@ import textwrap
 
 import numpy as np
 
-from experiments.config import TheoryConfig
+from experiments.sweep.config import TheoryConfig
 
 SIGMA = 32**-0.5
 BASE = TheoryConfig(init_std=SIGMA, n_t=81)

@@ -8,7 +8,7 @@ torch is imported: the eval text is read, every chosen checkpoint's ``max_positi
 checked against ``seq_len``, and the eval text is tokenised with *each* checkpoint's own tokenizer,
 refused when two give different token ids (their perplexities would not be comparable).
 
-Bounds (exit 2 beyond them; ``experiments.llm_config.READERS`` checks every number where it is
+Bounds (exit 2 beyond them; ``experiments.llm.config.READERS`` checks every number where it is
 read): ``seeds`` 1..10,000 draws per gamma; ``gammas`` / ``lrs`` at most 100 values; token counts
 (``tokens``, ``budgets``) at most 1e15 (1000T); ``seq_len`` from 2 to every checkpoint's
 ``max_position_embeddings`` (its config.json; 128 or 512 for the model sizes); ``batch_size``
@@ -23,9 +23,9 @@ import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from experiments.llm_config import SeriesRun, record, require
-from experiments.run import UsageError, check_writable, path_from_run
-from llm_validation.tokens import human_tokens
+from experiments.llm.config import SeriesRun, record, require
+from rundir.lifecycle import UsageError, check_writable, path_from_run
+from rundir.tokens import human_tokens
 
 if TYPE_CHECKING:  # annotations only: torch loads when a command runs, after its input is checked
     import torch
@@ -46,7 +46,8 @@ def model_folder(model: str) -> Path | None:
 
 def available_revisions(model: str):
     """(is_folder, revisions) of ``model``; bad input raises UsageError / CheckpointError."""
-    from llm_validation.checkpoints import ALLOWED_FORMS, list_revisions
+    from llm_validation.checkpoints import list_revisions
+    from llm_validation.revisions import ALLOWED_FORMS
 
     folder = model_folder(model)
     revisions = list_revisions(folder if folder is not None else model)
@@ -151,7 +152,8 @@ def plan_checkpoints(cfg: SeriesRun, out: Path, quiet: bool) -> dict:
 def _resolve_revisions(cfg: SeriesRun, available) -> tuple[list, dict, list[str]]:
     """(chosen revisions, {name: requested token counts}, warnings): by ``revisions`` names, the
     nearest to each ``tokens`` count, or (neither given; a folder series) every one."""
-    from llm_validation.checkpoints import SERIES, nearest_revisions, parse_revision
+    from llm_validation.checkpoints import SERIES, nearest_revisions
+    from llm_validation.revisions import parse_revision
 
     model, counts = cfg.model, cfg.tokens
     by_name = {r.name: r for r in available}

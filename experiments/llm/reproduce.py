@@ -10,8 +10,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from experiments import llm_presets
-from experiments.llm_runs import run_config
+from experiments.llm import presets as llm_presets
+from experiments.llm.batch import run_config
 
 
 def run(out: Path, quick: bool = False, quiet: bool = False) -> list[Path]:

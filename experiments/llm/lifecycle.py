@@ -2,7 +2,7 @@
 into ``DIR/chunks/``, finish with the derived rows; and what a run shares with ``pretrain`` (the
 failure type, torch threads, transformers' progress bars).
 
-The run directory's lifecycle is ``experiments.run``'s (``out_decision`` in the plan, ``begin_run``
+The run directory's lifecycle is ``rundir.lifecycle``'s (``out_decision`` in the plan, ``begin_run``
 and ``marks_failure`` around the run): anything that goes wrong while running is a failure (exit 1)
 that marks the manifest ``failed`` with the reason; finished checkpoints are kept under
 ``DIR/chunks/`` and the same command resumes after them, while another config may replace a failed
@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from experiments import store
-from experiments.run import begin_run, complete_run, git_commit, now, path_from_run, versions
-from llm_validation.tokens import human_tokens
+from rundir import store
+from rundir.lifecycle import begin_run, complete_run, git_commit, now, path_from_run, versions
+from rundir.tokens import human_tokens
 
 if TYPE_CHECKING:
-    from experiments.llm_series import SeriesPlan
+    from experiments.llm.series import SeriesPlan
 
 
 class RunFailure(RuntimeError):

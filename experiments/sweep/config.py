@@ -285,7 +285,7 @@ def _machine_memory() -> int | None:
 
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(TheoryConfig)}
-_HINTS = typing.get_type_hints(TheoryConfig)
+HINTS = typing.get_type_hints(TheoryConfig)  # field -> its type (tuple[float, ...] for a list field)
 _KINDS = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
 
 
@@ -301,7 +301,7 @@ def _check_value(field: str, value, name: str | None = None) -> None:
     """Refuses a value of another type than ``field``'s (a tuple field: a tuple of them), a float that
     is not finite, and a nonzero float outside float32's range (it would overflow or flush to zero).
     Messages call the value ``name`` (default: the field's name)."""
-    hint, name = _HINTS[field], name or field
+    hint, name = HINTS[field], name or field
     kind = typing.get_args(hint)[0] if typing.get_origin(hint) is tuple else hint
     if typing.get_origin(hint) is tuple and not isinstance(value, tuple):
         raise ValueError(f"{name}={value!r} must be a tuple of values, each {_KINDS[kind]}")
@@ -321,95 +321,11 @@ def coerce(field: str, value, name: str | None = None):
     """``value`` as ``field``'s type: a whole float (16.0) for an int field as that int, any real number
     for a float field as a float; refused (ValueError naming ``name``, default the field, and the value)
     where ``check`` would refuse its type, and a fractional number (16.7) for an int field."""
-    hint = _HINTS[field]
+    hint = HINTS[field]
     if hint is int and _is(float, value) and math.isfinite(value) and float(value).is_integer():
         value = int(value)
     _check_value(field, value, name)
     return hint(value) if hint in (int, float, str, bool) else value
-
-
-def read_overrides(items: list[str]) -> dict[str, str]:
-    """``FIELD=VALUE`` texts as {field: text}; refuses an item without ``=`` and a field given twice
-    (a comma list sweeps a field: ``gamma=0.3,0.5``)."""
-    overrides: dict[str, str] = {}
-    for item in items:
-        name, sep, text = item.partition("=")
-        name = name.strip()
-        if not sep:
-            raise ValueError(f"override {item!r} must look like FIELD=VALUE")
-        if name in overrides:
-            raise ValueError(
-                f"{name} is given twice ({name}={overrides[name]} and {name}={text}); give it once "
-                f"(a comma list sweeps it: {name}=a,b)"
-            )
-        overrides[name] = text
-    return overrides
-
-
-def parse_value(name: str, text: str):
-    """Turn ``text`` into the type of field ``name`` (tuples from comma lists); ValueError names both."""
-    if name not in FIELDS or name == "grid":
-        raise ValueError(
-            f"override key {name!r} is unknown; allowed: {', '.join(sorted(k for k in FIELDS if k != 'grid'))}"
-        )
-    hint = _HINTS[name]
-    try:
-        if typing.get_origin(hint) is tuple:
-            item = typing.get_args(hint)[0]
-            return tuple(_scalar(item, t) for t in text.split(",") if t.strip())
-        return _scalar(hint, text)
-    except _NotFinite as error:
-        kind = "a finite number" if "float" in str(hint) else "a whole number"
-        raise ValueError(f"{name}={str(error)!r} must be {kind}") from None
-    except ValueError:
-        raise ValueError(f"{name}={text!r} is not a valid {getattr(hint, '__name__', hint)}") from None
-
-
-class _NotFinite(ValueError):
-    """A float field given inf or nan (or a number that overflows to inf, 1e400)."""
-
-
-def _scalar(kind, text: str):
-    text = text.strip()
-    if kind is bool:
-        if text.lower() in ("1", "true", "yes"):
-            return True
-        if text.lower() in ("0", "false", "no"):
-            return False
-        raise ValueError(text)
-    if kind is int:
-        try:
-            return int(text)  # exact, however large (a float would round 2**53 + 1)
-        except ValueError:
-            pass
-        value = float(text)
-        if not math.isfinite(value):
-            raise _NotFinite(text)
-        if value != int(value):
-            raise ValueError(text)
-        return int(value)
-    value = kind(text)
-    if kind is float and not math.isfinite(value):
-        raise _NotFinite(text)
-    return value
-
-
-def apply_overrides(cfg: TheoryConfig, overrides: dict[str, str]) -> TheoryConfig:
-    """Override fields; a swept field given a comma list replaces the grid's values (repeats dropped),
-    a scalar pins it. Refuses a comma list with no values (``gamma=,``)."""
-    grid = dict(cfg.grid)
-    fixed = {}
-    for name, text in overrides.items():
-        hint = _HINTS.get(name)
-        if hint is not None and typing.get_origin(hint) is not tuple and "," in text:
-            values = tuple(dict.fromkeys(parse_value(name, t) for t in text.split(",") if t.strip()))
-            if not values:
-                raise ValueError(f"{name}={text!r} lists no values; a sweep needs at least one ({name}=a,b)")
-            grid[name] = values
-            continue
-        fixed[name] = parse_value(name, text)
-        grid.pop(name, None)
-    return dataclasses.replace(cfg, grid=tuple(grid.items()), **fixed)
 
 
 def cells(cfg: TheoryConfig) -> list[TheoryConfig]:

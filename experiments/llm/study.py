@@ -28,9 +28,9 @@ import sys
 import time
 from pathlib import Path
 
-from experiments import store
-from experiments.llm_config import CurvatureRun, FinetuneRun, PerturbRun, PretrainRun
-from experiments.run import UsageError, check_writable, claim, now, release
+from experiments.llm.config import CurvatureRun, FinetuneRun, PerturbRun, PretrainRun
+from rundir import store
+from rundir.lifecycle import UsageError, check_writable, claim, now, release
 
 STUDY_FILE = "study.json"
 STAGES = ("pre-training", "measurements", "analysis")
@@ -276,9 +276,9 @@ def run_study(
     None when ``until`` stops it after an earlier stage (status ``stopped``, resumed by the next call)."""
     if until not in STAGES:
         raise ValueError(f"until={until!r} is unknown; allowed: {', '.join(STAGES)}")
-    from experiments import llm_study_report
-    from experiments.llm_lifecycle import failures_while_running
-    from experiments.llm_runs import BY_CONFIG, run_cells
+    from experiments.llm import study_report as llm_study_report
+    from experiments.llm.batch import BY_CONFIG, run_cells
+    from experiments.llm.lifecycle import failures_while_running
 
     study = get(name)
     out = Path(out)
@@ -293,7 +293,7 @@ def run_study(
     record = record or {"study": name, "started": now(), "stages": {}}
     record["config"] = dataclasses.asdict(study)  # the preset as it runs (its runs check their own configs)
     if any(s.pilot_for == name for s in STUDIES.values()):
-        from experiments import llm_study_power
+        from experiments.llm import study_power as llm_study_power
 
         record["power"] = {"pilot": llm_study_power.reference_record(), "used": llm_study_power.used(study)}
     record.update(status="running")
@@ -322,7 +322,7 @@ def run_study(
 
     def analyse() -> None:
         if study.pilot_for:
-            from experiments import llm_study_power
+            from experiments.llm import study_power as llm_study_power
 
             report.update(study=name, power=llm_study_power.write(out, study, get(study.pilot_for)))
         else:

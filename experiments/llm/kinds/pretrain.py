@@ -62,10 +62,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from experiments import store
-from experiments.llm_config import MAX_STEPS, PretrainRun, record, require
-from experiments.llm_lifecycle import RunFailure, quiet_transformers, torch_threads
-from experiments.run import (
+from experiments.llm.config import MAX_STEPS, PretrainRun, record, require
+from experiments.llm.lifecycle import RunFailure, quiet_transformers, torch_threads
+from llm_validation.pretrain_config import (
+    CHECKPOINT_FILE,
+    SERIES_FILE,
+    PretrainConfig,
+    budget_steps,
+    changed_fields,
+    config_record,
+)
+from rundir import store
+from rundir.lifecycle import (
     LOCK,
     UsageError,
     check_writable,
@@ -78,15 +86,7 @@ from experiments.run import (
     path_from_run,
     versions,
 )
-from llm_validation.pretrain_config import (
-    CHECKPOINT_FILE,
-    SERIES_FILE,
-    PretrainConfig,
-    budget_steps,
-    changed_fields,
-    config_record,
-)
-from llm_validation.tokens import human_tokens
+from rundir.tokens import human_tokens
 
 CONFIG = PretrainRun
 HELP = "train a mini OLMo checkpoint series (one run per token budget) and store its perplexity"
@@ -283,7 +283,7 @@ def prepare(plan: PretrainPlan) -> tuple[dict, dict]:
     out = plan.out
     claim(out)
     if _check_series(out, plan.config) == "replace":
-        _clear_series(out)  # said even when quiet, as experiments.run.begin_run does: files are removed
+        _clear_series(out)  # said even when quiet, as rundir.lifecycle.begin_run does: files are removed
         print(f"ovt: replacing the unfinished series of another config in {out}", file=sys.stderr)
     previous = store.read_manifest(out) if (out / store.MANIFEST).is_file() else {}
     return previous, _begin(plan, previous)

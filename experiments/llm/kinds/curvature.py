@@ -27,9 +27,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from experiments import store
-from experiments.llm_config import CurvatureRun
-from experiments.llm_lifecycle import (
+from experiments.llm.config import CurvatureRun
+from experiments.llm.lifecycle import (
     execute_checkpoint,
     finish_run,
     manifest_head,
@@ -39,8 +38,9 @@ from experiments.llm_lifecycle import (
     start,
     torch_threads,
 )
-from experiments.llm_series import SeriesPlan, check_device, light_checks, plan_checkpoints
-from experiments.run import marks_failure, out_decision
+from experiments.llm.series import SeriesPlan, check_device, light_checks, plan_checkpoints
+from rundir import store
+from rundir.lifecycle import marks_failure, out_decision
 
 CONFIG = CurvatureRun
 HELP = "Hessian trace and top eigenvalue of the held-out loss, beside the small-noise excess they predict"

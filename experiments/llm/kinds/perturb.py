@@ -41,10 +41,9 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from experiments import llm_perturb_jax, store
-from experiments.derived import perturb_inflection_rows
-from experiments.llm_config import PerturbRun
-from experiments.llm_lifecycle import (
+from experiments.llm.config import PerturbRun
+from experiments.llm.kinds import perturb_jax as llm_perturb_jax
+from experiments.llm.lifecycle import (
     execute_checkpoint,
     finish_run,
     manifest_head,
@@ -55,14 +54,16 @@ from experiments.llm_lifecycle import (
     t_star_line,
     torch_threads,
 )
-from experiments.llm_series import SeriesPlan, check_device, light_checks, plan_checkpoints
-from experiments.run import marks_failure, out_decision
+from experiments.llm.series import SeriesPlan, check_device, light_checks, plan_checkpoints
 from llm_validation.suites import OLMO1, perturbation_record
-from llm_validation.tokens import human_tokens
+from rundir import store
+from rundir.derived import perturb_inflection_rows
+from rundir.lifecycle import marks_failure, out_decision
+from rundir.tokens import human_tokens
 
 if TYPE_CHECKING:  # annotations only: torch loads when a run starts, after its input is checked
-    from llm_validation.checkpoints import Revision
     from llm_validation.evaluate import Perplexity
+    from llm_validation.revisions import Revision
 
 CONFIG = PerturbRun
 HELP = "perplexity of Gaussian-perturbed checkpoints into a result store"
@@ -102,7 +103,7 @@ class Plan(SeriesPlan):
         return config
 
     def identity(self) -> dict:
-        """The manifest fields a rerun must match to resume (``experiments.run.out_decision``)."""
+        """The manifest fields a rerun must match to resume (``rundir.lifecycle.out_decision``)."""
         return {"command": "llm perturb", "config": self.config()}
 
     def new_manifest(self) -> dict:

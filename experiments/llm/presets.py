@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from experiments.llm_config import FinetuneRun, PerturbRun, PretrainRun, RunConfig, changes, shown
+from experiments.llm.config import FinetuneRun, PerturbRun, PretrainRun, RunConfig, changes, shown
 from llm_validation.models import PRESETS as MODEL_SIZES
 
 RESULTS = Path("results") / "llm"

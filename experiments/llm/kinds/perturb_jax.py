@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from experiments.run import UsageError
+from rundir.lifecycle import UsageError
 
 PLATFORMS = {"cpu": "cpu", "cuda": "gpu", "tpu": "tpu"}  # the --device names -> JAX's platform names
 

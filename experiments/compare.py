@@ -269,7 +269,8 @@ def write_claims(runs: list[Path], out: Path) -> list[Path]:
     with a perturbation or fine-tuning store among ``runs`` (its fine-tuning stores joined: an L2-pull
     sweep's runs give claim g); nothing when there is none. One pre-training series per model, so
     the intervals rest on the noise draws (and are INCONCLUSIVE with one draw), as each claim says."""
-    from analysis.claims import evaluate_claims, render_markdown
+    from analysis.claim_text import render_markdown
+    from analysis.claims import evaluate_claims
 
     tables: dict[str, dict[str, list[pd.DataFrame]]] = {}
     for run in runs:

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis import claims as verdicts
+from analysis import claim_text, claims
 from analysis.families import families
 from analysis.fits import predict_t_star
 from analysis.inflection import inflection, inflection_kind, vertex_minimum
@@ -271,15 +271,15 @@ def size_claims(study, size: str, found: dict[str, pd.DataFrame]) -> list[dict]:
     traces = curvature[curvature.metric == "hessian_trace"].rename(columns={"value": "trace"})
     grid = pd.concat([found[first], *([found["reg"]] if len(found["reg"]) else [])], ignore_index=True)
     ceiling = uniform_loss(size)
-    claims = verdicts.evaluate_claims(found["perturb"], grid, traces, series_column=SERIES, uniform_loss=ceiling)
-    h = verdicts.evaluate_claims(_excess_as_perturb(curvature), None, traces, series_column=SERIES)
+    claims = claims.evaluate_claims(found["perturb"], grid, traces, series_column=SERIES, uniform_loss=ceiling)
+    h = claims.evaluate_claims(_excess_as_perturb(curvature), None, traces, series_column=SERIES)
     band = next((c.get("band") for c in claims if c["claim"] == "h"), None)  # over every perturbation gamma
     claims = [c for c in claims if c["claim"] != "h"] + [c | {"band": band} for c in h if c["claim"] == "h"]
     entries = [c | {"size": size, "dataset": first if c["claim"] in FINETUNE_CLAIMS else ""} for c in claims]
     for data in study.finetune_data[1:]:
-        other = verdicts.evaluate_claims(None, found[data], series_column=SERIES, uniform_loss=ceiling)
+        other = claims.evaluate_claims(None, found[data], series_column=SERIES, uniform_loss=ceiling)
         entries += [c | {"size": size, "dataset": data} for c in other if c["claim"] in ("a'", "d", "e", "f")]
-    return sorted(entries, key=verdicts.claim_order)
+    return sorted(entries, key=claim_text.claim_order)
 
 
 def write(study, name: str, out: Path) -> dict:
@@ -343,7 +343,7 @@ def render(study, name: str, claims: list[dict], scores: dict, counts: dict) -> 
             primary = data == study.finetune_data[0]
             rows = [c for c in mine if c["dataset"] == data or (primary and not c["dataset"])]
             title = f"## {size}: fine-tuning on {data}" + ("" if primary else " (claims a', d-f)")
-            parts += [title + "\n", verdicts.render_markdown(sorted(rows, key=verdicts.claim_order))]
+            parts += [title + "\n", claim_text.render_markdown(sorted(rows, key=claim_text.claim_order))]
             band = next((c.get("band") for c in rows if c["claim"] == "h" and c.get("band")), None)
             if band:
                 parts.append(f"(h) by gamma, from the perturbation draws: {band['text']}.\n")
@@ -386,7 +386,7 @@ def summary(report: dict, out: Path | None = None) -> str:
     lines = [f"study {report['study']}:"]
     for c in report["claims"]:
         if math.isfinite(c["value"]):
-            shown = f"{verdicts._number(c['value'])} {verdicts.interval_text(c)} ({c['at']})"
+            shown = f"{claim_text.number_text(c['value'])} {claim_text.interval_text(c)} ({c['at']})"
         else:
             shown = c["rule"] if c["rule"].startswith("no data") else "no value"
         lines.append(f"  {c['size']:4s} ({c['claim']}) {c['verdict']:12s} {shown} {c['dataset']}".rstrip())

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from analysis import claim_text, ranks
 from analysis import claims as cl
 from analysis.inflection import vertex_minimum
 from rundir.derived import finetune_inflection_rows, perturb_inflection_rows
@@ -143,7 +144,7 @@ def test_every_claim_passes_on_curves_built_to_satisfy_it(built):
     ids = ["a", "a'", *"bcdefgh"]
     assert {c: good[c]["verdict"] for c in ids} == dict.fromkeys(ids, "PASS")
     for c in good.values():
-        assert c["n_series"] == 3 and c["rule"] == cl.RULES[c["claim"].split(":")[0]]
+        assert c["n_series"] == 3 and c["rule"] == claim_text.RULES[c["claim"].split(":")[0]]
         if c["claim"] in ("a", "a'"):
             continue
         assert c["interval"][0] <= c["value"] <= c["interval"][1]
@@ -317,7 +318,7 @@ def test_a_table_without_a_series_column_is_one_series():
 
 def test_render_markdown_is_one_row_per_claim(built):
     good = built[2]
-    text = cl.render_markdown(list(good.values()) + cl.evaluate_claims(None, None)[:1])
+    text = claim_text.render_markdown(list(good.values()) + cl.evaluate_claims(None, None)[:1])
     lines = text.strip().splitlines()
     assert lines[0].startswith("| claim | statement | statistic | value | 95% interval or p | n | verdict | rule |")
     # a, a', b-h, then h at each of the 3 gammas, then the no-data row.
@@ -367,13 +368,13 @@ def test_rank_test_is_exact_against_enumeration_and_monte_carlo_beyond():
     rho = np.array(rho)
     means = (rho[:, None] + rho[None, :]) / 2
     curves = np.array([[0.0, 2.0, 1.0, 3.0, 4.0], [1.0, 0.0, 2.0, 4.0, 3.0]])
-    found = cl.rank_test(T5, curves)
+    found = ranks.rank_test(T5, curves)
     observed = found["value"]
     assert found["p_up"] == pytest.approx((means >= observed - 1e-12).mean(), rel=1e-12)
     assert found["p_down"] == pytest.approx((means <= observed + 1e-12).mean(), rel=1e-12)
     # Beyond EXACT_RANKS checkpoints, the null comes from seeded permutations: P(rho = 1) ~ 0.
     T12 = np.arange(12.0)
-    many = cl.rank_test(T12, np.sort(np.random.default_rng(0).random((2, 12)), axis=1))
+    many = ranks.rank_test(T12, np.sort(np.random.default_rng(0).random((2, 12)), axis=1))
     assert many["value"] == 1.0 and many["p_up"] < 1e-6 and "seeded random orderings" in many["how"]
 
 

@@ -143,7 +143,7 @@ def modified_draws(source: str, n_base: int, n_mod: int) -> Draws:
     return Draws("modified", "seeds", n_mod) if n_mod > 1 else _fixed("modified", source, n_base > 1)
 
 
-def _num(v) -> float | None:
+def json_number(v) -> float | None:
     """A JSON number; None for NaN or infinity (``none in range`` / ``never``)."""
     v = float(v)
     return v if math.isfinite(v) else None
@@ -190,7 +190,7 @@ def t_stat(
     >>> [round(v, 2) for v in s["interval"]], s["n_draws"], s["dof"], s["method"]
     ([-3.27, 7.27], 3, 2, 't')
     """
-    entry = {"value": _num(value)}
+    entry = {"value": json_number(value)}
     varying = [d for d in parts if d.mode != "fixed"]
     fixed = [d for d in parts if d.mode == "fixed"]
     if not varying:
@@ -221,7 +221,7 @@ def t_stat(
     if lower is not None:
         lo = max(lo, lower)
     open_below, open_above = below > MAX_MISSING * x.size, above > MAX_MISSING * x.size
-    entry["interval"] = [None if open_below else _num(lo), None if open_above else _num(hi)]
+    entry["interval"] = [None if open_below else json_number(lo), None if open_above else json_number(hi)]
     for side, count, is_open in (("below", below, open_below), ("above", above, open_above)):
         if is_open:
             entry["method"] += f", open {side} ({count} of {x.size} replicates unbounded {side})"

@@ -4,7 +4,7 @@ own fit, and no interval claimed for a deterministic curve."""
 import numpy as np
 import pytest
 
-from analysis import fits
+from analysis import decomposition, fits
 from analysis import phenomenology as ph
 from analysis.families import Family, sensitivity_points
 from analysis.intervals import Draws, t_stat
@@ -127,11 +127,11 @@ def test_a_held_out_fold_is_bootstrapped_from_its_own_fit():
     base_fit = ph.fit_base(fam.T, fam.base.mean(axis=1))[0]
     sens_fit = ph.fit_sensitivity(*sensitivity_points(fam, S_mean, fam.mask))[0]
     folds = {h: ph.fit_sensitivity(*sensitivity_points(fam, S_mean, fam.mask, h))[0] for h in range(4)}
-    boot = fits.bootstrap(fam, base_fit, sens_fit, folds, n_boot=200, seed=0)
+    boot = decomposition.bootstrap(fam, base_fit, sens_fit, folds, n_boot=200, seed=0)
     replicates, draws = boot.held[3]
     # The fold's residuals are those of the three sizes it keeps (12 checkpoints each), all on the law.
     assert (draws.mode, draws.n, draws.dof) == ("log residuals", 36, 33)
-    t_held = fits._t_star(boot.base, replicates, 4.0)[:, 0]
+    t_held = decomposition._t_star(boot.base, replicates, 4.0)[:, 0]
     assert np.median(t_held) == pytest.approx(stat["value"], rel=0.05)
     assert stat["value"] > 2 * entry["t_star"][-1]["fit"]["value"]
 
@@ -141,7 +141,7 @@ def test_the_batched_excess_fit_is_fit_sensitivity():
     S = fam.excess().transpose(2, 0, 1)  # each seed as a replicate
     S[1, 0, :4] = -1.0  # non-positive points: that replicate goes through ph.fit_sensitivity
     for leave_out in (None, 2):
-        batch = fits._fit_sensitivity_batch(fam, fam.mask, S, leave_out)
+        batch = decomposition._fit_sensitivity_batch(fam, fam.mask, S, leave_out)
         for b in range(S.shape[0]):
             one = ph.fit_sensitivity(*sensitivity_points(fam, S[b], fam.mask, leave_out))[0]
             np.testing.assert_allclose(batch[b], one, rtol=1e-10)

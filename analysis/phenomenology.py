@@ -1,4 +1,4 @@
-"""Fitting the theory to measured curves (issue 7): the power-law decomposition, and the reference
+"""Fitting the theory to measured curves: the power-law decomposition, and the reference
 scale of a fitted linear model. NumPy/SciPy, no JAX, no I/O.
 
 The decomposition is the theory's own: a modified model's loss is the base loss plus a sensitivity,

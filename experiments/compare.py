@@ -1,4 +1,4 @@
-"""``ovt compare``: fit the linear theory to measured curves, predict inflections, overlay (issue 7).
+"""``ovt compare``: fit the linear theory to measured curves, predict inflections, overlay.
 
     ovt compare --results DIR [DIR ...] [--out DIR] [--bootstrap 200] [--seed 0]
                 [--window TMIN,TMAX] [--rank 32] [--anchors] [--quiet]

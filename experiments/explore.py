@@ -18,7 +18,7 @@ add exactly nothing) to ``D`` modes, so rank, alpha, s1, u0, gamma, sigma, lr, s
 theta and rho are traced values of one compiled function per (path, depth, lambda = 0 or not, steps on
 the GD path); the landscapes are vmapped in the same call, and the GD path builds its teacher inside it
 (``_haar``: a new rank compiles nothing). T* is ``measure.inflection`` of the grid; for
-the closed form an interior minimum is refined on ``theory_run.REFINE_POINTS`` times inside its grid
+the closed form an interior minimum is refined on ``experiments.sweep.compute.REFINE_POINTS`` times inside its grid
 bracket, as ``ovt theory`` stores it, so the explorer's T* of a preset's setup is the stored T*.
 
 ``store_overlay`` loads any result store (``rundir.store``) and fits each family as ``ovt compare``
@@ -207,7 +207,7 @@ def _modes(alpha, s1, rank, u0, perm):
 
 
 def _permutation(cfg: TheoryConfig) -> np.ndarray:
-    """B's modes as an index into s on D modes (``theory_run.spectra``'s rule; padded modes map to themselves)."""
+    """B's modes as an index into s on D modes (``compute.spectra``'s rule; padded modes map to themselves)."""
     r = cfg.rank
     permuted = cfg.finetune_task == "permuted"
     head = np.random.default_rng(cfg.task_seed).permutation(r) if permuted else np.arange(r)[::-1]
@@ -245,7 +245,7 @@ def _aligned(depth: int, pull: bool):
 
 @functools.cache
 def _aligned_local(depth: int, pull: bool):
-    """jit: the two ``theory_run.INFLECTIONS`` curves on times of their own, (2, P) -> (2, P)."""
+    """jit: the two ``experiments.sweep.compute.INFLECTIONS`` curves on times of their own, (2, P) -> (2, P)."""
 
     def run(modes, local, gamma, sigma, tau, lam):
         s, b, u0, _ = _modes(*modes)
@@ -285,7 +285,7 @@ def _haar(key, n: int, rank, rotate_from=None):
 
 
 def _task_matrices(key, rank, s, b, theta, rho, rotated):
-    """(U, V, A, B) of a misaligned task inside a trace, as ``theory_run.cell_curves`` builds them
+    """(U, V, A, B) of a misaligned task inside a trace, as ``experiments.sweep.compute.cell_curves`` builds them
     (``tasks.teacher``, then ``tasks.rotated`` by theta with B's spectrum b, or ``tasks.correlated_matrix``
     by rho), with U, V and every spectrum padded to D modes."""
     ku, kv = jax.random.split(key)
@@ -338,7 +338,7 @@ def _task_key(seed: int) -> jax.Array:
 
 
 def _refined(T, y, t_star, kind, evaluate) -> np.ndarray:
-    """Interior T* refined as ``theory_run.inflections`` refines them: the curve on
+    """Interior T* refined as ``experiments.sweep.compute.inflections`` refines them: the curve on
     ``REFINE_POINTS`` log-spaced times inside the grid bracket of its argmin, then a parabola."""
     if not (kind == "interior").any():
         return t_star

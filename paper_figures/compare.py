@@ -1,4 +1,4 @@
-"""Overlay of theory fits on measured curves (``ovt compare``, issue 7).
+"""Overlay of theory fits on measured curves (``ovt compare``).
 
 Each figure draws one family entry of ``fits.json`` and nothing else: the measured means with their
 standard errors, the fitted power laws and the linear model's predictions as ``compare`` evaluated

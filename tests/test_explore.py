@@ -122,7 +122,7 @@ def test_gd_path_agrees_with_the_closed_form_at_theta_zero():
 
 def test_teacher_built_inside_the_trace_is_the_one_theory_draws():
     """The GD path builds its teacher for a traced rank from one (32, 32) draw, taking the (32, r) draw of
-    the rbg stream as its first 32 r numbers: U, V, A and B are ``tasks``' (what ``theory_run.cell_curves``
+    the rbg stream as its first 32 r numbers: U, V, A and B are ``tasks``' (what ``compute.cell_curves``
     builds) up to float rounding, padded with zero columns (each eager rank costs ~1 s: three ranks)."""
     key = jax.random.PRNGKey(explore.BASE.task_seed)
     full = np.asarray(_random.normal(key, (32 * 32,)))

@@ -1,10 +1,10 @@
 """The LLM run types and how a list of runs is executed: one after another, or side by side in worker
 processes (``ovt llm KIND`` sweeps, ``ovt llm study``).
 
-Each run type is a module with ``CONFIG`` (its ``llm_config`` class), ``HELP``, ``plan(cfg, out,
+Each run type is a module with ``CONFIG`` (its ``experiments.llm.config`` class), ``HELP``, ``plan(cfg, out,
 quiet)`` (every check, nothing written), ``execute(plan, workers)`` -> table, ``report(plan,
 table)``, and for cluster arrays ``prepare_units(plan)`` and ``execute_unit(plan, unit)``
-(``llm_cluster``).
+(``experiments.llm.cluster``).
 """
 
 from __future__ import annotations

@@ -1,18 +1,18 @@
 """``ovt llm ...``: the LLM command group (docs/ARCHITECTURE.md, "CLI contract").
 
     ovt llm revisions MODEL   (this module: revision, step, tokens, tokens/param of a hub id, offline cache or folder)
-    ovt llm pretrain ...      (``llm_pretrain_cli``: a mini pre-training series and its base perplexity)
-    ovt llm perturb ...       (``llm_perturb_cli``: perplexity under Gaussian noise on every checkpoint)
-    ovt llm finetune ...      (``llm_finetune_cli``: an lr grid of fine-tuning on every checkpoint)
-    ovt llm curvature ...     (``llm_curvature_cli``: Hessian trace and top eigenvalue, small-noise excess)
+    ovt llm pretrain ...      (``experiments.llm.kinds.pretrain``: a mini pre-training series and its base perplexity)
+    ovt llm perturb ...       (``experiments.llm.kinds.perturb``: perplexity under Gaussian noise on every checkpoint)
+    ovt llm finetune ...      (``experiments.llm.kinds.finetune``: an lr grid of fine-tuning on every checkpoint)
+    ovt llm curvature ...     (``kinds.curvature``: Hessian trace and top eigenvalue, small-noise excess)
 
-The three run commands read one shape: a typed config (``llm_config``) from ``--preset NAME``
-(``llm_presets``; ``--list`` shows them, ``--quick`` their quick variant), then the flags, then
+The three run commands read one shape: a typed config (``experiments.llm.config``) from ``--preset NAME``
+(``experiments.llm.presets``; ``--list`` shows them, ``--quick`` their quick variant), then the flags, then
 ``FIELD=VALUE`` overrides; a comma list on a scalar field sweeps it (one run per value, in
 ``OUT/FIELD=VALUE``). Every run of a sweep is planned (all input checked, nothing written) before the
-first one starts. ``--out`` defaults to the preset's run directory (``llm_presets.default_out``), a
+first one starts. ``--out`` defaults to the preset's run directory (``experiments.llm.presets.default_out``), a
 variant's named after it (``results/llm/series-quick``). ``cli.py`` wires this in with
-``llm_cli.add_parser(sub)`` and ``"llm": llm_cli.run``.
+``experiments.llm.cli.add_parser(sub)`` and ``"llm": llm_cli.run``.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ checkpoint of a perturbation or fine-tuning run) one job, merged into one store.
 The submitting process plans every run (bad input: exit 2, nothing submitted), starts it
 (``prepare_units``: the manifest written, a series' tokenizer trained once) and submits one job per
 pending unit (``execute_unit``). A job plans the run again from its config, as a rerun would, and
-stores only its unit: a checkpoint folder, or a chunk and its notes (``llm_lifecycle``), by the
+stores only its unit: a checkpoint folder, or a chunk and its notes (``experiments.llm.lifecycle``), by the
 store's atomic writes; it never writes the manifest. Once every unit is stored, the same command
 without ``--cluster`` finds nothing left to compute and writes the table (perplexities of a series,
 derived rows, the notes joined to the manifest), as the theory sweeps' chunks merge
@@ -42,7 +42,7 @@ class Cluster:
 
 
 def submit(module, cfg, plan, cluster: Cluster) -> list:
-    """Start the planned run of ``module`` (an ``llm_runs.RUNS`` module) and submit one job per pending
+    """Start the planned run of ``module`` (an ``experiments.llm.batch.RUNS`` module) and submit one job per pending
     unit; returns the submitit jobs (``job.result()`` waits for one)."""
     import submitit
 

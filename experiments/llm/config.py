@@ -1,5 +1,5 @@
 """Typed configs of the LLM runs: one frozen dataclass per run type, read alike from a preset
-(``llm_presets``), flags (``--seq-len 64``) and ``field=value`` overrides (``seq_len=64``).
+(``experiments.llm.presets``), flags (``--seq-len 64``) and ``field=value`` overrides (``seq_len=64``).
 
     PretrainRun   ``ovt llm pretrain``: a mini OLMo checkpoint series and its base perplexity
     PerturbRun    ``ovt llm perturb``: perplexity under Gaussian noise on every checkpoint
@@ -11,7 +11,7 @@ same function, so they refuse the same values in the same words (the flag named 
 field ``seq_len=``). A comma list given to a scalar field is a sweep, as ``ovt theory`` takes it:
 one run per value (the product over swept fields), each in its own sub-directory ``OUT/seed=1``.
 Fields left ``None`` are unset; ``REQUIRED`` ones must be set by the preset, a flag or an override
-before a run is planned. Bounds: ``llm_series``' module docstring.
+before a run is planned. Bounds: ``experiments.llm.series``' module docstring.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from rundir.lifecycle import UsageError, path_from_run
 from rundir.store import safe_name
 
 DTYPES = ("float32", "bfloat16")
-DEVICES = ("cpu", "cuda", "tpu")  # tpu: ``perturb --backend jax`` only (``llm_series.check_device``)
+DEVICES = ("cpu", "cuda", "tpu")  # tpu: ``perturb --backend jax`` only (``experiments.llm.series.check_device``)
 BACKENDS = ("torch", "jax")  # perturb: the torch half, or ``llm_validation.jax_backend``
 SCALES = ("init", "relative", "absolute")
 NOISE_DEVICES = ("cpu", "param")

@@ -143,7 +143,7 @@ def manifest_head(plan, command: str, revision_extra: dict | None = None, eval_e
 
 def pending_units(plan: SeriesPlan) -> list[int]:
     """Start the run (``start``) and return the indices of its checkpoints not yet stored: the jobs of
-    a cluster array (``llm_cluster``)."""
+    a cluster array (``experiments.llm.cluster``)."""
     start(plan)
     stored = store.stored_chunks(plan.out)
     return [i for i in range(len(plan.revisions)) if i not in stored]
@@ -198,7 +198,7 @@ def run_checkpoints(
 
 def execute_checkpoint(plan: SeriesPlan, index: int, name: str, measure) -> None:
     """One checkpoint of a run, measured and stored beside the others (no manifest write): a cluster
-    job's share (``llm_cluster``)."""
+    job's share (``experiments.llm.cluster``)."""
     with torch_threads(plan.threads), quiet_transformers(True):
         run_checkpoints(plan, None, name, "checkpoint", 1, measure, 1, only=[index])
 
@@ -285,3 +285,15 @@ def t_star_line(labels, values, kinds=None) -> str:
         for label, value, kind in zip(labels, values, kinds)
     )
     return f"inflection T* (tokens) - {', '.join(shown)}"
+
+
+def checkpoint_summary(rows: pd.DataFrame, columns: list, inflections: pd.DataFrame | None = None, labels=()) -> str:
+    """A run's printed summary: per checkpoint (ordered by pre-training tokens) its token count and
+    ``columns`` (Series indexed by checkpoint), then the T* line of the ``inflections`` rows, each
+    named by ``labels``."""
+    position = rows.groupby("checkpoint")["pretrain_time"].first().sort_values()
+    frame = pd.concat([position.map(human_tokens).rename("tokens"), *columns], axis=1).loc[position.index]
+    text = frame.to_string(float_format=lambda v: f"{v:.4g}")
+    if inflections is None:
+        return text
+    return text + "\n" + t_star_line(labels, inflections.value, inflections.get("t_star_kind"))

@@ -1,4 +1,4 @@
-"""The CPU-scale LLM validation of ``ovt reproduce``: the ``validation`` presets of ``llm_presets``
+"""The CPU-scale LLM validation of ``ovt reproduce``: the ``validation`` presets of ``experiments.llm.presets``
 (pre-train a series, perturb it, fine-tune it), composed into one output folder.
 
 Each step is the typed config its ``ovt llm`` command would run, with the model and eval text moved to

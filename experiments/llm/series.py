@@ -1,5 +1,5 @@
 """Which checkpoints a run over a series measures, and on which tokens: what ``ovt llm perturb`` and
-``ovt llm finetune`` share before anything is written (``llm_lifecycle`` is what they share after).
+``ovt llm finetune`` share before anything is written (``experiments.llm.lifecycle`` is what they share after).
 
 A run's model is a hub id or a local folder series; its checkpoints are named by ``revisions``, the
 nearest to each of ``tokens``, or (a folder series, neither given) all of them. Every input is checked
@@ -19,11 +19,11 @@ pre-training budgets at most 1,000,000 steps each); ``threads`` 1..256; ``seed``
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from experiments.llm.config import SeriesRun, record, require
+from rundir import fingerprint
 from rundir.lifecycle import UsageError, check_writable, path_from_run
 from rundir.tokens import human_tokens
 
@@ -75,7 +75,7 @@ class SeriesPlan:
     threads: int | None
     out: Path
     quiet: bool
-    run_config: dict  # the typed config as given (``llm_config.record``)
+    run_config: dict  # the typed config as given (``experiments.llm.config.record``)
 
     @property
     def recorded_source(self) -> str:
@@ -139,7 +139,7 @@ def plan_checkpoints(cfg: SeriesRun, out: Path, quiet: bool) -> dict:
         requested=requested,
         warnings=warnings,
         eval_path=Path(cfg.eval_text).resolve(),
-        eval_sha256=hashlib.sha256(Path(cfg.eval_text).read_bytes()).hexdigest(),
+        eval_sha256=fingerprint.sha256(cfg.eval_text),
         blocks=blocks,
         device=cfg.device,
         threads=cfg.threads,

@@ -15,7 +15,7 @@ on every series the protocol's four measurements, each an ordinary run directory
     DIR/eval.txt                      the held-out text every evaluation scores (the first held-out
                                       documents of the corpus, ``eval_chars`` characters)
 
-and ends with the analysis (``llm_study_report``): predictions made on the fit sizes first, then the
+and ends with the analysis (``experiments.llm.study_report``): predictions made on the fit sizes first, then the
 claims table. Every stage's runs go side by side in ``workers`` processes (longest first); every run
 resumes, so the same command after a kill continues where it stopped. ``DIR/study.json`` records
 the preset, its fields, each stage's wall time and the status.
@@ -272,7 +272,7 @@ def write_eval_text(study: Study, out: Path) -> Path:
 def run_study(
     name: str, out: Path, workers: int | None = None, quiet: bool = False, until: str = STAGES[-1]
 ) -> dict | None:
-    """Run (or resume) the study ``name`` into ``out``; returns its report (``llm_study_report``), or
+    """Run (or resume) the study ``name`` into ``out``; returns its report (``experiments.llm.study_report``), or
     None when ``until`` stops it after an earlier stage (status ``stopped``, resumed by the next call)."""
     if until not in STAGES:
         raise ValueError(f"until={until!r} is unknown; allowed: {', '.join(STAGES)}")

@@ -17,7 +17,7 @@ Per checkpoint (``llm_validation.curvature``), on the held-out token set L is th
   order cancelled; small-noise theory predicts (gamma^2 / 2) tr_sigma(H) for its mean.
 
 Rows: ``modification='none'`` for the first three (seed 0), one ``gaussian`` row per (gamma, draw).
-The lifecycle (resume, workers, cluster jobs) is every checkpoint run's (``llm_lifecycle``).
+The lifecycle (resume, workers, cluster jobs) is every checkpoint run's (``experiments.llm.lifecycle``).
 """
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ def execute(plan: Plan, workers: int | None = 1) -> pd.DataFrame:
 
 
 def execute_unit(plan: Plan, index: int) -> None:
-    """One checkpoint, stored beside the others: a cluster job's share (``llm_cluster``)."""
+    """One checkpoint, stored beside the others: a cluster job's share (``experiments.llm.cluster``)."""
     execute_checkpoint(plan, index, "curvature", measure)
 
 

@@ -1,15 +1,10 @@
 """``ovt llm finetune``: fine-tune every checkpoint of a series over an lr grid, into a result store.
 
-    ovt llm finetune [--preset validation [--quick]] [FIELD=VALUE ...] [--out DIR] [--quiet]
-                     --model M [--revisions R1,R2 | --tokens 1e9,2.3T] --data FILE --format hh|messages|text|mc
-                     --lrs L1,L2 --steps N [--reg 0] --eval-text FILE
-                     [--batch-size 8] [--seq-len 128] [--heldout-fraction 0.1 | --heldout-data FILE]
-                     [--mc-data FILE] [--warmup-steps 0] [--seed 0] [--repeats 1] [--max-blocks N]
-                     [--dtype float32|bfloat16] [--device cpu|cuda] [--threads N]
+    ovt llm finetune --model M --data FILE --format F --lrs L1,L2 --steps N --eval-text FILE [FIELD=VALUE ...]
 
-The run is a ``llm_config.FinetuneRun``: every flag is also a field (``lrs=1e-3,3e-3``), a preset
-sets several (``llm_presets``), and a comma list on a scalar field sweeps it (``reg=0,0.1``: two
-runs). ``plan(cfg, out)`` checks it, ``execute(plan)`` runs it (``llm_runs.run_config(cfg, out)`` does both).
+The run is an ``experiments.llm.config.FinetuneRun``: every field, its default, its bounds and its
+flag are declared there once (``ovt llm finetune --help``); a preset sets several, and a comma list
+on a scalar field sweeps it (``reg=0,0.1``: two runs).
 
 For each checkpoint in turn (one model in memory), and from it at each lr (``finetune.lr_grid``
 restores the checkpoint's weights exactly between rates): ``--steps`` AdamW steps on ``--data``
@@ -40,12 +35,6 @@ is ``--seed`` throughout. Fine-tuning data are tokenised once with the first che
 every checkpoint must tokenise ``--eval-text`` identically (checked, as in perturb). Held-out
 fine-tuning examples are the last ``round(f * n)`` (at least one) of ``--data``, or ``--heldout-data``.
 
-Defaults: ``--reg 0`` (no pull); on a local folder series without ``--revisions`` or ``--tokens``,
-every checkpoint (``llm_series``). Bounds (``llm_series``' module docstring): at most 100 ``--lrs``, each
-> 0; ``--steps`` 1..1,000,000; ``--warmup-steps`` 0..1,000,000; ``--batch-size`` 1..1,024;
-``--seq-len`` from 2 to every checkpoint's ``max_position_embeddings``;
-``--max-blocks`` 1..1,000,000; ``--threads`` 1..256; ``--seed`` 0..2**63-1.
-
 Every input is checked before the run directory is created (exit 2, one line naming the value,
 nothing written; numbers and flags before torch is imported); a malformed or non-UTF-8 data file
 names the file (and row). The run directory follows ``rundir.lifecycle``'s lifecycle: a failure
@@ -70,6 +59,7 @@ import pandas as pd
 from experiments.llm.config import MAX_SEED, FinetuneRun
 from experiments.llm.lifecycle import (
     RunFailure,
+    checkpoint_summary,
     execute_checkpoint,
     finish_run,
     manifest_head,
@@ -77,14 +67,12 @@ from experiments.llm.lifecycle import (
     quiet_transformers,
     run_checkpoints,
     start,
-    t_star_line,
     torch_threads,
 )
 from experiments.llm.series import SeriesPlan, check_device, light_checks, load_tokenizer, plan_checkpoints
-from rundir import store
+from rundir import fingerprint, store
 from rundir.derived import finetune_inflection_rows
 from rundir.lifecycle import UsageError, marks_failure, out_decision, path_from_run
-from rundir.tokens import human_tokens
 
 if TYPE_CHECKING:  # annotations only: torch loads when a command runs, after its input is checked
     from llm_validation.finetune import FinetuneConfig
@@ -157,16 +145,7 @@ def _sha256(path: str) -> str | None:
         from llm_validation.finetune_data import corpus_text  # torch: planning has imported it already
 
         return hashlib.sha256(corpus_text(path).encode()).hexdigest()
-    if path.startswith(NAMED):
-        return None
-    root = Path(path)
-    digest = hashlib.sha256()
-    if root.is_file():
-        digest.update(root.read_bytes())
-        return digest.hexdigest()
-    for file in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(file.relative_to(root).as_posix().encode() + b"\0" + file.read_bytes() + b"\0")
-    return digest.hexdigest()
+    return None if path.startswith(NAMED) else fingerprint.sha256(path)
 
 
 def _check_file(flag: str, path: str | None, folder_ok: bool = False) -> None:
@@ -346,7 +325,7 @@ def checkpoint_rows(plan: FinetunePlan, revision, base: dict[str, float], points
 
 def measure(plan: FinetunePlan, index: int, revision, progress) -> tuple[pd.DataFrame, object, dict]:
     """One checkpoint loaded, measured before fine-tuning, then fine-tuned at every lr of the grid in
-    every batch order (``llm_lifecycle.run_checkpoints``)."""
+    every batch order (``experiments.llm.lifecycle.run_checkpoints``)."""
     import torch
 
     from llm_validation.checkpoints import load_checkpoint
@@ -383,9 +362,8 @@ prepare_units = pending_units  # a cluster array: the run started, its pending c
 
 
 def execute(plan: FinetunePlan, workers: int | None = 1) -> pd.DataFrame:
-    """Fine-tune every planned checkpoint not yet stored under ``plan.out`` (in ``workers``
-    processes); write the final table (the stored checkpoints' rows, then the inflection rows) and
-    return it."""
+    """Fine-tune every checkpoint not yet stored under ``plan.out`` (in ``workers`` processes); write
+    and return the final table (the stored checkpoints' rows, then the inflection rows)."""
     manifest = start(plan)
     with marks_failure(plan.out), torch_threads(plan.threads), quiet_transformers(plan.quiet):
         _accelerator(plan.device)
@@ -394,7 +372,7 @@ def execute(plan: FinetunePlan, workers: int | None = 1) -> pd.DataFrame:
 
 
 def execute_unit(plan: FinetunePlan, index: int) -> None:
-    """One checkpoint, stored beside the others: a cluster job's share (``llm_cluster``)."""
+    """One checkpoint, stored beside the others: a cluster job's share (``experiments.llm.cluster``)."""
     execute_checkpoint(plan, index, "finetune", measure)
 
 
@@ -411,17 +389,9 @@ def summary(table: pd.DataFrame) -> str:
     # Means over the batch orders; the tuned lr shown is the first order's.
     tuned_ppl = tuned[tuned.metric == "perplexity"].groupby("checkpoint")["value"].mean().rename("ppl tuned")
     tuned_loss = tuned[tuned.metric == "finetune_loss"].groupby("checkpoint")["value"].mean().rename("ft loss tuned")
-    position = rows.groupby("checkpoint")["pretrain_time"].first().sort_values()
-    frame = pd.concat(
-        [position.map(human_tokens).rename("tokens"), base, fixed, tuned_lr, tuned_ppl, tuned_loss], axis=1
-    ).loc[position.index]
     infl = table[table.checkpoint == "inflection"]
     labels = ("tuned" if policy == "tuned" else f"lr={lr:g}" for policy, lr in zip(infl.lr_policy, infl.lr))
-    return (
-        frame.to_string(float_format=lambda v: f"{v:.4g}")
-        + "\n"
-        + t_star_line(labels, infl.value, infl.get("t_star_kind"))
-    )
+    return checkpoint_summary(rows, [base, fixed, tuned_lr, tuned_ppl, tuned_loss], infl, labels)
 
 
 def report(plan: FinetunePlan, table: pd.DataFrame) -> str:

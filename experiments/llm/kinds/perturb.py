@@ -6,8 +6,8 @@
                     [--seq-len 128] [--batch-size 8] [--max-blocks N] [--threads N]
                     [--dtype float32|bfloat16] [--device cpu|cuda|tpu] [--backend torch|jax]
 
-The run is a ``llm_config.PerturbRun``: every flag is also a field (``seeds=3``), a preset sets
-several (``llm_presets``), and a comma list on a scalar field sweeps it. ``plan(cfg, out)`` checks
+The run is a ``experiments.llm.config.PerturbRun``: every flag is also a field (``seeds=3``), a preset sets
+several (``experiments.llm.presets``), and a comma list on a scalar field sweeps it. ``plan(cfg, out)`` checks
 it, ``execute(plan)`` runs it (``llm_runs.run_config(cfg, out)`` does both).
 
 ``perturb`` evaluates, for each checkpoint in turn (one model in memory at a time), the held-out
@@ -26,11 +26,11 @@ own count (``--threads 1`` is fastest for small models on a busy machine). A ``-
 whose nearest checkpoint is more than 2x away is reported in one warning line on stderr.
 
 ``--backend jax`` measures the same checkpoints with ``llm_validation.jax_backend`` (OLMo-1 in
-flax.nnx; ``llm_perturb_jax``): the same store, its draws keyed by (seed, tensor name) the same way
+flax.nnx; ``experiments.llm.kinds.perturb_jax``): the same store, its draws keyed by (seed, tensor name) the same way
 but with JAX's random numbers, so its values match torch's in distribution, not draw by draw. The
 manifest records the backend, the devices and the dtype; ``--device tpu`` is the JAX backend's alone.
 
-Bounds and checks: ``llm_series``; the run lifecycle: ``llm_lifecycle``.
+Bounds and checks: ``experiments.llm.series``; the run lifecycle: ``experiments.llm.lifecycle``.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ import pandas as pd
 from experiments.llm.config import PerturbRun
 from experiments.llm.kinds import perturb_jax as llm_perturb_jax
 from experiments.llm.lifecycle import (
+    checkpoint_summary,
     execute_checkpoint,
     finish_run,
     manifest_head,
@@ -51,7 +52,6 @@ from experiments.llm.lifecycle import (
     quiet_transformers,
     run_checkpoints,
     start,
-    t_star_line,
     torch_threads,
 )
 from experiments.llm.series import SeriesPlan, check_device, light_checks, plan_checkpoints
@@ -59,7 +59,6 @@ from llm_validation.suites import OLMO1, perturbation_record
 from rundir import store
 from rundir.derived import perturb_inflection_rows
 from rundir.lifecycle import marks_failure, out_decision
-from rundir.tokens import human_tokens
 
 if TYPE_CHECKING:  # annotations only: torch loads when a run starts, after its input is checked
     from llm_validation.evaluate import Perplexity
@@ -206,7 +205,7 @@ def evaluate_checkpoint(plan: Plan, revision, model, progress=None) -> tuple[pd.
 
 
 def measure(plan: Plan, index: int, revision, progress) -> tuple[pd.DataFrame, object, dict]:
-    """One checkpoint loaded and evaluated (``llm_lifecycle.run_checkpoints``); the first one's
+    """One checkpoint loaded and evaluated (``experiments.llm.lifecycle.run_checkpoints``); the first one's
     sigmas are the run's record of the noise scale (and, on the JAX backend, of its device mesh)."""
     if plan.backend == "jax":
         results, sigmas, mesh = llm_perturb_jax.evaluate_checkpoint(plan, revision, progress)
@@ -242,7 +241,7 @@ def execute(plan: Plan, workers: int | None = 1) -> pd.DataFrame:
 
 
 def execute_unit(plan: Plan, index: int) -> None:
-    """One checkpoint, stored beside the others: a cluster job's share (``llm_cluster``)."""
+    """One checkpoint, stored beside the others: a cluster job's share (``experiments.llm.cluster``)."""
     execute_checkpoint(plan, index, "perturb", measure)
 
 
@@ -257,13 +256,7 @@ def summary(table: pd.DataFrame) -> str:
         .unstack("gamma")
         .rename(columns=lambda g: f"gamma={g:g}")
     )
-    position = rows.groupby("checkpoint")["pretrain_time"].first().sort_values()
-    frame = pd.concat([position.map(human_tokens).rename("tokens"), base, noisy], axis=1).loc[position.index]
-    return (
-        frame.to_string(float_format=lambda v: f"{v:.4g}")
-        + "\n"
-        + t_star_line((f"gamma={g:g}" for g in infl.gamma), infl.value, infl.get("t_star_kind"))
-    )
+    return checkpoint_summary(rows, [base, noisy], infl, (f"gamma={g:g}" for g in infl.gamma))
 
 
 def report(plan: Plan, table: pd.DataFrame) -> str:

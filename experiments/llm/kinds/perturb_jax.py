@@ -1,6 +1,6 @@
 """``ovt llm perturb --backend jax``: the perturb run's checkpoints measured by ``llm_validation.jax_backend``.
 
-The plan, the token blocks, the store and the manifest are ``llm_perturb_cli``'s (the same table for
+The plan, the token blocks, the store and the manifest are ``experiments.llm.kinds.perturb``'s (the same table for
 either backend); this module checks the JAX devices and evaluates one checkpoint: its config.json and
 safetensors read without torch, the base model and every (gamma, seed) draw in vmapped chunks on a
 (draws, batch) mesh over the ``device``'s JAX devices (``cpu``, ``cuda``: JAX's gpu, ``tpu``).

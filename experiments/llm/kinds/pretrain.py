@@ -8,8 +8,8 @@
                      [--max-train-chars N] [--max-epochs X] [--max-blocks N]
                      [--threads N] [--workers N] [--cluster slurm|local|debug]
 
-The run is a ``llm_config.PretrainRun``: every flag is also a field (``budgets=320K,1.3M``), a preset
-sets several (``llm_presets``: one per model size, and ``validation``), and a comma list on a scalar
+The run is a ``experiments.llm.config.PretrainRun``: every flag is also a field (``budgets=320K,1.3M``), a preset
+sets several (``experiments.llm.presets``: one per model size, and ``validation``), and a comma list on a scalar
 field sweeps it (``seed=0,1,2``: three series). ``plan(cfg, out)`` checks it, ``execute(plan)``
 runs it (``llm_runs.run_config(cfg, out)`` does both).
 
@@ -19,7 +19,7 @@ Defaults are the library's (``PretrainConfig``: seq_len 128, batch 8, lr 1e-2, s
 vocabulary, 320 for ``tiny``).
 
 Bounds (exit 2 beyond them, before anything is written): budgets finite and at most 1e15 tokens
-(``arguments.MAX_TOKENS``), and at most 1,000,000 steps each (``llm_config.MAX_STEPS``: a pre-flight
+(``arguments.MAX_TOKENS``), and at most 1,000,000 steps each (``experiments.llm.config.MAX_STEPS``: a pre-flight
 refusal, since a CPU trains the presets at thousands of steps a minute at best); ``seq_len`` 2..the
 size's max_position_embeddings (128 for tiny and smoke, 512 for the others); ``batch_size``
 1..1,024; ``vocab_size`` 258..1,000,000; ``lr`` > 0; ``max_blocks`` 1..1,000,000; ``threads``
@@ -54,7 +54,6 @@ replaces it (what ``pretrain`` wrote there is removed first).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import shutil
 import sys
@@ -72,7 +71,7 @@ from llm_validation.pretrain_config import (
     changed_fields,
     config_record,
 )
-from rundir import store
+from rundir import fingerprint, store
 from rundir.lifecycle import (
     LOCK,
     UsageError,
@@ -105,7 +104,7 @@ class PretrainPlan:
     eval_text: Path | None  # None: the corpus' held-out split (``heldout.txt``)
     threads: int | None
     quiet: bool
-    run_config: dict  # the typed config as given (``llm_config.record``)
+    run_config: dict  # the typed config as given (``experiments.llm.config.record``)
 
     @property
     def setup(self) -> str:
@@ -247,7 +246,7 @@ def _eval_record(plan: PretrainPlan, blocks, heldout: Path) -> dict:
     n_blocks, seq_len = blocks.shape
     return {
         "path": path_from_run(heldout, plan.out),
-        "sha256": hashlib.sha256(heldout.read_bytes()).hexdigest(),
+        "sha256": fingerprint.sha256(heldout),
         "seq_len": int(seq_len),
         "n_blocks": int(n_blocks),
         "max_blocks": plan.max_blocks,

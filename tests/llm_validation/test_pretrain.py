@@ -151,7 +151,7 @@ def test_killed_and_resumed_equals_uninterrupted(series, tmp_path, monkeypatch):
         return learning_rate(t, **schedule)
 
     with monkeypatch.context() as patch:
-        patch.setattr("llm_validation.pretrain.learning_rate", crash_at_step_14)
+        patch.setattr("llm_validation.series_runs.learning_rate", crash_at_step_14)
         with pytest.raises(KeyboardInterrupt):
             pretrain(CONFIG, out, progress=False, resume_every=3)
     assert torch.load(out / ".resume-step32.pt")["step"] == 12

@@ -30,7 +30,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis import claim_text, claims
+from analysis import claim_text
+from analysis.claims import evaluate_claims
 from analysis.families import families
 from analysis.fits import predict_t_star
 from analysis.inflection import inflection, inflection_kind, vertex_minimum
@@ -271,13 +272,13 @@ def size_claims(study, size: str, found: dict[str, pd.DataFrame]) -> list[dict]:
     traces = curvature[curvature.metric == "hessian_trace"].rename(columns={"value": "trace"})
     grid = pd.concat([found[first], *([found["reg"]] if len(found["reg"]) else [])], ignore_index=True)
     ceiling = uniform_loss(size)
-    claims = claims.evaluate_claims(found["perturb"], grid, traces, series_column=SERIES, uniform_loss=ceiling)
-    h = claims.evaluate_claims(_excess_as_perturb(curvature), None, traces, series_column=SERIES)
+    claims = evaluate_claims(found["perturb"], grid, traces, series_column=SERIES, uniform_loss=ceiling)
+    h = evaluate_claims(_excess_as_perturb(curvature), None, traces, series_column=SERIES)
     band = next((c.get("band") for c in claims if c["claim"] == "h"), None)  # over every perturbation gamma
     claims = [c for c in claims if c["claim"] != "h"] + [c | {"band": band} for c in h if c["claim"] == "h"]
     entries = [c | {"size": size, "dataset": first if c["claim"] in FINETUNE_CLAIMS else ""} for c in claims]
     for data in study.finetune_data[1:]:
-        other = claims.evaluate_claims(None, found[data], series_column=SERIES, uniform_loss=ceiling)
+        other = evaluate_claims(None, found[data], series_column=SERIES, uniform_loss=ceiling)
         entries += [c | {"size": size, "dataset": data} for c in other if c["claim"] in ("a'", "d", "e", "f")]
     return sorted(entries, key=claim_text.claim_order)
 

@@ -50,13 +50,18 @@ def small_disk(path: Path, kib: int):
 
 def start(command: list[str], **kwargs) -> subprocess.Popen:
     """``subprocess.Popen`` with SIGINT at its default in the child: a shell's background job
-    (``make test &``, ``nohup``) starts with SIGINT ignored, its children inherit that, and Python keeps
-    an ignored SIGINT ignored, so Ctrl-C could not reach the run under test."""
-    return subprocess.Popen(command, preexec_fn=_default_sigint, **kwargs)
-
-
-def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    (``make test &``, ``nohup``) starts with SIGINT ignored, its children inherit an ignored signal,
+    and Python keeps it ignored, so Ctrl-C could not reach the run under test. A handler (unlike
+    "ignore") is reset to the default at exec, so this process holds one while the child starts;
+    no ``preexec_fn``, which would fork a multithreaded (JAX) process."""
+    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen(command, **kwargs)
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def interrupt_when(proc: subprocess.Popen, reached, sig: signal.Signals, timeout: float = 900.0) -> list[str]:

@@ -176,6 +176,7 @@ def test_blitted_screen_is_the_figure_drawn_whole():
     [
         (dict(task="sideways"), "task='sideways' is not allowed"),
         (dict(rank=33), "rank=33 must be <= min(d_in, d_out, h)=32"),
+        (dict(rank=16.7), "rank=16.7 must be a whole number"),
         (dict(gamma=-0.1), "gamma=-0.1 must be >= 0"),
         (dict(task="rotated"), "rotating a rank-32 subspace needs dimension >= 64"),
     ],

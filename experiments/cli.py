@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import os
 import re
 import signal
@@ -25,6 +24,7 @@ from experiments.sweep import presets
 from experiments.sweep.overrides import apply_overrides, read_overrides
 from experiments.sweep.runner import run_theory
 from rundir import store
+from rundir.atomic import out_of_space
 from rundir.lifecycle import UsageError, check_writable, variant_dir
 
 
@@ -244,7 +244,7 @@ def _main(argv: list[str] | None) -> int:
     except Exception as err:  # a failure while running: one line, the traceback only on request
         if os.environ.get("OVT_TRACEBACK"):
             raise
-        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        if out_of_space(err):
             print(f"ovt: failed: {err}; free space and rerun the same command to resume", file=sys.stderr)
         else:
             print(f"ovt: failed: {type(err).__name__}: {err} (set OVT_TRACEBACK=1 for the traceback)", file=sys.stderr)

@@ -50,6 +50,7 @@ from llm_validation.models import count_parameters
 from llm_validation.pretrain_config import CHECKPOINT_FILE, SERIES_FILE, PretrainConfig, changed_fields, config_record
 from llm_validation.revisions import Revision, parse_revision
 from rundir.atomic import replaced
+from rundir.store import write_json
 
 TOKENIZER_FOLDER = "tokenizer"
 
@@ -263,8 +264,3 @@ def _transformers_bars_off():
     finally:
         if enabled:
             transformers.utils.logging.enable_progress_bar()
-
-
-def write_json(path: Path, payload: dict) -> None:
-    with replaced(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2) + "\n")

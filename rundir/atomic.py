@@ -19,6 +19,14 @@ import tempfile
 from pathlib import Path
 
 FULL_BELOW = 1 << 20  # bytes: a write that failed with less than this free ran out of space
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)  # a full disk, or the user's quota on it
+
+
+def out_of_space(error: BaseException) -> bool:
+    """``error`` is a write that found no space (a full disk or a spent quota)."""
+    return isinstance(error, OSError) and error.errno in NO_SPACE
+
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 

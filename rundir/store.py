@@ -9,7 +9,6 @@ the new one, never half of one.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 from collections.abc import Iterable
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from rundir.atomic import out_of_space
 from rundir.atomic import replaced as atomic_path
 
 REQUIRED_COLUMNS = {
@@ -70,7 +70,7 @@ def write_status(path: Path, payload: dict) -> None:
     try:
         write_json(path, payload)
     except OSError as err:
-        if err.errno not in (errno.ENOSPC, errno.EDQUOT) or not Path(path).is_file():
+        if not out_of_space(err) or not Path(path).is_file():
             raise
         with open(path, "r+") as handle:
             handle.write(_json_text(payload))

@@ -12,6 +12,7 @@ import pandas as pd
 from experiments.sweep.config import TheoryConfig
 from rundir import derived
 from theory import protocol, tasks
+from theory.prediction import gaussian_t_star
 
 
 def float_dtype():
@@ -31,8 +32,6 @@ def gaussian_prediction(cell: TheoryConfig) -> float | None:
         cell.method == "closed_form" and cell.depth == 2 and cell.init == "aligned" and cell.spectrum == "power_law"
     ):
         return None
-    from theory.prediction import gaussian_t_star
-
     s = tasks.power_law_spectrum(cell.rank, cell.s1, cell.alpha)
     sigma = cell.init_std if cell.noise_scale == "init" else cell.noise_sigma
     return float(gaussian_t_star(s, cell.u0, cell.gamma, sigma, sigma, cell.d_in, cell.d_out))

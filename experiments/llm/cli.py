@@ -53,8 +53,8 @@ def add_parser(subparsers, parser_class: type[argparse.ArgumentParser] | None = 
     )
     r = sub.add_parser("revisions", help="list the checkpoint revisions of a hub id or local folder series")
     r.add_argument("model", help="hub id (ORG/NAME; HF_HUB_OFFLINE=1 lists the local hub cache) or a folder series")
-    for kind, module in RUNS.items():
-        add_run_arguments(sub.add_parser(kind, help=module.HELP), kind, module.CONFIG)
+    for name, kind in RUNS.items():
+        add_run_arguments(sub.add_parser(name, help=kind.HELP), name, kind.CONFIG)
     s = sub.add_parser("study", help="the controlled study: every size, seed and measurement, then the claims")
     s.add_argument("name", nargs="?", help="study preset (see --list)")
     s.add_argument("--list", action="store_true", help="list the studies")
@@ -133,23 +133,23 @@ def configured(kind: str, args: argparse.Namespace) -> list[tuple[llm_config.Run
     return llm_config.cells(cfg, sweep, out)
 
 
-def _run_command(kind: str, args: argparse.Namespace) -> int:
-    module = RUNS[kind]
+def _run_command(name: str, args: argparse.Namespace) -> int:
+    kind = RUNS[name]
     if args.list:
         if args.preset or args.overrides:
-            raise UsageError(f"ovt llm {kind}: --list takes no preset or overrides")
-        print("\n".join(llm_presets.describe(kind, name) for name in llm_presets.PRESETS[kind]))
+            raise UsageError(f"ovt llm {name}: --list takes no preset or overrides")
+        print("\n".join(llm_presets.describe(name, preset) for preset in llm_presets.PRESETS[name]))
         return 0
     cluster = _cluster(args)
-    runs = configured(kind, args)
-    plans = [module.plan(cfg, out, args.quiet) for cfg, out in runs]
+    runs = configured(name, args)
+    plans = [kind.plan(cfg, out, args.quiet) for cfg, out in runs]
     if cluster is not None:
-        return _submit(module, runs, plans, cluster, args)
+        return _submit(kind, runs, plans, cluster, args)
     with failures_while_running():  # the run directories exist now: whatever fails is a failure
-        tables = run_cells([(module, plan) for plan in plans], args.workers, args.quiet)  # a sweep's cells side by side
+        tables = run_cells([(kind, plan) for plan in plans], args.workers, args.quiet)  # a sweep's cells side by side
     for plan, table in zip(plans, tables):
         if not args.quiet:
-            print(module.report(plan, table))
+            print(kind.report(plan, table))
     return 0
 
 
@@ -167,19 +167,19 @@ def _cluster(args: argparse.Namespace) -> llm_cluster.Cluster | None:
     return llm_cluster.Cluster(args.cluster, **given)
 
 
-def _submit(module, runs, plans, cluster: llm_cluster.Cluster, args) -> int:
+def _submit(kind, runs, plans, cluster: llm_cluster.Cluster, args) -> int:
     """Every run's pending units as a job array; ``local`` and ``debug`` wait for them and merge."""
     command = "ovt " + " ".join(a for a in sys.argv[1:] if a) if sys.argv[1:] else "the same command"
     with failures_while_running():
-        submitted = [(plan, llm_cluster.submit(module, cfg, plan, cluster)) for (cfg, _), plan in zip(runs, plans)]
+        submitted = [(plan, llm_cluster.submit(kind, cfg, plan, cluster)) for (cfg, _), plan in zip(runs, plans)]
         for plan, jobs in submitted:
             if cluster.name == "slurm":
                 llm_cluster.announce(jobs, plan.out, command)
                 continue
             llm_cluster.wait(jobs, plan.out)
-            table = module.execute(plan, 1)  # every unit stored: the table is written, nothing computed
+            table = kind.execute(plan, 1)  # every unit stored: the table is written, nothing computed
             if not args.quiet:
-                print(module.report(plan, table))
+                print(kind.report(plan, table))
     return 0
 
 

@@ -16,11 +16,10 @@ No scheduler of our own: submitit talks to Slurm.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import sys
 from pathlib import Path
 
-from experiments.llm.config import PATHS
+from experiments.llm.config import paths
 
 CLUSTERS = ("slurm", "local", "debug")
 
@@ -41,36 +40,35 @@ class Cluster:
         return {"cpus_per_task": threads or 1, **{k: v for k, v in given.items() if v is not None}}
 
 
-def submit(module, cfg, plan, cluster: Cluster) -> list:
-    """Start the planned run of ``module`` (an ``experiments.llm.batch.RUNS`` module) and submit one job per pending
-    unit; returns the submitit jobs (``job.result()`` waits for one)."""
+def submit(kind, cfg, plan, cluster: Cluster) -> list:
+    """Start the planned run of ``kind`` (an ``experiments.llm.kinds.base.RunKind``) and submit one job
+    per pending unit; returns the submitit jobs (``job.result()`` waits for one)."""
     import submitit
 
-    units = module.prepare_units(plan)
+    units = kind.prepare_units(plan)
     if not units:
         return []
     executor = submitit.AutoExecutor(folder=plan.out / "submitit", cluster=cluster.name)
-    executor.update_parameters(**cluster.parameters(plan.threads))
+    executor.update_parameters(**cluster.parameters(plan.cfg.threads))
     n = len(units)
     portable = _absolute(cfg)
-    return executor.map_array(_job, [module.__name__] * n, [portable] * n, [str(plan.out.resolve())] * n, units)
+    return executor.map_array(_job, [kind] * n, [portable] * n, [str(plan.out.resolve())] * n, units)
 
 
-def _job(module_name: str, cfg, out: str, unit):
+def _job(kind, cfg, out: str, unit):
     """One job: plan the run as a rerun would (it resumes), then compute and store its unit."""
-    module = importlib.import_module(module_name)  # by name: the job imports what the submitter ran
-    module.execute_unit(module.plan(cfg, Path(out), quiet=True), unit)
+    kind.execute_unit(kind.plan(cfg, Path(out), quiet=True), unit)
     return unit
 
 
 def _absolute(cfg):
     """``cfg`` with its local paths absolute: a job may start in another directory."""
-    paths = {}
-    for name in PATHS:
+    absolute = {}
+    for name in paths(type(cfg)):
         value = getattr(cfg, name, None)
         if value is not None and Path(value).expanduser().exists():
-            paths[name] = str(Path(value).expanduser().resolve())
-    return dataclasses.replace(cfg, **paths)
+            absolute[name] = str(Path(value).expanduser().resolve())
+    return dataclasses.replace(cfg, **absolute)
 
 
 def wait(jobs: list, out: Path) -> None:

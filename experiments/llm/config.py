@@ -6,12 +6,14 @@
     FinetuneRun   ``ovt llm finetune``: an lr grid of fine-tuning on every checkpoint
     CurvatureRun  ``ovt llm curvature``: Hessian trace and top eigenvalue, and the small-noise excess
 
-Every field has one reader (``READERS``): the flag and the override are parsed and bounded by the
-same function, so they refuse the same values in the same words (the flag named ``--seq-len``, the
-field ``seq_len=``). A comma list given to a scalar field is a sweep, as ``ovt theory`` takes it:
-one run per value (the product over swept fields), each in its own sub-directory ``OUT/seed=1``.
-Fields left ``None`` are unset; ``REQUIRED`` ones must be set by the preset, a flag or an override
-before a run is planned. Bounds: ``experiments.llm.series``' module docstring.
+A field is the one place a setting is declared (``knob``): its default, its help, its reader, and
+whether the numbers depend on it. The flag, the override, the plan's identity and the manifest's
+record all come from the field: the flag and the override are parsed and bounded by the same reader,
+so they refuse the same values in the same words (the flag named ``--seq-len``, the field
+``seq_len=``). A comma list given to a scalar field is a sweep, as ``ovt theory`` takes it: one run
+per value (the product over swept fields), each in its own sub-directory ``OUT/seed=1``. Fields left
+``None`` are unset; ``REQUIRED`` ones must be set by the preset, a flag or an override before a run
+is planned. Bounds: ``experiments.llm.series``' module docstring.
 """
 
 from __future__ import annotations
@@ -47,9 +49,53 @@ MAX_VOCAB = 1_000_000
 MAX_PROBES = 100_000  # Hutchinson probes and power iterations
 
 
-def knob(default: Any, help: str) -> Any:
-    """A config field with its help text (the flag's, and ``--list``'s)."""
-    return dataclasses.field(default=default, metadata={"help": help})
+def knob(default: Any, help: str, read=None, choices: tuple[str, ...] | None = None, **meta) -> Any:
+    """A config field, declared once: its default, its help text (the flag's and ``--list``'s), and
+    how a text becomes its value: ``read(name) -> (text -> value)``, ``name`` being how messages call
+    it (``--seq-len`` or ``seq_len=``), or ``choices`` (one of these names). ``meta``: ``identity=False``
+    for a field the numbers do not depend on (a rerun may change it and resume; what it resolves to,
+    the revisions or the eval text's sha256, is the plan's part of the identity), ``path=True`` for a
+    field that may name a local file or folder."""
+    if choices is not None:
+        read = lambda name: choice(name, choices)  # noqa: E731
+    return dataclasses.field(default=default, metadata={"help": help, "read": read, "choices": choices, **meta})
+
+
+# The readers that several fields share.
+SEQ_LEN = lambda name: whole(name, 2)  # noqa: E731
+BATCH = lambda name: whole(name, 1, MAX_BATCH)  # noqa: E731
+BLOCKS = lambda name: whole(name, 1, MAX_BLOCKS)  # noqa: E731
+THREADS = lambda name: whole(name, 1, MAX_THREADS)  # noqa: E731
+SEED = lambda name: whole(name, 0, MAX_SEED)  # noqa: E731
+COUNT = lambda name: whole(name, 1, MAX_SEEDS)  # noqa: E731
+GAMMAS = lambda name: lambda text: tuple(numbers(name, text, least=0))  # noqa: E731
+
+
+def nonempty(name: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if not text.strip():
+            raise UsageError(f"{said(name, text, True)} is empty")
+        return text
+
+    return parse
+
+
+def _names(name: str) -> Callable[[str], tuple[str, ...]]:
+    return lambda text: tuple(unique(part.strip() for part in text.split(",") if part.strip()))
+
+
+def _budgets(name: str) -> Callable[[str], tuple]:
+    """Token counts as ints where they are whole up to float rounding (``2.3T``); others stay as given,
+    for ``PretrainConfig`` to refuse by value."""
+
+    def parse(text: str) -> tuple:
+        budgets = []
+        for count in token_counts(text, name):
+            rounded = round(count)
+            budgets.append(rounded if abs(count - rounded) <= 1e-9 * max(1.0, count) else count)
+        return tuple(budgets)
+
+    return parse
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,25 +104,36 @@ class PretrainRun:
 
     REQUIRED: ClassVar[tuple[str, ...]] = ("budgets",)
 
-    size: str = knob("smoke", "model size: a llm_validation.models.PRESETS name")
-    budgets: tuple[int, ...] | None = knob(None, "token budgets (320K,1.3M,10M), one checkpoint each")
-    corpus: str = knob("shakespeare", "training corpus")
+    size: str = knob("smoke", "model size: a llm_validation.models.PRESETS name", choices=tuple(MODEL_SIZES))
+    budgets: tuple[int, ...] | None = knob(None, "token budgets (320K,1.3M,10M), one checkpoint each", _budgets)
+    corpus: str = knob("shakespeare", "training corpus", choices=CORPORA)
     mode: str = knob(
         "separate",
         "separate: every budget its own run annealed to 0; single: one run; "
         "wsd: a constant-lr trunk and a decay branch per budget",
+        choices=MODES,
     )
-    decay_fraction: float = knob(0.2, "mode wsd: each branch decays to 0 over this fraction of its budget")
-    seq_len: int = knob(128, "tokens per sequence (at most the size's max_position_embeddings)")
-    batch_size: int = knob(8, "sequences per step")
-    lr: float = knob(1e-2, "peak learning rate")
-    seed: int = knob(0, "initialisation and data order")
-    vocab_size: int | None = knob(None, "BPE vocabulary (default: the size's)")
-    max_train_chars: int | None = knob(None, "cap the training split at whole documents of this many characters")
-    max_epochs: float | None = knob(None, "refuse a largest budget of more passes than this over the training tokens")
-    max_blocks: int | None = knob(None, "evaluate on the first N blocks of the held-out text (default all)")
-    eval_text: str | None = knob(None, "score the checkpoints on this text (default: the corpus' held-out split)")
-    threads: int | None = knob(None, "torch threads per process (default 1; another count changes the last bits)")
+    decay_fraction: float = knob(
+        0.2, "mode wsd: each branch decays to 0 over this fraction of its budget", lambda n: real(n, above=0, most=0.9)
+    )
+    seq_len: int = knob(128, "tokens per sequence (at most the size's max_position_embeddings)", SEQ_LEN)
+    batch_size: int = knob(8, "sequences per step", BATCH)
+    lr: float = knob(1e-2, "peak learning rate", lambda n: real(n, above=0))
+    seed: int = knob(0, "initialisation and data order", SEED)
+    vocab_size: int | None = knob(None, "BPE vocabulary (default: the size's)", lambda n: whole(n, 1, MAX_VOCAB))
+    max_train_chars: int | None = knob(
+        None, "cap the training split at whole documents of this many characters", lambda n: whole(n, 1)
+    )
+    max_epochs: float | None = knob(
+        None, "refuse a largest budget of more passes than this over the training tokens", lambda n: real(n, above=0)
+    )
+    max_blocks: int | None = knob(None, "evaluate on the first N blocks of the held-out text (default all)", BLOCKS)
+    eval_text: str | None = knob(
+        None, "score the checkpoints on this text (default: the corpus' held-out split)", nonempty, path=True
+    )
+    threads: int | None = knob(
+        None, "torch threads per process (default 1; another count changes the last bits)", THREADS, identity=False
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,18 +143,31 @@ class SeriesRun:
 
     REQUIRED: ClassVar[tuple[str, ...]] = ("model", "eval_text")
 
-    model: str | None = knob(None, "hub id (ORG/NAME) or local folder series")
-    revisions: tuple[str, ...] | None = knob(None, "revision names (or tokens=, not both)")
+    model: str | None = knob(None, "hub id (ORG/NAME) or local folder series", nonempty, identity=False, path=True)
+    revisions: tuple[str, ...] | None = knob(None, "revision names (or tokens=, not both)", _names, identity=False)
     tokens: tuple[float, ...] | None = knob(
-        None, "token counts (1e9, 2.3T): the nearest revisions (a folder series defaults to every checkpoint)"
+        None,
+        "token counts (1e9, 2.3T): the nearest revisions (a folder series defaults to every checkpoint)",
+        lambda n: lambda text: tuple(token_counts(text, n)),
+        identity=False,
     )
-    eval_text: str | None = knob(None, "held-out pre-training text (.txt: one document; .jsonl: 'text' per line)")
-    seq_len: int = knob(128, "tokens per block (at most each checkpoint's max_position_embeddings)")
-    batch_size: int = knob(8, "blocks or examples per step")
-    max_blocks: int | None = knob(None, "use the first N blocks of the eval text (default all)")
-    threads: int | None = knob(None, "torch threads per process (default 1; another count changes the last bits)")
-    dtype: str = knob("float32", "float32, or bfloat16 (fine-tuning: mixed precision, float32 master weights)")
-    device: str = knob("cpu", "cpu or cuda (tpu: perturb --backend jax only)")
+    eval_text: str | None = knob(
+        None,
+        "held-out pre-training text (.txt: one document; .jsonl: 'text' per line)",
+        nonempty,
+        identity=False,
+        path=True,
+    )
+    seq_len: int = knob(128, "tokens per block (at most each checkpoint's max_position_embeddings)", SEQ_LEN)
+    batch_size: int = knob(8, "blocks or examples per step", BATCH)
+    max_blocks: int | None = knob(None, "use the first N blocks of the eval text (default all)", BLOCKS, identity=False)
+    threads: int | None = knob(
+        None, "torch threads per process (default 1; another count changes the last bits)", THREADS, identity=False
+    )
+    dtype: str = knob(
+        "float32", "float32, or bfloat16 (fine-tuning: mixed precision, float32 master weights)", choices=DTYPES
+    )
+    device: str = knob("cpu", "cpu or cuda (tpu: perturb --backend jax only)", choices=DEVICES)
 
     def __post_init__(self):
         exclusive(self, "revisions", "tokens")
@@ -109,11 +179,15 @@ class PerturbRun(SeriesRun):
 
     REQUIRED: ClassVar[tuple[str, ...]] = (*SeriesRun.REQUIRED, "gammas", "seeds")
 
-    gammas: tuple[float, ...] | None = knob(None, "noise scales >= 0")
-    seeds: int | None = knob(None, "draws per gamma, seeds 0..K-1")
-    scale: str = knob("init", "sigma per tensor: init std (the paper's), tensor RMS, or 1")
-    noise_device: str = knob("cpu", "where noise is drawn: cpu (same numbers anywhere) or param (the weights' device)")
-    backend: str = knob("torch", "torch (transformers), or jax (flax.nnx OLMo-1, draws vmapped and sharded)")
+    gammas: tuple[float, ...] | None = knob(None, "noise scales >= 0", GAMMAS)
+    seeds: int | None = knob(None, "draws per gamma, seeds 0..K-1", COUNT)
+    scale: str = knob("init", "sigma per tensor: init std (the paper's), tensor RMS, or 1", choices=SCALES)
+    noise_device: str = knob(
+        "cpu", "where noise is drawn: cpu (same numbers anywhere) or param (the weights' device)", choices=NOISE_DEVICES
+    )
+    backend: str = knob(
+        "torch", "torch (transformers), or jax (flax.nnx OLMo-1, draws vmapped and sharded)", choices=BACKENDS
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,17 +196,36 @@ class FinetuneRun(SeriesRun):
 
     REQUIRED: ClassVar[tuple[str, ...]] = (*SeriesRun.REQUIRED, "data", "format", "lrs", "steps")
 
-    data: str | None = knob(None, "fine-tuning data: JSONL, text file or folder, corpus:NAME (text), or hf:ORG/NAME")
-    format: str | None = knob(None, "data format (llm_validation.finetune_data)")
-    lrs: tuple[float, ...] | None = knob(None, "learning rates > 0")
-    steps: int | None = knob(None, "AdamW steps per run")
-    reg: float = knob(0.0, "L2 pull lambda toward the checkpoint (0: none)")
-    heldout_fraction: float | None = knob(None, "hold out the last fraction of data for the in-task loss (0.1)")
-    heldout_data: str | None = knob(None, "held-out in-task examples, in format (then all of data trains)")
-    mc_data: str | None = knob(None, "multiple-choice JSONL to score (accuracy, accuracy_norm)")
-    warmup_steps: int = knob(0, "linear warmup steps")
-    seed: int = knob(0, "batch order")
-    repeats: int = knob(1, "runs per (checkpoint, lr): batch orders seed..seed+repeats-1, the same at every checkpoint")
+    data: str | None = knob(
+        None,
+        "fine-tuning data: JSONL, text file or folder, corpus:NAME (text), or hf:ORG/NAME",
+        nonempty,
+        identity=False,
+        path=True,
+    )
+    format: str | None = knob(None, "data format (llm_validation.finetune_data)", choices=FORMATS)
+    lrs: tuple[float, ...] | None = knob(
+        None, "learning rates > 0", lambda n: lambda text: tuple(numbers(n, text, above=0))
+    )
+    steps: int | None = knob(None, "AdamW steps per run", lambda n: whole(n, 1, MAX_STEPS))
+    reg: float = knob(0.0, "L2 pull lambda toward the checkpoint (0: none)", lambda n: real(n, least=0))
+    heldout_fraction: float | None = knob(
+        None,
+        "hold out the last fraction of data for the in-task loss (0.1)",
+        lambda n: real(n, above=0, below=1),
+        identity=False,
+    )
+    heldout_data: str | None = knob(
+        None, "held-out in-task examples, in format (then all of data trains)", nonempty, identity=False, path=True
+    )
+    mc_data: str | None = knob(
+        None, "multiple-choice JSONL to score (accuracy, accuracy_norm)", nonempty, identity=False, path=True
+    )
+    warmup_steps: int = knob(0, "linear warmup steps", lambda n: whole(n, 0, MAX_STEPS))
+    seed: int = knob(0, "batch order", SEED)
+    repeats: int = knob(
+        1, "runs per (checkpoint, lr): batch orders seed..seed+repeats-1, the same at every checkpoint", COUNT
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -145,11 +238,11 @@ class CurvatureRun(SeriesRun):
 
     REQUIRED: ClassVar[tuple[str, ...]] = (*SeriesRun.REQUIRED, "gammas")
 
-    gammas: tuple[float, ...] | None = knob(None, "small noise scales at which the excess is measured directly")
-    draws: int = knob(8, "antithetic pairs of draws per gamma (draw k of perturb and its mirror image)")
-    probes: int = knob(32, "Hutchinson probes of the sigma-weighted Hessian trace")
-    iterations: int = knob(30, "power iterations for the top Hessian eigenvalue")
-    scale: str = knob("init", "sigma per tensor: init std (the paper's), tensor RMS, or 1")
+    gammas: tuple[float, ...] | None = knob(None, "small noise scales at which the excess is measured directly", GAMMAS)
+    draws: int = knob(8, "antithetic pairs of draws per gamma (draw k of perturb and its mirror image)", COUNT)
+    probes: int = knob(32, "Hutchinson probes of the sigma-weighted Hessian trace", lambda n: whole(n, 1, MAX_PROBES))
+    iterations: int = knob(30, "power iterations for the top Hessian eigenvalue", lambda n: whole(n, 1, MAX_PROBES))
+    scale: str = knob("init", "sigma per tensor: init std (the paper's), tensor RMS, or 1", choices=SCALES)
 
 
 RunConfig = PretrainRun | PerturbRun | FinetuneRun | CurvatureRun
@@ -158,87 +251,6 @@ RunConfig = PretrainRun | PerturbRun | FinetuneRun | CurvatureRun
 def exclusive(cfg, a: str, b: str) -> None:
     if getattr(cfg, a) is not None and getattr(cfg, b) is not None:
         raise UsageError(f"{a} and {b} exclude each other; give one of them")
-
-
-def nonempty(flag: str) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        if not text.strip():
-            raise UsageError(f"{said(flag, text, True)} is empty")
-        return text
-
-    return parse
-
-
-def _names(flag: str) -> Callable[[str], tuple[str, ...]]:
-    return lambda text: tuple(unique(name.strip() for name in text.split(",") if name.strip()))
-
-
-def _budgets(flag: str) -> Callable[[str], tuple]:
-    """Token counts as ints where they are whole up to float rounding (``2.3T``); others stay as given,
-    for ``PretrainConfig`` to refuse by value."""
-
-    def parse(text: str) -> tuple:
-        budgets = []
-        for count in token_counts(text, flag):
-            rounded = round(count)
-            budgets.append(rounded if abs(count - rounded) <= 1e-9 * max(1.0, count) else count)
-        return tuple(budgets)
-
-    return parse
-
-
-# field -> (its name in messages: "--seq-len" or "seq_len=") -> (text -> value); one per field of every run type.
-READERS: dict[str, Callable[[str], Callable[[str], Any]]] = {
-    "size": lambda flag: choice(flag, tuple(MODEL_SIZES)),
-    "budgets": _budgets,
-    "corpus": lambda flag: choice(flag, CORPORA),
-    "mode": lambda flag: choice(flag, MODES),
-    "lr": lambda flag: real(flag, above=0),
-    "decay_fraction": lambda flag: real(flag, above=0, most=0.9),
-    "vocab_size": lambda flag: whole(flag, 1, MAX_VOCAB),
-    "max_train_chars": lambda flag: whole(flag, 1),
-    "max_epochs": lambda flag: real(flag, above=0),
-    "model": nonempty,
-    "revisions": _names,
-    "tokens": lambda flag: lambda text: tuple(token_counts(text, flag)),
-    "eval_text": nonempty,
-    "seq_len": lambda flag: whole(flag, 2),
-    "batch_size": lambda flag: whole(flag, 1, MAX_BATCH),
-    "max_blocks": lambda flag: whole(flag, 1, MAX_BLOCKS),
-    "threads": lambda flag: whole(flag, 1, MAX_THREADS),
-    "dtype": lambda flag: choice(flag, DTYPES),
-    "device": lambda flag: choice(flag, DEVICES),
-    "gammas": lambda flag: lambda text: tuple(numbers(flag, text, least=0)),
-    "seeds": lambda flag: whole(flag, 1, MAX_SEEDS),
-    "scale": lambda flag: choice(flag, SCALES),
-    "noise_device": lambda flag: choice(flag, NOISE_DEVICES),
-    "backend": lambda flag: choice(flag, BACKENDS),
-    "data": nonempty,
-    "format": lambda flag: choice(flag, FORMATS),
-    "lrs": lambda flag: lambda text: tuple(numbers(flag, text, above=0)),
-    "steps": lambda flag: whole(flag, 1, MAX_STEPS),
-    "reg": lambda flag: real(flag, least=0),
-    "heldout_fraction": lambda flag: real(flag, above=0, below=1),
-    "heldout_data": nonempty,
-    "mc_data": nonempty,
-    "warmup_steps": lambda flag: whole(flag, 0, MAX_STEPS),
-    "seed": lambda flag: whole(flag, 0, MAX_SEED),
-    "repeats": lambda flag: whole(flag, 1, MAX_SEEDS),
-    "draws": lambda flag: whole(flag, 1, MAX_SEEDS),
-    "probes": lambda flag: whole(flag, 1, MAX_PROBES),
-    "iterations": lambda flag: whole(flag, 1, MAX_PROBES),
-}
-CHOICES = {
-    "size": tuple(MODEL_SIZES),
-    "corpus": CORPORA,
-    "mode": MODES,
-    "dtype": DTYPES,
-    "device": DEVICES,
-    "scale": SCALES,
-    "noise_device": NOISE_DEVICES,
-    "backend": BACKENDS,
-    "format": FORMATS,
-}
 
 
 def flag(name: str) -> str:
@@ -255,16 +267,37 @@ def names(cls: type) -> list[str]:
     return [f.name for f in dataclasses.fields(cls)]
 
 
+def reader(cls: type, name: str, label: str) -> Callable[[str], Any]:
+    """The parser of field ``name`` of ``cls``, its messages naming it ``label`` (``--seq-len`` or ``seq_len=``)."""
+    return next(f for f in dataclasses.fields(cls) if f.name == name).metadata["read"](label)
+
+
+def paths(cls: type) -> list[str]:
+    """The fields of ``cls`` that may name a local file or folder."""
+    return [f.name for f in dataclasses.fields(cls) if f.metadata.get("path")]
+
+
+def identity(cfg: RunConfig) -> dict[str, Any]:
+    """The fields the numbers depend on, as a manifest records them (lists for tuples): with what the
+    plan resolved (revisions, sha256 of the inputs), what a rerun must match to resume."""
+    return {
+        f.name: list(value) if isinstance(value := getattr(cfg, f.name), tuple) else value
+        for f in dataclasses.fields(cfg)
+        if f.metadata.get("identity", True)
+    }
+
+
 def add_arguments(parser, cls: type) -> None:
     """One flag per field of ``cls``, read by the field's reader; unset flags stay None, so the
     preset's value (or the field's default) holds."""
     for field in dataclasses.fields(cls):
-        help = field.metadata["help"]
-        if field.name in CHOICES:
-            parser.add_argument(flag(field.name), choices=CHOICES[field.name], default=None, help=help)
+        help, choices = field.metadata["help"], field.metadata["choices"]
+        if choices is not None:
+            parser.add_argument(flag(field.name), choices=choices, default=None, help=help)
         else:
-            reader = argument_type(READERS[field.name](flag(field.name)))
-            parser.add_argument(flag(field.name), type=reader, default=None, help=help)
+            parser.add_argument(
+                flag(field.name), type=argument_type(reader(cls, field.name, flag(field.name))), help=help
+            )
 
 
 def configure(base: RunConfig, flags: dict[str, Any], overrides: list[str]) -> tuple[RunConfig, dict[str, tuple]]:
@@ -281,7 +314,7 @@ def configure(base: RunConfig, flags: dict[str, Any], overrides: list[str]) -> t
             raise UsageError(f"override key {name!r} is unknown; allowed: {', '.join(sorted(names(cls)))}")
         if name in fixed or name in sweep:
             raise UsageError(f"{name} is given twice ({flag(name)} and {name}=, or twice as {name}=)")
-        read = READERS[name](f"{name}=")
+        read = reader(cls, name, f"{name}=")
         if "," in text and not is_list(cls, name):
             sweep[name] = tuple(unique(read(part.strip()) for part in text.split(",") if part.strip()))
             if not sweep[name]:
@@ -318,14 +351,11 @@ def require(cfg: RunConfig) -> None:
             raise UsageError(f"{name} is required: give {flag(name)} or {name}=VALUE (or a --preset that sets it)")
 
 
-PATHS = ("model", "eval_text", "data", "heldout_data", "mc_data")  # fields that may name a local file or folder
-
-
 def record(cfg: RunConfig, out: Path) -> dict:
     """The config as the manifest in ``out`` records it: lists for tuples, and local paths relative to
     ``out`` (as every path a manifest holds), so a results tree names no machine."""
     fields = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
-    for name in PATHS:
+    for name in paths(type(cfg)):
         value = fields.get(name)
         if value is not None and Path(value).expanduser().exists():
             fields[name] = path_from_run(Path(value).expanduser(), out)

@@ -3,10 +3,10 @@ into ``DIR/chunks/``, finish with the derived rows; and what a run shares with `
 failure type, torch threads, transformers' progress bars).
 
 The run directory's lifecycle is ``rundir.lifecycle``'s (``out_decision`` in the plan, ``begin_run``
-and ``marks_failure`` around the run): anything that goes wrong while running is a failure (exit 1)
-that marks the manifest ``failed`` with the reason; finished checkpoints are kept under
-``DIR/chunks/`` and the same command resumes after them, while another config may replace a failed
-run (never a complete one).
+and ``marks_failure`` around the run, driven by ``experiments.llm.kinds.base.CheckpointKind``):
+anything that goes wrong while running is a failure (exit 1) that marks the manifest ``failed`` with
+the reason; finished checkpoints are kept under ``DIR/chunks/`` and the same command resumes after
+them, while another config may replace a failed run (never a complete one).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from rundir import store
-from rundir.lifecycle import begin_run, complete_run, git_commit, now, path_from_run, versions
+from rundir.lifecycle import complete_run, git_commit, now, path_from_run, versions
 from rundir.tokens import human_tokens
 
 if TYPE_CHECKING:
@@ -41,15 +41,6 @@ def failures_while_running():
         yield
     except ValueError as error:
         raise RunFailure(str(error)) from error
-
-
-def start(plan) -> dict:
-    """Start a planned checkpoint-series run: print the plan's warnings, then ``begin_run`` with
-    the plan's identity (resume, replace or new; the manifest written, status running)."""
-
-    for warning in plan.warnings:
-        print(warning, file=sys.stderr)
-    return begin_run(plan.out, plan.identity(), plan.new_manifest)
 
 
 @contextlib.contextmanager
@@ -109,13 +100,13 @@ def revision_entries(plan, **extra) -> list[dict]:
     ]
 
 
-def manifest_head(plan, command: str, revision_extra: dict | None = None, eval_extra: dict | None = None) -> dict:
+def manifest_head(plan: SeriesPlan, revision_extra: dict | None = None, eval_extra: dict | None = None) -> dict:
     """The manifest fields every checkpoint-series command shares: what ran, on which model and
     revisions, scored on which held-out token set, with which versions, since when."""
 
     n_blocks, seq_len = plan.blocks.shape
     return {
-        "command": command,
+        "command": plan.command,
         "source": "llm",
         "setup": plan.setup,
         "run_config": plan.run_config,
@@ -139,14 +130,6 @@ def manifest_head(plan, command: str, revision_extra: dict | None = None, eval_e
         "started": now(),
         "status": "running",
     }
-
-
-def pending_units(plan: SeriesPlan) -> list[int]:
-    """Start the run (``start``) and return the indices of its checkpoints not yet stored: the jobs of
-    a cluster array (``experiments.llm.cluster``)."""
-    start(plan)
-    stored = store.stored_chunks(plan.out)
-    return [i for i in range(len(plan.revisions)) if i not in stored]
 
 
 def run_checkpoints(
@@ -186,7 +169,7 @@ def run_checkpoints(
                     rows, notes = measured(measure, plan, index, revision, progress)
                 store_checkpoint(plan, manifest, index, rows, notes)
             return
-        with process_pool(processes, plan.threads or 1, plan.quiet) as pool:
+        with process_pool(processes, plan.cfg.threads or 1, plan.quiet) as pool:
             futures = {pool.submit(measured, measure, plan, i, r): (i, r) for i, r in todo}
             for future in as_completed(futures):  # an exception here: the pool stops its workers (WorkerPool)
                 index, revision = futures[future]
@@ -194,13 +177,6 @@ def run_checkpoints(
                     rows, notes = future.result()
                 store_checkpoint(plan, manifest, index, rows, notes)
                 progress.update(per_checkpoint)
-
-
-def execute_checkpoint(plan: SeriesPlan, index: int, name: str, measure) -> None:
-    """One checkpoint of a run, measured and stored beside the others (no manifest write): a cluster
-    job's share (``experiments.llm.cluster``)."""
-    with torch_threads(plan.threads), quiet_transformers(True):
-        run_checkpoints(plan, None, name, "checkpoint", 1, measure, 1, only=[index])
 
 
 def measured(measure, plan: SeriesPlan, index: int, revision, progress=None) -> tuple[pd.DataFrame, dict]:
@@ -223,7 +199,7 @@ def _failure_names(plan: SeriesPlan, revision):
         yield
     except ValueError as error:  # bad checkpoint files found mid-run: a failure, not bad input
         raise RunFailure(
-            f"{plan.model}@{revision.name}: {error}; {len(store.stored_chunks(plan.out))} "
+            f"{plan.cfg.model}@{revision.name}: {error}; {len(store.stored_chunks(plan.out))} "
             f"checkpoint(s) stored in {plan.out}; rerun to resume"
         ) from error
 

@@ -22,7 +22,7 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from experiments.llm.config import SeriesRun, record, require
+from experiments.llm.config import SeriesRun, identity, record, require
 from rundir import fingerprint
 from rundir.lifecycle import UsageError, check_writable, path_from_run
 from rundir.tokens import human_tokens
@@ -58,10 +58,12 @@ def available_revisions(model: str):
 
 @dataclasses.dataclass
 class SeriesPlan:
-    """The plan fields of every checkpoint-series command (``plan_checkpoints``), checked before
-    anything is written."""
+    """A run over the checkpoints of a series, checked before anything is written: its frozen config
+    and what the checks resolved from it (``plan_checkpoints``). A kind that resolves more (fine-tuning
+    data) subclasses it."""
 
-    model: str  # as given
+    cfg: SeriesRun  # as given: every setting is read from here
+    command: str  # ``llm KIND``, the manifest's command
     source: str  # hub id, or the folder's absolute path
     is_folder: bool
     setup: str  # the store's ``setup``: hub id, or the folder's name
@@ -71,11 +73,27 @@ class SeriesPlan:
     eval_path: Path
     eval_sha256: str
     blocks: torch.Tensor  # [n_blocks, seq_len]
-    device: str
-    threads: int | None
     out: Path
     quiet: bool
     run_config: dict  # the typed config as given (``experiments.llm.config.record``)
+
+    def resolved(self) -> dict:
+        """What the numbers depend on beyond the config's fields: the checkpoints and token set the
+        model, revisions and eval text resolved to (a kind adds its own inputs' fingerprints)."""
+        return {
+            "model": self.recorded_source,
+            "revisions": [r.name for r in self.revisions],
+            "eval_sha256": self.eval_sha256,
+            "n_blocks": int(self.blocks.shape[0]),
+        }
+
+    def config(self) -> dict:
+        """What the numbers depend on: a run directory holds one config, and a rerun of it resumes."""
+        return identity(self.cfg) | self.resolved()
+
+    def identity(self) -> dict:
+        """The manifest fields a rerun must match to resume (``rundir.lifecycle.out_decision``)."""
+        return {"command": self.command, "config": self.config()}
 
     @property
     def recorded_source(self) -> str:
@@ -118,7 +136,7 @@ def check_device(device: str) -> None:
         raise UsageError("device=cuda: no CUDA device is available here; allowed: cpu")
 
 
-def plan_checkpoints(cfg: SeriesRun, out: Path, quiet: bool) -> dict:
+def plan_checkpoints(cfg: SeriesRun, command: str, out: Path, quiet: bool) -> dict:
     """The fields of ``SeriesPlan`` (every run over a series shares them), checked: the model and its
     chosen revisions, each revision's position limit against ``seq_len``, and the eval token set
     (identical under every checkpoint's tokenizer)."""
@@ -131,7 +149,8 @@ def plan_checkpoints(cfg: SeriesRun, out: Path, quiet: bool) -> dict:
     _check_positions(source, is_folder, revisions, cfg.seq_len)
     blocks = _token_blocks(cfg, source, is_folder, revisions)
     return dict(
-        model=cfg.model,
+        cfg=cfg,
+        command=command,
         source=source,
         is_folder=is_folder,
         setup=Path(source).name if is_folder else cfg.model,
@@ -141,8 +160,6 @@ def plan_checkpoints(cfg: SeriesRun, out: Path, quiet: bool) -> dict:
         eval_path=Path(cfg.eval_text).resolve(),
         eval_sha256=fingerprint.sha256(cfg.eval_text),
         blocks=blocks,
-        device=cfg.device,
-        threads=cfg.threads,
         out=Path(out),
         quiet=quiet,
         run_config=record(cfg, out),

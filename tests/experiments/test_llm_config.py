@@ -125,7 +125,7 @@ def test_a_sweep_plans_every_run_before_the_first_starts_then_stores_each(tmp_pa
     tables = {scale: store.load(out / f"scale={scale}") for scale in ("init", "absolute")}
     for scale in tables:
         manifest = store.read_manifest(out / f"scale={scale}")
-        assert manifest["scale"] == scale and manifest["status"] == "complete"
+        assert manifest["config"]["scale"] == scale and manifest["status"] == "complete"
     base_rows = [t[t.modification == "none"].value.reset_index(drop=True) for t in tables.values()]
     pd.testing.assert_series_equal(*base_rows)  # the same checkpoints, unperturbed: the same perplexity
     noisy = [t[t.modification == "gaussian"].value.to_numpy() for t in tables.values()]

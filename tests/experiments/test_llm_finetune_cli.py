@@ -161,9 +161,11 @@ def test_the_manifest_records_the_inputs_and_the_grid(run, folder_series, files)
     manifest = store.read_manifest(run)
     assert manifest["command"] == "llm finetune" and manifest["status"] == "complete"
     assert manifest["data"]["sha256"] == hashlib.sha256(files[0].read_bytes()).hexdigest()
-    assert manifest["data"]["format"] == "text" and manifest["data"]["n_heldout"] >= 1
-    assert manifest["lrs"] == list(LRS) and manifest["steps"] == 3 and manifest["reg"] == 0.1
-    assert (manifest["batch_size"], manifest["seq_len"], manifest["dtype"], manifest["device"]) == (
+    config = manifest["config"]
+    assert config["format"] == "text" and manifest["data"]["n_heldout"] >= 1
+    assert config["lrs"] == list(LRS) and config["steps"] == 3 and config["reg"] == 0.1
+    assert config["data_sha256"] == manifest["data"]["sha256"] and "lrs" not in manifest
+    assert (config["batch_size"], config["seq_len"], config["dtype"], config["device"]) == (
         4,
         32,
         "float32",
@@ -419,7 +421,7 @@ def test_defaults_every_checkpoint_of_a_folder_series_and_no_pull(capsys, tmp_pa
     code, _, err = ovt(capsys, *argv)
     assert code == 0 and err == "", err
     manifest = store.read_manifest(out)
-    assert [r["name"] for r in manifest["revisions"]] == NAMES and manifest["reg"] == 0.0
+    assert [r["name"] for r in manifest["revisions"]] == NAMES and manifest["config"]["reg"] == 0.0
     table = pd.read_parquet(out / store.METRICS)
     assert set(table[table.modification == "finetune"].reg) == {0.0}
 

@@ -115,9 +115,12 @@ def test_perturb_writes_the_store_pairs_draws_and_restores(capsys, tmp_path, fol
     assert [r["name"] for r in manifest["revisions"]] == list(seeds)
     assert [r["tokens"] for r in manifest["revisions"]] == [1000, 2000, 5000]
     assert manifest["eval"]["sha256"] == hashlib.sha256(eval_text.read_bytes()).hexdigest()
-    assert manifest["n_tokens"] == 124 and manifest["seq_len"] == 32 and manifest["batch_size"] == 3
-    assert manifest["dtype"] == "float32" and manifest["device"] == "cpu" and manifest["scale"] == "init"
-    assert manifest["n_seeds"] == 2 and "seeds" not in manifest  # a count: nothing per seed up front
+    config = manifest["config"]  # what the numbers depend on: the config's fields and what they resolved to
+    assert manifest["eval"]["n_tokens"] == 124 and config["seq_len"] == 32 and config["batch_size"] == 3
+    assert config["dtype"] == "float32" and config["device"] == "cpu" and config["scale"] == "init"
+    assert config["seeds"] == 2 and config["eval_sha256"] == manifest["eval"]["sha256"]
+    assert config["revisions"] == list(seeds) and "threads" not in config and "eval_text" not in config
+    assert manifest["run_config"]["seeds"] == 2 and "gammas" not in manifest  # each setting recorded once
     assert manifest["status"] == "complete" and manifest["finished"] and manifest["versions"]["torch"]
     sigma = manifest["sigma"]
     assert sigma["checkpoint"] == "step10-tokens1K" and set(sigma["by_parameter"].values()) == {0.02}
@@ -270,7 +273,7 @@ def test_a_run_directory_of_another_config_is_refused_untouched(capsys, tmp_path
     )
     assert code == 2 and "another config" in err and err.count("\n") == 1
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
-    assert json.loads((out / store.MANIFEST).read_text())["gammas"] == [0.0]
+    assert json.loads((out / store.MANIFEST).read_text())["config"]["gammas"] == [0.0]
     assert store.stored_chunks(out) == {0}
 
 
@@ -315,7 +318,7 @@ def test_a_folder_series_defaults_to_every_checkpoint_and_the_init_scale(capsys,
     assert code == 0 and err == "", err
     manifest = store.read_manifest(out)
     assert [r["name"] for r in manifest["revisions"]] == list(folder_series[1])
-    assert manifest["scale"] == "init" and manifest["threads"] == 1
+    assert manifest["config"]["scale"] == "init" and manifest["run_config"]["threads"] == 1
     assert manifest["run_config"]["tokens"] is None and manifest["run_config"]["revisions"] is None
     # Paths are recorded relative to the run directory: a results tree can move or be committed.
     assert (out / manifest["model_source"]).resolve() == folder_series[0].resolve()

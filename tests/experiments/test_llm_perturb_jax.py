@@ -67,11 +67,14 @@ def test_the_jax_run_writes_the_torch_runs_store_and_records_backend_devices_dty
     assert noisy.value.nunique() == len(noisy)  # every draw its own noise
     manifest = json.loads((runs["jax"] / store.MANIFEST).read_text())
     assert manifest["status"] == "complete"
-    assert (manifest["backend"], manifest["devices"], manifest["dtype"]) == ("jax", ["cpu:0"], "float32")
-    assert manifest["config"]["backend"] == "jax" and manifest["jax"]["mesh"] == {"draws": 1, "batch": 1}
+    assert (manifest["config"]["backend"], manifest["devices"], manifest["config"]["dtype"]) == (
+        "jax",
+        ["cpu:0"],
+        "float32",
+    )
+    assert manifest["jax"]["mesh"] == {"draws": 1, "batch": 1}
     torch_manifest = json.loads((runs["torch"] / store.MANIFEST).read_text())
-    assert (torch_manifest["backend"], torch_manifest["devices"]) == ("torch", ["cpu"])
-    assert "backend" not in torch_manifest["config"]  # older torch run directories still resume
+    assert (torch_manifest["config"]["backend"], torch_manifest["devices"]) == ("torch", ["cpu"])
     assert manifest["sigma"]["by_parameter"] == torch_manifest["sigma"]["by_parameter"]
     for field in ("family", "init_scheme", "rule_by_parameter", "policy"):  # the per-tensor rule, as torch records it
         assert manifest["sigma"][field] == torch_manifest["sigma"][field], field

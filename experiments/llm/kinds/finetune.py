@@ -57,29 +57,17 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from experiments.llm.config import MAX_SEED, FinetuneRun
-from experiments.llm.lifecycle import (
-    RunFailure,
-    checkpoint_summary,
-    execute_checkpoint,
-    finish_run,
-    manifest_head,
-    pending_units,
-    quiet_transformers,
-    run_checkpoints,
-    start,
-    torch_threads,
-)
-from experiments.llm.series import SeriesPlan, check_device, light_checks, load_tokenizer, plan_checkpoints
+from experiments.llm.kinds.base import CheckpointKind
+from experiments.llm.lifecycle import RunFailure, checkpoint_summary, manifest_head
+from experiments.llm.series import SeriesPlan, check_device, load_tokenizer
 from rundir import fingerprint, store
 from rundir.derived import finetune_inflection_rows
-from rundir.lifecycle import UsageError, marks_failure, out_decision, path_from_run
+from rundir.lifecycle import UsageError, path_from_run
 
 if TYPE_CHECKING:  # annotations only: torch loads when a command runs, after its input is checked
     from llm_validation.finetune import FinetuneConfig
     from llm_validation.finetune_data import Examples
 
-CONFIG = FinetuneRun
-HELP = "fine-tune every checkpoint over an lr grid: forgetting and in-task metrics into a result store"
 HELDOUT_FRACTION = 0.1
 EVAL_BATCH_SIZE = 16  # FinetuneConfig's default; perplexity and losses are sums over tokens, not batch means
 NAMED = ("hf:", "corpus:")  # data named, not a path: no file to check or hash
@@ -87,55 +75,151 @@ NAMED = ("hf:", "corpus:")  # data named, not a path: no file to check or hash
 
 @dataclasses.dataclass
 class FinetunePlan(SeriesPlan):
-    """Everything ``finetune`` needs, checked before anything is written."""
+    """A finetune run's plan: the series' fields, and the fine-tuning data read and checked."""
 
-    finetune: FinetuneConfig  # its lr is replaced by each of ``lrs``
-    lrs: list[float]
-    fmt: str
     data: dict  # {"path", "sha256", "n_train", "n_heldout", "heldout": how held out}
     train: Examples
     heldout: Examples
     mc: dict | None  # {"path", "sha256", "n_items"}
     mc_items: list | None
-    repeats: int = 1  # batch orders seed .. seed + repeats - 1 at every (checkpoint, lr)
 
     @property
     def seeds(self) -> range:
-        return range(self.finetune.seed, self.finetune.seed + self.repeats)
+        """The batch orders, the same at every (checkpoint, lr)."""
+        return range(self.cfg.seed, self.cfg.seed + self.cfg.repeats)
 
-    def config(self) -> dict:
-        """What the numbers depend on: a run directory holds one config, and a rerun of it resumes."""
-        return {
-            "model": self.recorded_source,
-            "revisions": [r.name for r in self.revisions],
-            "format": self.fmt,
+    def resolved(self) -> dict:
+        return super().resolved() | {
             "data_sha256": self.data["sha256"],
             "heldout": self.data["heldout"],
             "mc_sha256": self.mc and self.mc["sha256"],
-            "lrs": self.lrs,
-            "steps": self.finetune.steps,
-            "reg": self.finetune.reg,
-            "batch_size": self.finetune.batch_size,
-            "seq_len": int(self.blocks.shape[1]),
-            "warmup_steps": self.finetune.warmup_steps,
-            "seed": self.finetune.seed,
-            "repeats": self.repeats,
-            "dtype": self.finetune.dtype,
-            "device": self.device,
-            "eval_sha256": self.eval_sha256,
-            "n_blocks": int(self.blocks.shape[0]),
         }
-
-    def identity(self) -> dict:
-        """The manifest fields a rerun must match to resume (``rundir.lifecycle.out_decision``)."""
-        return {"command": "llm finetune", "config": self.config()}
-
-    def new_manifest(self) -> dict:
-        return _new_manifest(self)
 
     @property
     def metrics(self) -> tuple[str, ...]:
         return ("perplexity", "finetune_loss", "train_loss") + (("accuracy", "accuracy_norm") if self.mc_items else ())
+
+
+def finetune_config(cfg: FinetuneRun, lr: float | None = None, seed: int | None = None) -> FinetuneConfig:
+    """The library's config of one run of the grid (``lr``, batch order ``seed``; default the first)."""
+    from llm_validation.finetune import FinetuneConfig
+
+    return FinetuneConfig(
+        lr=cfg.lrs[0] if lr is None else lr,
+        steps=cfg.steps,
+        batch_size=cfg.batch_size,
+        warmup_steps=cfg.warmup_steps,
+        reg=cfg.reg,
+        seed=cfg.seed if seed is None else seed,
+        dtype=cfg.dtype,
+        eval_batch_size=EVAL_BATCH_SIZE,
+    )
+
+
+class Finetune(CheckpointKind):
+    name = "finetune"
+    CONFIG = FinetuneRun
+    HELP = "fine-tune every checkpoint over an lr grid: forgetting and in-task metrics into a result store"
+    Plan = FinetunePlan
+    unit = "run"
+
+    def check(self, cfg: FinetuneRun) -> None:
+        if cfg.warmup_steps > cfg.steps:
+            raise UsageError(f"warmup_steps={cfg.warmup_steps} exceeds steps={cfg.steps}; allowed: 0..steps")
+        if cfg.seed + cfg.repeats - 1 > MAX_SEED:
+            allowed = f"seed + repeats - 1 <= {MAX_SEED}"
+            raise UsageError(f"seed={cfg.seed} with repeats={cfg.repeats} passes {MAX_SEED}; allowed: {allowed}")
+        _check_file("data", cfg.data, folder_ok=cfg.format == "text")
+        _check_file("heldout_data", cfg.heldout_data, folder_ok=cfg.format == "text")
+        _check_file("mc_data", cfg.mc_data)
+        check_device(cfg.device)
+        finetune_config(cfg)  # the library's own checks
+
+    def resolve(self, cfg: FinetuneRun, shared: dict) -> dict:
+        """The fine-tuning examples (tokenised by the first checkpoint's tokenizer), the held-out
+        ones, and the multiple-choice items, read and checked."""
+        from llm_validation.finetune_data import load_examples, read_multiple_choice
+
+        out = shared["out"]
+        tokenizer = load_tokenizer(shared["source"], shared["is_folder"], shared["revisions"][0].name)
+        examples = load_examples(cfg.data, cfg.format, tokenizer, cfg.seq_len)  # DataError: file and row
+        if cfg.heldout_data is not None:
+            train, heldout = examples, load_examples(cfg.heldout_data, cfg.format, tokenizer, cfg.seq_len)
+            how = {"data": cfg.heldout_data, "sha256": _sha256(cfg.heldout_data)}
+        else:
+            if len(examples) < 2:
+                raise UsageError(
+                    f"data={cfg.data} gives {len(examples)} example of seq_len={cfg.seq_len}; "
+                    "holding some out needs >= 2 (or give heldout_data)"
+                )
+            fraction = HELDOUT_FRACTION if cfg.heldout_fraction is None else cfg.heldout_fraction
+            n_heldout = min(len(examples) - 1, max(1, round(fraction * len(examples))))
+            train, heldout = examples.split(n_heldout)
+            how = {"fraction": fraction, "rule": "the last round(fraction * n) examples (at least 1) of --data"}
+        mc_items = read_multiple_choice(cfg.mc_data) if cfg.mc_data is not None else None
+        data = {
+            "path": cfg.data if cfg.data.startswith(NAMED) else path_from_run(cfg.data, out),
+            "sha256": _sha256(cfg.data),
+            "n_train": len(train),
+            "n_heldout": len(heldout),
+            "heldout": how,
+        }
+        mc = None
+        if mc_items is not None:
+            mc = {"path": path_from_run(cfg.mc_data, out), "sha256": _sha256(cfg.mc_data), "n_items": len(mc_items)}
+        return dict(data=data, train=train, heldout=heldout, mc=mc, mc_items=mc_items)
+
+    def units_per_checkpoint(self, plan: FinetunePlan) -> int:
+        return 1 + len(plan.cfg.lrs) * plan.cfg.repeats
+
+    def derive(self, table: pd.DataFrame) -> pd.DataFrame:
+        return finetune_inflection_rows(table)
+
+    def new_manifest(self, plan: FinetunePlan) -> dict:
+        head = manifest_head(plan, {"tuned_lr": None}, {"batch_size": EVAL_BATCH_SIZE})
+        return head | {
+            "data": {
+                **plan.data,
+                "tokenizer": f"the tokenizer of {plan.revisions[0].name}",
+            },
+            "mc": plan.mc,
+            "finetune": dataclasses.asdict(finetune_config(plan.cfg)) | {"lr": None},
+            "optimizer": "AdamW (fused where available), constant lr after warmup, grad clip 1.0",
+        }
+
+    def before(self, plan: FinetunePlan) -> None:
+        _accelerator(plan.cfg.device)
+
+    def measure(self, plan: FinetunePlan, index: int, revision, progress) -> tuple[pd.DataFrame, object, dict]:
+        """One checkpoint loaded, measured before fine-tuning, then fine-tuned at every lr of the grid
+        in every batch order."""
+        import torch
+
+        from llm_validation.checkpoints import load_checkpoint
+        from llm_validation.finetune import lr_grid, tuned_lr
+
+        cfg = plan.cfg
+        model, tokenizer = load_checkpoint(plan.source, revision.name, torch.float32, cfg.device)
+        base = _base_metrics(plan, model, tokenizer)
+        progress.update()
+        points = []
+        for seed in plan.seeds:
+            for lr in cfg.lrs:  # one lr a call, for the progress bar; each starts from the checkpoint
+                grid = (model, plan.train, plan.heldout, plan.blocks, finetune_config(cfg, seed=seed), [lr])
+                points += lr_grid(
+                    *grid, tokenizer=tokenizer, mc_items=plan.mc_items, accelerator=_accelerator(cfg.device)
+                )
+                progress.update()
+        first = [p for p in points if p.seed == cfg.seed]
+        notes = {"tuned_lr": tuned_lr(first), "diverged_lrs": sorted({p.lr for p in points if p.diverged})}
+        return checkpoint_rows(plan, revision, base, points), model, notes
+
+    def report(self, plan: FinetunePlan, table: pd.DataFrame) -> str:
+        head = f"{len(plan.revisions)} checkpoint(s) x {len(plan.cfg.lrs)} lr(s), {len(table)} rows -> {plan.out}"
+        return f"{head}\n{summary(table)}"
+
+
+KIND = Finetune()
 
 
 def _sha256(path: str) -> str | None:
@@ -154,101 +238,6 @@ def _check_file(flag: str, path: str | None, folder_ok: bool = False) -> None:
     if not (Path(path).is_file() or (folder_ok and Path(path).is_dir())):
         kind = "file or folder" if folder_ok else "file"
         raise UsageError(f"{flag}={path} does not exist or is not a {kind}")
-
-
-def plan(cfg: FinetuneRun, out: Path, quiet: bool = False) -> FinetunePlan:
-    """Check every input of a finetune run (raising UsageError / ValueError) without writing anything;
-    the fields that need no torch first."""
-
-    fraction = HELDOUT_FRACTION if cfg.heldout_fraction is None else cfg.heldout_fraction
-    light_checks(cfg, out)
-    if cfg.steps is not None and cfg.warmup_steps > cfg.steps:
-        raise UsageError(f"warmup_steps={cfg.warmup_steps} exceeds steps={cfg.steps}; allowed: 0..steps")
-    if cfg.seed + cfg.repeats - 1 > MAX_SEED:
-        allowed = f"seed + repeats - 1 <= {MAX_SEED}"
-        raise UsageError(f"seed={cfg.seed} with repeats={cfg.repeats} passes {MAX_SEED}; allowed: {allowed}")
-    _check_file("data", cfg.data, folder_ok=cfg.format == "text")
-    _check_file("heldout_data", cfg.heldout_data, folder_ok=cfg.format == "text")
-    _check_file("mc_data", cfg.mc_data)
-    check_device(cfg.device)
-    from llm_validation.finetune import FinetuneConfig  # torch: after the checks that need none
-    from llm_validation.finetune_data import load_examples, read_multiple_choice
-
-    shared = plan_checkpoints(cfg, out, quiet)
-    source, is_folder, revisions = shared["source"], shared["is_folder"], shared["revisions"]
-    tokenizer = load_tokenizer(source, is_folder, revisions[0].name)
-    examples = load_examples(cfg.data, cfg.format, tokenizer, cfg.seq_len)  # DataError: file and row
-    if cfg.heldout_data is not None:
-        train, heldout = examples, load_examples(cfg.heldout_data, cfg.format, tokenizer, cfg.seq_len)
-        how = {"data": cfg.heldout_data, "sha256": _sha256(cfg.heldout_data)}
-    else:
-        if len(examples) < 2:
-            raise UsageError(
-                f"data={cfg.data} gives {len(examples)} example of seq_len={cfg.seq_len}; "
-                "holding some out needs >= 2 (or give heldout_data)"
-            )
-        n_heldout = min(len(examples) - 1, max(1, round(fraction * len(examples))))
-        train, heldout = examples.split(n_heldout)
-        how = {"fraction": fraction, "rule": "the last round(fraction * n) examples (at least 1) of --data"}
-    mc_items = read_multiple_choice(cfg.mc_data) if cfg.mc_data is not None else None
-    config = FinetuneConfig(
-        lr=cfg.lrs[0],
-        steps=cfg.steps,
-        batch_size=cfg.batch_size,
-        warmup_steps=cfg.warmup_steps,
-        reg=cfg.reg,
-        seed=cfg.seed,
-        dtype=cfg.dtype,
-        eval_batch_size=EVAL_BATCH_SIZE,
-    )
-    planned = FinetunePlan(
-        **shared,
-        finetune=config,
-        lrs=list(cfg.lrs),
-        fmt=cfg.format,
-        data={
-            "path": cfg.data if cfg.data.startswith(NAMED) else path_from_run(cfg.data, out),
-            "sha256": _sha256(cfg.data),
-            "n_train": len(train),
-            "n_heldout": len(heldout),
-            "heldout": how,
-        },
-        train=train,
-        heldout=heldout,
-        mc=None
-        if mc_items is None
-        else {"path": path_from_run(cfg.mc_data, out), "sha256": _sha256(cfg.mc_data), "n_items": len(mc_items)},
-        mc_items=mc_items,
-        repeats=cfg.repeats,
-    )
-    out_decision(planned.out, planned.identity())  # a run of another config: refused unless it may be replaced
-    return planned
-
-
-def _new_manifest(plan: FinetunePlan) -> dict:
-    seq_len = int(plan.blocks.shape[1])
-    head = manifest_head(plan, "llm finetune", {"tuned_lr": None}, {"batch_size": EVAL_BATCH_SIZE})
-    return head | {
-        "data": {
-            **plan.data,
-            "format": plan.fmt,
-            "seq_len": seq_len,
-            "tokenizer": f"the tokenizer of {plan.revisions[0].name}",
-        },
-        "mc": plan.mc,
-        "finetune": dataclasses.asdict(plan.finetune) | {"lr": None},
-        "lrs": plan.lrs,
-        "steps": plan.finetune.steps,
-        "reg": plan.finetune.reg,
-        "batch_size": plan.finetune.batch_size,
-        "seq_len": seq_len,
-        "dtype": plan.finetune.dtype,
-        "device": plan.device,
-        "seed": plan.finetune.seed,
-        "repeats": plan.repeats,
-        "threads": plan.threads,
-        "optimizer": "AdamW (fused where available), constant lr after warmup, grad clip 1.0",
-    }
 
 
 def _base_metrics(plan: FinetunePlan, model, tokenizer) -> dict[str, float]:
@@ -281,7 +270,7 @@ def checkpoint_rows(plan: FinetunePlan, revision, base: dict[str, float], points
             lr_policy="",
             diverged=not math.isfinite(value),
             steps_done=0.0,
-            seed=plan.finetune.seed,
+            seed=plan.cfg.seed,
         )
         for metric, value in base.items()
     ]
@@ -291,8 +280,8 @@ def checkpoint_rows(plan: FinetunePlan, revision, base: dict[str, float], points
             dict(
                 modification="finetune",
                 lr=lr,
-                steps=float(plan.finetune.steps),
-                reg=plan.finetune.reg,
+                steps=float(plan.cfg.steps),
+                reg=plan.cfg.reg,
                 metric=metric,
                 value=getattr(point, metric) if point else nan,
                 lr_policy=lr_policy,
@@ -323,29 +312,6 @@ def checkpoint_rows(plan: FinetunePlan, revision, base: dict[str, float], points
     )
 
 
-def measure(plan: FinetunePlan, index: int, revision, progress) -> tuple[pd.DataFrame, object, dict]:
-    """One checkpoint loaded, measured before fine-tuning, then fine-tuned at every lr of the grid in
-    every batch order (``experiments.llm.lifecycle.run_checkpoints``)."""
-    import torch
-
-    from llm_validation.checkpoints import load_checkpoint
-    from llm_validation.finetune import lr_grid, tuned_lr
-
-    model, tokenizer = load_checkpoint(plan.source, revision.name, torch.float32, plan.device)
-    base = _base_metrics(plan, model, tokenizer)
-    progress.update()
-    points = []
-    for seed in plan.seeds:
-        config = dataclasses.replace(plan.finetune, seed=seed)
-        for lr in plan.lrs:  # one lr a call, for the progress bar; each starts from the checkpoint
-            grid = (model, plan.train, plan.heldout, plan.blocks, config, [lr])
-            points += lr_grid(*grid, tokenizer=tokenizer, mc_items=plan.mc_items, accelerator=_accelerator(plan.device))
-            progress.update()
-    first = [p for p in points if p.seed == plan.finetune.seed]
-    notes = {"tuned_lr": tuned_lr(first), "diverged_lrs": sorted({p.lr for p in points if p.diverged})}
-    return checkpoint_rows(plan, revision, base, points), model, notes
-
-
 @functools.cache
 def _accelerator(device: str):
     """One ``Accelerator`` a process (the lr grid reuses it), refused where accelerate places the run
@@ -356,24 +322,6 @@ def _accelerator(device: str):
     if accelerator.device.type != device:
         raise RunFailure(f"--device {device}: accelerate placed the run on {accelerator.device}")
     return accelerator
-
-
-prepare_units = pending_units  # a cluster array: the run started, its pending checkpoints
-
-
-def execute(plan: FinetunePlan, workers: int | None = 1) -> pd.DataFrame:
-    """Fine-tune every checkpoint not yet stored under ``plan.out`` (in ``workers`` processes); write
-    and return the final table (the stored checkpoints' rows, then the inflection rows)."""
-    manifest = start(plan)
-    with marks_failure(plan.out), torch_threads(plan.threads), quiet_transformers(plan.quiet):
-        _accelerator(plan.device)
-        run_checkpoints(plan, manifest, "finetune", "run", 1 + len(plan.lrs) * plan.repeats, measure, workers)
-        return finish_run(plan.out, len(plan.revisions), manifest, finetune_inflection_rows)
-
-
-def execute_unit(plan: FinetunePlan, index: int) -> None:
-    """One checkpoint, stored beside the others: a cluster job's share (``experiments.llm.cluster``)."""
-    execute_checkpoint(plan, index, "finetune", measure)
 
 
 def summary(table: pd.DataFrame) -> str:
@@ -392,9 +340,3 @@ def summary(table: pd.DataFrame) -> str:
     infl = table[table.checkpoint == "inflection"]
     labels = ("tuned" if policy == "tuned" else f"lr={lr:g}" for policy, lr in zip(infl.lr_policy, infl.lr))
     return checkpoint_summary(rows, [base, fixed, tuned_lr, tuned_ppl, tuned_loss], infl, labels)
-
-
-def report(plan: FinetunePlan, table: pd.DataFrame) -> str:
-    """What ``ovt llm finetune`` prints after a run."""
-    head = f"{len(plan.revisions)} checkpoint(s) x {len(plan.lrs)} lr(s), {len(table)} rows -> {plan.out}"
-    return f"{head}\n{summary(table)}"

@@ -44,7 +44,7 @@ def check(cfg) -> None:
 
 
 def manifest_fields(device: str) -> dict:
-    return {"backend": "jax", "devices": [str(d) for d in jax_devices(device)]}
+    return {"devices": [str(d) for d in jax_devices(device)]}
 
 
 def batch_shards(n_devices: int, weight_bytes: int, logit_bytes: int, budget: float) -> int:
@@ -73,16 +73,16 @@ def evaluate_checkpoint(plan, revision, progress) -> tuple[list, dict, dict]:
 
     folder = checkpoint_folder(plan.source, revision.name, plan.is_folder)
     spec = read_spec(folder)
-    weights = load_weights(folder, spec, {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[plan.dtype])
-    devices = jax_devices(plan.device)
+    weights = load_weights(folder, spec, {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[plan.cfg.dtype])
+    devices = jax_devices(plan.cfg.device)
     seq_len = plan.blocks.shape[1]
-    logits = logit_bytes(plan.batch_size, seq_len, spec.vocab_size)
+    logits = logit_bytes(plan.cfg.batch_size, seq_len, spec.vocab_size)
     shards = batch_shards(len(devices), draw_bytes(weights), logits, memory_budget(devices[0]))
     mesh = make_mesh(devices, shards)
     evaluator = DrawEvaluator(
-        OlmoForCausalLM(spec, weights), spec, plan.blocks.numpy(), plan.batch_size, plan.scale, mesh
+        OlmoForCausalLM(spec, weights), spec, plan.blocks.numpy(), plan.cfg.batch_size, plan.cfg.scale, mesh
     )
-    draws = [(0.0, 0)] + [(gamma, seed) for gamma in plan.gammas for seed in range(plan.seeds)]
+    draws = [(0.0, 0)] + [(gamma, seed) for gamma in plan.cfg.gammas for seed in range(plan.cfg.seeds)]
     values = evaluator.perplexities(draws, progress.update)
     results = [("none", math.nan, 0, values[0])]
     results += [("gaussian", gamma, seed, value) for (gamma, seed), value in zip(draws[1:], values[1:])]

@@ -62,6 +62,7 @@ from pathlib import Path
 import pandas as pd
 
 from experiments.llm.config import MAX_STEPS, PretrainRun, record, require
+from experiments.llm.kinds.base import RunKind
 from experiments.llm.lifecycle import RunFailure, quiet_transformers, torch_threads
 from llm_validation.pretrain_config import (
     CHECKPOINT_FILE,
@@ -87,8 +88,6 @@ from rundir.lifecycle import (
 )
 from rundir.tokens import human_tokens
 
-CONFIG = PretrainRun
-HELP = "train a mini OLMo checkpoint series (one run per token budget) and store its perplexity"
 HELDOUT = "heldout.txt"
 EVAL_BATCH_SIZE = 16  # perplexity does not depend on it (a sum over tokens); fixed and recorded
 REPLACEABLE = ("failed", "interrupted", "running")  # a series in this state with no checkpoint holds nothing of value
@@ -98,11 +97,10 @@ REPLACEABLE = ("failed", "interrupted", "running")  # a series in this state wit
 class PretrainPlan:
     """Everything ``pretrain`` needs, checked before anything is written."""
 
-    config: PretrainConfig
+    cfg: PretrainRun  # as given: every setting is read from here
+    config: PretrainConfig  # the library's config of the series, built from ``cfg``
     out: Path
-    max_blocks: int | None
     eval_text: Path | None  # None: the corpus' held-out split (``heldout.txt``)
-    threads: int | None
     quiet: bool
     run_config: dict  # the typed config as given (``experiments.llm.config.record``)
 
@@ -111,26 +109,17 @@ class PretrainPlan:
         return self.out.resolve().name
 
 
+SERIES_FIELDS = ("budgets", "corpus", "mode", "seq_len", "batch_size", "lr", "decay_fraction", "seed",
+                 "vocab_size", "max_train_chars", "max_epochs")  # fmt: skip  # the fields PretrainConfig shares
+
+
 def plan(cfg: PretrainRun, out: Path, quiet: bool = False) -> PretrainPlan:
     """Check every input of a pretrain run (raising UsageError / ValueError) without writing
     anything, and without importing torch."""
     require(cfg)
     out = Path(out)
     check_writable(out)
-    config = PretrainConfig(
-        preset=cfg.size,
-        budgets=cfg.budgets,
-        corpus=cfg.corpus,
-        mode=cfg.mode,
-        seq_len=cfg.seq_len,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        decay_fraction=cfg.decay_fraction,
-        seed=cfg.seed,
-        vocab_size=cfg.vocab_size,
-        max_train_chars=cfg.max_train_chars,
-        max_epochs=cfg.max_epochs,
-    )
+    config = PretrainConfig(preset=cfg.size, **{name: getattr(cfg, name) for name in SERIES_FIELDS})
     for budget in config.budgets:
         steps = budget_steps(budget, config.tokens_per_step)
         if steps > MAX_STEPS:
@@ -144,7 +133,7 @@ def plan(cfg: PretrainRun, out: Path, quiet: bool = False) -> PretrainPlan:
         eval_text = Path(cfg.eval_text).expanduser()
         if not eval_text.is_file():
             raise UsageError(f"eval_text={cfg.eval_text!r} is not a file; give a held-out text or leave it unset")
-    return PretrainPlan(config, out, cfg.max_blocks, eval_text, cfg.threads, quiet, record(cfg, out))
+    return PretrainPlan(cfg, config, out, eval_text, quiet, record(cfg, out))
 
 
 def _check_series(out: Path, config) -> str:
@@ -220,7 +209,7 @@ def _begin(plan: PretrainPlan, previous: dict) -> dict:
         "model": ".",
         "model_kind": "folder",
         "seed": plan.config.seed,
-        "threads": plan.threads,
+        "threads": plan.cfg.threads,
         "versions": versions(),
         "git_commit": git_commit(),
         "started": previous.get("started", now()),
@@ -249,7 +238,7 @@ def _eval_record(plan: PretrainPlan, blocks, heldout: Path) -> dict:
         "sha256": fingerprint.sha256(heldout),
         "seq_len": int(seq_len),
         "n_blocks": int(n_blocks),
-        "max_blocks": plan.max_blocks,
+        "max_blocks": plan.cfg.max_blocks,
         "n_tokens": int(n_blocks * (seq_len - 1)),
         "batch_size": EVAL_BATCH_SIZE,
         "dtype": "float32",
@@ -307,7 +296,7 @@ def execute_unit(plan: PretrainPlan, unit: str | None) -> None:
     from llm_validation.pretrain import pretrain
 
     with quiet_transformers(True):
-        pretrain(plan.config, plan.out, progress=False, threads=plan.threads, only=None if unit is None else [unit])
+        pretrain(plan.config, plan.out, progress=False, threads=plan.cfg.threads, only=None if unit is None else [unit])
 
 
 def execute(plan: PretrainPlan, workers: int | None = 1) -> pd.DataFrame:
@@ -330,12 +319,12 @@ def execute(plan: PretrainPlan, workers: int | None = 1) -> pd.DataFrame:
     previous, manifest = prepare(plan)
     processes = worker_count(workers, len(plan.config.budgets))
     manifest["workers"] = processes
-    with marks_failure(out), torch_threads(plan.threads), quiet_transformers(plan.quiet):
+    with marks_failure(out), torch_threads(plan.cfg.threads), quiet_transformers(plan.quiet):
         try:
-            pretrain(plan.config, out, progress=not plan.quiet, threads=plan.threads, workers=processes)
+            pretrain(plan.config, out, progress=not plan.quiet, threads=plan.cfg.threads, workers=processes)
             heldout = _write_heldout(plan) if plan.eval_text is None else plan.eval_text
             blocks = load_token_blocks(
-                heldout, AutoTokenizer.from_pretrained(out / "tokenizer"), plan.config.seq_len, plan.max_blocks
+                heldout, AutoTokenizer.from_pretrained(out / "tokenizer"), plan.config.seq_len, plan.cfg.max_blocks
             )
         except ValueError as error:  # past the plan, whatever fails is a failure while running (exit 1)
             raise RunFailure(f"{out}: {error}; rerun to resume") from error
@@ -374,3 +363,29 @@ def report(plan: PretrainPlan, table: pd.DataFrame) -> str:
     return f"{len(table)} checkpoint(s) in {plan.out}; eval text {text}\n" + frame.to_string(
         index=False, float_format=lambda v: f"{v:.4g}"
     )
+
+
+class Pretrain(RunKind):
+    """``ovt llm pretrain``: its units are the budgets of a ``separate`` series, else the whole series."""
+
+    name = "pretrain"
+    CONFIG = PretrainRun
+    HELP = "train a mini OLMo checkpoint series (one run per token budget) and store its perplexity"
+
+    def plan(self, cfg: PretrainRun, out: Path, quiet: bool = False) -> PretrainPlan:
+        return plan(cfg, out, quiet)
+
+    def execute(self, plan: PretrainPlan, workers: int | None = 1) -> pd.DataFrame:
+        return execute(plan, workers)
+
+    def prepare_units(self, plan: PretrainPlan) -> list[str | None]:
+        return prepare_units(plan)
+
+    def execute_unit(self, plan: PretrainPlan, unit: str | None) -> None:
+        execute_unit(plan, unit)
+
+    def report(self, plan: PretrainPlan, table: pd.DataFrame) -> str:
+        return report(plan, table)
+
+
+KIND = Pretrain()

@@ -8,7 +8,7 @@ torch is imported: the eval text is read, every chosen checkpoint's ``max_positi
 checked against ``seq_len``, and the eval text is tokenised with *each* checkpoint's own tokenizer,
 refused when two give different token ids (their perplexities would not be comparable).
 
-Bounds (exit 2 beyond them; ``experiments.llm.config.READERS`` checks every number where it is
+Bounds (exit 2 beyond them; each field's reader in ``experiments.llm.config`` checks every number where it is
 read): ``seeds`` 1..10,000 draws per gamma; ``gammas`` / ``lrs`` at most 100 values; token counts
 (``tokens``, ``budgets``) at most 1e15 (1000T); ``seq_len`` from 2 to every checkpoint's
 ``max_position_embeddings`` (its config.json; 128 or 512 for the model sizes); ``batch_size``

@@ -11,7 +11,7 @@
 The run is a ``experiments.llm.config.PretrainRun``: every flag is also a field (``budgets=320K,1.3M``), a preset
 sets several (``experiments.llm.presets``: one per model size, and ``validation``), and a comma list on a scalar
 field sweeps it (``seed=0,1,2``: three series). ``plan(cfg, out)`` checks it, ``execute(plan)``
-runs it (``llm_runs.run_config(cfg, out)`` does both).
+runs it (``experiments.llm.batch.run_config(cfg, out)`` does both).
 
 Budgets are token counts (``320K,1.3M,10M``); each is trained for ``budget / (batch_size * seq_len)``
 steps rounded half up (``PretrainConfig``), and the checkpoint is named by the exact count.

@@ -32,8 +32,8 @@ from paper_figures import explorer as figures
 TARGET_S = 0.5
 REPEATS = 3
 D = explore.DEFAULT
-ROTATED = dataclasses.replace(D, rank=16, task="rotated", theta=0.25)
-CORRELATED = dataclasses.replace(D, rank=16, task="correlated", rho=0.25)
+ROTATED = dataclasses.replace(D, rank=16, finetune_task="rotated", theta=0.25)
+CORRELATED = dataclasses.replace(D, rank=16, finetune_task="correlated", rho=0.25)
 # (control, base setup, cold change, warm changes): every value not visited before in its phase.
 CHANGES = [
     ("alpha", D, dict(alpha=1.3), [dict(alpha=a) for a in (0.8, 0.9, 1.2)]),
@@ -42,13 +42,28 @@ CHANGES = [
     ("u0", D, dict(u0=1e-4), [dict(u0=u) for u in (1e-8, 1e-9, 1e-5)]),
     ("depth", D, dict(depth=3), [dict(depth=d) for d in (4, 1, 3)]),
     ("gamma", D, dict(gamma=0.3), [dict(gamma=g) for g in (0.4, 0.5, 0.6)]),
-    ("sigma", D, dict(sigma=0.125), [dict(sigma=s) for s in (0.25, 0.0884, 0.2)]),
+    ("sigma", D, dict(init_std=0.125), [dict(init_std=s) for s in (0.25, 0.0884, 0.2)]),
     ("lr", D, dict(lr=0.04), [dict(lr=r) for r in (0.08, 0.16, 0.01)]),
     ("steps", D, dict(steps=200), [dict(steps=s) for s in (50, 400, 25)]),
-    ("lambda", D, dict(lam=0.3), [dict(lam=v) for v in (1.0, 3.0, 0.2)]),
-    ("task permuted", D, dict(task="permuted"), [dict(task="permuted", alpha=a) for a in (1.1, 0.7, 1.4)]),
-    ("task rotated", D, dict(rank=16, task="rotated"), [dict(rank=r, task="rotated") for r in (8, 12, 4)]),
-    ("task correlated", D, dict(rank=16, task="correlated"), [dict(rank=r, task="correlated") for r in (24, 8, 30)]),
+    ("lambda", D, dict(reg=0.3), [dict(reg=v) for v in (1.0, 3.0, 0.2)]),
+    (
+        "task permuted",
+        D,
+        dict(finetune_task="permuted"),
+        [dict(finetune_task="permuted", alpha=a) for a in (1.1, 0.7, 1.4)],
+    ),
+    (
+        "task rotated",
+        D,
+        dict(rank=16, finetune_task="rotated"),
+        [dict(rank=r, finetune_task="rotated") for r in (8, 12, 4)],
+    ),
+    (
+        "task correlated",
+        D,
+        dict(rank=16, finetune_task="correlated"),
+        [dict(rank=r, finetune_task="correlated") for r in (24, 8, 30)],
+    ),
     ("theta (rotated)", ROTATED, dict(theta=0.5), [dict(theta=t) for t in (1.0, 0.75, 1.25)]),
     ("rho (correlated)", CORRELATED, dict(rho=0.5), [dict(rho=r) for r in (-0.5, 0.75, -0.25)]),
 ]

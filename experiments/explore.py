@@ -17,37 +17,29 @@ Speed: the spectrum is padded with zero modes (s_i = u0_i = 0: they stay 0 under
 add exactly nothing) to ``D`` modes, so rank, alpha, s1, u0, gamma, sigma, lr, steps (aligned), lambda,
 theta and rho are traced values of one compiled function per (path, depth, lambda = 0 or not, steps on
 the GD path); the landscapes are vmapped in the same call, and the GD path builds its teacher inside it
-(``_haar``: a new rank compiles nothing). T* is ``measure.inflection`` of the grid; for
+(``tasks.padded_task_pair``: a new rank compiles nothing). T* is ``measure.inflection`` of the grid; for
 the closed form an interior minimum is refined on ``experiments.sweep.compute.REFINE_POINTS`` times inside its grid
 bracket, as ``ovt theory`` stores it, so the explorer's T* of a preset's setup is the stored T*.
 
-``store_overlay`` loads any result store (``rundir.store``) and fits each family as ``ovt compare``
-does (``compare.fit_family``; no bootstrap: the point fit), giving the map T = kappa x tokens.
+``experiments.overlay.store_overlay`` lays a result store over it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import gc
-import os
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pandas as pd
 
-from analysis.families import fittable
 from analysis.inflection import vertex_minimum
 from analysis.landscape import local_minima
-from experiments import compare
 from experiments.sweep import compute as theory_run
 from experiments.sweep import presets
-from experiments.sweep.config import TheoryConfig, cells, coerce
-from rundir import store
-from theory import _random, closed_form, measure, network, perturbation, prediction, protocol, tasks
+from experiments.sweep.config import TheoryConfig, coerce
+from theory import closed_form, measure, network, perturbation, prediction, protocol, tasks
 
 BASE = presets.BASE
 D = BASE.d_in  # d_in = h = d_out: the default setup's widths, and the most modes a setup has
@@ -73,8 +65,9 @@ CURVES = (
 
 @dataclasses.dataclass(frozen=True)
 class Setup:
-    """The explorer's knobs: spectrum s_i = s1 i^-alpha (i <= rank), init strength u0, depth, noise
-    gamma * sigma on every layer, fine-tuning lr x steps with an L2 pull lam, and the task B."""
+    """The explorer's knobs, each a ``TheoryConfig`` field of the same name: spectrum s_i = s1 i^-alpha
+    (i <= rank), init strength u0, depth, noise gamma x init_std on every layer, fine-tuning lr x steps
+    with an L2 pull reg, and the task B (``finetune_task``)."""
 
     alpha: float = BASE.alpha
     rank: int = BASE.rank
@@ -82,11 +75,11 @@ class Setup:
     u0: float = BASE.u0
     depth: int = BASE.depth
     gamma: float = BASE.gamma
-    sigma: float = BASE.init_std
+    init_std: float = BASE.init_std
     lr: float = BASE.lr
     steps: int = BASE.steps
-    lam: float = BASE.reg
-    task: str = BASE.finetune_task
+    reg: float = BASE.reg
+    finetune_task: str = BASE.finetune_task
     theta: float = BASE.theta
     rho: float = BASE.rho
 
@@ -95,22 +88,21 @@ class Setup:
         gamma=None, a string), a non-finite one or one outside float32, a value out of its range, a
         task the explorer does not show. A whole float for rank, depth or steps becomes its int, any
         real number for the other numeric knobs a float."""
-        if self.task not in TASKS:
-            raise ValueError(f"task={self.task!r} is not allowed; choose one of: {', '.join(TASKS)}")
-        with _knob_names():
-            for knob, field in KNOBS.items():
-                object.__setattr__(self, knob, coerce(field, getattr(self, knob), knob))
+        if self.finetune_task not in TASKS:
+            allowed = ", ".join(TASKS)
+            raise ValueError(f"finetune_task={self.finetune_task!r} is not allowed; choose one of: {allowed}")
+        for knob in KNOBS:
+            object.__setattr__(self, knob, coerce(knob, getattr(self, knob)))
         self.config()
 
     def config(self) -> TheoryConfig:
         """The same point as a ``TheoryConfig`` (widths D, the presets' time grid); ValueError naming a
         bad knob (``config.check``)."""
-        with _knob_names():
-            return dataclasses.replace(
-                BASE,
-                **{field: getattr(self, knob) for knob, field in KNOBS.items()},
-                method="closed_form" if self.task in ALIGNED else "flow",
-            )
+        return dataclasses.replace(
+            BASE,
+            **{knob: getattr(self, knob) for knob in KNOBS},
+            method="closed_form" if self.finetune_task in ALIGNED else "flow",
+        )
 
     @classmethod
     def from_config(cls, cfg: TheoryConfig) -> Setup | None:
@@ -124,43 +116,10 @@ class Setup:
             return None
         if cfg.imbalance or cfg.finetune_samples or cfg.task_seed != BASE.task_seed:
             return None
-        return cls(
-            cfg.alpha,
-            cfg.rank,
-            cfg.s1,
-            cfg.u0,
-            cfg.depth,
-            cfg.gamma,
-            cfg.init_std,
-            cfg.lr,
-            cfg.steps,
-            cfg.reg,
-            cfg.finetune_task,
-            cfg.theta,
-            cfg.rho,
-        )
+        return cls(**{knob: getattr(cfg, knob) for knob in KNOBS})
 
 
-# The ``TheoryConfig`` field each knob of a ``Setup`` sets.
-KNOBS = {
-    **{knob: knob for knob in ("alpha", "rank", "s1", "u0", "depth", "gamma", "lr", "steps", "theta", "rho")},
-    "sigma": "init_std",
-    "lam": "reg",
-    "task": "finetune_task",
-}
-
-
-@contextlib.contextmanager
-def _knob_names():
-    """Re-raise a ``config`` ValueError, which names config fields, with the ``Setup``'s knob names."""
-    try:
-        yield
-    except ValueError as error:
-        message = str(error)
-        for knob, field in KNOBS.items():
-            if knob != field:
-                message = message.replace(f"{field}=", f"{knob}=").replace(f"|{field}|", f"|{knob}|")
-        raise ValueError(message) from None
+KNOBS = tuple(f.name for f in dataclasses.fields(Setup))
 
 
 DEFAULT = Setup()
@@ -214,9 +173,9 @@ def _permutation(cfg: TheoryConfig) -> np.ndarray:
     return np.concatenate([head, np.arange(r, D)]).astype(np.int32)
 
 
-def _aligned_curves(depth: int, lam, s, b, u0, T, gamma, sigma, tau) -> protocol.Curves:
+def _aligned_curves(depth: int, reg, s, b, u0, T, gamma, sigma, tau) -> protocol.Curves:
     return protocol.closed_form_curves(
-        s, b, u0, T, gamma=gamma, sigma1=sigma, sigma2=sigma, d_in=D, h=D, d_out=D, tau=tau, lam=lam, depth=depth,
+        s, b, u0, T, gamma=gamma, sigma1=sigma, sigma2=sigma, d_in=D, h=D, d_out=D, tau=tau, reg=reg, depth=depth,
         dt_max=BASE.dt_max,
     )  # fmt: skip
 
@@ -227,16 +186,16 @@ def _predicted(s_pred, u0, gammas, sigma):
 
 @functools.cache
 def _aligned(depth: int, pull: bool):
-    """jit: (modes, T, gamma, sigma, tau, lam, taus, gammas) -> (Curves, fine-tuned L_A over taus,
-    perturbed L_A over gammas, T*_pred over [gamma, *gammas]). ``pull`` False keeps lam a Python 0
+    """jit: (modes, T, gamma, sigma, tau, reg, taus, gammas) -> (Curves, fine-tuned L_A over taus,
+    perturbed L_A over gammas, T*_pred over [gamma, *gammas]). ``pull`` False keeps reg a Python 0
     (the logistic law at depth 2)."""
 
-    def run(modes, T, gamma, sigma, tau, lam, taus, gammas):
+    def run(modes, T, gamma, sigma, tau, reg, taus, gammas):
         s, b, u0, s_pred = _modes(*modes)
-        lam = lam if pull else 0.0
-        curves = _aligned_curves(depth, lam, s, b, u0, T, gamma, sigma, tau)
-        by_tau = jax.vmap(lambda t: _aligned_curves(depth, lam, s, b, u0, T, gamma, sigma, t).finetuned_pretrain_loss)
-        by_gamma = jax.vmap(lambda g: _aligned_curves(depth, lam, s, b, u0, T, g, sigma, tau).perturbed_pretrain_loss)
+        reg = reg if pull else 0.0
+        curves = _aligned_curves(depth, reg, s, b, u0, T, gamma, sigma, tau)
+        by_tau = jax.vmap(lambda t: _aligned_curves(depth, reg, s, b, u0, T, gamma, sigma, t).finetuned_pretrain_loss)
+        by_gamma = jax.vmap(lambda g: _aligned_curves(depth, reg, s, b, u0, T, g, sigma, tau).perturbed_pretrain_loss)
         pred = _predicted(s_pred, modes[3], jnp.concatenate([gamma[None], gammas]), sigma)
         return curves, by_tau(taus), by_gamma(gammas), pred
 
@@ -247,12 +206,12 @@ def _aligned(depth: int, pull: bool):
 def _aligned_local(depth: int, pull: bool):
     """jit: the two ``experiments.sweep.compute.INFLECTIONS`` curves on times of their own, (2, P) -> (2, P)."""
 
-    def run(modes, local, gamma, sigma, tau, lam):
+    def run(modes, local, gamma, sigma, tau, reg):
         s, b, u0, _ = _modes(*modes)
-        lam = lam if pull else 0.0
+        reg = reg if pull else 0.0
         return jnp.stack(
             [
-                getattr(_aligned_curves(depth, lam, s, b, u0, T, gamma, sigma, tau), name)
+                getattr(_aligned_curves(depth, reg, s, b, u0, T, gamma, sigma, tau), name)
                 for T, (_, name) in zip(local, theory_run.INFLECTIONS)
             ]
         )
@@ -267,60 +226,27 @@ def _strengths(depth: int, s, u0, T):
     return closed_form.mode_flow(jnp.full_like(s, u0 ** (1.0 / depth)), s, T, depth, dt_max=BASE.dt_max)
 
 
-def _haar(key, n: int, rank, rotate_from=None):
-    """``tasks.random_orthonormal(key, n, rank)`` (or, given Q, the Q_perp of ``tasks.rotated``) for a
-    traced rank, padded with zero columns to D. The (n, r) draw of the ``rbg`` stream that theory's
-    teachers use is the first n r numbers of a longer draw (row-major), so one (n, D) draw is masked to
-    those r columns; Householder QR keeps a zero column zero and gives the first r columns as the (n, r)
-    QR does, to rounding (``test_explore`` compares the teachers)."""
-    flat = _random.normal(key, (n * D,))
-    i, j = np.arange(n)[:, None], np.arange(D)[None, :]
-    real = j < rank
-    G = jnp.where(real, flat[jnp.where(real, i * rank + j, 0)], 0.0)
-    if rotate_from is not None:  # tasks.rotated: the part of G orthogonal to span(Q), no sign fix
-        G = G - rotate_from @ (rotate_from.T @ G)
-        return jnp.where(real, jnp.linalg.qr(G)[0], 0.0)
-    q, r = jnp.linalg.qr(G)
-    return q * jnp.sign(jnp.diagonal(r))  # sign(0) = 0: the padded columns stay zero
-
-
-def _task_matrices(key, rank, s, b, theta, rho, rotated):
-    """(U, V, A, B) of a misaligned task inside a trace, as ``experiments.sweep.compute.cell_curves`` builds them
-    (``tasks.teacher``, then ``tasks.rotated`` by theta with B's spectrum b, or ``tasks.correlated_matrix``
-    by rho), with U, V and every spectrum padded to D modes."""
-    ku, kv = jax.random.split(key)
-    U, V = _haar(ku, D, rank), _haar(kv, D, rank)
-    A = (U * s) @ V.T
-    task_key = jax.random.fold_in(key, 7)
-    ru, rv = jax.random.split(jax.random.fold_in(task_key, 1))
-    rot = lambda k, Q: Q * jnp.cos(theta) + _haar(k, D, rank, Q) * jnp.sin(theta)  # noqa: E731 (tasks._rotate)
-    pu, pv = jax.random.split(jax.random.fold_in(task_key, 2))
-    perp = (_haar(pu, D, rank) * s) @ _haar(pv, D, rank).T
-    B = jnp.where(rotated, (rot(ru, U) * b) @ rot(rv, V).T, jnp.sqrt(1.0 - rho**2) * perp + rho * A)
-    return U, V, A, B
-
-
 @functools.cache
 def _gd(depth: int, steps: int):
-    """jit for misaligned B: (modes, key, task, T, gamma, sigma, lr, lam, lrs, T_lrs, gammas) ->
+    """jit for misaligned B: (modes, key, task, T, gamma, sigma, lr, reg, lrs, T_lrs, gammas) ->
     (Curves, fine-tuned L_A over (lrs, T_lrs), perturbed L_A over (gammas, T), T*_pred); ``task`` =
     (theta, rho, rotated?). The teacher is built inside, so a new rank, theta or rho compiles nothing."""
     sigmas = lambda sigma: (sigma,) * depth  # noqa: E731
 
-    def run(modes, key, task, T, gamma, sigma, lr, lam, lrs, T_lrs, gammas):
+    def run(modes, key, task, T, gamma, sigma, lr, reg, lrs, T_lrs, gammas):
         s, b, u0, s_pred = _modes(*modes)
-        U, V, A, B = _task_matrices(key, modes[2], s, b, *task)
+        U, V, A, B = tasks.padded_task_pair(key, modes[2], s, b, *task)
 
         def nets(T):
             return jax.vmap(lambda u: network.init_aligned_balanced(U, V, u, D, depth))(_strengths(depth, s, u0, T))
 
         Ws = nets(T)
-        curves = protocol.simulated_curves(Ws, A, B, gamma=gamma, sigmas=sigmas(sigma), lr=lr, steps=steps, lam=lam)
+        curves = protocol.simulated_curves(Ws, A, B, gamma=gamma, sigmas=sigmas(sigma), lr=lr, steps=steps, reg=reg)
         Ws_lr = nets(T_lrs)
         by_lr = jax.vmap(
             lambda r: (
                 protocol.simulated_curves(
-                    Ws_lr, A, B, gamma=gamma, sigmas=sigmas(sigma), lr=r, steps=steps, lam=lam
+                    Ws_lr, A, B, gamma=gamma, sigmas=sigmas(sigma), lr=r, steps=steps, reg=reg
                 ).finetuned_pretrain_loss
             )
         )(lrs)
@@ -374,10 +300,10 @@ def explore(setup: Setup = DEFAULT) -> Result:
     modes = (f(cfg.alpha), f(cfg.s1), jnp.int32(cfg.rank), f(cfg.u0), jnp.asarray(_permutation(cfg)))
     gammas = f(LANDSCAPE_GAMMAS)
     args = (f(cfg.gamma), f(cfg.init_std))
-    pull, lam = cfg.reg != 0, f(cfg.reg)
+    pull, reg = cfg.reg != 0, f(cfg.reg)
     if cfg.finetune_task in ALIGNED:
         tau, taus = f(cfg.lr * cfg.steps), f(LANDSCAPE_LRS * cfg.steps)
-        c, by_lr, by_gamma, pred = _aligned(cfg.depth, pull)(modes, f(T), *args, tau, lam, taus, gammas)
+        c, by_lr, by_gamma, pred = _aligned(cfg.depth, pull)(modes, f(T), *args, tau, reg, taus, gammas)
         lr_values, T_lr = LANDSCAPE_LRS, T
     else:
         rotated = cfg.finetune_task == "rotated"
@@ -387,7 +313,7 @@ def explore(setup: Setup = DEFAULT) -> Result:
         t_stride = GD_T_STRIDE * max(1, cfg.steps // BASE.steps)
         lr_values, T_lr = LANDSCAPE_LRS[GD_LR_STRIDE // 2 :: GD_LR_STRIDE], T[::t_stride]
         c, by_lr, by_gamma, pred = _gd(cfg.depth, cfg.steps)(
-            modes, _task_key(cfg.task_seed), task, f(T), *args, f(cfg.lr), lam, f(lr_values), f(T_lr), gammas
+            modes, _task_key(cfg.task_seed), task, f(T), *args, f(cfg.lr), reg, f(lr_values), f(T_lr), gammas
         )
     curves = {name: np.asarray(getattr(c, name), float) for name in CURVES}
     y = np.stack([np.asarray(getattr(c, name)) for _, name in theory_run.INFLECTIONS])
@@ -395,7 +321,7 @@ def explore(setup: Setup = DEFAULT) -> Result:
     kind = measure.inflection_kind(T, y)
     if cfg.finetune_task in ALIGNED:  # the closed form is refined; GD runs keep the grid estimate (as stored)
         local = _aligned_local(cfg.depth, pull)
-        t_star = _refined(T, y, t_star, kind, lambda t: local(modes, t, *args, tau, lam))
+        t_star = _refined(T, y, t_star, kind, lambda t: local(modes, t, *args, tau, reg))
     names = [m for m, _ in theory_run.INFLECTIONS]
     # The prediction is the aligned depth-2 model's (``theory.prediction``); noise does not see B.
     pred = np.asarray(pred, float) if cfg.depth == 2 else np.full(1 + LANDSCAPE_GAMMAS.size, np.nan)
@@ -420,106 +346,8 @@ def warm(depths=(1, 2, 3, 4)) -> None:
     JAX's compiled functions and caches are ~270k long-lived objects that every full collection walks
     again (0.16-0.18 s measured), a pause that otherwise lands on a re-render now and then."""
     for depth in depths:
-        for lam in (0.0, 0.1):
-            explore(Setup(depth=depth, lam=lam))
-    explore(Setup(rank=D // 2, task="rotated"))
+        for reg in (0.0, 0.1):
+            explore(Setup(depth=depth, reg=reg))
+    explore(Setup(rank=D // 2, finetune_task="rotated"))
     gc.collect()
     gc.freeze()
-
-
-# ----------------------------------------------------------------------------------------- stores
-
-
-@dataclasses.dataclass(frozen=True)
-class Overlay:
-    """A loaded store: its fitted families (``ovt compare``'s entries, no bootstrap), the runs that had
-    nothing to fit and why, and for theory runs the stored T* of every cell the explorer can show."""
-
-    path: str
-    fits: list[dict]
-    skipped: list[str]
-    stored: pd.DataFrame  # setup, modification, stored T*, kind
-
-    def kappa(self) -> dict[str, float]:
-        """{family: kappa} of the fitted map T_flow = kappa x T_store (tokens for an LLM store)."""
-        return {f["name"]: f["linear_model"]["params"]["kappa"] for f in self.fits}
-
-    def stored_t_star(self, setup: Setup, modification: str) -> float | None:
-        """The stored T* of ``setup``'s cell for ``modification`` (gaussian, finetune); None if absent.
-        Refuses a ``setup`` that is not a ``Setup`` and another ``modification``."""
-        if not isinstance(setup, Setup):
-            raise ValueError(f"setup={setup!r} must be an explore.Setup")
-        allowed = [m for m, _ in theory_run.INFLECTIONS]
-        if modification not in allowed:
-            raise ValueError(f"modification={modification!r} is not allowed; choose one of: {', '.join(allowed)}")
-        rows = self.stored[(self.stored.setup == setup) & (self.stored.modification == modification)]
-        return float(rows.t_star.iloc[0]) if len(rows) else None
-
-
-def _config_from_manifest(manifest: dict) -> TheoryConfig | None:
-    """The ``TheoryConfig`` a theory run's manifest records (``config.to_dict``), or None."""
-    recorded = manifest.get("config")
-    if manifest.get("source") != "theory" or not isinstance(recorded, dict):
-        return None
-    fields = {f.name: f for f in dataclasses.fields(TheoryConfig)}
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in recorded.items() if k in fields and k != "grid"}
-    grid = tuple((k, tuple(v)) for k, v in recorded.get("grid", {}).items())
-    try:
-        return TheoryConfig(**values, grid=grid)
-    except (TypeError, ValueError):
-        return None
-
-
-def _stored_rows(run: Path, frame: pd.DataFrame) -> list[dict]:
-    """(setup, modification, T*, kind) of every stored inflection row of a theory run whose cell the
-    explorer can show."""
-    cfg = _config_from_manifest(store.read_manifest(run))
-    if cfg is None:
-        return []
-    names = [n for n, _ in cfg.grid]
-    inflection = frame[frame.checkpoint == "inflection"]
-    found = []
-    for cell in cells(cfg):
-        setup = Setup.from_config(cell)
-        if setup is None:
-            continue
-        for modification, _ in theory_run.INFLECTIONS:
-            rows = inflection[inflection.modification == modification]
-            for name in names:  # a gaussian row has no lr (NaN): its curve does not depend on it
-                if name in rows and rows[name].notna().any():
-                    rows = rows[rows[name].isna() | np.isclose(rows[name].astype(float), float(getattr(cell, name)))]
-            if len(rows):
-                found.append(
-                    {
-                        "setup": setup,
-                        "modification": modification,
-                        "t_star": float(rows.value.iloc[0]),
-                        "kind": str(rows.t_star_kind.iloc[0]),
-                    }
-                )
-    return found
-
-
-def store_overlay(path: Path | str) -> Overlay:
-    """Load every run under ``path`` (``rundir.store``), fit each family as ``ovt compare`` does
-    (point fit, ``n_boot`` 0), and collect theory runs' stored T*. ValueError naming the path when it
-    holds no run, or ``path`` when it is not a path."""
-    if not isinstance(path, (str, os.PathLike)):
-        raise ValueError(f"path={path!r} must be a path (str or pathlib.Path) to a result store")
-    runs = store.find_runs(path) if Path(path).exists() else []
-    if not runs:
-        raise ValueError(f"store {path} holds no run directory (manifest.json + metrics.parquet)")
-    fits, skipped, stored = [], [], []
-    for run, name in zip(runs, store.run_names(runs)):
-        frame = store.load(run)
-        found, reasons = compare.families(frame, name)
-        skipped += reasons
-        for fam in found:
-            reason = fittable(fam, None)
-            if reason:
-                skipped.append(reason)
-                continue
-            fits.append(compare.fit_family(fam, 0, 0, None, D))
-        stored += _stored_rows(run, frame)
-    columns = ["setup", "modification", "t_star", "kind"]
-    return Overlay(str(path), fits, skipped, pd.DataFrame(stored, columns=columns))

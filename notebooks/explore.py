@@ -19,6 +19,7 @@ with app.setup:
     import marimo as mo
 
     from experiments import explore
+    from experiments.overlay import store_overlay
     from paper_figures import explorer as figures
 
     SLIDER = dict(show_value=True, full_width=True)
@@ -51,32 +52,32 @@ def _():
     depth = mo.ui.slider(1, 4, 1, value=default.depth, label="depth", **SLIDER)
     gamma = mo.ui.slider(steps=list(explore.GAMMA_STOPS), value=default.gamma, label="gamma", **SLIDER)
     sigma = mo.ui.slider(
-        steps=[0.0884, 0.125, 0.1768, 0.25], value=0.1768, label="sigma (1/sqrt(32) = 0.1768)", **SLIDER
+        steps=[0.0884, 0.125, 0.1768, 0.25], value=0.1768, label="init_std sigma (1/sqrt(32) = 0.1768)", **SLIDER
     )
     lr = mo.ui.slider(steps=[0.005, 0.01, 0.02, 0.04, 0.08, 0.16], value=default.lr, label="fine-tuning lr", **SLIDER)
     steps = mo.ui.slider(steps=[25, 50, 100, 200, 400], value=default.steps, label="fine-tuning steps", **SLIDER)
-    lam = mo.ui.slider(steps=[0.0, 0.1, 0.3, 1.0, 3.0], value=default.lam, label="L2 pull lambda", **SLIDER)
-    task = mo.ui.dropdown(list(explore.TASKS), value=default.task, label="task B")
+    reg = mo.ui.slider(steps=[0.0, 0.1, 0.3, 1.0, 3.0], value=default.reg, label="L2 pull lambda", **SLIDER)
+    task = mo.ui.dropdown(list(explore.TASKS), value=default.finetune_task, label="task B")
     theta = mo.ui.slider(0.0, 1.5, 0.05, value=default.theta, label="rotation theta (rotated)", **SLIDER)
     rho = mo.ui.slider(-1.0, 1.0, 0.05, value=default.rho, label="correlation rho (correlated)", **SLIDER)
     mo.hstack(
         [
             mo.vstack([mo.md("**spectrum and network**"), alpha, rank, s1, u0, depth]),
-            mo.vstack([mo.md("**noise and fine-tuning**"), gamma, sigma, lr, steps, lam]),
+            mo.vstack([mo.md("**noise and fine-tuning**"), gamma, sigma, lr, steps, reg]),
             mo.vstack([mo.md("**task B**"), task, theta, rho]),
         ],
         widths="equal",
     )
-    return alpha, depth, gamma, lam, lr, rank, rho, s1, sigma, steps, task, theta, u0
+    return alpha, depth, gamma, reg, lr, rank, rho, s1, sigma, steps, task, theta, u0
 
 
 @app.cell
-def _(alpha, depth, gamma, lam, lr, rank, rho, s1, sigma, steps, task, theta, u0):
+def _(alpha, depth, gamma, reg, lr, rank, rho, s1, sigma, steps, task, theta, u0):
     # sigma's slider shows 4 digits; its 1/sqrt(32) stop is the default setup's exact value.
-    sigma_value = explore.DEFAULT.sigma if sigma.value == 0.1768 else sigma.value
+    sigma_value = explore.DEFAULT.init_std if sigma.value == 0.1768 else sigma.value
     setup = explore.Setup(
         alpha.value, rank.value, s1.value, u0.value, depth.value, gamma.value, sigma_value, lr.value, steps.value,
-        lam.value, task.value, theta.value, rho.value,
+        reg.value, task.value, theta.value, rho.value,
     )  # fmt: skip
     return (setup,)
 
@@ -146,7 +147,7 @@ def _(store_path):
 @app.cell
 def _(store_dir):
     try:
-        overlay, store_problem = explore.store_overlay(store_dir), None
+        overlay, store_problem = store_overlay(store_dir), None
     except ValueError as error:
         overlay, store_problem = None, str(error)
     return overlay, store_problem
@@ -178,7 +179,7 @@ def _():
 
         ```python
         from experiments.explore import Setup, explore
-        result = explore(Setup(alpha=1.5, rank=16, task="permuted", gamma=0.3))
+        result = explore(Setup(alpha=1.5, rank=16, finetune_task="permuted", gamma=0.3))
         result.t_star     # {'gaussian': T* of the perturbed L_A, 'finetune': T* of the fine-tuned L_A}
         result.predicted  # theory.prediction's T* for the perturbed L_A
         ```
@@ -189,7 +190,7 @@ def _():
 
 @app.cell
 def _():
-    hypothesis = explore.explore(explore.Setup(alpha=1.5, rank=16, task="permuted", gamma=0.3))
+    hypothesis = explore.explore(explore.Setup(alpha=1.5, rank=16, finetune_task="permuted", gamma=0.3))
     mo.md(figures.t_star_text(hypothesis))
     return (hypothesis,)
 

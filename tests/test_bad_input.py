@@ -47,7 +47,7 @@ THEORY = [
     (["theory", "smoke", "lr=-inf"], "lr='-inf' must be a finite number"),
     (["theory", "smoke", "n_t=1e400"], "n_t='1e400' must be a whole number"),
     (["theory", "smoke", "n_t=1000000000"], "n_t=1000000000 is too large; allowed: <= 10,000"),
-    (["theory", "smoke", "n_draws=1000000000"], "n_draws=1000000000 is too large"),
+    (["theory", "smoke", "n_draws=8"], "override key 'n_draws' is unknown"),
     (["theory", "smoke", "depth=100"], "depth=100 is too large"),
     (["theory", "smoke", "steps=0"], "steps=0 must be > 0"),
     (["theory", "smoke", "chunk_size=0"], "chunk_size=0 must be > 0"),

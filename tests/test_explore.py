@@ -95,10 +95,10 @@ def test_notebook_overlays_the_reference_llm_store_with_ovt_compares_map():
 
 def test_padding_to_d_modes_changes_nothing():
     """rank < D is computed on D modes, the extra ones at s = u0 = 0: the curves are the rank-r model's."""
-    setup = dataclasses.replace(explore.DEFAULT, rank=12, alpha=1.3, depth=2, lam=0.0)
+    setup = dataclasses.replace(explore.DEFAULT, rank=12, alpha=1.3, depth=2, reg=0.0)
     got = explore.explore(setup)
     s = tasks.power_law_spectrum(12, 1.0, 1.3)
-    sigma = setup.sigma
+    sigma = setup.init_std
     c = protocol.closed_form_curves(
         s, tasks.reversed_spectrum(s), setup.u0, got.T, gamma=setup.gamma, sigma1=sigma, sigma2=sigma,
         d_in=32, h=32, d_out=32, tau=setup.lr * setup.steps,
@@ -111,7 +111,7 @@ def test_gd_path_agrees_with_the_closed_form_at_theta_zero():
     """B rotated by theta = 0 is the reversed spectrum on A's vectors: the same pre-training (exact), and
     100 GD steps of lr 0.02 close to flow time 2 (first-order error in lr)."""
     aligned = explore.explore(dataclasses.replace(explore.DEFAULT, rank=16))
-    gd = explore.explore(dataclasses.replace(explore.DEFAULT, rank=16, task="rotated", theta=0.0))
+    gd = explore.explore(dataclasses.replace(explore.DEFAULT, rank=16, finetune_task="rotated", theta=0.0))
     for name in ("pretrain_loss", "perturbed_pretrain_loss", "finetune_loss"):
         np.testing.assert_allclose(gd.curves[name], aligned.curves[name], rtol=1e-3, atol=1e-7, err_msg=name)
     np.testing.assert_allclose(
@@ -121,15 +121,16 @@ def test_gd_path_agrees_with_the_closed_form_at_theta_zero():
 
 
 def test_teacher_built_inside_the_trace_is_the_one_theory_draws():
-    """The GD path builds its teacher for a traced rank from one (32, 32) draw, taking the (32, r) draw of
-    the rbg stream as its first 32 r numbers: U, V, A and B are ``tasks``' (what ``compute.cell_curves``
-    builds) up to float rounding, padded with zero columns (each eager rank costs ~1 s: three ranks)."""
+    """The GD path builds its teacher for a traced rank (``tasks.padded_task_pair``) from one (32, 32)
+    draw, taking the (32, r) draw of the rbg stream as its first 32 r numbers: U, V, A and B are
+    ``tasks``' (what ``compute.cell_curves`` builds) up to float rounding, padded with zero columns
+    (each eager rank costs ~1 s: three ranks)."""
     key = jax.random.PRNGKey(explore.BASE.task_seed)
     full = np.asarray(_random.normal(key, (32 * 32,)))
     assert np.array_equal(np.asarray(_random.normal(key, (32, 5))).ravel(), full[: 32 * 5])
-    build = jax.jit(explore._task_matrices)
+    build = jax.jit(tasks.padded_task_pair)
     for task, rank in (("rotated", 5), ("rotated", 16), ("correlated", 32)):
-        cfg = explore.Setup(rank=rank, task=task, alpha=1.2, theta=0.7, rho=0.3).config()
+        cfg = explore.Setup(rank=rank, finetune_task=task, alpha=1.2, theta=0.7, rho=0.3).config()
         s, b = theory_run.spectra(cfg)
         teacher = tasks.teacher(key, s, 32, 32)
         task_key = jax.random.fold_in(key, 7)
@@ -145,7 +146,11 @@ def test_teacher_built_inside_the_trace_is_the_one_theory_draws():
         np.testing.assert_allclose(A, teacher.matrix, atol=2e-7, err_msg=task)
         np.testing.assert_allclose(B, expected, atol=2e-6, err_msg=task)
     # So a new rank, theta, rho or misaligned task reuses the GD path's one compiled function.
-    for knobs in (dict(rank=16, task="rotated"), dict(rank=7, task="rotated", theta=1.1), dict(task="correlated")):
+    for knobs in (
+        dict(rank=16, finetune_task="rotated"),
+        dict(rank=7, finetune_task="rotated", theta=1.1),
+        dict(finetune_task="correlated"),
+    ):
         explore.explore(dataclasses.replace(explore.DEFAULT, **knobs))
     assert explore._gd(explore.DEFAULT.depth, explore.DEFAULT.steps)._cache_size() == 1
 
@@ -161,7 +166,7 @@ def test_blitted_screen_is_the_figure_drawn_whole():
         explore.DEFAULT,
         dataclasses.replace(explore.DEFAULT, gamma=0.5, lr=0.16, alpha=1.4, s1=2.0),
         dataclasses.replace(explore.DEFAULT, depth=1),  # no prediction: another frame
-        dataclasses.replace(explore.DEFAULT, rank=16, task="rotated", theta=0.5),  # the GD landscape's frame
+        dataclasses.replace(explore.DEFAULT, rank=16, finetune_task="rotated", theta=0.5),  # the GD landscape's frame
         dataclasses.replace(explore.DEFAULT, u0=1e-8, gamma=0.1),
     ]
     for setup in setups:
@@ -174,11 +179,11 @@ def test_blitted_screen_is_the_figure_drawn_whole():
 @pytest.mark.parametrize(
     "knobs, message",
     [
-        (dict(task="sideways"), "task='sideways' is not allowed"),
+        (dict(finetune_task="sideways"), "finetune_task='sideways' is not allowed"),
         (dict(rank=33), "rank=33 must be <= min(d_in, d_out, h)=32"),
         (dict(rank=16.7), "rank=16.7 must be a whole number"),
         (dict(gamma=-0.1), "gamma=-0.1 must be >= 0"),
-        (dict(task="rotated"), "rotating a rank-32 subspace needs dimension >= 64"),
+        (dict(finetune_task="rotated"), "rotating a rank-32 subspace needs dimension >= 64"),
     ],
 )
 def test_bad_setups_name_the_value(knobs, message):

@@ -145,19 +145,19 @@ def finetune_strength(b, u_T, tau):
     return logistic_strength(*named.values())
 
 
-def mode_flow(a_start, target, t_grid, depth: int = 2, lam=0.0, a_ref=None, dt_max: float = 0.02, rate=1.0):
+def mode_flow(a_start, target, t_grid, depth: int = 2, reg=0.0, a_ref=None, dt_max: float = 0.02, rate=1.0):
     """Integrate the per-layer mode amplitude a (u = a^depth) of a balanced aligned depth-L network:
 
-        da/dt = a^(L-1) (b - a^L) - lam * (a - a_ref),
+        da/dt = a^(L-1) (b - a^L) - reg * (a - a_ref),
 
-    i.e. gradient flow on 1/2 (b - a^L)^2 + lam/2 * L * (a - a_ref)^2 (each of the L layers pulled
-    toward its reference). L = 2, lam = 0 gives du/dt = 2u(b - u); general L gives
+    i.e. gradient flow on 1/2 (b - a^L)^2 + reg/2 * L * (a - a_ref)^2 (each of the L layers pulled
+    toward its reference). L = 2, reg = 0 gives du/dt = 2u(b - u); general L gives
     du/dt = L u^(2 - 2/L) (b - u). Runge-Kutta 4 with steps of at most ``dt_max``.
     ``rate`` (broadcast against a) multiplies the right-hand side: integrating to t = 1 at rate tau
     is integrating to tau, which lets every mode or T carry its own fine-tuning time.
     Returns u = a^L at every time in ``t_grid`` (shape t_grid.shape + a_start.shape). Refuses a_start
     < 0, a ``target`` or ``a_ref`` that is not finite or does not broadcast with a_start, depth < 1,
-    lam < 0, rate < 0, and what ``ode.rk4_solve`` refuses (t_grid, dt_max).
+    reg < 0, rate < 0, and what ``ode.rk4_solve`` refuses (t_grid, dt_max).
 
     Parameters
     ----------
@@ -169,7 +169,7 @@ def mode_flow(a_start, target, t_grid, depth: int = 2, lam=0.0, a_ref=None, dt_m
         Flow times at which u is returned, ascending from 0.
     depth : int
         L, the number of layers (>= 1).
-    lam : float
+    reg : float
         Strength of the L2 pull toward ``a_ref`` (>= 0; 0 = no pull).
     a_ref : float or array, optional
         Per-layer amplitude the pull acts toward, broadcast against ``a_start``; defaults to ``a_start``.
@@ -191,10 +191,10 @@ def mode_flow(a_start, target, t_grid, depth: int = 2, lam=0.0, a_ref=None, dt_m
         a_ref = _checks.floats("a_ref", a_ref)
         _checks.broadcast(a_ref=a_ref, a_start=a_start)
     a_ref = a_start if a_ref is None else jnp.broadcast_to(jnp.asarray(a_ref, a_start.dtype), a_start.shape)
-    lam = jnp.asarray(_checks.non_negative("lam", lam), a_start.dtype)
+    reg = jnp.asarray(_checks.non_negative("reg", reg), a_start.dtype)
     rate = _checks.non_negative("rate", rate)
 
     def rhs(a):
-        return rate * (a ** (depth - 1) * (target - a**depth) - lam * (a - a_ref))
+        return rate * (a ** (depth - 1) * (target - a**depth) - reg * (a - a_ref))
 
     return rk4_solve(rhs, a_start, jnp.asarray(t_grid, a_start.dtype), dt_max) ** depth

@@ -19,10 +19,10 @@ from theory import _checks
 from theory.network import Params, sample_loss, task_loss
 
 
-def regularized_objective(B: jax.Array, W_ref: Params, lam, data: tuple[jax.Array, jax.Array] | None = None):
-    """W -> L_B(W) + lam/2 sum_k ||W_k - W_ref_k||^2 (the L2 pull toward the pre-trained weights);
+def regularized_objective(B: jax.Array, W_ref: Params, reg, data: tuple[jax.Array, jax.Array] | None = None):
+    """W -> L_B(W) + reg/2 sum_k ||W_k - W_ref_k||^2 (the L2 pull toward the pre-trained weights);
     with ``data`` = (X, Y), the empirical loss on those samples replaces the population L_B. Refuses a
-    ``B`` that is not a finite matrix, ``W_ref`` that ``_checks.weights`` refuses, lam < 0 and a
+    ``B`` that is not a finite matrix, ``W_ref`` that ``_checks.weights`` refuses, reg < 0 and a
     ``data`` that is not a pair (X, Y).
 
     Parameters
@@ -32,7 +32,7 @@ def regularized_objective(B: jax.Array, W_ref: Params, lam, data: tuple[jax.Arra
     W_ref : tuple of arrays
         The pre-trained weights (W_1, ..., W_L), W_k of shape (width_k, width_{k-1}): the anchor of
         the pull.
-    lam : float
+    reg : float
         Strength of the L2 pull (>= 0).
     data : tuple (X, Y), optional
         n samples of B, X of shape (n, d_in) and Y of shape (n, d_out); None for the population loss.
@@ -44,20 +44,20 @@ def regularized_objective(B: jax.Array, W_ref: Params, lam, data: tuple[jax.Arra
     """
     B = _checks.floats("B", B, ndim=2)
     W_ref = _checks.weights("W_ref", W_ref)
-    lam = _checks.non_negative("lam", lam, ndim=0)
+    reg = _checks.non_negative("reg", reg, ndim=0)
     if data is not None and not (isinstance(data, (tuple, list)) and len(data) == 2):
         raise ValueError(f"data must be a pair (X, Y) of samples, got {type(data).__name__}")
 
     def objective(Ws):
         pull = sum(jnp.sum((W - R) ** 2) for W, R in zip(Ws, W_ref))
         fit = task_loss(Ws, B) if data is None else sample_loss(Ws, *data)
-        return fit + 0.5 * lam * pull
+        return fit + 0.5 * reg * pull
 
     return objective
 
 
 def finetune_gd(
-    W_T: Params, B: jax.Array, lr, steps: int, lam=0.0, data: tuple[jax.Array, jax.Array] | None = None
+    W_T: Params, B: jax.Array, lr, steps: int, reg=0.0, data: tuple[jax.Array, jax.Array] | None = None
 ) -> Params:
     """``steps`` of full-batch gradient descent at ``lr`` on the regularised objective (tau = lr * steps):
     on the population L_B, or with ``data`` = (X, Y) on the empirical loss of n samples of B (the
@@ -74,7 +74,7 @@ def finetune_gd(
         Learning rate (> 0).
     steps : int
         Number of gradient steps (>= 1).
-    lam : float
+    reg : float
         Strength of the L2 pull toward ``W_T`` (>= 0).
     data : tuple (X, Y), optional
         n samples of B, X of shape (n, d_in) and Y of shape (n, d_out); None for the population loss.
@@ -87,7 +87,7 @@ def finetune_gd(
     lr = _checks.positive("lr", lr, ndim=0)
     steps = _checks.positive_int("steps", steps)
     W_T = _checks.weights("W_T", W_T)
-    grad = jax.grad(regularized_objective(B, W_T, lam, data))
+    grad = jax.grad(regularized_objective(B, W_T, reg, data))
     opt = optax.sgd(lr)
 
     def step(carry, _):

@@ -59,15 +59,15 @@ def _embedded_network(u, depth: int, d_in: int, h: int, d_out: int) -> Params:
     return init_aligned_balanced(jnp.eye(d_out, r, dtype=u.dtype), jnp.eye(d_in, r, dtype=u.dtype), u, h, depth)
 
 
-def _finetuned_strengths(u, b, tau, depth: int, lam, dt_max: float):
-    """Strengths after fine-tuning time tau: the logistic law (depth 2, lam = 0) or the per-mode ODE."""
-    if depth == 2 and isinstance(lam, (int, float)) and lam == 0:
+def _finetuned_strengths(u, b, tau, depth: int, reg, dt_max: float):
+    """Strengths after fine-tuning time tau: the logistic law (depth 2, reg = 0) or the per-mode ODE."""
+    if depth == 2 and isinstance(reg, (int, float)) and reg == 0:
         return closed_form.finetune_strength(b, u, tau)
     # Integrate to t = 1 at rate tau: each T may carry its own fine-tuning time tau(T).
     a_T = u ** (1.0 / depth)
     tau = jnp.asarray(tau, u.dtype)
     return closed_form.mode_flow(
-        a_T, b, jnp.ones(1, u.dtype), depth, lam, a_ref=a_T, dt_max=dt_max / jnp.maximum(jnp.max(tau), 1e-12), rate=tau
+        a_T, b, jnp.ones(1, u.dtype), depth, reg, a_ref=a_T, dt_max=dt_max / jnp.maximum(jnp.max(tau), 1e-12), rate=tau
     )[0]
 
 
@@ -84,10 +84,8 @@ def closed_form_curves(
     h: int,
     d_out: int,
     tau,
-    lam=0.0,
+    reg=0.0,
     depth: int = 2,
-    key: jax.Array | None = None,
-    n_draws: int = 256,
     dt_max: float = 0.02,
 ) -> Curves:
     """All curves for an aligned balanced network on A = U diag(s) V^T, B = U diag(b) V^T.
@@ -95,14 +93,13 @@ def closed_form_curves(
     Pre-training: u(T) = s / (1 + (s/u0 - 1) e^{-2sT}) at depth 2, else the per-mode ODE.
     Gaussian (noise std gamma * sigma_1 on W_1, gamma * sigma_2 on every later layer): the exact
     excess, from ||W_1||^2 = ||W_2||^2 = sum_i u_i(T) at depth 2, else ``perturbation.excess`` on
-    the embedded network. Nothing is drawn: ``key`` and ``n_draws`` are accepted for callers that
-    pass them and are ignored.
-    Fine-tuning for tau = lr * steps: the logistic law from u(T) toward b when lam = 0 and depth = 2,
-    else the per-mode ODE with the L2 pull lam toward the pre-trained weights.
+    the embedded network. Nothing is drawn.
+    Fine-tuning for tau = lr * steps: the logistic law from u(T) toward b when reg = 0 and depth = 2,
+    else the per-mode ODE with the L2 pull reg toward the pre-trained weights.
 
     Refuses an ``s`` that is not a non-empty 1-d array of values > 0, a ``b`` of another shape or with
     values < 0, a ``T`` that is not a 1-d array of times >= 0, more modes than min(d_in, h, d_out),
-    and what the laws refuse (u0 <= 0; gamma, sigmas, tau or lam < 0; widths, depth < 1; dt_max <= 0).
+    and what the laws refuse (u0 <= 0; gamma, sigmas, tau or reg < 0; widths, depth < 1; dt_max <= 0).
 
     Parameters
     ----------
@@ -122,12 +119,10 @@ def closed_form_curves(
         The network's widths (>= r each).
     tau : float
         Fine-tuning flow time lr x steps (>= 0).
-    lam : float
+    reg : float
         Strength of the L2 pull toward the pre-trained weights during fine-tuning (>= 0).
     depth : int
         Number of layers L (>= 1).
-    key, n_draws
-        Ignored.
     dt_max : float
         Largest RK4 step of the per-mode ODE (> 0).
 
@@ -150,13 +145,13 @@ def closed_form_curves(
     _checks.broadcast(u0=u0, s=s)
     tau = _checks.non_negative("tau", tau)
     _checks.broadcast(tau=tau, T_by_mode=np.empty((T.shape[0], s.shape[0])))
-    _checks.non_negative("lam", lam, ndim=0)
+    _checks.non_negative("reg", reg, ndim=0)
     dt_max = _checks.positive("dt_max", dt_max, ndim=0)
     if depth == 2:
         u = closed_form.mode_strength(s, u0, T[:, None])
     else:
         u = closed_form.mode_flow(jnp.full_like(s, u0 ** (1.0 / depth)), s, T, depth, dt_max=dt_max)
-    u_ft = _finetuned_strengths(u, b, tau, depth, lam, dt_max)
+    u_ft = _finetuned_strengths(u, b, tau, depth, reg, dt_max)
     if depth == 2:
         norm = jnp.sum(u, axis=-1)
         excess = perturbation.excess_from_norms(norm, norm, gamma, sigma1, sigma2, d_in, h, d_out)
@@ -189,16 +184,14 @@ def simulated_curves(
     sigmas,
     lr,
     steps: int,
-    lam=0.0,
-    key: jax.Array | None = None,
-    n_draws: int = 256,
+    reg=0.0,
     finetune_data: tuple[jax.Array, jax.Array] | None = None,
 ) -> Curves:
     """All curves from a stored trajectory ``Ws_T`` (each layer with a leading axis over T).
 
     Gaussian: the exact excess (``perturbation.excess``) at every depth, noise std gamma * sigma_k
-    on layer k; ``key`` and ``n_draws`` are accepted for callers that pass them and are ignored.
-    Fine-tuning: ``steps`` of GD at ``lr`` (a scalar, or one rate per T) on L_B + lam/2 ||W - W(T)||^2,
+    on layer k (nothing is drawn).
+    Fine-tuning: ``steps`` of GD at ``lr`` (a scalar, or one rate per T) on L_B + reg/2 ||W - W(T)||^2,
     or with ``finetune_data`` = (X, Y) on the empirical loss of those samples of B; the stored L_B
     after fine-tuning is then the held-out (population) loss.
 
@@ -222,10 +215,8 @@ def simulated_curves(
         Fine-tuning learning rate (> 0).
     steps : int
         Fine-tuning gradient steps (>= 1).
-    lam : float
+    reg : float
         Strength of the L2 pull toward W(T) (>= 0).
-    key, n_draws
-        Ignored.
     finetune_data : tuple (X, Y), optional
         n samples of B, X of shape (n, d_in) and Y of shape (n, d_out); None for the population loss.
 
@@ -246,7 +237,7 @@ def simulated_curves(
 
     def at(Ws, lr):
         excess = perturbation.excess(Ws, gamma, sigmas)
-        W_ft = finetune_gd(Ws, B, lr, steps, lam, finetune_data)
+        W_ft = finetune_gd(Ws, B, lr, steps, reg, finetune_data)
         L_A, L_B = task_loss(Ws, A), task_loss(Ws, B)
         return Curves(
             pretrain_loss=L_A,

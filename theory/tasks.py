@@ -302,3 +302,75 @@ def sample_dataset(key: jax.Array, A: jax.Array, n: int, label_noise: float = 0.
     kx, ke = jax.random.split(key)
     X = _random.normal(kx, (n, A.shape[1]), A.dtype)
     return X, X @ A.T + label_noise * _random.normal(ke, (n, A.shape[0]), A.dtype)
+
+
+def padded_orthonormal(key: jax.Array, n: int, rank, width: int, rotate_from: jax.Array | None = None) -> jax.Array:
+    """``random_orthonormal(key, n, rank)`` for a ``rank`` that may be traced, padded with zero columns
+    to ``width``; given ``rotate_from`` = Q (n, width), the Q_perp that ``rotated`` draws instead.
+
+    The (n, r) draw of the ``rbg`` stream is the first n r numbers of a longer draw (row-major), so one
+    (n, width) draw is masked to those r columns; Householder QR keeps a zero column zero and gives the
+    first r columns as the (n, r) QR does, to rounding.
+
+    Parameters
+    ----------
+    key : PRNG key
+    n : int
+        Rows (the dimension of the space).
+    rank : int or traced int
+        Columns that are real, r <= width.
+    width : int
+        Columns of the result (static).
+    rotate_from : array, shape (n, width), optional
+        An orthonormal Q padded as this function pads it.
+
+    Returns
+    -------
+    array, shape (n, width)
+    """
+    flat = _random.normal(key, (n * width,))
+    i, j = jnp.arange(n)[:, None], jnp.arange(width)[None, :]
+    real = j < rank
+    G = jnp.where(real, flat[jnp.where(real, i * rank + j, 0)], 0.0)
+    if rotate_from is not None:  # _rotate: the part of G orthogonal to span(Q), no sign fix
+        G = G - rotate_from @ (rotate_from.T @ G)
+        return jnp.where(real, jnp.linalg.qr(G)[0], 0.0)
+    q, r = jnp.linalg.qr(G)
+    return q * jnp.sign(jnp.diagonal(r))  # sign(0) = 0: the padded columns stay zero
+
+
+def padded_task_pair(key: jax.Array, rank, s: jax.Array, b: jax.Array, theta, rho, rotated):
+    """(U, V, A, B) of a misaligned pair for a ``rank`` that may be traced, every factor padded to
+    ``s.shape[0]`` modes: A = ``teacher(key, s[:rank], n, n)``, and B = ``rotated(A, theta,
+    fold_in(key, 7), b)`` where ``rotated`` is true, else ``correlated_matrix(A, rho, fold_in(key, 7))``,
+    to float rounding. Spectra beyond ``rank`` must be 0 (padded modes add nothing).
+
+    Parameters
+    ----------
+    key : PRNG key
+        The teacher's key.
+    rank : int or traced int
+    s, b : array, shape (n,)
+        A's and B's singular values, zero beyond ``rank``.
+    theta, rho : float
+        The rotation angle (rotated) or the correlation (correlated).
+    rotated : bool or traced bool
+
+    Returns
+    -------
+    tuple of arrays, shapes (n, n), (n, n), (n, n), (n, n)
+    """
+    n = s.shape[0]
+    ku, kv = jax.random.split(key)
+    U, V = padded_orthonormal(ku, n, rank, n), padded_orthonormal(kv, n, rank, n)
+    A = (U * s) @ V.T
+    task_key = jax.random.fold_in(key, 7)
+    ru, rv = jax.random.split(jax.random.fold_in(task_key, 1))
+
+    def rotate(k, Q):  # _rotate
+        return Q * jnp.cos(theta) + padded_orthonormal(k, n, rank, n, Q) * jnp.sin(theta)
+
+    pu, pv = jax.random.split(jax.random.fold_in(task_key, 2))
+    perp = (padded_orthonormal(pu, n, rank, n) * s) @ padded_orthonormal(pv, n, rank, n).T
+    B = jnp.where(rotated, (rotate(ru, U) * b) @ rotate(rv, V).T, jnp.sqrt(1.0 - rho**2) * perp + rho * A)
+    return U, V, A, B

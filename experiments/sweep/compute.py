@@ -117,7 +117,7 @@ def cell_curves(static: TheoryConfig, p: dict, T: np.ndarray) -> dict:
     T = jnp.asarray(T)
     s, b = spectra(static)
     lr_T = _lr_of_T(static, p["lr"], T)
-    reg = p.get("reg", 0.0)  # absent: lam = 0 exactly, so the closed form keeps the logistic law
+    reg = p.get("reg", 0.0)  # absent: reg = 0 exactly, so the closed form keeps the logistic law
     sigmas = _noise_sigmas(static)
     key = jax.random.PRNGKey(p["seed"])
     if static.method == "closed_form":
@@ -133,10 +133,8 @@ def cell_curves(static: TheoryConfig, p: dict, T: np.ndarray) -> dict:
             h=static.h,
             d_out=static.d_out,
             tau=(lr_T * static.steps)[:, None],
-            lam=reg,
+            reg=reg,
             depth=static.depth,
-            key=key,
-            n_draws=static.n_draws,
             dt_max=static.dt_max,
         )
         return {"curves": c, "lr": lr_T}
@@ -178,9 +176,7 @@ def cell_curves(static: TheoryConfig, p: dict, T: np.ndarray) -> dict:
         sigmas=sigmas,
         lr=lr_T,
         steps=static.steps,
-        lam=reg,
-        key=jax.random.fold_in(key, 3),
-        n_draws=static.n_draws,
+        reg=reg,
         finetune_data=data,
     )
     return {"curves": c, "lr": lr_T}
@@ -240,7 +236,7 @@ def inflections(static: TheoryConfig, traced, values, T: np.ndarray, curves: pro
 def run_chunk(chunk: Chunk, setup: str, grid_fields: tuple[str, ...], mesh=None) -> pd.DataFrame:
     """Compute one chunk (vmapped over its cells; sharded over ``mesh`` when given) and return its rows."""
     static = static_part(chunk.cells[0])
-    # Chunks never mix lam = 0 with lam > 0 (see ``plan``); lam = 0 stays a Python zero.
+    # Chunks never mix reg = 0 with reg > 0 (see ``plan``); reg = 0 stays a Python zero.
     traced = tuple(n for n in TRACED if n != "reg" or chunk.cells[0].reg != 0)
     dtype = jnp.result_type(float)
     # Seeds are uint32, the range of a PRNG key's seed (``config.MAX_SEED``): each gives its own key.

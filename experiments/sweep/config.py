@@ -67,7 +67,6 @@ class TheoryConfig:
     gamma: float = 0.2
     noise_scale: str = "init"
     noise_sigma: float = 0.0
-    n_draws: int = 256
     # Fine-tuning: tau = lr * steps, optional L2 pull ``reg`` toward W(T).
     lr: float = 0.02
     steps: int = 100
@@ -108,7 +107,6 @@ POSITIVE = (
     "depth",
     "n_t",
     "steps",
-    "n_draws",
     "batch_size",
     "chunk_size",
     "t_min",
@@ -143,7 +141,6 @@ UPPER = {
     "depth": 16,
     "n_t": 10_000,
     "steps": 1_000_000,
-    "n_draws": 100_000,
     "batch_size": 100_000,
     "chunk_size": 1024,
     "finetune_samples": 100_000,
@@ -265,7 +262,7 @@ def estimate_bytes(cfg: TheoryConfig, n_cells: int) -> int:
     widest = max(cells(cfg), key=n_parameters) if cfg.grid else cfg
     points = len(widest.budgets) if widest.method == "series" else widest.n_t
     chunk = min(cfg.chunk_size, n_cells)
-    return int(8 * chunk * (points + widest.n_draws) * n_parameters(widest) + 200 * 6 * points * n_cells)
+    return int(8 * chunk * points * n_parameters(widest) + 200 * 6 * points * n_cells)
 
 
 def _check_memory(cfg: TheoryConfig, n_cells: int) -> None:
@@ -273,7 +270,7 @@ def _check_memory(cfg: TheoryConfig, n_cells: int) -> None:
     if have and need > MEMORY_FRACTION * have:
         raise ValueError(
             f"this sweep needs an estimated {need / 2**30:.1f} GiB; this machine has {have / 2**30:.1f} GiB "
-            f"(allowed: <= {MEMORY_FRACTION:.0%}); lower n_t, n_draws, chunk_size, widths or the grid"
+            f"(allowed: <= {MEMORY_FRACTION:.0%}); lower n_t, chunk_size, widths or the grid"
         )
 
 
@@ -297,11 +294,10 @@ def _is(kind, v) -> bool:
     return isinstance(v, number) and not isinstance(v, (bool, np.bool_))
 
 
-def _check_value(field: str, value, name: str | None = None) -> None:
-    """Refuses a value of another type than ``field``'s (a tuple field: a tuple of them), a float that
-    is not finite, and a nonzero float outside float32's range (it would overflow or flush to zero).
-    Messages call the value ``name`` (default: the field's name)."""
-    hint, name = HINTS[field], name or field
+def _check_value(name: str, value) -> None:
+    """Refuses a value of another type than field ``name``'s (a tuple field: a tuple of them), a float
+    that is not finite, and a nonzero float outside float32's range (it would overflow or flush to zero)."""
+    hint = HINTS[name]
     kind = typing.get_args(hint)[0] if typing.get_origin(hint) is tuple else hint
     if typing.get_origin(hint) is tuple and not isinstance(value, tuple):
         raise ValueError(f"{name}={value!r} must be a tuple of values, each {_KINDS[kind]}")
@@ -317,14 +313,14 @@ def _check_value(field: str, value, name: str | None = None) -> None:
             )
 
 
-def coerce(field: str, value, name: str | None = None):
+def coerce(field: str, value):
     """``value`` as ``field``'s type: a whole float (16.0) for an int field as that int, any real number
-    for a float field as a float; refused (ValueError naming ``name``, default the field, and the value)
-    where ``check`` would refuse its type, and a fractional number (16.7) for an int field."""
+    for a float field as a float; refused (ValueError naming the field and the value) where ``check``
+    would refuse its type, and a fractional number (16.7) for an int field."""
     hint = HINTS[field]
     if hint is int and _is(float, value) and math.isfinite(value) and float(value).is_integer():
         value = int(value)
-    _check_value(field, value, name)
+    _check_value(field, value)
     return hint(value) if hint in (int, float, str, bool) else value
 
 

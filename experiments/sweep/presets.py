@@ -58,7 +58,7 @@ PRESETS: dict[str, TheoryConfig] = {
         BASE, lr=0.08, lr_policy="shrinking", shrink_t_ref=1000.0, grid=(("shrink_power", (0.0, 0.25, 0.5, 1.0)),)
     ),
     "depth": dataclasses.replace(
-        BASE, u0=1e-3, gamma=0.3, n_t=49, t_max=3e3, dt_max=0.1, n_draws=128, grid=(("depth", (1, 2, 3, 4)),)
+        BASE, u0=1e-3, gamma=0.3, n_t=49, t_max=3e3, dt_max=0.1, grid=(("depth", (1, 2, 3, 4)),)
     ),
     "misalignment": dataclasses.replace(
         BASE,
@@ -113,7 +113,7 @@ QUICK: dict[str, dict] = {
     "tuned_lr": dict(n_t=41, grid=(("lr_policy", ("fixed", "shrinking")), ("lr", (0.005, 0.02, 0.08)))),
     "shrinking": dict(n_t=41),
     "tuned_finite": dict(n_t=21, grid=(("lr", (0.01, 0.04, 0.16)),)),
-    "depth": dict(n_t=25, n_draws=64, grid=(("depth", (1, 2, 3)),)),
+    "depth": dict(n_t=25, grid=(("depth", (1, 2, 3)),)),
     "misalignment": dict(n_t=21, t_max=200.0, grid=(("theta", (0.0, 0.5, 1.5)),)),
     "general": dict(
         budgets=(50, 200, 800, 3200),

@@ -20,7 +20,6 @@ def smoke_sized(name: str):
         rank=4 if cfg.finetune_task == "rotated" else 8,
         n_t=7,
         t_max=min(cfg.t_max, 200.0),
-        n_draws=16,
         budgets=(20, 40, 80),
         grid=grid,
     )

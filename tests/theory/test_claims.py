@@ -11,7 +11,7 @@ LRS = (0.005, 0.01, 0.02, 0.04)
 GAMMAS = (0.15, 0.2, 0.3, 0.4)
 
 
-def curves(st, gamma=0.1, tau=1.0, lam=0.0):
+def curves(st, gamma=0.1, tau=1.0, reg=0.0):
     d = st["d"]
     return protocol.closed_form_curves(
         st["s"],
@@ -25,7 +25,7 @@ def curves(st, gamma=0.1, tau=1.0, lam=0.0):
         h=d,
         d_out=d,
         tau=tau,
-        lam=lam,
+        reg=reg,
     )
 
 
@@ -91,8 +91,8 @@ def test_claim4_late_increase_always_comes_for_finetuning(default_setup, lr):
 def test_claim5_regularisation_delays_inflection_and_raises_finetune_loss(default_setup):
     T = default_setup["T"]
     t_star, final_L_B = [], []
-    for lam in (0.0, 0.1, 0.3, 1.0):
-        c = curves(default_setup, tau=2.0, lam=lam)
+    for reg in (0.0, 0.1, 0.3, 1.0):
+        c = curves(default_setup, tau=2.0, reg=reg)
         t = float(measure.inflection(T, c.finetuned_pretrain_loss))
         t_star.append(np.inf if np.isnan(t) else t)
         final_L_B.append(float(c.finetuned_finetune_loss[-1]))

@@ -102,11 +102,11 @@ def test_mode_flow_with_pull_matches_matrix_flow(key):
     u_T = network.mode_strengths(W_T, task.U, task.V)
     b = tasks.reversed_spectrum(task.s)
     B = tasks.with_spectrum(task, b).matrix
-    lam, tau = 0.3, jnp.array([1.0, 4.0])
-    Ws = simulate.gradient_flow(regularized_objective(B, W_T, lam), W_T, tau)
+    reg, tau = 0.3, jnp.array([1.0, 4.0])
+    Ws = simulate.gradient_flow(regularized_objective(B, W_T, reg), W_T, tau)
     u_sim = jax.vmap(lambda W: network.mode_strengths(W, task.U, task.V))(Ws)
     a_T = jnp.sqrt(u_T)
-    u_ode = closed_form.mode_flow(a_T, b, tau, depth=2, lam=lam, a_ref=a_T)
+    u_ode = closed_form.mode_flow(a_T, b, tau, depth=2, reg=reg, a_ref=a_T)
     assert rel_err(u_sim, u_ode) < 1e-3
 
 

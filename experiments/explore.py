@@ -39,7 +39,7 @@ from analysis.landscape import local_minima
 from experiments.sweep import compute as theory_run
 from experiments.sweep import presets
 from experiments.sweep.config import TheoryConfig, coerce
-from theory import closed_form, measure, network, perturbation, prediction, protocol, tasks
+from theory import measure, network, perturbation, prediction, protocol, tasks
 
 BASE = presets.BASE
 D = BASE.d_in  # d_in = h = d_out: the default setup's widths, and the most modes a setup has
@@ -219,13 +219,6 @@ def _aligned_local(depth: int, pull: bool):
     return jax.jit(run)
 
 
-def _strengths(depth: int, s, u0, T):
-    """Pre-training strengths u(T) per mode, as ``protocol.closed_form_curves`` computes them."""
-    if depth == 2:
-        return closed_form.mode_strength(s, u0, T[:, None])
-    return closed_form.mode_flow(jnp.full_like(s, u0 ** (1.0 / depth)), s, T, depth, dt_max=BASE.dt_max)
-
-
 @functools.cache
 def _gd(depth: int, steps: int):
     """jit for misaligned B: (modes, key, task, T, gamma, sigma, lr, reg, lrs, T_lrs, gammas) ->
@@ -238,7 +231,9 @@ def _gd(depth: int, steps: int):
         U, V, A, B = tasks.padded_task_pair(key, modes[2], s, b, *task)
 
         def nets(T):
-            return jax.vmap(lambda u: network.init_aligned_balanced(U, V, u, D, depth))(_strengths(depth, s, u0, T))
+            return jax.vmap(lambda u: network.init_aligned_balanced(U, V, u, D, depth))(
+                protocol.pretrained_strengths(s, u0, T, depth, BASE.dt_max)
+            )
 
         Ws = nets(T)
         curves = protocol.simulated_curves(Ws, A, B, gamma=gamma, sigmas=sigmas(sigma), lr=lr, steps=steps, reg=reg)

@@ -59,6 +59,33 @@ def _embedded_network(u, depth: int, d_in: int, h: int, d_out: int) -> Params:
     return init_aligned_balanced(jnp.eye(d_out, r, dtype=u.dtype), jnp.eye(d_in, r, dtype=u.dtype), u, h, depth)
 
 
+def pretrained_strengths(s, u0, T, depth: int = 2, dt_max: float = 0.02) -> jax.Array:
+    """Strengths u_i(T) = a_i(T)^L of an aligned balanced network pre-trained on A for flow times T:
+    u(T) = s / (1 + (s/u0 - 1) e^{-2sT}) at depth 2, else the per-mode ODE from a_i(0) = u0^(1/L)
+    (``closed_form.mode_flow``). Unchecked: ``closed_form_curves`` checks its arguments and calls it.
+
+    Parameters
+    ----------
+    s : array, shape (r,)
+        Singular values of A (> 0; 0 for a padded mode, which stays 0).
+    u0 : float or array, shape (r,)
+        Initial strength of every mode (> 0).
+    T : array, shape (n_t,)
+        Pre-training flow times (>= 0).
+    depth : int
+        Number of layers L (>= 1).
+    dt_max : float
+        Largest RK4 step of the per-mode ODE (> 0).
+
+    Returns
+    -------
+    array, shape (n_t, r)
+    """
+    if depth == 2:
+        return closed_form.mode_strength(s, u0, T[:, None])
+    return closed_form.mode_flow(jnp.full_like(s, u0 ** (1.0 / depth)), s, T, depth, dt_max=dt_max)
+
+
 def _finetuned_strengths(u, b, tau, depth: int, reg, dt_max: float):
     """Strengths after fine-tuning time tau: the logistic law (depth 2, reg = 0) or the per-mode ODE."""
     if depth == 2 and isinstance(reg, (int, float)) and reg == 0:
@@ -147,10 +174,7 @@ def closed_form_curves(
     _checks.broadcast(tau=tau, T_by_mode=np.empty((T.shape[0], s.shape[0])))
     _checks.non_negative("reg", reg, ndim=0)
     dt_max = _checks.positive("dt_max", dt_max, ndim=0)
-    if depth == 2:
-        u = closed_form.mode_strength(s, u0, T[:, None])
-    else:
-        u = closed_form.mode_flow(jnp.full_like(s, u0 ** (1.0 / depth)), s, T, depth, dt_max=dt_max)
+    u = pretrained_strengths(s, u0, T, depth, dt_max)
     u_ft = _finetuned_strengths(u, b, tau, depth, reg, dt_max)
     if depth == 2:
         norm = jnp.sum(u, axis=-1)

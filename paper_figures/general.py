@@ -25,7 +25,7 @@ def label(optimizer: str, batch: int) -> str:
     return f"{'Adam' if optimizer == 'adam' else 'SGD'}, batch {batch}"
 
 
-def largest_dip(T: np.ndarray, y: np.ndarray) -> float:
+def largest_dip(y: np.ndarray) -> float:
     """The largest relative fall of a curve from its running maximum (0 for a non-decreasing one)."""
     peak = np.maximum.accumulate(y)
     return float(np.max((peak - y) / np.where(peak > 0, peak, 1.0)))
@@ -60,7 +60,7 @@ def draw(frame: pd.DataFrame, out_dir: Path, name: str = "general") -> list[Path
     n_seeds = frame.seed.nunique()
     with style.panels(3, height=2.7) as (fig, (ax_a, ax_b, ax_c)):
         excess = band_panel(ax_a, frame, "gaussian", "excess", "excess loss under noise", gamma=gamma)
-        dip = max((largest_dip(*c) for c in excess.values()), default=0.0)
+        dip = max((largest_dip(y) for _, y in excess.values()), default=0.0)
         style.title(ax_a, "a", rf"Excess loss, $\gamma$ = {gamma:g}", f"largest dip of a mean curve: {dip:.1%}")
         band_panel(ax_b, frame, "gaussian", "pretrain_loss", r"perturbed $L_A$", gamma=gamma)
         style.title(ax_b, "b", "Perturbed pre-training loss", "random init, three trainers")

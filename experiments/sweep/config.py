@@ -25,126 +25,84 @@ INITS = ("aligned", "gaussian")
 LR_POLICIES = ("fixed", "shrinking")
 
 
+def setting(default: Any, choices: tuple[str, ...] | None = None, least: str | None = None, most: int | None = None):
+    """A config field and its bounds, declared once: one of ``choices``, ``least`` "> 0" or ">= 0", at
+    most ``most`` (the upper bounds sit far above any figure's need and far below what would exhaust a
+    24 GiB machine or run for days). ``check`` enforces them."""
+    return dataclasses.field(default=default, metadata={"choices": choices, "least": least, "most": most})
+
+
 @dataclasses.dataclass(frozen=True)
 class TheoryConfig:
     """Every knob of a linear-network experiment. Times are flow times (GD: T = sum of lr over steps)."""
 
     # Pre-training task A = U diag(s) V^T.
-    d_in: int = 32
-    h: int = 32
-    d_out: int = 32
-    rank: int = 32
-    spectrum: str = "power_law"
-    s1: float = 1.0
-    alpha: float = 1.0
-    rate: float = 0.1
+    d_in: int = setting(32, least="> 0", most=4_096)
+    h: int = setting(32, least="> 0", most=4_096)
+    d_out: int = setting(32, least="> 0", most=4_096)
+    rank: int = setting(32, least="> 0", most=4_096)
+    spectrum: str = setting("power_law", choices=SPECTRA)
+    s1: float = setting(1.0, least="> 0")
+    alpha: float = setting(1.0, least=">= 0")
+    rate: float = setting(0.1, least=">= 0")
     spectrum_values: tuple[float, ...] = ()
     task_seed: int = 0
     # Fine-tuning task B.
-    finetune_task: str = "reversed"
-    theta: float = 0.0
+    finetune_task: str = setting("reversed", choices=FINETUNE_TASKS)
+    theta: float = setting(0.0, least=">= 0")
     rho: float = 0.0
     # Network and initialisation.
-    depth: int = 2
-    init: str = "aligned"
-    u0: float = 1e-6
-    init_std: float = 0.01
+    depth: int = setting(2, least="> 0", most=16)
+    init: str = setting("aligned", choices=INITS)
+    u0: float = setting(1e-6, least="> 0")
+    init_std: float = setting(0.01, least="> 0")
     imbalance: float = 0.0
     # Pre-training: the closed form, matrix gradient flow, or an optax series of budgets.
-    method: str = "closed_form"
-    t_min: float = 0.1
-    t_max: float = 1e4
-    n_t: int = 61
-    dt_max: float = 0.02
-    optimizer: str = "sgd"
-    pretrain_lr: float = 0.05
-    schedule: str = "cosine"
-    series_mode: str = "separate"
+    method: str = setting("closed_form", choices=METHODS)
+    t_min: float = setting(0.1, least="> 0")
+    t_max: float = setting(1e4, least="> 0")
+    n_t: int = setting(61, least="> 0", most=10_000)
+    dt_max: float = setting(0.02, least="> 0")
+    optimizer: str = setting("sgd", choices=("sgd", "momentum", "adam", "adamw"))
+    pretrain_lr: float = setting(0.05, least="> 0")
+    schedule: str = setting("cosine", choices=("constant", "cosine", "wsd"))
+    series_mode: str = setting("separate", choices=("separate", "single"))
     budgets: tuple[int, ...] = (100, 200, 400, 800, 1600, 3200)
-    batch_size: int = 32
-    label_noise: float = 0.0
+    batch_size: int = setting(32, least="> 0", most=100_000)
+    label_noise: float = setting(0.0, least=">= 0")
     # Gaussian perturbation: noise std gamma * sigma_k, sigma_k = init std ("init") or noise_sigma.
-    gamma: float = 0.2
-    noise_scale: str = "init"
-    noise_sigma: float = 0.0
+    gamma: float = setting(0.2, least=">= 0")
+    noise_scale: str = setting("init", choices=("init", "absolute"))
+    noise_sigma: float = setting(0.0, least=">= 0")
     # Fine-tuning: tau = lr * steps, optional L2 pull ``reg`` toward W(T).
-    lr: float = 0.02
-    steps: int = 100
-    reg: float = 0.0
-    lr_policy: str = "fixed"
-    shrink_power: float = 1.0
-    shrink_t_ref: float = 10.0
+    lr: float = setting(0.02, least="> 0")
+    steps: int = setting(100, least="> 0", most=1_000_000)
+    reg: float = setting(0.0, least=">= 0")
+    lr_policy: str = setting("fixed", choices=LR_POLICIES)
+    shrink_power: float = setting(1.0, least=">= 0")
+    shrink_t_ref: float = setting(10.0, least="> 0")
     tuned_lr: bool = False
     # Fine-tuning data: 0 = the population L_B; n > 0 = GD on n samples of B with label noise (flow
     # and series runs), L_B after fine-tuning then being the held-out (population) loss.
-    finetune_samples: int = 0
-    finetune_label_noise: float = 0.0
+    finetune_samples: int = setting(0, least=">= 0", most=100_000)
+    finetune_label_noise: float = setting(0.0, least=">= 0")
     seed: int = 0
     # Sweep: ((field, (v1, v2, ...)), ...); cells are the product.
     grid: tuple[tuple[str, tuple[Any, ...]], ...] = ()
-    chunk_size: int = 8
+    chunk_size: int = setting(8, least="> 0", most=1_024)
 
     def __post_init__(self):
         check(self)
 
 
-CHOICES = {
-    "method": METHODS,
-    "finetune_task": FINETUNE_TASKS,
-    "spectrum": SPECTRA,
-    "init": INITS,
-    "lr_policy": LR_POLICIES,
-    "noise_scale": ("init", "absolute"),
-    "series_mode": ("separate", "single"),
-    "schedule": ("constant", "cosine", "wsd"),
-    "optimizer": ("sgd", "momentum", "adam", "adamw"),
-}
-POSITIVE = (
-    "d_in",
-    "h",
-    "d_out",
-    "rank",
-    "depth",
-    "n_t",
-    "steps",
-    "batch_size",
-    "chunk_size",
-    "t_min",
-    "t_max",
-    "dt_max",
-    "u0",
-    "init_std",
-    "pretrain_lr",
-    "lr",
-    "s1",
-    "shrink_t_ref",
-)
-NON_NEGATIVE = (
-    "gamma",
-    "reg",
-    "alpha",
-    "rate",
-    "label_noise",
-    "noise_sigma",
-    "shrink_power",
-    "theta",
-    "finetune_samples",
-    "finetune_label_noise",
-)
-# Upper bounds on every size that multiplies into memory or time (docs/ARCHITECTURE.md, "Limits").
-# They sit far above any figure's need and far below what would exhaust a 24 GiB machine or run for days.
-UPPER = {
-    "d_in": 4096,
-    "h": 4096,
-    "d_out": 4096,
-    "rank": 4096,
-    "depth": 16,
-    "n_t": 10_000,
-    "steps": 1_000_000,
-    "batch_size": 100_000,
-    "chunk_size": 1024,
-    "finetune_samples": 100_000,
-}
+def _declared(key: str) -> dict[str, Any]:
+    return {f.name: f.metadata[key] for f in dataclasses.fields(TheoryConfig) if f.metadata.get(key) is not None}
+
+
+CHOICES = _declared("choices")
+POSITIVE = tuple(name for name, least in _declared("least").items() if least == "> 0")
+NON_NEGATIVE = tuple(name for name, least in _declared("least").items() if least == ">= 0")
+UPPER = _declared("most")  # every size that multiplies into memory or time (docs/ARCHITECTURE.md, "Limits")
 MAX_BUDGETS, MAX_BUDGET_STEPS = 64, 1_000_000  # a series' checkpoints, and the optimizer steps of its largest
 MAX_CELLS = 100_000  # cells of one sweep
 MAX_ODE_STEPS = 10_000_000  # t_max / dt_max where time is integrated (flow, depth != 2)

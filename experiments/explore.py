@@ -166,11 +166,8 @@ def _modes(alpha, s1, rank, u0, perm):
 
 
 def _permutation(cfg: TheoryConfig) -> np.ndarray:
-    """B's modes as an index into s on D modes (``compute.spectra``'s rule; padded modes map to themselves)."""
-    r = cfg.rank
-    permuted = cfg.finetune_task == "permuted"
-    head = np.random.default_rng(cfg.task_seed).permutation(r) if permuted else np.arange(r)[::-1]
-    return np.concatenate([head, np.arange(r, D)]).astype(np.int32)
+    """B's modes as an index into s on D modes (``compute.mode_permutation``; padded modes map to themselves)."""
+    return np.concatenate([theory_run.mode_permutation(cfg), np.arange(cfg.rank, D)]).astype(np.int32)
 
 
 def _aligned_curves(depth: int, reg, s, b, u0, T, gamma, sigma, tau) -> protocol.Curves:

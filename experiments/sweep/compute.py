@@ -84,20 +84,25 @@ def t_grid(cfg: TheoryConfig) -> np.ndarray:
     return np.asarray(jax.vmap(area)(horizon, budgets), float)
 
 
+def mode_permutation(cfg: TheoryConfig) -> np.ndarray:
+    """B's spectrum as an index into A's, b = s[perm]: a permutation seeded by ``task_seed`` for the
+    ``permuted`` task, the identity for ``same``, else reversed (``reversed``, and B's spectrum of the
+    misaligned tasks)."""
+    r = cfg.rank if cfg.spectrum != "explicit" else len(cfg.spectrum_values)
+    if cfg.finetune_task == "permuted":
+        return np.random.default_rng(cfg.task_seed).permutation(r)
+    return np.arange(r) if cfg.finetune_task == "same" else np.arange(r)[::-1].copy()
+
+
 def spectra(cfg: TheoryConfig):
-    """(s, b): the pre-training spectrum and, for aligned fine-tuning tasks, B's spectrum."""
+    """(s, b): the pre-training spectrum and B's, b = s[``mode_permutation(cfg)``]."""
     if cfg.spectrum == "power_law":
         s = tasks.power_law_spectrum(cfg.rank, cfg.s1, cfg.alpha)
     elif cfg.spectrum == "exponential":
         s = tasks.exponential_spectrum(cfg.rank, cfg.s1, cfg.rate)
     else:
         s = tasks.explicit_spectrum(cfg.spectrum_values)
-    if cfg.finetune_task == "permuted":
-        perm = np.random.default_rng(cfg.task_seed).permutation(s.shape[0])
-        return s, tasks.permuted_spectrum(s, perm)
-    if cfg.finetune_task == "same":
-        return s, s
-    return s, tasks.reversed_spectrum(s)
+    return s, tasks.permuted_spectrum(s, mode_permutation(cfg))
 
 
 def _noise_sigmas(cfg: TheoryConfig):

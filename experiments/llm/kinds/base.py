@@ -18,6 +18,7 @@ Adding a run kind (docs/ARCHITECTURE.md, "Adding a run kind"):
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import ClassVar
 
@@ -114,8 +115,6 @@ class CheckpointKind(RunKind):
     def start(self, plan) -> dict:
         """Print the plan's warnings, then ``begin_run`` with its identity (resume, replace or new;
         the manifest written, status running)."""
-        import sys
-
         for warning in plan.warnings:
             print(warning, file=sys.stderr)
         return begin_run(plan.out, plan.identity(), lambda: self.new_manifest(plan))

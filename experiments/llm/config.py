@@ -280,11 +280,13 @@ def paths(cls: type) -> list[str]:
 def identity(cfg: RunConfig) -> dict[str, Any]:
     """The fields the numbers depend on, as a manifest records them (lists for tuples): with what the
     plan resolved (revisions, sha256 of the inputs), what a rerun must match to resume."""
-    return {
-        f.name: list(value) if isinstance(value := getattr(cfg, f.name), tuple) else value
-        for f in dataclasses.fields(cfg)
-        if f.metadata.get("identity", True)
-    }
+    recorded = _listed(cfg)
+    return {f.name: recorded[f.name] for f in dataclasses.fields(cfg) if f.metadata.get("identity", True)}
+
+
+def _listed(cfg: RunConfig) -> dict[str, Any]:
+    """The config's fields as JSON holds them: lists for tuples."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
 
 
 def add_arguments(parser, cls: type) -> None:
@@ -354,7 +356,7 @@ def require(cfg: RunConfig) -> None:
 def record(cfg: RunConfig, out: Path) -> dict:
     """The config as the manifest in ``out`` records it: lists for tuples, and local paths relative to
     ``out`` (as every path a manifest holds), so a results tree names no machine."""
-    fields = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+    fields = _listed(cfg)
     for name in paths(type(cfg)):
         value = fields.get(name)
         if value is not None and Path(value).expanduser().exists():

@@ -204,8 +204,9 @@ class Finetune(CheckpointKind):
         progress.update()
         points = []
         for seed in plan.seeds:
+            config = finetune_config(cfg, seed=seed)
             for lr in cfg.lrs:  # one lr a call, for the progress bar; each starts from the checkpoint
-                grid = (model, plan.train, plan.heldout, plan.blocks, finetune_config(cfg, seed=seed), [lr])
+                grid = (model, plan.train, plan.heldout, plan.blocks, config, [lr])
                 points += lr_grid(
                     *grid, tokenizer=tokenizer, mc_items=plan.mc_items, accelerator=_accelerator(cfg.device)
                 )

@@ -3,12 +3,12 @@
 1. the power-law decomposition of ``analysis.phenomenology``: L(T) = E + A T^-alpha on the base curve,
    S(T, m) = C m^p T^beta on the excess of the modified model over the base, both in log space; the
    closed form T*(m) = (alpha A / (beta C m^p))^(1/(alpha+beta)) for every size;
-2. the linear model (power-law spectrum, u0, T_flow = kappa T, floor E) on the base curve alone, by
-   the fitter the caller passes (``theory.linear_model.fit_linear_model``: JAX evaluates it); its
-   reference scale (theory gamma, or fine-tuning time, per unit of m) on the *smallest* size alone;
-   every other size's excess and T* are then predictions, with no further fitting;
-3. held-out prediction: the excess fitted on all sizes but one (the base fit is shared: base rows are
-   never held out) predicts the held-out size's curve and T*.
+2. held-out prediction: the excess fitted on all sizes but one (the base fit is shared: base rows are
+   never held out) predicts the held-out size's curve and T*;
+3. the rival models the caller passes (``analysis.model_comparison``: the decomposition, the Shannon
+   law, the linear model fitted jointly to the base and every size, with and without its link to
+   log-loss), each fitted to the whole family and scored on held-out sizes; the linear model with
+   its link is the entry's ``linear_model`` and the figures' dashed lines.
 
 Observed T* is ``analysis.inflection`` of the mean modified loss over the whole grid, the helper
 that writes the stores' inflection rows.
@@ -29,8 +29,8 @@ squares.
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Callable
+import re
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -52,6 +52,7 @@ from analysis.families import (
     standard_error,
 )
 from analysis.intervals import json_number, t_stat
+from analysis.model_comparison import compare_models
 
 GRID_POINTS = 80
 INTERVAL_RULE = (
@@ -148,9 +149,8 @@ def _fit_decomposition(fam: Family, n_boot: int, seed: int):
     return parts, D, t_obs
 
 
-def fit_family(fam: Family, n_boot: int, seed: int, window, fit_linear_model: Callable) -> dict:
+def fit_family(fam: Family, n_boot: int, seed: int, window, models: Sequence) -> dict:
     """Every fit of one family (its window set by ``families.fittable``), as its fits.json entry.
-    ``fit_linear_model(T, L)`` -> (model, Goodness) fits the linear model to the windowed base curve.
 
     Parameters
     ----------
@@ -162,8 +162,10 @@ def fit_family(fam: Family, n_boot: int, seed: int, window, fit_linear_model: Ca
         Seeds the resampling.
     window : (float, float) or None
         The fit window in T's units, or None for the automatic rule.
-    fit_linear_model : callable
-        (T, L) -> (model, Goodness), e.g. ``theory.linear_model.fit_linear_model``.
+    models : sequence of curve models
+        The rivals ``analysis.model_comparison`` scores (``decomposition``, ``Shannon law``, and the
+        caller's ``theory.linear_model.LinearCurves``); the one named ``LINEAR`` is the linear model
+        the entry and the figures show.
 
     Returns
     -------
@@ -200,70 +202,50 @@ def fit_family(fam: Family, n_boot: int, seed: int, window, fit_linear_model: Ca
         **parts,
     }
     grid = np.geomspace(fam.T[0], fam.T[-1], GRID_POINTS)
-    entry["linear_model"], linear_lines = _linear_model(fam, mask, base_mean, S_mean, t_obs, fit_linear_model, grid)
+    T, sizes = fam.T[mask], fam.sizes
+    comparison = compare_models(models, T, base_mean[mask], sizes, S_mean[:, mask], t_obs, grid)
+    lines = comparison.pop("lines")
+    entry["models"] = comparison
+    entry["linear_model"] = _linear_entry(comparison, lines, fam, grid, t_obs)
     entry["observed"] = _observed(fam, base_mean, mod_mean, S_all)
     sizes = np.geomspace(fam.sizes[0] / 1.5, fam.sizes[-1] * 1.5, 50)
     entry["curves"] = {  # fitted and predicted lines on a dense grid, for the figures
         "T": grid.tolist(),
         "decomposition": {"base": _numbers(D.base(grid)), "excess": [_numbers(D.excess(grid, m)) for m in fam.sizes]},
         "t_star_line": {"size": sizes.tolist(), "t_star": _numbers(D.t_star(sizes))},
-        "linear_model": linear_lines,
+        "linear_model": lines.get(LINEAR, {"base": [], "excess": []}),
+        "models": lines,
     }
     return entry
 
 
-def _linear_model(fam, mask, base_mean, S_mean, t_obs, fit_linear_model, grid):
-    """Fit the linear model on the base curve, its reference on the smallest size; predict the rest.
-    Returns its fits.json entry and its lines on ``grid``."""
-    model, good = fit_linear_model(fam.T[mask], base_mean[mask])
-    # The smallest size whose excess is positive somewhere in the window (normally the smallest).
-    r = next(i for i in range(fam.sizes.size) if (S_mean[i][mask] > 0).any())
-    ref = ph.fit_reference(model, fam.modification, fam.T[mask], fam.sizes[r], S_mean[r][mask])
-    base_grid, excess_grid = model.curves(grid, fam.modification, fam.sizes * ref)
-    _, excess_at = model.curves(fam.T[mask], fam.modification, fam.sizes * ref)
-    t_pred = _observed_t_star(grid, base_grid[None] + excess_grid)
-    rows, log_err, res = [], [], []
-    for i, m in enumerate(fam.sizes):
-        keep = (S_mean[i][mask] > 0) & (excess_at[i] > 0)
-        err = np.log(S_mean[i][mask][keep]) - np.log(excess_at[i][keep])
-        if i != r:
-            res.append(err)
-            if np.isfinite(t_pred[i]) and np.isfinite(t_obs[i]):
-                log_err.append(abs(math.log(t_pred[i] / t_obs[i])))
-        rows.append(
-            {
-                "size": float(m),
-                "fitted_on": i == r,
-                "t_star_predicted": json_number(t_pred[i]),
-                "t_star_observed": json_number(t_obs[i]),
-                "log_rmse_excess": json_number(np.sqrt(np.mean(err**2))) if err.size else None,
-            }
-        )
-    meaning = {
-        "gaussian": "theory gamma (noise std gamma * ref / sqrt(rank)) per unit of the store's gamma",
-        "finetune": "theory fine-tuning flow time tau per unit of lr x steps, toward B = the reversed spectrum",
-    }[fam.modification]
-    pooled = np.concatenate(res) if res else np.array([])
-    lin = {
-        "params": {
-            "alpha_s": model.alpha_s,
-            "s1": model.s1,
-            "u0": model.u0,
-            "kappa": model.kappa,
-            "E": model.E,
-            "rank": model.rank,
-        },
-        "at_bounds": list(model.at_bounds),
-        "fitted_on": "params: the base curve in the window; reference: the smallest size's excess in the window; "
-        "every other size is predicted without further fitting",
-        "base_goodness": dataclasses.asdict(good),
-        "reference": {"value": ref, "size": float(fam.sizes[r]), "meaning": meaning},
-        "per_size": rows,
-        "median_abs_log_t_star_error": json_number(np.median(log_err)) if log_err else None,
-        "n_compared": len(log_err),
-        "log_rmse_excess_predicted": json_number(np.sqrt(np.mean(pooled**2))) if pooled.size else None,
+LINEAR = "linear + link"
+
+
+def _linear_entry(comparison: dict, lines: dict, fam: Family, grid, t_obs) -> dict:
+    """The linear model with its link, as the figures and the explorer read it: its parameters, what
+    sits at a bound and why, its in-sample T* per size and its held-out scores."""
+    row = next((r for r in comparison["models"] if r["model"] == LINEAR), None)
+    if row is None or "params" not in row:
+        return {"model": LINEAR, "failed": row.get("failed") if row else "not fitted"}
+    base = np.asarray(lines[LINEAR]["base"], float)
+    excess = np.array([np.asarray(e, float) for e in lines[LINEAR]["excess"]])
+    t_pred = _observed_t_star(grid, base[None] + excess)
+    held = row["held_out_sizes"]
+    return {
+        "model": LINEAR,
+        "params": row["params"],
+        "at_bounds": row["at_bounds"],
+        "fitted_on": "every parameter on the base curve and every size's excess together, in the window",
+        "in_sample": row["in_sample"],
+        "per_size": [
+            {"size": float(m), "t_star_predicted": json_number(t_pred[i]), "t_star_observed": json_number(t_obs[i])}
+            for i, m in enumerate(fam.sizes)
+        ],
+        "held_out_sizes": held,
+        "median_abs_log_t_star_error": held.get("median_abs_log_t_star_error"),
+        "log_rmse_excess_predicted": held.get("log_rmse_excess"),
     }
-    return lin, {"base": _numbers(base_grid), "excess": [_numbers(e) for e in excess_grid], "reference": ref}
 
 
 def _numbers(values) -> list:
@@ -309,8 +291,9 @@ def summary_rows(entries: list[dict]) -> list[dict]:
                 "p": d["p"]["value"],
                 "held_out_median_abs_log_t_star_error": held.get("median_abs_log_t_star_error"),
                 "held_out_r2_log_excess": held.get("r2_log_excess"),
-                "linear_alpha_s": lin["params"]["alpha_s"],
-                "linear_median_abs_log_t_star_error": lin["median_abs_log_t_star_error"],
+                "linear_alpha_s": lin.get("params", {}).get("alpha_s"),
+                "linear_held_out_log_rmse": lin.get("log_rmse_excess_predicted"),
+                "best_model": e["models"]["best"],
             }
         )
     return rows
@@ -359,3 +342,38 @@ def predict_t_star(fam: Family, sizes, n_boot: int, seed: int) -> dict:
             for i, m in enumerate(held)
         ],
     }
+
+
+SERIES_SUFFIX = re.compile(r"_seed=\d+$")  # a study's series: SETUP_seed=N
+
+
+def series_groups(fams: list[Family]) -> dict[str, list[Family]]:
+    """Families that are the pre-training series of one setup (setup names ``SIZE_seed=N``, one
+    modification, one context, one windowed T grid and one set of sizes), 3 or more per group, by
+    group name ``SIZE / modification``."""
+    groups: dict[tuple, list[Family]] = {}
+    for fam in fams:
+        stem = SERIES_SUFFIX.sub("", fam.setup)
+        if stem == fam.setup:
+            continue
+        key = (stem, fam.modification, repr(sorted(fam.context.items())), tuple(fam.T[fam.mask]), tuple(fam.sizes))
+        groups.setdefault(key, []).append(fam)
+    return {f"{key[0]} / {key[1]}": found for key, found in groups.items() if len(found) >= 3}
+
+
+def series_comparison(fams: list[Family], models: Sequence) -> dict:
+    """``compare_models`` on the mean curves of a group of series (``series_groups``), with every
+    series held out in turn; the sizes are not held out here (each series' own entry does that)."""
+    first = fams[0]
+    T, sizes = first.T[first.mask], first.sizes
+    bases = np.array([seed_mean(f.base)[f.mask] for f in fams])
+    excesses = np.array([seed_mean(f.excess())[:, f.mask] for f in fams])
+    t_observed = np.array([_observed_t_star(f.T, seed_mean(f.modified)) for f in fams])
+    grid = np.geomspace(first.T[0], first.T[-1], GRID_POINTS)
+    series = {"bases": bases, "excesses": excesses, "t_observed": t_observed}
+    mean_t = _observed_t_star(first.T, np.mean([seed_mean(f.modified) for f in fams], axis=0))
+    comparison = compare_models(
+        models, T, bases.mean(0), sizes, np.nanmean(excesses, 0), mean_t, grid, series=series, hold_sizes=False
+    )
+    comparison.pop("lines")
+    return {"series": [f.name for f in fams], "sizes": sizes.tolist(), **comparison}

@@ -56,7 +56,6 @@ checkpoints, no modification rows, one size per family). ``cli.py`` wires this i
 from __future__ import annotations
 
 import argparse
-import functools
 import math
 import sys
 from pathlib import Path
@@ -68,6 +67,8 @@ from analysis import families as fams
 from analysis import fits as fitting
 from analysis.families import WINDOW_RULE, Family, fit_window
 from analysis.fits import summary_rows
+from analysis.model_comparison import DecompositionCurves, table_rows
+from analysis.shannon import ShannonCurves
 from experiments.arguments import directory, integer
 from rundir import store
 from rundir.lifecycle import UsageError, check_writable, git_commit, now, versions
@@ -150,11 +151,22 @@ def families(frame: pd.DataFrame, run_name: str) -> tuple[list[Family], list[str
     return fams.families(frame, run_name, REQUIRED_COLUMNS)
 
 
-def fit_family(fam: Family, n_boot: int, seed: int, window, rank: int) -> dict:
-    """``analysis.fits.fit_family`` with the theory's linear model of ``rank`` modes."""
-    from theory.linear_model import fit_linear_model
+def rivals(modification: str, rank: int) -> list:
+    """The curve models ``ovt compare`` scores: the decomposition, the Shannon law, and the linear
+    model of ``rank`` modes without and with its link to log-loss."""
+    from theory.linear_fit import LinearCurves
 
-    return fitting.fit_family(fam, n_boot, seed, window, functools.partial(fit_linear_model, rank=rank))
+    return [
+        DecompositionCurves(),
+        ShannonCurves(),
+        LinearCurves(modification, rank, link=False),
+        LinearCurves(modification, rank, link=True),
+    ]
+
+
+def fit_family(fam: Family, n_boot: int, seed: int, window, rank: int) -> dict:
+    """``analysis.fits.fit_family`` with the ``rivals`` of the family's modification."""
+    return fitting.fit_family(fam, n_boot, seed, window, rivals(fam.modification, rank))
 
 
 # ------------------------------------------------------------------------------------- top level
@@ -227,6 +239,13 @@ def compare(
             entries.append(fit_family(fam, n_boot, seed, window, rank))
         except (ValueError, FloatingPointError, np.linalg.LinAlgError) as error:
             raise CompareFailure(f"{fam.name}: {error}") from error
+    groups = fitting.series_groups(found)
+    series = {
+        name: fitting.series_comparison(fams, rivals(fams[0].modification, rank))
+        for name, fams in tqdm(
+            groups.items(), desc="series", unit="group", disable=quiet or not groups, file=sys.stderr
+        )
+    }
     fits = {
         "command": "ovt compare",
         "results": [str(r) for r in results],
@@ -244,8 +263,11 @@ def compare(
         "versions": versions(),
         "git_commit": git_commit(),
         "families": entries,
+        "series": series,
+        "hessian_bridge": hessian_bridge(_runs(results), entries),
         "skipped": skipped,
         "summary": summary_rows(entries),
+        "comparison": comparison_rows(entries, series),
     }
     store.write_json(out / "fits.json", fits)
     paths = [out / "fits.json", *write_claims(_runs(results), out)]
@@ -258,7 +280,38 @@ def compare(
         raise CompareFailure(f"drawing the figures into {out}: {error}") from error
     if not quiet:
         print(summary(fits["summary"]))  # the summary is the result: stdout, as every command's
+        print("\nRival models on held-out data (* best; log-RMSE of the excess; 95% band coverage):")
+        print(summary(fits["comparison"]))
     return paths
+
+
+def comparison_rows(entries: list[dict], series: dict) -> list[dict]:
+    """``analysis.model_comparison.table_rows`` of every family and every group of series."""
+    rows = [row for e in entries for row in table_rows(e["name"], e["models"])]
+    return rows + [row for name, found in series.items() for row in table_rows(f"{name} (series)", found)]
+
+
+def hessian_bridge(runs: list[Path], entries: list[dict]) -> dict:
+    """``analysis.hessian_bridge.bridge`` of every curvature store's series whose Gaussian family was
+    fitted (the linear model with its link gives each series' spectrum and kappa_loss), grouped as
+    the series are (``SIZE_seed=N``); {} when there is none."""
+    from analysis.hessian_bridge import bridge, trace_series
+
+    frames = [store.load(r) for r in runs if store.read_manifest(r).get("command") == "llm curvature"]
+    if not frames:
+        return {}
+    frame = pd.concat(frames, ignore_index=True)
+    traces = trace_series(frame.assign(run=frame.setup))  # a series is named by its setup, as its family
+    spectra = {
+        e["setup"]: e["linear_model"]["params"] | {"rank": int(e["linear_model"]["params"]["rank"])}
+        for e in entries
+        if e["modification"] == "gaussian" and "params" in e["linear_model"]
+    }
+    groups: dict[str, dict] = {}
+    for name, curve in traces.items():
+        if name in spectra:
+            groups.setdefault(fitting.SERIES_SUFFIX.sub("", name), {})[name] = curve
+    return {group: bridge(found, {n: spectra[n] for n in found}) for group, found in sorted(groups.items())}
 
 
 LLM_TABLES = {"llm perturb": "perturb", "llm finetune": "finetune"}

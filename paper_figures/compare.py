@@ -129,7 +129,7 @@ def t_star_panel(ax, entry: dict, colours: dict) -> None:
     shown = (t_line > bounds[0]) & (t_line < bounds[1])
     ax.plot(line["size"], np.where(shown, t_line, np.nan), color="0.45", lw=1.0, zorder=1)
     held = {row["size"]: row for row in entry["held_out"].get("per_size", [])}
-    linear = {row["size"]: row for row in entry["linear_model"]["per_size"]}
+    linear = {row["size"]: row for row in entry["linear_model"].get("per_size", [])}
     shift = np.exp(0.04 * np.log(sizes.max() / sizes.min()))  # side by side at one size
     drawn = []
     for row in entry["t_star"]:
@@ -137,18 +137,9 @@ def t_star_panel(ax, entry: dict, colours: dict) -> None:
         _point(ax, m / shift, row["observed"], "o", colour, drawn, bounds)
         if m in held:
             _point(ax, m * shift, held[m]["predicted"], "s", colour, drawn, bounds, hollow=True)
-        t_lin = linear[m]["t_star_predicted"]
+        t_lin = linear.get(m, {}).get("t_star_predicted")
         if t_lin is not None and bounds[0] < t_lin < bounds[1]:
-            ax.plot(
-                [m],
-                [t_lin],
-                "^",
-                ms=4,
-                mfc="white" if linear[m]["fitted_on"] else colour,
-                mec=colour,
-                mew=0.8,
-                zorder=4,
-            )
+            ax.plot([m], [t_lin], "^", ms=4, mfc=colour, mec=colour, mew=0.8, zorder=4)
             drawn.append(t_lin)
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -203,7 +194,6 @@ def _point(ax, x, stat: dict, marker: str, colour, drawn: list, bounds, hollow: 
 
 def _handles(entry: dict) -> list:
     held = entry["held_out"]
-    lin = entry["linear_model"]
     handles = [
         Line2D([], [], color="0.3", marker="o", ms=MEASURED["ms"], ls="none", label="measured: mean $\\pm$ s.e."),
         Line2D([], [], color="0.3", **FIT, label="power-law fit, all sizes"),
@@ -212,7 +202,7 @@ def _handles(entry: dict) -> list:
             [],
             color="0.3",
             **LINEAR,
-            label=f"linear model (base fit;\nreference on {_size_label(entry)(lin['reference']['size'])})",
+            label="linear model + link\n(joint fit, all sizes)",
         ),
         Line2D([], [], color="black", lw=0, marker="o", ms=4, mfc="0.6", mec="black", label="observed $T^*$"),
         Line2D([], [], color="0.45", lw=1.0, label=r"closed-form $T^*(m)$, all sizes"),
@@ -225,7 +215,7 @@ def _handles(entry: dict) -> list:
             ms=4,
             mfc="0.6",
             mec="0.3",
-            label="linear-model $T^*$\n(hollow: fitted size)",
+            label="linear-model $T^*$",
         ),
     ]
     if "per_size" in held:
@@ -258,9 +248,10 @@ def _notes(entry: dict) -> str:
         second.append(f"held-out median |ln $T^*$ error| = {held['median_abs_log_t_star_error']:.2f}")
     elif "skipped" in held:
         second.append("no held-out prediction (< 3 sizes)")
-    second.append(rf"linear model: $\alpha_s$ = {lin['params']['alpha_s']:.3g}")
-    if lin["median_abs_log_t_star_error"] is not None:
-        second.append(f"median |ln $T^*$ error| = {lin['median_abs_log_t_star_error']:.2f}")
+    if "params" in lin:
+        second.append(rf"linear model + link: $\alpha_s$ = {lin['params']['alpha_s']:.3g}")
+    if lin.get("log_rmse_excess_predicted") is not None:
+        second.append(f"held-out log-RMSE of the excess = {lin['log_rmse_excess_predicted']:.2f}")
     return first + "\n" + ",  ".join(second)
 
 

@@ -17,6 +17,7 @@ from hypothesis.extra import numpy as hnp
 from theory import (
     closed_form,
     finetune,
+    linear_fit,
     linear_model,
     measure,
     network,
@@ -225,7 +226,7 @@ def test_checks_pass_through_jit_and_vmap():
         (lambda: measure.sharpness(None, W, KEY), "loss_fn"),
         (lambda: protocol.closed_form_curves([1.0, 0.5, 0.2], [1.0] * 3, 1e-3, [1.0], **CURVES), "s"),
         (lambda: protocol.simulated_curves(W, A, A, gamma=0.1, sigmas=(1.0, 1.0), lr=0.1, steps=1), "Ws_T[0]"),
-        (lambda: linear_model.fit_linear_model([1.0, 2.0, 3.0], [1.0, 0.5]), "T"),
+        (lambda: linear_fit.fit_linear_model([1.0, 2.0, 3.0], [1.0, 0.5]), "T"),
         (lambda: linear_model.LinearModel(1.0, 1.0, 1e-6, 1.0, 0.0, 16.7), "rank"),
     ],
 )

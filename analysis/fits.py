@@ -236,6 +236,7 @@ def _linear_entry(comparison: dict, lines: dict, fam: Family, grid, t_obs) -> di
         "model": LINEAR,
         "params": row["params"],
         "at_bounds": row["at_bounds"],
+        "bound_reasons": row["bound_reasons"],
         "fitted_on": "every parameter on the base curve and every size's excess together, in the window",
         "in_sample": row["in_sample"],
         "per_size": [

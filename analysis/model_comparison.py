@@ -34,6 +34,18 @@ from analysis.inflection import inflection
 from analysis.intervals import json_number
 
 LEVEL = 0.95
+BOUND_REASONS = {  # why a parameter sits on a bound of its fit's box: what the curves do not determine
+    "E": "the floor is the lowest measured loss: the curve has not flattened inside the window",
+    "lam": "the link does not saturate inside the sizes measured: the quadratic model (lam -> infinity)",
+    "alpha_s": "a flat spectrum: the curve's shape is carried by u0 / s1 (profiled) instead of the exponent",
+    "b": "the base curve's decay exponent runs to its edge: too few checkpoints past the plateau",
+}
+UNSTATED = "not determined by these curves: the fit runs to the edge of its box"
+
+
+def bound_reasons(at_bounds) -> dict:
+    """{parameter: why it sits on a bound} for every name in ``at_bounds``."""
+    return {name: BOUND_REASONS.get(name, UNSTATED) for name in at_bounds}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,6 +234,8 @@ def compare_models(models, T, base, sizes, S, t_observed, grid, series=None, hol
         row |= {
             "params": {k: json_number(v) for k, v in fit.params().items()},
             "at_bounds": list(fit.at_bounds),
+            "bound_reasons": bound_reasons(fit.at_bounds),
+            **({"u0_profile": _profile(fit.profile)} if getattr(fit, "profile", None) else {}),
             "in_sample": {"log_rmse": json_number(fit.goodness.rmse_log), "n_points": fit.goodness.n},
         }
         if hold_sizes:
@@ -267,6 +281,13 @@ def table_rows(family: str, comparison: dict) -> list[dict]:
             }
         )
     return rows
+
+
+def _profile(profile: dict) -> dict:
+    """A linear fit's u0 / s1 profile: the base fit's cost at each ratio, and whether it picked one."""
+    costs = {f"{ratio:g}": json_number(cost) for ratio, cost in profile.items()}
+    spread = max(profile.values()) / max(min(profile.values()), 1e-300)
+    return {"cost": costs, "max_over_min": json_number(spread)}
 
 
 def _numbers(values) -> list:

@@ -282,6 +282,9 @@ def compare(
         print(summary(fits["summary"]))  # the summary is the result: stdout, as every command's
         print("\nRival models on held-out data (* best; log-RMSE of the excess; 95% band coverage):")
         print(summary(fits["comparison"]))
+        if fits["hessian_bridge"]:
+            print("\nHessian bridge: growth exponents of the sigma-weighted trace, omega = dlog W / dlog T (95% t):")
+            print(bridge_summary(fits["hessian_bridge"]))
     return paths
 
 
@@ -289,6 +292,23 @@ def comparison_rows(entries: list[dict], series: dict) -> list[dict]:
     """``analysis.model_comparison.table_rows`` of every family and every group of series."""
     rows = [row for e in entries for row in table_rows(e["name"], e["models"])]
     return rows + [row for name, found in series.items() for row in table_rows(f"{name} (series)", found)]
+
+
+def bridge_summary(bridges: dict) -> str:
+    """One row per group of series: measured and theory omega, their difference and log(kappa_H /
+    kappa_loss), each as value [interval]."""
+
+    def shown(stat: dict) -> str:
+        interval = stat.get("interval")
+        value = f"{stat['value']:.3g}" if stat.get("value") is not None else "-"
+        return value + (f" [{interval[0]:.3g}, {interval[1]:.3g}]" if interval else "")
+
+    keys = ("omega_measured", "omega_theory", "omega_difference", "log_kappa_ratio")
+    rows = {
+        group: {k: shown(b["pooled"][k]) for k in keys} | {"series": len(b["per_series"])}
+        for group, b in bridges.items()
+    }
+    return pd.DataFrame(rows).T.to_string()
 
 
 def hessian_bridge(runs: list[Path], entries: list[dict]) -> dict:

@@ -248,36 +248,56 @@ def screen_png(result) -> bytes:
         return buffer.getvalue()
 
 
-def overlay(fits: list[dict]):
-    """One panel per fitted family of a store: measured means (dots) against T_flow = kappa x T, and the
-    fitted linear model (lines): base, and base + excess per size."""
+SHOWN_MODEL = "linear + link"  # the model the overlay draws: the theory, with its link to log-loss
+
+
+def overlay(fits: list[dict], model: str = SHOWN_MODEL):
+    """One panel per fitted family of a store: measured means (dots) against T_flow = kappa x T, and
+    ``model``'s fitted lines (``ovt compare``'s curves): base, and base + excess per size, drawn only
+    inside the measured range (padded by a quarter of it) so a model that runs away stays on the
+    axis; the title says which model is drawn and which one predicts held-out data best."""
     with matplotlib.rc_context(RC):
-        return _overlay(fits)
+        return _overlay(fits, model)
 
 
-def _overlay(fits: list[dict]):
+def _overlay(fits: list[dict], model: str):
     n = max(len(fits), 1)
-    fig, ax = _figure(10.0, 3.6, 1, n, bottom=0.15, top=0.9)
+    fig, ax = _figure(10.0, 3.6, 1, n, bottom=0.15, top=0.86)
     for a, entry in zip(ax[0], fits):
         kappa = entry["linear_model"]["params"]["kappa"]
         observed, lines = entry["observed"], entry["curves"]
+        drawn = lines.get("models", {}).get(model, {"base": [], "excess": []})
         T = np.asarray(observed["T"], float) * kappa
         grid = np.asarray(lines["T"], float) * kappa
-        base = np.asarray(lines["linear_model"]["base"], float)
-        a.plot(T, np.asarray(observed["base"]["mean"], float), "o", color="0.35", ms=3, label="measured base")
-        a.plot(grid, base, "-", color="0.35", lw=0.9)
+        measured = [_floats(observed["base"]["mean"])] + [_floats(m["mean"]) for m in observed["modified"]]
+        lo, hi = np.nanmin(np.concatenate(measured)), np.nanmax(np.concatenate(measured))
+        shown = (lo - 0.25 * (hi - lo), hi + 0.25 * (hi - lo))
+
+        base = _floats(drawn["base"]) if drawn["base"] else np.full(grid.size, np.nan)
+        a.plot(T, measured[0], "o", color="0.35", ms=3, label="measured base")
+        a.plot(grid, _inside(base, shown), "-", color="0.35", lw=0.9)
         colours = style.ordered_colours(entry["sizes"])
-        for modified, excess in zip(observed["modified"], lines["linear_model"]["excess"]):
+        excesses = drawn["excess"] or [[None] * grid.size] * len(observed["modified"])
+        for modified, mean, excess in zip(observed["modified"], measured[1:], excesses):
             colour = colours[modified["size"]]
-            mean = np.array([np.nan if v is None else v for v in modified["mean"]], float)
             a.plot(T, mean, "o", color=colour, ms=3, label=f"{entry['size']} = {modified['size']:g}")
-            a.plot(
-                grid, base + np.array([np.nan if v is None else v for v in excess], float), "-", color=colour, lw=0.9
-            )
+            a.plot(grid, _inside(base + _floats(excess), shown), "-", color=colour, lw=0.9)
+        a.set_ylim(*shown)
         a.set(xscale="log", xlabel=f"T = kappa x {entry['source']} time (kappa = {kappa:.3g})", ylabel=entry["loss"])
         _log(a.xaxis)
-        a.set_title(entry["name"], loc="left")
+        best = entry.get("models", {}).get("best")
+        a.set_title(f"{entry['name']}\nlines: {model}" + (f" (best held-out: {best})" if best else ""), loc="left")
         a.legend(loc="best")
     if not fits:
         ax[0, 0].text(0.5, 0.5, "no family to fit in this store", ha="center", transform=ax[0, 0].transAxes)
     return fig
+
+
+def _inside(values: np.ndarray, shown: tuple[float, float]) -> np.ndarray:
+    """``values`` with NaN outside the panel's range ``shown``: a line that leaves it is cut, not clipped."""
+    return np.where((values >= shown[0]) & (values <= shown[1]), values, np.nan)
+
+
+def _floats(values) -> np.ndarray:
+    """A JSON list (None for a missing value) as floats (NaN)."""
+    return np.array([np.nan if v is None else v for v in values], float)

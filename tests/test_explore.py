@@ -91,6 +91,15 @@ def test_notebook_overlays_the_reference_llm_store_with_ovt_compares_map():
     assert entry["observed"]["T"] == pytest.approx(base.pretrain_time.to_numpy())
     assert entry["observed"]["base"]["mean"] == pytest.approx(np.log(base.value.to_numpy()))
     assert defs["result"].setup == explore.DEFAULT and defs["store_problem"] is None
+    # The panel draws the linear model with its link, says so, and keeps every line inside its range.
+    fig = figures.overlay(overlay.fits)
+    for axis, fit in zip(fig.axes, overlay.fits):
+        assert f"lines: {figures.SHOWN_MODEL}" in axis.get_title(loc="left")
+        assert f"best held-out: {fit['models']['best']}" in axis.get_title(loc="left")
+        low, high = axis.get_ylim()
+        drawn = np.concatenate([line.get_ydata() for line in axis.lines if line.get_linestyle() == "-"])
+        assert np.isfinite(drawn).any() and np.all(drawn[np.isfinite(drawn)] >= low)
+        assert np.all(drawn[np.isfinite(drawn)] <= high)
 
 
 def test_padding_to_d_modes_changes_nothing():

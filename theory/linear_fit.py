@@ -23,10 +23,6 @@ from theory.linear_model import MODIFICATIONS, N_STARTS, LinearModel, _model, _p
 U0_RATIOS = (1e-6, 1e-4, 1e-3, 1e-2, 1e-1)  # u0 / s1, profiled on the base curve (fit_joint)
 U0_RATIO = 1e-3  # where the profile is flat (within PROFILE_FLAT of its best): not identified, fixed here
 PROFILE_FLAT = 0.05
-BOUND_REASONS = {
-    "E": "the floor is the lowest measured loss: the curve has not flattened inside the window",
-    "lam": "the link's saturation is not reached by the sizes measured (lam at its upper bound: quadratic)",
-}
 
 
 def fit_linear_model(T, L, rank: int = 32) -> tuple[LinearModel, Goodness]:
@@ -141,7 +137,7 @@ def fit_joint(T, base, sizes, S, modification: str, rank: int = 32, link: bool =
     over 1e-6 .. 1e-2); where the profile's costs lie within ``PROFILE_FLAT`` of the best, u0 / s1 is
     fixed at ``U0_RATIO`` and ``profile`` says it was not identified. Bounds: alpha_s in [0.05, 4],
     E in [0, min base], lam in [1e-3, 1e3]; a parameter left on a bound is named in ``at_bounds``
-    (``BOUND_REASONS`` says why for E and lam).
+    (``analysis.model_comparison.BOUND_REASONS`` says why).
 
     Starts: the base curve fitted alone (``fit_linear_model``'s two best), then ref on a log grid of
     the excess cost for each lam in {0.1, 1, 10, 1e3}; the joint least squares runs from each, the lowest

@@ -35,7 +35,7 @@ class LinearModel:
     kappa: float
     E: float
     rank: int
-    at_bounds: tuple[str, ...] = ()  # parameters the fit left on a bound of its box (BOUND_REASONS)
+    at_bounds: tuple[str, ...] = ()  # left on a bound of the fit's box (model_comparison.BOUND_REASONS)
 
     def __post_init__(self):
         """Refuses s1, u0 or kappa <= 0, alpha_s or E < 0, and a rank that is not an integer >= 1."""

@@ -56,19 +56,21 @@ def rem_excess(v, lam):
 
 
 def linked_excess(Q, lam):
-    """The log-loss excess of the linear model's quadratic excess ``Q``: ``rem_excess(2 Q, lam)``,
-    i.e. Q for Q <= lam and 2 sqrt(Q lam) - lam beyond. The factor 2 makes the link the identity to
-    second order in the noise, as the small-noise identity requires (both excesses are
-    (gamma^2 / 2) tr_sigma H there); it departs from Q where a softmax saturates.
+    """The log-loss excess of the linear model's excess ``Q``: ``rem_excess(2 Q, lam)``, i.e. Q for
+    Q <= lam and 2 sqrt(Q lam) - lam beyond. The factor 2 makes the link the identity to second order
+    in the noise, as the small-noise identity requires (both excesses are (gamma^2 / 2) tr_sigma H
+    there); it departs from Q where a softmax saturates. A negative Q (fine-tuning that lowers the
+    loss) is in the identity's range and passes unchanged.
 
     Parameters
     ----------
     Q : float or array
-        The linear model's expected excess (>= 0), in nats on the fitted axis.
+        The linear model's excess, in nats on the fitted axis.
     lam : float
         Log-number of competing classes (> 0).
     """
-    return rem_excess(2 * jnp.asarray(_checks.non_negative("Q", Q)), lam)
+    Q = jnp.asarray(_checks.floats("Q", Q))
+    return jnp.where(Q < 0, Q, rem_excess(2 * jnp.maximum(Q, 0.0), lam))
 
 
 def logit_noise_excess(p, v, n_draws: int = 4096, key=None) -> tuple[float, float]:

@@ -4,7 +4,7 @@ A *curve model* is anything with ``name``, ``n_params`` and ``fit(T, base, sizes
 with ``predict(T, sizes) -> (base (n,), excess (k, n))``, ``params()``, ``at_bounds`` and ``goodness``
 (log space, over the n_points it fitted). Here: the power-law decomposition (``DecompositionCurves``),
 the Shannon law (``analysis.shannon``); the linear model with and without its link to log-loss is
-``theory.linear_model.LinearCurves`` (JAX), passed in by the caller.
+``theory.linear_fit.LinearCurves`` (JAX), passed in by the caller.
 
 Scores, each on data the fit did not see:
 
@@ -16,8 +16,9 @@ Scores, each on data the fit did not see:
 
 For each: the log-RMSE of the predicted excess over the held-out points (S > 0), the median |ln T*
 error| (T* of the predicted base + excess against the observed T* of the held-out curve, where both
-exist), the coverage of 95% prediction bands (fitted log excess +- t(n - k, 0.975) x the fold's own
-residual RMS scaled by sqrt(n / (n - k)), k the parameter count), and the parameter count. The best
+exist), the coverage of 95% prediction bands (fitted log excess +- t(n - k, 0.975) x the RMS of the
+fold's own log-excess residuals scaled by sqrt(n / (n - k)), k the parameter count), and the
+parameter count. A model that predicts no positive excess at a measured point is not ranked. The best
 model is the one with the lowest held-out log-RMSE (series where there are any, else sizes).
 """
 
@@ -87,28 +88,38 @@ class DecompositionCurves:
         return DecompositionFit(D, at_bounds, ph.goodness(y, fitted), int(y.size))
 
 
-def _band(fit) -> tuple[float, int]:
-    """Half-width of the fit's 95% prediction band in log space, and its degrees of freedom."""
-    n, k = fit.goodness.n, fit.n_params
-    dof = n - k
-    if dof < 1:
-        return math.inf, 0
-    sigma = fit.goodness.rmse_log * math.sqrt(n / dof)
-    return float(stats.t.ppf(0.5 + LEVEL / 2, dof) * sigma), dof
+def _band(fit, T, sizes, S) -> float:
+    """Half-width of the fit's 95% prediction band for log excess: t(n - k, 0.975) x the RMS of its own
+    log-excess residuals on the data it was fitted to (``sizes``, ``S``) x sqrt(n / (n - k)), with n
+    those points and k the model's parameters (the base's residuals, often far smaller, left out)."""
+    _, excess = fit.predict(T, sizes)
+    ok = np.isfinite(S) & (S > 0) & (excess > 0)
+    n, k = int(ok.sum()), fit.n_params
+    if n - k < 1:
+        return math.inf
+    rms = float(np.sqrt(np.mean((np.log(S[ok]) - np.log(excess[ok])) ** 2)))
+    return float(stats.t.ppf(0.5 + LEVEL / 2, n - k) * rms * math.sqrt(n / (n - k)))
 
 
-def _score(fit, T, sizes, S, grid, t_observed) -> dict:
-    """Errors of ``fit``'s predicted excess against the held-out S (k, n) at ``sizes``."""
+def _score(fit, T, sizes, S, grid, t_observed, half: float) -> dict:
+    """Errors of ``fit``'s predicted excess against the held-out S (k, n) at ``sizes``; ``half`` is the
+    band's half-width. A measured point (S > 0) the model predicts no positive excess at counts as
+    ``unpredicted``, and a model with any is not ranked."""
     _, excess = fit.predict(T, sizes)
     base_grid, excess_grid = fit.predict(grid, sizes)
     t_pred = np.asarray(inflection(grid, base_grid[None] + excess_grid), float)
-    ok = np.isfinite(S) & (S > 0) & (excess > 0)
+    measured = np.isfinite(S) & (S > 0)
+    ok = measured & (excess > 0)
     err = np.log(S[ok]) - np.log(excess[ok])
-    half, _ = _band(fit)
     t_err = [
         abs(math.log(p / o)) for p, o in zip(t_pred, np.atleast_1d(t_observed)) if np.isfinite(p) and np.isfinite(o)
     ]
-    return {"errors": err, "covered": np.abs(err) <= half, "t_star_errors": t_err, "unpredicted": int((~ok).sum())}
+    return {
+        "errors": err,
+        "covered": np.abs(err) <= half,
+        "t_star_errors": t_err,
+        "unpredicted": int((measured & ~ok).sum()),
+    }
 
 
 def _summary(scores: list[dict], failures: list[str], unit: str) -> dict:
@@ -125,6 +136,7 @@ def _summary(scores: list[dict], failures: list[str], unit: str) -> dict:
         "coverage": json_number(covered.mean()) if covered.size else None,
         "median_abs_log_t_star_error": json_number(np.median(t_err)) if t_err else None,
         "n_t_star": len(t_err),
+        "unpredicted": sum(s["unpredicted"] for s in scores),
         "failed": failures,
     }
 
@@ -163,7 +175,8 @@ def held_out_sizes(model, T, base, sizes, S, t_observed, grid) -> dict:
         except ValueError as error:
             failures.append(f"size {sizes[h]:g}: {error}")
             continue
-        scores.append(_score(fit, T, sizes[h : h + 1], S[h : h + 1], grid, np.asarray(t_observed)[h : h + 1]))
+        half = _band(fit, T, sizes[keep], S[keep])
+        scores.append(_score(fit, T, sizes[h : h + 1], S[h : h + 1], grid, np.asarray(t_observed)[h : h + 1], half))
     return _summary(scores, failures, "size")
 
 
@@ -193,11 +206,13 @@ def held_out_series(model, T, bases, sizes, excesses, t_observed, grid) -> dict:
     for j in range(bases.shape[0]):
         keep = np.arange(bases.shape[0]) != j
         try:
-            fit = model.fit(T, bases[keep].mean(0), sizes, np.nanmean(excesses[keep], axis=0))
+            S_fit = np.nanmean(excesses[keep], axis=0)
+            fit = model.fit(T, bases[keep].mean(0), sizes, S_fit)
         except ValueError as error:
             failures.append(f"series {j}: {error}")
             continue
-        scores.append(_score(fit, T, sizes, excesses[j], grid, np.asarray(t_observed)[j]))
+        half = _band(fit, T, sizes, S_fit)
+        scores.append(_score(fit, T, sizes, excesses[j], grid, np.asarray(t_observed)[j], half))
     return _summary(scores, failures, "series")
 
 
@@ -235,7 +250,7 @@ def compare_models(models, T, base, sizes, S, t_observed, grid, series=None, hol
             "params": {k: json_number(v) for k, v in fit.params().items()},
             "at_bounds": list(fit.at_bounds),
             "bound_reasons": bound_reasons(fit.at_bounds),
-            **({"u0_profile": _profile(fit.profile)} if getattr(fit, "profile", None) else {}),
+            **({"u0_profile": fit.profile} if getattr(fit, "profile", None) else {}),
             "in_sample": {"log_rmse": json_number(fit.goodness.rmse_log), "n_points": fit.goodness.n},
         }
         if hold_sizes:
@@ -249,11 +264,12 @@ def compare_models(models, T, base, sizes, S, t_observed, grid, series=None, hol
 
 
 def held_out_score(row: dict) -> float | None:
-    """The row's held-out log-RMSE of the excess: over series where scored, else over sizes."""
+    """The row's held-out log-RMSE of the excess: over series where scored, else over sizes; None
+    (not ranked) where the model predicted no positive excess at some measured point."""
     for part in ("held_out_series", "held_out_sizes"):
-        value = row.get(part, {}).get("log_rmse_excess")
-        if value is not None:
-            return value
+        scored = row.get(part, {})
+        if scored.get("log_rmse_excess") is not None:
+            return None if scored.get("unpredicted") else scored["log_rmse_excess"]
     return None
 
 
@@ -281,13 +297,6 @@ def table_rows(family: str, comparison: dict) -> list[dict]:
             }
         )
     return rows
-
-
-def _profile(profile: dict) -> dict:
-    """A linear fit's u0 / s1 profile: the base fit's cost at each ratio, and whether it picked one."""
-    costs = {f"{ratio:g}": json_number(cost) for ratio, cost in profile.items()}
-    spread = max(profile.values()) / max(min(profile.values()), 1e-300)
-    return {"cost": costs, "max_over_min": json_number(spread)}
 
 
 def _numbers(values) -> list:

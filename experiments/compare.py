@@ -77,6 +77,7 @@ from rundir.store import REQUIRED_COLUMNS
 __all__ = ["add_parser", "compare", "families", "fit_family", "fit_window", "plan", "run", "summary", "summary_rows"]
 
 MAX_BOOTSTRAP, MAX_RANK = 100_000, 4096  # each multiplies the fits' time
+CURVATURE = "llm curvature"  # a store of the sigma-weighted Hessian trace: the bridge's, not a family
 
 
 class CompareFailure(RuntimeError):
@@ -198,6 +199,8 @@ def plan(results: list[Path], out: Path | None, window=None) -> tuple[list[Famil
     except ValueError as error:
         raise UsageError(f"--results: {error}") from None
     for run_dir, name in zip(runs, names):
+        if store.read_manifest(run_dir).get("command") == CURVATURE:
+            continue  # no loss curve to fit: the Hessian bridge reads it
         try:
             frame = store.load(run_dir)
         except ValueError as error:
@@ -317,7 +320,7 @@ def hessian_bridge(runs: list[Path], entries: list[dict]) -> dict:
     the series are (``SIZE_seed=N``); {} when there is none."""
     from analysis.hessian_bridge import bridge, trace_series
 
-    frames = [store.load(r) for r in runs if store.read_manifest(r).get("command") == "llm curvature"]
+    frames = [store.load(r) for r in runs if store.read_manifest(r).get("command") == CURVATURE]
     if not frames:
         return {}
     frame = pd.concat(frames, ignore_index=True)

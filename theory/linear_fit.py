@@ -22,7 +22,7 @@ from theory.linear_model import MODIFICATIONS, N_STARTS, LinearModel, _model, _p
 
 U0_RATIOS = (1e-6, 1e-4, 1e-3, 1e-2, 1e-1)  # u0 / s1, profiled on the base curve (fit_joint)
 U0_RATIO = 1e-3  # where the profile is flat (within PROFILE_FLAT of its best): not identified, fixed here
-PROFILE_FLAT = 0.05
+PROFILE_FLAT = 0.01  # log RMSE of the base fit: 1%, a base curve's checkpoint noise (0.008-0.016 in the study)
 
 
 def fit_linear_model(T, L, rank: int = 32) -> tuple[LinearModel, Goodness]:
@@ -82,7 +82,7 @@ class JointFit:
     at_bounds: tuple[str, ...]
     goodness: Goodness  # every fitted point (base and excess), log space
     n_points: int
-    profile: dict  # {u0 / s1: cost of the base fit}: flat where u0 is not identified
+    profile: dict  # u0 / s1 taken, whether identified, each ratio's base log RMSE (``_profiled``)
 
     @property
     def name(self) -> str:
@@ -133,11 +133,10 @@ def fit_joint(T, base, sizes, S, modification: str, rank: int = 32, link: bool =
     Free: (kappa, alpha_s, s1, E, ref) and, with the link, lam. Profiled: u0 / s1, on the base curve
     over ``U0_RATIOS``: u0 sets only the length of the plateau before the first mode is learned (mode
     i is learned near ln(s_i / u0) / (2 s_i kappa)), a logarithmic correction that a curve starting
-    after the plateau does not determine (on the committed CPU validation the cost changes by < 3%
-    over 1e-6 .. 1e-2); where the profile's costs lie within ``PROFILE_FLAT`` of the best, u0 / s1 is
-    fixed at ``U0_RATIO`` and ``profile`` says it was not identified. Bounds: alpha_s in [0.05, 4],
-    E in [0, min base], lam in [1e-3, 1e3]; a parameter left on a bound is named in ``at_bounds``
-    (``analysis.model_comparison.BOUND_REASONS`` says why).
+    after the plateau does not determine; where every ratio fits the base within ``PROFILE_FLAT`` of
+    the best log RMSE, u0 / s1 is fixed at ``U0_RATIO`` (``profile`` holds each ratio's fit). Bounds:
+    alpha_s in [0.05, 4], E in [0, min base], lam in [1e-3, 1e3]; a parameter left on a bound is
+    named in ``at_bounds`` (``analysis.model_comparison.BOUND_REASONS`` says why).
 
     Starts: the base curve fitted alone (``fit_linear_model``'s two best), then ref on a log grid of
     the excess cost for each lam in {0.1, 1, 10, 1e3}; the joint least squares runs from each, the lowest
@@ -291,12 +290,14 @@ def _base_fits(problem: _Problem):
 
 def _profiled(problem: _Problem):
     """``problem`` at the u0 / s1 of ``U0_RATIOS`` whose base fit costs least (``U0_RATIO`` where the
-    profile is flat), its base fits, and the profile {ratio: cost}."""
+    profile is flat), its base fits, and the profile: the ratio taken, whether the curve identifies
+    it, and each ratio's base log RMSE."""
     found = {r: _base_fits(dataclasses.replace(problem, u0_ratio=r)) for r in U0_RATIOS}
-    profile = {r: float(fits[0].cost) for r, fits in found.items()}
-    best = min(profile, key=profile.get)
-    if max(profile.values()) <= (1 + PROFILE_FLAT) * profile[best] + 1e-12:
-        best = U0_RATIO
+    rmse = {r: float(np.sqrt(2 * fits[0].cost / problem.n)) for r, fits in found.items()}
+    best = min(rmse, key=rmse.get)
+    identified = max(rmse.values()) - rmse[best] > PROFILE_FLAT
+    best = best if identified else U0_RATIO
+    profile = {"u0/s1": best, "identified": bool(identified), "base_log_rmse": {f"{r:g}": v for r, v in rmse.items()}}
     return dataclasses.replace(problem, u0_ratio=best), found[best], profile
 
 

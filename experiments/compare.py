@@ -11,12 +11,14 @@ the analysis, writes fits.json, draws the figures and prints):
 1. the power-law decomposition of ``analysis.phenomenology``: L(T) = E + A T^-alpha on the base curve,
    S(T, m) = C m^p T^beta on the excess of the modified model over the base, both in log space; the
    closed form T*(m) = (alpha A / (beta C m^p))^(1/(alpha+beta)) for every size;
-2. the linear model (``theory.linear_model``: power-law spectrum, u0, T_flow = kappa T, floor E) on
-   the base curve alone; its
-   reference scale (theory gamma, or fine-tuning time, per unit of m) on the *smallest* size alone;
-   every other size's excess and T* are then predictions, with no further fitting;
-3. held-out prediction: the excess fitted on all sizes but one (the base fit is shared: base rows are
-   never held out) predicts the held-out size's curve and T*.
+2. held-out prediction: the excess fitted on all sizes but one (the base fit is shared: base rows are
+   never held out) predicts the held-out size's curve and T*;
+3. the rival models (``rivals``: the decomposition, the Shannon law, the linear model fitted jointly
+   to the base and every size without and with its link to log-loss), each scored on held-out sizes
+   and, for a study's series (setups ``SIZE_seed=N``), on held-out series
+   (``analysis.model_comparison``); the table prints after the summary;
+4. where curvature stores are among the results, the Hessian bridge (``analysis.hessian_bridge``):
+   the measured trace's growth exponent against the fitted linear model's, and kappa_H.
 
 The loss is L_A (``pretrain_loss``) for theory stores and log perplexity (the mean NLL in nats) for
 LLM stores, so the excess of an LLM is log(ppl_modified / ppl_base). The size m is gamma for Gaussian

@@ -90,7 +90,7 @@ class JointFit:
 
     @property
     def n_params(self) -> int:
-        """Free parameters: kappa, alpha_s, s1, E, ref (and lam with the link); u0 / s1 is fixed."""
+        """Free parameters: kappa, alpha_s, s1, E, ref (and lam with the link); u0 / s1 is profiled."""
         return 5 + (self.lam is not None)
 
     def params(self) -> dict:

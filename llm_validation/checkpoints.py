@@ -114,10 +114,12 @@ def load_checkpoint(
     else:
         source, kwargs = str(model), {"revision": revision}
     try:
-        # Mismatched shapes are reported in `info` rather than raised, so one check below covers them.
-        loaded, info = AutoModelForCausalLM.from_pretrained(
-            source, dtype=dtype, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
-        )
+        # Mismatched shapes are reported in `info` rather than raised, so one check below covers them;
+        # transformers' own load report on stderr is silenced: that check says it in one line.
+        with _transformers_quiet():
+            loaded, info = AutoModelForCausalLM.from_pretrained(
+                source, dtype=dtype, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
+            )
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     except (OSError, ValueError, SafetensorError) as error:
         raise CheckpointError(f"checkpoint {model}@{revision} could not be read: {error}") from error
@@ -252,6 +254,17 @@ def save_checkpoint(out_dir: Path, revision: str, model, tokenizer, record: dict
             model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         write_json(tmp / CHECKPOINT_FILE, record)
+
+
+@contextlib.contextmanager
+def _transformers_quiet():
+    """transformers' warnings off (its load report of missing or tied weights), restored after."""
+    verbosity = transformers.utils.logging.get_verbosity()
+    transformers.utils.logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers.utils.logging.set_verbosity(verbosity)
 
 
 @contextlib.contextmanager

@@ -18,7 +18,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 from scipy import optimize
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -48,10 +47,7 @@ def main(argv=None) -> int:
     problem, fits, _ = linear_fit._profiled(problem)
     lower, upper = problem.bounds(base_only=False)
     residual, jacobian = problem.functions(base_only=False)
-    log_refs = np.linspace(-12.0, 12.0, 97)
-    x = fits[0].x
-    costs = [float(np.sum(residual(np.concatenate([x, [r], [0.0]])) ** 2)) for r in log_refs]
-    start = np.clip(np.concatenate([x, [log_refs[int(np.argmin(costs))]], [0.0]]), lower, upper)
+    start = linear_fit.ref_start(problem, fits[0].x, 1.0)
 
     def solve(jac):
         return optimize.least_squares(residual, start, jac=jac, bounds=(lower, upper), x_scale="jac", max_nfev=400)

@@ -244,6 +244,7 @@ def compare(
             entries.append(fit_family(fam, n_boot, seed, window, rank))
         except (ValueError, FloatingPointError, np.linalg.LinAlgError) as error:
             raise CompareFailure(f"{fam.name}: {error}") from error
+    runs = _runs(results)  # found again (plan does not return them): once here for the bridge and the claims
     groups = fitting.series_groups(found)
     series = {
         name: fitting.series_comparison(fams, rivals(fams[0].modification, rank))
@@ -269,13 +270,13 @@ def compare(
         "git_commit": git_commit(),
         "families": entries,
         "series": series,
-        "hessian_bridge": hessian_bridge(_runs(results), entries),
+        "hessian_bridge": hessian_bridge(runs, entries),
         "skipped": skipped,
         "summary": summary_rows(entries),
         "comparison": comparison_rows(entries, series),
     }
     store.write_json(out / "fits.json", fits)
-    paths = [out / "fits.json", *write_claims(_runs(results), out)]
+    paths = [out / "fits.json", *write_claims(runs, out)]
     try:
         for entry in entries:
             paths += figures.draw(entry, out, _file_name(entry["name"]))

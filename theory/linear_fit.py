@@ -314,14 +314,20 @@ def _joint(problem: _Problem, base_starts):
     """The joint least squares from each base start, its ref set on a log grid for each lam start."""
     lower, upper = problem.bounds(base_only=False)
     residual, jacobian = problem.functions(base_only=False)
-    log_refs = np.linspace(-12.0, 12.0, 97)
     lams = (0.1, 1.0, 10.0, LAM_BOUNDS[1]) if problem.link else (None,)
-    starts = []
-    for x, lam in itertools.product(base_starts, lams):
-        extra = [] if lam is None else [np.log(lam)]
-        costs = [float(np.sum(residual(np.concatenate([x, [r], extra])) ** 2)) for r in log_refs]
-        starts.append(np.clip(np.concatenate([x, [log_refs[int(np.argmin(costs))]], extra]), lower, upper))
+    starts = [ref_start(problem, x, lam) for x, lam in itertools.product(base_starts, lams)]
     return _solve(residual, jacobian, starts, lower, upper)
+
+
+def ref_start(problem: _Problem, x, lam: float | None) -> np.ndarray:
+    """A joint start from base parameters ``x``: log ref at the lowest cost of a log grid (1e-12 ...
+    1e12, eighth decades), log lam appended where the problem has the link."""
+    lower, upper = problem.bounds(base_only=False)
+    residual, _ = problem.functions(base_only=False)
+    extra = [] if lam is None else [np.log(lam)]
+    log_refs = np.linspace(-12.0, 12.0, 97)
+    costs = [float(np.sum(residual(np.concatenate([x, [r], extra])) ** 2)) for r in log_refs]
+    return np.clip(np.concatenate([x, [log_refs[int(np.argmin(costs))]], extra]), lower, upper)
 
 
 def _result(problem: _Problem, fit, f, names, profile):

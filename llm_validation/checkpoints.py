@@ -214,7 +214,8 @@ def _require_revision(model: str | os.PathLike, revision: str) -> None:
 
 def claim_series(out_dir: Path, config: PretrainConfig, versions: dict) -> None:
     """Write ``series.json``, or check that the folder already holds this very series (a
-    ``separate`` one may gain budgets; ``series.json`` then lists all of them)."""
+    ``separate`` or ``wsd`` one may gain budgets, a ``wsd`` one trunk checkpoints; ``series.json``
+    then lists all of them)."""
     record = config_record(config)
     path = out_dir / SERIES_FILE
     if path.exists():
@@ -224,9 +225,11 @@ def claim_series(out_dir: Path, config: PretrainConfig, versions: dict) -> None:
             raise ValueError(
                 f"out_dir={str(out_dir)!r} holds a series with other {', '.join(changed)}; use a new folder"
             )
-        if set(record["budgets"]) <= set(stored["budgets"]):
+        trunk = bool(stored.get("trunk_checkpoints")) or record.get("trunk_checkpoints", False)
+        if set(record["budgets"]) <= set(stored["budgets"]) and trunk == bool(stored.get("trunk_checkpoints")):
             return
         record["budgets"] = sorted(set(stored["budgets"]) | set(record["budgets"]))
+        record["trunk_checkpoints"] = trunk
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(path, {"config": record, "versions": versions})
 

@@ -123,8 +123,9 @@ def _pretrain(
 ) -> list[Path]:
     checkpoints.claim_series(out_dir, config, _versions())
     targets = config.targets()
+    saved = [*targets, *config.trunk_targets()]
     pending = [
-        t for t in targets if not checkpoints.is_saved(out_dir, t.revision) and (only is None or t.revision in only)
+        t for t in saved if not checkpoints.is_saved(out_dir, t.revision) and (only is None or t.revision in only)
     ]
     if pending:
         data = _series_data(config, out_dir)
@@ -138,7 +139,7 @@ def _pretrain(
                 allowance = _train(config, data, out_dir, run, allowance, resume_every, progress)
                 if allowance <= 0:
                     break
-    return [out_dir / t.revision for t in targets if checkpoints.is_saved(out_dir, t.revision)]
+    return [out_dir / t.revision for t in saved if checkpoints.is_saved(out_dir, t.revision)]
 
 
 def _train_parallel(

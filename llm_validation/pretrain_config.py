@@ -48,6 +48,7 @@ class PretrainConfig:
     vocab_size: int | None = None
     max_train_chars: int | None = None
     max_epochs: float | None = None  # refuse a largest budget of more passes over the training tokens
+    trunk_checkpoints: bool = False  # mode wsd: also save the trunk (un-annealed) at every budget
 
     def __post_init__(self):
         if self.preset not in PRESETS:
@@ -72,6 +73,11 @@ class PretrainConfig:
             raise ValueError(f"vocab_size={self.model_vocab_size} (preset {self.preset!r}) must be >= {MIN_VOCAB}")
         if self.max_train_chars is not None and self.max_train_chars <= 0:
             raise ValueError(f"max_train_chars={self.max_train_chars} must be positive")
+        if self.trunk_checkpoints not in (True, False) or (self.trunk_checkpoints and self.mode != "wsd"):
+            raise ValueError(
+                f"trunk_checkpoints={self.trunk_checkpoints!r} must be true or false, and true only with mode "
+                f"wsd (mode={self.mode!r} has no constant-lr trunk)"
+            )
         if self.max_epochs is not None and not self.max_epochs > 0:
             raise ValueError(f"max_epochs={self.max_epochs} must be > 0")
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
@@ -96,6 +102,13 @@ class PretrainConfig:
             targets.append(Target(budget, step, tokens, format_revision(step, tokens)))
         return targets
 
+    def trunk_targets(self) -> list[Target]:
+        """With ``trunk_checkpoints``: the WSD trunk's checkpoint at every budget's step, un-annealed (lr at
+        its peak), named ``trunk-<revision>`` (``revisions.TRUNK_STAGE``); else none."""
+        if not self.trunk_checkpoints:
+            return []
+        return [t._replace(revision=f"trunk-{t.revision}") for t in self.targets()]
+
 
 def config_record(config: PretrainConfig) -> dict:
     """The config as plain JSON values (tuples become lists), as ``series.json`` stores it."""
@@ -104,9 +117,12 @@ def config_record(config: PretrainConfig) -> dict:
 
 def changed_fields(stored: dict, record: dict) -> list[str]:
     """The fields in which the config ``record`` differs from a ``stored`` series' record; a
-    ``separate`` series may gain budgets (each is its own run from the shared initialisation,
-    tokenizer and data order), so there its budgets are free."""
+    ``separate`` or ``wsd`` series may gain budgets (each is its own run, or branch, from the shared
+    initialisation, tokenizer and data order), so there its budgets are free."""
     free = {"budgets"} if record.get("mode") == stored.get("mode") in ("separate", "wsd") else set()
+    # A WSD series may gain trunk checkpoints: the trunk is retrained from the shared initialisation
+    # and data order (the same weights at every branch's start), its finished branches unchanged.
+    free |= {"trunk_checkpoints"} if record.get("mode") == stored.get("mode") == "wsd" else set()
     # A field added since the series was written holds its default there.
     defaults = {f.name: f.default for f in dataclasses.fields(PretrainConfig)}
     return sorted(key for key in record if key not in free and stored.get(key, defaults.get(key)) != record[key])

@@ -2,7 +2,8 @@
 
 Plain Python (no torch), so configs and the command line read and write names without loading a model.
 The forms are those of the public suites (``suites``): OLMo's ``step{N}-tokens{M}B`` and its stage
-prefixes, Amber's ``ckpt_{NNN}``, Pythia's ``step{N}`` and SmolLM2's ``step-{N}``.
+prefixes, Amber's ``ckpt_{NNN}``, Pythia's ``step{N}`` and SmolLM2's ``step-{N}``; and a WSD series'
+un-annealed trunk checkpoints, ``trunk-step{N}-tokens{M}`` (stage ``trunk``, ``TRUNK_STAGE``).
 """
 
 from __future__ import annotations
@@ -22,13 +23,15 @@ AMBER_TOTAL_TOKENS = 1_260 * 10**9
 AMBER_TOKENS_PER_CHECKPOINT = AMBER_TOTAL_TOKENS // AMBER_CHECKPOINTS
 
 _STEP_TOKENS = re.compile(
-    r"(?:(?P<stage>stage1|stage2-ingredient\d+)-)?step(?P<step>\d+)-tokens(?P<count>\d+)(?P<unit>[KMBT]?)"
+    r"(?:(?P<stage>stage1|stage2-ingredient\d+|trunk)-)?step(?P<step>\d+)-tokens(?P<count>\d+)(?P<unit>[KMBT]?)"
 )
+TRUNK_STAGE = "trunk"  # a WSD series' checkpoint taken on its constant-lr trunk, not annealed
 _AMBER = re.compile(r"ckpt_(?P<index>\d{3})")
 _STEP_ONLY = re.compile(r"step(?P<dash>-?)(?P<step>\d+)")  # Pythia step{N}, SmolLM2 step-{N}
 ALLOWED_FORMS = (
     "step{N}-tokens{M}{K|M|B|T}, stage1-step{N}-tokens{M}B, "
-    "stage2-ingredient{K}-step{N}-tokens{M}B, ckpt_{NNN} (000-359), step{N} (Pythia), step-{N} (SmolLM2)"
+    "stage2-ingredient{K}-step{N}-tokens{M}B, trunk-step{N}-tokens{M}{K|M|B|T}, "
+    "ckpt_{NNN} (000-359), step{N} (Pythia), step-{N} (SmolLM2)"
 )
 
 

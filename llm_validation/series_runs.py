@@ -40,13 +40,18 @@ def _cosine_run(config: PretrainConfig, name: str, saves: tuple[Target, ...], to
 
 def _runs(config: PretrainConfig, targets: list[Target], pending: list[Target], out_dir: Path) -> list[Run]:
     """The runs that train the pending checkpoints: one per budget (``separate``), one run (``single``),
-    or a constant-lr trunk and one decay branch per budget (``wsd``)."""
+    or a constant-lr trunk and one decay branch per budget (``wsd``). A WSD trunk runs to the last
+    pending branch's start, or with ``trunk_checkpoints`` to the last pending trunk checkpoint's
+    budget, saving those on the way (``pending`` holds trunk targets too: ``trunk_targets``)."""
     peak = config.lr
     if config.mode == "separate":
         return [_cosine_run(config, f"step{t.step}", (t,), t.step) for t in pending]
     if config.mode == "single":
         return [_cosine_run(config, "single", tuple(pending), targets[-1].step)]
     warm, starts = _branch_starts(config, targets)
+    on_trunk = {t.revision for t in config.trunk_targets()}
+    trunk_saves = tuple(t for t in pending if t.revision in on_trunk)
+    pending = [t for t in pending if t.revision not in on_trunk]
     snapshot = {t.revision: out_dir / f".branch-{t.revision}.pt" for t in targets}
     missing = [
         t
@@ -54,11 +59,16 @@ def _runs(config: PretrainConfig, targets: list[Target], pending: list[Target], 
         if not snapshot[t.revision].exists() and not (out_dir / f".resume-wsd-{t.revision}.pt").exists()
     ]
     runs = []
-    if missing:
-        total = max(starts[t.revision] for t in missing)  # the trunk: constant after warmup up to the last branch
-        lr_at = functools.partial(wsd_learning_rate, peak=peak, warmup_steps=warm, decay_start=total, total_steps=total)
+    if missing or trunk_saves:
+        # The trunk: constant after warmup up to the last branch's start or trunk checkpoint. Its lr at a
+        # step never depends on where it stops, so a longer trunk passes the same states.
+        total = max([starts[t.revision] for t in missing] + [t.step for t in trunk_saves])
+        # It never decays (its decay would start after its last step): a trunk checkpoint records the peak lr.
+        lr_at = functools.partial(
+            wsd_learning_rate, peak=peak, warmup_steps=warm, decay_start=total + 1, total_steps=total + 1
+        )
         snaps = tuple((starts[t.revision], snapshot[t.revision]) for t in missing)
-        runs.append(Run(TRUNK, total, (), lr_at, {"kind": "WSD trunk"}, snaps))
+        runs.append(Run(TRUNK, total, trunk_saves, lr_at, {"kind": "WSD trunk (constant lr, not annealed)"}, snaps))
     for t in pending:
         schedule = dict(peak=peak, warmup_steps=warm, decay_start=starts[t.revision], total_steps=t.step)
         kind = "linear warmup, constant (trunk), linear decay to 0 over the last decay_fraction of the budget (WSD)"
@@ -77,11 +87,13 @@ def _branch_starts(config: PretrainConfig, targets: list[Target]) -> tuple[int, 
 
 def trained_steps(config: PretrainConfig) -> int:
     """The updates a series makes from scratch: the sum of its budgets (``separate``), the largest
-    (``single``), or the trunk to the last branch's start plus every branch (``wsd``)."""
+    (``single``), or the trunk (to the last branch's start, or with ``trunk_checkpoints`` to the
+    largest budget) plus every branch (``wsd``)."""
     targets = config.targets()
     if config.mode == "separate":
         return sum(t.step for t in targets)
     if config.mode == "single":
         return targets[-1].step
     _, starts = _branch_starts(config, targets)
-    return max(starts.values()) + sum(t.step - starts[t.revision] for t in targets)
+    trunk = max([*starts.values(), *(t.step for t in config.trunk_targets())])
+    return trunk + sum(t.step - starts[t.revision] for t in targets)

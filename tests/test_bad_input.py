@@ -114,6 +114,8 @@ REPRODUCE = [
     (["llm", "study", "study-quick", "--out", "{NULL_STUDY}"], "study.json holds null, not a JSON object"),
     (["llm", "pretrain", "--preset", "tiny", "--budgets", "-5K", "--out", "{OUT}"], "--budgets '-5K' is not a token count"),
     (["llm", "pretrain", "--preset", "tiny", "--budgets", "1K", "--lr", "-0.5", "--out", "{OUT}"], "--lr -0.5 must be > 0"),
+    (["llm", "pretrain", "--preset", "tiny", "--budgets", "1K", "--trunk-checkpoints", "maybe", "--out", "{OUT}"], "--trunk-checkpoints 'maybe' is not allowed"),
+    (["llm", "pretrain", "--preset", "tiny", "--budgets", "1K", "trunk_checkpoints=true", "--out", "{OUT}"], "true only with mode wsd"),
     (["llm", "pretrain", "--preset", "tiny", "--budgets", "1K", "seed=,", "--out", "{OUT}"], "seed=',' lists no values"),
     (["llm", "perturb", "--model", "{SERIES}", "--eval-text", "{TEXT}", "--gammas", "1", "seeds=, ,", "--out", "{OUT}"], "seeds=', ,' lists no values"),
     (["reproduce", "--frobnicate"], "unrecognized arguments: --frobnicate"),

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
-from experiments.arguments import argument_type, choice, numbers, real, said, token_counts, unique, whole
+from experiments.arguments import argument_type, choice, numbers, real, said, token_counts, truth, unique, whole
 from llm_validation.corpora import CORPORA
 from llm_validation.models import PRESETS as MODEL_SIZES
 from llm_validation.pretrain_config import MODES
@@ -127,6 +127,9 @@ class PretrainRun:
     max_epochs: float | None = knob(
         None, "refuse a largest budget of more passes than this over the training tokens", lambda n: real(n, above=0)
     )
+    trunk_checkpoints: bool = knob(
+        False, "mode wsd: also save the un-annealed trunk at every budget (trunk-<revision>)", truth
+    )
     max_blocks: int | None = knob(None, "evaluate on the first N blocks of the held-out text (default all)", BLOCKS)
     eval_text: str | None = knob(
         None, "score the checkpoints on this text (default: the corpus' held-out split)", nonempty, path=True
@@ -149,6 +152,12 @@ class SeriesRun:
         None,
         "token counts (1e9, 2.3T): the nearest revisions (a folder series defaults to every checkpoint)",
         lambda n: lambda text: tuple(token_counts(text, n)),
+        identity=False,
+    )
+    stage: str | None = knob(
+        None,
+        "the checkpoints of this stage only (trunk: a WSD series' un-annealed trunk; default: every stage but trunk)",
+        nonempty,
         identity=False,
     )
     eval_text: str | None = knob(

@@ -173,7 +173,8 @@ def _resolve_revisions(cfg: SeriesRun, available) -> tuple[list, dict, list[str]
     from llm_validation.revisions import parse_revision
 
     model, counts = cfg.model, cfg.tokens
-    by_name = {r.name: r for r in available}
+    by_name = {r.name: r for r in (_of_stage(cfg, available) if cfg.stage else available)}  # names: any stage
+    available = _of_stage(cfg, available)
     chosen, requested, warnings = list(available), {}, []
     if cfg.revisions is not None:
         chosen = []
@@ -187,7 +188,7 @@ def _resolve_revisions(cfg: SeriesRun, available) -> tuple[list, dict, list[str]
                 )
             chosen.append(by_name[name])
     elif counts is not None:
-        stage = SERIES[model].stage if model in SERIES else None
+        stage = SERIES[model].stage if model in SERIES and cfg.stage is None else None  # given: applied
         pool = [r for r in available if r.stage == stage] if stage else available
         if len({r.stage for r in pool}) > 1:
             raise UsageError(
@@ -211,6 +212,20 @@ def _resolve_revisions(cfg: SeriesRun, available) -> tuple[list, dict, list[str]
             )
     chosen = sorted({r.name: r for r in chosen}.values(), key=lambda r: (r.stage or "", r.tokens, r.step))
     return chosen, requested, warnings
+
+
+def _of_stage(cfg: SeriesRun, available) -> list:
+    """The revisions ``stage`` admits: that stage's (``-``: those of no stage), or by default every
+    one but a WSD series' trunk checkpoints (``revisions.TRUNK_STAGE``), which are asked for by name."""
+    from llm_validation.revisions import TRUNK_STAGE
+
+    if cfg.stage is None:
+        return [r for r in available if r.stage != TRUNK_STAGE]
+    pool = [r for r in available if (r.stage or "-") == cfg.stage]
+    if not pool:
+        stages = sorted({r.stage or "-" for r in available})
+        raise UsageError(f"stage={cfg.stage!r}: {cfg.model} has no revisions of it; its stages: {', '.join(stages)}")
+    return pool
 
 
 def _check_positions(source: str, is_folder: bool, revisions, seq_len: int) -> None:

@@ -8,6 +8,7 @@ import dataclasses
 import math
 import typing
 
+from experiments.arguments import FALSE, TRUE
 from experiments.sweep.config import FIELDS, HINTS, TheoryConfig
 
 
@@ -55,10 +56,8 @@ class _NotFinite(ValueError):
 def _scalar(kind, text: str):
     text = text.strip()
     if kind is bool:
-        if text.lower() in ("1", "true", "yes"):
-            return True
-        if text.lower() in ("0", "false", "no"):
-            return False
+        if text.lower() in TRUE + FALSE:
+            return text.lower() in TRUE
         raise ValueError(text)
     if kind is int:
         try:

@@ -437,3 +437,36 @@ def test_the_perturb_summary_lists_checkpoints_then_each_gammas_t_star():
     )
     old = pd.read_parquet(reference / store.METRICS).drop(columns="t_star_kind")  # a store from before the kinds
     assert llm_perturb_cli.summary(old).splitlines()[-1].endswith("gamma=2: 2.69M, gamma=4: none in range")
+
+
+def test_a_series_trunk_checkpoints_are_a_stage_asked_for_by_name(capsys, tmp_path, folder_series, eval_text):
+    """A WSD series' ``trunk-`` checkpoints sit beside its annealed ones: a run takes the annealed
+    ones unless ``stage=trunk`` (or their names) asks for the trunk; a stage the series lacks is refused."""
+    root, seeds = folder_series
+    series = tmp_path / "series"
+    shutil.copytree(root, series)
+    for name in seeds:
+        shutil.copytree(root / name, series / f"trunk-{name}")
+    out = tmp_path / "annealed"
+    every = list(perturb_args(series, eval_text, out, gammas="0.5", seeds=1))
+    del every[every.index("--tokens") : every.index("--tokens") + 2]  # neither tokens nor revisions: every one
+    code, _, err = ovt(capsys, *every)
+    assert code == 0, err
+    assert sorted(set(pd.read_parquet(out / store.METRICS).checkpoint) - {"inflection"}) == sorted(seeds)
+    trunk = tmp_path / "trunk"
+    code, _, err = ovt(capsys, *perturb_args(series, eval_text, trunk, "--stage", "trunk", gammas="0.5", seeds=1))
+    assert code == 0, err
+    table = pd.read_parquet(trunk / store.METRICS)
+    assert sorted(set(table.checkpoint) - {"inflection"}) == sorted(f"trunk-{name}" for name in seeds)
+    base = pd.read_parquet(out / store.METRICS).query("modification == 'none'").value.to_numpy()
+    assert table.query("modification == 'none'").value.to_numpy() == pytest.approx(base, rel=1e-6)  # same weights
+    named = tmp_path / "named"
+    code, _, err = ovt(
+        capsys, *perturb_args(series, eval_text, named, gammas="0.5", seeds=1, revisions="trunk-step10-tokens1K")
+    )
+    assert code == 0, err
+    assert set(pd.read_parquet(named / store.METRICS).checkpoint) - {"inflection"} == {"trunk-step10-tokens1K"}
+    missing = tmp_path / "missing"
+    code, _, err = ovt(capsys, *perturb_args(series, eval_text, missing, "--stage", "stage1", gammas="0.5", seeds=1))
+    assert code == 2 and err.strip().count("\n") == 0 and "stage='stage1'" in err and "its stages: -, trunk" in err
+    assert not missing.exists()

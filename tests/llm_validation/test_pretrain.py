@@ -243,6 +243,46 @@ def test_wsd_checkpoints_are_deterministic_and_survive_interruption(tmp_path):
     assert calls >= 7  # 37 updates, 5 a call: interrupted inside the trunk and inside branches
 
 
+def test_a_wsd_series_gains_trunk_checkpoints_at_every_budget_without_retraining_its_branches(tmp_path):
+    """The trunk retrained to the largest budget saves ``trunk-<revision>`` at each budget's step with
+    the lr still at its peak; the annealed branches are not trained again, and a series trained so
+    from scratch has the same branches bit for bit (the longer trunk passes the same states)."""
+    import llm_validation.pretrain as module
+
+    out = tmp_path / "wsd"
+    branches = pretrain(WSD, out, progress=False)
+    stamps = [(p / "checkpoint.json").stat().st_mtime_ns for p in branches]
+    trunked = dataclasses.replace(WSD, trunk_checkpoints=True)
+    updates = []
+    original = module.batch_indices
+    module.batch_indices = lambda step, *a: updates.append(step) or original(step, *a)
+    try:
+        made = pretrain(trunked, out, progress=False)
+    finally:
+        module.batch_indices = original
+    assert updates == list(range(32))  # the trunk alone, from the initialisation to the largest budget
+    assert [(p / "checkpoint.json").stat().st_mtime_ns for p in branches] == stamps
+    trunk = [p for p in made if p.name.startswith("trunk-")]
+    assert [p.name for p in trunk] == [f"trunk-{p.name}" for p in branches]
+    records = [json.loads((p / "checkpoint.json").read_text()) for p in trunk]
+    assert [r["tokens"] for r in records] == [1024, 2048, 4096] and [r["step"] for r in records] == [8, 16, 32]
+    assert all(r["schedule"]["lr_at_step"] == WSD.lr for r in records)  # not annealed
+    assert trained_steps(trunked) == 32 + 2 + 3 + 6
+    # From scratch in one call, the series is the same: branches bit for bit, trunk checkpoints too.
+    fresh = pretrain(trunked, tmp_path / "fresh", progress=False)
+    for a, b in zip(sorted(made), sorted(fresh), strict=True):
+        assert_same_weights(a, b)
+    with pytest.raises(ValueError, match="true only with mode wsd"):
+        dataclasses.replace(CONFIG, trunk_checkpoints=True)
+
+
+def test_trunk_revisions_parse_as_their_own_stage():
+    from llm_validation.revisions import TRUNK_STAGE, parse_revision
+
+    revision = parse_revision("trunk-step8-tokens1024")
+    assert (revision.step, revision.tokens, revision.stage) == (8, 1024, TRUNK_STAGE)
+
+
 @pytest.mark.parametrize("mode", ["separate", "wsd"])
 def test_two_workers_make_the_checkpoints_of_one_process(series, tmp_path, mode):
     """Budgets of a separate series in two processes; a WSD trunk in segments whose snapshots start

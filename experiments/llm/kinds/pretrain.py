@@ -110,7 +110,8 @@ class PretrainPlan:
 
 
 SERIES_FIELDS = ("budgets", "corpus", "mode", "seq_len", "batch_size", "lr", "decay_fraction", "seed",
-                 "vocab_size", "max_train_chars", "max_epochs")  # fmt: skip  # the fields PretrainConfig shares
+                 "vocab_size", "max_train_chars", "max_epochs",
+                 "trunk_checkpoints")  # fmt: skip  # the fields PretrainConfig shares
 
 
 def plan(cfg: PretrainRun, out: Path, quiet: bool = False) -> PretrainPlan:
@@ -287,7 +288,8 @@ def prepare_units(plan: PretrainPlan) -> list[str | None]:
     prepare(plan)
     with marks_failure(plan.out):
         prepare_series(plan.config, plan.out)
-    pending = [t.revision for t in plan.config.targets() if not is_saved(plan.out, t.revision)]
+    targets = [*plan.config.targets(), *plan.config.trunk_targets()]
+    pending = [t.revision for t in targets if not is_saved(plan.out, t.revision)]
     return pending if plan.config.mode == "separate" or not pending else [None]
 
 

@@ -19,6 +19,10 @@ STATEMENTS = {
     "f": "Tuning the lr per checkpoint reduces but does not remove the degradation",
     "g": "An L2 pull toward the checkpoint delays T*",
     "h": "The Gaussian excess NLL is (gamma^2/2) x the noise-weighted Hessian trace",
+    "i": "Sensitivity grows with pre-training tokens on un-annealed (WSD trunk) checkpoints too",
+    "j": "At equal tokens the annealed checkpoint is more sensitive than the un-annealed one",
+    "q": "Sensitivity to post-training quantization grows with pre-training tokens",
+    "q'": "The quantized pre-training loss is U-shaped in tokens (an interior T*) at some bit width",
 }
 
 
@@ -35,6 +39,12 @@ STATISTICS = {
     "f": "tuned rise, and mean fixed-lr rise - tuned rise; rise = L(T_last) - L(T_i), i = argmin before the last",
     "g": "log T*(lr, reg) - log T*(lr, reg=0)",
     "h": "measured / predicted Delta NLL, predicted = (gamma^2/2) x noise-weighted Hessian trace",
+    "i": "Spearman rho(T, Delta(T)) on the trunk's checkpoints, Delta = mean over draws of log ppl modified - "
+    "log ppl unmodified (Gaussian noise, fine-tuning, quantization)",
+    "j": "per series, the mean over checkpoints of Delta_annealed(T) - Delta_trunk(T) (the same tokens T, the same "
+    "modification and level)",
+    "q": "Spearman rho(T, Delta_b(T)), Delta_b = log ppl after round-to-nearest b-bit quantization - log ppl before",
+    "q'": f"{_U} after b-bit quantization",
 }
 
 
@@ -72,6 +82,11 @@ RULES = {
     "else INCONCLUSIVE",
     "g": "for each (lr, reg > 0) whose reg = 0 curve has an interior pooled T*, PASS if the 95% interval of the "
     f"log T* shift lies above 0, FAIL if below; {_EVERY}",
+    "i": _RANKS.format("level of a modification (gamma, lr, bit width)", _EVERY) + "; the row i: every modification",
+    "j": "at each level of a modification, PASS if the 95% interval of the paired gap (Student-t over series) lies "
+    f"above 0, FAIL if below; {_EVERY}; the row j: every modification",
+    "q": _RANKS.format("bit width", _EVERY),
+    "q'": f"{_SIDES.format('bit width')}; {_SOME.format('bit width')}",
     "h": f"PASS if the 95% interval of the ratio lies inside ({HESSIAN_BAND[0]}, {HESSIAN_BAND[1]}), FAIL if it "
     "lies outside that band, else INCONCLUSIVE",
 }

@@ -132,6 +132,12 @@ def choice(flag: str, allowed: tuple[str, ...]):
     return parse
 
 
+def listed(read):
+    """A parser of a comma list whose every value ``read`` parses (a parser of one value: ``whole``,
+    ``choice``, ...), duplicates dropped, as a tuple."""
+    return lambda text: tuple(unique(read(item.strip()) for item in text.split(",")))
+
+
 def integer(flag: str, least: int | None = None, most: int | None = None):
     """argparse type: an integer in [least, most]."""
     return argument_type(whole(flag, least, most))

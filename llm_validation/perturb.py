@@ -81,11 +81,11 @@ def perturbation_rule(model: nn.Module, scale: str) -> dict:
 NOISE_CHUNK = 1 << 16  # elements per generator: a draw holds at most 256 KiB of noise at a time
 
 
-def _chunk_noise(seed: int, name: str, chunk: int, numel: int, device) -> torch.Tensor:
+def _chunk_noise(seed: int, name: str, chunk: int, numel: int, device, sample=torch.randn) -> torch.Tensor:
     # Python's hash() is salted per process; blake2b gives the same key in every run.
     key = int.from_bytes(hashlib.blake2b(f"{seed}:{name}:{chunk}".encode(), digest_size=8).digest(), "little")
     generator = torch.Generator(device=device).manual_seed(key)
-    return torch.randn(numel, generator=generator, dtype=torch.float32, device=device)
+    return sample(numel, generator=generator, dtype=torch.float32, device=device)
 
 
 def _chunks(numel: int):
@@ -94,9 +94,10 @@ def _chunks(numel: int):
 
 
 def gaussian_noise(
-    seed: int, name: str, shape: torch.Size | tuple[int, ...], device: str | torch.device = "cpu"
+    seed: int, name: str, shape: torch.Size | tuple[int, ...], device: str | torch.device = "cpu", sample=torch.randn
 ) -> torch.Tensor:
-    """eps ~ N(0, I) in float32, a pure function of (seed, name, shape) on a given device type.
+    """eps ~ N(0, I) in float32 (``sample=torch.rand``: U[0, 1)), a pure function of (seed, name,
+    shape) on a given device type.
 
     The flattened tensor is cut into chunks of ``NOISE_CHUNK`` elements, each from its own generator
     keyed by (seed, name, chunk), so a draw can be added chunk by chunk without materialising a
@@ -105,7 +106,7 @@ def gaussian_noise(
     across the checkpoints of a series, and spares the host the noise (dominant at OLMo scale).
     """
     numel = math.prod(shape)
-    parts = [_chunk_noise(seed, name, i, stop - start, device) for i, start, stop in _chunks(numel)]
+    parts = [_chunk_noise(seed, name, i, stop - start, device, sample) for i, start, stop in _chunks(numel)]
     return (torch.cat(parts) if parts else torch.empty(0, device=device)).reshape(tuple(shape))
 
 
@@ -120,22 +121,34 @@ def add_noise_(param: torch.Tensor, seed: int, name: str, scale: float, device) 
         flat[start:stop].add_(noise.to(device=param.device, dtype=param.dtype))
 
 
-class Perturbation:
-    """Gaussian draws on one model, restored bit for bit from one exact copy of its weights.
+class WeightCopy:
+    """One exact copy of some of a model's weights (``params``: name -> parameter), on the CPU, off any
+    accelerator; ``restore`` writes it back bit for bit. Taken once, it serves every modification
+    of that checkpoint (a Gaussian draw, a quantization) with no new copy."""
 
-    The copy (on the CPU, off any accelerator) is taken once, when the object is made, and serves
-    every draw of that checkpoint: a draw costs the noise and two in-place passes, never a new copy.
+    def __init__(self, params: dict[str, nn.Parameter]):
+        self.params = params
+        with torch.no_grad():
+            self.snapshot = {name: p.detach().to("cpu", copy=True) for name, p in params.items()}
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for name, original in self.snapshot.items():
+                self.params[name].copy_(original)
+
+
+class Perturbation(WeightCopy):
+    """Gaussian draws on one model, restored bit for bit from one exact copy of its weights
+    (``WeightCopy``): a draw costs the noise and two in-place passes, never a new copy.
     ``noise_device``: "cpu" (device-independent numbers) or "param" (generate on each weight's device).
     """
 
     def __init__(self, model: nn.Module, scale: str = "init", noise_device: str = "cpu"):
         if noise_device not in ("cpu", "param"):
             raise ValueError(f"noise_device={noise_device!r} is unknown; allowed: cpu, param")
-        self.params = perturbed_parameters(model)
+        super().__init__(perturbed_parameters(model))
         self.sigmas = noise_scales(model, scale)
         self.noise_device = noise_device
-        with torch.no_grad():
-            self.snapshot = {name: p.detach().to("cpu", copy=True) for name, p in self.params.items()}
 
     @contextlib.contextmanager
     def draw(self, gamma: float, seed: int) -> Iterator[dict[str, float]]:
@@ -160,11 +173,6 @@ class Perturbation:
             for name, original in self.snapshot.items():
                 param = self.params[name]
                 param.mul_(-1).add_(original.to(param.device, param.dtype), alpha=2)
-
-    def restore(self) -> None:
-        with torch.no_grad():
-            for name, original in self.snapshot.items():
-                self.params[name].copy_(original)
 
 
 @contextlib.contextmanager

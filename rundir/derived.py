@@ -105,12 +105,15 @@ def judge_by_seed_spread(frame: pd.DataFrame, metric: str = "pretrain_loss", dty
     return frame
 
 
-def perturb_inflection_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per (setup, gamma) of the Gaussian perplexity rows: T* of the mean over draws."""
+def perturb_inflection_rows(
+    frame: pd.DataFrame, modification: str = "gaussian", sizes: tuple[str, ...] = ("gamma",)
+) -> pd.DataFrame:
+    """One row per (setup, *sizes) of the ``modification`` perplexity rows: T* of the mean over draws
+    (Gaussian noise per gamma; quantization per (bits, rounding))."""
     draws = frame[
-        (frame.modification == "gaussian") & (frame.metric == "perplexity") & (frame.checkpoint != "inflection")
+        (frame.modification == modification) & (frame.metric == "perplexity") & (frame.checkpoint != "inflection")
     ]
-    return inflection_rows(draws, ["setup", "gamma"], seed=MEAN_OVER_SEEDS)
+    return inflection_rows(draws, ["setup", *sizes], seed=MEAN_OVER_SEEDS)
 
 
 def finetune_inflection_rows(frame: pd.DataFrame) -> pd.DataFrame:

@@ -49,7 +49,7 @@ OPTIONAL_COLUMNS = {
     "step": ("float64", np.nan),
 }
 SOURCES = ("theory", "llm")
-MODIFICATIONS = ("none", "gaussian", "finetune")
+MODIFICATIONS = ("none", "gaussian", "finetune", "quantization")
 MANIFEST = "manifest.json"
 METRICS = "metrics.parquet"
 CHUNKS = "chunks"

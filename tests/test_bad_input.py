@@ -163,6 +163,19 @@ LLM = [
     (["llm", "perturb", "--model", "{SERIES}", "--eval-text", "{TEXT}", "--gammas", "1", "--seeds", "1", "--scale", "bogus", "--out", "{OUT}"], "'bogus'"),
     (["llm", "perturb", "--model", "{SERIES}", "--eval-text", "{TEXT}", "--gammas", "1", "--seeds", "1", "--threads", "0", "--out", "{OUT}"], "--threads 0"),
     (["llm", "perturb", "--model", "{SERIES}", "--eval-text", "{TEXT}", "--gammas", "1", "--seeds", "1", "--out", "{FILE}"], "is a file"),
+    # quantize: flags, overrides, the eval file
+    (["llm", "quantize", "--model", "{SERIES}", "--eval-text", "{TEXT}", "--bits", "1", "--out", "{OUT}"], "--bits 1 must be >= 2 and <= 16"),
+    (["llm", "quantize", "--model", "{SERIES}", "--eval-text", "{TEXT}", "--bits", "8,17", "--out", "{OUT}"], "--bits 17 must be >= 2 and <= 16"),
+    (["llm", "quantize", "--model", "{SERIES}", "--eval-text", "{TEXT}", "--bits", "abc", "--out", "{OUT}"], "--bits 'abc' is not an integer"),
+    (["llm", "quantize", "--model", "{SERIES}", "--eval-text", "{TEXT}", "--rounding", "bogus", "--out", "{OUT}"], "--rounding 'bogus' is not allowed; choose one of: nearest, stochastic"),
+    (["llm", "quantize", "--model", "{SERIES}", "--eval-text", "{TEXT}", "--seeds", "0", "--out", "{OUT}"], "--seeds 0 must be >= 1"),
+    (["llm", "quantize", "--model", "{SERIES}", "--eval-text", "{TEXT}", "bits=1", "--out", "{OUT}"], "bits=1 must be >= 2 and <= 16"),
+    (["llm", "quantize", "--model", "{SERIES}", "--eval-text", "{TEXT}", "bits=17", "--out", "{OUT}"], "bits=17 must be >= 2 and <= 16"),
+    (["llm", "quantize", "--model", "{SERIES}", "--eval-text", "{TEXT}", "bits=8,abc", "--out", "{OUT}"], "bits='abc' is not an integer"),
+    (["llm", "quantize", "--model", "{SERIES}", "--eval-text", "{TEXT}", "rounding=nearest,bogus", "--out", "{OUT}"], "rounding='bogus' is not allowed; choose one of: nearest, stochastic"),
+    (["llm", "quantize", "--model", "{SERIES}", "--eval-text", "{TEXT}", "seeds=0", "--out", "{OUT}"], "seeds=0 must be >= 1"),
+    (["llm", "quantize", "--model", "{SERIES}", "--eval-text", "{BINARY}", "--out", "{OUT}"], "binary.bin"),
+    (["llm", "quantize", "--model", "{SERIES}", "--eval-text", "{TEXT}", "--out", "{FILE}"], "is a file"),
     # finetune
     (["llm", "finetune", "--model", "{SERIES}", "--data", "{TEXT}", "--format", "text", "--lrs", "0", "--steps", "2", "--eval-text", "{TEXT}", "--out", "{OUT}"], "--lrs 0"),
     (["llm", "finetune", "--model", "{SERIES}", "--data", "{TEXT}", "--format", "text", "--lrs", "inf", "--steps", "2", "--eval-text", "{TEXT}", "--out", "{OUT}"], "'inf'"),
@@ -293,7 +306,7 @@ def test_bad_input_meets_the_contract(argv, needle, places, tmp_path, capsys, mo
 def test_the_battery_is_large_enough():
     assert len(CASES) >= 60
     assert {argv[0] for argv, _ in CASES} == {"theory", "figures", "compare", "reproduce", "llm", "frobnicate"}
-    assert {argv[1] for argv, _ in LLM} >= {"revisions", "pretrain", "perturb", "finetune"}
+    assert {argv[1] for argv, _ in LLM} >= {"revisions", "pretrain", "perturb", "finetune", "quantize"}
 
 
 # Environment variables are input too: (variables, argv, needle).
@@ -316,6 +329,7 @@ ENVIRONMENT = [
             "--out",
             "{OUT}",
         ],
+        ["llm", "quantize", "--model", "{SERIES}", "--eval-text", "{TEXT}", "--bits", "8", "--out", "{OUT}"],
         ["llm", "study", "study-quick", "--out", "{OUT}"],
     )
 ]

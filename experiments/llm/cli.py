@@ -5,6 +5,7 @@
     ovt llm perturb ...       (``experiments.llm.kinds.perturb``: perplexity under Gaussian noise on every checkpoint)
     ovt llm finetune ...      (``experiments.llm.kinds.finetune``: an lr grid of fine-tuning on every checkpoint)
     ovt llm curvature ...     (``kinds.curvature``: Hessian trace and top eigenvalue, small-noise excess)
+    ovt llm quantize ...      (``kinds.quantize``: perplexity with every linear weight quantized per channel)
 
 The three run commands read one shape: a typed config (``experiments.llm.config``) from ``--preset NAME``
 (``experiments.llm.presets``; ``--list`` shows them, ``--quick`` their quick variant), then the flags, then

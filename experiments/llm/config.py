@@ -5,6 +5,7 @@
     PerturbRun    ``ovt llm perturb``: perplexity under Gaussian noise on every checkpoint
     FinetuneRun   ``ovt llm finetune``: an lr grid of fine-tuning on every checkpoint
     CurvatureRun  ``ovt llm curvature``: Hessian trace and top eigenvalue, and the small-noise excess
+    QuantizeRun   ``ovt llm quantize``: perplexity with every linear weight quantized, on every checkpoint
 
 A field is the one place a setting is declared (``knob``): its default, its help, its reader, and
 whether the numbers depend on it. The flag, the override, the plan's identity and the manifest's
@@ -25,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
-from experiments.arguments import argument_type, choice, numbers, real, said, token_counts, truth, unique, whole
+from experiments.arguments import argument_type, choice, listed, numbers, real, said, token_counts, truth, unique, whole
 from llm_validation.corpora import CORPORA
 from llm_validation.models import PRESETS as MODEL_SIZES
 from llm_validation.pretrain_config import MODES
@@ -38,6 +39,7 @@ BACKENDS = ("torch", "jax")  # perturb: the torch half, or ``llm_validation.jax_
 SCALES = ("init", "relative", "absolute")
 NOISE_DEVICES = ("cpu", "param")
 FORMATS = ("hh", "messages", "text", "mc")  # llm_validation.finetune_data.FORMATS, without importing torch
+ROUNDINGS, BIT_RANGE = ("nearest", "stochastic"), (2, 16)  # llm_validation.quantize's, without importing torch
 # The bounds of the LLM runs' numbers (exit 2 beyond them).
 MAX_SEEDS = 10_000  # Gaussian draws per gamma
 MAX_BATCH = 1_024
@@ -254,7 +256,16 @@ class CurvatureRun(SeriesRun):
     scale: str = knob("init", "sigma per tensor: init std (the paper's), tensor RMS, or 1", choices=SCALES)
 
 
-RunConfig = PretrainRun | PerturbRun | FinetuneRun | CurvatureRun
+@dataclasses.dataclass(frozen=True)
+class QuantizeRun(SeriesRun):
+    """Post-training quantization on every checkpoint: its perplexity per (bits, rounding, draw)."""
+
+    bits: tuple[int, ...] = knob((8, 4, 3), "bit widths (2 to 16)", lambda n: listed(whole(n, *BIT_RANGE)))
+    rounding: tuple[str, ...] = knob(("nearest",), "nearest and/or stochastic", lambda n: listed(choice(n, ROUNDINGS)))
+    seeds: int = knob(1, "stochastic rounding draws per bit width, seeds 0..K-1 (nearest: one)", COUNT)
+
+
+RunConfig = PretrainRun | PerturbRun | FinetuneRun | CurvatureRun | QuantizeRun
 
 
 def exclusive(cfg, a: str, b: str) -> None:

@@ -1,5 +1,5 @@
-"""Named presets of the LLM runs (``ovt llm pretrain|perturb|finetune --list``); ``quick`` variants
-shrink grids and budgets, not the protocol.
+"""Named presets of the LLM runs (``ovt llm pretrain|perturb|finetune|quantize --list``); ``quick``
+variants shrink grids and budgets, not the protocol.
 
 ``validation`` is the CPU-scale LLM validation of ``ovt reproduce``, the paper's controlled design in
 miniature, as three presets that read each other's run directories where ``make reproduce`` writes
@@ -13,7 +13,9 @@ them (``results/llm/series``, ``.../perturb``, ``.../finetune``):
    fixed lr grid, forgetting measured as Shakespeare perplexity.
 
 All three score the same held-out token set: the first ``max_blocks`` blocks of the series' held-out
-text. The other pretrain presets are one per model size, with the library's defaults (budgets to give).
+text, as does ``quantize``'s ``validation`` (every checkpoint's linear weights at 8, 4, 3 and 2 bits,
+round-to-nearest and three paired stochastic draws; not part of ``ovt reproduce``). The other
+pretrain presets are one per model size, with the library's defaults (budgets to give).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from experiments.llm.config import FinetuneRun, PerturbRun, PretrainRun, RunConfig, changes, shown
+from experiments.llm.config import FinetuneRun, PerturbRun, PretrainRun, QuantizeRun, RunConfig, changes, shown
 from llm_validation.models import PRESETS as MODEL_SIZES
 
 RESULTS = Path("results") / "llm"
@@ -50,6 +52,11 @@ PRESETS: dict[str, dict[str, RunConfig]] = {
         ),
     },
     "curvature": {},
+    "quantize": {
+        "validation": QuantizeRun(
+            model=str(SERIES), bits=(8, 4, 3, 2), rounding=("nearest", "stochastic"), seeds=3, batch_size=16, **EVAL
+        ),
+    },
     "finetune": {
         "validation": FinetuneRun(
             model=str(SERIES),
@@ -69,6 +76,7 @@ QUICK_EVAL = dict(model=str(QUICK_SERIES), eval_text=str(QUICK_SERIES / "heldout
 QUICK: dict[tuple[str, str], dict] = {
     ("pretrain", "validation"): dict(budgets=(65_536, 262_144, 1_048_576, 2_097_152), max_blocks=32),
     ("perturb", "validation"): dict(gammas=(1.0, 4.0), seeds=2, **QUICK_EVAL),
+    ("quantize", "validation"): dict(bits=(8, 3), seeds=2, **QUICK_EVAL),
     ("finetune", "validation"): dict(lrs=(1e-3, 3e-3), steps=30, **QUICK_EVAL),
 }
 # Where a preset's run goes by default (``ovt llm KIND --preset NAME`` without --out).

@@ -12,6 +12,10 @@ on every series the protocol's four measurements, each an ordinary run directory
     DIR/finetune/DATA/SIZE_seed=S     ``ovt llm finetune``: the lr grid on each fine-tuning dataset
     DIR/finetune-reg/DATA/SIZE_seed=S the L2 pull: ``regs`` at ``reg_lr`` on the first dataset
     DIR/curvature/SIZE_seed=S         ``ovt llm curvature``: Hessian trace, top eigenvalue, excess
+    DIR/quantize/SIZE_seed=S          ``ovt llm quantize``: round-to-nearest at ``quant_bits``
+    DIR/trunk/KIND/SIZE_seed=S        the series of ``trunk_seeds`` save their WSD trunk (un-annealed) at
+                                      every budget too; perturb (``trunk_gammas``), finetune on the first
+                                      dataset (``trunk_lrs``) and quantize run on those checkpoints
     DIR/eval.txt                      the held-out text every evaluation scores (the first held-out
                                       documents of the corpus, ``eval_chars`` characters)
 
@@ -28,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-from experiments.llm.config import CurvatureRun, FinetuneRun, PerturbRun, PretrainRun
+from experiments.llm.config import CurvatureRun, FinetuneRun, PerturbRun, PretrainRun, QuantizeRun
 from rundir import store
 from rundir.lifecycle import UsageError, check_writable, claim, now, release
 
@@ -66,6 +70,10 @@ class Study:
     probes: int = 32
     iterations: int = 20
     curvature_blocks: int = 256
+    quant_bits: tuple[int, ...] = ()  # round-to-nearest bit widths on every series (claims q, q')
+    trunk_seeds: tuple[tuple[str, tuple[int, ...]], ...] = ()  # (size, seeds) measured on the trunk too (i, j)
+    trunk_gammas: tuple[float, ...] = ()  # the trunk's grids: a subset of gammas ...
+    trunk_lrs: tuple[float, ...] = ()  # ... and of lrs (on the first dataset)
     fit_gammas: int = 2  # the prediction step fits the largest gammas ...
     fit_lrs: int = 2  # ... and the smallest lrs, and predicts T* of the others
     pilot_for: str | None = None  # a pilot of this study: its analysis is the power analysis
@@ -80,6 +88,10 @@ class Study:
     def seeds_of(self, size: str) -> tuple[int, ...]:
         """The pre-training seeds of ``size``: its own where ``size_seeds`` names it, else ``seeds``."""
         return dict(self.size_seeds).get(size, self.seeds)
+
+    def has_trunk(self, size: str, seed: int) -> bool:
+        """Whether the series (size, seed) saves and measures its WSD trunk (``trunk_seeds``)."""
+        return seed in dict(self.trunk_seeds).get(size, ())
 
     def series(self) -> list[tuple[str, int, tuple[int, ...]]]:
         """(size, seed, budgets) of every series, the costliest size first."""
@@ -187,6 +199,7 @@ def pretrain_runs(study: Study, out: Path) -> list[tuple[PretrainRun, Path]]:
                 seed=seed,
                 max_train_chars=study.max_train_chars,
                 max_epochs=study.max_epochs,
+                trunk_checkpoints=study.has_trunk(size, seed),
                 max_blocks=study.eval_blocks,
                 eval_text=str(out / "eval.txt"),
                 threads=1,
@@ -247,6 +260,32 @@ def measurement_runs(study: Study, out: Path) -> list[tuple[object, Path]]:
                 out / "curvature" / name,
             )
         )
+        runs += _modifications(study, out, name, on, study.has_trunk(size, seed))
+    return runs
+
+
+def _modifications(study: Study, out: Path, name: str, on: dict, trunk: bool) -> list[tuple[object, Path]]:
+    """Quantization of the annealed checkpoints; on a series with a trunk, every modification of
+    the trunk's checkpoints (``DIR/trunk/...``)."""
+    runs = []
+    if study.quant_bits:
+        runs.append((QuantizeRun(**on, bits=study.quant_bits, batch_size=32), out / "quantize" / name))
+    if not trunk:
+        return runs
+    on = on | {"stage": "trunk"}
+    if study.trunk_gammas:
+        perturb = PerturbRun(**on, gammas=study.trunk_gammas, seeds=study.draws, batch_size=32)
+        runs.append((perturb, out / "trunk" / "perturb" / name))
+    if study.trunk_lrs:
+        tune = _tuning(study, study.finetune_data[0])
+        runs.append(
+            (
+                FinetuneRun(**on, **tune, lrs=study.trunk_lrs),
+                out / "trunk" / study.finetune_stage(study.finetune_data[0]) / name,
+            )
+        )
+    if study.quant_bits:
+        runs.append((QuantizeRun(**on, bits=study.quant_bits, batch_size=32), out / "trunk" / "quantize" / name))
     return runs
 
 

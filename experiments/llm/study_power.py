@@ -123,7 +123,7 @@ def flattening(table: pd.DataFrame, lr: float) -> dict:
 
 def measure_pilot(out: Path, pilot, uniform: dict[str, float]) -> dict:
     """Components, flattening, forgetting and costs of a finished pilot under ``out`` (module docstring)."""
-    from experiments.llm.study_report import load
+    from experiments.llm.study_claims import load
 
     data = pilot.finetune_data[0]
     components, flat, forgetting = {}, {}, {}
@@ -193,7 +193,7 @@ def plan_study(measured: dict, study) -> dict:
 
 def write(out: Path, pilot, target) -> dict:
     """``DIR/power.json`` of a finished pilot for the study ``target``."""
-    from experiments.llm.study_report import uniform_loss
+    from experiments.llm.study_claims import uniform_loss
 
     measured = measure_pilot(out, pilot, {size: uniform_loss(size) for size, _ in pilot.sizes})
     record = {

@@ -10,13 +10,10 @@
    where there is none) and a Student-t interval over the series' own T* in log space.
 3. **Scores**: per predicted size, ln(predicted / observed) and whether the observation falls in the
    predicted interval.
-4. **Claims** (``claims.json``, ``claims.md``): ``analysis.claims`` per size on the perturbation
-   table, the first dataset's fine-tuning grid with the L2-pull runs, and the curvature run (claim h:
-   the antithetic excess at the smallest curvature gamma against (gamma^2/2) x the Hessian trace);
-   claims d-f again for every other dataset.
+4. **Claims** (``claims.json``, ``claims.md``): ``experiments.llm.study_claims`` per size.
 
 The pre-training seed of a row is ``series_seed``; draws are averaged within a series before a
-series-level statistic, so every interval rests on the series (3 in the reference study).
+series-level statistic, so every interval rests on the series.
 """
 
 from __future__ import annotations
@@ -31,24 +28,13 @@ import pandas as pd
 from scipy import stats
 
 from analysis import claim_text
-from analysis.claims import evaluate_claims
 from analysis.families import families
 from analysis.fits import predict_t_star
 from analysis.inflection import inflection, inflection_kind, vertex_minimum
+from experiments.llm.study_claims import SERIES, size_claims, tables
 from rundir import store
 
 N_BOOT = 400
-SERIES = "series_seed"
-
-
-def load(out: Path, stage: str, study, size: str) -> pd.DataFrame:
-    """Every series' table of one stage folder (``perturb``, ``finetune/shakespeare``, ...) for one
-    size, with its ``size`` and ``series_seed``."""
-    frames = [
-        pd.read_parquet(out / stage / study.series_name(size, seed) / store.METRICS).assign(size=size, series_seed=seed)
-        for seed in study.seeds_of(size)
-    ]
-    return pd.concat(frames, ignore_index=True)
 
 
 def _measured(rows: pd.DataFrame) -> pd.DataFrame:
@@ -229,58 +215,6 @@ def score_counts(scores: dict) -> dict:
 
     per_size = {size: tally([e for kind in kinds.values() for e in kind]) for size, kinds in scores.items()}
     return per_size | {"all": tally([e for kinds in scores.values() for kind in kinds.values() for e in kind])}
-
-
-def _excess_as_perturb(curvature: pd.DataFrame) -> pd.DataFrame:
-    """The curvature run's antithetic excess as a perturbation table (perplexity = exp(base NLL +
-    excess)), for claim (h) of ``analysis.claims``."""
-    keys = ["checkpoint", "pretrain_time", SERIES]
-    base = curvature[curvature.metric == "hessian_trace"][keys + ["mean_nll"]].rename(columns={"mean_nll": "base"})
-    pairs = curvature[curvature.metric == "delta_nll"][keys + ["gamma", "seed", "value"]].merge(base, on=keys)
-    none = base.assign(modification="none", gamma=np.nan, seed=0, value=np.exp(base.base))
-    noisy = pairs.assign(modification="gaussian", value=np.exp(pairs.base + pairs.value))
-    columns = keys + ["modification", "gamma", "seed", "value"]
-    return pd.concat([none[columns], noisy[columns]], ignore_index=True).assign(metric="perplexity")
-
-
-def tables(study, out: Path, size: str) -> dict[str, pd.DataFrame]:
-    """Every stage's table of one size, read once: ``perturb``, ``curvature``, the L2-pull runs joined
-    (``reg``), and one per fine-tuning dataset (keyed by the dataset)."""
-    found = {stage: load(out, stage, study, size) for stage in ("perturb", "curvature")}
-    regs = [load(out, f"finetune-reg/reg={r:g}", study, size) for r in study.regs]
-    found["reg"] = pd.concat(regs, ignore_index=True) if regs else pd.DataFrame()
-    for data in study.finetune_data:
-        found[data] = load(out, study.finetune_stage(data), study, size)
-    return found
-
-
-FINETUNE_CLAIMS = ("a'", "d", "e", "f", "g")
-
-
-def uniform_loss(size: str) -> float:
-    """log V of a model size: the log perplexity of a uniform guess over its vocabulary."""
-    from llm_validation.models import PRESETS
-
-    return math.log(PRESETS[size].vocab_size)
-
-
-def size_claims(study, size: str, found: dict[str, pd.DataFrame]) -> list[dict]:
-    """Claims (a)-(h) for one size on its first dataset (h at the smallest curvature gamma from the
-    antithetic excess, then one row per perturbation gamma), then (a') and (d)-(f) on every other
-    dataset."""
-    first, curvature = study.finetune_data[0], found["curvature"]
-    traces = curvature[curvature.metric == "hessian_trace"].rename(columns={"value": "trace"})
-    grid = pd.concat([found[first], *([found["reg"]] if len(found["reg"]) else [])], ignore_index=True)
-    ceiling = uniform_loss(size)
-    claims = evaluate_claims(found["perturb"], grid, traces, series_column=SERIES, uniform_loss=ceiling)
-    h = evaluate_claims(_excess_as_perturb(curvature), None, traces, series_column=SERIES)
-    band = next((c.get("band") for c in claims if c["claim"] == "h"), None)  # over every perturbation gamma
-    claims = [c for c in claims if c["claim"] != "h"] + [c | {"band": band} for c in h if c["claim"] == "h"]
-    entries = [c | {"size": size, "dataset": first if c["claim"] in FINETUNE_CLAIMS else ""} for c in claims]
-    for data in study.finetune_data[1:]:
-        other = evaluate_claims(None, found[data], series_column=SERIES, uniform_loss=ceiling)
-        entries += [c | {"size": size, "dataset": data} for c in other if c["claim"] in ("a'", "d", "e", "f")]
-    return sorted(entries, key=claim_text.claim_order)
 
 
 def write(study, name: str, out: Path) -> dict:

@@ -14,7 +14,7 @@ from experiments.llm import cli as llm_cli
 from experiments.llm import config as llm_config
 from experiments.llm import presets as llm_presets
 from experiments.llm import reproduce as llm_reproduce
-from experiments.llm.config import FinetuneRun, PerturbRun, PretrainRun
+from experiments.llm.config import FinetuneRun, PerturbRun, PretrainRun, QuantizeRun
 from rundir import store
 from rundir.lifecycle import UsageError
 from tests.llm_validation.conftest import tiny_corpus
@@ -133,7 +133,7 @@ def test_a_sweep_plans_every_run_before_the_first_starts_then_stores_each(tmp_pa
 
 
 def test_presets_are_valid_configs_of_their_type():
-    kinds = {"pretrain": PretrainRun, "perturb": PerturbRun, "finetune": FinetuneRun}
+    kinds = {"pretrain": PretrainRun, "perturb": PerturbRun, "finetune": FinetuneRun, "quantize": QuantizeRun}
     for kind, presets in llm_presets.PRESETS.items():
         for name in presets:
             for quick in (False, True):
@@ -158,3 +158,26 @@ def test_a_wsd_series_is_planned_with_its_decay_fraction(tmp_path):
         "trunk-step1-tokens1024",  # 1K and 4K tokens at 1,024 a step (the tiny size's defaults)
         "trunk-step4-tokens4096",
     ]
+
+
+def test_quantize_reads_its_lists_as_the_library_bounds_them_and_its_preset_mirrors_perturbs(capsys):
+    from llm_validation import quantize
+
+    assert llm_config.ROUNDINGS == quantize.ROUNDINGS
+    assert llm_config.BIT_RANGE == (quantize.MIN_BITS, quantize.MAX_BITS)
+    by_flags = configured("quantize", "--model", "m/n", "--bits", "8,4,8", "--rounding", "stochastic,nearest",
+                          "--out", "o")  # fmt: skip
+    by_fields = configured("quantize", "model=m/n", "bits=8,4,8", "rounding=stochastic,nearest", "--out", "o")
+    assert (
+        by_flags
+        == by_fields
+        == [(QuantizeRun(model="m/n", bits=(8, 4), rounding=("stochastic", "nearest")), Path("o"))]
+    )
+    quick, perturb = (llm_presets.get(kind, "validation", quick=True) for kind in ("quantize", "perturb"))
+    shared = ("model", "eval_text", "seq_len", "max_blocks", "batch_size")
+    assert [getattr(quick, f) for f in shared] == [getattr(perturb, f) for f in shared]
+    assert (quick.bits, quick.rounding, quick.seeds) == ((8, 3), ("nearest", "stochastic"), 2)
+    assert llm_presets.get("quantize", "validation").bits == (8, 4, 3, 2)
+    assert llm_presets.default_out("quantize", "validation") == Path("results/llm/quantize")
+    assert cli.main(["llm", "quantize", "--list"]) == 0
+    assert "bits=8,4,3,2 rounding=nearest,stochastic seeds=3" in capsys.readouterr().out

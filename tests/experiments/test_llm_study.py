@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from experiments.llm import study as llm_study
+from experiments.llm import study_claims
 from experiments.llm import study_report as llm_study_report
 from experiments.llm.study import Study
 from rundir import store
@@ -43,7 +44,12 @@ TINY = Study(
     probes=4,
     iterations=3,
     curvature_blocks=4,
+    quant_bits=(8, 3),
+    trunk_seeds=(("tiny", (0, 1)),),
+    trunk_gammas=(1.0,),
+    trunk_lrs=(3e-3,),
 )
+TRUNK_STAGES = ("trunk/perturb", "trunk/finetune/shakespeare", "trunk/quantize")
 
 
 @pytest.fixture(scope="module")
@@ -63,12 +69,15 @@ def study(tmp_path_factory):
 def test_the_study_writes_every_run_then_predictions_claims_and_figure(study):
     record = json.loads((study / llm_study.STUDY_FILE).read_text())
     assert record["status"] == "complete" and set(record["stages"]) == {"pre-training", "measurements", "analysis"}
-    for stage in ("series", "perturb", "finetune/shakespeare", "finetune-reg/reg=1", "curvature"):
+    stages = ("series", "perturb", "finetune/shakespeare", "finetune-reg/reg=1", "curvature", "quantize")
+    for stage in stages + TRUNK_STAGES:
         for seed in (0, 1):
             assert store.read_manifest(study / stage / f"tiny_seed={seed}")["status"] == "complete", stage
     claims = json.loads((study / "claims.json").read_text())["claims"]
     gammas = [f"h:gamma={g:g}" for g in TINY.gammas]
-    assert [c["claim"] for c in claims] == ["a", "a'", *"bcdefgh", *gammas]
+    kinds = ("gaussian", "finetune", "quantization")
+    anneal = [f"{c}{':' + k if k else ''}" for c in "ij" for k in ("", *kinds)]
+    assert [c["claim"] for c in claims] == ["a", "a'", *"bcdefgh", *gammas, *anneal, "q", "q'"]
     finetune = pd.read_parquet(study / "finetune/shakespeare/tiny_seed=0" / store.METRICS)
     measured = finetune[(finetune.modification == "finetune") & (finetune.checkpoint != "inflection")]
     assert set(measured.seed) == {0, 1}  # two batch orders
@@ -86,14 +95,33 @@ def test_the_series_repeat_no_token_more_than_max_epochs(study):
     for seed in (0, 1):
         series = study / "series" / f"tiny_seed={seed}"
         epochs = [json.loads(p.read_text())["epochs"] for p in series.glob("*/checkpoint.json")]
-        assert len(epochs) == 4 and max(epochs) <= TINY.max_epochs
+        assert len(epochs) == 4 + 4 and max(epochs) <= TINY.max_epochs  # annealed and trunk checkpoints
+
+
+def test_the_trunk_is_measured_at_the_tokens_of_the_annealed_checkpoints_and_paired_with_them(study):
+    """Every modification runs on the un-annealed trunk's checkpoints (lr at its peak), at the same
+    token counts as the annealed ones; claim j pairs the two at each of them."""
+    trunk = pd.read_parquet(study / "trunk/perturb/tiny_seed=0" / store.METRICS)
+    annealed = pd.read_parquet(study / "perturb/tiny_seed=0" / store.METRICS)
+    names = sorted(set(trunk.checkpoint) - {"inflection"})
+    assert names == sorted(f"trunk-{n}" for n in set(annealed.checkpoint) - {"inflection"})
+    assert set(trunk.pretrain_time.dropna()) == set(annealed.pretrain_time.dropna())
+    assert set(trunk.gamma.dropna()) == {1.0}
+    records = [json.loads((study / "series/tiny_seed=0" / n / "checkpoint.json").read_text()) for n in names]
+    assert {r["schedule"]["lr_at_step"] for r in records} == {TINY.lr}
+    quantized = pd.read_parquet(study / "trunk/quantize/tiny_seed=1" / store.METRICS)
+    assert set(quantized.bits.dropna()) == {8.0, 3.0}
+    claims = {c["claim"]: c for c in json.loads((study / "claims.json").read_text())["claims"]}
+    for kind in ("gaussian", "finetune", "quantization"):
+        j = claims[f"j:{kind}"]
+        assert j["n_series"] == 2 and len(j["checkpoints"]) == 4 and math.isfinite(j["value"]), kind
 
 
 def test_predictions_are_made_on_the_fit_sizes_and_never_read_the_others(study):
     predictions = json.loads((study / "predictions.json").read_text())["sizes"]["tiny"]
     assert predictions["gaussian"]["fit"] == [2.0, 4.0] and predictions["gaussian"]["held_out"] == [0.5, 1.0]
     assert predictions["finetune"]["fit"] == [1e-3, 3e-3] and predictions["finetune"]["held_out"] == [1e-2]
-    perturb = llm_study_report.load(study, "perturb", TINY, "tiny")
+    perturb = study_claims.load(study, "perturb", TINY, "tiny")
     rows = llm_study_report.fit_rows(perturb, "gaussian", [2.0, 4.0])
     assert set(rows.gamma.dropna()) == {2.0, 4.0} and set(rows.modification) == {"none", "gaussian"}
     assert predictions["gaussian"]["rows_read"] == len(rows)
@@ -238,7 +266,7 @@ def test_a_pilot_measures_the_variance_components_and_plans_its_target(study, tm
     pilot = dataclasses.replace(TINY, pilot_for="tiny-test")
     record = llm_study_power.write(study, pilot, TINY)
     assert json.loads((study / llm_study_power.POWER_FILE).read_text()) == json.loads(json.dumps(record))
-    table = llm_study_report.load(study, "finetune/shakespeare", TINY, "tiny")
+    table = study_claims.load(study, "finetune/shakespeare", TINY, "tiny")
     for lr in TINY.lrs:
         T, L = llm_study_power.cube(table, lr)
         assert L.shape == (2, 2, 4) and np.isfinite(L).all()

@@ -172,6 +172,15 @@ STUDIES: dict[str, Study] = {
 }
 
 
+# The pilot of claims q, i and j on the pilot's series: their trunks, every modification on them at the
+# pilot's grids, and quantization at 8, 4 and 3 bits (a study, not a power analysis: its gaps' spread sizes
+# the reference's extension).
+STUDIES["pilot-anneal"] = dataclasses.replace(
+    STUDIES["pilot"], quant_bits=(8, 4, 3), trunk_gammas=(1.0,), trunk_lrs=(1e-4, 1e-3, 3e-3, 1e-2), pilot_for=None,
+    trunk_seeds=(("20k", (100, 101)), ("5k", (100, 101))),
+)  # fmt: skip
+
+
 def get(name: str) -> Study:
     if name not in STUDIES:
         raise UsageError(f"study {name!r} is unknown; allowed: {', '.join(STUDIES)}")

@@ -149,7 +149,7 @@ def test_a_rerun_resumes_and_ends_with_the_same_claims(capsys, study, tmp_path):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["llm", "study", "nope"], "study 'nope' is unknown; allowed: study, pilot, study-quick"),
+        (["llm", "study", "nope"], "study 'nope' is unknown; allowed: study, pilot, study-quick, pilot-anneal"),
         (["llm", "study"], "a study name is required"),
         (["llm", "study", "study", "--workers", "0"], "--workers 0 must be >= 1"),
     ],

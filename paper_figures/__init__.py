@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from paper_figures import (
+    anneal,
     depth,
     finetune,
     gaussian,
@@ -21,6 +22,7 @@ from paper_figures import (
     llm_finetune,
     llm_perturb,
     misalignment,
+    quantization,
     regularization,
     schedule,
     shrinking,
@@ -37,6 +39,8 @@ FIGURES = {
     "depth": depth.draw,
     "misalignment": misalignment.draw,
     "schedule": schedule.draw,
+    "anneal": anneal.draw,
+    "quantization": quantization.draw,
     "landscape": landscape.draw,
     "general": general.draw,
     "shrinking": shrinking.draw,

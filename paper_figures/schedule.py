@@ -18,32 +18,54 @@ MODES = {
 }
 
 
-def seed_band(rows: pd.DataFrame) -> tuple[np.ndarray, ...]:
-    """(T, mean, min, max) over seeds; every T must hold every seed, else the band would mislead."""
-    per_t = rows.groupby("pretrain_time").value
-    counts = per_t.size()
+def seed_band(rows: pd.DataFrame, x: str = "pretrain_time") -> tuple[np.ndarray, ...]:
+    """(x, mean, min, max) over seeds at each value of column ``x``; every x must hold every seed, else
+    the band would mislead."""
+    per_x = rows.groupby(x).value
+    counts = per_x.size()
     if counts.nunique() != 1 or counts.iloc[0] != rows.seed.nunique():
-        raise ValueError(f"seeds {sorted(rows.seed.unique())} do not all reach every T: {counts.to_dict()}")
-    stats = per_t.agg(["mean", "min", "max"])
+        raise ValueError(f"seeds {sorted(rows.seed.unique())} do not all reach every {x}: {counts.to_dict()}")
+    stats = per_x.agg(["mean", "min", "max"])
     return stats.index.to_numpy(float), *(stats[c].to_numpy(float) for c in ("mean", "min", "max"))
 
 
-def band_panel(ax, frame: pd.DataFrame, modification: str, ylabel: str) -> None:
-    """Mean L_A over seeds per series mode with its min..max band; each seed's stored interior T* marked
-    on the mean curve (a seed whose minimum is flat - within the seeds' spread - or at an end, none)."""
-    drawn = {}
-    for mode, (label, colour) in MODES.items():
-        rows = style.curve_rows(frame, modification, "pretrain_loss", series_mode=mode)
+def band_panel(
+    ax,
+    frame: pd.DataFrame,
+    modification: str,
+    ylabel: str,
+    metric: str = "pretrain_loss",
+    x: str = "pretrain_time",
+    modes: dict = MODES,
+) -> dict:
+    """Mean ``metric`` over seeds per series mode against column ``x`` with its min..max band; on an
+    L_A curve each seed's stored interior T* marked on the mean curve (a seed whose minimum is flat -
+    within the seeds' spread - or at an end, none; on a steps axis at the steps of its flow time).
+    Returns {mode: (x, mean)}."""
+    drawn, curves = {}, {}
+    for mode, (label, colour) in modes.items():
+        rows = style.curve_rows(frame, modification, metric, series_mode=mode)
         if rows.empty:
             continue
-        T, mean, lo, hi = seed_band(rows)
-        ax.fill_between(T, lo, hi, color=colour, alpha=0.25, lw=0, zorder=2)
-        ax.plot(T, mean, color=colour, marker=".", ms=5, label=label, zorder=3)
-        for t_star in style.marked(style.inflection_rows(frame, modification, series_mode=mode)):
-            style.mark_inflection(ax, T, mean, t_star, colour)
-        drawn[(mode, "lo")], drawn[(mode, "hi")] = (T, lo), (T, hi)
+        X, mean, lo, hi = seed_band(rows, x)
+        ax.fill_between(X, lo, hi, color=colour, alpha=0.25, lw=0, zorder=2)
+        ax.plot(X, mean, color=colour, marker=".", ms=5, label=label, zorder=3)
+        if metric == "pretrain_loss":
+            for t_star in style.marked(style.inflection_rows(frame, modification, series_mode=mode)):
+                style.mark_inflection(ax, X, mean, _on_axis(t_star, rows, x), colour)
+        curves[mode] = (X, mean)
+        drawn[(mode, "lo")], drawn[(mode, "hi")] = (X, lo), (X, hi)
     style.time_axis(ax, ylabel)
     style.fit_y(ax, drawn)
+    return curves
+
+
+def _on_axis(t_star: float, rows: pd.DataFrame, x: str) -> float:
+    """A flow time T* as a value of column ``x`` (log-linear between the curve's checkpoints)."""
+    if x == "pretrain_time" or not np.isfinite(t_star):
+        return t_star
+    pairs = rows.groupby(x).pretrain_time.first()
+    return float(np.exp(np.interp(np.log(t_star), np.log(pairs.to_numpy(float)), np.log(pairs.index.to_numpy(float)))))
 
 
 def draw(frame: pd.DataFrame, out_dir: Path, name: str = "schedule") -> list[Path]:

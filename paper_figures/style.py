@@ -49,13 +49,17 @@ MARKED = ("interior", "")  # kinds whose T* is marked; "" = a store written befo
 
 
 @contextlib.contextmanager
-def panels(n: int, width: float = WIDTH, height: float = HEIGHT) -> Iterator[tuple[Figure, np.ndarray]]:
-    """A figure of ``n`` side-by-side panels, the house style active while it is drawn and saved.
-    Built on the Agg canvas without pyplot, so no global figure state is touched."""
+def panels(n: int, width: float = WIDTH, height: float = HEIGHT, rows: int = 1) -> Iterator[tuple[Figure, np.ndarray]]:
+    """A figure of ``n`` panels, side by side in ``rows`` rows (``height`` each; a last row's empty
+    places left blank), the house style active while it is drawn and saved. Built on the Agg canvas
+    without pyplot, so no global figure state is touched."""
     with matplotlib.rc_context(RC):
-        fig = Figure(figsize=(width, height), layout="constrained")
+        fig = Figure(figsize=(width, height * rows), layout="constrained")
         FigureCanvasAgg(fig)
-        yield fig, fig.subplots(1, n, squeeze=False)[0]
+        axes = fig.subplots(rows, -(-n // rows), squeeze=False).ravel()
+        for ax in axes[n:]:
+            ax.set_axis_off()
+        yield fig, axes[:n]
 
 
 def save(fig: Figure, out_dir: Path | str, name: str) -> list[Path]:

@@ -6,6 +6,8 @@ Two paths give the same ``Curves``:
   GD or a budget series), fine-tuning by GD.
 Both use the exact Gaussian excess (``perturbation.excess``) at every depth: nothing is drawn.
 Both are pure functions of arrays, so ``jit`` and ``vmap`` over cells apply unchanged.
+``closed_form_weights`` gives the closed form's trajectory as weights, for the measurements that need
+them (``quantization.quantized_curves``, ``measure.curvature_curves``).
 """
 
 from __future__ import annotations
@@ -275,3 +277,39 @@ def simulated_curves(
         )
 
     return jax.vmap(at)(Ws_T, lr_T)
+
+
+def closed_form_weights(s, u0, T, U, V, *, h: int, depth: int = 2, dt_max: float = 0.02) -> Params:
+    """The weights of the aligned balanced network along its closed-form trajectory: at each T,
+    ``network.init_aligned_balanced`` with the strengths u_i(T) (``pretrained_strengths``) in the
+    teacher's own singular vectors U, V. Gradient flow keeps an aligned balanced network aligned and
+    balanced, so these are W(T) exactly; unlike the canonical bases the losses alone may use, the
+    teacher's bases matter to anything that is not rotation invariant (per-channel quantization).
+    Refuses what ``init_aligned_balanced`` refuses and an ``s`` that is not 1-d values > 0.
+
+    Parameters
+    ----------
+    s : array, shape (r,)
+        Singular values of A (> 0).
+    u0 : float
+        Initial strength of every mode (> 0).
+    T : array, shape (n_t,)
+        Pre-training flow times (>= 0).
+    U, V : arrays, shapes (d_out, r) and (d_in, r)
+        The teacher's singular vectors.
+    h : int
+        Hidden width (>= r).
+    depth : int
+        Number of layers L (>= 1).
+    dt_max : float
+        Largest RK4 step of the per-mode ODE (depth != 2).
+
+    Returns
+    -------
+    tuple of arrays
+        (W_1, ..., W_L), each with a leading T axis.
+    """
+    s = jnp.asarray(_checks.positive("s", s, ndim=1))
+    T = jnp.asarray(_checks.non_negative("T", T, ndim=1), s.dtype)
+    u = pretrained_strengths(s, u0, T, depth, dt_max)
+    return jax.vmap(lambda u_T: init_aligned_balanced(U, V, u_T, h, depth))(u)

@@ -15,18 +15,20 @@ entry variances V, E[N X N^T] = Diag(V diag(X)), so with M_k the clean partial p
 
 and E[L_A(q(W))] - L_A(W) = tr(D_L) / 2 (white inputs; independent of the task A). At depth 2,
 (1/2)[sum_ij V2_ij ||row_j W1||^2 + sum_jk V1_jk ||col_j W2||^2 + sum_ijk V2_ij V1_jk]. Round-to-
-nearest is deterministic: its excess is L_A(q(W)) - L_A(W), computed directly. Pure JAX, no I/O.
+nearest is deterministic: its excess is L_A(q(W)) - L_A(W), computed directly. ``quantized_curves``
+gives both along a trajectory W(T). Pure JAX, no I/O.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 
 from theory import _checks
-from theory.network import task_loss
+from theory.network import Params, task_loss
 
 MIN_BITS, MAX_BITS = 2, 16  # 1 bit has no symmetric grid (q = 0); beyond 16 the grid is finer than float32's
 
@@ -165,3 +167,53 @@ def deterministic_excess(Ws: Sequence[jax.Array], A: jax.Array, bits) -> jax.Arr
     """
     quantized = [round_to_nearest(W, b) for W, b in zip(Ws, _per_layer(bits, len(Ws)))]
     return task_loss(quantized, A) - task_loss(Ws, A)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class QuantizedCurves:
+    """L_A after quantizing every layer to ``bits`` bits, as functions of T (leading axis): round-to-
+    nearest (``nearest_*``, computed directly) and the exact expectation under stochastic rounding
+    (``stochastic_*``); ``*_excess`` is the loss minus the clean L_A."""
+
+    nearest_loss: jax.Array
+    nearest_excess: jax.Array
+    stochastic_loss: jax.Array
+    stochastic_excess: jax.Array
+
+
+def quantized_curves(Ws_T: Params, A, bits: int) -> QuantizedCurves:
+    """L_A(q(W(T))) for round-to-nearest, L_A(W(T)) + E excess for stochastic rounding, per T.
+
+    Round-to-nearest: ``deterministic_excess``, L_A(q(W)) - L_A(W) computed directly.
+    Stochastic rounding: ``stochastic_excess``, the entrywise-variance Gram recursion
+    D_k = W_k D_{k-1} W_k^T + Diag(V_k (diag(M_{k-1} M_{k-1}^T) + diag(D_{k-1}))), excess tr(D_L) / 2,
+    exact at every depth (nothing is drawn). Refuses ``Ws_T`` as ``protocol.simulated_curves`` does, an ``A``
+    of another shape than the network's, and ``bits`` outside [MIN_BITS, MAX_BITS].
+
+    Parameters
+    ----------
+    Ws_T : tuple of arrays
+        The trajectory: layer k of shape (n_t, width_k, width_{k-1}).
+    A : array, shape (d_out, d_in)
+        The pre-training teacher.
+    bits : int
+        Bit width of every layer's symmetric per-output-channel grid (a Python int: static).
+
+    Returns
+    -------
+    QuantizedCurves
+        Each field of shape (n_t,).
+    """
+    Ws_T = _checks.weights("Ws_T", Ws_T, batch_axes=1)
+    A = _checks.floats("A", A, ndim=2)
+    _checks.shaped("A", A, (Ws_T[-1].shape[-2], Ws_T[0].shape[-1]), "d_out x d_in of the network")
+    levels(bits)
+
+    def at(Ws):
+        nearest = deterministic_excess(Ws, A, bits)
+        stochastic = stochastic_excess(Ws, bits)
+        L_A = task_loss(Ws, A)
+        return QuantizedCurves(L_A + nearest, nearest, L_A + stochastic, stochastic)
+
+    return jax.vmap(at)(Ws_T)

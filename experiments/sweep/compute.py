@@ -6,11 +6,12 @@ so every chunk has one shape. Each finished chunk is written atomically to ``chu
 skips stored chunks, and ``metrics.parquet`` is rebuilt from the chunks at the end, so a killed and
 resumed sweep ends with exactly the table of an uninterrupted one.
 
-Every cell stores the inflection T* of its perturbed L_A and of its L_A after fine-tuning, with its
-kind (``analysis.inflection.KINDS``). On the grid T* is the argmin refined by a parabola in log T;
-for ``method=closed_form`` each interior minimum is then refined again on the same closed-form
-curves, evaluated on ``REFINE_POINTS`` log-spaced times inside the bracket [T_{i-1}, T_{i+1}] of the
-grid's argmin T_i (one more jit + vmap call per chunk, of fixed shape): T* to well under 0.1%.
+Every cell stores the inflection T* of its perturbed L_A and of its L_A after fine-tuning (and, with
+``bits``, of its L_A after each rounding), with its kind (``analysis.inflection.KINDS``). On the grid
+T* is the argmin refined by a parabola in log T; for ``method=closed_form`` each interior minimum is
+then refined again on the same closed-form curves, evaluated on ``REFINE_POINTS`` log-spaced times
+inside the bracket [T_{i-1}, T_{i+1}] of the grid's argmin T_i (one more jit + vmap call per chunk, of
+fixed shape): T* to well under 0.1%.
 ``flow`` and ``series`` runs keep the grid estimate (a trajectory is computed once, on its grid).
 """
 
@@ -28,11 +29,13 @@ import pandas as pd
 from analysis.inflection import vertex_minimum
 from experiments.sweep.config import TheoryConfig, cells
 from experiments.sweep.rows import cell_rows, float_dtype
-from theory import finetune, measure, network, protocol, simulate, tasks
+from theory import finetune, measure, network, protocol, quantization, simulate, tasks
 
 TRACED = ("gamma", "lr", "reg", "seed", "theta", "rho", "u0")
 # The curves whose inflection every cell stores: (modification, ``Curves`` field).
 INFLECTIONS = (("gaussian", "perturbed_pretrain_loss"), ("finetune", "finetuned_pretrain_loss"))
+# And with ``bits``: (rounding, ``QuantizedCurves`` field), modification "quantization".
+QUANTIZED = (("nearest", "nearest_loss"), ("stochastic", "stochastic_loss"))
 REFINE_POINTS = 65  # closed form: times per bracket [T_{i-1}, T_{i+1}] that refine an interior minimum
 
 
@@ -110,15 +113,41 @@ def _noise_sigmas(cfg: TheoryConfig):
     return (sigma,) * cfg.depth
 
 
+def targets(static: TheoryConfig) -> tuple[tuple[tuple[str, str], str, str], ...]:
+    """The curves whose inflection a cell stores: ((modification, rounding), ``cell_curves`` output
+    key, field), rounding "" but for quantization."""
+    stored = tuple(((m, ""), "curves", field) for m, field in INFLECTIONS)
+    return stored + tuple((("quantization", r), "quantized", field) for r, field in QUANTIZED if static.bits)
+
+
+def train_steps(cfg: TheoryConfig) -> np.ndarray | None:
+    """The optimizer steps of each checkpoint of a budget series (its budgets); None for flow time."""
+    return np.asarray(cfg.budgets, float) if cfg.method == "series" else None
+
+
 def _lr_of_T(cfg: TheoryConfig, lr, T):
     if cfg.lr_policy == "shrinking":
         return finetune.shrinking_lr(lr, T, cfg.shrink_t_ref, cfg.shrink_power)
     return jnp.broadcast_to(lr, T.shape)
 
 
+def _teacher(static: TheoryConfig, s) -> tasks.Task:
+    return tasks.teacher(jax.random.PRNGKey(static.task_seed), s, static.d_out, static.d_in)
+
+
+def _on_weights(static: TheoryConfig, Ws_T, A, sigmas) -> dict:
+    """What a cell measures on the weights W(T) themselves: quantized L_A (``bits``), curvature."""
+    out = {}
+    if static.bits:
+        out["quantized"] = quantization.quantized_curves(Ws_T, A, static.bits)
+    if static.curvature:
+        out["curvature"] = measure.curvature_curves(Ws_T, A, sigmas)
+    return out
+
+
 def cell_curves(static: TheoryConfig, p: dict, T: np.ndarray) -> dict:
-    """Curves and lr(T) for one cell on the grid ``T``; ``p`` holds its traced fields. Pure: jit and
-    vmap apply."""
+    """Curves and lr(T) for one cell on the grid ``T``, and with ``bits`` or ``curvature`` what
+    ``_on_weights`` measures; ``p`` holds its traced fields. Pure: jit and vmap apply."""
     T = jnp.asarray(T)
     s, b = spectra(static)
     lr_T = _lr_of_T(static, p["lr"], T)
@@ -142,8 +171,14 @@ def cell_curves(static: TheoryConfig, p: dict, T: np.ndarray) -> dict:
             depth=static.depth,
             dt_max=static.dt_max,
         )
-        return {"curves": c, "lr": lr_T}
-    task = tasks.teacher(jax.random.PRNGKey(static.task_seed), s, static.d_out, static.d_in)
+        if not (static.bits or static.curvature):
+            return {"curves": c, "lr": lr_T}
+        task = _teacher(static, s)
+        Ws_T = protocol.closed_form_weights(
+            s, p["u0"], T, task.U, task.V, h=static.h, depth=static.depth, dt_max=static.dt_max
+        )
+        return {"curves": c, "lr": lr_T, **_on_weights(static, Ws_T, task.matrix, sigmas)}
+    task = _teacher(static, s)
     task_key = jax.random.fold_in(jax.random.PRNGKey(static.task_seed), 7)
     if static.finetune_task == "rotated":
         B = tasks.rotated(task, p["theta"], task_key, b).matrix
@@ -184,7 +219,7 @@ def cell_curves(static: TheoryConfig, p: dict, T: np.ndarray) -> dict:
         reg=reg,
         finetune_data=data,
     )
-    return {"curves": c, "lr": lr_T}
+    return {"curves": c, "lr": lr_T, **_on_weights(static, Ws_T, task.matrix, sigmas)}
 
 
 @functools.cache
@@ -199,26 +234,28 @@ def _compiled(static: TheoryConfig, traced: tuple[str, ...]):
 
 @functools.cache
 def _compiled_local(static: TheoryConfig, traced: tuple[str, ...]):
-    """Like ``_compiled``, on times of each cell's own: (cells, len(INFLECTIONS), P) times -> the
-    values there of the matching ``INFLECTIONS`` curve, same shape (unused curves compile away)."""
+    """Like ``_compiled``, on times of each cell's own: (cells, len(targets), P) times -> the values
+    there of the matching ``targets`` curve, same shape (unused curves compile away)."""
+    measured = dataclasses.replace(static, curvature=False)  # no inflection reads the curvature
 
     def one(values, local):
         p = dict(zip(traced, values))
         return jnp.stack(
-            [getattr(cell_curves(static, p, T)["curves"], name) for T, (_, name) in zip(local, INFLECTIONS)]
+            [getattr(cell_curves(measured, p, T)[key], name) for T, (_, key, name) in zip(local, targets(static))]
         )
 
     return jax.jit(jax.vmap(one))
 
 
-def inflections(static: TheoryConfig, traced, values, T: np.ndarray, curves: protocol.Curves, mesh=None):
-    """(T*, kind) of every cell's ``INFLECTIONS`` curves, each of shape (cells, len(INFLECTIONS)).
+def inflections(static: TheoryConfig, traced, values, T: np.ndarray, out: dict, mesh=None):
+    """(T*, kind) of every cell's ``targets`` curves (``out``: the chunk's ``cell_curves``), each of
+    shape (cells, len(targets)).
 
     The grid estimate (``measure.inflection`` and ``measure.inflection_kind``); for the closed form,
     every interior T* is replaced by the minimum of the same curve on ``REFINE_POINTS`` log-spaced
     times from T_{i-1} to T_{i+1} around the grid's argmin T_i (argmin refined by the parabola through
     it and its neighbours, ``analysis.inflection.vertex_minimum``). The kind stays the grid's."""
-    y = np.stack([np.asarray(getattr(curves, name)) for _, name in INFLECTIONS], axis=1)
+    y = np.stack([np.asarray(getattr(out[key], name)) for _, key, name in targets(static)], axis=1)
     t_star = np.array(measure.inflection(T, y), float)  # a writable copy
     kind = measure.inflection_kind(T, y)
     if static.method != "closed_form" or not (kind == "interior").any():
@@ -253,7 +290,7 @@ def run_chunk(chunk: Chunk, setup: str, grid_fields: tuple[str, ...], mesh=None)
         values = tuple(jax.device_put(v, sharding) for v in values)
     out = jax.device_get(_compiled(static, traced)(values))
     T = t_grid(static)
-    t_star, kind = inflections(static, traced, values, T, out["curves"], mesh)
+    t_star, kind = inflections(static, traced, values, T, out, mesh)
     frames = [
         cell_rows(
             cell,
@@ -261,7 +298,8 @@ def run_chunk(chunk: Chunk, setup: str, grid_fields: tuple[str, ...], mesh=None)
             T,
             jax.tree.map(functools.partial(_item, i=i), out),
             grid_fields,
-            {m: (float(t_star[i, k]), str(kind[i, k])) for k, (m, _) in enumerate(INFLECTIONS)},
+            {m: (float(t_star[i, k]), str(kind[i, k])) for k, (m, _, _) in enumerate(targets(static))},
+            train_steps(static),
         )
         for i, cell in enumerate(chunk.cells[: chunk.n_real])
     ]

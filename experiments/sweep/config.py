@@ -23,6 +23,8 @@ FINETUNE_TASKS = ("reversed", "permuted", "same", "rotated", "correlated")
 SPECTRA = ("power_law", "exponential", "explicit")
 INITS = ("aligned", "gaussian")
 LR_POLICIES = ("fixed", "shrinking")
+BITS = (2, 16)  # theory.quantization.MIN_BITS, MAX_BITS (not imported: a config loads without JAX)
+MAX_CURVATURE_WEIGHTS = 4_096  # curvature=true forms the dense Hessian, weights^2 entries
 
 
 def setting(default: Any, choices: tuple[str, ...] | None = None, least: str | None = None, most: int | None = None):
@@ -86,6 +88,11 @@ class TheoryConfig:
     # and series runs), L_B after fine-tuning then being the held-out (population) loss.
     finetune_samples: int = setting(0, least=">= 0", most=100_000)
     finetune_label_noise: float = setting(0.0, least=">= 0")
+    # Quantization (modification "quantization"): 0 = none; b in BITS = symmetric b-bit per-channel
+    # round-to-nearest and stochastic rounding of every layer of W(T).
+    bits: int = setting(0, least=">= 0", most=BITS[1])
+    # Curvature rows: the Hessian of L_A at W(T), its top eigenvalue and sigma-weighted trace (exact).
+    curvature: bool = False
     seed: int = 0
     # Sweep: ((field, (v1, v2, ...)), ...); cells are the product.
     grid: tuple[tuple[str, tuple[Any, ...]], ...] = ()
@@ -160,6 +167,13 @@ def _check_cell(c: TheoryConfig) -> None:
         )
     if c.method == "closed_form" and c.finetune_task in ("rotated", "correlated"):
         raise ValueError(f"finetune_task={c.finetune_task!r} is not aligned with A; use method=flow or series")
+    if c.bits and not BITS[0] <= c.bits <= BITS[1]:
+        raise ValueError(f"bits={c.bits!r} must be 0 (no quantization) or lie in [{BITS[0]}, {BITS[1]}]")
+    if c.curvature and n_parameters(c) > MAX_CURVATURE_WEIGHTS:
+        raise ValueError(
+            f"curvature=true forms the dense Hessian of all {n_parameters(c):,} weights; allowed: <= "
+            f"{MAX_CURVATURE_WEIGHTS:,} weights (lower d_in, h, d_out or depth)"
+        )
     if c.n_t < 3:
         raise ValueError(f"n_t={c.n_t} must be >= 3 (an inflection needs three points)")
     for name, most in UPPER.items():
@@ -216,11 +230,14 @@ def n_parameters(c: TheoryConfig) -> int:
 
 def estimate_bytes(cfg: TheoryConfig, n_cells: int) -> int:
     """A conservative peak-memory estimate of a sweep: one chunk's weights at every checkpoint and every
-    noise draw (8 bytes an entry), plus the long-form table (about 200 bytes a row, ~6 rows a time point)."""
+    noise draw (8 bytes an entry), with ``curvature`` a chunk's dense Hessians and their eigensolver's
+    work (3 x 8 bytes a weight pair, one time point at a time), plus the long-form table (about 200
+    bytes a row, ~6 rows a time point)."""
     widest = max(cells(cfg), key=n_parameters) if cfg.grid else cfg
     points = len(widest.budgets) if widest.method == "series" else widest.n_t
     chunk = min(cfg.chunk_size, n_cells)
-    return int(8 * chunk * points * n_parameters(widest) + 200 * 6 * points * n_cells)
+    hessians = 24 * chunk * n_parameters(widest) ** 2 if widest.curvature else 0
+    return int(8 * chunk * points * n_parameters(widest) + hessians + 200 * 6 * points * n_cells)
 
 
 def _check_memory(cfg: TheoryConfig, n_cells: int) -> None:

@@ -21,6 +21,23 @@ SERIES = dataclasses.replace(
 )
 
 
+# Minibatch SGD budget series at d = 16 with label noise 0.1, 3 seeds: the schedule comparisons.
+SCHEDULE = dataclasses.replace(
+    SERIES,
+    d_in=16,
+    h=16,
+    d_out=16,
+    rank=16,
+    optimizer="sgd",
+    pretrain_lr=0.1,
+    batch_size=16,
+    label_noise=0.1,
+    budgets=(50, 100, 200, 400, 800, 1600, 3200, 6400),
+    lr=0.02,
+    grid=(("series_mode", ("separate", "single")), ("seed", (0, 1, 2))),
+)
+
+
 def log_values(low: float, high: float, n: int) -> tuple[float, ...]:
     """``n`` log-spaced grid values from ``low`` to ``high``, rounded to 4 significant digits."""
     return tuple(float(f"{v:.4g}") for v in np.logspace(np.log10(low), np.log10(high), n))
@@ -90,20 +107,13 @@ PRESETS: dict[str, TheoryConfig] = {
         gamma=0.3,  # modes with s_i < 2 c gamma^2 = 0.18 (i >= 6) are net-harmful under noise
         grid=(("optimizer", ("sgd", "adam")), ("batch_size", (16, 512)), ("seed", (0, 1, 2))),
     ),
-    "schedule": dataclasses.replace(
-        SERIES,
-        d_in=16,
-        h=16,
-        d_out=16,
-        rank=16,
-        optimizer="sgd",
-        pretrain_lr=0.1,
-        batch_size=16,
-        label_noise=0.1,
-        budgets=(50, 100, 200, 400, 800, 1600, 3200, 6400),
-        lr=0.02,
-        grid=(("series_mode", ("separate", "single")), ("seed", (0, 1, 2))),
-    ),
+    "schedule": SCHEDULE,
+    # Warmup-stable-decay at equal steps: ``single`` is the trunk (constant lr up to each checkpoint but
+    # the last, where its own decay ends), ``separate`` a decay branch per budget (the trunk's batches,
+    # decayed over the last 20%); with the Hessian's top eigenvalue and sigma-weighted trace.
+    "anneal": dataclasses.replace(SCHEDULE, schedule="wsd", curvature=True),
+    # Post-training quantization of the default setup's W(T): round-to-nearest and stochastic rounding.
+    "quantization": dataclasses.replace(BASE, bits=8, grid=(("bits", (2, 3, 4, 5, 6, 7, 8)),)),
 }
 
 QUICK: dict[str, dict] = {
@@ -123,6 +133,8 @@ QUICK: dict[str, dict] = {
     "landscape_gamma": dict(n_t=65, grid=(("gamma", log_values(0.1, 0.8, 16)),)),
     "landscape_alpha": dict(n_t=41, grid=(("alpha", log_values(0.5, 2.0, 8)), ("gamma", log_values(0.1, 0.8, 8)))),
     "schedule": dict(budgets=(50, 200, 800, 3200), grid=(("series_mode", ("separate", "single")), ("seed", (0, 1)))),
+    "anneal": dict(budgets=(50, 200, 800, 3200), grid=(("series_mode", ("separate", "single")), ("seed", (0, 1)))),
+    "quantization": dict(n_t=41, grid=(("bits", (3, 4, 8)),)),
 }
 
 

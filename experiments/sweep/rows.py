@@ -11,7 +11,7 @@ import pandas as pd
 
 from experiments.sweep.config import TheoryConfig
 from rundir import derived
-from theory import protocol, tasks
+from theory import tasks
 from theory.prediction import gaussian_t_star
 
 
@@ -21,6 +21,7 @@ def float_dtype():
 
 
 PREDICTION = "t_star_predicted"  # checkpoint and metric of the row holding the predicted Gaussian T*
+CURVATURE = ("top_eigenvalue", "hessian_trace")  # the metrics of ``curvature``: lambda_max(H), tr_sigma(H)
 
 
 def gaussian_prediction(cell: TheoryConfig) -> float | None:
@@ -37,79 +38,80 @@ def gaussian_prediction(cell: TheoryConfig) -> float | None:
     return float(gaussian_t_star(s, cell.u0, cell.gamma, sigma, sigma, cell.d_in, cell.d_out))
 
 
-def cell_rows(cell: TheoryConfig, setup: str, T: np.ndarray, out: dict, grid_fields, inflection: dict) -> pd.DataFrame:
-    """The cell's rows: every curve of ``Curves.by_modification`` on the grid, and one ``inflection``
-    row per entry of ``inflection`` ({modification: (T*, kind)}, from ``inflections``), and the
-    predicted Gaussian T* (``PREDICTION``) where ``gaussian_prediction`` applies."""
-    curves: protocol.Curves = out["curves"]
+def _curves(cell: TheoryConfig, out: dict) -> list[tuple[str, str, str, jax.Array]]:
+    """(modification, rounding, metric, values over T) of every curve a cell stores: the protocol's
+    (``Curves.by_modification``), L_A and its excess after each rounding (``bits``), the curvature."""
+    found = [(m, "", metric, y) for (m, metric), y in out["curves"].by_modification().items()]
+    if cell.bits:
+        q = out["quantized"]
+        for rounding in ("nearest", "stochastic"):
+            found.append(("quantization", rounding, "pretrain_loss", getattr(q, f"{rounding}_loss")))
+            found.append(("quantization", rounding, "excess", getattr(q, f"{rounding}_excess")))
+    if cell.curvature:
+        found += [("none", "", metric, getattr(out["curvature"], metric)) for metric in CURVATURE]
+    return found
+
+
+def cell_rows(
+    cell: TheoryConfig,
+    setup: str,
+    T: np.ndarray,
+    out: dict,
+    grid_fields,
+    inflection: dict,
+    train_steps: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """The cell's rows: every curve of ``_curves`` on the grid, one ``inflection`` row per entry of
+    ``inflection`` ({(modification, rounding): (T*, kind)}, from ``inflections``), and the predicted
+    Gaussian T* (``PREDICTION``) where ``gaussian_prediction`` applies. A budget series' curve rows
+    carry the optimizer steps of their checkpoint (``train_steps``); with ``bits`` every row has a
+    ``bits`` and a ``rounding`` column (NaN and "" but on quantization rows)."""
     # A fixed lr is stored exactly as configured (not as its float32 image), so rows match by value.
     lr_T = np.asarray(out["lr"], float) if cell.lr_policy == "shrinking" else np.full(len(T), cell.lr)
     blocks = []
-    for (modification, metric), y in curves.by_modification().items():
-        is_ft = modification == "finetune"
+    for modification, rounding, metric, y in _curves(cell, out):
         blocks.append(
-            pd.DataFrame(
-                {
-                    "checkpoint": [f"T={t:.6g}" for t in T],
-                    "pretrain_time": T,
-                    "modification": modification,
-                    "gamma": cell.gamma if modification == "gaussian" else np.nan,
-                    "lr": lr_T if is_ft else np.nan,
-                    "steps": float(cell.steps) if is_ft else np.nan,
-                    "reg": cell.reg if is_ft else np.nan,
-                    "metric": metric,
-                    "value": np.asarray(y, float),
-                    "lr_policy": cell.lr_policy if is_ft else "",
-                    derived.KIND: "",
-                }
-            )
+            _block(cell, modification, rounding, [f"T={t:.6g}" for t in T], T, lr_T, metric, np.asarray(y, float))
         )
-    for modification, (t_star, kind) in inflection.items():
-        is_ft = modification == "finetune"
-        blocks.append(
-            pd.DataFrame(
-                {
-                    "checkpoint": ["inflection"],
-                    "pretrain_time": [np.nan],
-                    "modification": [modification],
-                    "gamma": [cell.gamma if not is_ft else np.nan],
-                    "lr": [cell.lr if is_ft else np.nan],
-                    "steps": [float(cell.steps) if is_ft else np.nan],
-                    "reg": [cell.reg if is_ft else np.nan],
-                    "metric": ["inflection"],
-                    "value": [t_star],
-                    "lr_policy": [cell.lr_policy if is_ft else ""],
-                    derived.KIND: [kind],
-                }
-            )
-        )
-    predicted = gaussian_prediction(cell) if "gaussian" in inflection else None
+        if train_steps is not None:
+            blocks[-1]["train_steps"] = train_steps
+    for (modification, rounding), (t_star, kind) in inflection.items():
+        blocks.append(_block(cell, modification, rounding, ["inflection"], [np.nan], cell.lr, "inflection", [t_star]))
+        blocks[-1][derived.KIND] = kind
+    predicted = gaussian_prediction(cell) if ("gaussian", "") in inflection else None
     if predicted is not None:
-        blocks.append(
-            pd.DataFrame(
-                {
-                    "checkpoint": [PREDICTION],
-                    "pretrain_time": [np.nan],
-                    "modification": ["gaussian"],
-                    "gamma": [cell.gamma],
-                    "lr": [np.nan],
-                    "steps": [np.nan],
-                    "reg": [np.nan],
-                    "metric": [PREDICTION],
-                    "value": [predicted],
-                    "lr_policy": [""],
-                    derived.KIND: [""],
-                }
-            )
-        )
+        blocks.append(_block(cell, "gaussian", "", [PREDICTION], [np.nan], np.nan, PREDICTION, [predicted]))
     frame = pd.concat(blocks, ignore_index=True)
     frame.insert(0, "source", "theory")
     frame.insert(1, "setup", setup)
     frame["seed"] = cell.seed
     for name in grid_fields:
-        if name not in ("gamma", "lr", "steps", "reg", "seed", "lr_policy"):
+        if name not in ("gamma", "lr", "steps", "reg", "seed", "lr_policy", "bits"):
             frame[name] = getattr(cell, name)
     return frame
+
+
+def _block(cell: TheoryConfig, modification: str, rounding: str, checkpoint, T, lr, metric: str, value):
+    """Rows of one curve (or one summary row) of ``cell``, each modification's columns set on its rows
+    only: gamma on gaussian rows; lr, steps, reg, lr_policy on finetune rows; bits, rounding on
+    quantization rows (where the cell quantizes)."""
+    is_ft = modification == "finetune"
+    columns = {
+        "checkpoint": checkpoint,
+        "pretrain_time": T,
+        "modification": modification,
+        "gamma": cell.gamma if modification == "gaussian" else np.nan,
+        "lr": lr if is_ft else np.nan,
+        "steps": float(cell.steps) if is_ft else np.nan,
+        "reg": cell.reg if is_ft else np.nan,
+        "metric": metric,
+        "value": value,
+        "lr_policy": cell.lr_policy if is_ft else "",
+        derived.KIND: "",
+    }
+    if cell.bits:
+        columns.update(bits=float(cell.bits) if rounding else np.nan, rounding=rounding)
+    return pd.DataFrame(columns)
 
 
 def finalize(chunk_rows: pd.DataFrame, cfg: TheoryConfig) -> pd.DataFrame:

@@ -102,7 +102,11 @@ def low_dpi(monkeypatch):
     monkeypatch.setattr(style, "DPI", 40)  # the files' existence is under test, not their resolution
 
 
-@pytest.mark.parametrize("preset", [p for p in paper_figures.FIGURES if p != "smoke" and not p.startswith("llm_")])
+# ``quantization`` and ``anneal`` draw from tiny runs (test_weight_figures.py).
+@pytest.mark.parametrize(
+    "preset",
+    [p for p in paper_figures.FIGURES if p not in ("smoke", "quantization", "anneal") and not p.startswith("llm_")],
+)
 def test_each_figure_writes_png_and_pdf(preset, tmp_path):
     paths = paper_figures.FIGURES[preset](synthetic(preset), tmp_path, name=preset)
     assert sorted(p.name for p in paths) == [f"{preset}.pdf", f"{preset}.png"]

@@ -126,3 +126,23 @@ def test_learning_time_is_half_strength():
     s, u0 = jnp.array([1.0, 0.2]), 1e-4
     u = closed_form.mode_strength(s, u0, closed_form.learning_time(s, u0))
     np.testing.assert_allclose(u, s / 2, rtol=1e-4)
+
+
+def test_closed_form_weights_are_the_aligned_network_at_u_of_T(key):
+    """protocol.closed_form_weights: in the teacher's own bases, mode strengths u_i(T) and L_A(W(T)) equal
+    the closed form's, at depth 2 and (by the per-mode ODE) depth 3; and W(T) equals the simulated flow."""
+    from theory import protocol
+
+    task, Ws0 = _aligned_problem(key)
+    T = jnp.array([0.0, 5.0, 20.0, 60.0])
+    for depth in (2, 3):
+        Ws_T = protocol.closed_form_weights(task.s, 1e-3, T, task.U, task.V, h=10, depth=depth)
+        u = jax.vmap(lambda W: network.mode_strengths(W, task.U, task.V))(Ws_T)
+        expected = protocol.pretrained_strengths(task.s, 1e-3, T, depth)
+        np.testing.assert_allclose(u, expected, rtol=1e-4, atol=1e-7)
+        L_A = jax.vmap(lambda W: network.task_loss(W, task.matrix))(Ws_T)
+        np.testing.assert_allclose(L_A, closed_form.loss_from_strengths(task.s, expected), rtol=1e-4, atol=1e-7)
+    Ws_T = protocol.closed_form_weights(task.s, 1e-3, T, task.U, task.V, h=10)
+    flow = simulate.gradient_flow(lambda W: network.task_loss(W, task.matrix), Ws0, T)
+    for W, V in zip(Ws_T, flow):
+        np.testing.assert_allclose(W, V, atol=2e-4)

@@ -107,3 +107,33 @@ def test_deterministic_excess_is_the_direct_loss_difference():
 def test_bad_input_is_refused_by_name(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_quantized_curves_are_each_ts_direct_computation():
+    """Along a trajectory (a leading T axis), the round-to-nearest rows are L_A of the rounded layers and
+    the stochastic rows L_A + the exact expected excess, slice by slice, jitted."""
+    Ws = _network([5, 4, 3], seed=13)
+    A = jax.random.normal(jax.random.key(5), (3, 5))
+    scales = jnp.array([0.1, 0.5, 1.0, 2.0])
+    Ws_T = [scales[:, None, None] * W[None] for W in Ws]
+    c = jax.jit(quantization.quantized_curves, static_argnums=2)(Ws_T, A, 3)
+    for t, scale in enumerate(scales):
+        W_t = [scale * W for W in Ws]
+        rounded = task_loss([quantization.round_to_nearest(W, 3) for W in W_t], A)
+        assert float(c.nearest_loss[t]) == pytest.approx(float(rounded), rel=1e-5)
+        expected = task_loss(W_t, A) + quantization.stochastic_excess(W_t, 3)
+        assert float(c.stochastic_loss[t]) == pytest.approx(float(expected), rel=1e-5)
+        clean = float(task_loss(W_t, A))  # the excess is a difference of losses this large: float32 rounding
+        assert float(c.nearest_excess[t]) == pytest.approx(float(c.nearest_loss[t]) - clean, abs=1e-6 * clean)
+
+
+def test_round_to_nearest_costs_half_of_stochastic_rounding_at_a_minimum():
+    """At a minimum of L_A (W_2 W_1 = A: no first-order term) a fine grid's rounding errors act as noise:
+    round-to-nearest's of variance Delta^2 / 12 (uniform on +-Delta/2), stochastic rounding's
+    Delta^2 p (1 - p), on average Delta^2 / 6. So the excess ratio is about 1/2 at 8 bits (0.4..0.6 on
+    2 x 24 x 24 entries); away from a minimum round-to-nearest's excess has a first-order term
+    <grad L_A, q(W) - W> of either sign, and no such ratio holds."""
+    Ws = _network([24, 24, 24], seed=17, scale=0.3)
+    A = Ws[1] @ Ws[0]
+    ratio = float(quantization.deterministic_excess(Ws, A, 8) / quantization.stochastic_excess(Ws, 8))
+    assert 0.4 < ratio < 0.6, ratio

@@ -148,7 +148,8 @@ def families(frame: pd.DataFrame, run_name: str, schema: Collection[str]) -> tup
     for key, group in modified.groupby(by, dropna=False, sort=True):
         setup, modification, reg, *rest = key
         context = dict(zip(["reg"] + context_cols, [reg, *rest]))
-        context = {k: v for k, v in context.items() if not (isinstance(v, float) and np.isnan(v))}
+        # NaN and "" mark a field that does not apply to these rows (bits, rounding of a Gaussian row)
+        context = {k: v for k, v in context.items() if not (isinstance(v, float) and np.isnan(v)) and v != ""}
         label = f"{run_name} / {modification}" + "".join(f", {k}={v}" for k, v in context.items() if k != "reg" or v)
         # The base rows of this setup and context (``reg`` belongs to fine-tuning only).
         base = base_rows[

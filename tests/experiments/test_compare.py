@@ -171,3 +171,15 @@ def test_compare_writes_the_verdicts_of_every_llm_model(tmp_path):
     assert by["h"]["verdict"] == "INCONCLUSIVE" and by["h"]["rule"].startswith("no data")
     assert "| a |" in (tmp_path / "claims.md").read_text()
     assert compare.write_claims([], tmp_path / "none") == []
+
+
+def test_fields_that_do_not_apply_to_a_family_stay_out_of_its_label(tmp_path):
+    """A store with quantization rows carries ``bits`` (NaN) and ``rounding`` ("") on its Gaussian rows:
+    the Gaussian family is the same one, and its label names neither."""
+    frame = store.load([synthetic_perturb_store(tmp_path / "run")])
+    quantized = frame[frame.modification == "none"].assign(modification="quantization", bits=4.0, rounding="nearest")
+    mixed = pd.concat([frame.assign(bits=np.nan, rounding=""), quantized], ignore_index=True)
+    plain, _ = compare.families(frame, "synthetic")
+    families, skipped = compare.families(mixed, "synthetic")
+    assert [f.name for f in families] == [f.name for f in plain] == ["synthetic / gaussian"]
+    assert np.array_equal(families[0].modified, plain[0].modified, equal_nan=True)

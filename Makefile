@@ -49,6 +49,7 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/pythia_cpu.py
 	$(BIN)/python benchmarks/explore_speed.py
 	$(BIN)/python benchmarks/fit_speed.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/quantize_speed.py
 
 # The explorer (notebooks/explore.py) in a browser tab.
 explore: $(STAMP)

@@ -258,8 +258,10 @@ def write(study, name: str, out: Path) -> dict:
     store.write_json(out / "claims.json", {**report, "claims": claims})
     (out / "claims.md").write_text(render(study, name, claims, scores, counts), encoding="utf-8")
     from paper_figures import study as figure
+    from paper_figures import study_anneal
 
     figure.draw(out, out / "figures")
+    study_anneal.draw(out, out / "figures")  # nothing where the study neither quantizes nor has a trunk
     return report | {"claims": claims}
 
 

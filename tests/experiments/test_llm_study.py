@@ -86,6 +86,7 @@ def test_the_study_writes_every_run_then_predictions_claims_and_figure(study):
     text = (study / "claims.md").read_text()
     assert "| claim | statement |" in text and "predicted T*" in text
     assert (study / "figures" / "study.png").stat().st_size > 10_000
+    assert (study / "figures" / "study_anneal.png").stat().st_size > 10_000
     # No file of the study names the machine: every path is relative to the file's run directory.
     named = [p for p in study.rglob("*.json") if str(study.parent) in p.read_text()]
     assert not named, named

@@ -21,6 +21,8 @@ STATEMENTS = {
     "h": "The Gaussian excess NLL is (gamma^2/2) x the noise-weighted Hessian trace",
     "i": "Sensitivity grows with pre-training tokens on un-annealed (WSD trunk) checkpoints too",
     "j": "At equal tokens the annealed checkpoint is more sensitive than the un-annealed one",
+    "m": "Forgetting after multimodal adaptation grows with pre-training tokens",
+    "m'": "After multimodal adaptation at a fixed lr the pre-training loss is U-shaped in tokens at some lr",
     "q": "Sensitivity to post-training quantization grows with pre-training tokens",
     "q'": "The quantized pre-training loss is U-shaped in tokens (an interior T*) at some bit width",
 }
@@ -43,6 +45,8 @@ STATISTICS = {
     "log ppl unmodified (Gaussian noise, fine-tuning, quantization)",
     "j": "per series, the mean over checkpoints of Delta_annealed(T) - Delta_trunk(T) (the same tokens T, the same "
     "modification and level)",
+    "m": "Spearman rho(T, F(T)), F = mean over orders of log ppl after stage 2 (projector and model) - log ppl before",
+    "m'": f"{_U} after multimodal adaptation (stage 2)",
     "q": "Spearman rho(T, Delta_b(T)), Delta_b = log ppl after round-to-nearest b-bit quantization - log ppl before",
     "q'": f"{_U} after b-bit quantization",
 }
@@ -85,6 +89,8 @@ RULES = {
     "i": _RANKS.format("level of a modification (gamma, lr, bit width)", _EVERY) + "; the row i: every modification",
     "j": "at each level of a modification, PASS if the 95% interval of the paired gap (Student-t over series) lies "
     f"above 0, FAIL if below; {_EVERY}; the row j: every modification",
+    "m": _RANKS.format("fixed lr", _EVERY),
+    "m'": f"{_SIDES.format('fixed lr')}; {_SOME.format('fixed lr')}",
     "q": _RANKS.format("bit width", _EVERY),
     "q'": f"{_SIDES.format('bit width')}; {_SOME.format('bit width')}",
     "h": f"PASS if the 95% interval of the ratio lies inside ({HESSIAN_BAND[0]}, {HESSIAN_BAND[1]}), FAIL if it "

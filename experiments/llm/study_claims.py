@@ -2,7 +2,7 @@
 ``analysis.claims`` on the perturbation table, the first dataset's fine-tuning grid with the L2-pull
 runs and the curvature run (claim h: the antithetic excess at the smallest curvature gamma against
 (gamma^2/2) x the Hessian trace), claims a', d-f again for every other dataset; then
-``analysis.anneal_claims``: (q), (q') on the quantization of the annealed checkpoints, and on the series
+``analysis.modification_claims``: (q), (q') on the quantization of the annealed checkpoints, and on the series
 with a WSD trunk (``Study.trunk_seeds``) (i) on the trunk's checkpoints and (j) annealed against trunk
 at equal tokens, for Gaussian noise, fine-tuning on the first dataset and quantization.
 
@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import claim_text
-from analysis.anneal_claims import anneal_claims, quantization_claims, trunk_claims
+from analysis.modification_claims import anneal_claims, quantization_claims, trunk_claims
 from analysis.claims import evaluate_claims
 from rundir import store
 

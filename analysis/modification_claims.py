@@ -1,16 +1,18 @@
-"""Verdicts on the modifications beyond the paper's two and on the anneal (claims q, q', i, j), with the
-statistics and rules of ``analysis.claims`` (its module docstring: data, intervals, verdicts).
+"""Verdicts on the modifications beyond the paper's two and on the anneal (claims q, q', m, m', i, j),
+with the statistics and rules of ``analysis.claims`` (its module docstring: data, intervals, verdicts).
 
 A *modification table* is long-form rows of one pre-training series set: the unmodified checkpoints
 (``modification`` "none") and the modified ones at several *levels*: Gaussian noise (``gamma``),
-fine-tuning at a fixed lr (``lr``; lr_policy "fixed", reg 0, the modal step count) or post-training
-quantization (``bits``; round-to-nearest). L = log perplexity; the excess of a level at checkpoint T
-is Delta_s(T) = mean_k L_{s,k}(T) - mean_k L_{s,k}^none(T) (series s, draws k: noise draws,
-fine-tuning orders, one rounding).
+fine-tuning at a fixed lr (``lr``; lr_policy "fixed", reg 0, the modal step count), post-training
+quantization (``bits``; round-to-nearest) or multimodal adaptation (``lr``; after stage 2).
+L = log perplexity; the excess of a level at checkpoint T is Delta_s(T) = mean_k L_{s,k}(T) -
+mean_k L_{s,k}^none(T) (series s, draws k: noise draws, fine-tuning orders, one rounding).
 
 (q)  Spearman rho(T, Delta_b(T)) per bit width b, rank test over series; every bit width.
 (q') the fall to and rise from the interior minimum of the quantized L_b(T) (``analysis.claims``' (b)
      rule); some bit width, Bonferroni over the k bit widths.
+(m), (m') the same two rules for multimodal adaptation (``ovt llm multimodal``): the forgetting after
+     stage 2 (the projector and the model at a fixed lr) at every lr, and a U at some lr.
 (i)  (q)'s rank test of Delta(T) on the checkpoints of the un-annealed WSD trunk, per modification
      (rows ``i:gaussian``, ``i:finetune``, ``i:quantization``, each over every level); the head row
      ``i``: every modification.
@@ -29,7 +31,7 @@ from analysis.claims import _rank_part, _u_claim
 from analysis.verdicts import ABOVE, _claim, _combine, _decide, _Grid, _mean, _no_data, _part
 
 # modification -> the column of its level
-LEVELS = {"gaussian": "gamma", "finetune": "lr", "quantization": "bits"}
+LEVELS = {"gaussian": "gamma", "finetune": "lr", "quantization": "bits", "multimodal": "lr"}
 STAGE = "_stage"  # the column that tells annealed rows from trunk rows in a joint grid
 
 
@@ -40,7 +42,9 @@ def _modified(table: pd.DataFrame, modification: str) -> pd.DataFrame:
     rows = table[(table["checkpoint"] != "inflection") & (table["metric"] == "perplexity")]
     rows = rows[rows["modification"].isin(["none", modification])]
     changed = rows["modification"] == modification
-    if modification == "finetune":
+    if modification == "multimodal" and "stage" in rows:  # after stage 2: the projector and the model
+        changed &= rows["stage"] == "joint"
+    if modification in ("finetune", "multimodal"):
         if "lr_policy" in rows:
             changed &= rows["lr_policy"] == "fixed"
         if "reg" in rows:
@@ -64,16 +68,27 @@ def _cubes(grid: _Grid, rows: pd.DataFrame, modification: str, where=None) -> di
 
 def quantization_claims(quantize: pd.DataFrame | None, series_column: str) -> list[dict]:
     """(q) and (q') from the quantization table of the annealed checkpoints."""
-    rows = None if quantize is None or len(quantize) == 0 else _modified(quantize, "quantization")
-    if rows is None or rows["pretrain_time"].nunique() < 3 or not (rows["modification"] == "quantization").any():
-        reason = "the quantization table needs >= 3 checkpoints, an unquantized curve and a bit width"
-        return [_no_data("q", reason), _no_data("q'", reason)]
+    return _grows_and_u(quantize, "quantization", ("q", "q'"), series_column)
+
+
+def multimodal_claims(multimodal: pd.DataFrame | None, series_column: str) -> list[dict]:
+    """(m) and (m') from the multimodal-adaptation table: the pre-training loss after stage 2."""
+    return _grows_and_u(multimodal, "multimodal", ("m", "m'"), series_column)
+
+
+def _grows_and_u(table: pd.DataFrame | None, modification: str, cids: tuple[str, str], series_column: str) -> list:
+    """The rank claim on the excess (every level) and the U claim on the modified loss (some level)."""
+    rows = None if table is None or len(table) == 0 else _modified(table, modification)
+    column = LEVELS[modification]
+    if rows is None or rows["pretrain_time"].nunique() < 3 or not (rows["modification"] == modification).any():
+        reason = f"the {modification} table needs >= 3 checkpoints, an unmodified curve and a {column}"
+        return [_no_data(cid, reason) for cid in cids]
     grid = _Grid(rows, series_column)
-    cubes = _cubes(grid, rows, "quantization")
-    grows = [_rank_part(f"bits={b:g}", grid.T, excess) for b, (_, excess) in cubes.items()]
+    cubes = _cubes(grid, rows, modification)
+    grows = [_rank_part(f"{column}={x:g}", grid.T, excess) for x, (_, excess) in cubes.items()]
     return [
-        _combine("q", grows, "every", "no bit width"),
-        _u_claim("q'", grid.T, {b: loss for b, (loss, _) in cubes.items()}, "bits"),
+        _combine(cids[0], grows, "every", f"no {column}"),
+        _u_claim(cids[1], grid.T, {x: loss for x, (loss, _) in cubes.items()}, column),
     ]
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.anneal_claims import anneal_claims, quantization_claims, trunk_claims
+from analysis.modification_claims import anneal_claims, multimodal_claims, quantization_claims, trunk_claims
 
 T = np.array([1e6, 2e6, 4e6, 8e6, 16e6, 32e6])
 SERIES = "series_seed"
@@ -19,7 +19,7 @@ def table(modification: str, levels, excess, n_series=4, draws=2, noise=0.002, s
     """Rows of ``n_series`` series: log ppl 3 - 0.2 ln(T / 1e6) before the modification, plus
     ``excess(level, T)`` after it, each value with Gaussian ``noise``; ``draws`` draws per level."""
     rng = np.random.default_rng(seed)
-    column = {"gaussian": "gamma", "finetune": "lr", "quantization": "bits"}[modification]
+    column = {"gaussian": "gamma", "finetune": "lr", "quantization": "bits", "multimodal": "lr"}[modification]
     rows = []
     for s in range(n_series):
         offset = rng.normal(0, 0.01)  # a series' own level: paired designs cancel it
@@ -32,8 +32,10 @@ def table(modification: str, levels, excess, n_series=4, draws=2, noise=0.002, s
                     value = math.exp(clean + excess(level, t) + rng.normal(0, noise))
                     rows.append(common | {"modification": modification, column: level, "seed": k, "value": value})
     frame = pd.DataFrame(rows)
-    if modification == "finetune":
+    if modification in ("finetune", "multimodal"):
         frame = frame.assign(lr_policy="fixed", reg=0.0, steps=400)
+    if modification == "multimodal":
+        frame = frame.assign(stage=np.where(frame.modification == "multimodal", "joint", ""))
     if modification == "quantization":
         frame = frame.assign(rounding="nearest")
     return frame
@@ -109,3 +111,14 @@ def test_fine_tuning_rows_with_a_pull_or_a_tuned_lr_are_left_out_of_the_anneal_g
     assert claims["j:finetune"]["value"] == pytest.approx(0.1, abs=0.004)
     missing = by_claim(anneal_claims({}, {"finetune": trunk}, SERIES))
     assert missing["j:finetune"]["rule"].startswith("no data") and missing["j"]["verdict"] == "INCONCLUSIVE"
+
+
+def test_multimodal_forgetting_is_read_after_stage_two_only():
+    """Stage-1 rows (the projector alone: the model unchanged) are not read: (m) is the joint stage's
+    forgetting, here growing at both lrs, with a U at the larger one."""
+    excess = lambda lr, t: (20 if lr == 1e-3 else 40) * lr * t / 1e6  # noqa: E731  (1e-3: minimum at 8M)
+    frame = table("multimodal", (1e-4, 1e-3), excess)
+    stage1 = frame[frame.modification == "multimodal"].assign(stage="projector", value=1e3)
+    claims = by_claim(multimodal_claims(pd.concat([frame, stage1], ignore_index=True), SERIES))
+    assert claims["m"]["verdict"] == "PASS" and [p["at"] for p in claims["m"]["parts"]] == ["lr=0.0001", "lr=0.001"]
+    assert claims["m'"]["verdict"] == "PASS" and claims["m'"]["at"].startswith("lr=0.001")

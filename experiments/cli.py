@@ -15,7 +15,7 @@ import sys
 import threading
 from pathlib import Path
 
-from experiments import compare
+from experiments import advise, compare
 from experiments.arguments import Parser, directory, integer
 from experiments.llm import cli as llm_cli
 from experiments.llm import reproduce as llm_reproduce
@@ -55,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
 
     llm_cli.add_parser(sub)
     compare.add_parser(sub, Parser)
+    advise.add_parser(sub, Parser)
 
     r = sub.add_parser("reproduce", help="the main job: every theory figure (and the CPU LLM validation)")
     r.add_argument("--quick", action="store_true")
@@ -232,6 +233,7 @@ def _main(argv: list[str] | None) -> int:
             "reproduce": _reproduce,
             "llm": llm_cli.run,
             "compare": compare.run,
+            "advise": advise.run,
         }[args.command](args)
     except (UsageError, ValueError) as err:
         # Config checks raise ValueError before anything is written; both are bad input.

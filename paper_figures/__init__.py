@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from paper_figures import (
+    advice,
     anneal,
     depth,
     finetune,
@@ -22,6 +23,7 @@ from paper_figures import (
     llm_finetune,
     llm_perturb,
     misalignment,
+    multimodal,
     quantization,
     regularization,
     schedule,
@@ -41,6 +43,7 @@ FIGURES = {
     "schedule": schedule.draw,
     "anneal": anneal.draw,
     "quantization": quantization.draw,
+    "multimodal": multimodal.draw,
     "landscape": landscape.draw,
     "general": general.draw,
     "shrinking": shrinking.draw,
@@ -49,6 +52,7 @@ FIGURES = {
     "landscape_alpha": landscape.draw_alpha,
     "llm_perturb": llm_perturb.draw,
     "llm_finetune": llm_finetune.draw,
+    "advise": advice.draw,
 }
 
 

@@ -116,10 +116,10 @@ def perturb_inflection_rows(
     return inflection_rows(draws, ["setup", *sizes], seed=MEAN_OVER_SEEDS)
 
 
-def finetune_inflection_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    """T* of the post-fine-tuning perplexity curve of every fixed lr and of the tuned lr (whose row
-    has lr NaN: the lr varies along the curve)."""
-    curves = frame[(frame.modification == "finetune") & (frame.metric == "perplexity")]
+def finetune_inflection_rows(frame: pd.DataFrame, modification: str = "finetune") -> pd.DataFrame:
+    """T* of the perplexity curve after the ``modification`` (fine-tuning; a multimodal run's stage 2)
+    of every fixed lr and of the tuned lr (whose row has lr NaN: the lr varies along the curve)."""
+    curves = frame[(frame.modification == modification) & (frame.metric == "perplexity")]
     curves = curves.assign(lr=curves.lr.where(curves.lr_policy == "fixed"))
     fields = {"seed": MEAN_OVER_SEEDS} if curves.seed.nunique() > 1 else {}  # repeats: T* of the mean
     return inflection_rows(curves, ["lr_policy", "lr"], **fields)

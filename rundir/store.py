@@ -49,7 +49,7 @@ OPTIONAL_COLUMNS = {
     "step": ("float64", np.nan),
 }
 SOURCES = ("theory", "llm")
-MODIFICATIONS = ("none", "gaussian", "finetune", "quantization")
+MODIFICATIONS = ("none", "gaussian", "finetune", "quantization", "multimodal")
 MANIFEST = "manifest.json"
 METRICS = "metrics.parquet"
 CHUNKS = "chunks"

@@ -189,6 +189,25 @@ LLM = [
     (["llm", "finetune", "--model", "{SERIES}", "--data", "{TEXT}", "--format", "bogus", "--lrs", "1e-3", "--steps", "2", "--eval-text", "{TEXT}", "--out", "{OUT}"], "'bogus'"),
     (["llm", "finetune", "--model", "{SERIES}", "--data", "{TEXT}", "--format", "text", "--lrs", "1e-3", "--steps", "2", "--eval-text", "{BINARY}", "--out", "{OUT}"], "binary.bin"),
     (["llm", "finetune", "--model", "{SERIES}", "--data", "{TEXT}", "--format", "text", "--lrs", "1e-3", "--steps", "2", "--seq-len", "100000", "--eval-text", "{TEXT}", "--out", "{OUT}"], "100000"),
+    # multimodal: flags, overrides, the eval file (the positions: tests/experiments/test_llm_multimodal_cli.py)
+    (["llm", "multimodal", "--model", "{SERIES}", "--eval-text", "{TEXT}", "--lrs", "0", "--out", "{OUT}"], "--lrs 0 must be > 0"),
+    (["llm", "multimodal", "--model", "{SERIES}", "--eval-text", "{TEXT}", "--lrs", "1e-3,nan", "--out", "{OUT}"], "--lrs 'nan' must be a finite number"),
+    (["llm", "multimodal", "--model", "{SERIES}", "--eval-text", "{TEXT}", "--steps", "0", "--out", "{OUT}"], "--steps 0 must be >= 1"),
+    (["llm", "multimodal", "--model", "{SERIES}", "--eval-text", "{TEXT}", "--stage1-steps", "-1", "--out", "{OUT}"], "--stage1-steps -1 must be >= 0"),
+    (["llm", "multimodal", "--model", "{SERIES}", "--eval-text", "{TEXT}", "--stage1-lr", "0", "--out", "{OUT}"], "--stage1-lr 0 must be > 0"),
+    (["llm", "multimodal", "--model", "{SERIES}", "--eval-text", "{TEXT}", "--image-tokens", "0", "--out", "{OUT}"], "--image-tokens 0 must be >= 1 and <= 64"),
+    (["llm", "multimodal", "--model", "{SERIES}", "--eval-text", "{TEXT}", "--vision-dim", "x", "--out", "{OUT}"], "--vision-dim 'x' is not an integer"),
+    (["llm", "multimodal", "--model", "{SERIES}", "--eval-text", "{TEXT}", "--scenes", "0", "--out", "{OUT}"], "--scenes 0 must be >= 1"),
+    (["llm", "multimodal", "--model", "{SERIES}", "--eval-text", "{TEXT}", "lrs=0", "--out", "{OUT}"], "lrs=0 must be > 0"),
+    (["llm", "multimodal", "--model", "{SERIES}", "--eval-text", "{TEXT}", "steps=0", "--out", "{OUT}"], "steps=0 must be >= 1"),
+    (["llm", "multimodal", "--model", "{SERIES}", "--eval-text", "{TEXT}", "stage1_steps=-1", "--out", "{OUT}"], "stage1_steps=-1 must be >= 0"),
+    (["llm", "multimodal", "--model", "{SERIES}", "--eval-text", "{TEXT}", "image_tokens=0", "--out", "{OUT}"], "image_tokens=0 must be >= 1"),
+    (["llm", "multimodal", "--model", "{SERIES}", "--eval-text", "{TEXT}", "bogus=1", "--out", "{OUT}"], "override key 'bogus' is unknown"),
+    (["llm", "multimodal", "--model", "{SERIES}", "--eval-text", "{TEXT}", "warmup_steps=500", "--out", "{OUT}"], "warmup_steps=500 exceeds steps=400"),
+    (["llm", "multimodal", "--model", "{SERIES}", "--eval-text", "{TEXT}", "scenes=100000", "heldout_scenes=100000", "vision_dim=4096", "--out", "{OUT}"], "encoder features; allowed: <= 100,000,000"),
+    (["llm", "multimodal", "--model", "{SERIES}", "--eval-text", "{BINARY}", "--out", "{OUT}"], "binary.bin"),
+    (["llm", "multimodal", "--model", "{SERIES}", "--eval-text", "{TEXT}", "--out", "{FILE}"], "is a file"),
+    (["llm", "multimodal", "--preset", "validation", "--quick", "--model", "{MISSING}", "--eval-text", "{TEXT}", "--out", "{OUT}"], "is not an existing folder"),
 ]
 
 # perturb --backend jax: every perturb case above, and the backend's own.
@@ -199,9 +218,34 @@ LLM_JAX = [(argv + ["--backend", "jax"], needle) for argv, needle in LLM if argv
     (["llm", "perturb", "--model", "{SERIES}", "--eval-text", "{TEXT}", "--gammas", "1", "--seeds", "1", "--noise-device", "param", "--backend", "jax", "--out", "{OUT}"], "noise_device=param is a torch option"),
 ]
 
+# ovt advise: a probe on the folder series (every flag of a case after these; a repeated flag is read again).
+ADVISE_ON = ["advise", "--model", "{SERIES}", "--eval-text", "{TEXT}", "--seq-len", "32", "--out", "{OUT}"]
+ADVISE_RUN = ADVISE_ON + ["--lr", "1e-3", "--steps", "10", "--data", "{TEXT}", "--format", "text", "--max-blocks", "4", "--probe-steps", "2"]
+ADVISE = [
+    (ADVISE_ON + ["--steps", "10", "--data", "{TEXT}", "--format", "text"], "lr is required: give --lr"),
+    (ADVISE_ON + ["--lr", "1e-3", "--data", "{TEXT}", "--format", "text"], "steps is required: give --steps"),
+    (ADVISE_ON + ["--lr", "1e-3", "--steps", "10"], "data and format are required for the fine-tuning probe"),
+    (ADVISE_RUN + ["--lr", "0"], "--lr 0 must be > 0"),
+    (ADVISE_RUN + ["--lr", "inf"], "--lr 'inf' must be a finite number"),
+    (ADVISE_RUN + ["--steps", "0"], "--steps 0 must be >= 1"),
+    (ADVISE_RUN + ["--gammas", "-1"], "--gammas -1 must be >= 0"),
+    (ADVISE_RUN + ["--draws", "0"], "--draws 0 must be >= 1"),
+    (ADVISE_RUN + ["--probe-budget", "2"], "--probe-budget 2 must be"),
+    (ADVISE_RUN + ["--probe-checkpoints", "1"], "--probe-checkpoints 1 must be >= 2"),
+    (ADVISE_RUN + ["--probe-steps", "0"], "--probe-steps 0 must be >= 1"),
+    (ADVISE_ON + ["--lr", "1e-3", "--steps", "10", "--data", "{TEXT}", "--format", "text", "--probe-budget", "1e-9"], "affords 0 eval block(s) per probe evaluation"),
+    (ADVISE_RUN + ["--revisions", "step10-tokens1K"], "advice compares two or more checkpoints past 0 tokens; chosen: step10-tokens1K"),
+    (ADVISE_RUN + ["--reference", "{MISSING}"], "is not an existing folder"),
+    (ADVISE_RUN + ["--reference", "{EMPTY_DIR}"], "holds no ovt llm perturb store"),
+    (ADVISE_RUN + ["--data", "{MISSING}"], "does not exist"),
+    (ADVISE_RUN + ["--eval-text", "{BINARY}"], "binary.bin"),
+    (ADVISE_RUN + ["--out", "{FILE}"], "is a file"),
+    (["advise", "--model", "{SERIES}", "--eval-text", "{TEXT}", "--lr", "1e-3", "--steps", "10"], "the following arguments are required: --out"),
+]
+
 # fmt: on
 
-CASES = THEORY + FIGURES + COMPARE + REPRODUCE + LLM + LLM_JAX
+CASES = THEORY + FIGURES + COMPARE + REPRODUCE + LLM + LLM_JAX + ADVISE
 
 
 def _store(run, manifest, frame=None, raw: bytes | None = None):
@@ -305,8 +349,9 @@ def test_bad_input_meets_the_contract(argv, needle, places, tmp_path, capsys, mo
 
 def test_the_battery_is_large_enough():
     assert len(CASES) >= 60
-    assert {argv[0] for argv, _ in CASES} == {"theory", "figures", "compare", "reproduce", "llm", "frobnicate"}
-    assert {argv[1] for argv, _ in LLM} >= {"revisions", "pretrain", "perturb", "finetune", "quantize"}
+    commands = {"theory", "figures", "compare", "reproduce", "llm", "advise", "frobnicate"}
+    assert {argv[0] for argv, _ in CASES} == commands
+    assert {argv[1] for argv, _ in LLM} >= {"revisions", "pretrain", "perturb", "finetune", "quantize", "multimodal"}
 
 
 # Environment variables are input too: (variables, argv, needle).
@@ -330,6 +375,7 @@ ENVIRONMENT = [
             "{OUT}",
         ],
         ["llm", "quantize", "--model", "{SERIES}", "--eval-text", "{TEXT}", "--bits", "8", "--out", "{OUT}"],
+        ["llm", "multimodal", "--model", "{SERIES}", "--eval-text", "{TEXT}", "--out", "{OUT}"],
         ["llm", "study", "study-quick", "--out", "{OUT}"],
     )
 ]

@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PRODUCT = ("analysis", "theory", "llm_validation", "experiments", "paper_figures", "rundir", "benchmarks")
 MAX_LINES = 400
-MAX_EXPERIMENTS_ENTRIES = 8
+MAX_EXPERIMENTS_ENTRIES = 9  # ARCHITECTURE "third wave": compare.py, explore.py, advise.py at the top
 
 
 def test_no_module_of_the_product_is_over_400_lines():
@@ -22,7 +22,7 @@ def test_no_module_of_the_product_is_over_400_lines():
     assert not long, long
 
 
-def test_experiments_has_at_most_eight_entries_at_its_top_level():
+def test_experiments_has_at_most_nine_entries_at_its_top_level():
     entries = sorted(p.name for p in (ROOT / "experiments").iterdir() if p.name != "__pycache__")
     assert len(entries) <= MAX_EXPERIMENTS_ENTRIES, entries
 

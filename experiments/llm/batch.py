@@ -17,12 +17,13 @@ import pandas as pd
 
 from experiments.llm import config as llm_config
 from experiments.llm import presets as llm_presets
-from experiments.llm.kinds import curvature, finetune, perturb, pretrain, quantize
+from experiments.llm.kinds import curvature, finetune, multimodal, perturb, pretrain, quantize
 from experiments.llm.kinds.base import RunKind
 from experiments.llm.lifecycle import failures_while_running
 
 RUNS: dict[str, RunKind] = {
-    kind.name: kind for kind in (pretrain.KIND, perturb.KIND, finetune.KIND, curvature.KIND, quantize.KIND)
+    kind.name: kind
+    for kind in (pretrain.KIND, perturb.KIND, finetune.KIND, curvature.KIND, quantize.KIND, multimodal.KIND)
 }
 BY_CONFIG: dict[type, RunKind] = {kind.CONFIG: kind for kind in RUNS.values()}
 

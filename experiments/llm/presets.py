@@ -1,5 +1,5 @@
-"""Named presets of the LLM runs (``ovt llm pretrain|perturb|finetune|quantize --list``); ``quick``
-variants shrink grids and budgets, not the protocol.
+"""Named presets of the LLM runs (``ovt llm pretrain|perturb|finetune|quantize|multimodal --list``);
+``quick`` variants shrink grids and budgets, not the protocol.
 
 ``validation`` is the CPU-scale LLM validation of ``ovt reproduce``, the paper's controlled design in
 miniature, as three presets that read each other's run directories where ``make reproduce`` writes
@@ -14,8 +14,10 @@ them (``results/llm/series``, ``.../perturb``, ``.../finetune``):
 
 All three score the same held-out token set: the first ``max_blocks`` blocks of the series' held-out
 text, as does ``quantize``'s ``validation`` (every checkpoint's linear weights at 8, 4, 3 and 2 bits,
-round-to-nearest and three paired stochastic draws; not part of ``ovt reproduce``). The other
-pretrain presets are one per model size, with the library's defaults (budgets to give).
+round-to-nearest and three paired stochastic draws; not part of ``ovt reproduce``) and
+``multimodal``'s (both stages on every checkpoint in the study's fine-tuning regime, its config's
+defaults). The other pretrain presets are one per model size, with the library's defaults (budgets
+to give).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import dataclasses
 from pathlib import Path
 
 from experiments.llm.config import FinetuneRun, PerturbRun, PretrainRun, QuantizeRun, RunConfig, changes, shown
+from experiments.llm.config_multimodal import MultimodalRun
 from llm_validation.models import PRESETS as MODEL_SIZES
 
 RESULTS = Path("results") / "llm"
@@ -70,6 +73,9 @@ PRESETS: dict[str, dict[str, RunConfig]] = {
             **EVAL,
         ),
     },
+    "multimodal": {
+        "validation": MultimodalRun(model=str(SERIES), batch_size=16, threads=1, **EVAL),
+    },
 }
 QUICK_SERIES = RESULTS / "series-quick"  # where ``--preset validation --quick`` puts its series
 QUICK_EVAL = dict(model=str(QUICK_SERIES), eval_text=str(QUICK_SERIES / "heldout.txt"), max_blocks=32)
@@ -78,6 +84,9 @@ QUICK: dict[tuple[str, str], dict] = {
     ("perturb", "validation"): dict(gammas=(1.0, 4.0), seeds=2, **QUICK_EVAL),
     ("quantize", "validation"): dict(bits=(8, 3), seeds=2, **QUICK_EVAL),
     ("finetune", "validation"): dict(lrs=(1e-3, 3e-3), steps=30, **QUICK_EVAL),
+    ("multimodal", "validation"): dict(
+        lrs=(1e-3, 3e-3), steps=60, warmup_steps=6, stage1_steps=30, scenes=500, heldout_scenes=100, **QUICK_EVAL
+    ),
 }
 # Where a preset's run goes by default (``ovt llm KIND --preset NAME`` without --out).
 RUN_NAMES = {("pretrain", "validation"): "series", ("perturb", "validation"): "perturb"}

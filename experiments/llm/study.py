@@ -16,6 +16,7 @@ on every series the protocol's four measurements, each an ordinary run directory
     DIR/trunk/KIND/SIZE_seed=S        the series of ``trunk_seeds`` save their WSD trunk (un-annealed) at
                                       every budget too; perturb (``trunk_gammas``), finetune on the first
                                       dataset (``trunk_lrs``) and quantize run on those checkpoints
+    DIR/multimodal/SIZE_seed=S        ``ovt llm multimodal`` at ``multimodal_lrs`` on ``multimodal_seeds``
     DIR/eval.txt                      the held-out text every evaluation scores (the first held-out
                                       documents of the corpus, ``eval_chars`` characters)
 
@@ -33,165 +34,13 @@ import time
 from pathlib import Path
 
 from experiments.llm.config import CurvatureRun, FinetuneRun, PerturbRun, PretrainRun, QuantizeRun
+from experiments.llm.config_multimodal import MultimodalRun
+from experiments.llm.study_design import STUDIES, Study, describe, get  # noqa: F401  (the study's presets)
 from rundir import store
 from rundir.lifecycle import UsageError, check_writable, claim, now, release
 
 STUDY_FILE = "study.json"
 STAGES = ("pre-training", "measurements", "analysis")
-
-
-@dataclasses.dataclass(frozen=True)
-class Study:
-    """Every choice of a study, fixed before its data exist (the preset is the pre-registration)."""
-
-    sizes: tuple[tuple[str, tuple[int, ...]], ...]  # (model size, token budgets), the costliest first
-    seeds: tuple[int, ...] = (0, 1, 2)  # pre-training series of every size ...
-    size_seeds: tuple[tuple[str, tuple[int, ...]], ...] = ()  # ... but these sizes' (the power analysis' n)
-    corpus: str = "sitepackages"
-    max_train_chars: int | None = 40_000_000
-    max_epochs: float = 4.0
-    mode: str = "wsd"
-    seq_len: int = 64
-    batch_size: int = 64
-    lr: float = 1e-2
-    eval_chars: int = 400_000
-    eval_blocks: int = 1024  # x (seq_len - 1) predicted tokens: 64,512 at seq_len 64
-    gammas: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
-    draws: int = 8
-    finetune_data: tuple[str, ...] = ("corpus:shakespeare", "corpus:synthetic")
-    lrs: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
-    steps: int = 100
-    warmup_steps: int = 0  # linear warmup of every fine-tuning run
-    finetune_repeats: int = 1  # batch orders per (checkpoint, lr, dataset), the same at every checkpoint
-    finetune_batch: int = 16
-    regs: tuple[float, ...] = (0.1, 1.0)
-    reg_lr: float = 1e-2
-    curvature_gammas: tuple[float, ...] = (0.25, 0.5)
-    probes: int = 32
-    iterations: int = 20
-    curvature_blocks: int = 256
-    quant_bits: tuple[int, ...] = ()  # round-to-nearest bit widths on every series (claims q, q')
-    trunk_seeds: tuple[tuple[str, tuple[int, ...]], ...] = ()  # (size, seeds) measured on the trunk too (i, j)
-    trunk_gammas: tuple[float, ...] = ()  # the trunk's grids: a subset of gammas ...
-    trunk_lrs: tuple[float, ...] = ()  # ... and of lrs (on the first dataset)
-    fit_gammas: int = 2  # the prediction step fits the largest gammas ...
-    fit_lrs: int = 2  # ... and the smallest lrs, and predicts T* of the others
-    pilot_for: str | None = None  # a pilot of this study: its analysis is the power analysis
-
-    def series_name(self, size: str, seed: int) -> str:
-        return f"{size}_seed={seed}"
-
-    def finetune_stage(self, data: str) -> str:
-        """The stage folder of the fine-tuning runs on ``data``: ``finetune/shakespeare``."""
-        return "finetune/" + (data.split(":", 1)[-1] if data.startswith("corpus:") else Path(data).stem)
-
-    def seeds_of(self, size: str) -> tuple[int, ...]:
-        """The pre-training seeds of ``size``: its own where ``size_seeds`` names it, else ``seeds``."""
-        return dict(self.size_seeds).get(size, self.seeds)
-
-    def has_trunk(self, size: str, seed: int) -> bool:
-        """Whether the series (size, seed) saves and measures its WSD trunk (``trunk_seeds``)."""
-        return seed in dict(self.trunk_seeds).get(size, ())
-
-    def series(self) -> list[tuple[str, int, tuple[int, ...]]]:
-        """(size, seed, budgets) of every series, the costliest size first."""
-        return [(size, seed, budgets) for size, budgets in self.sizes for seed in self.seeds_of(size)]
-
-
-STUDIES: dict[str, Study] = {
-    # The reference: 9 doubling budgets per size (256x in tokens), 20k to 163.8M tokens (8,050 tokens
-    # per parameter), 5k to 81.9M (16,980); the whole pinned corpus trains (max_epochs caps the passes).
-    # Fine-tuning in the paper's regime: lrs at and below the pre-training peak, with warmup. The
-    # series and orders are the pilot's plan (paper_figures/reference/pilot/power.json): 6 series of
-    # 20k and 12 of the noisier, cheaper 5k, 2 orders; Shakespeare alone, to stay near 6 hours.
-    "study": Study(
-        sizes=(
-            ("20k", tuple(4096 * s for s in (156, 312, 625, 1250, 2500, 5000, 10000, 20000, 40000))),
-            ("5k", tuple(4096 * s for s in (78, 156, 312, 625, 1250, 2500, 5000, 10000, 20000))),
-        ),
-        seeds=tuple(range(6)),
-        size_seeds=(("5k", tuple(range(12))),),
-        finetune_data=("corpus:shakespeare",),
-        max_train_chars=None,
-        lrs=(1e-4, 3e-4, 1e-3, 3e-3),
-        steps=400,
-        warmup_steps=40,
-        finetune_repeats=2,
-        reg_lr=1e-3,
-    ),
-    # The pilot that sized the reference's fine-tuning (``analysis.power``; ``ovt llm study pilot --until
-    # measurements``): 2 series per size of the reference's design, 5 budgets to 20.5M tokens, the
-    # candidate lr grid up to the peak, 400 steps with 40 of warmup, 2 batch orders; Shakespeare only,
-    # and the other measurements at their smallest.
-    "pilot": Study(
-        sizes=(
-            ("20k", tuple(4096 * s for s in (312, 625, 1250, 2500, 5000))),
-            ("5k", tuple(4096 * s for s in (312, 625, 1250, 2500, 5000))),
-        ),
-        seeds=(100, 101),
-        max_train_chars=None,
-        gammas=(1.0,),
-        draws=2,
-        finetune_data=("corpus:shakespeare",),
-        lrs=(1e-4, 1e-3, 3e-3, 1e-2),
-        steps=400,
-        warmup_steps=40,
-        finetune_repeats=2,
-        regs=(),
-        curvature_gammas=(0.25,),
-        probes=2,
-        iterations=2,
-        curvature_blocks=8,
-        pilot_for="study",
-    ),
-    # make reproduce's: the same protocol at sizes a few minutes afford (8x in tokens, 2 seeds, fewer
-    # draws and lrs, shorter fine-tuning in 2 orders); its claims may be INCONCLUSIVE, and say so.
-    "study-quick": Study(
-        sizes=(
-            ("20k", tuple(4096 * s for s in (40, 80, 160, 320))),
-            ("5k", tuple(4096 * s for s in (40, 80, 160, 320))),
-        ),
-        seeds=(0, 1),
-        max_train_chars=2_000_000,
-        eval_chars=100_000,
-        eval_blocks=256,
-        gammas=(0.5, 1.0, 2.0, 4.0),
-        draws=4,
-        finetune_data=("corpus:shakespeare",),
-        lrs=(1e-3, 3e-3, 1e-2),
-        steps=40,
-        warmup_steps=4,
-        finetune_repeats=2,
-        regs=(1.0,),
-        reg_lr=3e-3,
-        curvature_gammas=(0.5,),
-        probes=32,
-        iterations=10,
-        curvature_blocks=64,
-    ),
-}
-
-
-# The pilot of claims q, i and j on the pilot's series: their trunks, every modification on them at the
-# pilot's grids, and quantization at 8, 4 and 3 bits (a study, not a power analysis: its gaps' spread sizes
-# the reference's extension).
-STUDIES["pilot-anneal"] = dataclasses.replace(
-    STUDIES["pilot"], quant_bits=(8, 4, 3), trunk_gammas=(1.0,), trunk_lrs=(1e-4, 1e-3, 3e-3, 1e-2), pilot_for=None,
-    trunk_seeds=(("20k", (100, 101)), ("5k", (100, 101))),
-)  # fmt: skip
-
-
-def get(name: str) -> Study:
-    if name not in STUDIES:
-        raise UsageError(f"study {name!r} is unknown; allowed: {', '.join(STUDIES)}")
-    return STUDIES[name]
-
-
-def describe(name: str) -> str:
-    study = STUDIES[name]
-    sizes = ", ".join(f"{size} {len(b)} budgets to {b[-1] / 1e6:.3g}M" for size, b in study.sizes)
-    seeds = ", ".join(f"{size} {len(study.seeds_of(size))}" for size, _ in study.sizes)
-    return f"{name:12s} {sizes}; series: {seeds}; gammas {study.gammas} x {study.draws} draws"
 
 
 def pretrain_runs(study: Study, out: Path) -> list[tuple[PretrainRun, Path]]:
@@ -270,6 +119,12 @@ def measurement_runs(study: Study, out: Path) -> list[tuple[object, Path]]:
             )
         )
         runs += _modifications(study, out, name, on, study.has_trunk(size, seed))
+        if study.adapts(size, seed):
+            # stage 1 (the projector alone) as long as stage 2, in the study's fine-tuning regime
+            tune = dict(steps=study.steps, warmup_steps=study.warmup_steps, repeats=study.finetune_repeats)
+            tune |= dict(stage1_steps=study.steps)
+            adapt = MultimodalRun(**on, **tune, lrs=study.multimodal_lrs, batch_size=study.finetune_batch)
+            runs.append((adapt, out / "multimodal" / name))
     return runs
 
 

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 
 from analysis import claim_text
-from analysis.modification_claims import anneal_claims, quantization_claims, trunk_claims
 from analysis.claims import evaluate_claims
+from analysis.modification_claims import anneal_claims, multimodal_claims, quantization_claims, trunk_claims
 from rundir import store
 
 SERIES = "series_seed"
@@ -48,6 +48,8 @@ def tables(study, out: Path, size: str) -> dict[str, pd.DataFrame]:
         found[data] = load(out, study.finetune_stage(data), study, size)
     if study.quant_bits:
         found["quantize"] = load(out, "quantize", study, size)
+    if study.multimodal_lrs and dict(study.multimodal_seeds).get(size):
+        found["multimodal"] = load(out, "multimodal", study, size, dict(study.multimodal_seeds)[size])
     seeds = dict(study.trunk_seeds).get(size, ())
     for kind, stage, wanted in (
         ("perturb", "perturb", study.trunk_gammas),
@@ -99,8 +101,10 @@ def size_claims(study, size: str, found: dict[str, pd.DataFrame]) -> list[dict]:
 
 
 def modification_claims(study, found: dict[str, pd.DataFrame]) -> list[dict]:
-    """(q), (q') where the study quantizes; (i), (j) on the modifications it measured on a trunk."""
+    """(q), (q') where the study quantizes; (m), (m') where it adapts to the visual world; (i), (j) on
+    the modifications it measured on a trunk."""
     claims = quantization_claims(found["quantize"], SERIES) if "quantize" in found else []
+    claims += multimodal_claims(found["multimodal"], SERIES) if "multimodal" in found else []
     kinds = {"perturb": "gaussian", "finetune": "finetune", "quantize": "quantization"}
     trunk = {kinds[k]: found[f"trunk/{k}"] for k in kinds if f"trunk/{k}" in found}
     if not trunk:

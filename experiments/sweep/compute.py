@@ -7,11 +7,11 @@ skips stored chunks, and ``metrics.parquet`` is rebuilt from the chunks at the e
 resumed sweep ends with exactly the table of an uninterrupted one.
 
 Every cell stores the inflection T* of its perturbed L_A and of its L_A after fine-tuning (and, with
-``bits``, of its L_A after each rounding), with its kind (``analysis.inflection.KINDS``). On the grid
-T* is the argmin refined by a parabola in log T; for ``method=closed_form`` each interior minimum is
-then refined again on the same closed-form curves, evaluated on ``REFINE_POINTS`` log-spaced times
-inside the bracket [T_{i-1}, T_{i+1}] of the grid's argmin T_i (one more jit + vmap call per chunk, of
-fixed shape): T* to well under 0.1%.
+``bits``, of its L_A after each rounding; with ``multimodal``, of its L_A after the joint stage), with
+its kind (``analysis.inflection.KINDS``). On the grid T* is the argmin refined by a parabola in log T;
+for ``method=closed_form`` each interior minimum is then refined again on the same closed-form curves,
+evaluated on ``REFINE_POINTS`` log-spaced times inside the bracket [T_{i-1}, T_{i+1}] of the grid's
+argmin T_i (one more jit + vmap call per chunk, of fixed shape): T* to well under 0.1%.
 ``flow`` and ``series`` runs keep the grid estimate (a trajectory is computed once, on its grid).
 """
 
@@ -27,15 +27,17 @@ import numpy as np
 import pandas as pd
 
 from analysis.inflection import vertex_minimum
-from experiments.sweep.config import TheoryConfig, cells
+from experiments.sweep.config import FIELDS, TheoryConfig, cells
 from experiments.sweep.rows import cell_rows, float_dtype
-from theory import finetune, measure, network, protocol, quantization, simulate, tasks
+from theory import finetune, measure, multimodal, network, protocol, quantization, simulate, tasks
 
-TRACED = ("gamma", "lr", "reg", "seed", "theta", "rho", "u0")
+TRACED = ("gamma", "lr", "reg", "seed", "theta", "rho", "u0", "overlap", "projector_lr")
 # The curves whose inflection every cell stores: (modification, ``Curves`` field).
 INFLECTIONS = (("gaussian", "perturbed_pretrain_loss"), ("finetune", "finetuned_pretrain_loss"))
 # And with ``bits``: (rounding, ``QuantizedCurves`` field), modification "quantization".
 QUANTIZED = (("nearest", "nearest_loss"), ("stochastic", "stochastic_loss"))
+# And with ``multimodal``: L_A after stage 2 (``MultimodalCurves``), modification "multimodal", stage "joint".
+MULTIMODAL = ("joint", "joint_pretrain_loss")
 REFINE_POINTS = 65  # closed form: times per bracket [T_{i-1}, T_{i+1}] that refine an interior minimum
 
 
@@ -62,8 +64,10 @@ def plan(cfg: TheoryConfig, n_devices: int = 1) -> list[Chunk]:
 
 
 def static_part(cell: TheoryConfig) -> TheoryConfig:
-    """The cell with its traced fields blanked: equal static parts share one compiled function."""
-    blank = {name: type(getattr(cell, name))(1 if name in ("u0", "lr") else 0) for name in TRACED}
+    """The cell with its traced fields blanked (to values every config allows): equal static parts
+    share one compiled function."""
+    blank = {name: type(getattr(cell, name))(0) for name in TRACED}
+    blank.update(u0=1.0, lr=1.0, overlap=FIELDS["overlap"].default, projector_lr=FIELDS["projector_lr"].default)
     return dataclasses.replace(cell, **blank, chunk_size=1)
 
 
@@ -114,10 +118,13 @@ def _noise_sigmas(cfg: TheoryConfig):
 
 
 def targets(static: TheoryConfig) -> tuple[tuple[tuple[str, str], str, str], ...]:
-    """The curves whose inflection a cell stores: ((modification, rounding), ``cell_curves`` output
-    key, field), rounding "" but for quantization."""
+    """The curves whose inflection a cell stores: ((modification, variant), ``cell_curves`` output
+    key, field), the variant a quantization's rounding or a multimodal stage, else ""."""
     stored = tuple(((m, ""), "curves", field) for m, field in INFLECTIONS)
-    return stored + tuple((("quantization", r), "quantized", field) for r, field in QUANTIZED if static.bits)
+    stored += tuple((("quantization", r), "quantized", field) for r, field in QUANTIZED if static.bits)
+    if static.multimodal:
+        stored += ((("multimodal", MULTIMODAL[0]), "multimodal", MULTIMODAL[1]),)
+    return stored
 
 
 def train_steps(cfg: TheoryConfig) -> np.ndarray | None:
@@ -135,19 +142,35 @@ def _teacher(static: TheoryConfig, s) -> tasks.Task:
     return tasks.teacher(jax.random.PRNGKey(static.task_seed), s, static.d_out, static.d_in)
 
 
-def _on_weights(static: TheoryConfig, Ws_T, A, sigmas) -> dict:
-    """What a cell measures on the weights W(T) themselves: quantized L_A (``bits``), curvature."""
+def _on_weights(static: TheoryConfig, p: dict, Ws_T, task: tasks.Task, b, lr_T, sigmas) -> dict:
+    """What a cell measures on the weights W(T) themselves: quantized L_A (``bits``), curvature, and
+    multimodal adaptation (``multimodal``: B of A's output modes U, B's spectrum b and ``overlap``;
+    stage 2 at the fine-tuning lr(T), steps and reg)."""
     out = {}
+    A = task.matrix
     if static.bits:
         out["quantized"] = quantization.quantized_curves(Ws_T, A, static.bits)
     if static.curvature:
         out["curvature"] = measure.curvature_curves(Ws_T, A, sigmas)
+    if static.multimodal:
+        key = jax.random.PRNGKey(static.task_seed)
+        B = multimodal.modality_task(task.U, b, p["overlap"], key, static.d_z)
+        out["multimodal"] = multimodal.multimodal_curves(
+            Ws_T,
+            A,
+            B,
+            projector_lr=p["projector_lr"],
+            projector_steps=static.projector_steps,
+            lr=lr_T,
+            steps=static.steps,
+            reg=p.get("reg", 0.0),
+        )
     return out
 
 
 def cell_curves(static: TheoryConfig, p: dict, T: np.ndarray) -> dict:
-    """Curves and lr(T) for one cell on the grid ``T``, and with ``bits`` or ``curvature`` what
-    ``_on_weights`` measures; ``p`` holds its traced fields. Pure: jit and vmap apply."""
+    """Curves and lr(T) for one cell on the grid ``T``, and with ``bits``, ``curvature`` or
+    ``multimodal`` what ``_on_weights`` measures; ``p`` holds its traced fields. Pure: jit and vmap apply."""
     T = jnp.asarray(T)
     s, b = spectra(static)
     lr_T = _lr_of_T(static, p["lr"], T)
@@ -171,13 +194,13 @@ def cell_curves(static: TheoryConfig, p: dict, T: np.ndarray) -> dict:
             depth=static.depth,
             dt_max=static.dt_max,
         )
-        if not (static.bits or static.curvature):
+        if not (static.bits or static.curvature or static.multimodal):
             return {"curves": c, "lr": lr_T}
         task = _teacher(static, s)
         Ws_T = protocol.closed_form_weights(
             s, p["u0"], T, task.U, task.V, h=static.h, depth=static.depth, dt_max=static.dt_max
         )
-        return {"curves": c, "lr": lr_T, **_on_weights(static, Ws_T, task.matrix, sigmas)}
+        return {"curves": c, "lr": lr_T, **_on_weights(static, p, Ws_T, task, b, lr_T, sigmas)}
     task = _teacher(static, s)
     task_key = jax.random.fold_in(jax.random.PRNGKey(static.task_seed), 7)
     if static.finetune_task == "rotated":
@@ -219,7 +242,7 @@ def cell_curves(static: TheoryConfig, p: dict, T: np.ndarray) -> dict:
         reg=reg,
         finetune_data=data,
     )
-    return {"curves": c, "lr": lr_T, **_on_weights(static, Ws_T, task.matrix, sigmas)}
+    return {"curves": c, "lr": lr_T, **_on_weights(static, p, Ws_T, task, b, lr_T, sigmas)}
 
 
 @functools.cache

@@ -91,6 +91,14 @@ class TheoryConfig:
     # Quantization (modification "quantization"): 0 = none; b in BITS = symmetric b-bit per-channel
     # round-to-nearest and stochastic rounding of every layer of W(T).
     bits: int = setting(0, least=">= 0", most=BITS[1])
+    # Multimodal adaptation (modification "multimodal"): a modality z of dimension d_z read through a
+    # projector x = P z, task B = (c U + sqrt(1 - c^2) U_perp) diag(b) R^T with c = overlap; stage 1 fits
+    # P alone (projector_steps GD steps at projector_lr, in closed form), stage 2 P and every W_k (lr, steps).
+    multimodal: bool = False
+    overlap: float = setting(1.0, least=">= 0")
+    d_z: int = setting(32, least="> 0", most=4_096)
+    projector_lr: float = setting(0.1, least="> 0")
+    projector_steps: int = setting(100, least=">= 0", most=1_000_000)
     # Curvature rows: the Hessian of L_A at W(T), its top eigenvalue and sigma-weighted trace (exact).
     curvature: bool = False
     seed: int = 0
@@ -169,6 +177,7 @@ def _check_cell(c: TheoryConfig) -> None:
         raise ValueError(f"finetune_task={c.finetune_task!r} is not aligned with A; use method=flow or series")
     if c.bits and not BITS[0] <= c.bits <= BITS[1]:
         raise ValueError(f"bits={c.bits!r} must be 0 (no quantization) or lie in [{BITS[0]}, {BITS[1]}]")
+    _check_multimodal(c)
     if c.curvature and n_parameters(c) > MAX_CURVATURE_WEIGHTS:
         raise ValueError(
             f"curvature=true forms the dense Hessian of all {n_parameters(c):,} weights; allowed: <= "
@@ -211,6 +220,26 @@ def _check_spectrum(c: TheoryConfig) -> None:
         )
 
 
+def _check_multimodal(c: TheoryConfig) -> None:
+    if not 0.0 <= c.overlap <= 1.0:
+        raise ValueError(f"overlap={c.overlap!r} must lie in [0, 1] (the cosine of B's angle to A's outputs)")
+    if not c.multimodal:
+        for name in MULTIMODAL:
+            if getattr(c, name) != FIELDS[name].default:
+                raise ValueError(f"{name}={getattr(c, name)!r} is read only with multimodal=true")
+        return
+    r = c.rank if c.spectrum != "explicit" else len(c.spectrum_values)
+    if c.d_z < r:
+        raise ValueError(f"d_z={c.d_z} must be >= the task rank {r} (B reads r independent directions of z)")
+    if c.overlap < 1 and c.d_out < 2 * r:
+        raise ValueError(
+            f"overlap={c.overlap!r} needs d_out >= 2 x rank = {2 * r} (room for B's outputs outside A's); "
+            f"d_out={c.d_out} allows only overlap=1"
+        )
+    if c.finetune_samples:
+        raise ValueError(f"finetune_samples={c.finetune_samples} is not read by multimodal=true (population L_B)")
+
+
 def _check_budgets(budgets: tuple[int, ...]) -> None:
     shown = ",".join(map(str, budgets))
     if not budgets:
@@ -229,15 +258,16 @@ def n_parameters(c: TheoryConfig) -> int:
 
 
 def estimate_bytes(cfg: TheoryConfig, n_cells: int) -> int:
-    """A conservative peak-memory estimate of a sweep: one chunk's weights at every checkpoint and every
-    noise draw (8 bytes an entry), with ``curvature`` a chunk's dense Hessians and their eigensolver's
-    work (3 x 8 bytes a weight pair, one time point at a time), plus the long-form table (about 200
-    bytes a row, ~6 rows a time point)."""
+    """A conservative peak-memory estimate of a sweep: one chunk's weights (with ``multimodal`` the
+    projector too) at every checkpoint and every noise draw (8 bytes an entry), with ``curvature`` a
+    chunk's dense Hessians and their eigensolver's work (3 x 8 bytes a weight pair, one time point at a
+    time), plus the long-form table (about 200 bytes a row, ~6 rows a time point)."""
     widest = max(cells(cfg), key=n_parameters) if cfg.grid else cfg
     points = len(widest.budgets) if widest.method == "series" else widest.n_t
     chunk = min(cfg.chunk_size, n_cells)
     hessians = 24 * chunk * n_parameters(widest) ** 2 if widest.curvature else 0
-    return int(8 * chunk * points * n_parameters(widest) + hessians + 200 * 6 * points * n_cells)
+    weights = n_parameters(widest) + (widest.d_in * widest.d_z if widest.multimodal else 0)  # the projector P
+    return int(8 * chunk * points * weights + hessians + 200 * 6 * points * n_cells)
 
 
 def _check_memory(cfg: TheoryConfig, n_cells: int) -> None:
@@ -257,6 +287,7 @@ def _machine_memory() -> int | None:
 
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(TheoryConfig)}
+MULTIMODAL = ("overlap", "d_z", "projector_lr", "projector_steps")  # read only with multimodal=true
 HINTS = typing.get_type_hints(TheoryConfig)  # field -> its type (tuple[float, ...] for a list field)
 _KINDS = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
 

@@ -114,6 +114,11 @@ PRESETS: dict[str, TheoryConfig] = {
     "anneal": dataclasses.replace(SCHEDULE, schedule="wsd", curvature=True),
     # Post-training quantization of the default setup's W(T): round-to-nearest and stochastic rounding.
     "quantization": dataclasses.replace(BASE, bits=8, grid=(("bits", (2, 3, 4, 5, 6, 7, 8)),)),
+    # Multimodal adaptation: B = (c U + sqrt(1 - c^2) U_perp) diag(b) R^T read through a projector, stage 1
+    # P alone, stage 2 P and W at the fine-tuning lr; d_out = 64 leaves room for B's outputs outside A's.
+    "multimodal": dataclasses.replace(
+        BASE, d_out=64, multimodal=True, grid=(("lr", (0.02, 0.08)), ("overlap", (0.0, 0.25, 0.5, 0.75, 1.0)))
+    ),
 }
 
 QUICK: dict[str, dict] = {
@@ -135,6 +140,7 @@ QUICK: dict[str, dict] = {
     "schedule": dict(budgets=(50, 200, 800, 3200), grid=(("series_mode", ("separate", "single")), ("seed", (0, 1)))),
     "anneal": dict(budgets=(50, 200, 800, 3200), grid=(("series_mode", ("separate", "single")), ("seed", (0, 1)))),
     "quantization": dict(n_t=41, grid=(("bits", (3, 4, 8)),)),
+    "multimodal": dict(n_t=41, grid=(("lr", (0.02, 0.08)), ("overlap", (0.0, 0.5, 1.0)))),
 }
 
 

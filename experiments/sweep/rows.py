@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pandas as pd
 
-from experiments.sweep.config import TheoryConfig
+from experiments.sweep.config import MULTIMODAL, TheoryConfig
 from rundir import derived
 from theory import tasks
 from theory.prediction import gaussian_t_star
@@ -22,6 +22,9 @@ def float_dtype():
 
 PREDICTION = "t_star_predicted"  # checkpoint and metric of the row holding the predicted Gaussian T*
 CURVATURE = ("top_eigenvalue", "hessian_trace")  # the metrics of ``curvature``: lambda_max(H), tr_sigma(H)
+STAGES = ("projector", "joint")  # multimodal adaptation: stage 1 (P alone), stage 2 (P and every W_k)
+# Config fields stored as columns of the rows they shape only (not of every row of a cell that sweeps them).
+OWN_ROWS = ("gamma", "lr", "steps", "reg", "seed", "lr_policy", "bits", "multimodal", *MULTIMODAL)
 
 
 def gaussian_prediction(cell: TheoryConfig) -> float | None:
@@ -39,14 +42,21 @@ def gaussian_prediction(cell: TheoryConfig) -> float | None:
 
 
 def _curves(cell: TheoryConfig, out: dict) -> list[tuple[str, str, str, jax.Array]]:
-    """(modification, rounding, metric, values over T) of every curve a cell stores: the protocol's
-    (``Curves.by_modification``), L_A and its excess after each rounding (``bits``), the curvature."""
+    """(modification, variant, metric, values over T) of every curve a cell stores: the protocol's
+    (``Curves.by_modification``), L_A and its excess after each rounding (``bits``, the variant), L_A,
+    L_B and the excess after each stage of multimodal adaptation (``multimodal``, the variant), the
+    curvature."""
     found = [(m, "", metric, y) for (m, metric), y in out["curves"].by_modification().items()]
     if cell.bits:
         q = out["quantized"]
         for rounding in ("nearest", "stochastic"):
             found.append(("quantization", rounding, "pretrain_loss", getattr(q, f"{rounding}_loss")))
             found.append(("quantization", rounding, "excess", getattr(q, f"{rounding}_excess")))
+    if cell.multimodal:
+        m = out["multimodal"]
+        for stage in STAGES:
+            for metric in ("pretrain_loss", "finetune_loss", "excess"):
+                found.append(("multimodal", stage, metric, getattr(m, f"{stage}_{metric}")))
     if cell.curvature:
         found += [("none", "", metric, getattr(out["curvature"], metric)) for metric in CURVATURE]
     return found
@@ -62,21 +72,23 @@ def cell_rows(
     train_steps: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """The cell's rows: every curve of ``_curves`` on the grid, one ``inflection`` row per entry of
-    ``inflection`` ({(modification, rounding): (T*, kind)}, from ``inflections``), and the predicted
+    ``inflection`` ({(modification, variant): (T*, kind)}, from ``inflections``), and the predicted
     Gaussian T* (``PREDICTION``) where ``gaussian_prediction`` applies. A budget series' curve rows
     carry the optimizer steps of their checkpoint (``train_steps``); with ``bits`` every row has a
-    ``bits`` and a ``rounding`` column (NaN and "" but on quantization rows)."""
+    ``bits`` and a ``rounding`` column (NaN and "" but on quantization rows), with ``multimodal`` an
+    ``overlap``, ``d_z``, ``projector_lr``, ``projector_steps`` and ``stage`` column (NaN and "" but
+    on multimodal rows)."""
     # A fixed lr is stored exactly as configured (not as its float32 image), so rows match by value.
     lr_T = np.asarray(out["lr"], float) if cell.lr_policy == "shrinking" else np.full(len(T), cell.lr)
     blocks = []
-    for modification, rounding, metric, y in _curves(cell, out):
+    for modification, variant, metric, y in _curves(cell, out):
         blocks.append(
-            _block(cell, modification, rounding, [f"T={t:.6g}" for t in T], T, lr_T, metric, np.asarray(y, float))
+            _block(cell, modification, variant, [f"T={t:.6g}" for t in T], T, lr_T, metric, np.asarray(y, float))
         )
         if train_steps is not None:
             blocks[-1]["train_steps"] = train_steps
-    for (modification, rounding), (t_star, kind) in inflection.items():
-        blocks.append(_block(cell, modification, rounding, ["inflection"], [np.nan], cell.lr, "inflection", [t_star]))
+    for (modification, variant), (t_star, kind) in inflection.items():
+        blocks.append(_block(cell, modification, variant, ["inflection"], [np.nan], cell.lr, "inflection", [t_star]))
         blocks[-1][derived.KIND] = kind
     predicted = gaussian_prediction(cell) if ("gaussian", "") in inflection else None
     if predicted is not None:
@@ -86,16 +98,19 @@ def cell_rows(
     frame.insert(1, "setup", setup)
     frame["seed"] = cell.seed
     for name in grid_fields:
-        if name not in ("gamma", "lr", "steps", "reg", "seed", "lr_policy", "bits"):
+        if name not in OWN_ROWS:
             frame[name] = getattr(cell, name)
     return frame
 
 
-def _block(cell: TheoryConfig, modification: str, rounding: str, checkpoint, T, lr, metric: str, value):
+def _block(cell: TheoryConfig, modification: str, variant: str, checkpoint, T, lr, metric: str, value):
     """Rows of one curve (or one summary row) of ``cell``, each modification's columns set on its rows
-    only: gamma on gaussian rows; lr, steps, reg, lr_policy on finetune rows; bits, rounding on
-    quantization rows (where the cell quantizes)."""
-    is_ft = modification == "finetune"
+    only: gamma on gaussian rows; lr, steps, reg, lr_policy on finetune rows and on multimodal rows of
+    the joint stage (the projector stage does not read them); bits, rounding (the variant) on
+    quantization rows (where the cell quantizes); overlap, d_z, projector_lr, projector_steps and
+    stage (the variant) on multimodal rows (where the cell adapts to a modality)."""
+    is_mm = modification == "multimodal"
+    is_ft = modification == "finetune" or (is_mm and variant == "joint")
     columns = {
         "checkpoint": checkpoint,
         "pretrain_time": T,
@@ -110,7 +125,12 @@ def _block(cell: TheoryConfig, modification: str, rounding: str, checkpoint, T, 
         derived.KIND: "",
     }
     if cell.bits:
-        columns.update(bits=float(cell.bits) if rounding else np.nan, rounding=rounding)
+        is_q = modification == "quantization"
+        columns.update(bits=float(cell.bits) if is_q else np.nan, rounding=variant if is_q else "")
+    if cell.multimodal:
+        for name in MULTIMODAL:
+            columns[name] = float(getattr(cell, name)) if is_mm else np.nan
+        columns["stage"] = variant if is_mm else ""
     return pd.DataFrame(columns)
 
 

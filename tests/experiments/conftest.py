@@ -17,7 +17,7 @@ def smoke_sized(name: str):
         d_in=8,
         h=8,
         d_out=8,
-        rank=4 if cfg.finetune_task == "rotated" else 8,
+        rank=4 if cfg.finetune_task == "rotated" or cfg.multimodal else 8,  # room for directions outside A's
         n_t=7,
         t_max=min(cfg.t_max, 200.0),
         budgets=(20, 40, 80),

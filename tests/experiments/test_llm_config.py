@@ -15,6 +15,7 @@ from experiments.llm import config as llm_config
 from experiments.llm import presets as llm_presets
 from experiments.llm import reproduce as llm_reproduce
 from experiments.llm.config import FinetuneRun, PerturbRun, PretrainRun, QuantizeRun
+from experiments.llm.config_multimodal import MultimodalRun
 from rundir import store
 from rundir.lifecycle import UsageError
 from tests.llm_validation.conftest import tiny_corpus
@@ -134,6 +135,7 @@ def test_a_sweep_plans_every_run_before_the_first_starts_then_stores_each(tmp_pa
 
 def test_presets_are_valid_configs_of_their_type():
     kinds = {"pretrain": PretrainRun, "perturb": PerturbRun, "finetune": FinetuneRun, "quantize": QuantizeRun}
+    kinds["multimodal"] = MultimodalRun
     for kind, presets in llm_presets.PRESETS.items():
         for name in presets:
             for quick in (False, True):

@@ -48,6 +48,8 @@ TINY = Study(
     trunk_seeds=(("tiny", (0, 1)),),
     trunk_gammas=(1.0,),
     trunk_lrs=(3e-3,),
+    multimodal_lrs=(1e-3, 1e-2),
+    multimodal_seeds=(("tiny", (0, 1)),),
 )
 TRUNK_STAGES = ("trunk/perturb", "trunk/finetune/shakespeare", "trunk/quantize")
 
@@ -69,7 +71,7 @@ def study(tmp_path_factory):
 def test_the_study_writes_every_run_then_predictions_claims_and_figure(study):
     record = json.loads((study / llm_study.STUDY_FILE).read_text())
     assert record["status"] == "complete" and set(record["stages"]) == {"pre-training", "measurements", "analysis"}
-    stages = ("series", "perturb", "finetune/shakespeare", "finetune-reg/reg=1", "curvature", "quantize")
+    stages = ("series", "perturb", "finetune/shakespeare", "finetune-reg/reg=1", "curvature", "quantize", "multimodal")
     for stage in stages + TRUNK_STAGES:
         for seed in (0, 1):
             assert store.read_manifest(study / stage / f"tiny_seed={seed}")["status"] == "complete", stage
@@ -77,7 +79,7 @@ def test_the_study_writes_every_run_then_predictions_claims_and_figure(study):
     gammas = [f"h:gamma={g:g}" for g in TINY.gammas]
     kinds = ("gaussian", "finetune", "quantization")
     anneal = [f"{c}{':' + k if k else ''}" for c in "ij" for k in ("", *kinds)]
-    assert [c["claim"] for c in claims] == ["a", "a'", *"bcdefgh", *gammas, *anneal, "q", "q'"]
+    assert [c["claim"] for c in claims] == ["a", "a'", *"bcdefgh", *gammas, *anneal, "m", "m'", "q", "q'"]
     finetune = pd.read_parquet(study / "finetune/shakespeare/tiny_seed=0" / store.METRICS)
     measured = finetune[(finetune.modification == "finetune") & (finetune.checkpoint != "inflection")]
     assert set(measured.seed) == {0, 1}  # two batch orders

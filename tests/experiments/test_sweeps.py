@@ -34,8 +34,10 @@ def test_every_preset_runs_at_smoke_size(tmp_path, name):
     n_t = len(cfg.budgets) if cfg.method == "series" else cfg.n_t
     sizes = curves[curves.lr_policy != "tuned"].groupby(["modification", "metric"]).size()
     assert (sizes % n_t == 0).all(), sizes  # whole curves only
-    # One fine-tuned curve per cell that differs in anything but gamma and bits (neither touches fine-tuning).
-    distinct = {dataclasses.replace(c, gamma=0.0, bits=0) for c in config.cells(cfg)}
+    # One fine-tuned curve per cell that differs in anything but gamma, bits and the multimodal settings
+    # (none touches fine-tuning).
+    plain = {name: config.FIELDS[name].default for name in ("multimodal", *config.MULTIMODAL)}
+    distinct = {dataclasses.replace(c, gamma=0.0, bits=0, **plain) for c in config.cells(cfg)}
     assert sizes["finetune", "pretrain_loss"] == len(distinct) * n_t
     # Every inflection row says what its minimum is; T* is finite exactly on the interior ones.
     inflections = table[table.checkpoint == "inflection"]

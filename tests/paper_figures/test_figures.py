@@ -102,10 +102,14 @@ def low_dpi(monkeypatch):
     monkeypatch.setattr(style, "DPI", 40)  # the files' existence is under test, not their resolution
 
 
-# ``quantization`` and ``anneal`` draw from tiny runs (test_weight_figures.py).
+# ``smoke`` is ``gaussian``'s figure; ``quantization`` and ``anneal`` draw from tiny runs
+# (test_weight_figures.py), ``multimodal`` too (test_multimodal_figure.py), ``advise`` from an
+# ``ovt advise`` run (tests/experiments/test_advise.py).
+ELSEWHERE = ("smoke", "quantization", "anneal", "multimodal", "advise")
+
+
 @pytest.mark.parametrize(
-    "preset",
-    [p for p in paper_figures.FIGURES if p not in ("smoke", "quantization", "anneal") and not p.startswith("llm_")],
+    "preset", [p for p in paper_figures.FIGURES if p not in ELSEWHERE and not p.startswith("llm_")]
 )
 def test_each_figure_writes_png_and_pdf(preset, tmp_path):
     paths = paper_figures.FIGURES[preset](synthetic(preset), tmp_path, name=preset)

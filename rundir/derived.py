@@ -35,7 +35,9 @@ def _with_kind(columns) -> list[str]:
 def curve_inflection(curve: pd.DataFrame, dtype=np.float32) -> tuple[float, str]:
     """(T*, kind) of one curve: the mean value at each ``pretrain_time`` (over draws, if several), in
     order, computed in ``dtype`` (``analysis.inflection``: float32, the stores' precision, unless
-    asked); where several draws give a time its standard error, a rise within it is "flat"."""
+    asked); where several draws give a time its standard error, a rise within it is "flat". T* is read
+    on a log axis, so a checkpoint at T <= 0 (the initialisation, at 0 tokens) is left out of it."""
+    curve = curve[curve["pretrain_time"] > 0]
     stats = curve.groupby("pretrain_time")["value"].agg(["mean", "sem"]).sort_index()  # sem NaN for one draw
     if len(stats) < 3:
         return np.nan, "none"

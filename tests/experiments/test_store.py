@@ -93,3 +93,15 @@ def test_run_names_are_unique_and_say_where_each_run_lies(tmp_path):
     # Without roots, the directory name, as before; a run that is its own root too.
     assert store.run_names(runs[:2]) == ["llm_finetune-20k_seed=0", "llm_finetune-20k_seed=0-2"]
     assert store.run_names(runs[:2], [runs[0]]) == ["llm_finetune-20k_seed=0", "llm_finetune-20k_seed=0-2"]
+
+
+def test_an_inflection_leaves_the_initialisation_at_zero_tokens_out_of_its_log_axis():
+    """A series whose first checkpoint is step0 (0 tokens): T* is the same with and without it."""
+    from rundir.derived import curve_inflection
+
+    T = np.array([1e3, 2e3, 4e3, 8e3, 16e3])
+    curve = pd.DataFrame({"pretrain_time": T, "value": [5.0, 4.0, 3.5, 3.7, 4.2]})
+    with_init = pd.concat([pd.DataFrame({"pretrain_time": [0.0], "value": [9.0]}), curve], ignore_index=True)
+    t_star, kind = curve_inflection(curve)
+    assert kind == "interior" and 2e3 < t_star < 8e3
+    assert curve_inflection(with_init) == (t_star, kind)

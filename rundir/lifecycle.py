@@ -80,16 +80,33 @@ def variant_dir(base: Path, quick: bool, overrides: list[str]) -> Path:
     return base.with_name(name)
 
 
-def out_decision(out: Path, identity: dict) -> str:
+def same_config(stored, current, defaults: dict | None = None) -> bool:
+    """Whether a stored identity value matches the current one: equal, or, for two configs, equal once
+    a key that one of them lacks is read at its declared default in ``defaults`` (a field added since
+    the run was written, or one a version left out at its default, holds its default there)."""
+    if not (defaults and isinstance(stored, dict) and isinstance(current, dict)):
+        return stored == current
+    missing = object()
+    return all(
+        stored.get(key, defaults.get(key, missing)) == current.get(key, defaults.get(key, missing))
+        for key in stored.keys() | current.keys()
+    )
+
+
+def out_decision(out: Path, identity: dict, defaults: dict | None = None) -> str:
     """What a run with ``identity`` (manifest fields that must match to resume, e.g. command and
-    config) does in ``out``: "new", "resume" or "replace". Reads only; refuses with UsageError."""
+    config) does in ``out``: "new", "resume" or "replace". ``defaults``: the declared defaults of the
+    config's fields (``same_config``). Reads only; refuses with UsageError."""
     out = Path(out)
     if not (out / store.MANIFEST).is_file():
         if store.stored_chunks(out):
             raise UsageError(f"--out {out} holds chunks/ but no {store.MANIFEST}; choose another --out or delete it")
         return "new"
     previous = store.read_manifest(out)
-    if all(previous.get(key) == jsonable(value) for key, value in identity.items()):
+    if all(
+        same_config(previous.get(key), jsonable(value), defaults if key == "config" else None)
+        for key, value in identity.items()
+    ):
         return "resume"
     status = previous.get("status")
     if status == "failed" or (status in ("running", "interrupted") and not store.stored_chunks(out)):
@@ -164,13 +181,13 @@ def release(out: Path) -> None:
             path.unlink()
 
 
-def begin_run(out: Path, identity: dict, fresh, lock: bool = True) -> dict:
+def begin_run(out: Path, identity: dict, fresh, lock: bool = True, defaults: dict | None = None) -> dict:
     """The run's manifest, marked running and written: the stored one on a resume (noted under
     ``resumed``), else ``fresh()`` (after clearing a replaced run, said on stderr even when quiet:
     results are being removed). ``lock``: ``claim`` the directory first (a cluster job's share does not;
-    its chunks are its own)."""
+    its chunks are its own). ``defaults``: as ``out_decision`` reads them."""
     out = Path(out)
-    decision = out_decision(out, identity)
+    decision = out_decision(out, identity, defaults)
     if lock:
         claim(out)
     if decision == "resume":

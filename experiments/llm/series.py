@@ -95,6 +95,11 @@ class SeriesPlan:
         """The manifest fields a rerun must match to resume (``rundir.lifecycle.out_decision``)."""
         return {"command": self.command, "config": self.config()}
 
+    def defaults(self) -> dict:
+        """The declared defaults of the config's fields: a run written before a field existed, or by a
+        version that left a default out of its identity, resumes (``rundir.lifecycle.same_config``)."""
+        return field_defaults(type(self.cfg))
+
     @property
     def recorded_source(self) -> str:
         """The model as manifests record it: a hub id, or the folder relative to the run directory."""
@@ -111,6 +116,15 @@ class SeriesPlan:
         import torch
 
         self.__dict__.update(state, blocks=torch.from_numpy(state["blocks"]))
+
+
+def field_defaults(cls: type) -> dict:
+    """The declared defaults of the fields of ``cls`` that are part of a run's identity, as JSON holds them."""
+    return {
+        f.name: list(f.default) if isinstance(f.default, tuple) else f.default
+        for f in dataclasses.fields(cls)
+        if f.metadata.get("identity", True)
+    }
 
 
 def light_checks(cfg: SeriesRun, out: Path) -> None:

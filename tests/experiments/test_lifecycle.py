@@ -184,3 +184,21 @@ def test_a_lock_left_by_a_dead_process_is_taken_over_and_a_finished_run_leaves_n
     code, _, err = ovt(capsys, *SMOKE, "--out", str(out))
     assert code == 0 and f"taking over {out} from process {int(dead.stdout)}, which no longer runs" in err
     assert not (out / LOCK).exists() and store.read_manifest(out)["status"] == "complete"
+
+
+def test_a_run_written_before_a_field_existed_resumes_while_another_value_is_refused(tmp_path):
+    """A stored config that lacks a field (a version left it out at its default, or it is newer than
+    the run) resumes when the current value is the declared default, and is refused otherwise."""
+    stored = {"gammas": [1.0], "seeds": 2, "eval_sha256": "abc"}
+    store.write_json(tmp_path / store.MANIFEST, {"command": "llm perturb", "config": stored, "status": "complete"})
+    defaults = {"gammas": None, "seeds": None, "noise_device": "cpu", "backend": "torch"}
+    same = {"command": "llm perturb", "config": stored | {"noise_device": "cpu", "backend": "torch"}}
+    assert out_decision(tmp_path, same, defaults) == "resume"
+    other = {"command": "llm perturb", "config": stored | {"noise_device": "param", "backend": "torch"}}
+    with pytest.raises(UsageError, match="holds a complete run of another config"):
+        out_decision(tmp_path, other, defaults)
+    with pytest.raises(UsageError):
+        out_decision(tmp_path, same)  # without the defaults, a key either side lacks is a difference
+    changed = {"command": "llm perturb", "config": stored | {"seeds": 3}}
+    with pytest.raises(UsageError):
+        out_decision(tmp_path, changed, defaults)

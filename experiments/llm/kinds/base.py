@@ -109,7 +109,7 @@ class CheckpointKind(RunKind):
         self.check(cfg)
         shared = plan_checkpoints(cfg, f"llm {self.name}", out, quiet)
         planned = self.Plan(**shared, **self.resolve(cfg, shared))
-        out_decision(planned.out, planned.identity())
+        out_decision(planned.out, planned.identity(), planned.defaults())
         return planned
 
     def start(self, plan) -> dict:
@@ -117,7 +117,7 @@ class CheckpointKind(RunKind):
         the manifest written, status running)."""
         for warning in plan.warnings:
             print(warning, file=sys.stderr)
-        return begin_run(plan.out, plan.identity(), lambda: self.new_manifest(plan))
+        return begin_run(plan.out, plan.identity(), lambda: self.new_manifest(plan), defaults=plan.defaults())
 
     def workers(self, plan, workers: int | None) -> int | None:
         """How many processes measure checkpoints side by side (default: as asked)."""

@@ -155,6 +155,15 @@ def weights(name: str, Ws, batch_axes: int = 0) -> tuple:
     return Ws
 
 
+def trajectory(Ws_T, A) -> tuple:
+    """(Ws_T, A) checked: a trajectory of weights (layer k of shape (n_t, width_k, width_{k-1})) and the
+    teacher it is measured on, d_out x d_in of the network."""
+    Ws_T = weights("Ws_T", Ws_T, batch_axes=1)
+    A = floats("A", A, ndim=2)
+    shaped("A", A, (Ws_T[-1].shape[-2], Ws_T[0].shape[-1]), "d_out x d_in of the network")
+    return Ws_T, A
+
+
 def shaped(name: str, value, shape: tuple, what: str) -> None:
     """Refuses ``value`` unless its shape is ``shape`` (``what`` says where the shape comes from)."""
     if tuple(np.shape(value)) != tuple(shape):

@@ -162,9 +162,7 @@ def curvature_curves(Ws_T: Params, A, sigmas) -> CurvatureCurves:
     CurvatureCurves
         Each field of shape (n_t,).
     """
-    Ws_T = _checks.weights("Ws_T", Ws_T, batch_axes=1)
-    A = _checks.floats("A", A, ndim=2)
-    _checks.shaped("A", A, (Ws_T[-1].shape[-2], Ws_T[0].shape[-1]), "d_out x d_in of the network")
+    Ws_T, A = _checks.trajectory(Ws_T, A)
 
     def at(Ws):
         def loss(W):

@@ -206,9 +206,8 @@ def multimodal_curves(
     MultimodalCurves
         Each field of shape (n_t,).
     """
-    Ws_T = _checks.weights("Ws_T", Ws_T, batch_axes=1)
-    A, B = _checks.floats("A", A, ndim=2), _checks.floats("B", B, ndim=2)
-    _checks.shaped("A", A, (Ws_T[-1].shape[-2], Ws_T[0].shape[-1]), "d_out x d_in of the network")
+    Ws_T, A = _checks.trajectory(Ws_T, A)
+    B = _checks.floats("B", B, ndim=2)
     _checks.shaped("B", B, (A.shape[0], B.shape[1]), "d_out x d_z, d_out the network's")
     lr_T = jnp.broadcast_to(_checks.positive("lr", lr, ndim=(0, 1)), Ws_T[0].shape[:1])
 

@@ -2,8 +2,7 @@
 ``SeriesRun`` whose fields are declared as ``experiments.llm.config``'s are (``knob``), in a module of
 its own beside it. Its defaults are the study's fine-tuning regime (docs/LLM.md, "Fine-tuning in the
 paper's regime"): stage-2 lrs at and below the pre-training peak 1e-2, 400 AdamW steps with 40 of
-linear warmup. ``read_back`` refuses a config built in Python with a value its flag would refuse, in
-the flag's words.
+linear warmup.
 """
 
 from __future__ import annotations
@@ -12,8 +11,7 @@ import dataclasses
 from typing import ClassVar
 
 from experiments.arguments import numbers, real, whole
-from experiments.llm.config import COUNT, MAX_STEPS, SEED, SeriesRun, knob, names, reader
-from rundir.lifecycle import UsageError
+from experiments.llm.config import COUNT, MAX_STEPS, SEED, SeriesRun, knob, names
 
 MAX_IMAGE_TOKENS = 64
 MAX_VISION_DIM = 4_096
@@ -52,15 +50,3 @@ class MultimodalRun(SeriesRun):
 
 
 OWN = tuple(name for name in names(MultimodalRun) if name not in names(SeriesRun))
-
-
-def read_back(cfg, fields: tuple[str, ...]) -> None:
-    """Each of ``fields`` of ``cfg`` read as a flag's text would be, refused in the same words
-    (``image_tokens=0 must be >= 1 and <= 64``), and refused where reading changes it (a scalar for
-    a tuple: ``lrs=0.001 is not allowed; give (0.001,)``)."""
-    for name in fields:
-        value = getattr(cfg, name)
-        text = ",".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
-        parsed = reader(type(cfg), name, f"{name}=")(text)
-        if parsed != value:
-            raise UsageError(f"{name}={value!r} is not allowed; give {parsed!r}")

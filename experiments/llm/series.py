@@ -22,7 +22,7 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from experiments.llm.config import SeriesRun, identity, record, require
+from experiments.llm.config import SeriesRun, identity, reader, record, require
 from rundir import fingerprint
 from rundir.lifecycle import UsageError, check_writable, path_from_run
 from rundir.tokens import human_tokens
@@ -125,6 +125,18 @@ def field_defaults(cls: type) -> dict:
         for f in dataclasses.fields(cls)
         if f.metadata.get("identity", True)
     }
+
+
+def read_back(cfg, fields: tuple[str, ...]) -> None:
+    """Each of ``fields`` of ``cfg`` (a config built in Python) read as a flag's text would be, refused
+    in the same words (``image_tokens=0 must be >= 1 and <= 64``), and refused where reading changes
+    it (a scalar for a tuple, a repeated value: ``lrs=0.001 is not allowed; give (0.001,)``)."""
+    for name in fields:
+        value = getattr(cfg, name)
+        text = ",".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
+        parsed = reader(type(cfg), name, f"{name}=")(text)
+        if parsed != value:
+            raise UsageError(f"{name}={value!r} is not allowed; give {parsed!r}")
 
 
 def light_checks(cfg: SeriesRun, out: Path) -> None:

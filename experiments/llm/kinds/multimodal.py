@@ -48,11 +48,11 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from experiments.llm.config import MAX_SEED
-from experiments.llm.config_multimodal import MAX_FEATURES, OWN, MultimodalRun, read_back
+from experiments.llm.config_multimodal import MAX_FEATURES, OWN, MultimodalRun
 from experiments.llm.kinds.base import CheckpointKind
 from experiments.llm.kinds.finetune import EVAL_BATCH_SIZE, _accelerator
 from experiments.llm.lifecycle import checkpoint_summary, manifest_head
-from experiments.llm.series import SeriesPlan, check_device, load_tokenizer
+from experiments.llm.series import SeriesPlan, check_device, load_tokenizer, read_back
 from rundir import store
 from rundir.derived import finetune_inflection_rows
 from rundir.lifecycle import UsageError

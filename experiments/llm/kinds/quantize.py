@@ -36,13 +36,12 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from experiments.llm.config import QuantizeRun, reader
+from experiments.llm.config import QuantizeRun
 from experiments.llm.kinds.base import CheckpointKind
 from experiments.llm.lifecycle import checkpoint_summary
-from experiments.llm.series import check_device
+from experiments.llm.series import check_device, read_back
 from rundir import store
 from rundir.derived import perturb_inflection_rows
-from rundir.lifecycle import UsageError
 
 if TYPE_CHECKING:  # annotations only: torch loads when a run starts, after its input is checked
     from llm_validation.evaluate import Perplexity
@@ -65,12 +64,7 @@ class Quantize(CheckpointKind):
     def check(self, cfg: QuantizeRun) -> None:
         """A config built in Python has its quantization fields read as a flag's text would be: the
         same refusals, in the same words (``bits=1 must be >= 2 and <= 16``)."""
-        for name in FIELDS:
-            value = getattr(cfg, name)
-            text = ",".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
-            parsed = reader(QuantizeRun, name, f"{name}=")(text)
-            if parsed != value:
-                raise UsageError(f"{name}={value!r} is not allowed; give {parsed!r} (a tuple, each value once)")
+        read_back(cfg, FIELDS)
         check_device(cfg.device)
 
     def units_per_checkpoint(self, plan) -> int:

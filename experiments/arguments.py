@@ -110,17 +110,6 @@ def real(flag: str, **bounds):
 TRUE, FALSE = ("true", "1", "yes"), ("false", "0", "no")  # how a text says a yes/no setting
 
 
-def truth(flag: str):
-    """A parser of a yes/no setting: true, 1, yes or false, 0, no (any case)."""
-
-    def parse(text: str) -> bool:
-        if text.strip().lower() in TRUE + FALSE:
-            return text.strip().lower() in TRUE
-        raise UsageError(f"{said(flag, text, True)} is not allowed; choose one of: {', '.join(TRUE + FALSE)}")
-
-    return parse
-
-
 def choice(flag: str, allowed: tuple[str, ...]):
     """A parser of one of ``allowed``."""
 

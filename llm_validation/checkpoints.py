@@ -225,8 +225,8 @@ def claim_series(out_dir: Path, config: PretrainConfig, versions: dict) -> None:
             raise ValueError(
                 f"out_dir={str(out_dir)!r} holds a series with other {', '.join(changed)}; use a new folder"
             )
-        trunk = bool(stored.get("trunk_checkpoints")) or record.get("trunk_checkpoints", False)
-        if set(record["budgets"]) <= set(stored["budgets"]) and trunk == bool(stored.get("trunk_checkpoints")):
+        trunk = max(int(stored.get("trunk_checkpoints", 0)), int(record.get("trunk_checkpoints", 0)))
+        if set(record["budgets"]) <= set(stored["budgets"]) and trunk == int(stored.get("trunk_checkpoints", 0)):
             return
         record["budgets"] = sorted(set(stored["budgets"]) | set(record["budgets"]))
         record["trunk_checkpoints"] = trunk

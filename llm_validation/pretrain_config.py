@@ -48,7 +48,7 @@ class PretrainConfig:
     vocab_size: int | None = None
     max_train_chars: int | None = None
     max_epochs: float | None = None  # refuse a largest budget of more passes over the training tokens
-    trunk_checkpoints: bool = False  # mode wsd: also save the trunk (un-annealed) at every budget
+    trunk_checkpoints: int = 0  # mode wsd: also save the trunk (un-annealed) at its first N budgets
 
     def __post_init__(self):
         if self.preset not in PRESETS:
@@ -73,10 +73,12 @@ class PretrainConfig:
             raise ValueError(f"vocab_size={self.model_vocab_size} (preset {self.preset!r}) must be >= {MIN_VOCAB}")
         if self.max_train_chars is not None and self.max_train_chars <= 0:
             raise ValueError(f"max_train_chars={self.max_train_chars} must be positive")
-        if self.trunk_checkpoints not in (True, False) or (self.trunk_checkpoints and self.mode != "wsd"):
+        n = self.trunk_checkpoints
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= len(self.budgets):
+            raise ValueError(f"trunk_checkpoints={n!r} must be a whole number of budgets, 0 to {len(self.budgets)}")
+        if n and self.mode != "wsd":
             raise ValueError(
-                f"trunk_checkpoints={self.trunk_checkpoints!r} must be true or false, and true only with mode "
-                f"wsd (mode={self.mode!r} has no constant-lr trunk)"
+                f"trunk_checkpoints={n} is allowed only with mode wsd (mode={self.mode!r} has no constant-lr trunk)"
             )
         if self.max_epochs is not None and not self.max_epochs > 0:
             raise ValueError(f"max_epochs={self.max_epochs} must be > 0")
@@ -103,11 +105,9 @@ class PretrainConfig:
         return targets
 
     def trunk_targets(self) -> list[Target]:
-        """With ``trunk_checkpoints``: the WSD trunk's checkpoint at every budget's step, un-annealed (lr at
-        its peak), named ``trunk-<revision>`` (``revisions.TRUNK_STAGE``); else none."""
-        if not self.trunk_checkpoints:
-            return []
-        return [t._replace(revision=f"trunk-{t.revision}") for t in self.targets()]
+        """The WSD trunk's checkpoints at the steps of the ``trunk_checkpoints`` smallest budgets,
+        un-annealed (lr at its peak), named ``trunk-<revision>`` (``revisions.TRUNK_STAGE``)."""
+        return [t._replace(revision=f"trunk-{t.revision}") for t in self.targets()[: self.trunk_checkpoints]]
 
 
 def config_record(config: PretrainConfig) -> dict:

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
-from experiments.arguments import argument_type, choice, listed, numbers, real, said, token_counts, truth, unique, whole
+from experiments.arguments import argument_type, choice, listed, numbers, real, said, token_counts, unique, whole
 from llm_validation.corpora import CORPORA
 from llm_validation.models import PRESETS as MODEL_SIZES
 from llm_validation.pretrain_config import MODES
@@ -129,9 +129,7 @@ class PretrainRun:
     max_epochs: float | None = knob(
         None, "refuse a largest budget of more passes than this over the training tokens", lambda n: real(n, above=0)
     )
-    trunk_checkpoints: bool = knob(
-        False, "mode wsd: also save the un-annealed trunk at every budget (trunk-<revision>)", truth
-    )
+    trunk_checkpoints: int = knob(0, "wsd: save the trunk too at the N smallest budgets", lambda n: whole(n, 0))
     max_blocks: int | None = knob(None, "evaluate on the first N blocks of the held-out text (default all)", BLOCKS)
     eval_text: str | None = knob(
         None, "score the checkpoints on this text (default: the corpus' held-out split)", nonempty, path=True

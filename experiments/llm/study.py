@@ -57,7 +57,7 @@ def pretrain_runs(study: Study, out: Path) -> list[tuple[PretrainRun, Path]]:
                 seed=seed,
                 max_train_chars=study.max_train_chars,
                 max_epochs=study.max_epochs,
-                trunk_checkpoints=study.has_trunk(size, seed),
+                trunk_checkpoints=study.trunk_checkpoints(size, seed),
                 max_blocks=study.eval_blocks,
                 eval_text=str(out / "eval.txt"),
                 threads=1,

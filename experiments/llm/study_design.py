@@ -43,6 +43,7 @@ class Study:
     curvature_blocks: int = 256
     quant_bits: tuple[int, ...] = ()  # round-to-nearest bit widths on every series (claims q, q')
     trunk_seeds: tuple[tuple[str, tuple[int, ...]], ...] = ()  # (size, seeds) measured on the trunk too (i, j)
+    trunk_budgets: int | None = None  # ... at their smallest budgets (None: every one)
     trunk_gammas: tuple[float, ...] = ()  # the trunk's grids: a subset of gammas ...
     trunk_lrs: tuple[float, ...] = ()  # ... and of lrs (on the first dataset)
     multimodal_lrs: tuple[float, ...] = ()  # stage-2 lrs of multimodal adaptation (claims m, m') ...
@@ -65,6 +66,11 @@ class Study:
     def has_trunk(self, size: str, seed: int) -> bool:
         """Whether the series (size, seed) saves and measures its WSD trunk (``trunk_seeds``)."""
         return seed in dict(self.trunk_seeds).get(size, ())
+
+    def trunk_checkpoints(self, size: str, seed: int) -> int:
+        """How many of the series' smallest budgets its trunk is saved at (0: no trunk)."""
+        budgets = len(dict(self.sizes)[size])
+        return min(budgets, self.trunk_budgets or budgets) if self.has_trunk(size, seed) else 0
 
     def adapts(self, size: str, seed: int) -> bool:
         """Whether the series (size, seed) is adapted to the synthetic visual world (``multimodal_seeds``)."""

@@ -153,10 +153,10 @@ def test_a_wsd_series_is_planned_with_its_decay_fraction(tmp_path):
     assert (plan.config.mode, plan.config.decay_fraction) == ("wsd", 0.3) and not out.exists()
     with pytest.raises(UsageError, match="decay_fraction=0.95 must be <= 0.9"):
         configured("pretrain", "--preset", "tiny", "decay_fraction=0.95", "budgets=1K", "--out", str(tmp_path / "t"))
-    [(cfg, out)] = configured("pretrain", "--preset", "tiny", "--mode", "wsd", "--trunk-checkpoints", "yes",
+    [(cfg, out)] = configured("pretrain", "--preset", "tiny", "--mode", "wsd", "--trunk-checkpoints", "2",
                               "budgets=1K,4K", "--out", str(tmp_path / "s"))  # fmt: skip
     plan = llm_pretrain_cli.plan(cfg, out)
-    assert plan.config.trunk_checkpoints is True and [t.revision for t in plan.config.trunk_targets()] == [
+    assert plan.config.trunk_checkpoints == 2 and [t.revision for t in plan.config.trunk_targets()] == [
         "trunk-step1-tokens1024",  # 1K and 4K tokens at 1,024 a step (the tiny size's defaults)
         "trunk-step4-tokens4096",
     ]

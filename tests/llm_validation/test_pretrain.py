@@ -252,7 +252,7 @@ def test_a_wsd_series_gains_trunk_checkpoints_at_every_budget_without_retraining
     out = tmp_path / "wsd"
     branches = pretrain(WSD, out, progress=False)
     stamps = [(p / "checkpoint.json").stat().st_mtime_ns for p in branches]
-    trunked = dataclasses.replace(WSD, trunk_checkpoints=True)
+    trunked = dataclasses.replace(WSD, trunk_checkpoints=3)
     updates = []
     original = module.batch_indices
     module.batch_indices = lambda step, *a: updates.append(step) or original(step, *a)
@@ -272,8 +272,14 @@ def test_a_wsd_series_gains_trunk_checkpoints_at_every_budget_without_retraining
     fresh = pretrain(trunked, tmp_path / "fresh", progress=False)
     for a, b in zip(sorted(made), sorted(fresh), strict=True):
         assert_same_weights(a, b)
-    with pytest.raises(ValueError, match="true only with mode wsd"):
-        dataclasses.replace(CONFIG, trunk_checkpoints=True)
+    with pytest.raises(ValueError, match="allowed only with mode wsd"):
+        dataclasses.replace(CONFIG, trunk_checkpoints=1)
+    with pytest.raises(ValueError, match="a whole number of budgets, 0 to 3"):
+        dataclasses.replace(WSD, trunk_checkpoints=True)
+    # The two smallest budgets only: the trunk runs to the last branch's start (26 steps), saving at 8 and 16.
+    two = dataclasses.replace(WSD, trunk_checkpoints=2)
+    assert [t.revision for t in two.trunk_targets()] == [f"trunk-{p.name}" for p in branches[:2]]
+    assert trained_steps(two) == trained_steps(WSD) == 26 + 2 + 3 + 6
 
 
 def test_trunk_revisions_parse_as_their_own_stage():

@@ -101,6 +101,20 @@ STUDIES: dict[str, Study] = {
         warmup_steps=40,
         finetune_repeats=2,
         reg_lr=1e-3,
+        # Claims q, m, i, j, sized by pilot-anneal (paper_figures/reference/pilot-anneal): its 2 series a
+        # size (1 dof: a rough spread) gave the paired anneal gap at gamma 1 an sd of 0.003 nats (20k) and
+        # 0.002 (5k), at lr 1e-3 0.010 at both, so 6 and 12 series give half-widths of 0.001-0.010
+        # against gaps of 0.02-0.09.
+        # Cut to stay near 2 + 1 hours on 2 cores: the trunk only to the 6 smallest budgets (20.5M tokens
+        # at 20k, 10.2M at 5k, where its retraining stops), one gamma and one lr on it, stage 1 of the
+        # multimodal recipe as long as stage 2, two of its lrs.
+        quant_bits=(8, 4, 3),
+        trunk_seeds=(("20k", tuple(range(6))), ("5k", tuple(range(12)))),
+        trunk_budgets=6,
+        trunk_gammas=(1.0,),
+        trunk_lrs=(1e-3,),
+        multimodal_lrs=(1e-3, 3e-3),
+        multimodal_seeds=(("20k", tuple(range(6))), ("5k", tuple(range(12)))),
     ),
     # The pilot that sized the reference's fine-tuning (``analysis.power``; ``ovt llm study pilot --until
     # measurements``): 2 series per size of the reference's design, 5 budgets to 20.5M tokens, the

@@ -80,8 +80,12 @@ def _family(rows: pd.DataFrame, size: str):
 
 def predict(rows: pd.DataFrame, size: str, modification: str, fit: list[float], held: list[float], steps: float):
     """Fit on ``rows`` (``fit_rows``: only the fit sizes) and predict T* at ``held``; refuses rows at
-    any other size, so the held-out curves cannot leak in."""
+    any other size, so the held-out curves cannot leak in. A grid of fewer than two fit sizes, or none
+    held out, makes no prediction (a study of one gamma): the entry says so and predicts nothing."""
     column = "gamma" if modification == "gaussian" else "lr"
+    if len(fit) < 2 or not held:
+        reason = f"no prediction: {len(fit)} fit {column}(s) and {len(held)} held out; it needs >= 2 and >= 1"
+        return {"predictions": [], "fit": fit, "held_out": held, "rows_read": 0, "reason": reason}
     given = set(rows.loc[rows.modification == modification, column])
     if not given <= set(fit):
         raise ValueError(f"predict was given {column} {sorted(given - set(fit))} outside the fit sizes {fit}")

@@ -188,7 +188,7 @@ class Finetune(CheckpointKind):
         }
 
     def before(self, plan: FinetunePlan) -> None:
-        _accelerator(plan.cfg.device)
+        accelerator(plan.cfg.device)
 
     def measure(self, plan: FinetunePlan, index: int, revision, progress) -> tuple[pd.DataFrame, object, dict]:
         """One checkpoint loaded, measured before fine-tuning, then fine-tuned at every lr of the grid
@@ -208,7 +208,7 @@ class Finetune(CheckpointKind):
             for lr in cfg.lrs:  # one lr a call, for the progress bar; each starts from the checkpoint
                 grid = (model, plan.train, plan.heldout, plan.blocks, config, [lr])
                 points += lr_grid(
-                    *grid, tokenizer=tokenizer, mc_items=plan.mc_items, accelerator=_accelerator(cfg.device)
+                    *grid, tokenizer=tokenizer, mc_items=plan.mc_items, accelerator=accelerator(cfg.device)
                 )
                 progress.update()
         first = [p for p in points if p.seed == cfg.seed]
@@ -314,7 +314,7 @@ def checkpoint_rows(plan: FinetunePlan, revision, base: dict[str, float], points
 
 
 @functools.cache
-def _accelerator(device: str):
+def accelerator(device: str):
     """One ``Accelerator`` a process (the lr grid reuses it), refused where accelerate places the run
     on another device than asked."""
     from accelerate import Accelerator

@@ -50,7 +50,7 @@ import pandas as pd
 from experiments.llm.config import MAX_SEED
 from experiments.llm.config_multimodal import MAX_FEATURES, OWN, MultimodalRun
 from experiments.llm.kinds.base import CheckpointKind
-from experiments.llm.kinds.finetune import EVAL_BATCH_SIZE, _accelerator
+from experiments.llm.kinds.finetune import EVAL_BATCH_SIZE, accelerator
 from experiments.llm.lifecycle import checkpoint_summary, manifest_head
 from experiments.llm.series import SeriesPlan, check_device, load_tokenizer, read_back
 from rundir import store
@@ -150,7 +150,7 @@ class Multimodal(CheckpointKind):
         }
 
     def before(self, plan: MultimodalPlan) -> None:
-        _accelerator(plan.cfg.device)
+        accelerator(plan.cfg.device)
 
     def measure(self, plan: MultimodalPlan, index: int, revision, progress) -> tuple[pd.DataFrame, object, dict]:
         """One checkpoint loaded and measured, then both stages in every batch order."""
@@ -171,7 +171,7 @@ class Multimodal(CheckpointKind):
         for seed in plan.seeds:
             stages = (stage_config(cfg, 1, seed), stage_config(cfg, 2, seed))
             first, second = two_stage_grid(
-                model, plan.task, plan.blocks, *stages, cfg.lrs, cfg.world_seed, accelerator=_accelerator(cfg.device)
+                model, plan.task, plan.blocks, *stages, cfg.lrs, cfg.world_seed, accelerator=accelerator(cfg.device)
             )
             points += [first, *second]
             progress.update(1 + len(cfg.lrs))

@@ -5,7 +5,10 @@ The objective on a global batch B of examples is the theory's regularised fine-t
     L(theta) = (1 / N_B) * sum_{(i, t) in B, labels[i, t] != -100} -log p_theta(x_{i,t} | x_{i,<t})
                + (lambda / 2) * sum_p ||theta_p - theta_p(checkpoint)||^2,
 
-with N_B the number of trained tokens of the whole global batch. The same script runs on one CPU
+with N_B the number of trained tokens of the whole global batch. With replay r > 0 the data term is
+the theory's mixture (1 - r) L_task + r L_replay: each step also draws a batch R of pre-training text
+(``replay`` examples) and L_replay is its token mean, so the task batch, its order and its share of
+the objective's weight, 1 - r, are those of the run without replay. The same script runs on one CPU
 process, one GPU, or N processes under ``accelerate launch`` / ``torchrun`` (DDP; on CPUs set
 ``ACCELERATE_USE_CPU=1``, the gloo backend): every process draws the same global batch from a
 generator seeded by ``seed`` and trains on its contiguous share, and each share's token sum is
@@ -47,7 +50,8 @@ class FinetuneConfig:
 
     ``micro_batch_size`` (per process; None = the whole local share) accumulates gradients over
     several forward passes, with the same result up to summation order. ``grad_clip = inf`` turns
-    clipping off; the gradient norm is still computed, to detect divergence.
+    clipping off; the gradient norm is still computed, to detect divergence. ``replay`` is the weight r
+    of the pre-training text in the objective (0: none; ``replay_rows``).
     """
 
     lr: float = 1e-4
@@ -57,6 +61,7 @@ class FinetuneConfig:
     weight_decay: float = 0.0
     reg: float = 0.0
     grad_clip: float = 1.0
+    replay: float = 0.0
     seed: int = 0
     dtype: str = "float32"
     eval_batch_size: int = 16
@@ -70,6 +75,7 @@ class FinetuneConfig:
             "warmup_steps": (self.warmup_steps >= 0, ">= 0"),
             "weight_decay": (self.weight_decay >= 0, ">= 0"),
             "reg": (self.reg >= 0, ">= 0"),
+            "replay": (0 <= self.replay < 1, "in [0, 1)"),
             "grad_clip": (self.grad_clip > 0, "> 0 (inf: no clipping)"),
             "eval_batch_size": (self.eval_batch_size >= 1, ">= 1"),
             "micro_batch_size": (self.micro_batch_size is None or self.micro_batch_size >= 1, "None or >= 1"),
@@ -136,6 +142,19 @@ def batch_order(n_examples: int, batch_size: int, steps: int, seed: int) -> Iter
         pending = pending[batch_size:]
 
 
+REPLAY_ORDER = 0x5EED  # added to a run's seed for its replay batches: an order of their own
+
+
+def replay_rows(config: FinetuneConfig, world: int = 1) -> int:
+    """Rows of pre-training text a step replays: ceil(r / (1 - r) x batch_size), rounded up to a multiple
+    of the processes, so that with rows of equal length the replayed tokens are a share ~r of all the
+    step trains on, as in a data mixture (Kotha and Liang 2026 replay this way); 0 without replay."""
+    if config.replay == 0:
+        return 0
+    rows = math.ceil(config.replay / (1 - config.replay) * config.batch_size - 1e-9)
+    return -(-rows // world) * world
+
+
 def lr_at(step: int, config: FinetuneConfig) -> float:
     """lr_t = lr * min(1, (t + 1) / warmup_steps), then constant, as the theory's fixed-rate flow."""
     if config.warmup_steps == 0:
@@ -160,14 +179,23 @@ def trained_tokens(labels_BxL: torch.Tensor) -> int:
 
 
 def finetune(
-    model: nn.Module, train: Examples, config: FinetuneConfig, *, accelerator: Accelerator | None = None
+    model: nn.Module,
+    train: Examples,
+    config: FinetuneConfig,
+    *,
+    replay: Examples | None = None,
+    accelerator: Accelerator | None = None,
 ) -> FinetuneResult:
     """Fine-tune ``model`` in place on ``train`` for ``config.steps`` AdamW steps; never raises on divergence.
 
     The model ends on the accelerator's device, in the mode it came in. Without a pull (reg = 0) no
     reference copy of the weights is kept. Without ``accelerator``, one is made from the environment
-    (``accelerate launch`` / ``torchrun`` settings).
+    (``accelerate launch`` / ``torchrun`` settings). ``replay``: the pre-training examples a run with
+    ``config.replay`` > 0 mixes in (``replay_rows`` a step, in an order seeded by seed + ``REPLAY_ORDER``);
+    ``losses`` stay the task batch's.
     """
+    if (config.replay > 0) != (replay is not None and len(replay) > 0):
+        raise ValueError(f"replay={config.replay} needs replay examples, and replay examples need replay > 0")
     owned = accelerator is None
     accelerator = accelerator or Accelerator()
     world, rank = accelerator.num_processes, accelerator.process_index
@@ -191,31 +219,44 @@ def finetune(
     prepared.train()
     losses: list[float] = []
     diverged = False
+    n_replay = replay_rows(config, world)
+    replay_order = batch_order(len(replay), n_replay, config.steps, config.seed + REPLAY_ORDER) if n_replay else None
     try:
         for step, rows in enumerate(batch_order(len(train), config.batch_size, config.steps, config.seed)):
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, config)
-            n_tokens = max(trained_tokens(train.labels[rows]), 1)
-            chunks = rows[rank * share : (rank + 1) * share].split(micro)
+            # (examples, this process' rows, weight of their token mean): the task, then the replay.
+            parts = [(train, rows[rank * share : (rank + 1) * share], 1.0 - config.replay, rows)]
+            if replay_order is not None:
+                mixed = next(replay_order)
+                mine = mixed[rank * (n_replay // world) : (rank + 1) * (n_replay // world)]
+                parts.append((replay, mine, config.replay, mixed))
+            chunks = [
+                (examples, chunk, max(trained_tokens(examples.labels[every]), 1), weight, examples is train)
+                for examples, mine, weight, every in parts
+                for chunk in mine.split(micro)
+            ]
             nll = torch.zeros((), device=accelerator.device)
-            for k, chunk in enumerate(chunks):
+            for k, (examples, chunk, n_tokens, weight, is_task) in enumerate(chunks):
                 # Synchronise gradients once per step, on the last micro-batch.
                 sync = contextlib.nullcontext() if k == len(chunks) - 1 else accelerator.no_sync(prepared)
                 with sync:
-                    ids = train.input_ids[chunk].to(accelerator.device, non_blocking=True)
-                    labels = train.labels[chunk].to(accelerator.device, non_blocking=True)
+                    ids = examples.input_ids[chunk].to(accelerator.device, non_blocking=True)
+                    labels = examples.labels[chunk].to(accelerator.device, non_blocking=True)
                     # No attention mask: padding is on the right only, so causal attention already
                     # hides every pad from every real token, and the fused causal kernel stays in use.
                     with autocast:
                         chunk_nll = token_nll_sum(prepared(input_ids=ids).logits, labels)
                     # DDP averages gradients over processes; the factor `world` turns that into sum / N_B.
-                    accelerator.backward(chunk_nll / n_tokens * world)
-                nll += chunk_nll.detach()
+                    accelerator.backward(chunk_nll / n_tokens * weight * world)  # weight 1 without replay: exact
+                if is_task:
+                    nll += chunk_nll.detach()
             if reference is not None:
                 with torch.no_grad():
                     pull = torch._foreach_sub(params, reference)
                     torch._foreach_add_([p.grad for p in params], pull, alpha=config.reg)
             grad_norm = accelerator.clip_grad_norm_(params, config.grad_clip)
+            n_tokens = max(trained_tokens(train.labels[rows]), 1)
             loss, norm = torch.stack([accelerator.reduce(nll, "sum") / n_tokens, grad_norm.float()]).tolist()
             losses.append(loss)
             if not (loss <= MAX_LOSS and math.isfinite(norm)):
@@ -254,13 +295,14 @@ def lr_grid(
     *,
     tokenizer: PreTrainedTokenizerBase | None = None,
     mc_items: Sequence[MCItem] | None = None,
+    replay: Examples | None = None,
     accelerator: Accelerator | None = None,
 ) -> list[GridPoint]:
     """Fine-tune one checkpoint at each lr (``config.lr`` is replaced) and measure it.
 
     Every run starts from the checkpoint: one copy of its weights is kept on the CPU and loaded back
     after each run (exact), so ``model`` comes back unchanged. Under several processes every process
-    evaluates the whole held-out sets (same numbers everywhere).
+    evaluates the whole held-out sets (same numbers everywhere). ``replay``: as ``finetune`` takes it.
     """
     if mc_items is not None and tokenizer is None:
         raise ValueError("scoring multiple-choice questions needs the tokenizer")
@@ -268,7 +310,7 @@ def lr_grid(
     points = []
     for lr in lrs:
         try:
-            run = finetune(model, train, dataclasses.replace(config, lr=lr), accelerator=accelerator)
+            run = finetune(model, train, dataclasses.replace(config, lr=lr), replay=replay, accelerator=accelerator)
             points.append(_measure(model, run, lr, heldout, pretrain_blocks, config, tokenizer, mc_items))
         finally:
             model.load_state_dict(checkpoint)

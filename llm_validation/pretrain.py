@@ -268,6 +268,8 @@ def _train(
                 group["lr"] = run.lr_at(step)
             loss = model(input_ids=batch, labels=batch).loss
             loss.backward()
+            if config.sam_rho > 0:
+                sam_gradient(model, batch, config.sam_rho)
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -292,6 +294,38 @@ def _train(
     if run.start is not None:
         run.start.unlink(missing_ok=True)  # a finished branch needs its start state no more
     return allowance
+
+
+def sam_gradient(model, batch: torch.Tensor, rho: float) -> None:
+    """Replace the gradient g = grad L(w) held in ``model`` by SAM's, grad L(w + rho g / ||g||), on the same
+    ``batch`` (Foret et al. 2021): the update then descends the loss at the worst point of a ball of
+    radius ``rho`` around w, which favours flat minima. ||g|| is the global norm over every parameter;
+    the weights are restored bit for bit (copied back, not the perturbation subtracted) before the caller's clip and
+    step, so clipping and AdamW act on the SAM gradient as they would on a plain one. Costs a second
+    forward and backward pass per step; stateless, so a resumed run needs nothing more.
+
+    Parameters
+    ----------
+    model : transformers causal LM
+        The model, its ``.grad`` holding grad L(w) of ``batch``'s loss.
+    batch : tensor, shape (batch, seq_len)
+        The step's token ids (inputs and labels).
+    rho : float
+        The radius of the ascent step (> 0), in the parameters' units.
+    """
+    params = [p for p in model.parameters() if p.grad is not None]
+    grads = [p.grad for p in params]
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    if not torch.isfinite(norm) or norm == 0:
+        return  # no direction to climb (or a non-finite gradient the caller's checks see): plain step
+    with torch.no_grad():
+        saved = [p.detach().clone() for p in params]
+        torch._foreach_add_(params, torch._foreach_mul(grads, rho / norm))
+    model.zero_grad(set_to_none=False)
+    model(input_ids=batch, labels=batch).loss.backward()
+    with torch.no_grad():
+        for p, w in zip(params, saved):
+            p.copy_(w)
 
 
 def _save_resume(path: Path, model, optimizer, step: int, losses: list[float], config: PretrainConfig) -> None:

@@ -42,6 +42,7 @@ class PretrainConfig:
     decay_fraction: float = 0.2  # mode wsd: each branch decays to 0 over this fraction of its budget
     warmup_fraction: float = 0.05
     weight_decay: float = 0.1
+    sam_rho: float = 0.0  # sharpness-aware minimisation's radius (0: plain AdamW); see ``pretrain.sam_gradient``
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float = 1.0
     seed: int = 0
@@ -62,6 +63,9 @@ class PretrainConfig:
             raise ValueError(f"seq_len={self.seq_len} must lie in [2, {max_len}] for preset {self.preset!r}")
         if not 0 < self.decay_fraction <= 0.9:
             raise ValueError(f"decay_fraction={self.decay_fraction} must lie in (0, 0.9]")
+        for name in ("weight_decay", "sam_rho"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name}={getattr(self, name)!r} must be >= 0")
         if self.batch_size < 1:
             raise ValueError(f"batch_size={self.batch_size} must be >= 1")
         if not self.lr > 0 or not 0 <= self.warmup_fraction < 1 or not self.grad_clip > 0:

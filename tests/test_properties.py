@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from analysis.inflection import vertex_minimum
 from experiments.llm import config as llm_config
+from experiments.llm import config_measures
 from experiments.sweep import config, overrides, presets
 from experiments.sweep.config import FLOAT32_MAX, FLOAT32_TINY
 from llm_validation.evaluate import read_texts
@@ -25,7 +26,7 @@ from rundir import store
 from theory import perturbation
 
 THEORY_FIELDS = sorted(name for name in config.FIELDS if name != "grid")
-LLM_CONFIGS = [llm_config.PretrainRun, llm_config.PerturbRun, llm_config.FinetuneRun, llm_config.CurvatureRun]
+LLM_CONFIGS = [llm_config.PretrainRun, llm_config.PerturbRun, llm_config.FinetuneRun, config_measures.CurvatureRun]
 
 # Texts a user might type for a value: numbers of every kind (huge, tiny, subnormal, non-finite,
 # negative, fractional), booleans, empty and comma lists, and arbitrary text.

@@ -4,8 +4,9 @@
     PretrainRun   ``ovt llm pretrain``: a mini OLMo checkpoint series and its base perplexity
     PerturbRun    ``ovt llm perturb``: perplexity under Gaussian noise on every checkpoint
     FinetuneRun   ``ovt llm finetune``: an lr grid of fine-tuning on every checkpoint
-    CurvatureRun  ``ovt llm curvature``: Hessian trace and top eigenvalue, and the small-noise excess
-    QuantizeRun   ``ovt llm quantize``: perplexity with every linear weight quantized, on every checkpoint
+
+and in modules of their own beside it, declared alike: ``CurvatureRun`` and ``QuantizeRun``
+(``config_measures``), ``MultimodalRun`` (``config_multimodal``).
 
 A field is the one place a setting is declared (``knob``): its default, its help, its reader, and
 whether the numbers depend on it. The flag, the override, the plan's identity and the manifest's
@@ -26,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
-from experiments.arguments import argument_type, choice, listed, numbers, real, said, token_counts, unique, whole
+from experiments.arguments import argument_type, choice, numbers, real, said, token_counts, unique, whole
 from llm_validation.corpora import CORPORA
 from llm_validation.models import PRESETS as MODEL_SIZES
 from llm_validation.pretrain_config import MODES
@@ -39,7 +40,6 @@ BACKENDS = ("torch", "jax")  # perturb: the torch half, or ``llm_validation.jax_
 SCALES = ("init", "relative", "absolute")
 NOISE_DEVICES = ("cpu", "param")
 FORMATS = ("hh", "messages", "text", "mc")  # llm_validation.finetune_data.FORMATS, without importing torch
-ROUNDINGS, BIT_RANGE = ("nearest", "stochastic"), (2, 16)  # llm_validation.quantize's, without importing torch
 # The bounds of the LLM runs' numbers (exit 2 beyond them).
 MAX_SEEDS = 10_000  # Gaussian draws per gamma
 MAX_BATCH = 1_024
@@ -121,6 +121,8 @@ class PretrainRun:
     seq_len: int = knob(128, "tokens per sequence (at most the size's max_position_embeddings)", SEQ_LEN)
     batch_size: int = knob(8, "sequences per step", BATCH)
     lr: float = knob(1e-2, "peak learning rate", lambda n: real(n, above=0))
+    weight_decay: float = knob(0.1, "AdamW's decoupled weight decay", lambda n: real(n, least=0))
+    sam_rho: float = knob(0.0, "sharpness-aware minimisation's radius (0: plain AdamW)", lambda n: real(n, least=0))
     seed: int = knob(0, "initialisation and data order", SEED)
     vocab_size: int | None = knob(None, "BPE vocabulary (default: the size's)", lambda n: whole(n, 1, MAX_VOCAB))
     max_train_chars: int | None = knob(
@@ -241,29 +243,7 @@ class FinetuneRun(SeriesRun):
         exclusive(self, "heldout_fraction", "heldout_data")
 
 
-@dataclasses.dataclass(frozen=True)
-class CurvatureRun(SeriesRun):
-    """Curvature of the held-out loss on every checkpoint, beside the small-noise excess it predicts."""
-
-    REQUIRED: ClassVar[tuple[str, ...]] = (*SeriesRun.REQUIRED, "gammas")
-
-    gammas: tuple[float, ...] | None = knob(None, "small noise scales at which the excess is measured directly", GAMMAS)
-    draws: int = knob(8, "antithetic pairs of draws per gamma (draw k of perturb and its mirror image)", COUNT)
-    probes: int = knob(32, "Hutchinson probes of the sigma-weighted Hessian trace", lambda n: whole(n, 1, MAX_PROBES))
-    iterations: int = knob(30, "power iterations for the top Hessian eigenvalue", lambda n: whole(n, 1, MAX_PROBES))
-    scale: str = knob("init", "sigma per tensor: init std (the paper's), tensor RMS, or 1", choices=SCALES)
-
-
-@dataclasses.dataclass(frozen=True)
-class QuantizeRun(SeriesRun):
-    """Post-training quantization on every checkpoint: its perplexity per (bits, rounding, draw)."""
-
-    bits: tuple[int, ...] = knob((8, 4, 3), "bit widths (2 to 16)", lambda n: listed(whole(n, *BIT_RANGE)))
-    rounding: tuple[str, ...] = knob(("nearest",), "nearest and/or stochastic", lambda n: listed(choice(n, ROUNDINGS)))
-    seeds: int = knob(1, "stochastic rounding draws per bit width, seeds 0..K-1 (nearest: one)", COUNT)
-
-
-RunConfig = PretrainRun | PerturbRun | FinetuneRun | CurvatureRun | QuantizeRun
+RunConfig = PretrainRun | SeriesRun  # every run of a checkpoint series is a SeriesRun
 
 
 def exclusive(cfg, a: str, b: str) -> None:

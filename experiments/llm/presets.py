@@ -25,7 +25,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from experiments.llm.config import FinetuneRun, PerturbRun, PretrainRun, QuantizeRun, RunConfig, changes, shown
+from experiments.llm.config import FinetuneRun, PerturbRun, PretrainRun, RunConfig, changes, shown
+from experiments.llm.config_measures import QuantizeRun
 from experiments.llm.config_multimodal import MultimodalRun
 from llm_validation.models import PRESETS as MODEL_SIZES
 

@@ -33,7 +33,8 @@ import sys
 import time
 from pathlib import Path
 
-from experiments.llm.config import CurvatureRun, FinetuneRun, PerturbRun, PretrainRun, QuantizeRun
+from experiments.llm.config import FinetuneRun, PerturbRun, PretrainRun
+from experiments.llm.config_measures import CurvatureRun, QuantizeRun
 from experiments.llm.config_multimodal import MultimodalRun
 from experiments.llm.study_design import STUDIES, Study, describe, get  # noqa: F401  (the study's presets)
 from rundir import store

@@ -12,9 +12,11 @@ import pytest
 from experiments import cli
 from experiments.llm import cli as llm_cli
 from experiments.llm import config as llm_config
+from experiments.llm import config_measures
 from experiments.llm import presets as llm_presets
 from experiments.llm import reproduce as llm_reproduce
-from experiments.llm.config import FinetuneRun, PerturbRun, PretrainRun, QuantizeRun
+from experiments.llm.config import FinetuneRun, PerturbRun, PretrainRun
+from experiments.llm.config_measures import QuantizeRun
 from experiments.llm.config_multimodal import MultimodalRun
 from rundir import store
 from rundir.lifecycle import UsageError
@@ -165,8 +167,8 @@ def test_a_wsd_series_is_planned_with_its_decay_fraction(tmp_path):
 def test_quantize_reads_its_lists_as_the_library_bounds_them_and_its_preset_mirrors_perturbs(capsys):
     from llm_validation import quantize
 
-    assert llm_config.ROUNDINGS == quantize.ROUNDINGS
-    assert llm_config.BIT_RANGE == (quantize.MIN_BITS, quantize.MAX_BITS)
+    assert config_measures.ROUNDINGS == quantize.ROUNDINGS
+    assert config_measures.BIT_RANGE == (quantize.MIN_BITS, quantize.MAX_BITS)
     by_flags = configured("quantize", "--model", "m/n", "--bits", "8,4,8", "--rounding", "stochastic,nearest",
                           "--out", "o")  # fmt: skip
     by_fields = configured("quantize", "model=m/n", "bits=8,4,8", "rounding=stochastic,nearest", "--out", "o")

@@ -11,7 +11,7 @@ import pytest
 
 from experiments import cli
 from experiments.llm.batch import run_config
-from experiments.llm.config import QuantizeRun
+from experiments.llm.config_measures import QuantizeRun
 from experiments.llm.kinds import quantize as llm_quantize
 from llm_validation.evaluate import load_token_blocks, perplexity
 from llm_validation.quantize import quantized

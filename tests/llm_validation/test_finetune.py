@@ -13,7 +13,16 @@ from accelerate import Accelerator, PartialState
 from transformers import OlmoForCausalLM
 
 from llm_validation.evaluate import MAX_LOSS, pack_tokens
-from llm_validation.finetune import FinetuneConfig, GridPoint, batch_order, finetune, lr_grid, tuned_lr
+from llm_validation.finetune import (
+    REPLAY_ORDER,
+    FinetuneConfig,
+    GridPoint,
+    batch_order,
+    finetune,
+    lr_grid,
+    replay_rows,
+    tuned_lr,
+)
 from llm_validation.finetune_data import IGNORE, load_examples, read_multiple_choice
 
 from .conftest import make_model, tiny_corpus
@@ -180,3 +189,54 @@ def test_tuned_lr_ignores_diverged_runs():
 
     assert tuned_lr([point(1e-4, 2.0), point(1e-3, 1.5), point(1e-2, math.nan, True)]) == 1e-3
     assert math.isnan(tuned_lr([point(1e-2, math.nan, True)]))
+
+
+@pytest.fixture(scope="module")
+def replayed(tmp_path_factory, tokenizer):
+    """Pre-training text to replay: packed blocks, as the corpus' training split is."""
+    path = tmp_path_factory.mktemp("replay") / "pretrain.txt"
+    path.write_text("\n".join(tiny_corpus(120, seed=1)))
+    return load_examples(path, "text", tokenizer, 32)
+
+
+def test_replay_descends_the_mixture_of_the_task_and_the_replayed_token_means(tokenizer, train, replayed):
+    """One step of replay r is one AdamW step on (1 - r) L_task(B) + r L_replay(R), B the run's own task
+    batch and R ceil(r / (1 - r) x batch) rows in an order of their own, written out by hand."""
+    config = dataclasses.replace(CONFIG, steps=1, replay=0.3)
+    ours, plain = make_model(tokenizer), make_model(tokenizer)
+    result = finetune(ours, train, config, replay=replayed)
+    assert replay_rows(config) == 2  # ceil(0.3 / 0.7 x 4)
+    task = next(batch_order(len(train), 4, 1, config.seed))
+    again = next(batch_order(len(replayed), 2, 1, config.seed + REPLAY_ORDER))
+
+    def token_mean(examples, rows):
+        ids, labels = examples.input_ids[rows], examples.labels[rows]
+        n_tokens = int((labels[:, 1:] != IGNORE).sum())
+        return plain(input_ids=ids, labels=labels, num_items_in_batch=n_tokens).loss
+
+    optimizer = torch.optim.AdamW(plain.parameters(), lr=config.lr, weight_decay=0.0, fused=True)
+    plain.train()
+    task_loss = token_mean(train, task)
+    (0.7 * task_loss + 0.3 * token_mean(replayed, again)).backward()
+    torch.nn.utils.clip_grad_norm_(plain.parameters(), config.grad_clip)
+    optimizer.step()
+    assert result.losses[0] == pytest.approx(task_loss.item(), rel=1e-6)  # the recorded loss is the task's
+    for a, b in zip(ours.parameters(), plain.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    assert not same_weights(ours, make_model(tokenizer))
+
+
+def test_replay_keeps_the_replayed_text_better_and_needs_its_examples(tokenizer, train, replayed):
+    from llm_validation.finetune import masked_loss
+
+    losses = []
+    for replay in (0.0, 0.5):
+        model = make_model(tokenizer)
+        config = FinetuneConfig(lr=1e-2, steps=8, batch_size=4, replay=replay)
+        finetune(model, train, config, replay=replayed if replay else None)
+        losses.append(masked_loss(model, replayed, 16))
+    assert losses[1] < losses[0]
+    with pytest.raises(ValueError, match="replay=0.5 needs replay examples"):
+        finetune(make_model(tokenizer), train, FinetuneConfig(replay=0.5))
+    with pytest.raises(ValueError, match=r"replay=1.0 is out of range; allowed: in \[0, 1\)"):
+        FinetuneConfig(replay=1.0)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from experiments.llm.config import CurvatureRun
+from experiments.llm.config_measures import CurvatureRun
 from experiments.llm.kinds.base import CheckpointKind
 from rundir import store
 

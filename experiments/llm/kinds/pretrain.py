@@ -109,8 +109,8 @@ class PretrainPlan:
         return self.out.resolve().name
 
 
-SERIES_FIELDS = ("budgets", "corpus", "mode", "seq_len", "batch_size", "lr", "decay_fraction", "seed",
-                 "vocab_size", "max_train_chars", "max_epochs",
+SERIES_FIELDS = ("budgets", "corpus", "mode", "seq_len", "batch_size", "lr", "decay_fraction", "weight_decay",
+                 "sam_rho", "seed", "vocab_size", "max_train_chars", "max_epochs",
                  "trunk_checkpoints")  # fmt: skip  # the fields PretrainConfig shares
 
 

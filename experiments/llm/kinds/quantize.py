@@ -6,7 +6,7 @@
                      [--seq-len 128] [--batch-size 8] [--max-blocks N] [--threads N]
                      [--dtype float32|bfloat16] [--device cpu|cuda]
 
-The run is a ``experiments.llm.config.QuantizeRun``. Every ``nn.Linear`` weight W of a checkpoint (a
+The run is a ``experiments.llm.config_measures.QuantizeRun``. Every ``nn.Linear`` weight W of a checkpoint (a
 tied lm_head being the input embedding) is quantized symmetrically per output channel
 (``llm_validation.quantize``): row r onto Delta_r x {-q, ..., q}, q = 2^(b-1) - 1,
 Delta_r = max_j |W_rj| / q, rounding each entry of W / Delta_r to the nearest integer
@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from experiments.llm.config import QuantizeRun
+from experiments.llm.config_measures import QuantizeRun
 from experiments.llm.kinds.base import CheckpointKind
 from experiments.llm.lifecycle import checkpoint_summary
 from experiments.llm.series import check_device, read_back

@@ -220,6 +220,12 @@ class FinetuneRun(SeriesRun):
     )
     steps: int | None = knob(None, "AdamW steps per run", lambda n: whole(n, 1, MAX_STEPS))
     reg: float = knob(0.0, "L2 pull lambda toward the checkpoint (0: none)", lambda n: real(n, least=0))
+    replay: float = knob(
+        0.0, "weight r of replayed pre-training text in the loss (0: none)", lambda n: real(n, least=0, below=1)
+    )
+    replay_data: str | None = knob(
+        None, "the text replay draws from: a text file or folder, or corpus:NAME", nonempty, identity=False, path=True
+    )
     heldout_fraction: float | None = knob(
         None,
         "hold out the last fraction of data for the in-task loss (0.1)",
@@ -241,6 +247,8 @@ class FinetuneRun(SeriesRun):
     def __post_init__(self):
         super().__post_init__()
         exclusive(self, "heldout_fraction", "heldout_data")
+        if (self.replay > 0) != (self.replay_data is not None):
+            raise UsageError(f"replay={self.replay:g} and replay_data={self.replay_data!r}: give both or neither")
 
 
 RunConfig = PretrainRun | SeriesRun  # every run of a checkpoint series is a SeriesRun

@@ -18,7 +18,7 @@ from llm_validation import checkpoints, finetune, revisions
 from llm_validation.evaluate import load_token_blocks, perplexity
 from llm_validation.finetune import FinetuneConfig, lr_grid
 from llm_validation.finetune_data import CORPUS_CHARS, corpus_text, load_examples
-from rundir import derived, store
+from rundir import derived, fingerprint, store
 from tests.experiments.conftest import ovt
 from tests.llm_validation.conftest import tiny_corpus
 from tests.llm_validation.test_suites import AMBER, OLMO2, PYTHIA, REVISIONS, SMOLLM2, suite_cache, suite_hub  # noqa: F401
@@ -344,6 +344,9 @@ def _bad_cases():
         (args() + ["--heldout-data", "MISSING"], "heldout_data="),
         (args() + ["--mc-data", "MISSING"], "mc_data="),
         (args() + ["--heldout-fraction", "1"], "--heldout-fraction 1 must be > 0 and < 1"),
+        (args() + ["--replay", "1", "--replay-data", "DATA"], "--replay 1 must be >= 0 and < 1"),
+        (args() + ["--replay", "0.1"], "replay=0.1 and replay_data=None: give both or neither"),
+        (args() + ["--replay", "0.1", "--replay-data", "MISSING"], "replay_data="),
         (args() + ["--revisions", NAMES[0]], "revisions and tokens exclude each other"),
         (args(__model="nonexistent-org/none", __tokens=None), "give revisions or tokens"),
         (args(__out="BLOCKED"), "not writable"),
@@ -456,3 +459,26 @@ def test_a_built_in_corpus_is_the_text_file_of_its_training_split(tokenizer, tmp
     assert _sha256("corpus:python") == hashlib.sha256(path.read_bytes()).hexdigest()
     with pytest.raises(ValueError, match="corpus='nope' is unknown"):
         load_examples("corpus:nope", "text", tokenizer, 32)
+
+
+def test_replay_mixes_pretraining_text_into_every_run_and_is_recorded(capsys, tmp_path, folder_series, files, run):
+    """replay r: every fine-tuning row carries r, the manifest the replayed text's hash and size; the
+    runs differ from the run without replay (same batch orders), the base rows do not."""
+    out, replayed = tmp_path / "replay", tmp_path / "pretraining.txt"
+    replayed.write_text("\n".join(tiny_corpus(80, seed=21)))
+    argv = finetune_args(folder_series[0], *files, out, "--replay", "0.3", "--replay-data", replayed)
+    code, _, err = ovt(capsys, *argv)
+    assert code == 0, err
+    table, plain = pd.read_parquet(out / store.METRICS), pd.read_parquet(run / store.METRICS)
+    tuned = table[table.modification == "finetune"]
+    assert set(tuned.replay) == {0.3} and "replay" not in plain
+    manifest = store.read_manifest(out)
+    assert manifest["replay"]["sha256"] == fingerprint.sha256(replayed) and manifest["replay"]["n_examples"] > 10
+    assert manifest["finetune"]["replay"] == 0.3
+
+    def values(t, modification):
+        rows = t[(t.modification == modification) & (t.metric == "perplexity") & (t.lr_policy != "tuned")]
+        return rows.sort_values(["checkpoint", "lr"]).value.to_numpy()
+
+    np.testing.assert_array_equal(values(table, "none"), values(plain, "none"))
+    assert (values(table, "finetune") != values(plain, "finetune")).all()

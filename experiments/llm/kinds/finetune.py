@@ -9,7 +9,9 @@ on a scalar field sweeps it (``reg=0,0.1``: two runs).
 For each checkpoint in turn (one model in memory), and from it at each lr (``finetune.lr_grid``
 restores the checkpoint's weights exactly between rates): ``--steps`` AdamW steps on ``--data``
 (``--batch-size`` examples of ``--seq-len`` tokens, linear warmup over ``--warmup-steps``, the L2
-pull ``--reg`` toward the checkpoint, batch order seeded by ``--seed``), once per batch order
+pull ``--reg`` toward the checkpoint, with ``--replay`` r > 0 the loss (1 - r) L_task + r L_replay on
+pre-training text from ``--replay-data`` (``finetune.replay_rows`` rows a step), batch order seeded by
+``--seed``), once per batch order
 ``--seed`` .. ``--seed + --repeats - 1`` (the same orders at every checkpoint: paired repeats).
 Rows (long form, docs/ARCHITECTURE.md "Result store"; ``seed`` is the run's batch order):
 
@@ -30,6 +32,7 @@ Rows (long form, docs/ARCHITECTURE.md "Result store"; ``seed`` is the run's batc
   the theory's helper, of the mean over orders: ``seed`` -1 with several; NaN when the minimum is at
   an end, or with fewer than three checkpoints).
 
+With ``--replay`` the fine-tuning rows carry a ``replay`` column (r).
 ``lr``, ``steps``, ``reg`` are NaN on the base rows (and ``lr`` on the tuned inflection); ``seed``
 is ``--seed`` throughout. Fine-tuning data are tokenised once with the first checkpoint's tokenizer;
 every checkpoint must tokenise ``--eval-text`` identically (checked, as in perturb). Held-out
@@ -82,6 +85,8 @@ class FinetunePlan(SeriesPlan):
     heldout: Examples
     mc: dict | None  # {"path", "sha256", "n_items"}
     mc_items: list | None
+    replay: dict | None  # {"path", "sha256", "n_examples"} of the replayed text
+    replay_examples: Examples | None
 
     @property
     def seeds(self) -> range:
@@ -93,6 +98,7 @@ class FinetunePlan(SeriesPlan):
             "data_sha256": self.data["sha256"],
             "heldout": self.data["heldout"],
             "mc_sha256": self.mc and self.mc["sha256"],
+            "replay_sha256": self.replay and self.replay["sha256"],
         }
 
     @property
@@ -110,6 +116,7 @@ def finetune_config(cfg: FinetuneRun, lr: float | None = None, seed: int | None 
         batch_size=cfg.batch_size,
         warmup_steps=cfg.warmup_steps,
         reg=cfg.reg,
+        replay=cfg.replay,
         seed=cfg.seed if seed is None else seed,
         dtype=cfg.dtype,
         eval_batch_size=EVAL_BATCH_SIZE,
@@ -132,6 +139,7 @@ class Finetune(CheckpointKind):
         _check_file("data", cfg.data, folder_ok=cfg.format == "text")
         _check_file("heldout_data", cfg.heldout_data, folder_ok=cfg.format == "text")
         _check_file("mc_data", cfg.mc_data)
+        _check_file("replay_data", cfg.replay_data, folder_ok=True)
         check_device(cfg.device)
         finetune_config(cfg)  # the library's own checks
 
@@ -158,7 +166,7 @@ class Finetune(CheckpointKind):
             how = {"fraction": fraction, "rule": "the last round(fraction * n) examples (at least 1) of --data"}
         mc_items = read_multiple_choice(cfg.mc_data) if cfg.mc_data is not None else None
         data = {
-            "path": cfg.data if cfg.data.startswith(NAMED) else path_from_run(cfg.data, out),
+            "path": _named_or_path(cfg.data, out),
             "sha256": _sha256(cfg.data),
             "n_train": len(train),
             "n_heldout": len(heldout),
@@ -167,7 +175,20 @@ class Finetune(CheckpointKind):
         mc = None
         if mc_items is not None:
             mc = {"path": path_from_run(cfg.mc_data, out), "sha256": _sha256(cfg.mc_data), "n_items": len(mc_items)}
-        return dict(data=data, train=train, heldout=heldout, mc=mc, mc_items=mc_items)
+        replay = replay_examples = None
+        if cfg.replay_data is not None:  # pre-training text, packed as pre-training packs it
+            replay_examples = load_examples(cfg.replay_data, "text", tokenizer, cfg.seq_len)
+            replay = {"path": _named_or_path(cfg.replay_data, out), "sha256": _sha256(cfg.replay_data)}
+            replay["n_examples"] = len(replay_examples)
+        return dict(
+            data=data,
+            train=train,
+            heldout=heldout,
+            mc=mc,
+            mc_items=mc_items,
+            replay=replay,
+            replay_examples=replay_examples,
+        )
 
     def units_per_checkpoint(self, plan: FinetunePlan) -> int:
         return 1 + len(plan.cfg.lrs) * plan.cfg.repeats
@@ -183,6 +204,7 @@ class Finetune(CheckpointKind):
                 "tokenizer": f"the tokenizer of {plan.revisions[0].name}",
             },
             "mc": plan.mc,
+            "replay": plan.replay,
             "finetune": dataclasses.asdict(finetune_config(plan.cfg)) | {"lr": None},
             "optimizer": "AdamW (fused where available), constant lr after warmup, grad clip 1.0",
         }
@@ -208,7 +230,11 @@ class Finetune(CheckpointKind):
             for lr in cfg.lrs:  # one lr a call, for the progress bar; each starts from the checkpoint
                 grid = (model, plan.train, plan.heldout, plan.blocks, config, [lr])
                 points += lr_grid(
-                    *grid, tokenizer=tokenizer, mc_items=plan.mc_items, accelerator=accelerator(cfg.device)
+                    *grid,
+                    tokenizer=tokenizer,
+                    mc_items=plan.mc_items,
+                    replay=plan.replay_examples,
+                    accelerator=accelerator(cfg.device),
                 )
                 progress.update()
         first = [p for p in points if p.seed == cfg.seed]
@@ -231,6 +257,11 @@ def _sha256(path: str) -> str | None:
 
         return hashlib.sha256(corpus_text(path).encode()).hexdigest()
     return None if path.startswith(NAMED) else fingerprint.sha256(path)
+
+
+def _named_or_path(path: str, out: Path) -> str:
+    """How the manifest records a data source: a name as given (corpus:, hf:), a path relative to the run."""
+    return path if path.startswith(NAMED) else path_from_run(path, out)
 
 
 def _check_file(flag: str, path: str | None, folder_ok: bool = False) -> None:
@@ -276,6 +307,8 @@ def checkpoint_rows(plan: FinetunePlan, revision, base: dict[str, float], points
         for metric, value in base.items()
     ]
 
+    replayed = {"replay": plan.cfg.replay} if plan.cfg.replay else {}  # a column of replay runs only
+
     def block(point, lr_policy: str, lr: float, seed: int) -> list[dict]:
         return [
             dict(
@@ -289,6 +322,7 @@ def checkpoint_rows(plan: FinetunePlan, revision, base: dict[str, float], points
                 diverged=point.diverged if point else True,
                 steps_done=float(point.steps_done) if point else nan,
                 seed=seed,
+                **replayed,
             )
             for metric in plan.metrics
         ]

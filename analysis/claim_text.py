@@ -21,6 +21,8 @@ STATEMENTS = {
     "h": "The Gaussian excess NLL is (gamma^2/2) x the noise-weighted Hessian trace",
     "i": "Sensitivity grows with pre-training tokens on un-annealed (WSD trunk) checkpoints too",
     "j": "At equal tokens the annealed checkpoint is more sensitive than the un-annealed one",
+    "k": "A mitigation reduces forgetting at the largest pre-training time (its costs to the base model and to the "
+    "fine-tuning task, and its shift of T*, stated beside)",
     "m": "Forgetting after multimodal adaptation grows with pre-training tokens",
     "m'": "After multimodal adaptation at a fixed lr the pre-training loss is U-shaped in tokens at some lr",
     "q": "Sensitivity to post-training quantization grows with pre-training tokens",
@@ -45,6 +47,10 @@ STATISTICS = {
     "log ppl unmodified (Gaussian noise, fine-tuning, quantization)",
     "j": "per series, the mean over checkpoints of Delta_annealed(T) - Delta_trunk(T) (the same tokens T, the same "
     "modification and level)",
+    "k": "F_baseline(T) - F_arm(T) at the largest T both arms measured, F = mean over fine-tuning orders of log ppl "
+    "after fine-tuning - log ppl before, paired by series (nats; also in % of the baseline's mean F); beside it "
+    "ln T*(arm) / T*(baseline) of the pooled post-fine-tuning curves, the base cost (log ppl before fine-tuning, "
+    "arm - baseline) and the task cost (in-task held-out loss after fine-tuning, arm - baseline, nats)",
     "m": "Spearman rho(T, F(T)), F = mean over orders of log ppl after stage 2 (projector and model) - log ppl before",
     "m'": f"{_U} after multimodal adaptation (stage 2)",
     "q": "Spearman rho(T, Delta_b(T)), Delta_b = log ppl after round-to-nearest b-bit quantization - log ppl before",
@@ -89,6 +95,10 @@ RULES = {
     "i": _RANKS.format("level of a modification (gamma, lr, bit width)", _EVERY) + "; the row i: every modification",
     "j": "at each level of a modification, PASS if the 95% interval of the paired gap (Student-t over series) lies "
     f"above 0, FAIL if below; {_EVERY}; the row j: every modification",
+    "k": "for each arm (rows k:ARM), PASS if the 95% interval of the reduction (paired Student-t over series) lies "
+    "above 0, FAIL if below, else INCONCLUSIVE; T* (PASS: later, FAIL: earlier, from the kinds of the pooled "
+    "curves) and the costs are stated beside, not judged in the verdict; the row k: "
+    f"{_SOME.format('arm')}",
     "m": _RANKS.format("fixed lr", _EVERY),
     "m'": f"{_SIDES.format('fixed lr')}; {_SOME.format('fixed lr')}",
     "q": _RANKS.format("bit width", _EVERY),

@@ -17,6 +17,9 @@ on every series the protocol's four measurements, each an ordinary run directory
                                       every budget too; perturb (``trunk_gammas``), finetune on the first
                                       dataset (``trunk_lrs``) and quantize run on those checkpoints
     DIR/multimodal/SIZE_seed=S        ``ovt llm multimodal`` at ``multimodal_lrs`` on ``multimodal_seeds``
+    DIR/series/SIZE_ARM_seed=S        a mitigation study's pre-training arms (``arms``: SAM, weight decay,
+                                      the anneal's share), fine-tuned as the series are (finetune/DATA/...)
+    DIR/finetune-replay/replay=R/...  fine-tuning that replays the corpus' training text (``replays``)
     DIR/eval.txt                      the held-out text every evaluation scores (the first held-out
                                       documents of the corpus, ``eval_chars`` characters)
 
@@ -45,9 +48,12 @@ STAGES = ("pre-training", "measurements", "analysis")
 
 
 def pretrain_runs(study: Study, out: Path) -> list[tuple[PretrainRun, Path]]:
-    return [
-        (
-            PretrainRun(
+    """Every series: the study's own, then each pre-training arm's (``Study.arms``: its fields changed,
+    no trunk), the same sizes, seeds and budgets."""
+    runs = []
+    for size, seed, budgets in study.series():
+        for arm, changed in (("", ()), *study.arms):
+            cfg = PretrainRun(
                 size=size,
                 budgets=budgets,
                 corpus=study.corpus,
@@ -58,20 +64,20 @@ def pretrain_runs(study: Study, out: Path) -> list[tuple[PretrainRun, Path]]:
                 seed=seed,
                 max_train_chars=study.max_train_chars,
                 max_epochs=study.max_epochs,
-                trunk_checkpoints=study.trunk_checkpoints(size, seed),
+                trunk_checkpoints=0 if arm else study.trunk_checkpoints(size, seed),
                 max_blocks=study.eval_blocks,
                 eval_text=str(out / "eval.txt"),
                 threads=1,
-            ),
-            out / "series" / study.series_name(size, seed),
-        )
-        for size, seed, budgets in study.series()
-    ]
+            )
+            runs.append(
+                (dataclasses.replace(cfg, **dict(changed)), out / "series" / study.series_name(size, seed, arm))
+            )
+    return runs
 
 
-def _on_series(study: Study, out: Path, size: str, seed: int, blocks: int) -> dict:
+def _on_series(study: Study, out: Path, size: str, seed: int, blocks: int, arm: str = "") -> dict:
     return dict(
-        model=str(out / "series" / study.series_name(size, seed)),
+        model=str(out / "series" / study.series_name(size, seed, arm)),
         eval_text=str(out / "eval.txt"),
         seq_len=study.seq_len,
         max_blocks=blocks,
@@ -92,12 +98,15 @@ def _tuning(study: Study, data: str) -> dict:
 
 
 def measurement_runs(study: Study, out: Path) -> list[tuple[object, Path]]:
-    """Every run over the series: perturb, the fine-tuning grids, the L2 pull, curvature."""
+    """Every run over the series: perturb, the fine-tuning grids, the L2 pull, curvature (perturb and
+    curvature where the study has gammas for them), the modifications, and the mitigations."""
     runs = []
     for size, seed, _ in study.series():
         name = study.series_name(size, seed)
         on = _on_series(study, out, size, seed, study.eval_blocks)
-        runs.append((PerturbRun(**on, gammas=study.gammas, seeds=study.draws, batch_size=32), out / "perturb" / name))
+        if study.gammas:
+            perturb = PerturbRun(**on, gammas=study.gammas, seeds=study.draws, batch_size=32)
+            runs.append((perturb, out / "perturb" / name))
         for data in study.finetune_data:
             tune = _tuning(study, data)
             runs.append((FinetuneRun(**on, **tune, lrs=study.lrs), out / study.finetune_stage(data) / name))
@@ -105,21 +114,23 @@ def measurement_runs(study: Study, out: Path) -> list[tuple[object, Path]]:
             tune = _tuning(study, study.finetune_data[0])
             reg_out = out / "finetune-reg" / f"reg={reg:g}" / name
             runs.append((FinetuneRun(**on, **tune, lrs=(study.reg_lr,), reg=reg), reg_out))
-        curvature = _on_series(study, out, size, seed, study.curvature_blocks)
-        runs.append(
-            (
-                CurvatureRun(
-                    **curvature,
-                    gammas=study.curvature_gammas,
-                    draws=study.draws,
-                    probes=study.probes,
-                    iterations=study.iterations,
-                    batch_size=32,
-                ),
-                out / "curvature" / name,
+        if study.curvature_gammas:
+            curvature = _on_series(study, out, size, seed, study.curvature_blocks)
+            runs.append(
+                (
+                    CurvatureRun(
+                        **curvature,
+                        gammas=study.curvature_gammas,
+                        draws=study.draws,
+                        probes=study.probes,
+                        iterations=study.iterations,
+                        batch_size=32,
+                    ),
+                    out / "curvature" / name,
+                )
             )
-        )
         runs += _modifications(study, out, name, on, study.has_trunk(size, seed))
+        runs += _mitigations(study, out, size, seed)
         if study.adapts(size, seed):
             # stage 1 (the projector alone) as long as stage 2, in the study's fine-tuning regime
             tune = dict(steps=study.steps, warmup_steps=study.warmup_steps, repeats=study.finetune_repeats)
@@ -151,6 +162,24 @@ def _modifications(study: Study, out: Path, name: str, on: dict, trunk: bool) ->
         )
     if study.quant_bits:
         runs.append((QuantizeRun(**on, bits=study.quant_bits, batch_size=32), out / "trunk" / "quantize" / name))
+    return runs
+
+
+def _mitigations(study: Study, out: Path, size: str, seed: int) -> list[tuple[object, Path]]:
+    """Each pre-training arm's series fine-tuned as the study's own is, at ``lrs`` on the first dataset
+    (``DIR/finetune/DATA/SIZE_ARM_seed=S``); each replay fraction on the study's own series at ``reg_lr``,
+    replaying the corpus' training text (``DIR/finetune-replay/replay=R/SIZE_seed=S``)."""
+    first = study.finetune_data[0]
+    runs = []
+    for arm, _ in study.arms:
+        on = _on_series(study, out, size, seed, study.eval_blocks, arm)
+        tune = FinetuneRun(**on, **_tuning(study, first), lrs=study.lrs)
+        runs.append((tune, out / study.finetune_stage(first) / study.series_name(size, seed, arm)))
+    on = _on_series(study, out, size, seed, study.eval_blocks)
+    for r in study.replays:
+        replay = dict(replay=r, replay_data=f"corpus:{study.corpus}")
+        tune = FinetuneRun(**on, **_tuning(study, first), lrs=(study.reg_lr,), **replay)
+        runs.append((tune, out / "finetune-replay" / f"replay={r:g}" / study.series_name(size, seed)))
     return runs
 
 
@@ -225,7 +254,11 @@ def run_study(
     report: dict = {}
 
     def analyse() -> None:
-        if study.pilot_for:
+        if study.mitigates:
+            from experiments.llm import study_mitigations
+
+            report.update(study_mitigations.write(study, name, out))
+        elif study.pilot_for:
             from experiments.llm import study_power as llm_study_power
 
             report.update(study=name, power=llm_study_power.write(out, study, get(study.pilot_for)))

@@ -48,12 +48,23 @@ class Study:
     trunk_lrs: tuple[float, ...] = ()  # ... and of lrs (on the first dataset)
     multimodal_lrs: tuple[float, ...] = ()  # stage-2 lrs of multimodal adaptation (claims m, m') ...
     multimodal_seeds: tuple[tuple[str, tuple[int, ...]], ...] = ()  # ... on these (size, seeds)
+    # Mitigations (claims k): pre-training arms, each (label, ((PretrainRun field, value), ...)) its own
+    # series per (size, seed) fine-tuned at ``lrs`` on the first dataset; and replay fractions at ``reg_lr``
+    # on the unmitigated series (replaying the corpus' training text), beside the L2 pull (``regs``).
+    arms: tuple[tuple[str, tuple[tuple[str, float], ...]], ...] = ()
+    replays: tuple[float, ...] = ()
     fit_gammas: int = 2  # the prediction step fits the largest gammas ...
     fit_lrs: int = 2  # ... and the smallest lrs, and predicts T* of the others
     pilot_for: str | None = None  # a pilot of this study: its analysis is the power analysis
 
-    def series_name(self, size: str, seed: int) -> str:
-        return f"{size}_seed={seed}"
+    def series_name(self, size: str, seed: int, arm: str = "") -> str:
+        """``20k_seed=0``; a pre-training arm's series ``5k_sam=0.05_seed=0``."""
+        return f"{size}_{arm}_seed={seed}" if arm else f"{size}_seed={seed}"
+
+    @property
+    def mitigates(self) -> bool:
+        """Whether the study compares mitigations (claims k) rather than the paper's claims."""
+        return bool(self.arms or self.replays)
 
     def finetune_stage(self, data: str) -> str:
         """The stage folder of the fine-tuning runs on ``data``: ``finetune/shakespeare``."""
@@ -176,6 +187,43 @@ STUDIES["pilot-anneal"] = dataclasses.replace(
     STUDIES["pilot"], quant_bits=(8, 4, 3), trunk_gammas=(1.0,), trunk_lrs=(1e-4, 1e-3, 3e-3, 1e-2), pilot_for=None,
     trunk_seeds=(("20k", (100, 101)), ("5k", (100, 101))),
 )  # fmt: skip
+
+
+# Claims k: the mitigations a theorist tests next, at the cheaper 5k size, 5 doubling budgets to 5.1M
+# tokens, one batch order (the pilot: orders agree to 0.01-0.07 nats, the series carries the noise),
+# fine-tuning at 1e-3 (a tenth of the pre-training peak) as the reference's L2 pull is. Pre-training arms:
+# SAM at two radii, weight decay 0 and 1 beside the series' 0.1, the anneal over 10% and 50% of each
+# budget beside 20%, and the trunk (no anneal); fine-tuning arms: replay of 10% and 30% of the corpus'
+# training text, the L2 pull at 1. Series: pilot-anneal's 5k forgetting at lr 1e-3 and 5.12M tokens was
+# 1.22 and 1.39 nats (sd 0.118 between series); taking no credit for the pairing (sd of a difference
+# sqrt(2) x 0.118), 10 series give a Bonferroni (10 arms) half-width of 0.195 nats, <= 15% of the 1.30
+# nats forgotten (``MITIGATION_POWER``, tested). Sized to <= 3 hours of 2 cores (docs/LLM.md).
+MITIGATION_POWER = dict(sd=2**0.5 * 0.118, forgetting=1.30, share=0.15, arms=10)
+STUDIES["mitigations"] = Study(
+    sizes=(("5k", tuple(4096 * s for s in (78, 156, 312, 625, 1250))),),
+    seeds=tuple(range(10)),
+    max_train_chars=None,
+    eval_blocks=512,
+    gammas=(),
+    finetune_data=("corpus:shakespeare",),
+    lrs=(1e-3,),
+    steps=400,
+    warmup_steps=40,
+    regs=(1.0,),
+    reg_lr=1e-3,
+    curvature_gammas=(),
+    trunk_seeds=(("5k", tuple(range(10))),),
+    trunk_lrs=(1e-3,),
+    arms=(
+        ("sam=0.05", (("sam_rho", 0.05),)),
+        ("sam=0.2", (("sam_rho", 0.2),)),
+        ("wd=0", (("weight_decay", 0.0),)),
+        ("wd=1", (("weight_decay", 1.0),)),
+        ("anneal=0.1", (("decay_fraction", 0.1),)),
+        ("anneal=0.5", (("decay_fraction", 0.5),)),
+    ),
+    replays=(0.1, 0.3),
+)
 
 
 def get(name: str) -> Study:

@@ -332,7 +332,9 @@ def summary(report: dict, out: Path | None = None) -> str:
             shown = c["rule"] if c["rule"].startswith("no data") else "no value"
         lines.append(f"  {c['size']:4s} ({c['claim']}) {c['verdict']:12s} {shown} {c['dataset']}".rstrip())
     if out is not None:
-        lines.append(f"-> {out}: claims.md, claims.json, predictions.json, figures/study.png")
+        mitigations = "curves" in report  # a mitigation study (``study_mitigations``)
+        files = "figures/study_mitigations.png" if mitigations else "predictions.json, figures/study.png"
+        lines.append(f"-> {out}: claims.md, claims.json, {files}")
     return "\n".join(lines)
 
 

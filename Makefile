@@ -50,6 +50,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/explore_speed.py
 	$(BIN)/python benchmarks/fit_speed.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/quantize_speed.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/mitigation_cost.py
 
 # The explorer (notebooks/explore.py) in a browser tab.
 explore: $(STAMP)

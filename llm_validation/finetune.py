@@ -221,42 +221,51 @@ def finetune(
     diverged = False
     n_replay = replay_rows(config, world)
     replay_order = batch_order(len(replay), n_replay, config.steps, config.seed + REPLAY_ORDER) if n_replay else None
+    if n_replay and replay.input_ids.shape[1] != train.input_ids.shape[1]:
+        raise ValueError(
+            f"replay examples of {replay.input_ids.shape[1]} tokens; the task's have {train.input_ids.shape[1]}"
+        )
     try:
         for step, rows in enumerate(batch_order(len(train), config.batch_size, config.steps, config.seed)):
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, config)
-            # (examples, this process' rows, weight of their token mean): the task, then the replay.
-            parts = [(train, rows[rank * share : (rank + 1) * share], 1.0 - config.replay, rows)]
+            n_tokens = max(trained_tokens(train.labels[rows]), 1)
+            chunks = [(chunk, None) for chunk in rows[rank * share : (rank + 1) * share].split(micro)]
             if replay_order is not None:
+                # The replayed rows ride with the last micro-batch: one forward pass, not two small ones.
                 mixed = next(replay_order)
-                mine = mixed[rank * (n_replay // world) : (rank + 1) * (n_replay // world)]
-                parts.append((replay, mine, config.replay, mixed))
-            chunks = [
-                (examples, chunk, max(trained_tokens(examples.labels[every]), 1), weight, examples is train)
-                for examples, mine, weight, every in parts
-                for chunk in mine.split(micro)
-            ]
+                n_replayed = max(trained_tokens(replay.labels[mixed]), 1)
+                chunks[-1] = (chunks[-1][0], mixed[rank * (n_replay // world) : (rank + 1) * (n_replay // world)])
             nll = torch.zeros((), device=accelerator.device)
-            for k, (examples, chunk, n_tokens, weight, is_task) in enumerate(chunks):
+            for k, (chunk, replayed) in enumerate(chunks):
                 # Synchronise gradients once per step, on the last micro-batch.
                 sync = contextlib.nullcontext() if k == len(chunks) - 1 else accelerator.no_sync(prepared)
                 with sync:
-                    ids = examples.input_ids[chunk].to(accelerator.device, non_blocking=True)
-                    labels = examples.labels[chunk].to(accelerator.device, non_blocking=True)
+                    ids, labels = train.input_ids[chunk], train.labels[chunk]
+                    if replayed is not None:
+                        ids, labels = (
+                            torch.cat([ids, replay.input_ids[replayed]]),
+                            torch.cat([labels, replay.labels[replayed]]),
+                        )
+                    ids = ids.to(accelerator.device, non_blocking=True)
+                    labels = labels.to(accelerator.device, non_blocking=True)
                     # No attention mask: padding is on the right only, so causal attention already
                     # hides every pad from every real token, and the fused causal kernel stays in use.
                     with autocast:
-                        chunk_nll = token_nll_sum(prepared(input_ids=ids).logits, labels)
-                    # DDP averages gradients over processes; the factor `world` turns that into sum / N_B.
-                    accelerator.backward(chunk_nll / n_tokens * weight * world)  # weight 1 without replay: exact
-                if is_task:
-                    nll += chunk_nll.detach()
+                        logits = prepared(input_ids=ids).logits
+                        chunk_nll = token_nll_sum(logits[: len(chunk)], labels[: len(chunk)])
+                        # DDP averages gradients over processes; the factor `world` turns that into sum / N_B.
+                        loss = chunk_nll / n_tokens * world
+                        if replayed is not None:  # the mixture (1 - r) L_task + r L_replay
+                            replay_nll = token_nll_sum(logits[len(chunk) :], labels[len(chunk) :])
+                            loss = (1 - config.replay) * loss + config.replay * replay_nll / n_replayed * world
+                    accelerator.backward(loss)
+                nll += chunk_nll.detach()
             if reference is not None:
                 with torch.no_grad():
                     pull = torch._foreach_sub(params, reference)
                     torch._foreach_add_([p.grad for p in params], pull, alpha=config.reg)
             grad_norm = accelerator.clip_grad_norm_(params, config.grad_clip)
-            n_tokens = max(trained_tokens(train.labels[rows]), 1)
             loss, norm = torch.stack([accelerator.reduce(nll, "sum") / n_tokens, grad_norm.float()]).tolist()
             losses.append(loss)
             if not (loss <= MAX_LOSS and math.isfinite(norm)):

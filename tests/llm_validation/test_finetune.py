@@ -23,7 +23,7 @@ from llm_validation.finetune import (
     replay_rows,
     tuned_lr,
 )
-from llm_validation.finetune_data import IGNORE, load_examples, read_multiple_choice
+from llm_validation.finetune_data import IGNORE, Examples, load_examples, read_multiple_choice
 
 from .conftest import make_model, tiny_corpus
 from .test_finetune_data import HH_ROWS, MC_ROWS, tokenizer, write_jsonl  # noqa: F401 (fixture)
@@ -196,7 +196,7 @@ def replayed(tmp_path_factory, tokenizer):
     """Pre-training text to replay: packed blocks, as the corpus' training split is."""
     path = tmp_path_factory.mktemp("replay") / "pretrain.txt"
     path.write_text("\n".join(tiny_corpus(120, seed=1)))
-    return load_examples(path, "text", tokenizer, 32)
+    return load_examples(path, "text", tokenizer, 48)  # the task's length: one forward pass takes both
 
 
 def test_replay_descends_the_mixture_of_the_task_and_the_replayed_token_means(tokenizer, train, replayed):
@@ -236,6 +236,9 @@ def test_replay_keeps_the_replayed_text_better_and_needs_its_examples(tokenizer,
         finetune(model, train, config, replay=replayed if replay else None)
         losses.append(masked_loss(model, replayed, 16))
     assert losses[1] < losses[0]
+    shorter = Examples(replayed.input_ids[:, :47], replayed.labels[:, :47], replayed.attention_mask[:, :47])
+    with pytest.raises(ValueError, match="replay examples of 47 tokens; the task's have 48"):
+        finetune(make_model(tokenizer), train, FinetuneConfig(replay=0.5), replay=shorter)
     with pytest.raises(ValueError, match="replay=0.5 needs replay examples"):
         finetune(make_model(tokenizer), train, FinetuneConfig(replay=0.5))
     with pytest.raises(ValueError, match=r"replay=1.0 is out of range; allowed: in \[0, 1\)"):

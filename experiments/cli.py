@@ -138,7 +138,10 @@ def _reproduce(args) -> int:
             if name == "smoke":
                 continue
             run_dir = args.out / "theory" / name
-            run_theory(presets.get(name, args.quick), name, run_dir, args.quiet)
+            quick = args.quick or name in presets.REPRODUCED_QUICK
+            if quick and not args.quick:  # where ``ovt theory NAME --quick`` writes it, beside the full preset's
+                run_dir = variant_dir(run_dir, True, [])
+            run_theory(presets.get(name, quick), name, run_dir, args.quiet)
             drawn.append(pool.submit(draw_run, run_dir, figures))
         if not args.theory_only:
             for run_dir in llm_reproduce.run(args.out / "llm", args.quick, args.quiet):

@@ -6,20 +6,22 @@ A ``Setup`` is the handful of knobs a theorist moves; ``Setup.config()`` is the 
 ``presets.BASE``). ``explore(setup)`` computes on the preset's time grid (81 log-spaced T in [0.1, 1e4]):
 
 - aligned B (``reversed``, ``permuted``): ``protocol.closed_form_curves``, pre-training by the per-mode
-  law, fine-tuning for flow time tau = lr x steps (the logistic law; the per-mode ODE with an L2 pull
-  lambda or at depth != 2), the exact Gaussian excess;
+  law (with weight decay: target s - weight_decay), fine-tuning for flow time tau = lr x steps toward
+  (1 - replay) b + replay s (the logistic law; the per-mode ODE with an L2 pull lambda or at depth != 2),
+  the exact Gaussian excess;
 - misaligned B (``rotated`` by theta, ``correlated`` by rho): aligned balanced pre-training on A is
   still exact per mode (the flow never leaves the aligned manifold), so the network at T is the
-  embedded closed form; fine-tuning is ``steps`` GD steps at ``lr`` on B (``protocol.simulated_curves``),
-  as ``method=flow`` runs do.
+  embedded closed form; fine-tuning is ``steps`` GD steps at ``lr`` on (1 - replay) L_B + replay L_A
+  (``protocol.simulated_curves``), as ``method=flow`` runs do.
 
-Speed: the spectrum is padded with zero modes (s_i = u0_i = 0: they stay 0 under every law, so they
-add exactly nothing) to ``D`` modes, so rank, alpha, s1, u0, gamma, sigma, lr, steps (aligned), lambda,
-theta and rho are traced values of one compiled function per (path, depth, lambda = 0 or not, steps on
-the GD path); the landscapes are vmapped in the same call, and the GD path builds its teacher inside it
-(``tasks.padded_task_pair``: a new rank compiles nothing). T* is ``measure.inflection`` of the grid; for
-the closed form an interior minimum is refined on ``experiments.sweep.compute.REFINE_POINTS`` times inside its grid
-bracket, as ``ovt theory`` stores it, so the explorer's T* of a preset's setup is the stored T*.
+Speed: the spectrum is padded with zero modes (s_i = u0_i = 0: they stay 0 under every law, so they add
+exactly nothing) to ``D`` modes, so rank, alpha, s1, u0, gamma, sigma, lr, steps (aligned), lambda,
+theta, rho, weight_decay and replay are traced values of one compiled function per (path, depth, lambda
+= 0 or not, steps and replay = 0 or not on the GD path); the landscapes are vmapped in the same call,
+and the GD path builds its teacher inside it (``tasks.padded_task_pair``: a new rank compiles nothing).
+T* is ``measure.inflection`` of the grid; for the closed form an interior minimum is refined on
+``experiments.sweep.compute.REFINE_POINTS`` times inside its grid bracket, as ``ovt theory`` stores it,
+so the explorer's T* of a preset's setup is the stored T*.
 
 ``experiments.overlay.store_overlay`` lays a result store over it.
 """
@@ -67,7 +69,8 @@ CURVES = (
 class Setup:
     """The explorer's knobs, each a ``TheoryConfig`` field of the same name: spectrum s_i = s1 i^-alpha
     (i <= rank), init strength u0, depth, noise gamma x init_std on every layer, fine-tuning lr x steps
-    with an L2 pull reg, and the task B (``finetune_task``)."""
+    with an L2 pull reg, the task B (``finetune_task``), and the mitigations with a closed form: weight
+    decay in pre-training and replay of A in fine-tuning."""
 
     alpha: float = BASE.alpha
     rank: int = BASE.rank
@@ -82,6 +85,8 @@ class Setup:
     finetune_task: str = BASE.finetune_task
     theta: float = BASE.theta
     rho: float = BASE.rho
+    weight_decay: float = BASE.weight_decay
+    replay: float = BASE.replay
 
     def __post_init__(self):
         """Refuses what ``config`` refuses, naming the knob: a value of another type (rank=16.7,
@@ -170,10 +175,11 @@ def _permutation(cfg: TheoryConfig) -> np.ndarray:
     return np.concatenate([theory_run.mode_permutation(cfg), np.arange(cfg.rank, D)]).astype(np.int32)
 
 
-def _aligned_curves(depth: int, reg, s, b, u0, T, gamma, sigma, tau) -> protocol.Curves:
+def _aligned_curves(depth: int, reg, mitigations, s, b, u0, T, gamma, sigma, tau) -> protocol.Curves:
+    weight_decay, replay = mitigations
     return protocol.closed_form_curves(
         s, b, u0, T, gamma=gamma, sigma1=sigma, sigma2=sigma, d_in=D, h=D, d_out=D, tau=tau, reg=reg, depth=depth,
-        dt_max=BASE.dt_max,
+        dt_max=BASE.dt_max, weight_decay=weight_decay, replay=replay,
     )  # fmt: skip
 
 
@@ -183,16 +189,20 @@ def _predicted(s_pred, u0, gammas, sigma):
 
 @functools.cache
 def _aligned(depth: int, pull: bool):
-    """jit: (modes, T, gamma, sigma, tau, reg, taus, gammas) -> (Curves, fine-tuned L_A over taus,
-    perturbed L_A over gammas, T*_pred over [gamma, *gammas]). ``pull`` False keeps reg a Python 0
-    (the logistic law at depth 2)."""
+    """jit: (modes, T, gamma, sigma, tau, reg, mitigations, taus, gammas) -> (Curves, fine-tuned L_A over
+    taus, perturbed L_A over gammas, T*_pred over [gamma, *gammas]); ``mitigations`` = (weight_decay,
+    replay). ``pull`` False keeps reg a Python 0 (the logistic law at depth 2)."""
 
-    def run(modes, T, gamma, sigma, tau, reg, taus, gammas):
+    def run(modes, T, gamma, sigma, tau, reg, mitigations, taus, gammas):
         s, b, u0, s_pred = _modes(*modes)
         reg = reg if pull else 0.0
-        curves = _aligned_curves(depth, reg, s, b, u0, T, gamma, sigma, tau)
-        by_tau = jax.vmap(lambda t: _aligned_curves(depth, reg, s, b, u0, T, gamma, sigma, t).finetuned_pretrain_loss)
-        by_gamma = jax.vmap(lambda g: _aligned_curves(depth, reg, s, b, u0, T, g, sigma, tau).perturbed_pretrain_loss)
+        curves = _aligned_curves(depth, reg, mitigations, s, b, u0, T, gamma, sigma, tau)
+        by_tau = jax.vmap(
+            lambda t: _aligned_curves(depth, reg, mitigations, s, b, u0, T, gamma, sigma, t).finetuned_pretrain_loss
+        )
+        by_gamma = jax.vmap(
+            lambda g: _aligned_curves(depth, reg, mitigations, s, b, u0, T, g, sigma, tau).perturbed_pretrain_loss
+        )
         pred = _predicted(s_pred, modes[3], jnp.concatenate([gamma[None], gammas]), sigma)
         return curves, by_tau(taus), by_gamma(gammas), pred
 
@@ -203,12 +213,12 @@ def _aligned(depth: int, pull: bool):
 def _aligned_local(depth: int, pull: bool):
     """jit: the two ``experiments.sweep.compute.INFLECTIONS`` curves on times of their own, (2, P) -> (2, P)."""
 
-    def run(modes, local, gamma, sigma, tau, reg):
+    def run(modes, local, gamma, sigma, tau, reg, mitigations):
         s, b, u0, _ = _modes(*modes)
         reg = reg if pull else 0.0
         return jnp.stack(
             [
-                getattr(_aligned_curves(depth, reg, s, b, u0, T, gamma, sigma, tau), name)
+                getattr(_aligned_curves(depth, reg, mitigations, s, b, u0, T, gamma, sigma, tau), name)
                 for T, (_, name) in zip(local, theory_run.INFLECTIONS)
             ]
         )
@@ -217,31 +227,34 @@ def _aligned_local(depth: int, pull: bool):
 
 
 @functools.cache
-def _gd(depth: int, steps: int):
-    """jit for misaligned B: (modes, key, task, T, gamma, sigma, lr, reg, lrs, T_lrs, gammas) ->
-    (Curves, fine-tuned L_A over (lrs, T_lrs), perturbed L_A over (gammas, T), T*_pred); ``task`` =
-    (theta, rho, rotated?). The teacher is built inside, so a new rank, theta or rho compiles nothing."""
+def _gd(depth: int, steps: int, mixed: bool = False):
+    """jit for misaligned B: (modes, key, task, T, gamma, sigma, lr, reg, mitigations, lrs, T_lrs, gammas)
+    -> (Curves, fine-tuned L_A over (lrs, T_lrs), perturbed L_A over (gammas, T), T*_pred); ``task`` =
+    (theta, rho, rotated?), ``mitigations`` = (weight_decay, replay). The teacher is built inside, so a
+    new rank, theta or rho compiles nothing. ``mixed`` False keeps replay a Python 0: GD on L_B alone,
+    without the L_A gradient that replay adds to every step."""
     sigmas = lambda sigma: (sigma,) * depth  # noqa: E731
 
-    def run(modes, key, task, T, gamma, sigma, lr, reg, lrs, T_lrs, gammas):
+    def run(modes, key, task, T, gamma, sigma, lr, reg, mitigations, lrs, T_lrs, gammas):
         s, b, u0, s_pred = _modes(*modes)
+        weight_decay, replay = mitigations
+        replay = replay if mixed else 0.0
         U, V, A, B = tasks.padded_task_pair(key, modes[2], s, b, *task)
 
         def nets(T):
             return jax.vmap(lambda u: network.init_aligned_balanced(U, V, u, D, depth))(
-                protocol.pretrained_strengths(s, u0, T, depth, BASE.dt_max)
+                protocol.pretrained_strengths(s, u0, T, depth, BASE.dt_max, weight_decay)
+            )
+
+        def finetuned(Ws, lr):
+            return protocol.simulated_curves(
+                Ws, A, B, gamma=gamma, sigmas=sigmas(sigma), lr=lr, steps=steps, reg=reg, replay=replay
             )
 
         Ws = nets(T)
-        curves = protocol.simulated_curves(Ws, A, B, gamma=gamma, sigmas=sigmas(sigma), lr=lr, steps=steps, reg=reg)
+        curves = finetuned(Ws, lr)
         Ws_lr = nets(T_lrs)
-        by_lr = jax.vmap(
-            lambda r: (
-                protocol.simulated_curves(
-                    Ws_lr, A, B, gamma=gamma, sigmas=sigmas(sigma), lr=r, steps=steps, reg=reg
-                ).finetuned_pretrain_loss
-            )
-        )(lrs)
+        by_lr = jax.vmap(lambda r: finetuned(Ws_lr, r).finetuned_pretrain_loss)(lrs)
         loss_A = jax.vmap(lambda W: network.task_loss(W, A))(Ws)
         by_gamma = jax.vmap(lambda g: loss_A + jax.vmap(lambda W: perturbation.excess(W, g, sigmas(sigma)))(Ws))(gammas)
         pred = _predicted(s_pred, modes[3], jnp.concatenate([gamma[None], gammas]), sigma)
@@ -293,9 +306,10 @@ def explore(setup: Setup = DEFAULT) -> Result:
     gammas = f(LANDSCAPE_GAMMAS)
     args = (f(cfg.gamma), f(cfg.init_std))
     pull, reg = cfg.reg != 0, f(cfg.reg)
+    mitigations = (f(cfg.weight_decay), f(cfg.replay))
     if cfg.finetune_task in ALIGNED:
         tau, taus = f(cfg.lr * cfg.steps), f(LANDSCAPE_LRS * cfg.steps)
-        c, by_lr, by_gamma, pred = _aligned(cfg.depth, pull)(modes, f(T), *args, tau, reg, taus, gammas)
+        c, by_lr, by_gamma, pred = _aligned(cfg.depth, pull)(modes, f(T), *args, tau, reg, mitigations, taus, gammas)
         lr_values, T_lr = LANDSCAPE_LRS, T
     else:
         rotated = cfg.finetune_task == "rotated"
@@ -304,8 +318,18 @@ def explore(setup: Setup = DEFAULT) -> Result:
         task = (f(cfg.theta), f(cfg.rho), jnp.bool_(rotated))
         t_stride = GD_T_STRIDE * max(1, cfg.steps // BASE.steps)
         lr_values, T_lr = LANDSCAPE_LRS[GD_LR_STRIDE // 2 :: GD_LR_STRIDE], T[::t_stride]
-        c, by_lr, by_gamma, pred = _gd(cfg.depth, cfg.steps)(
-            modes, _task_key(cfg.task_seed), task, f(T), *args, f(cfg.lr), reg, f(lr_values), f(T_lr), gammas
+        c, by_lr, by_gamma, pred = _gd(cfg.depth, cfg.steps, cfg.replay != 0)(
+            modes,
+            _task_key(cfg.task_seed),
+            task,
+            f(T),
+            *args,
+            f(cfg.lr),
+            reg,
+            mitigations,
+            f(lr_values),
+            f(T_lr),
+            gammas,
         )
     curves = {name: np.asarray(getattr(c, name), float) for name in CURVES}
     y = np.stack([np.asarray(getattr(c, name)) for _, name in theory_run.INFLECTIONS])
@@ -313,10 +337,12 @@ def explore(setup: Setup = DEFAULT) -> Result:
     kind = measure.inflection_kind(T, y)
     if cfg.finetune_task in ALIGNED:  # the closed form is refined; GD runs keep the grid estimate (as stored)
         local = _aligned_local(cfg.depth, pull)
-        t_star = _refined(T, y, t_star, kind, lambda t: local(modes, t, *args, tau, reg))
+        t_star = _refined(T, y, t_star, kind, lambda t: local(modes, t, *args, tau, reg, mitigations))
     names = [m for m, _ in theory_run.INFLECTIONS]
-    # The prediction is the aligned depth-2 model's (``theory.prediction``); noise does not see B.
-    pred = np.asarray(pred, float) if cfg.depth == 2 else np.full(1 + LANDSCAPE_GAMMAS.size, np.nan)
+    # The prediction is the aligned depth-2 model's without weight decay (``theory.prediction``, as
+    # ``experiments.sweep.rows.gaussian_prediction``); noise does not see B.
+    plain = cfg.depth == 2 and cfg.weight_decay == 0
+    pred = np.asarray(pred, float) if plain else np.full(1 + LANDSCAPE_GAMMAS.size, np.nan)
     return Result(
         setup,
         np.asarray(T, float),
@@ -332,14 +358,16 @@ def explore(setup: Setup = DEFAULT) -> Result:
 
 
 def warm(depths=(1, 2, 3, 4)) -> None:
-    """Compile what a control can reach beyond the default: every depth with and without the L2 pull,
-    and the GD path (misaligned B, every rank, theta and rho) at the default depth and steps (the
-    notebook runs it in a thread). Then freeze what exists into the collector's permanent generation:
-    JAX's compiled functions and caches are ~270k long-lived objects that every full collection walks
-    again (0.16-0.18 s measured), a pause that otherwise lands on a re-render now and then."""
+    """Compile what a control can reach beyond the default: every depth with and without the L2 pull, and
+    the GD path (misaligned B, every rank, theta and rho; with and without replay) at the default
+    depth and steps (the notebook runs it in a thread). Then freeze what exists into the collector's
+    permanent generation: JAX's compiled functions and caches are ~270k long-lived objects that
+    every full collection walks again (0.16-0.18 s measured), a pause that otherwise lands on a
+    re-render now and then."""
     for depth in depths:
         for reg in (0.0, 0.1):
             explore(Setup(depth=depth, reg=reg))
     explore(Setup(rank=D // 2, finetune_task="rotated"))
+    explore(Setup(rank=D // 2, finetune_task="rotated", replay=0.5))
     gc.collect()
     gc.freeze()

@@ -33,7 +33,9 @@ def _():
 
         A depth-L linear network pre-trained on A = U diag(s) V^T (s_i = s1 i^-alpha, i <= rank) from
         strength u0, then **perturbed** (noise std gamma x sigma on every layer; the exact expected loss)
-        or **fine-tuned** on B for lr x steps with an L2 pull lambda toward W(T). T* is the pre-training
+        or **fine-tuned** on B for lr x steps with an L2 pull lambda toward W(T). Two mitigations have closed
+        forms: weight decay in pre-training (mode i heads for s_i - weight decay) and replay r of A in
+        fine-tuning (mode i heads for (1 - r) b_i + r s_i). T* is the pre-training
         time after which more pre-training makes the modified model worse on A; the dashed line is the
         analytic prediction of ``theory.prediction`` (depth 2). d_in = h = d_out = 32, T on the presets'
         grid (81 times in [0.1, 10^4]); the defaults are the presets' default setup.
@@ -60,24 +62,28 @@ def _():
     task = mo.ui.dropdown(list(explore.TASKS), value=default.finetune_task, label="task B")
     theta = mo.ui.slider(0.0, 1.5, 0.05, value=default.theta, label="rotation theta (rotated)", **SLIDER)
     rho = mo.ui.slider(-1.0, 1.0, 0.05, value=default.rho, label="correlation rho (correlated)", **SLIDER)
+    decay = mo.ui.slider(
+        steps=[0.0, 0.01, 0.03, 0.1, 0.3], value=default.weight_decay, label="pre-training weight decay", **SLIDER
+    )
+    replay = mo.ui.slider(0.0, 1.0, 0.05, value=default.replay, label="replay r of A in fine-tuning", **SLIDER)
     mo.hstack(
         [
             mo.vstack([mo.md("**spectrum and network**"), alpha, rank, s1, u0, depth]),
             mo.vstack([mo.md("**noise and fine-tuning**"), gamma, sigma, lr, steps, reg]),
-            mo.vstack([mo.md("**task B**"), task, theta, rho]),
+            mo.vstack([mo.md("**task B and mitigations**"), task, theta, rho, decay, replay]),
         ],
         widths="equal",
     )
-    return alpha, depth, gamma, reg, lr, rank, rho, s1, sigma, steps, task, theta, u0
+    return alpha, decay, depth, gamma, reg, lr, rank, replay, rho, s1, sigma, steps, task, theta, u0
 
 
 @app.cell
-def _(alpha, depth, gamma, reg, lr, rank, rho, s1, sigma, steps, task, theta, u0):
+def _(alpha, decay, depth, gamma, reg, lr, rank, replay, rho, s1, sigma, steps, task, theta, u0):
     # sigma's slider shows 4 digits; its 1/sqrt(32) stop is the default setup's exact value.
     sigma_value = explore.DEFAULT.init_std if sigma.value == 0.1768 else sigma.value
     setup = explore.Setup(
         alpha.value, rank.value, s1.value, u0.value, depth.value, gamma.value, sigma_value, lr.value, steps.value,
-        reg.value, task.value, theta.value, rho.value,
+        reg.value, task.value, theta.value, rho.value, weight_decay=decay.value, replay=replay.value,
     )  # fmt: skip
     return (setup,)
 

@@ -15,6 +15,7 @@ import pandas as pd
 from paper_figures import (
     advice,
     anneal,
+    anneal_fraction,
     depth,
     finetune,
     gaussian,
@@ -26,9 +27,12 @@ from paper_figures import (
     multimodal,
     quantization,
     regularization,
+    replay,
+    sam,
     schedule,
     shrinking,
     tuned_lr,
+    weight_decay,
 )
 from rundir import store
 
@@ -44,6 +48,10 @@ FIGURES = {
     "anneal": anneal.draw,
     "quantization": quantization.draw,
     "multimodal": multimodal.draw,
+    "weight_decay": weight_decay.draw,
+    "replay": replay.draw,
+    "sam": sam.draw,
+    "anneal_fraction": anneal_fraction.draw,
     "landscape": landscape.draw,
     "general": general.draw,
     "shrinking": shrinking.draw,

@@ -42,7 +42,16 @@ RC = {
     "legend.frameon": False,
     "pdf.fonttype": 42,
 }
-SYMBOLS = {"gamma": r"$\gamma$", "reg": r"$\lambda$", "theta": r"$\theta$", "shrink_power": r"$q$"}
+SYMBOLS = {
+    "gamma": r"$\gamma$",
+    "reg": r"$\lambda$",
+    "theta": r"$\theta$",
+    "shrink_power": r"$q$",
+    "weight_decay": r"$\lambda_{\mathrm{wd}}$",
+    "replay": r"$r$",
+    "sam_rho": r"$\rho$",
+    "anneal_fraction": r"$f$",
+}
 LOG_SPAN = 20.0  # max/min above which a panel's y axis goes logarithmic
 KIND = "t_star_kind"  # the store column of an inflection row's kind (rundir.store.OPTIONAL_COLUMNS)
 MARKED = ("interior", "")  # kinds whose T* is marked; "" = a store written before kinds (its T* is NaN or interior)
@@ -221,15 +230,17 @@ def inflection_handle() -> Line2D:
     )
 
 
-def legend(fig: Figure, title: str | None = None, extra: Sequence = (), below: bool = False) -> None:
-    """One legend for the whole figure, right of the panels (or below them): every labelled line once,
-    then ``extra``."""
+def legend(
+    fig: Figure, title: str | None = None, extra: Sequence = (), below: bool = False, ncols: int | None = None
+) -> None:
+    """One legend for the whole figure, right of the panels (or below them, in ``ncols`` columns: all
+    in one row by default): every labelled line once, then ``extra``."""
     seen = {}
     for ax in fig.axes:
         for handle, text in zip(*ax.get_legend_handles_labels()):
             seen.setdefault(text, handle)
     handles = [*seen.values(), *extra]
     if below:
-        fig.legend(handles=handles, title=title, loc="outside lower center", ncols=len(handles))
+        fig.legend(handles=handles, title=title, loc="outside lower center", ncols=ncols or len(handles))
     else:
         fig.legend(handles=handles, title=title, loc="outside right center", alignment="left")

@@ -116,6 +116,29 @@ def test_padding_to_d_modes_changes_nothing():
         np.testing.assert_allclose(got.curves[name], np.asarray(getattr(c, name)), rtol=2e-5, atol=1e-9, err_msg=name)
 
 
+def test_mitigation_knobs_are_the_closed_forms():
+    """Weight decay and replay: the explorer's curves are ``closed_form_curves`` with them (padded modes
+    stay 0 under both), and the GD path at theta = 0 (GD on the mixed loss from the decayed closed form's
+    weights) is close to it, as without them."""
+    knobs = dict(rank=12, weight_decay=0.05, replay=0.3)
+    got = explore.explore(dataclasses.replace(explore.DEFAULT, **knobs))
+    s = tasks.power_law_spectrum(12, 1.0, 1.0)
+    sigma = explore.DEFAULT.init_std
+    c = protocol.closed_form_curves(
+        s, tasks.reversed_spectrum(s), explore.DEFAULT.u0, got.T, gamma=explore.DEFAULT.gamma, sigma1=sigma,
+        sigma2=sigma, d_in=32, h=32, d_out=32, tau=explore.DEFAULT.lr * explore.DEFAULT.steps, weight_decay=0.05,
+        replay=0.3,
+    )  # fmt: skip
+    for name in explore.CURVES:
+        np.testing.assert_allclose(got.curves[name], np.asarray(getattr(c, name)), rtol=2e-5, atol=1e-9, err_msg=name)
+    assert np.isnan(got.predicted)  # the Gaussian prediction assumes no weight decay
+    plain = explore.explore(dataclasses.replace(explore.DEFAULT, rank=12))
+    assert not np.allclose(plain.curves["finetuned_pretrain_loss"], got.curves["finetuned_pretrain_loss"])
+    gd = explore.explore(dataclasses.replace(explore.DEFAULT, **knobs, finetune_task="rotated", theta=0.0))
+    np.testing.assert_allclose(gd.curves["pretrain_loss"], got.curves["pretrain_loss"], rtol=1e-3, atol=1e-7)
+    np.testing.assert_allclose(gd.curves["finetuned_pretrain_loss"], got.curves["finetuned_pretrain_loss"], rtol=0.03)
+
+
 def test_gd_path_agrees_with_the_closed_form_at_theta_zero():
     """B rotated by theta = 0 is the reversed spectrum on A's vectors: the same pre-training (exact), and
     100 GD steps of lr 0.02 close to flow time 2 (first-order error in lr)."""
@@ -161,7 +184,7 @@ def test_teacher_built_inside_the_trace_is_the_one_theory_draws():
         dict(finetune_task="correlated"),
     ):
         explore.explore(dataclasses.replace(explore.DEFAULT, **knobs))
-    assert explore._gd(explore.DEFAULT.depth, explore.DEFAULT.steps)._cache_size() == 1
+    assert explore._gd(explore.DEFAULT.depth, explore.DEFAULT.steps, False)._cache_size() == 1
 
 
 def _pixels(png: bytes) -> np.ndarray:
@@ -192,6 +215,8 @@ def test_blitted_screen_is_the_figure_drawn_whole():
         (dict(rank=33), "rank=33 must be <= min(d_in, d_out, h)=32"),
         (dict(rank=16.7), "rank=16.7 must be a whole number"),
         (dict(gamma=-0.1), "gamma=-0.1 must be >= 0"),
+        (dict(replay=1.5), "replay=1.5 must lie in"),
+        (dict(weight_decay=-0.1), "weight_decay=-0.1 must be >= 0"),
         (dict(finetune_task="rotated"), "rotating a rank-32 subspace needs dimension >= 64"),
     ],
 )

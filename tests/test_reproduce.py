@@ -13,7 +13,8 @@ def test_quick_reproduce_writes_every_figure_and_store(tmp_path):
     names = {p.stem for p in (tmp_path / "figures").glob("*.png")}
     theory = set(presets.PRESETS) - {"smoke"}  # every preset but the smoke test draws its own figure
     assert names == theory | {"llm_perturb", "llm_finetune"}
-    assert {"quantization", "anneal", "multimodal", "landscape_alpha"} <= names
+    assert {"quantization", "anneal", "multimodal", "landscape_alpha", *presets.REPRODUCED_QUICK} <= names
+    assert set(presets.REPRODUCED_QUICK) == {"weight_decay", "replay", "sam", "anneal_fraction"}
     runs = store.find_runs(tmp_path)
     frame = store.load(runs)
     assert set(frame.source) == {"theory", "llm"}

@@ -3,8 +3,9 @@
 Under aligned balanced init every teacher mode i evolves alone. For depth 2 its end-to-end strength
 u obeys du/dt = 2u(s - u), solved by the logistic law
     u(t) = s / (1 + (s/u0 - 1) exp(-2 s t)).
-Mode i is learned around t_i ~ ln(s_i/u0) / (2 s_i): large singular values first. Depth L and an
-L2 pull toward a reference have no closed form; ``mode_flow`` integrates their scalar ODE per mode.
+Mode i is learned around t_i ~ ln(s_i/u0) / (2 s_i): large singular values first. Weight decay lambda
+in pre-training keeps the law with target s - lambda (``mode_strength``). Depth L and an L2 pull
+toward a reference have no closed form; ``mode_flow`` integrates their scalar ODE per mode.
 """
 
 from __future__ import annotations
@@ -16,17 +17,22 @@ from theory.ode import rk4_solve
 
 
 def logistic_strength(target, u_start, t):
-    """Solution of du/dt = 2u(b - u) from u(0) = u_start, for every b >= 0 and t >= 0.
+    """Solution of du/dt = 2u(c - u) from u(0) = u_start, for every finite target c and t >= 0.
 
-    Written as u(t) = u_start / (exp(-2bt) + u_start * g), g = (1 - exp(-2bt)) / b (g = 2t at b = 0),
-    which is s / (1 + (s/u0 - 1) exp(-2st)) multiplied through by u0/s: nothing overflows at large t,
-    u(t) -> b as t -> infinity, and b = 0 (a mode fine-tuning switches off) decays as u/(1 + 2ut).
-    Refuses target, u_start or t < 0, and shapes that do not broadcast together.
+    With e = exp(-2|c|t) <= 1 and g = (1 - e)/|c| (g = 2t at c = 0) it is written without a growing
+    exponential:
+        c >= 0:  u(t) = u_start / (e + u_start g)         (s / (1 + (s/u0 - 1) exp(-2st)) times u0/s),
+        c < 0:   u(t) = u_start e / (1 + u_start g)       (the same, times exp(2ct)/exp(2ct)),
+    so nothing overflows at large t. u(t) -> c for c > 0; c = 0 (a mode fine-tuning switches off)
+    decays as u/(1 + 2ut); c < 0 (weight decay above the mode's singular value) decays to 0 as
+    exp(-2|c|t). Refuses a target that is not finite, u_start or t < 0, and shapes that do not
+    broadcast together.
 
     Parameters
     ----------
     target : float or array
-        b, the strength the mode heads for (>= 0; a singular value of the task).
+        c, the strength the mode heads for: a singular value of the task (>= 0), or s - lambda under
+        weight decay lambda (any sign).
     u_start : float or array
         u(0), the strength at the start (>= 0).
     t : float or array
@@ -37,21 +43,43 @@ def logistic_strength(target, u_start, t):
     array
         u(t), in the broadcast shape of the three inputs.
     """
-    named = {"target": target, "u_start": u_start, "t": t}
-    named = {name: _checks.non_negative(name, x) for name, x in named.items()}
+    named = {"target": _checks.floats("target", target)}
+    named |= {name: _checks.non_negative(name, x) for name, x in (("u_start", u_start), ("t", t))}
     _checks.broadcast(**named)
-    b, u, t = jnp.broadcast_arrays(*(jnp.asarray(x, dtype=jnp.result_type(float)) for x in named.values()))
+    c, u, t = _arrays(*named.values())
+    # Each branch on inputs it is finite at: the unused branch's gradient must not be inf x 0 = NaN.
+    grows = c >= 0
+    size = jnp.where(grows, 1.0, -c)
+    e = jnp.exp(-2.0 * size * t)
+    shrinking = u * e / (1.0 + u * (-jnp.expm1(-2.0 * size * t) / size))
+    return jnp.where(grows, _growing(jnp.where(grows, c, 0.0), u, t), shrinking)
+
+
+def _arrays(*xs):
+    return jnp.broadcast_arrays(*(jnp.asarray(x, dtype=jnp.result_type(float)) for x in xs))
+
+
+def _growing(b, u, t):
+    """``logistic_strength`` for a target b >= 0 (unchecked): u / (exp(-2bt) + u (1 - exp(-2bt))/b).
+    The laws whose target cannot be negative (no weight decay) call it alone: no branch for c < 0
+    enters their computation, nor the gradient ``theory.linear_fit`` takes through them."""
+    b, u, t = _arrays(b, u, t)
     decay = jnp.exp(-2.0 * b * t)
     safe_b = jnp.where(b > 0, b, 1.0)
     g = jnp.where(b > 0, -jnp.expm1(-2.0 * b * t) / safe_b, 2.0 * t)
     return u / (decay + u * g)
 
 
-def mode_strength(s, u0, t):
-    """u(t) = s / (1 + (s/u0 - 1) exp(-2 s t)): depth-2 mode strength under gradient flow on task A.
+def mode_strength(s, u0, t, weight_decay=0.0):
+    """u(t) = c / (1 + (c/u0 - 1) exp(-2 c t)), c = s - lambda: a depth-2 mode under gradient flow on
+    task A with weight decay lambda (``logistic_strength``).
 
-    Broadcasts over s, u0, t; exact and finite for every t >= 0, s > 0, u0 > 0 (and refuses others,
-    and shapes that do not broadcast together).
+    Gradient flow on L_A + lambda/2 (||W_1||^2 + ||W_2||^2) keeps an aligned balanced network aligned
+    and balanced; a mode with per-layer amplitude a (u = a^2) follows the flow of
+    1/2 (s - a^2)^2 + lambda a^2, da/dt = a (s - a^2) - lambda a, so du/dt = 2u(s - lambda - u): the
+    logistic law with target s - lambda. lambda = 0 is the plain law; a mode with s <= lambda is never
+    learned (it decays to 0). Broadcasts over s, u0, t, weight_decay; exact and finite for every
+    t >= 0. Refuses s <= 0, u0 <= 0, t < 0, weight_decay < 0 and shapes that do not broadcast together.
 
     Parameters
     ----------
@@ -61,20 +89,27 @@ def mode_strength(s, u0, t):
         Initial end-to-end strength of every mode (> 0).
     t : float or array
         Pre-training flow time (>= 0).
+    weight_decay : float or array
+        lambda, the coupled L2 decay of every layer during pre-training (>= 0).
 
     Returns
     -------
     array
-        u(t), in the broadcast shape of s, u0 and t.
+        u(t), in the broadcast shape of s, u0, t and weight_decay.
 
     Examples
     --------
     >>> float(mode_strength(1.0, 1e-12, 1e6))
     1.0
+    >>> round(float(mode_strength(1.0, 1e-12, 1e6, weight_decay=0.25)), 6)
+    0.75
     """
     s, u0, t = _checks.positive("s", s), _checks.positive("u0", u0), _checks.non_negative("t", t)
-    _checks.broadcast(s=s, u0=u0, t=t)
-    return logistic_strength(s, u0, t)
+    weight_decay = _checks.non_negative("weight_decay", weight_decay)
+    _checks.broadcast(s=s, u0=u0, t=t, weight_decay=weight_decay)
+    if isinstance(weight_decay, float) and weight_decay == 0:
+        return _growing(s, u0, t)
+    return logistic_strength(jnp.asarray(s) - weight_decay, u0, t)
 
 
 def learning_time(s, u0):
@@ -142,7 +177,7 @@ def finetune_strength(b, u_T, tau):
     """
     named = {name: _checks.non_negative(name, x) for name, x in (("b", b), ("u_T", u_T), ("tau", tau))}
     _checks.broadcast(**named)
-    return logistic_strength(*named.values())
+    return _growing(*named.values())
 
 
 def mode_flow(a_start, target, t_grid, depth: int = 2, reg=0.0, a_ref=None, dt_max: float = 0.02, rate=1.0):

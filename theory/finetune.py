@@ -1,6 +1,7 @@
 """Fine-tuning from a pre-trained W(T) (docs/THEORY.md, "Modification 2").
 
-Flow or GD on  L_B(W) + lambda/2 * sum_k ||W_k - W_k(T)||_F^2  for fine-tuning time tau = lr * steps.
+Flow or GD on  (1 - r) L_B(W) + r L_A(W) + lambda/2 * sum_k ||W_k - W_k(T)||_F^2  for fine-tuning time
+tau = lr * steps: replay r of task A (0: none) and an L2 pull lambda toward W(T) (0: none).
 "Fixed learning rate" means the same lr and steps for every T; "tuned" picks, per T, the lr of a grid
 that minimises L_B after fine-tuning; a shrinking schedule makes lr a decreasing function of T.
 ``sample_loss`` (``network``'s) is the empirical loss on n samples, 1/(2n) sum_j ||M x_j - y_j||^2: its
@@ -19,11 +20,21 @@ from theory import _checks
 from theory.network import Params, sample_loss, task_loss
 
 
-def regularized_objective(B: jax.Array, W_ref: Params, reg, data: tuple[jax.Array, jax.Array] | None = None):
-    """W -> L_B(W) + reg/2 sum_k ||W_k - W_ref_k||^2 (the L2 pull toward the pre-trained weights);
-    with ``data`` = (X, Y), the empirical loss on those samples replaces the population L_B. Refuses a
-    ``B`` that is not a finite matrix, ``W_ref`` that ``_checks.weights`` refuses, reg < 0 and a
-    ``data`` that is not a pair (X, Y).
+def regularized_objective(
+    B: jax.Array,
+    W_ref: Params,
+    reg,
+    data: tuple[jax.Array, jax.Array] | None = None,
+    replay=0.0,
+    A: jax.Array | None = None,
+):
+    """W -> (1 - r) L_B(W) + r L_A(W) + reg/2 sum_k ||W_k - W_ref_k||^2: replay r of the pre-training
+    task beside the L2 pull toward the pre-trained weights. The two fits are kept as two terms (not
+    merged into one target), so the closed form's mixed target (1 - r) b + r s is checked against this
+    objective, not built into it. With ``data`` = (X, Y), the empirical loss on those samples of B
+    replaces the population L_B; L_A is always the population loss. Refuses a ``B`` or ``A`` that is
+    not a finite matrix of B's shape, ``W_ref`` that ``_checks.weights`` refuses, reg < 0, a replay
+    outside [0, 1], a replay other than a Python 0 without ``A``, and a ``data`` that is not a pair (X, Y).
 
     Parameters
     ----------
@@ -36,6 +47,10 @@ def regularized_objective(B: jax.Array, W_ref: Params, reg, data: tuple[jax.Arra
         Strength of the L2 pull (>= 0).
     data : tuple (X, Y), optional
         n samples of B, X of shape (n, d_in) and Y of shape (n, d_out); None for the population loss.
+    replay : float
+        r, the share of L_A in the fit, in [0, 1] (a Python 0: L_B alone, and ``A`` is not read).
+    A : array, shape (d_out, d_in), optional
+        The pre-training teacher, required by a replay other than a Python 0.
 
     Returns
     -------
@@ -45,24 +60,40 @@ def regularized_objective(B: jax.Array, W_ref: Params, reg, data: tuple[jax.Arra
     B = _checks.floats("B", B, ndim=2)
     W_ref = _checks.weights("W_ref", W_ref)
     reg = _checks.non_negative("reg", reg, ndim=0)
+    replay = _checks.floats("replay", replay, ndim=0, least=0, most=1)
     if data is not None and not (isinstance(data, (tuple, list)) and len(data) == 2):
         raise ValueError(f"data must be a pair (X, Y) of samples, got {type(data).__name__}")
+    mixed = not (isinstance(replay, float) and replay == 0)  # a Python 0 keeps L_B alone, exactly
+    if mixed and A is None:
+        raise ValueError(f"replay={replay!r} mixes in L_A: give A, the pre-training teacher")
+    if mixed:
+        A = _checks.floats("A", A, ndim=2)
+        _checks.shaped("A", A, B.shape, "the shape of B")
 
     def objective(Ws):
         pull = sum(jnp.sum((W - R) ** 2) for W, R in zip(Ws, W_ref))
         fit = task_loss(Ws, B) if data is None else sample_loss(Ws, *data)
+        if mixed:
+            fit = (1.0 - replay) * fit + replay * task_loss(Ws, A)
         return fit + 0.5 * reg * pull
 
     return objective
 
 
 def finetune_gd(
-    W_T: Params, B: jax.Array, lr, steps: int, reg=0.0, data: tuple[jax.Array, jax.Array] | None = None
+    W_T: Params,
+    B: jax.Array,
+    lr,
+    steps: int,
+    reg=0.0,
+    data: tuple[jax.Array, jax.Array] | None = None,
+    replay=0.0,
+    A: jax.Array | None = None,
 ) -> Params:
-    """``steps`` of full-batch gradient descent at ``lr`` on the regularised objective (tau = lr * steps):
-    on the population L_B, or with ``data`` = (X, Y) on the empirical loss of n samples of B (the
-    finite-sample fine-tuning whose held-out loss, the population L_B, can rise with lr x steps).
-    Refuses lr <= 0, steps < 1, and what ``regularized_objective`` refuses.
+    """``steps`` of full-batch gradient descent at ``lr`` on the regularised objective (tau = lr * steps)
+    (1 - r) L_B + r L_A + reg/2 ||W - W_T||^2: on the population L_B, or with ``data`` = (X, Y) on the
+    empirical loss of n samples of B (the finite-sample fine-tuning whose held-out loss, the population
+    L_B, can rise with lr x steps). Refuses lr <= 0, steps < 1, and what ``regularized_objective`` refuses.
 
     Parameters
     ----------
@@ -78,6 +109,10 @@ def finetune_gd(
         Strength of the L2 pull toward ``W_T`` (>= 0).
     data : tuple (X, Y), optional
         n samples of B, X of shape (n, d_in) and Y of shape (n, d_out); None for the population loss.
+    replay : float
+        r, the share of the population L_A in the fit, in [0, 1] (a Python 0: L_B alone).
+    A : array, shape (d_out, d_in), optional
+        The pre-training teacher, required by a replay other than a Python 0.
 
     Returns
     -------
@@ -87,7 +122,7 @@ def finetune_gd(
     lr = _checks.positive("lr", lr, ndim=0)
     steps = _checks.positive_int("steps", steps)
     W_T = _checks.weights("W_T", W_T)
-    grad = jax.grad(regularized_objective(B, W_T, reg, data))
+    grad = jax.grad(regularized_objective(B, W_T, reg, data, replay, A))
     opt = optax.sgd(lr)
 
     def step(carry, _):

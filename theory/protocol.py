@@ -61,10 +61,12 @@ def _embedded_network(u, depth: int, d_in: int, h: int, d_out: int) -> Params:
     return init_aligned_balanced(jnp.eye(d_out, r, dtype=u.dtype), jnp.eye(d_in, r, dtype=u.dtype), u, h, depth)
 
 
-def pretrained_strengths(s, u0, T, depth: int = 2, dt_max: float = 0.02) -> jax.Array:
-    """Strengths u_i(T) = a_i(T)^L of an aligned balanced network pre-trained on A for flow times T:
-    u(T) = s / (1 + (s/u0 - 1) e^{-2sT}) at depth 2, else the per-mode ODE from a_i(0) = u0^(1/L)
-    (``closed_form.mode_flow``). Unchecked: ``closed_form_curves`` checks its arguments and calls it.
+def pretrained_strengths(s, u0, T, depth: int = 2, dt_max: float = 0.02, weight_decay=0.0) -> jax.Array:
+    """Strengths u_i(T) = a_i(T)^L of an aligned balanced network pre-trained on A + weight decay
+    lambda/2 sum_k ||W_k||^2 for flow times T: u(T) = c / (1 + (c/u0 - 1) e^{-2cT}), c = s - lambda, at
+    depth 2 (``closed_form.logistic_strength``), else the per-mode ODE
+    da/dt = a^(L-1) (s - a^L) - lambda a from a_i(0) = u0^(1/L) (``closed_form.mode_flow``, pull toward
+    a_ref = 0). Unchecked: ``closed_form_curves`` checks its arguments and calls it.
 
     Parameters
     ----------
@@ -78,14 +80,27 @@ def pretrained_strengths(s, u0, T, depth: int = 2, dt_max: float = 0.02) -> jax.
         Number of layers L (>= 1).
     dt_max : float
         Largest RK4 step of the per-mode ODE (> 0).
+    weight_decay : float
+        lambda, the coupled L2 decay of every layer during pre-training (>= 0).
 
     Returns
     -------
     array, shape (n_t, r)
     """
-    if depth == 2:
+    if depth == 2 and _zero(weight_decay):
         return closed_form.mode_strength(s, u0, T[:, None])
-    return closed_form.mode_flow(jnp.full_like(s, u0 ** (1.0 / depth)), s, T, depth, dt_max=dt_max)
+    if depth == 2:  # s = 0 (a padded mode) with u0 = 0 stays 0 under every lambda
+        return closed_form.logistic_strength(jnp.asarray(s) - weight_decay, u0, T[:, None])
+    a0 = jnp.full_like(s, u0 ** (1.0 / depth))
+    if _zero(weight_decay):
+        return closed_form.mode_flow(a0, s, T, depth, dt_max=dt_max)
+    return closed_form.mode_flow(a0, s, T, depth, reg=weight_decay, a_ref=0.0, dt_max=dt_max)
+
+
+def _zero(x) -> bool:
+    """Whether ``x`` is a Python 0: then a mitigation's term is left out of the computation altogether,
+    and a run without the mitigation is the plain law's computation, number for number."""
+    return isinstance(x, (int, float)) and x == 0
 
 
 def _finetuned_strengths(u, b, tau, depth: int, reg, dt_max: float):
@@ -116,19 +131,26 @@ def closed_form_curves(
     reg=0.0,
     depth: int = 2,
     dt_max: float = 0.02,
+    weight_decay=0.0,
+    replay=0.0,
 ) -> Curves:
     """All curves for an aligned balanced network on A = U diag(s) V^T, B = U diag(b) V^T.
 
-    Pre-training: u(T) = s / (1 + (s/u0 - 1) e^{-2sT}) at depth 2, else the per-mode ODE.
+    Pre-training with weight decay lambda_wd: u(T) = c / (1 + (c/u0 - 1) e^{-2cT}), c = s - lambda_wd,
+    at depth 2, else the per-mode ODE (``pretrained_strengths``).
     Gaussian (noise std gamma * sigma_1 on W_1, gamma * sigma_2 on every later layer): the exact
     excess, from ||W_1||^2 = ||W_2||^2 = sum_i u_i(T) at depth 2, else ``perturbation.excess`` on
     the embedded network. Nothing is drawn.
-    Fine-tuning for tau = lr * steps: the logistic law from u(T) toward b when reg = 0 and depth = 2,
-    else the per-mode ODE with the L2 pull reg toward the pre-trained weights.
+    Fine-tuning for tau = lr * steps on (1 - r) L_B + r L_A (replay r): since
+    (1 - r)/2 ||M - B||^2 + r/2 ||M - A||^2 = 1/2 ||M - ((1 - r) B + r A)||^2 + const, each mode heads
+    for (1 - r) b_i + r s_i, by the logistic law from u(T) when reg = 0 and depth = 2, else the per-mode
+    ODE with the L2 pull reg toward the pre-trained weights. L_B after fine-tuning stays the population
+    L_B of B (the task's cost), L_A after it the forgetting.
 
     Refuses an ``s`` that is not a non-empty 1-d array of values > 0, a ``b`` of another shape or with
     values < 0, a ``T`` that is not a 1-d array of times >= 0, more modes than min(d_in, h, d_out),
-    and what the laws refuse (u0 <= 0; gamma, sigmas, tau or reg < 0; widths, depth < 1; dt_max <= 0).
+    a replay outside [0, 1], and what the laws refuse (u0 <= 0; gamma, sigmas, tau, reg or weight_decay
+    < 0; widths, depth < 1; dt_max <= 0).
 
     Parameters
     ----------
@@ -154,6 +176,10 @@ def closed_form_curves(
         Number of layers L (>= 1).
     dt_max : float
         Largest RK4 step of the per-mode ODE (> 0).
+    weight_decay : float
+        Coupled L2 decay lambda/2 sum_k ||W_k||^2 of every layer during pre-training (>= 0).
+    replay : float
+        r, the share of L_A in the fine-tuning loss (1 - r) L_B + r L_A, in [0, 1].
 
     Returns
     -------
@@ -176,8 +202,11 @@ def closed_form_curves(
     _checks.broadcast(tau=tau, T_by_mode=np.empty((T.shape[0], s.shape[0])))
     _checks.non_negative("reg", reg, ndim=0)
     dt_max = _checks.positive("dt_max", dt_max, ndim=0)
-    u = pretrained_strengths(s, u0, T, depth, dt_max)
-    u_ft = _finetuned_strengths(u, b, tau, depth, reg, dt_max)
+    weight_decay = _checks.non_negative("weight_decay", weight_decay, ndim=0)
+    replay = _checks.floats("replay", replay, ndim=0, least=0, most=1)
+    u = pretrained_strengths(s, u0, T, depth, dt_max, weight_decay)
+    target = b if _zero(replay) else (1.0 - replay) * b + replay * s
+    u_ft = _finetuned_strengths(u, target, tau, depth, reg, dt_max)
     if depth == 2:
         norm = jnp.sum(u, axis=-1)
         excess = perturbation.excess_from_norms(norm, norm, gamma, sigma1, sigma2, d_in, h, d_out)
@@ -212,18 +241,20 @@ def simulated_curves(
     steps: int,
     reg=0.0,
     finetune_data: tuple[jax.Array, jax.Array] | None = None,
+    replay=0.0,
 ) -> Curves:
     """All curves from a stored trajectory ``Ws_T`` (each layer with a leading axis over T).
 
     Gaussian: the exact excess (``perturbation.excess``) at every depth, noise std gamma * sigma_k
     on layer k (nothing is drawn).
-    Fine-tuning: ``steps`` of GD at ``lr`` (a scalar, or one rate per T) on L_B + reg/2 ||W - W(T)||^2,
-    or with ``finetune_data`` = (X, Y) on the empirical loss of those samples of B; the stored L_B
-    after fine-tuning is then the held-out (population) loss.
+    Fine-tuning: ``steps`` of GD at ``lr`` (a scalar, or one rate per T) on
+    (1 - r) L_B + r L_A + reg/2 ||W - W(T)||^2 (replay r: ``finetune.regularized_objective``), with
+    ``finetune_data`` = (X, Y) the empirical loss of those samples of B in place of L_B; the stored L_B
+    after fine-tuning is the population loss (held out), the stored L_A after it the forgetting.
 
     Refuses ``Ws_T`` that ``_checks.weights`` refuses (with the leading T axis), A and B that are not
     finite matrices of the network's shape, an ``lr`` that is not > 0 or neither a scalar nor one per
-    T, and what ``perturbation.excess`` and ``finetune.finetune_gd`` refuse.
+    T, and what ``perturbation.excess`` and ``finetune.finetune_gd`` refuse (a replay outside [0, 1]).
 
     Parameters
     ----------
@@ -245,6 +276,8 @@ def simulated_curves(
         Strength of the L2 pull toward W(T) (>= 0).
     finetune_data : tuple (X, Y), optional
         n samples of B, X of shape (n, d_in) and Y of shape (n, d_out); None for the population loss.
+    replay : float
+        r, the share of the population L_A in the fine-tuning loss, in [0, 1] (a Python 0: L_B alone).
 
     Returns
     -------
@@ -263,7 +296,7 @@ def simulated_curves(
 
     def at(Ws, lr):
         excess = perturbation.excess(Ws, gamma, sigmas)
-        W_ft = finetune_gd(Ws, B, lr, steps, reg, finetune_data)
+        W_ft = finetune_gd(Ws, B, lr, steps, reg, finetune_data, replay=replay, A=A)
         L_A, L_B = task_loss(Ws, A), task_loss(Ws, B)
         return Curves(
             pretrain_loss=L_A,
@@ -279,13 +312,14 @@ def simulated_curves(
     return jax.vmap(at)(Ws_T, lr_T)
 
 
-def closed_form_weights(s, u0, T, U, V, *, h: int, depth: int = 2, dt_max: float = 0.02) -> Params:
+def closed_form_weights(s, u0, T, U, V, *, h: int, depth: int = 2, dt_max: float = 0.02, weight_decay=0.0) -> Params:
     """The weights of the aligned balanced network along its closed-form trajectory: at each T,
     ``network.init_aligned_balanced`` with the strengths u_i(T) (``pretrained_strengths``) in the
     teacher's own singular vectors U, V. Gradient flow keeps an aligned balanced network aligned and
     balanced, so these are W(T) exactly; unlike the canonical bases the losses alone may use, the
     teacher's bases matter to anything that is not rotation invariant (per-channel quantization).
-    Refuses what ``init_aligned_balanced`` refuses and an ``s`` that is not 1-d values > 0.
+    Refuses what ``init_aligned_balanced`` refuses, an ``s`` that is not 1-d values > 0 and
+    weight_decay < 0.
 
     Parameters
     ----------
@@ -303,6 +337,8 @@ def closed_form_weights(s, u0, T, U, V, *, h: int, depth: int = 2, dt_max: float
         Number of layers L (>= 1).
     dt_max : float
         Largest RK4 step of the per-mode ODE (depth != 2).
+    weight_decay : float
+        Coupled L2 decay of every layer during pre-training (>= 0): the law ``pretrained_strengths`` follows.
 
     Returns
     -------
@@ -311,5 +347,6 @@ def closed_form_weights(s, u0, T, U, V, *, h: int, depth: int = 2, dt_max: float
     """
     s = jnp.asarray(_checks.positive("s", s, ndim=1))
     T = jnp.asarray(_checks.non_negative("T", T, ndim=1), s.dtype)
-    u = pretrained_strengths(s, u0, T, depth, dt_max)
+    weight_decay = _checks.non_negative("weight_decay", weight_decay, ndim=0)
+    u = pretrained_strengths(s, u0, T, depth, dt_max, weight_decay)
     return jax.vmap(lambda u_T: init_aligned_balanced(U, V, u_T, h, depth))(u)

@@ -2,7 +2,8 @@
 
 Everything runs under ``lax.scan`` over steps, so one compile serves a whole trajectory and ``vmap``
 over cells (seeds, hyperparameters, budgets) adds no Python loop. Pre-training time is flow time:
-for gradient descent T = lr * steps.
+for gradient descent T = lr * steps. The pre-training mitigations enter as ``optimizer``'s weight decay
+and ``train``'s sam_rho (``theory.mitigation``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from theory import _checks, _random
+from theory.mitigation import sam_gradient
 from theory.network import Params, sample_loss, task_loss
 from theory.ode import rk4_solve
 
@@ -122,7 +124,9 @@ def optimizer(
     momentum : float
         Momentum of "momentum", in [0, 1].
     weight_decay : float
-        Decoupled weight decay of "adamw" (>= 0).
+        lambda (>= 0): decoupled weight decay of "adamw"; for the others coupled L2, lambda W added to
+        the gradient (the gradient of lambda/2 ||W||^2), so under "sgd" the flow is that of
+        ``with_weight_decay``.
 
     Returns
     -------
@@ -133,6 +137,7 @@ def optimizer(
         learning_rate = _checks.positive("learning_rate", learning_rate, ndim=0)
     momentum = _checks.floats("momentum", momentum, ndim=0, least=0, most=1)
     weight_decay = _checks.non_negative("weight_decay", weight_decay, ndim=0)
+    decayed = not (isinstance(weight_decay, float) and weight_decay == 0)  # traced: decayed
     if name == "sgd":
         opt = optax.sgd(learning_rate)
     elif name == "momentum":
@@ -141,7 +146,7 @@ def optimizer(
         opt = optax.adam(learning_rate)
     else:
         opt = optax.adamw(learning_rate, weight_decay=weight_decay)
-    if weight_decay and name != "adamw":
+    if decayed and name != "adamw":
         # Coupled L2 decay added to the gradient, so it follows the schedule and stops at lr = 0.
         opt = optax.chain(optax.add_decayed_weights(weight_decay), opt)
     return opt
@@ -168,14 +173,16 @@ def train(
     n_steps: int,
     record_every: int,
     key: jax.Array | None = None,
+    sam_rho: float = 0.0,
 ) -> Params:
     """Run ``opt`` for ``n_steps`` on ``objective``; return W every ``record_every`` steps.
 
     The result has a leading axis of n_steps // record_every snapshots (after steps record_every,
     2 record_every, ...). ``key`` seeds the batches; an objective that draws (minibatch) requires it.
-    Refuses an ``objective`` that is not an ``Objective``, ``Ws0`` that ``_checks.weights`` refuses, an
-    ``opt`` that is not an optax transformation, n_steps or record_every < 1 and a ``key`` that is
-    neither None nor a PRNG key.
+    With ``sam_rho`` > 0 the optimiser is fed ``sam_gradient`` (sharpness-aware minimisation, two
+    gradients a step) instead of the gradient. Refuses an ``objective`` that is not an ``Objective``,
+    ``Ws0`` that ``_checks.weights`` refuses, an ``opt`` that is not an optax transformation, n_steps
+    or record_every < 1, a ``key`` that is neither None nor a PRNG key and sam_rho < 0.
 
     Parameters
     ----------
@@ -191,6 +198,8 @@ def train(
         Steps between two snapshots (>= 1).
     key : PRNG key, optional
         Seeds the batches; required by a minibatch objective.
+    sam_rho : float
+        SAM's ascent radius rho (>= 0; 0 = the plain gradient).
 
     Returns
     -------
@@ -206,7 +215,10 @@ def train(
         _checks.prng_key("key", key)
     if n_steps % record_every:
         raise ValueError(f"n_steps={n_steps} must be a multiple of record_every={record_every}")
+    sam_rho = _checks.non_negative("sam_rho", sam_rho, ndim=0)
     grad = jax.grad(objective.loss)
+    if not (isinstance(sam_rho, float) and sam_rho == 0):
+        plain, grad = grad, lambda W, batch: sam_gradient(plain, W, batch, sam_rho)
 
     def step(carry, batch):
         W, s = carry
@@ -282,6 +294,9 @@ def budget_series(
     kind: str = "cosine",
     warmup_fraction: float = 0.0,
     key: jax.Array | None = None,
+    weight_decay: float = 0.0,
+    sam_rho: float = 0.0,
+    decay_fraction: float = 0.2,
 ) -> Params:
     """A checkpoint series over step budgets, built the two ways docs/THEORY.md names.
 
@@ -290,9 +305,11 @@ def budget_series(
     mode="single": one run whose schedule reaches zero at the largest budget, snapshots at each budget
     (how public checkpoints are made: intermediate ones are not annealed).
     Returns parameters with a leading axis over budgets. Same ``key`` in both modes: same batches
-    (a minibatch objective requires one). Refuses an unknown ``mode``, ``budgets`` that are not step
-    counts >= 1 in ascending order, a warmup_fraction outside [0, 1], and what ``train``,
-    ``schedule`` and ``optimizer`` refuse.
+    (a minibatch objective requires one). Pre-training mitigations: coupled weight decay
+    (``optimizer``), SAM (``train``'s sam_rho) and the WSD schedule's ``decay_fraction`` (0: constant
+    lr up to the budget). Refuses an unknown ``mode``, ``budgets`` that are not step counts >= 1 in
+    ascending order, a warmup_fraction outside [0, 1], and what ``train``, ``schedule`` and
+    ``optimizer`` refuse.
 
     Parameters
     ----------
@@ -314,6 +331,12 @@ def budget_series(
         Warmup steps as a share of each budget, in [0, 1].
     key : PRNG key, optional
         Seeds the batches; required by a minibatch objective.
+    weight_decay : float
+        Weight decay of the optimiser (>= 0; coupled L2 but for adamw's decoupled decay).
+    sam_rho : float
+        SAM's ascent radius (>= 0; 0 = plain gradients).
+    decay_fraction : float
+        The share of each budget over which "wsd" decays, in [0, 1].
 
     Returns
     -------
@@ -332,8 +355,8 @@ def budget_series(
     index = jnp.asarray([b // step_gcd - 1 for b in budgets])
 
     def run(budget, record_every):
-        opt = optimizer(opt_name, schedule(kind, peak_lr, budget, warmup_fraction * budget))
-        return train(objective, Ws0, opt, n, record_every, key)
+        lr = schedule(kind, peak_lr, budget, warmup_fraction * budget, decay_fraction)
+        return train(objective, Ws0, optimizer(opt_name, lr, weight_decay=weight_decay), n, record_every, key, sam_rho)
 
     if mode == "single":
         Ws = run(jnp.asarray(float(n)), step_gcd)

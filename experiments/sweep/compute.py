@@ -29,9 +29,12 @@ import pandas as pd
 from analysis.inflection import vertex_minimum
 from experiments.sweep.config import FIELDS, TheoryConfig, cells
 from experiments.sweep.rows import cell_rows, float_dtype
-from theory import finetune, measure, multimodal, network, protocol, quantization, simulate, tasks
+from theory import finetune, measure, mitigation, multimodal, network, protocol, quantization, simulate, tasks
 
-TRACED = ("gamma", "lr", "reg", "seed", "theta", "rho", "u0", "overlap", "projector_lr")
+# Traced fields whose 0 stays a Python 0 (chunks never mix 0 with > 0): the closed form keeps the
+# logistic law without a pull, and no run pays for a decay, a replay term or SAM's second gradient.
+ZERO_STATIC = ("reg", "weight_decay", "replay", "sam_rho")
+TRACED = ("gamma", "lr", "seed", "theta", "rho", "u0", "overlap", "projector_lr", *ZERO_STATIC)
 # The curves whose inflection every cell stores: (modification, ``Curves`` field).
 INFLECTIONS = (("gaussian", "perturbed_pretrain_loss"), ("finetune", "finetuned_pretrain_loss"))
 # And with ``bits``: (rounding, ``QuantizedCurves`` field), modification "quantization".
@@ -54,7 +57,7 @@ def plan(cfg: TheoryConfig, n_devices: int = 1) -> list[Chunk]:
     size = math.ceil(cfg.chunk_size / n_devices) * n_devices
     groups: dict[tuple, list[TheoryConfig]] = {}
     for cell in cells(cfg):
-        groups.setdefault((static_part(cell), cell.reg == 0), []).append(cell)
+        groups.setdefault((static_part(cell), *(getattr(cell, n) == 0 for n in ZERO_STATIC)), []).append(cell)
     chunks = []
     for members in groups.values():
         for start in range(0, len(members), size):
@@ -85,7 +88,8 @@ def t_grid(cfg: TheoryConfig) -> np.ndarray:
 
     @jax.jit
     def area(budget, stop):
-        return jnp.sum(jnp.where(steps < stop, simulate.schedule(cfg.schedule, cfg.pretrain_lr, budget)(steps), 0.0))
+        lr = simulate.schedule(cfg.schedule, cfg.pretrain_lr, budget, decay_fraction=cfg.anneal_fraction)
+        return jnp.sum(jnp.where(steps < stop, lr(steps), 0.0))
 
     horizon = budgets if cfg.series_mode == "separate" else np.full_like(budgets, budgets[-1])
     return np.asarray(jax.vmap(area)(horizon, budgets), float)
@@ -174,7 +178,8 @@ def cell_curves(static: TheoryConfig, p: dict, T: np.ndarray) -> dict:
     T = jnp.asarray(T)
     s, b = spectra(static)
     lr_T = _lr_of_T(static, p["lr"], T)
-    reg = p.get("reg", 0.0)  # absent: reg = 0 exactly, so the closed form keeps the logistic law
+    # Absent (``ZERO_STATIC``): exactly 0, so the closed form keeps the logistic law and no term is added.
+    reg, weight_decay, replay, sam_rho = (p.get(name, 0.0) for name in ZERO_STATIC)
     sigmas = _noise_sigmas(static)
     key = jax.random.PRNGKey(p["seed"])
     if static.method == "closed_form":
@@ -193,12 +198,22 @@ def cell_curves(static: TheoryConfig, p: dict, T: np.ndarray) -> dict:
             reg=reg,
             depth=static.depth,
             dt_max=static.dt_max,
+            weight_decay=weight_decay,
+            replay=replay,
         )
         if not (static.bits or static.curvature or static.multimodal):
             return {"curves": c, "lr": lr_T}
         task = _teacher(static, s)
         Ws_T = protocol.closed_form_weights(
-            s, p["u0"], T, task.U, task.V, h=static.h, depth=static.depth, dt_max=static.dt_max
+            s,
+            p["u0"],
+            T,
+            task.U,
+            task.V,
+            h=static.h,
+            depth=static.depth,
+            dt_max=static.dt_max,
+            weight_decay=weight_decay,
         )
         return {"curves": c, "lr": lr_T, **_on_weights(static, p, Ws_T, task, b, lr_T, sigmas)}
     task = _teacher(static, s)
@@ -215,7 +230,8 @@ def cell_curves(static: TheoryConfig, p: dict, T: np.ndarray) -> dict:
     else:
         Ws0 = network.init_gaussian(jax.random.fold_in(key, 1), widths, static.init_std)
     if static.method == "flow":
-        Ws_T = simulate.gradient_flow(lambda W: network.task_loss(W, task.matrix), Ws0, T, static.dt_max)
+        loss = mitigation.with_weight_decay(lambda W: network.task_loss(W, task.matrix), weight_decay)
+        Ws_T = simulate.gradient_flow(loss, Ws0, T, static.dt_max)
     else:
         objective = simulate.minibatch_objective(task.matrix, static.batch_size, static.label_noise)
         Ws_T = simulate.budget_series(
@@ -227,6 +243,9 @@ def cell_curves(static: TheoryConfig, p: dict, T: np.ndarray) -> dict:
             static.pretrain_lr,
             static.schedule,
             key=jax.random.fold_in(key, 2),
+            weight_decay=weight_decay,
+            sam_rho=sam_rho,
+            decay_fraction=static.anneal_fraction,
         )
     data = None
     if static.finetune_samples:  # n noisy samples of B, drawn per seed; L_B after fine-tuning stays the population loss
@@ -241,6 +260,7 @@ def cell_curves(static: TheoryConfig, p: dict, T: np.ndarray) -> dict:
         steps=static.steps,
         reg=reg,
         finetune_data=data,
+        replay=replay,
     )
     return {"curves": c, "lr": lr_T, **_on_weights(static, p, Ws_T, task, b, lr_T, sigmas)}
 
@@ -301,8 +321,8 @@ def inflections(static: TheoryConfig, traced, values, T: np.ndarray, out: dict, 
 def run_chunk(chunk: Chunk, setup: str, grid_fields: tuple[str, ...], mesh=None) -> pd.DataFrame:
     """Compute one chunk (vmapped over its cells; sharded over ``mesh`` when given) and return its rows."""
     static = static_part(chunk.cells[0])
-    # Chunks never mix reg = 0 with reg > 0 (see ``plan``); reg = 0 stays a Python zero.
-    traced = tuple(n for n in TRACED if n != "reg" or chunk.cells[0].reg != 0)
+    # Chunks never mix 0 with > 0 in a ``ZERO_STATIC`` field (see ``plan``); a 0 stays a Python zero.
+    traced = tuple(n for n in TRACED if n not in ZERO_STATIC or getattr(chunk.cells[0], n) != 0)
     dtype = jnp.result_type(float)
     # Seeds are uint32, the range of a PRNG key's seed (``config.MAX_SEED``): each gives its own key.
     values = tuple(

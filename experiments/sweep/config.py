@@ -72,6 +72,11 @@ class TheoryConfig:
     budgets: tuple[int, ...] = (100, 200, 400, 800, 1600, 3200)
     batch_size: int = setting(32, least="> 0", most=100_000)
     label_noise: float = setting(0.0, least=">= 0")
+    # Pre-training mitigations: coupled L2 decay lambda/2 sum_k ||W_k||^2 (every method; closed form:
+    # target s - lambda), SAM's ascent radius (series only), the WSD decay's share of a budget (wsd only).
+    weight_decay: float = setting(0.0, least=">= 0")
+    sam_rho: float = setting(0.0, least=">= 0")
+    anneal_fraction: float = setting(0.2, least=">= 0")
     # Gaussian perturbation: noise std gamma * sigma_k, sigma_k = init std ("init") or noise_sigma.
     gamma: float = setting(0.2, least=">= 0")
     noise_scale: str = setting("init", choices=("init", "absolute"))
@@ -80,6 +85,7 @@ class TheoryConfig:
     lr: float = setting(0.02, least="> 0")
     steps: int = setting(100, least="> 0", most=1_000_000)
     reg: float = setting(0.0, least=">= 0")
+    replay: float = setting(0.0, least=">= 0")  # fine-tune on (1 - replay) L_B + replay L_A, in [0, 1]
     lr_policy: str = setting("fixed", choices=LR_POLICIES)
     shrink_power: float = setting(1.0, least=">= 0")
     shrink_t_ref: float = setting(10.0, least="> 0")
@@ -165,6 +171,7 @@ def _check_cell(c: TheoryConfig) -> None:
             raise ValueError(f"{name}={getattr(c, name)!r} must be >= 0")
     if not -1.0 <= c.rho <= 1.0:
         raise ValueError(f"rho={c.rho!r} must lie in [-1, 1]")
+    _check_mitigations(c)
     if c.t_min >= c.t_max:
         raise ValueError(f"t_min={c.t_min} must be < t_max={c.t_max}")
     if c.rank > min(c.d_in, c.d_out) or c.rank > c.h:
@@ -199,6 +206,22 @@ def _check_cell(c: TheoryConfig) -> None:
             f"t_max / dt_max = {c.t_max:g} / {c.dt_max:g} integration steps; allowed: "
             f"<= {MAX_ODE_STEPS:,} (raise dt_max or lower t_max)"
         )
+
+
+def _check_mitigations(c: TheoryConfig) -> None:
+    for name in ("replay", "anneal_fraction"):
+        if not getattr(c, name) <= 1.0:
+            raise ValueError(f"{name}={getattr(c, name)!r} must lie in [0, 1]")
+    if c.sam_rho and c.method != "series":
+        raise ValueError(
+            f"sam_rho={c.sam_rho!r} needs method=series (SAM is an optimizer step; method={c.method} has none)"
+        )
+    if c.anneal_fraction != FIELDS["anneal_fraction"].default and c.schedule != "wsd":
+        raise ValueError(
+            f"anneal_fraction={c.anneal_fraction!r} is read only with schedule=wsd (schedule={c.schedule})"
+        )
+    if c.replay and c.multimodal:
+        raise ValueError(f"replay={c.replay!r} is not read by multimodal=true (its stage 2 fits B alone)")
 
 
 def _check_spectrum(c: TheoryConfig) -> None:

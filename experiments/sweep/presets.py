@@ -119,6 +119,31 @@ PRESETS: dict[str, TheoryConfig] = {
     "multimodal": dataclasses.replace(
         BASE, d_out=64, multimodal=True, grid=(("lr", (0.02, 0.08)), ("overlap", (0.0, 0.25, 0.5, 0.75, 1.0)))
     ),
+    # Mitigations (docs/THEORY.md, "Mitigations"): forgetting and T* per strength, each closed-form one
+    # beside the L2 pull reg = 0.3. Weight decay in pre-training: mode i heads for s_i - lambda, so
+    # lambda kills the modes with s_i = 1/i <= lambda (i >= 1/lambda).
+    "weight_decay": dataclasses.replace(
+        BASE, grid=(("reg", (0.0, 0.3)), ("weight_decay", (0.0, 0.01, 0.03, 0.1, 0.3)))
+    ),
+    # Replay of A in fine-tuning: each mode heads for (1 - r) b_i + r s_i.
+    "replay": dataclasses.replace(BASE, grid=(("reg", (0.0, 0.3)), ("replay", (0.0, 0.1, 0.3, 0.5)))),
+    # SAM in pre-training (the schedule preset's separate cosine runs), with the sharpness beside; a
+    # chunk a seed triple (no padded cell pays for a dense Hessian). From the init's scale (std 1e-3) an
+    # ascent radius rho >~ 0.01 never leaves the saddle at W = 0 (docs/THEORY.md): the grid stops there.
+    "sam": dataclasses.replace(
+        SCHEDULE,
+        curvature=True,
+        chunk_size=3,
+        grid=(("sam_rho", (0.0, 0.001, 0.003, 0.01)), ("seed", (0, 1, 2))),
+    ),
+    # The WSD decay's share of each budget: 0 = constant lr to the budget (no anneal).
+    "anneal_fraction": dataclasses.replace(
+        SCHEDULE,
+        schedule="wsd",
+        curvature=True,
+        chunk_size=3,
+        grid=(("anneal_fraction", (0.0, 0.1, 0.2, 0.5)), ("seed", (0, 1, 2))),
+    ),
 }
 
 QUICK: dict[str, dict] = {
@@ -141,7 +166,28 @@ QUICK: dict[str, dict] = {
     "anneal": dict(budgets=(50, 200, 800, 3200), grid=(("series_mode", ("separate", "single")), ("seed", (0, 1)))),
     "quantization": dict(n_t=41, grid=(("bits", (3, 4, 8)),)),
     "multimodal": dict(n_t=41, grid=(("lr", (0.02, 0.08)), ("overlap", (0.0, 0.5, 1.0)))),
+    "weight_decay": dict(n_t=41, grid=(("reg", (0.0, 0.3)), ("weight_decay", (0.0, 0.03, 0.3)))),
+    "replay": dict(n_t=41, grid=(("reg", (0.0, 0.3)), ("replay", (0.0, 0.1, 0.5)))),
+    # The series' quick variants leave out the dense Hessian (seconds a checkpoint on 2 cores).
+    "sam": dict(
+        budgets=(50, 200, 800, 3200),
+        curvature=False,
+        chunk_size=2,
+        grid=(("sam_rho", (0.0, 0.003, 0.01)), ("seed", (0, 1))),
+    ),
+    "anneal_fraction": dict(
+        budgets=(50, 200, 800, 3200),
+        curvature=False,
+        chunk_size=2,
+        grid=(("anneal_fraction", (0.0, 0.2, 0.5)), ("seed", (0, 1))),
+    ),
 }
+
+
+# Presets ``ovt reproduce`` runs at their quick size even in a full reproduction (where
+# ``ovt theory PRESET --quick`` writes them): the mitigations, whose full grids (and, for the series,
+# dense Hessians) would add minutes to the main job.
+REPRODUCED_QUICK = ("weight_decay", "replay", "sam", "anneal_fraction")
 
 
 def get(name: str, quick: bool = False) -> TheoryConfig:

@@ -31,10 +31,10 @@ def gaussian_prediction(cell: TheoryConfig) -> float | None:
     """The last-beneficial-mode prediction of the Gaussian T* (``theory.prediction.gaussian_t_star``),
     made from the cell's config alone, where it applies: the aligned depth-2 closed form with a
     power-law spectrum (s_i = s1 i^-alpha, noise std gamma * sigma on both layers, sigma the init std
-    or ``noise_sigma``). None elsewhere; NaN where no mode helps."""
-    if not (
-        cell.method == "closed_form" and cell.depth == 2 and cell.init == "aligned" and cell.spectrum == "power_law"
-    ):
+    or ``noise_sigma``) and no weight decay (which moves every mode's target). None elsewhere; NaN
+    where no mode helps."""
+    plain = cell.init == "aligned" and cell.spectrum == "power_law" and cell.weight_decay == 0
+    if not (cell.method == "closed_form" and cell.depth == 2 and plain):
         return None
     s = tasks.power_law_spectrum(cell.rank, cell.s1, cell.alpha)
     sigma = cell.init_std if cell.noise_scale == "init" else cell.noise_sigma

@@ -81,6 +81,10 @@ def synthetic(preset):
         "landscape_alpha": [dict(alpha=a, gamma=g, shift=a / g) for a in (0.8, 1.2) for g in (0.2, 0.4, 0.6)],
         "tuned_finite": [dict(lr=lr, lr_policy=p) for p in ("fixed",) for lr in (0.01, 0.04, 0.16)],
         "shrinking": [dict(lr_policy="shrinking", shrink_power=q, shift=1 + q) for q in (0.0, 0.5, 1.0)],
+        "weight_decay": [dict(reg=r, weight_decay=w, shift=1 + 10 * w) for r in (0.0, 0.3) for w in (0.0, 0.03, 0.3)],
+        "replay": [dict(reg=r, replay=x, shift=1 + x) for r in (0.0, 0.3) for x in (0.0, 0.1, 0.5)],
+        "sam": [dict(sam_rho=x, seed=k, shift=1 + x + k / 10) for x in (0.0, 0.003) for k in (0, 1)],
+        "anneal_fraction": [dict(anneal_fraction=f, seed=k, shift=1 + f + k / 10) for f in (0.0, 0.5) for k in (0, 1)],
         "general": [
             dict(gamma=0.3, optimizer=o, batch_size=b, seed=s, shift=1 + s / 10)
             for o in ("sgd", "adam")

@@ -35,7 +35,11 @@ def continuous_minimum(cell, modification: str, T: np.ndarray, y: np.ndarray) ->
     bounds = (np.log(T[i - 1]), np.log(T[i + 1]))
     with jax.enable_x64(True):
         static = theory_run.static_part(cell)
-        p = {name: getattr(cell, name) for name in theory_run.TRACED if name != "reg" or cell.reg != 0}
+        p = {
+            name: getattr(cell, name)
+            for name in theory_run.TRACED
+            if name not in theory_run.ZERO_STATIC or getattr(cell, name) != 0
+        }
 
         @jax.jit
         def at(x):

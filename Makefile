@@ -25,9 +25,9 @@ reproduce-quick: $(STAMP)
 	$(BIN)/ovt reproduce --quick --out $(OUT)
 
 test: $(STAMP) lint
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow" tests README.md --doctest-glob=README.md
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=20 -m "not slow" tests README.md --doctest-glob=README.md
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q --doctest-modules theory analysis
-	HF_HUB_OFFLINE=1 JAX_ENABLE_X64=1 $(BIN)/python -m pytest -q -m "not slow" tests/theory
+	HF_HUB_OFFLINE=1 JAX_ENABLE_X64=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow" tests/theory
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -q
 
 # Style and layers: ruff (lint + format) and the import-linter contracts in pyproject.toml.

@@ -57,13 +57,17 @@ def _t_star_panel(ax, observed: dict, predictions: dict, kind: str, column: str,
         y = np.array([o["t_star"] for o in seen])
         lo = np.array([o.get("interval", [t, t])[0] for o, t in zip(seen, y)])
         hi = np.array([o.get("interval", [t, t])[1] for o, t in zip(seen, y)])
-        ax.errorbar(x * scale, y, yerr=[y - lo, hi - y], fmt="o", color=colour, label=f"observed ({kind})", capsize=2)
+        # A pooled T* may lie outside its bootstrap interval (a skewed one): draw the interval's reach
+        # on each side of the point, never a negative one.
+        reach = np.clip([y - lo, hi - y], 0.0, None)
+        ax.errorbar(x * scale, y, yerr=reach, fmt="o", color=colour, label=f"observed ({kind})", capsize=2)
     for p in predictions[kind]["predictions"]:
         t, interval = p["t_star"]["value"], p["t_star"].get("interval") or [None, None]
         if t is None or not np.isfinite(t):
             continue
         lo, hi = interval[0] or t, interval[1] or t
-        ax.errorbar([p[column] * scale], [t], yerr=[[t - lo], [hi - t]], fmt="s", mfc="none", color=colour, capsize=2)
+        reach = np.clip([[t - lo], [hi - t]], 0.0, None)
+        ax.errorbar([p[column] * scale], [t], yerr=reach, fmt="s", mfc="none", color=colour, capsize=2)
     for m in predictions[kind]["fit"]:
         ax.axvline(m * scale, color=colour, lw=0.5, ls=":")
 

@@ -472,9 +472,12 @@ def test_replay_mixes_pretraining_text_into_every_run_and_is_recorded(capsys, tm
     table, plain = pd.read_parquet(out / store.METRICS), pd.read_parquet(run / store.METRICS)
     tuned = table[table.modification == "finetune"]
     assert set(tuned.replay) == {0.3} and "replay" not in plain
+
     manifest = store.read_manifest(out)
     assert manifest["replay"]["sha256"] == fingerprint.sha256(replayed) and manifest["replay"]["n_examples"] > 10
     assert manifest["finetune"]["replay"] == 0.3
+    # A run without replay keeps the identity of one written before replay existed: it resumes.
+    assert "replay_sha256" not in store.read_manifest(run)["config"] and "replay_sha256" in manifest["config"]
 
     def values(t, modification):
         rows = t[(t.modification == modification) & (t.metric == "perplexity") & (t.lr_policy != "tuned")]

@@ -94,12 +94,18 @@ class FinetunePlan(SeriesPlan):
         return range(self.cfg.seed, self.cfg.seed + self.cfg.repeats)
 
     def resolved(self) -> dict:
-        return super().resolved() | {
-            "data_sha256": self.data["sha256"],
-            "heldout": self.data["heldout"],
-            "mc_sha256": self.mc and self.mc["sha256"],
-            "replay_sha256": self.replay and self.replay["sha256"],
-        }
+        # The replayed text's hash only where a run replays: a run without replay keeps the identity it
+        # had before replay existed, and resumes.
+        replayed = {"replay_sha256": self.replay["sha256"]} if self.replay else {}
+        return (
+            super().resolved()
+            | {
+                "data_sha256": self.data["sha256"],
+                "heldout": self.data["heldout"],
+                "mc_sha256": self.mc and self.mc["sha256"],
+            }
+            | replayed
+        )
 
     @property
     def metrics(self) -> tuple[str, ...]:

@@ -20,21 +20,14 @@ The mitigation study's wall time (``study.json``) is these costs times its arms.
 from __future__ import annotations
 
 import argparse
-import time
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.quantize_speed import best_cpu_times  # noqa: E402
 
 REPLAYS = (0.1, 0.3)
-
-
-def _best(work: dict, repeats: int) -> dict:
-    best = {name: float("inf") for name in work}
-    for fn in work.values():
-        fn()  # warm-up
-    for _ in range(repeats):
-        for name, fn in work.items():
-            start = time.process_time()
-            fn()
-            best[name] = min(best[name], time.process_time() - start)
-    return best
 
 
 def pretrain_row(preset: str, repeats: int) -> dict:
@@ -63,7 +56,7 @@ def pretrain_row(preset: str, repeats: int) -> dict:
     return {
         "preset": preset,
         "parameters": count_parameters(model),
-        **_best({"adamw": step(0.0), "sam": step(0.05)}, repeats),
+        **best_cpu_times({"adamw": step(0.0), "sam": step(0.05)}, repeats),
     }
 
 
@@ -93,7 +86,7 @@ def finetune_row(preset: str, steps: int, repeats: int) -> dict:
         return work
 
     work = {"plain": run(0.0)} | {f"replay={r:g}": run(r) for r in REPLAYS}
-    return {"preset": preset, **_best(work, repeats)}
+    return {"preset": preset, **best_cpu_times(work, repeats)}
 
 
 def main(argv=None) -> None:

@@ -54,6 +54,12 @@ def llm_row(preset: str, blocks: int, seq_len: int, repeats: int) -> dict:
             perplexity(model, tokens, 32)
 
     work = {"plain": plain, "quantized": rounded("nearest"), "stochastic": rounded("stochastic"), "gaussian": gaussian}
+    return {"preset": preset, "parameters": count_parameters(model), **best_cpu_times(work, repeats)}
+
+
+def best_cpu_times(work: dict, repeats: int) -> dict:
+    """{name: the least CPU seconds of ``work[name]()`` over ``repeats`` rounds}, the calls alternating
+    within each round after one warm-up call each (the steadier clock on a shared machine)."""
     best = {name: float("inf") for name in work}
     for fn in work.values():
         fn()  # warm-up
@@ -62,7 +68,7 @@ def llm_row(preset: str, blocks: int, seq_len: int, repeats: int) -> dict:
             start = time.process_time()
             fn()
             best[name] = min(best[name], time.process_time() - start)
-    return {"preset": preset, "parameters": count_parameters(model), **best}
+    return best
 
 
 def theory_rows(draws: int, repeats: int) -> list[dict]:

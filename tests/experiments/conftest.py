@@ -36,3 +36,15 @@ def ovt(capsys, *argv):
     code = cli.main([str(a) for a in argv])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def run_study(name: str, study, out) -> None:
+    """``ovt llm study NAME --out OUT`` (one worker, quiet) with ``study`` registered as preset ``name``
+    for the call, as a preset would be."""
+    from experiments.llm import study as llm_study
+
+    llm_study.STUDIES[name] = study
+    try:
+        assert cli.main(["llm", "study", name, "--out", str(out), "--quiet", "--workers", "1"]) == 0
+    finally:
+        llm_study.STUDIES.pop(name, None)

@@ -15,7 +15,7 @@ from experiments.llm import study_claims
 from experiments.llm import study_report as llm_study_report
 from experiments.llm.study import Study
 from rundir import store
-from tests.experiments.conftest import ovt
+from tests.experiments.conftest import ovt, run_study
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread", "empty_offline_cache")
 
@@ -59,14 +59,8 @@ TRUNK_STAGES = ("trunk/perturb", "trunk/finetune/shakespeare", "trunk/quantize")
 def study(tmp_path_factory):
     """The tiny study run once through the command line; treat as read-only."""
     out = tmp_path_factory.mktemp("study") / "tiny"
-    llm_study.STUDIES["tiny-test"] = TINY  # registered for the module's tests, as a preset would be
-    try:
-        from experiments import cli
-
-        assert cli.main(["llm", "study", "tiny-test", "--out", str(out), "--quiet", "--workers", "1"]) == 0
-        yield out
-    finally:
-        llm_study.STUDIES.pop("tiny-test", None)
+    run_study("tiny-test", TINY, out)
+    return out
 
 
 def test_the_study_writes_every_run_then_predictions_claims_and_figure(study):

@@ -3,40 +3,36 @@ the preset sized by its pilot before its data exist."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
 from analysis.power import half_width
 from experiments.llm import study as llm_study
-from experiments.llm.study import Study
 from experiments.llm.study_design import MITIGATION_POWER
 from rundir import store
+from tests.experiments.conftest import run_study
+from tests.experiments.test_llm_study import TINY as TINY_STUDY
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread", "empty_offline_cache")
 
-# 4 x 32 = 128 tokens a step: 8 ... 32 steps of the tiny model; two series a arm, the least an interval needs.
-TINY = Study(
+# The tiny study's series and fine-tuning (test_llm_study), 3 budgets, one lr and one order; two series
+# an arm, the least an interval needs; nothing measured but the fine-tuning the arms compare.
+TINY = dataclasses.replace(
+    TINY_STUDY,
     sizes=(("tiny", (1024, 2048, 4096)),),
-    seeds=(0, 1),
-    corpus="synthetic",
-    max_train_chars=60_000,
-    seq_len=32,
-    batch_size=4,
-    lr=3e-3,
-    eval_chars=12_000,
     eval_blocks=16,
     gammas=(),
-    finetune_data=("corpus:shakespeare",),
     lrs=(3e-3,),
-    steps=4,
-    warmup_steps=1,
-    finetune_batch=4,
-    regs=(1.0,),
-    reg_lr=3e-3,
+    finetune_repeats=1,
     curvature_gammas=(),
-    trunk_seeds=(("tiny", (0, 1)),),
+    quant_bits=(),
+    trunk_budgets=None,
+    trunk_gammas=(),
     trunk_lrs=(3e-3,),
+    multimodal_lrs=(),
+    multimodal_seeds=(),
     arms=(("sam=0.05", (("sam_rho", 0.05),)), ("wd=1", (("weight_decay", 1.0),))),
     replays=(0.3,),
 )
@@ -46,14 +42,8 @@ ARMS = ["sam=0.05", "wd=1", "no anneal", "replay=0.3", "reg=1"]
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     out = tmp_path_factory.mktemp("mitigations") / "tiny"
-    llm_study.STUDIES["tiny-mitigations"] = TINY
-    try:
-        from experiments import cli
-
-        assert cli.main(["llm", "study", "tiny-mitigations", "--out", str(out), "--quiet", "--workers", "1"]) == 0
-        yield out
-    finally:
-        llm_study.STUDIES.pop("tiny-mitigations", None)
+    run_study("tiny-mitigations", TINY, out)
+    return out
 
 
 def test_every_arm_is_its_own_series_or_fine_tuning_run_and_nothing_else_runs(study):
@@ -94,14 +84,9 @@ def test_the_claims_compare_every_arm_with_the_baseline_paired_by_series(study):
 
 
 def test_a_rerun_resumes_to_the_same_claims(study, capsys):
-    from experiments import cli
 
     before = (study / "claims.json").read_text()
-    llm_study.STUDIES["tiny-mitigations"] = TINY
-    try:
-        assert cli.main(["llm", "study", "tiny-mitigations", "--out", str(study), "--quiet", "--workers", "1"]) == 0
-    finally:
-        llm_study.STUDIES.pop("tiny-mitigations", None)
+    run_study("tiny-mitigations", TINY, study)
     assert (study / "claims.json").read_text() == before
 
 

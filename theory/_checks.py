@@ -121,6 +121,13 @@ def positive(name: str, value, **kw):
     return floats(name, value, above=0, **kw)
 
 
+def python_zero(value) -> bool:
+    """Whether ``value`` is a Python 0 (not an array, not traced): the term it scales is then left out
+    of the computation altogether, so a run without that term is the plain computation, number for
+    number (a traced or array 0 keeps the term, multiplied by 0)."""
+    return isinstance(value, (int, float)) and value == 0
+
+
 def non_negative(name: str, value, **kw):
     """``floats`` with every value >= 0."""
     return floats(name, value, least=0, **kw)

@@ -107,7 +107,7 @@ def mode_strength(s, u0, t, weight_decay=0.0):
     s, u0, t = _checks.positive("s", s), _checks.positive("u0", u0), _checks.non_negative("t", t)
     weight_decay = _checks.non_negative("weight_decay", weight_decay)
     _checks.broadcast(s=s, u0=u0, t=t, weight_decay=weight_decay)
-    if isinstance(weight_decay, float) and weight_decay == 0:
+    if _checks.python_zero(weight_decay):
         return _growing(s, u0, t)
     return logistic_strength(jnp.asarray(s) - weight_decay, u0, t)
 

@@ -63,7 +63,7 @@ def regularized_objective(
     replay = _checks.floats("replay", replay, ndim=0, least=0, most=1)
     if data is not None and not (isinstance(data, (tuple, list)) and len(data) == 2):
         raise ValueError(f"data must be a pair (X, Y) of samples, got {type(data).__name__}")
-    mixed = not (isinstance(replay, float) and replay == 0)  # a Python 0 keeps L_B alone, exactly
+    mixed = not _checks.python_zero(replay)  # a Python 0 keeps L_B alone, exactly
     if mixed and A is None:
         raise ValueError(f"replay={replay!r} mixes in L_A: give A, the pre-training teacher")
     if mixed:

@@ -34,7 +34,7 @@ def with_weight_decay(loss_fn: Callable[[Params], jax.Array], weight_decay) -> C
     """
     _checks.function("loss_fn", loss_fn)
     weight_decay = _checks.non_negative("weight_decay", weight_decay, ndim=0)
-    if isinstance(weight_decay, float) and weight_decay == 0:
+    if _checks.python_zero(weight_decay):
         return loss_fn
     return lambda W: loss_fn(W) + 0.5 * weight_decay * sum(jnp.sum(w**2) for w in W)
 

@@ -87,25 +87,19 @@ def pretrained_strengths(s, u0, T, depth: int = 2, dt_max: float = 0.02, weight_
     -------
     array, shape (n_t, r)
     """
-    if depth == 2 and _zero(weight_decay):
+    if depth == 2 and _checks.python_zero(weight_decay):
         return closed_form.mode_strength(s, u0, T[:, None])
     if depth == 2:  # s = 0 (a padded mode) with u0 = 0 stays 0 under every lambda
         return closed_form.logistic_strength(jnp.asarray(s) - weight_decay, u0, T[:, None])
     a0 = jnp.full_like(s, u0 ** (1.0 / depth))
-    if _zero(weight_decay):
+    if _checks.python_zero(weight_decay):
         return closed_form.mode_flow(a0, s, T, depth, dt_max=dt_max)
     return closed_form.mode_flow(a0, s, T, depth, reg=weight_decay, a_ref=0.0, dt_max=dt_max)
 
 
-def _zero(x) -> bool:
-    """Whether ``x`` is a Python 0: then a mitigation's term is left out of the computation altogether,
-    and a run without the mitigation is the plain law's computation, number for number."""
-    return isinstance(x, (int, float)) and x == 0
-
-
 def _finetuned_strengths(u, b, tau, depth: int, reg, dt_max: float):
     """Strengths after fine-tuning time tau: the logistic law (depth 2, reg = 0) or the per-mode ODE."""
-    if depth == 2 and isinstance(reg, (int, float)) and reg == 0:
+    if depth == 2 and _checks.python_zero(reg):
         return closed_form.finetune_strength(b, u, tau)
     # Integrate to t = 1 at rate tau: each T may carry its own fine-tuning time tau(T).
     a_T = u ** (1.0 / depth)
@@ -205,7 +199,7 @@ def closed_form_curves(
     weight_decay = _checks.non_negative("weight_decay", weight_decay, ndim=0)
     replay = _checks.floats("replay", replay, ndim=0, least=0, most=1)
     u = pretrained_strengths(s, u0, T, depth, dt_max, weight_decay)
-    target = b if _zero(replay) else (1.0 - replay) * b + replay * s
+    target = b if _checks.python_zero(replay) else (1.0 - replay) * b + replay * s
     u_ft = _finetuned_strengths(u, target, tau, depth, reg, dt_max)
     if depth == 2:
         norm = jnp.sum(u, axis=-1)

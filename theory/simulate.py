@@ -137,7 +137,7 @@ def optimizer(
         learning_rate = _checks.positive("learning_rate", learning_rate, ndim=0)
     momentum = _checks.floats("momentum", momentum, ndim=0, least=0, most=1)
     weight_decay = _checks.non_negative("weight_decay", weight_decay, ndim=0)
-    decayed = not (isinstance(weight_decay, float) and weight_decay == 0)  # traced: decayed
+    decayed = not _checks.python_zero(weight_decay)  # traced: decayed
     if name == "sgd":
         opt = optax.sgd(learning_rate)
     elif name == "momentum":
@@ -217,7 +217,7 @@ def train(
         raise ValueError(f"n_steps={n_steps} must be a multiple of record_every={record_every}")
     sam_rho = _checks.non_negative("sam_rho", sam_rho, ndim=0)
     grad = jax.grad(objective.loss)
-    if not (isinstance(sam_rho, float) and sam_rho == 0):
+    if not _checks.python_zero(sam_rho):
         plain, grad = grad, lambda W, batch: sam_gradient(plain, W, batch, sam_rho)
 
     def step(carry, batch):

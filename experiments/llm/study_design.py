@@ -189,6 +189,24 @@ STUDIES["pilot-anneal"] = dataclasses.replace(
 )  # fmt: skip
 
 
+# Claims q, q', i, j, m, m' on their own series: the reference's design (seeds, corpus, schedule,
+# fine-tuning regime, the extension's grids) at its 5 smallest budgets (20k to 10.2M tokens, 5k to
+# 5.12M), so the run fits one 3-hour sitting of 2 cores: pre-training ~50 min (a 5k series to 5.12M
+# with its trunk took 150 s, a 20k step costs 2.3x a 5k one), the measurements ~70 min (~95 CPU s per
+# checkpoint: 4 fine-tunings, 4 of the multimodal recipe's stages, 24 evaluations). Cut from the
+# reference's extension: budgets 6-9 (so no U-shape beyond 10.2M tokens can show) and every
+# measurement that none of these claims reads (gammas other than 1, lrs other than 1e-3, the L2
+# pull, curvature). The sizing of the pairs is pilot-anneal's (the ``study`` preset's comment).
+STUDIES["extension"] = dataclasses.replace(
+    STUDIES["study"],
+    sizes=tuple((size, budgets[:5]) for size, budgets in STUDIES["study"].sizes),
+    gammas=(1.0,),
+    lrs=(1e-3,),
+    regs=(),
+    curvature_gammas=(),
+    trunk_budgets=None,
+)
+
 # Claims k: the mitigations a theorist tests next, at the cheaper 5k size, 5 doubling budgets to 5.1M
 # tokens, one batch order (the pilot: orders agree to 0.01-0.07 nats, the series carries the noise),
 # fine-tuning at 1e-3 (a tenth of the pre-training peak) as the reference's L2 pull is. Pre-training arms:

@@ -179,6 +179,29 @@ def test_every_study_preset_meets_the_regime_it_claims():
     assert dataclasses.replace(quick, sizes=reference.sizes) != reference
 
 
+def test_the_extension_retrains_the_references_first_budgets_and_measures_every_modification_on_both():
+    """The extension's series are the reference's (seeds, corpus, schedule) cut to its 5 smallest
+    budgets, each with its trunk at every budget; the trunk and the annealed checkpoints get the same
+    modifications (Gaussian at gamma 1, fine-tuning at 1e-3, 3 bit widths), and multimodal adaptation
+    runs on every series."""
+    from pathlib import Path
+
+    reference, extension = llm_study.STUDIES["study"], llm_study.STUDIES["extension"]
+    out = Path("study")
+    first = {str(path): cfg for cfg, path in llm_study.pretrain_runs(reference, out)}
+    series = llm_study.pretrain_runs(extension, out)
+    assert len(series) == len(first) == 18
+    for cfg, path in series:
+        budgets = first[str(path)].budgets[:5]
+        assert cfg == dataclasses.replace(first[str(path)], budgets=budgets, trunk_checkpoints=5)
+    assert extension.trunk_gammas == extension.gammas == (1.0,) and extension.trunk_lrs == extension.lrs == (1e-3,)
+    assert extension.quant_bits == (8, 4, 3) and len(extension.multimodal_lrs) == 2
+    stages = [str(path.parent) for _, path in llm_study.measurement_runs(extension, out)]
+    for stage in ("perturb", "finetune/shakespeare", "quantize"):
+        assert stages.count(f"study/{stage}") == stages.count(f"study/trunk/{stage}") == 18
+    assert stages.count("study/multimodal") == 18 and len(stages) == 7 * 18
+
+
 def test_until_stops_after_a_stage_and_the_same_command_goes_on(capsys, tmp_path):
     """--until pre-training: the series alone, status stopped; without it, the rest follows."""
     small = dataclasses.replace(TINY, seeds=(0,), sizes=(("tiny", (1024, 2048, 4096)),), regs=())

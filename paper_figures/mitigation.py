@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from paper_figures import style
-from paper_figures.schedule import _on_axis, seed_band
+from paper_figures.schedule import on_axis, seed_band
 
 STEPS = "train_steps"  # a series is drawn against optimizer steps: equal data and compute
 PULL_LINE = dict(ls="--", marker="s", mfc="white")  # T* with the L2 pull, beside the plain T*
@@ -71,7 +71,7 @@ def forgetting_panel(ax, frame: pd.DataFrame, by: str, colours: dict) -> None:
     for value, t_star in zip(style.keys(rows, by), style.marked(rows)):
         X, mean, _, _ = after[value]
         own = curves[style.keys(curves, by) == value]
-        style.mark_inflection(ax, X, mean, _on_axis(t_star, own, _x(frame)), colours[value])
+        style.mark_inflection(ax, X, mean, on_axis(t_star, own, _x(frame)), colours[value])
     style.time_axis(ax, r"$L_A$ after fine-tuning")
     _fit(ax, after)
 
@@ -108,7 +108,7 @@ def t_star_panel(ax, frame: pd.DataFrame, by: str) -> None:
         t_star = style.marked(group).to_numpy(float)
         steps = np.array(
             [
-                _on_axis(t, curves[(style.keys(curves, by) == v) & np.isclose(curves.reg, reg)], _x(frame))
+                on_axis(t, curves[(style.keys(curves, by) == v) & np.isclose(curves.reg, reg)], _x(frame))
                 for v, t in zip(keys, t_star)
             ]
         )

@@ -52,7 +52,7 @@ def band_panel(
         ax.plot(X, mean, color=colour, marker=".", ms=5, label=label, zorder=3)
         if metric == "pretrain_loss":
             for t_star in style.marked(style.inflection_rows(frame, modification, series_mode=mode)):
-                style.mark_inflection(ax, X, mean, _on_axis(t_star, rows, x), colour)
+                style.mark_inflection(ax, X, mean, on_axis(t_star, rows, x), colour)
         curves[mode] = (X, mean)
         drawn[(mode, "lo")], drawn[(mode, "hi")] = (X, lo), (X, hi)
     style.time_axis(ax, ylabel)
@@ -60,7 +60,7 @@ def band_panel(
     return curves
 
 
-def _on_axis(t_star: float, rows: pd.DataFrame, x: str) -> float:
+def on_axis(t_star: float, rows: pd.DataFrame, x: str) -> float:
     """A flow time T* as a value of column ``x`` (log-linear between the curve's checkpoints)."""
     if x == "pretrain_time" or not np.isfinite(t_star):
         return t_star

@@ -27,12 +27,18 @@ SERIES = "series_seed"
 FINETUNE_CLAIMS = ("a'", "d", "e", "f", "g")
 
 
-def load(out: Path, stage: str, study, size: str, seeds=None) -> pd.DataFrame:
+def load(out: Path, stage: str, study, size: str, seeds=None, arm: str = "", missing_ok: bool = False) -> pd.DataFrame:
     """Every series' table of one stage folder (``perturb``, ``finetune/shakespeare``, ...) for one
-    size (``seeds``: those series only), with its ``size`` and ``series_seed``."""
-    frames = [
-        pd.read_parquet(out / stage / study.series_name(size, seed) / store.METRICS).assign(size=size, series_seed=seed)
+    size (``seeds``: those series only; ``arm``: a pre-training arm's series), with its ``size`` and
+    ``series_seed``; ``missing_ok`` skips the series with no table instead of failing."""
+    paths = {
+        seed: out / stage / study.series_name(size, seed, arm) / store.METRICS
         for seed in (study.seeds_of(size) if seeds is None else seeds)
+    }
+    frames = [
+        pd.read_parquet(path).assign(size=size, series_seed=seed)
+        for seed, path in paths.items()
+        if not missing_ok or path.is_file()
     ]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 

@@ -22,20 +22,16 @@ import numpy as np
 import pandas as pd
 
 from analysis.mitigation_claims import mitigation_claims
-from experiments.llm.study_claims import SERIES
+from experiments.llm.study_claims import SERIES, load
 from rundir import store
 
 BASELINE, NO_ANNEAL = "baseline", "no anneal"
 
 
 def _load(out: Path, stage: str, study, size: str, arm: str = "", seeds=None) -> pd.DataFrame | None:
-    """The tables of one stage folder over the size's series (with ``series_seed``), None where absent."""
-    frames = []
-    for seed in study.seeds_of(size) if seeds is None else seeds:
-        path = out / stage / study.series_name(size, seed, arm) / store.METRICS
-        if path.is_file():
-            frames.append(pd.read_parquet(path).assign(size=size, **{SERIES: seed}))
-    return pd.concat(frames, ignore_index=True) if frames else None
+    """``study_claims.load`` of the series that have a table, None where none has."""
+    table = load(out, stage, study, size, seeds, arm, missing_ok=True)
+    return table if len(table) else None
 
 
 def arm_tables(study, out: Path, size: str) -> dict[str, pd.DataFrame | None]:

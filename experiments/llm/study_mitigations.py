@@ -28,22 +28,18 @@ from rundir import store
 BASELINE, NO_ANNEAL = "baseline", "no anneal"
 
 
-def _load(out: Path, stage: str, study, size: str, arm: str = "", seeds=None) -> pd.DataFrame | None:
-    """``study_claims.load`` of the series that have a table, None where none has."""
-    table = load(out, stage, study, size, seeds, arm, missing_ok=True)
-    return table if len(table) else None
-
-
-def arm_tables(study, out: Path, size: str) -> dict[str, pd.DataFrame | None]:
-    """{arm: its fine-tuning table} for one size, the baseline first (module docstring)."""
+def arm_tables(study, out: Path, size: str) -> dict[str, pd.DataFrame]:
+    """{arm: its fine-tuning table, empty where no series has one} for one size, the baseline first
+    (module docstring)."""
     first = study.finetune_stage(study.finetune_data[0])
-    arms = {BASELINE: _load(out, first, study, size)}
-    arms |= {arm: _load(out, first, study, size, arm) for arm, _ in study.arms}
+    arms = {BASELINE: load(out, first, study, size, missing_ok=True)}
+    arms |= {arm: load(out, first, study, size, arm=arm, missing_ok=True) for arm, _ in study.arms}
     seeds = dict(study.trunk_seeds).get(size, ())
     if seeds and study.reg_lr in study.trunk_lrs:
-        arms[NO_ANNEAL] = _load(out, f"trunk/{first}", study, size, seeds=seeds)
-    arms |= {f"replay={r:g}": _load(out, f"finetune-replay/replay={r:g}", study, size) for r in study.replays}
-    arms |= {f"reg={r:g}": _load(out, f"finetune-reg/reg={r:g}", study, size) for r in study.regs}
+        arms[NO_ANNEAL] = load(out, f"trunk/{first}", study, size, seeds, missing_ok=True)
+    stages = {f"replay={r:g}": f"finetune-replay/replay={r:g}" for r in study.replays}
+    stages |= {f"reg={r:g}": f"finetune-reg/reg={r:g}" for r in study.regs}
+    arms |= {arm: load(out, stage, study, size, missing_ok=True) for arm, stage in stages.items()}
     return arms
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -184,16 +185,13 @@ def test_the_extension_retrains_the_references_first_budgets_and_measures_every_
     budgets, each with its trunk at every budget; the trunk and the annealed checkpoints get the same
     modifications (Gaussian at gamma 1, fine-tuning at 1e-3, 3 bit widths), and multimodal adaptation
     runs on every series."""
-    from pathlib import Path
-
     reference, extension = llm_study.STUDIES["study"], llm_study.STUDIES["extension"]
     out = Path("study")
-    first = {str(path): cfg for cfg, path in llm_study.pretrain_runs(reference, out)}
+    first = {path: cfg for cfg, path in llm_study.pretrain_runs(reference, out)}
     series = llm_study.pretrain_runs(extension, out)
     assert len(series) == len(first) == 18
     for cfg, path in series:
-        budgets = first[str(path)].budgets[:5]
-        assert cfg == dataclasses.replace(first[str(path)], budgets=budgets, trunk_checkpoints=5)
+        assert cfg == dataclasses.replace(first[path], budgets=first[path].budgets[:5], trunk_checkpoints=5)
     assert extension.trunk_gammas == extension.gammas == (1.0,) and extension.trunk_lrs == extension.lrs == (1e-3,)
     assert extension.quant_bits == (8, 4, 3) and len(extension.multimodal_lrs) == 2
     stages = [str(path.parent) for _, path in llm_study.measurement_runs(extension, out)]

@@ -1,5 +1,7 @@
 """The main job end to end (minutes): run by `make test-slow`, not by `make test`."""
 
+import json
+
 import pytest
 
 from experiments import cli
@@ -18,3 +20,5 @@ def test_quick_reproduce_writes_every_figure_and_store(tmp_path):
     runs = store.find_runs(tmp_path)
     frame = store.load(runs)
     assert set(frame.source) == {"theory", "llm"}
+    fits = json.loads((tmp_path / "compare" / "fits.json").read_text())  # the theory met by the data only
+    assert {f["source"] for f in fits["families"]} == {"llm"} and len(fits["families"]) == 2

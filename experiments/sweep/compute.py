@@ -52,12 +52,15 @@ class Chunk:
 
 
 def plan(cfg: TheoryConfig, n_devices: int = 1) -> list[Chunk]:
-    """Split the cells into groups by static fields, then into chunks of ``chunk_size`` (a multiple of
-    the device count, so the cell axis shards evenly)."""
-    size = math.ceil(cfg.chunk_size / n_devices) * n_devices
+    """Split the cells into groups by static fields, then into chunks of ``chunk_size`` cells, or of the
+    largest group's where that is smaller (padding past it only costs memory: a ``series`` cell holds
+    its whole minibatch stream), rounded up to a multiple of the device count so the cell axis shards
+    evenly."""
     groups: dict[tuple, list[TheoryConfig]] = {}
     for cell in cells(cfg):
         groups.setdefault((static_part(cell), *(getattr(cell, n) == 0 for n in ZERO_STATIC)), []).append(cell)
+    largest = max(len(members) for members in groups.values())
+    size = math.ceil(min(cfg.chunk_size, largest) / n_devices) * n_devices
     chunks = []
     for members in groups.values():
         for start in range(0, len(members), size):

@@ -106,6 +106,7 @@ PRESETS: dict[str, TheoryConfig] = {
         lr=0.02,
         gamma=0.3,  # modes with s_i < 2 c gamma^2 = 0.18 (i >= 6) are net-harmful under noise
         grid=(("optimizer", ("sgd", "adam")), ("batch_size", (16, 512)), ("seed", (0, 1, 2))),
+        chunk_size=1,  # a cell at batch 512 draws a 2.4 GB minibatch stream (``config.batch_stream_bytes``)
     ),
     "schedule": SCHEDULE,
     # Warmup-stable-decay at equal steps: ``single`` is the trunk (constant lr up to each checkpoint but

@@ -65,6 +65,26 @@ def test_padding_and_chunking_do_not_change_results(tmp_path, smoke_config):
     pd.testing.assert_frame_equal(chunked[infl], whole[infl], check_exact=False, rtol=1e-4)
 
 
+def test_chunks_stop_at_the_largest_group_and_the_estimate_counts_every_minibatch_stream(monkeypatch):
+    """``general``: 4 static groups (optimizer x batch size) of 3 seeds. Padded to chunk_size 8, a chunk
+    held 8 minibatch streams of 2.4 GB each at batch 512 (a 19 GB peak, measured); a chunk now stops at
+    its group's 3 cells, the memory estimate counts the streams (12 bytes an entry of 6,400 steps x 512
+    x 64), and the preset computes one cell at a time: refused at chunk_size 8 on a 16 GiB machine,
+    accepted at 1."""
+    small = dataclasses.replace(presets.get("general"), grid=(("batch_size", (16, 32)), ("seed", (0, 1, 2))))
+    wide = dataclasses.replace(small, chunk_size=8)
+    assert [(len(c.cells), c.n_real) for c in theory_run.plan(wide)] == [(3, 3)] * 2
+    stream = 12 * 6_400 * 512 * (32 + 32)
+    assert config.batch_stream_bytes(dataclasses.replace(small, grid=(), batch_size=512)) == stream
+    assert config.batch_stream_bytes(presets.get("gaussian")) == 0  # gradient flow draws no batches
+    assert 6 * stream / 16 <= config.estimate_bytes(wide, 6) < 6 * stream / 16 + 2**27  # min(8, 6 cells)
+    monkeypatch.setattr(config, "_machine_memory", lambda: 16 * 2**30)
+    one = presets.get("general")
+    assert one.chunk_size == 1 and stream <= config.estimate_bytes(one, 12) < stream + 2**27
+    with pytest.raises(ValueError, match=r"needs an estimated 18\.\d GiB; this machine has 16\.0 GiB"):
+        dataclasses.replace(one, chunk_size=8)
+
+
 def test_rerun_into_a_finished_run_recomputes_nothing(tmp_path, smoke_config):
     run_theory(smoke_config, "smoke", tmp_path, quiet=True)
     before = {p: p.stat().st_mtime_ns for p in (tmp_path / store.CHUNKS).iterdir()}

@@ -37,6 +37,21 @@ def _stage(out: Path, stage: str, config: dict, size: str) -> pd.DataFrame:
     return rows[(rows.checkpoint != "inflection")]
 
 
+def _curvature_panel(ax, curvature: pd.DataFrame) -> None:
+    """The measured excess NLL against its second-order prediction (gamma^2 / 2) tr_sigma H."""
+    trace = curvature[curvature.metric == "hessian_trace"].set_index(["series", "pretrain_time"]).value
+    pairs = curvature[curvature.metric == "delta_nll"]
+    mean = pairs.groupby(["series", "pretrain_time", "gamma"]).value.mean().reset_index()
+    predicted = (
+        mean.gamma**2 / 2 * trace.reindex(pd.MultiIndex.from_frame(mean[["series", "pretrain_time"]])).to_numpy()
+    )
+    ax.loglog(predicted, mean.value, "o", ms=3)
+    positive = predicted > 0
+    lim = [np.nanmin(predicted[positive]) / 2, np.nanmax(predicted) * 2] if positive.any() else [1e-6, 1]
+    ax.plot(lim, lim, "k--", lw=0.8)
+    ax.set(xlabel=r"$(\gamma^2/2)\,\mathrm{tr}_\sigma H$", ylabel="measured excess NLL")
+
+
 def _series_curves(ax, rows: pd.DataFrame, by: str, label) -> None:
     """Mean over series of each series' mean log perplexity, +- its s.e. over series."""
     rows = rows.assign(log=np.log(rows.value))
@@ -95,23 +110,11 @@ def draw(out: Path | str, figures: Path | str) -> list[Path]:
             _t_star_panel(row[2], report["observed"][size], predictions[size], "gaussian", "gamma", "C0", 1.0)
             _t_star_panel(row[2], report["observed"][size], predictions[size], "finetune", "lr", "C3", 1.0)
             row[2].set(xscale="log", yscale="log", xlabel="gamma (blue) / lr (red)", ylabel="T* (tokens)")
-            curvature = _stage(out, "curvature", config, size)
-            trace = curvature[curvature.metric == "hessian_trace"].set_index(["series", "pretrain_time"]).value
-            pairs = curvature[curvature.metric == "delta_nll"]
-            mean = pairs.groupby(["series", "pretrain_time", "gamma"]).value.mean().reset_index()
-            predicted = (
-                mean.gamma**2
-                / 2
-                * trace.reindex(pd.MultiIndex.from_frame(mean[["series", "pretrain_time"]])).to_numpy()
-            )
-            row[3].loglog(predicted, mean.value, "o", ms=3)
-            lim = (
-                [np.nanmin(predicted[predicted > 0]) / 2, np.nanmax(predicted) * 2]
-                if (predicted > 0).any()
-                else [1e-6, 1]
-            )
-            row[3].plot(lim, lim, "k--", lw=0.8)
-            row[3].set(xlabel=r"$(\gamma^2/2)\,\mathrm{tr}_\sigma H$", ylabel="measured excess NLL")
+            if config.get("curvature_gammas"):
+                _curvature_panel(row[3], _stage(out, "curvature", config, size))
+            else:
+                row[3].text(0.5, 0.5, "no curvature runs", ha="center", va="center", transform=row[3].transAxes)
+                row[3].set_axis_off()
             before = tuned[(tuned.metric == "perplexity") & (tuned.modification == "none")]
             base = np.log(before.set_index(["series", "pretrain_time"]).value.groupby(level=[0, 1]).mean())
             key = pd.MultiIndex.from_frame(fixed[["series", "pretrain_time"]])

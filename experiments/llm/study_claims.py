@@ -47,7 +47,8 @@ def tables(study, out: Path, size: str) -> dict[str, pd.DataFrame]:
     """Every stage's table of one size, read once: ``perturb``, ``curvature``, the L2-pull runs joined
     (``reg``), one per fine-tuning dataset (keyed by the dataset), ``quantize``, and the trunk's
     (``trunk/perturb``, ``trunk/finetune``, ``trunk/quantize``) where the study has them."""
-    found = {stage: load(out, stage, study, size) for stage in ("perturb", "curvature")}
+    found = {"perturb": load(out, "perturb", study, size)}
+    found["curvature"] = load(out, "curvature", study, size) if study.curvature_gammas else pd.DataFrame()
     regs = [load(out, f"finetune-reg/reg={r:g}", study, size) for r in study.regs]
     found["reg"] = pd.concat(regs, ignore_index=True) if regs else pd.DataFrame()
     for data in study.finetune_data:
@@ -91,13 +92,16 @@ def size_claims(study, size: str, found: dict[str, pd.DataFrame]) -> list[dict]:
     antithetic excess, then one row per perturbation gamma), then (a') and (d)-(f) on every other
     dataset, then (q), (q'), (i) and (j) where the study measured them."""
     first, curvature = study.finetune_data[0], found["curvature"]
-    traces = curvature[curvature.metric == "hessian_trace"].rename(columns={"value": "trace"})
+    traces = (
+        curvature[curvature.metric == "hessian_trace"].rename(columns={"value": "trace"}) if len(curvature) else None
+    )
     grid = pd.concat([found[first], *([found["reg"]] if len(found["reg"]) else [])], ignore_index=True)
     ceiling = uniform_loss(size)
     claims = evaluate_claims(found["perturb"], grid, traces, series_column=SERIES, uniform_loss=ceiling)
-    h = evaluate_claims(_excess_as_perturb(curvature), None, traces, series_column=SERIES)
-    band = next((c.get("band") for c in claims if c["claim"] == "h"), None)  # over every perturbation gamma
-    claims = [c for c in claims if c["claim"] != "h"] + [c | {"band": band} for c in h if c["claim"] == "h"]
+    if traces is not None:  # a study without curvature runs leaves (h) INCONCLUSIVE, "no data"
+        h = evaluate_claims(_excess_as_perturb(curvature), None, traces, series_column=SERIES)
+        band = next((c.get("band") for c in claims if c["claim"] == "h"), None)  # over every perturbation gamma
+        claims = [c for c in claims if c["claim"] != "h"] + [c | {"band": band} for c in h if c["claim"] == "h"]
     entries = [c | {"size": size, "dataset": first if c["claim"] in FINETUNE_CLAIMS else ""} for c in claims]
     for data in study.finetune_data[1:]:
         other = evaluate_claims(None, found[data], series_column=SERIES, uniform_loss=ceiling)

@@ -90,6 +90,24 @@ def test_the_study_writes_every_run_then_predictions_claims_and_figure(study):
     assert not named, named
 
 
+def test_a_study_without_curvature_runs_leaves_h_without_data_and_every_other_claim_as_it_was(study, tmp_path):
+    """The ``extension`` preset measures no curvature: its analysis reads no curvature folder, (h) says
+    so, the other claims are those of the same tables with it, and the figure's curvature panel is empty."""
+    import shutil
+
+    copy = tmp_path / "tiny"
+    shutil.copytree(study, copy, ignore=lambda folder, names: ["curvature"] if Path(folder) == study else [])
+    llm_study_report.write(dataclasses.replace(TINY, curvature_gammas=()), "tiny-test", copy)
+    claims = {c["claim"]: c for c in json.loads((copy / "claims.json").read_text())["claims"]}
+    with_it = {c["claim"]: c for c in json.loads((study / "claims.json").read_text())["claims"]}
+    assert claims["h"]["verdict"] == "INCONCLUSIVE" and "no" in claims["h"]["rule"]
+    kept = [k for k in with_it if not k.startswith("h")]
+    assert [(claims[k]["verdict"], claims[k].get("value")) for k in kept] == [
+        (with_it[k]["verdict"], with_it[k].get("value")) for k in kept
+    ]
+    assert (copy / "figures" / "study.png").stat().st_size > 10_000
+
+
 def test_the_series_repeat_no_token_more_than_max_epochs(study):
     for seed in (0, 1):
         series = study / "series" / f"tiny_seed={seed}"

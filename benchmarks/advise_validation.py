@@ -1,14 +1,16 @@
 """Leave one series out: how good is ``ovt advise``'s advice on a study (docs/ADVISE.md)?
 
     .venv/bin/python benchmarks/advise_validation.py STUDY_DIR [--data shakespeare] [--gammas 1] [--draws 2]
-                                                     [--replicates 4000] [--json PATH]
+                                                     [--perturb DIR] [--replicates 4000] [--json PATH]
 
 STUDY_DIR is an ``ovt llm study`` folder (``perturb/SETUP``, ``finetune/DATA/SETUP``; the committed
 ``paper_figures/reference/study`` or a newer one). For every series and every fine-tuning lr of its
 grid (at the study's steps), ``analysis.advice_series.leave_one_series_out`` advises as ``ovt advise
 --reference`` does: eq. (1) fitted on the *other* series' fine-tuning (the other seeds of its size
 where there are two or more, else every other series) and applied to the held-out series' probes
-alone, i.e. its base perplexity and the first ``--draws`` draws at ``--gammas`` of its perturb store.
+alone, i.e. its base perplexity and the first ``--draws`` draws at ``--gammas`` of its perturb store
+(``--perturb DIR``: the series' perturb stores from another run on the same checkpoints, e.g. a
+cheaper probe on fewer eval blocks).
 The held-out series' own fine-tuning only scores the advice. The study's ``step_loss`` rows are not
 used (no fine-tuning probe is emulated). The method is fixed before this script is run; nothing in it
 is tuned on the held-out series.
@@ -41,8 +43,8 @@ from analysis.advice import REPLICATES
 from experiments.advise import study_series
 
 
-def validate(study: Path, data: str, gammas, draws: int, replicates: int) -> dict:
-    perturb, finetune = study / "perturb", study / "finetune" / data
+def validate(study: Path, data: str, gammas, draws: int, replicates: int, perturb: Path | None = None) -> dict:
+    perturb, finetune = perturb or study / "perturb", study / "finetune" / data
     for folder in (perturb, finetune):
         if not folder.is_dir():
             sys.exit(f"advise_validation: {folder} is not a folder of the study")
@@ -63,6 +65,7 @@ def validate(study: Path, data: str, gammas, draws: int, replicates: int) -> dic
         cases += found
     return {
         "study": str(study),
+        "perturb": str(perturb),
         "data": data,
         "probe": {"gammas": list(gammas), "draws": draws, "eval_blocks": evaluation["n_blocks"]},
         "series": [s.name for s in series],
@@ -104,7 +107,8 @@ def table(result: dict) -> str:
     cost, overall = result["cost"], result["overall"]
     lines = [
         f"{result['study']} ({result['data']}): {len(result['series'])} series, probes gammas "
-        f"{result['probe']['gammas']} x {result['probe']['draws']} draws; regrets in nats (medians unless 'mean')",
+        f"{result['probe']['gammas']} x {result['probe']['draws']} draws on {result['probe']['eval_blocks']} "
+        f"eval blocks ({result['perturb']}); regrets in nats (medians unless 'mean')",
         text,
         f"run sd from: {result['per_lr'][0]['run_sd_from']}",
         f"overall: advice <= last in {overall['advice_no_worse_than_last']:.0%} of {overall['cases']} cases; "
@@ -123,11 +127,12 @@ def main() -> None:
     p.add_argument("--data", default="shakespeare", help="the fine-tuning dataset folder under STUDY/finetune")
     p.add_argument("--gammas", default="1", help="the probe's gammas (comma list)")
     p.add_argument("--draws", type=int, default=2, help="the probe's draws per gamma")
+    p.add_argument("--perturb", type=Path, help="the series' perturb stores (default: STUDY_DIR/perturb)")
     p.add_argument("--replicates", type=int, default=REPLICATES)
     p.add_argument("--json", type=Path, help="write every case here")
     args = p.parse_args()
     gammas = tuple(float(g) for g in args.gammas.split(","))
-    result = validate(args.study, args.data, gammas, args.draws, args.replicates)
+    result = validate(args.study, args.data, gammas, args.draws, args.replicates, args.perturb)
     print(table(result))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -44,11 +44,12 @@ def load(out: Path, stage: str, study, size: str, seeds=None, arm: str = "", mis
 
 
 def tables(study, out: Path, size: str) -> dict[str, pd.DataFrame]:
-    """Every stage's table of one size, read once: ``perturb``, ``curvature``, the L2-pull runs joined
-    (``reg``), one per fine-tuning dataset (keyed by the dataset), ``quantize``, and the trunk's
+    """Every stage's table of one size, read once: ``perturb``, the L2-pull runs joined (``reg``), one
+    per fine-tuning dataset (keyed by the dataset), and ``curvature``, ``quantize`` and the trunk's
     (``trunk/perturb``, ``trunk/finetune``, ``trunk/quantize``) where the study has them."""
     found = {"perturb": load(out, "perturb", study, size)}
-    found["curvature"] = load(out, "curvature", study, size) if study.curvature_gammas else pd.DataFrame()
+    if study.curvature_gammas:
+        found["curvature"] = load(out, "curvature", study, size)
     regs = [load(out, f"finetune-reg/reg={r:g}", study, size) for r in study.regs]
     found["reg"] = pd.concat(regs, ignore_index=True) if regs else pd.DataFrame()
     for data in study.finetune_data:
@@ -91,14 +92,14 @@ def size_claims(study, size: str, found: dict[str, pd.DataFrame]) -> list[dict]:
     """Claims (a)-(h) for one size on its first dataset (h at the smallest curvature gamma from the
     antithetic excess, then one row per perturbation gamma), then (a') and (d)-(f) on every other
     dataset, then (q), (q'), (i) and (j) where the study measured them."""
-    first, curvature = study.finetune_data[0], found["curvature"]
-    traces = (
-        curvature[curvature.metric == "hessian_trace"].rename(columns={"value": "trace"}) if len(curvature) else None
-    )
+    first, curvature = study.finetune_data[0], found.get("curvature")
+    traces = None  # a study without curvature runs leaves (h) INCONCLUSIVE, "no data"
+    if curvature is not None:
+        traces = curvature[curvature.metric == "hessian_trace"].rename(columns={"value": "trace"})
     grid = pd.concat([found[first], *([found["reg"]] if len(found["reg"]) else [])], ignore_index=True)
     ceiling = uniform_loss(size)
     claims = evaluate_claims(found["perturb"], grid, traces, series_column=SERIES, uniform_loss=ceiling)
-    if traces is not None:  # a study without curvature runs leaves (h) INCONCLUSIVE, "no data"
+    if curvature is not None:
         h = evaluate_claims(_excess_as_perturb(curvature), None, traces, series_column=SERIES)
         band = next((c.get("band") for c in claims if c["claim"] == "h"), None)  # over every perturbation gamma
         claims = [c for c in claims if c["claim"] != "h"] + [c | {"band": band} for c in h if c["claim"] == "h"]

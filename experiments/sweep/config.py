@@ -290,7 +290,7 @@ def batch_stream_bytes(c: TheoryConfig) -> int:
 def estimate_bytes(cfg: TheoryConfig, n_cells: int) -> int:
     """A conservative peak-memory estimate of a sweep: one chunk's weights (with ``multimodal`` the
     projector too) at every checkpoint and every noise draw (8 bytes an entry), a chunk's minibatch
-    streams (``batch_stream_bytes``; a chunk is padded to ``chunk_size`` cells), with ``curvature`` a
+    streams (``batch_stream_bytes``; a chunk holds at most min(chunk_size, cells) cells), with ``curvature`` a
     chunk's dense Hessians and their eigensolver's work (3 x 8 bytes a weight pair, one time point at a
     time), plus the long-form table (about 200 bytes a row, ~6 rows a time point)."""
     every = cells(cfg) if cfg.grid else [cfg]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -93,8 +94,6 @@ def test_the_study_writes_every_run_then_predictions_claims_and_figure(study):
 def test_a_study_without_curvature_runs_leaves_h_without_data_and_every_other_claim_as_it_was(study, tmp_path):
     """The ``extension`` preset measures no curvature: its analysis reads no curvature folder, (h) says
     so, the other claims are those of the same tables with it, and the figure's curvature panel is empty."""
-    import shutil
-
     copy = tmp_path / "tiny"
     shutil.copytree(study, copy, ignore=lambda folder, names: ["curvature"] if Path(folder) == study else [])
     llm_study_report.write(dataclasses.replace(TINY, curvature_gammas=()), "tiny-test", copy)

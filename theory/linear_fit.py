@@ -220,26 +220,30 @@ class _Problem:
 
     def functions(self, base_only: bool):
         """residual(f), jacobian(f) over the points this fit uses."""
-        value, jac = _log_curves(self.rank, self.modification, self.link and not base_only, base_only, self.u0_ratio)
+        # The base curve is the same under either modification: one compiled model serves both.
+        modification = MODIFICATIONS[0] if base_only else self.modification
+        value, jac = _log_curves(self.rank, modification, self.link and not base_only, base_only)
         index = self.index[: self.n] if base_only else self.index
         y = self.y[: self.n] if base_only else self.y
+        log_u0_ratio = float(np.log(self.u0_ratio))
 
         def residual(f):
-            return np.asarray(value(jnp.asarray(f), self.T_pad, self.sizes_pad), float)[index] - y
+            return np.asarray(value(f, self.T_pad, self.sizes_pad, log_u0_ratio), float)[index] - y
 
         def jacobian(f):
-            return np.asarray(jac(jnp.asarray(f), self.T_pad, self.sizes_pad), float)[index]
+            return np.asarray(jac(f, self.T_pad, self.sizes_pad, log_u0_ratio), float)[index]
 
         return residual, jacobian
 
 
 @functools.cache
-def _log_curves(rank: int, modification: str, link_on: bool, base_only: bool, u0_ratio: float):
-    """jit(f, T, sizes) -> concat(log base (n,), log excess (k * n,)), and its Jacobian in f."""
+def _log_curves(rank: int, modification: str, link_on: bool, base_only: bool):
+    """jit(f, T, sizes, log u0/s1) -> concat(log base (n,), log excess (k * n,)), and its Jacobian in f
+    (u0 / s1 is an argument, so that every ratio of the profile reuses one compiled model)."""
     model = _model(rank, modification)
 
-    def curves(f, T, sizes):
-        q = jnp.stack([f[0], f[1], f[2], jnp.log(u0_ratio), f[3]])
+    def curves(f, T, sizes, log_u0_ratio):
+        q = jnp.stack([f[0], f[1], f[2], log_u0_ratio, f[3]])
         if base_only:
             loss, _ = model(q, T, 0.0)
             return jnp.log(jnp.maximum(loss, 1e-30))
@@ -292,13 +296,23 @@ def _profiled(problem: _Problem):
     """``problem`` at the u0 / s1 of ``U0_RATIOS`` whose base fit costs least (``U0_RATIO`` where the
     profile is flat), its base fits, and the profile: the ratio taken, whether the curve identifies
     it, and each ratio's base log RMSE."""
-    found = {r: _base_fits(dataclasses.replace(problem, u0_ratio=r)) for r in U0_RATIOS}
+    found = _base_profile(problem.rank, problem.T.tobytes(), problem.base.tobytes())
     rmse = {r: float(np.sqrt(2 * fits[0].cost / problem.n)) for r, fits in found.items()}
     best = min(rmse, key=rmse.get)
     identified = max(rmse.values()) - rmse[best] > PROFILE_FLAT
     best = best if identified else U0_RATIO
     profile = {"u0/s1": best, "identified": bool(identified), "base_log_rmse": {f"{r:g}": v for r, v in rmse.items()}}
     return dataclasses.replace(problem, u0_ratio=best), found[best], profile
+
+
+@functools.lru_cache(maxsize=64)
+def _base_profile(rank: int, T: bytes, base: bytes) -> dict:
+    """{u0 / s1: the base curve's fits (``_base_fits``)} for each of ``U0_RATIOS``, for the float64
+    arrays T and base given as bytes. Cached: a model comparison fits one family's base curve again for
+    every rival model and held-out size, and the profile depends on the base curve alone."""
+    T, base = np.frombuffer(T), np.frombuffer(base)
+    problem = _Problem(rank, MODIFICATIONS[0], T, base, np.zeros((0, T.size)), np.zeros(0), link=False)
+    return {r: tuple(_base_fits(dataclasses.replace(problem, u0_ratio=r))) for r in U0_RATIOS}
 
 
 def _least_squares(problem: _Problem, base_only: bool):

@@ -43,12 +43,13 @@ def arm_tables(study, out: Path, size: str) -> dict[str, pd.DataFrame]:
     return arms
 
 
-def forgetting_curves(arms: dict[str, pd.DataFrame | None], lr: float) -> dict[str, dict]:
-    """{arm: {"tokens", "mean", "sem", "n_series"}}: per series F_s(T) = mean over batch orders of ln ppl
+def forgetting_curves(arms: dict[str, pd.DataFrame], lr: float) -> dict[str, dict]:
+    """{arm: {"tokens", "mean", "sem", "n_series"}} for every arm with a table (``arm_tables``; an arm
+    with none is left out): per series F_s(T) = mean over batch orders of ln ppl
     after fine-tuning at ``lr`` - ln ppl before, then its mean and standard error over series per T."""
     curves = {}
     for arm, table in arms.items():
-        if table is None or len(table) == 0:
+        if table.empty:
             continue
         rows = table[(table.metric == "perplexity") & (table.checkpoint != "inflection")]
         before = rows[rows.modification == "none"].groupby([SERIES, "pretrain_time"])["value"].mean()

@@ -55,6 +55,20 @@ TINY = Study(
     multimodal_seeds=(("tiny", (0, 1)),),
 )
 TRUNK_STAGES = ("trunk/perturb", "trunk/finetune/shakespeare", "trunk/quantize")
+# One series at three budgets with the core stages only (perturbation, fine-tuning, curvature): for the
+# tests of how a study stops and goes on, which compare those stages' tables.
+ONE_SERIES = dataclasses.replace(
+    TINY,
+    seeds=(0,),
+    sizes=(("tiny", (1024, 2048, 4096)),),
+    regs=(),
+    quant_bits=(),
+    trunk_seeds=(),
+    trunk_gammas=(),
+    trunk_lrs=(),
+    multimodal_lrs=(),
+    multimodal_seeds=(),
+)
 
 
 @pytest.fixture(scope="module")
@@ -219,8 +233,7 @@ def test_the_extension_retrains_the_references_first_budgets_and_measures_every_
 
 def test_until_stops_after_a_stage_and_the_same_command_goes_on(capsys, tmp_path):
     """--until pre-training: the series alone, status stopped; without it, the rest follows."""
-    small = dataclasses.replace(TINY, seeds=(0,), sizes=(("tiny", (1024, 2048, 4096)),), regs=())
-    llm_study.STUDIES["tiny-until"] = small
+    llm_study.STUDIES["tiny-until"] = ONE_SERIES
     try:
         out = tmp_path / "until"
         code, printed, err = ovt(capsys, "llm", "study", "tiny-until", "--out", out, "--until", "pre-training")
@@ -383,11 +396,10 @@ def test_a_study_ended_by_a_full_disk_sigterm_and_sigint_resumes_to_the_uninterr
     from tests.exits import ENDINGS, interrupt_when, small_disk, start
 
     root = Path(__file__).resolve().parents[2]
-    small = dataclasses.replace(TINY, seeds=(0,), sizes=(("tiny", (1024, 2048, 4096)),), regs=())
     code = (
         "import sys\n"
         "from experiments import cli\nfrom experiments.llm import study as llm_study\n"
-        f"llm_study.STUDIES['tiny-term'] = llm_study.{small!r}\n"
+        f"llm_study.STUDIES['tiny-term'] = llm_study.{ONE_SERIES!r}\n"
         "argv = ['llm', 'study', 'tiny-term', '--quiet', '--workers', '1', '--until', 'measurements']\n"
         "sys.exit(cli.main(argv + ['--out', sys.argv[1]]))\n"
     )

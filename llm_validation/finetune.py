@@ -277,10 +277,24 @@ def finetune(
         optimizer.zero_grad(set_to_none=True)
         if not owned:
             # A caller's accelerator keeps what it prepared (this run's optimizer state included);
-            # ours goes with this frame, without free_memory's full garbage collection.
-            accelerator.free_memory()
+            # ours goes with this frame.
+            release(accelerator)
         model.train(was_training)
     return FinetuneResult(tuple(losses), diverged, len(losses) - diverged)
+
+
+def release(accelerator: Accelerator) -> None:
+    """Drop what ``accelerator`` prepared (models, optimizers and their state), as
+    ``Accelerator.free_memory`` does. On CPU without its full garbage collection: the prepared objects
+    hold no reference cycles, so dropping the accelerator's lists frees them, while a full collection
+    costs ~0.25 s in a process that holds JAX and transformers, 40% of a tiny study's time. On an
+    accelerator ``free_memory`` as is: it also empties the device's cache for the next run."""
+    if accelerator.device.type != "cpu":
+        accelerator.free_memory()
+        return
+    for prepared in (accelerator._models, accelerator._optimizers, accelerator._schedulers, accelerator._dataloaders):
+        prepared.clear()
+    accelerator.step = 0
 
 
 def masked_loss(model: nn.Module, examples: Examples, batch_size: int) -> float:

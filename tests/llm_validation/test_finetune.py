@@ -117,6 +117,33 @@ def test_one_seed_one_result_and_micro_batches_agree(tokenizer, train):
     assert not same_weights(runs[3], runs[0])
 
 
+def test_a_callers_accelerator_lets_each_run_go_without_a_garbage_collection(tokenizer, train, monkeypatch):
+    """With the caller's accelerator (as the lr grid passes it), a run's optimizer and its state are
+    freed when the run returns, by reference counting alone, and the next run prepares afresh."""
+    import gc
+    import weakref
+
+    made = []
+
+    class Watched(torch.optim.AdamW):  # the loop's AdamW, each one watched by a weak reference
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(weakref.ref(self))
+
+    monkeypatch.setattr(torch.optim, "AdamW", Watched)
+    accelerator = Accelerator(cpu=True)
+    model = make_model(tokenizer)
+    gc.disable()
+    try:
+        first = finetune(model, train, CONFIG, accelerator=accelerator)
+        assert made and made[0]() is None, "the run's optimizer outlived it without a garbage collection"
+        assert not accelerator._models and not accelerator._optimizers and accelerator.step == 0
+        again = finetune(make_model(tokenizer), train, CONFIG, accelerator=accelerator)
+    finally:
+        gc.enable()
+    assert again == first and not accelerator._optimizers
+
+
 def test_bfloat16_autocast_keeps_float32_weights(tokenizer, train):
     model = make_model(tokenizer)
     result = finetune(model, train, FinetuneConfig(lr=1e-3, steps=2, batch_size=4, dtype="bfloat16"))

@@ -26,6 +26,11 @@ def smoke_sized(name: str):
     return dataclasses.replace(cfg, **small)
 
 
+def four_lrs():
+    """The smoke fine-tuning preset over four lrs, one cell a chunk: four chunks to stop a run between."""
+    return dataclasses.replace(smoke_sized("finetune"), chunk_size=1, grid=(("lr", (0.01, 0.02, 0.04, 0.08)),))
+
+
 @pytest.fixture
 def smoke_config():
     return smoke_sized("smoke")

@@ -55,12 +55,15 @@ TINY = Study(
     multimodal_seeds=(("tiny", (0, 1)),),
 )
 TRUNK_STAGES = ("trunk/perturb", "trunk/finetune/shakespeare", "trunk/quantize")
-# One series at three budgets with the core stages only (perturbation, fine-tuning, curvature): for the
-# tests of how a study stops and goes on, which compare those stages' tables.
+# One series at three budgets with the core stages only (perturbation, fine-tuning, curvature) on the
+# smallest grids: for the tests of how a study stops and goes on, which compare those stages' tables.
 ONE_SERIES = dataclasses.replace(
     TINY,
     seeds=(0,),
     sizes=(("tiny", (1024, 2048, 4096)),),
+    gammas=(1.0,),
+    lrs=(3e-3,),
+    finetune_repeats=1,
     regs=(),
     quant_bits=(),
     trunk_seeds=(),

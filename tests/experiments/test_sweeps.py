@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from analysis.inflection import KINDS
+from experiments import cli
 from experiments.sweep import compute as theory_run
 from experiments.sweep import config, presets, rows
 from experiments.sweep.runner import run_theory
@@ -17,7 +18,7 @@ from rundir import derived, store
 from rundir.lifecycle import UsageError
 from tests.exits import ENDINGS, a_chunk_more, interrupt_when, small_disk, start
 
-from .conftest import smoke_sized
+from .conftest import four_lrs, smoke_sized
 
 
 @pytest.mark.parametrize("name", list(presets.PRESETS))
@@ -188,11 +189,11 @@ def test_a_store_written_before_the_kinds_loads_with_empty_kinds(tmp_path):
 
 def _sweep_command(out, slow):
     code = (
-        "import dataclasses, time\n"
+        "import time\n"
         "from experiments.sweep import compute as theory_run\n"
         "from experiments.sweep.runner import run_theory\n"
-        "from tests.experiments.conftest import smoke_sized\n"
-        "cfg = dataclasses.replace(smoke_sized('finetune'), chunk_size=1, grid=(('lr', (0.01, 0.02, 0.04, 0.08)),))\n"
+        "from tests.experiments.conftest import four_lrs\n"
+        "cfg = four_lrs()\n"
         "original = theory_run.run_chunk\n"
         f"def slow(*a, **k):\n    time.sleep({slow})\n    return original(*a, **k)\n"
         "theory_run.run_chunk = slow\n"
@@ -214,9 +215,8 @@ def test_sigkill_midway_then_resume_equals_uninterrupted(tmp_path):
     stored = len(store.stored_chunks(killed))
     assert 2 <= stored < 4 and not (killed / store.METRICS).exists()
     subprocess.run(_sweep_command(killed, 0), env=env, cwd=root, check=True)
-    clean = tmp_path / "clean"
-    subprocess.run(_sweep_command(clean, 0), env=env, cwd=root, check=True)
-    pd.testing.assert_frame_equal(pd.read_parquet(killed / store.METRICS), pd.read_parquet(clean / store.METRICS))
+    clean = run_theory(four_lrs(), "finetune", tmp_path / "clean", quiet=True)  # in this process
+    pd.testing.assert_frame_equal(pd.read_parquet(killed / store.METRICS), clean)
 
 
 def test_cell_axis_shards_over_two_devices(tmp_path):
@@ -249,6 +249,9 @@ def test_cluster_jobs_write_chunks_that_merge(tmp_path):
     pd.testing.assert_frame_equal(merged, direct)
 
 
+SMOKE_FOUR_GAMMAS = ["theory", "smoke", "gamma=0.3,0.5,1,2", "chunk_size=1", "--quiet"]
+
+
 def _cli_command(out, slow):
     """``ovt theory smoke`` over four gammas, one cell a chunk, each chunk slowed by ``slow`` seconds."""
     code = (
@@ -257,7 +260,7 @@ def _cli_command(out, slow):
         "original = theory_run.run_chunk\n"
         f"def slow(*a, **k):\n    time.sleep({slow})\n    return original(*a, **k)\n"
         "theory_run.run_chunk = slow\n"
-        "argv = ['theory', 'smoke', 'gamma=0.3,0.5,1,2', 'chunk_size=1', '--quiet']\n"
+        f"argv = {SMOKE_FOUR_GAMMAS!r}\n"
         f"sys.exit(cli.main(argv + ['--out', {str(out)!r}]))\n"
     )
     return [sys.executable, "-c", code]
@@ -285,6 +288,6 @@ def test_a_full_disk_sigterm_and_sigint_each_leave_a_true_status_and_the_run_res
         assert len(store.stored_chunks(out)) < 4
         subprocess.run(_cli_command(out, 0), env=env, cwd=root, check=True)
         clean = tmp_path / "clean"
-        subprocess.run(_cli_command(clean, 0), env=env, cwd=root, check=True)
+        assert cli.main([*SMOKE_FOUR_GAMMAS, "--out", str(clean)]) == 0  # in this process
         pd.testing.assert_frame_equal(pd.read_parquet(out / store.METRICS), pd.read_parquet(clean / store.METRICS))
         assert store.read_manifest(out)["status"] == "complete"

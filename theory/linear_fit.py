@@ -136,7 +136,9 @@ def fit_joint(T, base, sizes, S, modification: str, rank: int = 32, link: bool =
     after the plateau does not determine; where every ratio fits the base within ``PROFILE_FLAT`` of
     the best log RMSE, u0 / s1 is fixed at ``U0_RATIO`` (``profile`` holds each ratio's fit). Bounds:
     alpha_s in [0.05, 4], E in [0, min base], lam in [1e-3, 1e3]; a parameter left on a bound is
-    named in ``at_bounds`` (``analysis.model_comparison.BOUND_REASONS`` says why).
+    named in ``at_bounds`` (``analysis.model_comparison.BOUND_REASONS`` says why). Where the link bends
+    no fitted point (moving lam to its upper bound changes no log excess by more than ``LINK_IDLE``),
+    lam is reported at that bound, the quadratic limit, and named there too.
 
     Starts: the base curve fitted alone (``fit_linear_model``'s two best), then ref on a log grid of
     the excess cost for each lam in {0.1, 1, 10, 1e3}; the joint least squares runs from each, the lowest
@@ -178,6 +180,7 @@ def fit_joint(T, base, sizes, S, modification: str, rank: int = 32, link: bool =
 
 NAMES = ("kappa", "alpha_s", "s1", "E", "ref", "lam")
 LAM_BOUNDS = (1e-3, 1e3)
+LINK_IDLE = 1e-3  # log excess: a link that bends no fitted point by more leaves lam undetermined above them
 
 
 @dataclasses.dataclass
@@ -318,10 +321,31 @@ def _base_profile(rank: int, T: bytes, base: bytes) -> dict:
 def _least_squares(problem: _Problem, base_only: bool):
     problem, fits, profile = _profiled(problem)
     if base_only:
-        return _result(problem, fits[0], fits[0].x, names=NAMES[:4], profile=profile)
+        return _result(problem, fits[0].x, fits[0].fun, _on_bounds(fits[0]), profile)
     starts = [fit.x for fit in fits[:2]]
-    best = _joint(problem, starts)
-    return _result(problem, best, best.x, names=NAMES[: best.x.size], profile=profile)
+    return _result(problem, *_quadratic_if_idle(problem, _joint(problem, starts)), profile)
+
+
+def _on_bounds(fit) -> tuple[str, ...]:
+    return tuple(n for n, active in zip(NAMES, fit.active_mask) if active)
+
+
+def _quadratic_if_idle(problem: _Problem, fit):
+    """(f, residuals, names at a bound) of a joint fit, with lam moved to its upper bound (and named)
+    where that moves no fitted point's log excess by more than ``LINK_IDLE``: the link then bends no
+    point the data hold, every lam above the largest fitted Q fits the same, and the least squares
+    leaves lam wherever it started. The bound is the quadratic limit the data allow
+    (``analysis.model_comparison.BOUND_REASONS``)."""
+    at_bounds = _on_bounds(fit)
+    if not problem.link or "lam" in at_bounds:
+        return fit.x, fit.fun, at_bounds
+    residual, _ = problem.functions(base_only=False)
+    f = fit.x.copy()
+    f[5] = np.log(LAM_BOUNDS[1])
+    quadratic = residual(f)
+    if np.max(np.abs(quadratic - fit.fun)) > LINK_IDLE:
+        return fit.x, fit.fun, at_bounds
+    return f, quadratic, (*at_bounds, "lam")
 
 
 def _joint(problem: _Problem, base_starts):
@@ -344,8 +368,9 @@ def ref_start(problem: _Problem, x, lam: float | None) -> np.ndarray:
     return np.clip(np.concatenate([x, [log_refs[int(np.argmin(costs))]], extra]), lower, upper)
 
 
-def _result(problem: _Problem, fit, f, names, profile):
-    at_bounds = tuple(n for n, active in zip(names, fit.active_mask) if active)
+def _result(problem: _Problem, f, fun, at_bounds, profile):
+    """The fit at parameters ``f`` (residuals ``fun``; ``at_bounds`` the names on a bound): the base
+    curve's (4 parameters) or the family's."""
     model = LinearModel(
         float(f[1]),
         float(np.exp(f[2])),
@@ -355,13 +380,12 @@ def _result(problem: _Problem, fit, f, names, profile):
         problem.rank,
         at_bounds,
     )
-    y_all = problem.y[: problem.n] if len(names) == 4 else problem.y
-    good = goodness(y_all, y_all + fit.fun)
-    if len(names) == 4:
+    y_all = problem.y[: problem.n] if len(f) == 4 else problem.y
+    good = goodness(y_all, y_all + fun)
+    if len(f) == 4:
         return _BaseResult(model, good)
     lam = float(np.exp(f[5])) if problem.link else None
-    ref = float(np.exp(f[4]))
-    return JointFit(model, problem.modification, ref, lam, at_bounds, good, int(y_all.size), profile)
+    return JointFit(model, problem.modification, float(np.exp(f[4])), lam, at_bounds, good, int(y_all.size), profile)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,7 +6,7 @@ import pytest
 
 from analysis.phenomenology import fit_reference
 from theory import link, measure, protocol, tasks
-from theory.linear_fit import U0_RATIO, fit_joint, fit_linear_model
+from theory.linear_fit import LAM_BOUNDS, U0_RATIO, fit_joint, fit_linear_model
 from theory.linear_model import LinearModel
 
 TOKENS = np.geomspace(4e4, 2e6, 24)
@@ -93,6 +93,19 @@ def test_joint_fit_recovers_every_parameter_of_its_own_curves(lam):
     assert fit.goodness.rmse_log < 1e-3
     _, predicted = fit.predict(T, GAMMAS)
     np.testing.assert_allclose(predicted, S, rtol=0.01)
+
+
+def test_a_link_that_never_bends_is_reported_at_its_quadratic_limit():
+    """Fitted with the link to curves that never saturate, lam is not determined beyond the largest Q:
+    the fit says so (lam at its upper bound, named in at_bounds) and fits as the quadratic model does."""
+    T, base, S = _family(1.0, 2.0, None)
+    linked = fit_joint(T, base, GAMMAS, S, "gaussian", link=True)
+    quadratic = fit_joint(T, base, GAMMAS, S, "gaussian", link=False)
+    assert linked.lam == pytest.approx(LAM_BOUNDS[1]) and linked.at_bounds == ("lam",) == linked.model.at_bounds
+    _, Q = linked.model.curves(T, "gaussian", GAMMAS * linked.ref)
+    assert 5.0 < Q.max() < 0.1 * linked.lam  # Q reaches 9 nats, far below the bound: quadratic at every point
+    np.testing.assert_allclose(linked.predict(T, GAMMAS)[1], quadratic.predict(T, GAMMAS)[1], rtol=0.02)
+    assert linked.goodness.rmse_log < 1e-3
 
 
 def test_the_link_is_the_identity_to_second_order_and_saturates_beyond():

@@ -154,8 +154,8 @@ def _reproduce(args) -> int:
                     print(path)
     # Theory meets data: the theory fitted to the LLM stores, held-out inflections predicted, overlays drawn
     # (into OUT/compare). The theory stores are the linear model's own curves: fitting it back to them is
-    # the tests' recovery check, and at minutes a family it would double the main job;
-    # `ovt compare --results OUT/theory` fits them on request.
+    # the tests' recovery check, which the main job need not repeat; `ovt compare --results OUT/theory`
+    # fits them on request.
     if not args.theory_only:
         for path in compare.compare([args.out / "llm"], args.out / "compare", quiet=args.quiet):
             if not args.quiet:
